@@ -1,0 +1,37 @@
+# One entry point for people and CI. `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: help run test lint typecheck pytest bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(BIN)/mcos: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(BIN)/mcos  ## install, then start Mission Control on SQLite with a demo fleet (./mcos-demo)
+	$(BIN)/mcos run
+
+lint: $(BIN)/mcos  ## ruff check and ruff format --check
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: $(BIN)/mcos  ## mypy, strict on src/
+	$(BIN)/mypy
+
+pytest: $(BIN)/mcos  ## the whole test suite (PostgreSQL tests fail, not skip, under CI=true)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest  ## everything CI runs
+
+bench: $(BIN)/mcos  ## the bus benchmark (needs PostgreSQL on 127.0.0.1:5432)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python benchmarks/bus.py
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

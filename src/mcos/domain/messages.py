@@ -1,0 +1,198 @@
+"""Messages and their delivery rules.
+
+A message is stored once; each recipient inbox (one for an agent or a human, one per subscriber
+for a topic) gets its own *delivery*, which moves through ``queued → claimed → acked`` or, after
+too many attempts, ``dead``. The functions here decide ordering, retry delays and what a claim
+may take; the stores apply them in SQL and the property tests check both agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+
+class MessageKind(StrEnum):
+    """What a message is for (SPEC §2)."""
+
+    DIRECTIVE = "directive"
+    REQUEST = "request"
+    REPLY = "reply"
+    REPORT = "report"
+    ALERT = "alert"
+
+
+class Priority(StrEnum):
+    """Delivery order: higher priorities are claimed first, FIFO within one priority."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def rank(self) -> int:
+        """The integer stored in the database; larger is claimed first."""
+        return _PRIORITY_RANK[self]
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Priority:
+        """The priority stored as ``rank``."""
+        return _RANK_PRIORITY[rank]
+
+
+_PRIORITY_RANK = {Priority.LOW: 0, Priority.NORMAL: 1, Priority.HIGH: 2, Priority.URGENT: 3}
+_RANK_PRIORITY = {v: k for k, v in _PRIORITY_RANK.items()}
+
+
+class RecipientKind(StrEnum):
+    """Who a message is addressed to; names are unique across the three kinds."""
+
+    AGENT = "agent"
+    TOPIC = "topic"
+    HUMAN = "human"
+
+
+class DeliveryState(StrEnum):
+    """Where one delivery of a message to one inbox stands."""
+
+    QUEUED = "queued"
+    CLAIMED = "claimed"
+    ACKED = "acked"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How long claims last, how retries back off and when a delivery is dead-lettered."""
+
+    max_attempts: int = 5
+    """Deliveries claimed this many times without an ack go to the dead-letter list."""
+    visibility: timedelta = timedelta(seconds=30)
+    """Default time a claimant has to ack before the delivery is offered again."""
+    retry_base: timedelta = timedelta(seconds=1)
+    """First nack delay; it doubles with each attempt."""
+    retry_cap: timedelta = timedelta(minutes=5)
+    """Longest nack delay."""
+
+    def retry_delay(self, attempts: int) -> timedelta:
+        """Delay before a delivery nacked after ``attempts`` claims becomes claimable again."""
+        exponent = max(attempts - 1, 0)
+        # 2**30 seconds already exceeds any sensible cap; keep the arithmetic bounded.
+        delay: timedelta = self.retry_base * (2 ** min(exponent, 30))
+        return min(delay, self.retry_cap)
+
+    def exhausted(self, attempts: int) -> bool:
+        """Whether a delivery that has been claimed ``attempts`` times must be dead-lettered."""
+        return attempts >= self.max_attempts
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message as a sender submits it; the server stamps sender and time."""
+
+    sender: str
+    recipient: str
+    kind: MessageKind = MessageKind.REQUEST
+    priority: Priority = Priority.NORMAL
+    subject: str = ""
+    body: str = ""
+    reply_to: int | None = None
+    idempotency_key: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def content_hash(self) -> str:
+        """Digest of everything the sender chose, to tell a true repeat from a key reuse."""
+        payload = {
+            "recipient": self.recipient,
+            "kind": str(self.kind),
+            "priority": str(self.priority),
+            "subject": self.subject,
+            "body": self.body,
+            "reply_to": self.reply_to,
+            "meta": self.meta,
+        }
+        encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(encoded).hexdigest()
+
+
+@dataclass(frozen=True)
+class Message:
+    """A stored message."""
+
+    id: int
+    sender: str
+    recipient: str
+    recipient_kind: RecipientKind
+    kind: MessageKind
+    priority: Priority
+    subject: str
+    body: str
+    thread_id: int
+    reply_to: int | None
+    idempotency_key: str | None
+    created_at: datetime
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery of a message to one inbox."""
+
+    id: int
+    inbox: str
+    state: DeliveryState
+    attempts: int
+    visible_at: datetime
+    deadline: datetime | None
+    receipt: str | None
+    last_error: str | None
+    message: Message
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a send stored: the message, its deliveries, and whether it was new."""
+
+    message: Message
+    deliveries: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    """The fields of a delivery that decide whether it can be claimed, for the pure rules."""
+
+    id: int
+    priority_rank: int
+    state: DeliveryState
+    attempts: int
+    visible_at: datetime
+    deadline: datetime | None
+
+
+def claimable(d: DeliveryView, now: datetime) -> bool:
+    """Whether a claim at ``now`` may take ``d``: a visible queued delivery or a lapsed claim."""
+    if d.state is DeliveryState.QUEUED:
+        return d.visible_at <= now
+    if d.state is DeliveryState.CLAIMED:
+        return d.deadline is not None and d.deadline <= now
+    return False
+
+
+def claim_order(d: DeliveryView) -> tuple[int, int]:
+    """Sort key of claims: urgent first, then oldest first (ids grow with send order)."""
+    return (-d.priority_rank, d.id)
+
+
+def lapsed_into_dead_letter(d: DeliveryView, now: datetime, policy: DeliveryPolicy) -> bool:
+    """A lapsed claim that has used every attempt is dead-lettered instead of redelivered."""
+    return (
+        d.state is DeliveryState.CLAIMED
+        and d.deadline is not None
+        and d.deadline <= now
+        and policy.exhausted(d.attempts)
+    )

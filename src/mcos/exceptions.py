@@ -1,0 +1,116 @@
+"""Every error mcos raises on purpose.
+
+Errors carry data (what, where) and their message says what to do. The HTTP layer maps each
+class to one status code and one machine-readable ``code``; the CLI maps them to exit codes
+(a configuration error exits 78, ``EX_CONFIG``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+EX_CONFIG = 78
+
+
+class McosError(Exception):
+    """Root of every error mcos raises on purpose."""
+
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigError(McosError):
+    """The fleet file or another configuration is wrong; names the file and the key path."""
+
+    code = "config_error"
+    status = 500
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        where = f"{file}: {key}: " if key else f"{file}: "
+        super().__init__(f"{where}{problem}", file=file, key=key, problem=problem)
+        self.file = file
+        self.key = key
+        self.problem = problem
+
+
+class ConfigErrors(McosError):
+    """Several configuration problems found in one pass, so a user fixes them all at once."""
+
+    code = "config_error"
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        super().__init__("\n".join(e.message for e in errors), count=len(errors))
+        self.errors = errors
+
+
+class AuthError(McosError):
+    """The request carries no valid credentials (401)."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(McosError):
+    """The caller is authenticated but may not do this (403)."""
+
+    code = "forbidden"
+    status = 403
+
+
+class NotFound(McosError):
+    """The named thing does not exist (404)."""
+
+    code = "not_found"
+    status = 404
+
+
+class Conflict(McosError):
+    """The request conflicts with what is stored (409)."""
+
+    code = "conflict"
+    status = 409
+
+
+class IdempotencyConflict(Conflict):
+    """The sender reused an idempotency key with different content."""
+
+    code = "idempotency_conflict"
+
+
+class StaleReceipt(Conflict):
+    """The claim this receipt belongs to has expired or was superseded by another claim."""
+
+    code = "stale_receipt"
+
+
+class InvalidRequest(McosError):
+    """The request is well-formed but names something that cannot be used (422)."""
+
+    code = "invalid_request"
+    status = 422
+
+
+class StoreError(McosError):
+    """The store failed in a way the caller cannot fix."""
+
+    code = "store_error"
+    status = 500
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now; retrying later is safe (503)."""
+
+    code = "store_unavailable"
+    status = 503
+
+
+class SchemaOutOfDate(StoreError):
+    """The database schema is older than this version of mcos expects."""
+
+    code = "schema_out_of_date"
+    status = 503

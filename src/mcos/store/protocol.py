@@ -1,0 +1,204 @@
+"""The one interface Mission Control uses to reach its database.
+
+Two implementations pass one shared test suite: :mod:`mcos.store.sqlite` (the embedded
+default) and :mod:`mcos.store.postgres` (production). Every mutating call that changes control
+state takes an optional :class:`~mcos.domain.audit.AuditEvent` and writes it in the same
+transaction, so a change and its audit record are stored together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+from mcos.domain.audit import AuditEvent, AuditRecord
+from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
+from mcos.domain.tokens import PrincipalKind, TokenRecord
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """An agent as the directory knows it (from the fleet file, plus what the server saw)."""
+
+    name: str
+    role: str
+    host: str
+    reports_to: str | None = None
+    last_seen_at: datetime | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Everything a message may be addressed to, as declared by the fleet file."""
+
+    agents: Sequence[AgentEntry]
+    humans: Sequence[str]
+    topics: dict[str, Sequence[str]]
+    """Topic name → subscriber names (agents or humans)."""
+
+
+@dataclass(frozen=True)
+class InboxDepth:
+    """How many deliveries an inbox holds in each live state."""
+
+    inbox: str
+    queued: int
+    claimed: int
+    dead: int
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters for reading the audit log; all optional, combined with AND."""
+
+    actor: str | None = None
+    action: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_seq: int = 0
+    limit: int = 100
+
+
+@dataclass(frozen=True)
+class AuditVerification:
+    """The outcome of walking the audit chain."""
+
+    records: int
+    head_seq: int
+    breaks: list[tuple[int, str]]
+
+    @property
+    def intact(self) -> bool:
+        """True when no record was edited, deleted or reordered."""
+        return not self.breaks
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Mission Control's storage: directory, messages, tokens and the audit log."""
+
+    dialect: str
+    """``sqlite`` or ``postgres``."""
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect; refuses to serve a schema older than this code (run ``mcos db upgrade``)."""
+
+    async def close(self) -> None:
+        """Release connections and wake any waiter."""
+
+    async def upgrade(self, target: int | None = None) -> list[int]:
+        """Apply pending migrations up to ``target`` (default: latest); returns versions applied."""
+
+    async def schema_version(self) -> int:
+        """The version the database is at (0 for an empty one)."""
+
+    async def now(self) -> datetime:
+        """The authoritative clock: the database server's time, timezone-aware UTC."""
+
+    # --- directory -------------------------------------------------------------------------
+    async def sync_directory(self, directory: Directory, audit: AuditEvent | None = None) -> None:
+        """Make agents, humans and topic subscriptions match the fleet file."""
+
+    async def list_agents(self) -> list[AgentEntry]:
+        """Every agent in the directory, by name."""
+
+    async def recipient_kind(self, name: str) -> RecipientKind | None:
+        """What ``name`` is (agent, topic or human), or None when nothing has that name."""
+
+    async def subscriptions(self, name: str) -> list[str]:
+        """The topics ``name`` is subscribed to."""
+
+    async def touch_agent(self, name: str) -> None:
+        """Record that ``name`` was seen now (by the server's clock)."""
+
+    # --- messages --------------------------------------------------------------------------
+    async def send(self, message: NewMessage) -> SendResult:
+        """Store a message and one delivery per recipient inbox.
+
+        A repeat of ``(sender, idempotency_key)`` with the same content returns the original
+        (``created=False``); with different content it raises ``IdempotencyConflict``.
+        """
+
+    async def get_message(self, message_id: int) -> Message:
+        """One message by id (``NotFound`` otherwise)."""
+
+    async def thread(self, thread_id: int) -> list[Message]:
+        """Every message of a thread, oldest first."""
+
+    async def claim(
+        self, inbox: str, *, limit: int = 1, visibility: timedelta | None = None
+    ) -> list[Delivery]:
+        """Claim up to ``limit`` deliveries of ``inbox``: urgent first, then oldest first.
+
+        A claimed delivery is hidden from other claimants until its deadline; a lapsed claim is
+        offered again, or dead-lettered once it has used every attempt.
+        """
+
+    async def ack(self, inbox: str, delivery_id: int, receipt: str) -> None:
+        """Finish a delivery; ``StaleReceipt`` if the claim lapsed or another claim holds it."""
+
+    async def nack(
+        self,
+        inbox: str,
+        delivery_id: int,
+        receipt: str,
+        *,
+        error: str = "",
+        delay: timedelta | None = None,
+    ) -> Delivery:
+        """Give a delivery back: it is retried after a backoff, or dead-lettered when exhausted."""
+
+    async def wait(self, inbox: str, timeout: float) -> bool:
+        """Block until something may be claimable in ``inbox`` or ``timeout`` seconds pass.
+
+        Returns True when woken by a send; a wake-up is a hint, the caller claims to find out.
+        """
+
+    async def dead_letters(self, inbox: str | None = None, limit: int = 100) -> list[Delivery]:
+        """Dead-lettered deliveries, oldest first."""
+
+    async def requeue(self, delivery_id: int, audit: AuditEvent | None = None) -> Delivery:
+        """Put a dead-lettered delivery back in its inbox with a fresh attempt count."""
+
+    async def inbox_depths(self, inboxes: Sequence[str] | None = None) -> list[InboxDepth]:
+        """Queue depth per inbox (every inbox with deliveries when ``inboxes`` is None)."""
+
+    # --- tokens ----------------------------------------------------------------------------
+    async def create_token(
+        self,
+        *,
+        prefix: str,
+        digest: str,
+        kind: PrincipalKind,
+        name: str,
+        label: str = "",
+        expires_at: datetime | None = None,
+        audit: AuditEvent | None = None,
+    ) -> TokenRecord:
+        """Store a new token's digest."""
+
+    async def find_token(self, prefix: str) -> TokenRecord | None:
+        """The token with this prefix (one index probe), revoked or not."""
+
+    async def get_token(self, token_id: int) -> TokenRecord:
+        """One token by id (``NotFound`` otherwise)."""
+
+    async def list_tokens(self, name: str | None = None) -> list[TokenRecord]:
+        """Every token, or those of one principal."""
+
+    async def revoke_token(self, token_id: int, audit: AuditEvent | None = None) -> TokenRecord:
+        """Mark a token revoked from now on (idempotent)."""
+
+    # --- audit -----------------------------------------------------------------------------
+    async def record(self, event: AuditEvent) -> AuditRecord:
+        """Append one audit record on its own (for refusals and reads that must be logged)."""
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Audit records matching ``query``, in chain order."""
+
+    async def verify_audit(self) -> AuditVerification:
+        """Walk the whole chain and report every break."""

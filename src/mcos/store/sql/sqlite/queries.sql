@@ -1,0 +1,183 @@
+-- Named queries of the SQLite store. Times are integer microseconds since the epoch (UTC).
+
+-- name: schema_migrations_create
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL,
+    applied_at  INTEGER NOT NULL
+);
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) AS version FROM schema_migrations;
+
+-- name: schema_record
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?);
+
+-- name: recipient_upsert
+INSERT INTO recipients (name, kind, role, host, reports_to, info, active, created_at)
+VALUES (?, ?, ?, ?, ?, ?, 1, ?)
+ON CONFLICT (name) DO UPDATE SET
+    kind = excluded.kind, role = excluded.role, host = excluded.host,
+    reports_to = excluded.reports_to, info = excluded.info, active = 1;
+
+-- name: recipients_deactivate_all
+UPDATE recipients SET active = 0;
+
+-- name: subscriptions_clear
+DELETE FROM subscriptions;
+
+-- name: subscription_insert
+INSERT INTO subscriptions (topic, subscriber) VALUES (?, ?);
+
+-- name: agents_list
+SELECT name, role, host, reports_to, info, last_seen_at
+FROM recipients WHERE kind = 'agent' AND active = 1 ORDER BY name;
+
+-- name: recipient_kind
+SELECT kind FROM recipients WHERE name = ? AND active = 1;
+
+-- name: subscriptions_of
+SELECT topic FROM subscriptions WHERE subscriber = ? ORDER BY topic;
+
+-- name: topic_subscribers
+SELECT s.subscriber FROM subscriptions s
+JOIN recipients r ON r.name = s.subscriber AND r.active = 1
+WHERE s.topic = ? ORDER BY s.subscriber;
+
+-- name: agent_touch
+UPDATE recipients SET last_seen_at = ? WHERE name = ?;
+
+-- name: message_by_idempotency
+SELECT * FROM messages WHERE sender = ? AND idempotency_key = ?;
+
+-- name: message_by_id
+SELECT * FROM messages WHERE id = ?;
+
+-- name: message_thread_of
+SELECT thread_id FROM messages WHERE id = ?;
+
+-- name: message_insert
+INSERT INTO messages (sender, recipient, recipient_kind, kind, priority, subject, body,
+                      thread_id, reply_to, idempotency_key, content_hash, meta, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, coalesce(?, 0), ?, ?, ?, ?, ?)
+RETURNING *;
+
+-- name: message_set_own_thread
+UPDATE messages SET thread_id = id WHERE id = ? RETURNING *;
+
+-- name: message_delivery_count
+SELECT (SELECT count(*) FROM deliveries WHERE message_id = ?)
+     + (SELECT count(*) FROM delivery_history WHERE message_id = ?) AS n;
+
+-- name: thread_messages
+SELECT * FROM messages WHERE thread_id = ? ORDER BY id;
+
+-- name: delivery_insert
+INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
+                        created_at, updated_at)
+VALUES (?, ?, ?, 'queued', 0, ?, ?, ?);
+
+-- name: claim_candidates
+SELECT id, state, attempts FROM deliveries
+WHERE inbox = ? AND state IN ('queued', 'claimed') AND visible_at <= ?
+ORDER BY priority DESC, id
+LIMIT ?;
+
+-- name: delivery_claim
+UPDATE deliveries
+SET state = 'claimed', attempts = attempts + 1, visible_at = ?, receipt = ?, updated_at = ?
+WHERE id = ?;
+
+-- name: delivery_dead_letter
+UPDATE deliveries
+SET state = 'dead', receipt = NULL, last_error = ?, updated_at = ?
+WHERE id = ?;
+
+-- name: delivery_for_update
+SELECT id, message_id, inbox, state, attempts, receipt, created_at FROM deliveries
+WHERE id = ? AND inbox = ?;
+
+-- name: delivery_history_receipt
+SELECT receipt FROM delivery_history WHERE id = ? AND inbox = ?;
+
+-- name: delivery_delete
+DELETE FROM deliveries WHERE id = ?;
+
+-- name: delivery_history_insert
+INSERT INTO delivery_history (id, message_id, inbox, attempts, receipt, created_at, acked_at)
+VALUES (?, ?, ?, ?, ?, ?, ?);
+
+-- name: delivery_release
+UPDATE deliveries
+SET state = 'queued', visible_at = ?, receipt = NULL, last_error = ?, updated_at = ?
+WHERE id = ?;
+
+-- name: delivery_requeue
+UPDATE deliveries
+SET state = 'queued', attempts = 0, visible_at = ?, receipt = NULL, updated_at = ?
+WHERE id = ? AND state = 'dead';
+
+-- name: delivery_with_message
+SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
+       d.receipt, d.last_error, m.*
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.id = ?;
+
+-- name: dead_letters
+SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
+       d.receipt, d.last_error, m.*
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.state = 'dead' AND (? IS NULL OR d.inbox = ?)
+ORDER BY d.id
+LIMIT ?;
+
+-- name: inbox_depths
+SELECT inbox,
+       sum(state = 'queued') AS queued,
+       sum(state = 'claimed') AS claimed,
+       sum(state = 'dead') AS dead
+FROM deliveries GROUP BY inbox ORDER BY inbox;
+
+-- name: token_insert
+INSERT INTO tokens (prefix, digest, kind, name, label, created_at, expires_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+RETURNING *;
+
+-- name: token_by_prefix
+SELECT * FROM tokens WHERE prefix = ?;
+
+-- name: token_by_id
+SELECT * FROM tokens WHERE id = ?;
+
+-- name: tokens_all
+SELECT * FROM tokens ORDER BY id;
+
+-- name: tokens_of
+SELECT * FROM tokens WHERE name = ? ORDER BY id;
+
+-- name: token_revoke
+UPDATE tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? RETURNING *;
+
+-- name: audit_head
+SELECT seq, hash FROM audit_head WHERE id = 1;
+
+-- name: audit_insert
+INSERT INTO audit (seq, at, actor, action, targets, detail, outcome, prev_hash, hash)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+RETURNING *;
+
+-- name: audit_head_update
+UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1;
+
+-- name: audit_query
+SELECT * FROM audit
+WHERE seq > ?
+  AND (? IS NULL OR actor = ?)
+  AND (? IS NULL OR action = ?)
+  AND (? IS NULL OR at >= ?)
+  AND (? IS NULL OR at < ?)
+ORDER BY seq
+LIMIT ?;
+
+-- name: audit_all
+SELECT * FROM audit ORDER BY seq;

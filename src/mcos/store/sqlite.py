@@ -1,0 +1,712 @@
+"""The embedded store: SQLite in WAL mode, zero set-up.
+
+One connection lives on one dedicated thread, so every statement is serialised without lock
+contention and the event loop never blocks on disk. Mission Control's clock is this process's
+clock (there is no other server to disagree with). Wake-ups reach waiters of this process
+directly; consumers of another process sharing the file notice sends on their next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
+from mcos.domain.messages import (
+    Delivery,
+    DeliveryPolicy,
+    Message,
+    NewMessage,
+    RecipientKind,
+    SendResult,
+)
+from mcos.domain.tokens import PrincipalKind, TokenRecord
+from mcos.exceptions import (
+    IdempotencyConflict,
+    InvalidRequest,
+    NotFound,
+    SchemaOutOfDate,
+    StaleReceipt,
+    StoreError,
+)
+from mcos.store import rows
+from mcos.store.migrations import latest, migrations
+from mcos.store.notify import Waiters
+from mcos.store.protocol import (
+    AgentEntry,
+    AuditQuery,
+    AuditVerification,
+    Directory,
+    InboxDepth,
+)
+from mcos.store.queries import queries
+
+T = TypeVar("T")
+Q = queries("sqlite")
+_SYNCHRONOUS = {"off", "normal", "full", "extra"}
+
+
+def _us(dt: datetime) -> int:
+    """A datetime as integer microseconds since the epoch."""
+    return int(dt.timestamp() * 1_000_000) if dt.tzinfo else _naive(dt)
+
+
+def _naive(dt: datetime) -> int:
+    msg = f"naive datetime {dt!r}: mcos stores only timezone-aware times"
+    raise ValueError(msg)
+
+
+def _dt(us: int) -> datetime:
+    """Integer microseconds since the epoch as an aware UTC datetime."""
+    return datetime.fromtimestamp(us // 1_000_000, UTC) + timedelta(microseconds=us % 1_000_000)
+
+
+def _opt_dt(us: int | None) -> datetime | None:
+    return None if us is None else _dt(us)
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _delivery_from_row(row: sqlite3.Row) -> Delivery:
+    msg = rows.message(row, _dt(row["created_at"]))
+    visible = _dt(row["d_visible_at"])
+    deadline = visible if row["state"] == "claimed" else None
+    return rows.delivery(row, msg, visible, deadline)
+
+
+class SqliteStore:
+    """Mission Control's store on one SQLite file."""
+
+    dialect = "sqlite"
+
+    def __init__(
+        self,
+        path: str | Path,
+        policy: DeliveryPolicy | None = None,
+        *,
+        synchronous: str = "full",
+    ) -> None:
+        if synchronous not in _SYNCHRONOUS:
+            msg = f"synchronous must be one of {sorted(_SYNCHRONOUS)}, not {synchronous!r}"
+            raise ValueError(msg)
+        self.path = Path(path)
+        self.policy = policy or DeliveryPolicy()
+        self._synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcos-sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._waiters = Waiters()
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 10000")
+        return conn
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` with the connection on the store's thread."""
+
+        def call() -> T:
+            if self._conn is None:
+                self._conn = self._connect()
+            try:
+                return fn(self._conn)
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"SQLite {self.path}: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    @staticmethod
+    @contextmanager
+    def _tx(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """A write transaction, taken up front so no two writers deadlock upgrading locks."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect; refuses a schema older than this code expects."""
+        version = await self.schema_version()
+        wanted = latest(self.dialect)
+        if version < wanted:
+            msg = (
+                f"the database {self.path} is at schema version {version}, this mcos needs "
+                f"{wanted}: run `mcos db upgrade`"
+            )
+            raise SchemaOutOfDate(msg, version=version, wanted=wanted)
+        if version > wanted:
+            msg = (
+                f"the database {self.path} is at schema version {version}, newer than this "
+                f"mcos ({wanted}): upgrade mcos"
+            )
+            raise SchemaOutOfDate(msg, version=version, wanted=wanted)
+
+    async def close(self) -> None:
+        """Close the connection and wake every waiter."""
+        self._waiters.wake_all()
+
+        def shut(conn: sqlite3.Connection) -> None:
+            conn.close()
+            self._conn = None
+
+        if self._conn is not None:
+            await self._run(shut)
+        self._executor.shutdown(wait=True)
+
+    async def upgrade(self, target: int | None = None) -> list[int]:
+        """Apply pending migrations, each in its own transaction."""
+
+        def apply(conn: sqlite3.Connection) -> list[int]:
+            conn.execute(Q["schema_migrations_create"])
+            current = conn.execute(Q["schema_version"]).fetchone()["version"]
+            applied: list[int] = []
+            for m in migrations(self.dialect):
+                if m.version <= current or (target is not None and m.version > target):
+                    continue
+                # executescript commits on its own, so the version row goes in the same script.
+                # Safe to format: an int and a file name matched by [a-z0-9_]+.
+                record = (
+                    f"INSERT INTO schema_migrations VALUES ({m.version}, '{m.name}', {_now_us()});"  # noqa: S608
+                )
+                script = f"BEGIN IMMEDIATE;\n{m.sql}\n{record}\nCOMMIT;"
+                conn.executescript(script)
+                applied.append(m.version)
+            return applied
+
+        return await self._run(apply)
+
+    async def schema_version(self) -> int:
+        """The version the database is at (0 for an empty one)."""
+
+        def read(conn: sqlite3.Connection) -> int:
+            conn.execute(Q["schema_migrations_create"])
+            return int(conn.execute(Q["schema_version"]).fetchone()["version"])
+
+        return await self._run(read)
+
+    async def now(self) -> datetime:
+        """This process's clock: with SQLite, Mission Control is the only clock."""
+        return _dt(_now_us())
+
+    # --- directory -----------------------------------------------------------------------------
+    async def sync_directory(self, directory: Directory, audit: AuditEvent | None = None) -> None:
+        """Make recipients and subscriptions match the fleet file; removed names go inactive."""
+
+        def sync(conn: sqlite3.Connection) -> None:
+            now = _now_us()
+            with self._tx(conn):
+                conn.execute(Q["recipients_deactivate_all"])
+                for a in directory.agents:
+                    conn.execute(
+                        Q["recipient_upsert"],
+                        (a.name, "agent", a.role, a.host, a.reports_to, json.dumps(a.info), now),
+                    )
+                for h in directory.humans:
+                    conn.execute(Q["recipient_upsert"], (h, "human", "", "", None, "{}", now))
+                for t in directory.topics:
+                    conn.execute(Q["recipient_upsert"], (t, "topic", "", "", None, "{}", now))
+                conn.execute(Q["subscriptions_clear"])
+                for topic, subscribers in directory.topics.items():
+                    for s in subscribers:
+                        conn.execute(Q["subscription_insert"], (topic, s))
+                if audit is not None:
+                    self._append_audit(conn, audit, now)
+
+        await self._run(sync)
+
+    async def list_agents(self) -> list[AgentEntry]:
+        """Every active agent, by name."""
+
+        def read(conn: sqlite3.Connection) -> list[AgentEntry]:
+            return [
+                AgentEntry(
+                    name=r["name"],
+                    role=r["role"],
+                    host=r["host"],
+                    reports_to=r["reports_to"],
+                    last_seen_at=_opt_dt(r["last_seen_at"]),
+                    info=json.loads(r["info"]),
+                )
+                for r in conn.execute(Q["agents_list"])
+            ]
+
+        return await self._run(read)
+
+    async def recipient_kind(self, name: str) -> RecipientKind | None:
+        """What ``name`` is, or None."""
+
+        def read(conn: sqlite3.Connection) -> RecipientKind | None:
+            row = conn.execute(Q["recipient_kind"], (name,)).fetchone()
+            return None if row is None else RecipientKind(row["kind"])
+
+        return await self._run(read)
+
+    async def subscriptions(self, name: str) -> list[str]:
+        """Topics ``name`` subscribes to."""
+        return await self._run(
+            lambda conn: [r["topic"] for r in conn.execute(Q["subscriptions_of"], (name,))]
+        )
+
+    async def touch_agent(self, name: str) -> None:
+        """Record that ``name`` was seen now."""
+        await self._run(lambda conn: conn.execute(Q["agent_touch"], (_now_us(), name)))
+
+    # --- messages ------------------------------------------------------------------------------
+    async def send(self, message: NewMessage) -> SendResult:
+        """Store a message and its deliveries, then wake the recipients' waiters."""
+        digest = message.content_hash()
+
+        def write(conn: sqlite3.Connection) -> tuple[SendResult, list[str]]:
+            now = _now_us()
+            with self._tx(conn):
+                if message.idempotency_key is not None:
+                    found = conn.execute(
+                        Q["message_by_idempotency"], (message.sender, message.idempotency_key)
+                    ).fetchone()
+                    if found is not None:
+                        return self._repeat(conn, found, digest), []
+                kind_row = conn.execute(Q["recipient_kind"], (message.recipient,)).fetchone()
+                if kind_row is None:
+                    raise InvalidRequest(
+                        f"unknown recipient {message.recipient!r}", field="recipient"
+                    )
+                kind = RecipientKind(kind_row["kind"])
+                thread_id: int | None = None
+                if message.reply_to is not None:
+                    parent = conn.execute(Q["message_thread_of"], (message.reply_to,)).fetchone()
+                    if parent is None:
+                        raise InvalidRequest(
+                            f"reply_to: no message {message.reply_to}", field="reply_to"
+                        )
+                    thread_id = parent["thread_id"]
+                row = conn.execute(
+                    Q["message_insert"],
+                    (
+                        message.sender,
+                        message.recipient,
+                        kind,
+                        message.kind,
+                        message.priority.rank,
+                        message.subject,
+                        message.body,
+                        thread_id,
+                        message.reply_to,
+                        message.idempotency_key,
+                        digest,
+                        json.dumps(message.meta),
+                        now,
+                    ),
+                ).fetchone()
+                if thread_id is None:
+                    row = conn.execute(Q["message_set_own_thread"], (row["id"],)).fetchone()
+                inboxes = (
+                    [
+                        r["subscriber"]
+                        for r in conn.execute(Q["topic_subscribers"], (message.recipient,))
+                    ]
+                    if kind is RecipientKind.TOPIC
+                    else [message.recipient]
+                )
+                for inbox in inboxes:
+                    conn.execute(
+                        Q["delivery_insert"],
+                        (row["id"], inbox, message.priority.rank, now, now, now),
+                    )
+                stored = rows.message(row, _dt(row["created_at"]))
+                return SendResult(stored, len(inboxes), created=True), inboxes
+
+        result, inboxes = await self._run(write)
+        self._waiters.wake(inboxes)
+        return result
+
+    @staticmethod
+    def _repeat(conn: sqlite3.Connection, found: sqlite3.Row, digest: str) -> SendResult:
+        if found["content_hash"] != digest:
+            raise IdempotencyConflict(
+                f"idempotency key {found['idempotency_key']!r} was already used by "
+                f"{found['sender']} for different content (message {found['id']})",
+                message_id=found["id"],
+            )
+        n = conn.execute(Q["message_delivery_count"], (found["id"], found["id"])).fetchone()["n"]
+        return SendResult(rows.message(found, _dt(found["created_at"])), n, created=False)
+
+    async def get_message(self, message_id: int) -> Message:
+        """One message by id."""
+
+        def read(conn: sqlite3.Connection) -> Message:
+            row = conn.execute(Q["message_by_id"], (message_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no message {message_id}", message_id=message_id)
+            return rows.message(row, _dt(row["created_at"]))
+
+        return await self._run(read)
+
+    async def thread(self, thread_id: int) -> list[Message]:
+        """Every message of a thread, oldest first."""
+
+        def read(conn: sqlite3.Connection) -> list[Message]:
+            return [
+                rows.message(r, _dt(r["created_at"]))
+                for r in conn.execute(Q["thread_messages"], (thread_id,))
+            ]
+
+        return await self._run(read)
+
+    async def claim(
+        self, inbox: str, *, limit: int = 1, visibility: timedelta | None = None
+    ) -> list[Delivery]:
+        """Claim up to ``limit`` deliveries; lapsed claims out of attempts are dead-lettered."""
+        hold = int((visibility or self.policy.visibility).total_seconds() * 1_000_000)
+
+        def take(conn: sqlite3.Connection) -> list[Delivery]:
+            now = _now_us()
+            claimed: list[int] = []
+            receipts: dict[int, str] = {}
+            with self._tx(conn):
+                while len(claimed) < limit:
+                    wanted = limit - len(claimed)
+                    candidates = conn.execute(
+                        Q["claim_candidates"], (inbox, now, wanted)
+                    ).fetchall()
+                    if not candidates:
+                        break
+                    for c in candidates:
+                        if c["state"] == "claimed" and self.policy.exhausted(c["attempts"]):
+                            self._dead_letter(conn, c["id"], inbox, c["attempts"], now)
+                            continue
+                        receipt = secrets.token_urlsafe(16)
+                        conn.execute(Q["delivery_claim"], (now + hold, receipt, now, c["id"]))
+                        claimed.append(c["id"])
+                        receipts[c["id"]] = receipt
+                return [
+                    _delivery_from_row(conn.execute(Q["delivery_with_message"], (i,)).fetchone())
+                    for i in claimed
+                ]
+
+        return await self._run(take)
+
+    def _dead_letter(
+        self, conn: sqlite3.Connection, delivery_id: int, inbox: str, attempts: int, now: int
+    ) -> None:
+        reason = f"not acknowledged after {attempts} attempts"
+        conn.execute(Q["delivery_dead_letter"], (reason, now, delivery_id))
+        self._append_audit(
+            conn,
+            AuditEvent(
+                actor="system",
+                action="delivery.dead_letter",
+                targets={"delivery": delivery_id, "inbox": inbox},
+                detail={"attempts": attempts, "reason": reason},
+            ),
+            now,
+        )
+
+    def _held(
+        self, conn: sqlite3.Connection, inbox: str, delivery_id: int, receipt: str
+    ) -> sqlite3.Row | None:
+        """The delivery row if ``receipt`` holds it; None if that claim was already acked."""
+        row: sqlite3.Row | None = conn.execute(
+            Q["delivery_for_update"], (delivery_id, inbox)
+        ).fetchone()
+        if row is None:
+            done = conn.execute(Q["delivery_history_receipt"], (delivery_id, inbox)).fetchone()
+            if done is None:
+                raise NotFound(f"no delivery {delivery_id} in inbox {inbox!r}")
+            if secrets.compare_digest(done["receipt"], receipt):
+                return None
+            raise StaleReceipt(f"delivery {delivery_id} was already acknowledged by another claim")
+        if row["state"] != "claimed" or row["receipt"] is None:
+            raise StaleReceipt(f"delivery {delivery_id} is not claimed (it is {row['state']})")
+        if not secrets.compare_digest(row["receipt"], receipt):
+            raise StaleReceipt(f"delivery {delivery_id} was claimed again since this receipt")
+        return row
+
+    async def ack(self, inbox: str, delivery_id: int, receipt: str) -> None:
+        """Finish a delivery: it moves to the history table. Acking twice is harmless."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            now = _now_us()
+            with self._tx(conn):
+                row = self._held(conn, inbox, delivery_id, receipt)
+                if row is None:
+                    return
+                conn.execute(Q["delivery_delete"], (delivery_id,))
+                conn.execute(
+                    Q["delivery_history_insert"],
+                    (
+                        delivery_id,
+                        row["message_id"],
+                        inbox,
+                        row["attempts"],
+                        receipt,
+                        row["created_at"],
+                        now,
+                    ),
+                )
+
+        await self._run(write)
+
+    async def nack(
+        self,
+        inbox: str,
+        delivery_id: int,
+        receipt: str,
+        *,
+        error: str = "",
+        delay: timedelta | None = None,
+    ) -> Delivery:
+        """Give a delivery back for a retry after a backoff, or dead-letter it when exhausted."""
+
+        def write(conn: sqlite3.Connection) -> Delivery:
+            now = _now_us()
+            with self._tx(conn):
+                row = self._held(conn, inbox, delivery_id, receipt)
+                if row is None:
+                    raise StaleReceipt(f"delivery {delivery_id} was already acknowledged")
+                attempts = row["attempts"]
+                if self.policy.exhausted(attempts):
+                    self._dead_letter(conn, delivery_id, inbox, attempts, now)
+                else:
+                    wait = delay if delay is not None else self.policy.retry_delay(attempts)
+                    visible = now + int(wait.total_seconds() * 1_000_000)
+                    conn.execute(Q["delivery_release"], (visible, error or None, now, delivery_id))
+                return _delivery_from_row(
+                    conn.execute(Q["delivery_with_message"], (delivery_id,)).fetchone()
+                )
+
+        result = await self._run(write)
+        if result.state == "queued" and result.visible_at <= await self.now():
+            self._waiters.wake([inbox])
+        return result
+
+    async def wait(self, inbox: str, timeout: float) -> bool:
+        """Wait for a send to ``inbox`` in this process."""
+        return await self._waiters.wait(inbox, timeout)
+
+    async def dead_letters(self, inbox: str | None = None, limit: int = 100) -> list[Delivery]:
+        """Dead-lettered deliveries, oldest first."""
+
+        def read(conn: sqlite3.Connection) -> list[Delivery]:
+            return [
+                _delivery_from_row(r)
+                for r in conn.execute(Q["dead_letters"], (inbox, inbox, limit))
+            ]
+
+        return await self._run(read)
+
+    async def requeue(self, delivery_id: int, audit: AuditEvent | None = None) -> Delivery:
+        """Put a dead-lettered delivery back with a fresh attempt count."""
+
+        def write(conn: sqlite3.Connection) -> Delivery:
+            now = _now_us()
+            with self._tx(conn):
+                changed = conn.execute(Q["delivery_requeue"], (now, now, delivery_id)).rowcount
+                if changed != 1:
+                    raise NotFound(f"no dead-lettered delivery {delivery_id}")
+                if audit is not None:
+                    self._append_audit(conn, audit, now)
+                return _delivery_from_row(
+                    conn.execute(Q["delivery_with_message"], (delivery_id,)).fetchone()
+                )
+
+        result = await self._run(write)
+        self._waiters.wake([result.inbox])
+        return result
+
+    async def inbox_depths(self, inboxes: Sequence[str] | None = None) -> list[InboxDepth]:
+        """Queue depth per inbox."""
+
+        def read(conn: sqlite3.Connection) -> list[InboxDepth]:
+            found = {
+                r["inbox"]: InboxDepth(r["inbox"], r["queued"], r["claimed"], r["dead"])
+                for r in conn.execute(Q["inbox_depths"])
+            }
+            if inboxes is None:
+                return list(found.values())
+            return [found.get(i, InboxDepth(i, 0, 0, 0)) for i in inboxes]
+
+        return await self._run(read)
+
+    # --- tokens --------------------------------------------------------------------------------
+    @staticmethod
+    def _token(row: sqlite3.Row) -> TokenRecord:
+        return rows.token(
+            row, _dt(row["created_at"]), _opt_dt(row["expires_at"]), _opt_dt(row["revoked_at"])
+        )
+
+    async def create_token(
+        self,
+        *,
+        prefix: str,
+        digest: str,
+        kind: PrincipalKind,
+        name: str,
+        label: str = "",
+        expires_at: datetime | None = None,
+        audit: AuditEvent | None = None,
+    ) -> TokenRecord:
+        """Store a new token's digest (and its audit record) in one transaction."""
+
+        def write(conn: sqlite3.Connection) -> TokenRecord:
+            now = _now_us()
+            expires = None if expires_at is None else _us(expires_at)
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["token_insert"], (prefix, digest, kind, name, label, now, expires)
+                ).fetchone()
+                record = self._token(row)
+                if audit is not None:
+                    targets = {**audit.targets, "token": record.id}
+                    self._append_audit(conn, _with_targets(audit, targets), now)
+                return record
+
+        return await self._run(write)
+
+    async def find_token(self, prefix: str) -> TokenRecord | None:
+        """The token with this prefix, or None."""
+
+        def read(conn: sqlite3.Connection) -> TokenRecord | None:
+            row = conn.execute(Q["token_by_prefix"], (prefix,)).fetchone()
+            return None if row is None else self._token(row)
+
+        return await self._run(read)
+
+    async def get_token(self, token_id: int) -> TokenRecord:
+        """One token by id."""
+
+        def read(conn: sqlite3.Connection) -> TokenRecord:
+            row = conn.execute(Q["token_by_id"], (token_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no token {token_id}", token_id=token_id)
+            return self._token(row)
+
+        return await self._run(read)
+
+    async def list_tokens(self, name: str | None = None) -> list[TokenRecord]:
+        """Every token, or one principal's."""
+
+        def read(conn: sqlite3.Connection) -> list[TokenRecord]:
+            cursor = (
+                conn.execute(Q["tokens_all"])
+                if name is None
+                else conn.execute(Q["tokens_of"], (name,))
+            )
+            return [self._token(r) for r in cursor]
+
+        return await self._run(read)
+
+    async def revoke_token(self, token_id: int, audit: AuditEvent | None = None) -> TokenRecord:
+        """Revoke a token from now on; revoking twice keeps the first time."""
+
+        def write(conn: sqlite3.Connection) -> TokenRecord:
+            now = _now_us()
+            with self._tx(conn):
+                row = conn.execute(Q["token_revoke"], (now, token_id)).fetchone()
+                if row is None:
+                    raise NotFound(f"no token {token_id}", token_id=token_id)
+                if audit is not None:
+                    self._append_audit(conn, audit, now)
+                return self._token(row)
+
+        return await self._run(write)
+
+    # --- audit ---------------------------------------------------------------------------------
+    def _append_audit(self, conn: sqlite3.Connection, event: AuditEvent, now: int) -> AuditRecord:
+        """Append ``event`` to the chain inside the caller's transaction."""
+        head = conn.execute(Q["audit_head"]).fetchone()
+        seq = head["seq"] + 1
+        at = _dt(now)
+        digest = record_hash(
+            seq=seq,
+            at=at,
+            actor=event.actor,
+            action=event.action,
+            targets=event.targets,
+            detail=event.detail,
+            outcome=event.outcome,
+            prev_hash=head["hash"],
+        )
+        row = conn.execute(
+            Q["audit_insert"],
+            (
+                seq,
+                now,
+                event.actor,
+                event.action,
+                canonical(event.targets),
+                canonical(event.detail),
+                event.outcome,
+                head["hash"],
+                digest,
+            ),
+        ).fetchone()
+        conn.execute(Q["audit_head_update"], (seq, digest))
+        return rows.audit(row, at)
+
+    async def record(self, event: AuditEvent) -> AuditRecord:
+        """Append one audit record in its own transaction."""
+
+        def write(conn: sqlite3.Connection) -> AuditRecord:
+            with self._tx(conn):
+                return self._append_audit(conn, event, _now_us())
+
+        return await self._run(write)
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Audit records matching ``query``, in chain order."""
+        since = None if query.since is None else _us(query.since)
+        until = None if query.until is None else _us(query.until)
+
+        def read(conn: sqlite3.Connection) -> list[AuditRecord]:
+            params: tuple[Any, ...] = (
+                query.after_seq,
+                query.actor,
+                query.actor,
+                query.action,
+                query.action,
+                since,
+                since,
+                until,
+                until,
+                query.limit,
+            )
+            return [rows.audit(r, _dt(r["at"])) for r in conn.execute(Q["audit_query"], params)]
+
+        return await self._run(read)
+
+    async def verify_audit(self) -> AuditVerification:
+        """Walk the whole chain."""
+
+        def read(conn: sqlite3.Connection) -> AuditVerification:
+            records = [rows.audit(r, _dt(r["at"])) for r in conn.execute(Q["audit_all"])]
+            head = conn.execute(Q["audit_head"]).fetchone()
+            breaks = verify_chain(records, head["seq"])
+            return AuditVerification(
+                len(records), head["seq"], [(b.seq, b.problem) for b in breaks]
+            )
+
+        return await self._run(read)
+
+
+def _with_targets(event: AuditEvent, targets: dict[str, Any]) -> AuditEvent:
+    return AuditEvent(event.actor, event.action, targets, event.detail, event.outcome)

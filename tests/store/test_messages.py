@@ -1,0 +1,350 @@
+"""Messages on both stores: send, fan-out, ordering, idempotency, claims, acks, retries, threads."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from mcos.domain.messages import DeliveryState, MessageKind, NewMessage, Priority, RecipientKind
+from mcos.exceptions import IdempotencyConflict, InvalidRequest, NotFound, StaleReceipt
+from mcos.store import Store
+
+
+def msg(sender: str = "gene", to: str = "jarvis", **kw: object) -> NewMessage:
+    return NewMessage(sender=sender, recipient=to, **kw)  # type: ignore[arg-type]
+
+
+class TestSend:
+    """Sending stores a message and one delivery per inbox."""
+
+    async def test_send_to_agent(self, store: Store) -> None:
+        """A message to an agent lands in that agent's inbox, claimable with its content."""
+        result = await store.send(msg(subject="disk", body="90% full", kind=MessageKind.ALERT))
+        assert result.created
+        assert result.deliveries == 1
+        assert result.message.recipient_kind is RecipientKind.AGENT
+        [d] = await store.claim("jarvis")
+        assert d.message.subject == "disk"
+        assert d.message.body == "90% full"
+        assert d.message.kind is MessageKind.ALERT
+        assert d.message.sender == "gene"
+        assert d.attempts == 1
+
+    async def test_topic_fans_out(self, store: Store) -> None:
+        """Each subscriber of a topic gets its own delivery, the human included."""
+        result = await store.send(msg(to="alerts", subject="cpu"))
+        assert result.deliveries == 3
+        for inbox in ("jarvis", "sentinel", "founder"):
+            [d] = await store.claim(inbox)
+            assert d.message.id == result.message.id
+            await store.ack(inbox, d.id, d.receipt or "")
+        assert await store.claim("gene") == []
+
+    async def test_topic_without_subscribers(self, store: Store) -> None:
+        """A topic nobody subscribes to stores the message with no deliveries."""
+        result = await store.send(msg(to="empty"))
+        assert result.deliveries == 0
+
+    async def test_human_recipient(self, store: Store) -> None:
+        """A human has an inbox like an agent."""
+        await store.send(msg(to="founder", subject="approve?"))
+        [d] = await store.claim("founder")
+        assert d.message.recipient_kind is RecipientKind.HUMAN
+
+    async def test_unknown_recipient(self, store: Store) -> None:
+        """Sending to a name the fleet file does not declare is refused, naming it."""
+        with pytest.raises(InvalidRequest, match="unknown recipient 'nobody'"):
+            await store.send(msg(to="nobody"))
+
+    async def test_meta_round_trips(self, store: Store) -> None:
+        """Metadata comes back as sent."""
+        await store.send(msg(meta={"ticket": "OPS-1"}))
+        [d] = await store.claim("jarvis")
+        assert d.message.meta == {"ticket": "OPS-1"}
+
+
+class TestOrdering:
+    """Urgent first, then first in, first out."""
+
+    async def test_priority_then_fifo(self, store: Store) -> None:
+        """Claims return urgent messages first and each priority oldest first."""
+        order = [Priority.NORMAL, Priority.LOW, Priority.URGENT, Priority.NORMAL, Priority.URGENT]
+        ids = [
+            (await store.send(msg(priority=p, body=str(i)))).message.id for i, p in enumerate(order)
+        ]
+        claimed = await store.claim("jarvis", limit=10)
+        assert [d.message.id for d in claimed] == [ids[2], ids[4], ids[0], ids[3], ids[1]]
+
+    async def test_claim_limit(self, store: Store) -> None:
+        """A claim takes at most its limit, and the rest stay for the next claim."""
+        for i in range(5):
+            await store.send(msg(body=str(i)))
+        first = await store.claim("jarvis", limit=3)
+        second = await store.claim("jarvis", limit=3)
+        assert len(first) == 3
+        assert len(second) == 2
+        assert {d.id for d in first}.isdisjoint({d.id for d in second})
+
+
+class TestIdempotency:
+    """A repeated idempotency key from the same sender stores the message once."""
+
+    async def test_repeat_returns_original(self, store: Store) -> None:
+        """The same key and content returns the first message, not a new one."""
+        first = await store.send(msg(body="x", idempotency_key="k1"))
+        again = await store.send(msg(body="x", idempotency_key="k1"))
+        assert not again.created
+        assert again.message.id == first.message.id
+        assert again.deliveries == 1
+        assert len(await store.claim("jarvis", limit=10)) == 1
+
+    async def test_same_key_other_content(self, store: Store) -> None:
+        """Reusing a key for different content is a conflict naming the original."""
+        first = await store.send(msg(body="x", idempotency_key="k1"))
+        with pytest.raises(IdempotencyConflict) as err:
+            await store.send(msg(body="y", idempotency_key="k1"))
+        assert err.value.details["message_id"] == first.message.id
+
+    async def test_keys_are_per_sender(self, store: Store) -> None:
+        """Two senders may use the same key independently."""
+        a = await store.send(msg(sender="gene", idempotency_key="k"))
+        b = await store.send(msg(sender="sentinel", idempotency_key="k"))
+        assert a.message.id != b.message.id
+        assert b.created
+
+    async def test_repeat_after_ack(self, store: Store) -> None:
+        """A repeat after the delivery was acked still returns the original."""
+        first = await store.send(msg(idempotency_key="k"))
+        [d] = await store.claim("jarvis")
+        await store.ack("jarvis", d.id, d.receipt or "")
+        again = await store.send(msg(idempotency_key="k"))
+        assert again.message.id == first.message.id
+        assert not again.created
+        assert await store.claim("jarvis") == []
+
+
+class TestClaimAndAck:
+    """Claims hide a delivery until acked or until the deadline lapses."""
+
+    async def test_claimed_is_hidden(self, store: Store) -> None:
+        """A claimed delivery is not handed to a second claimant."""
+        await store.send(msg())
+        assert len(await store.claim("jarvis")) == 1
+        assert await store.claim("jarvis") == []
+
+    async def test_ack_finishes(self, store: Store) -> None:
+        """An acked delivery is never offered again, even after its deadline."""
+        await store.send(msg())
+        [d] = await store.claim("jarvis", visibility=timedelta(milliseconds=50))
+        await store.ack("jarvis", d.id, d.receipt or "")
+        await asyncio.sleep(0.1)
+        assert await store.claim("jarvis") == []
+
+    async def test_ack_twice_is_harmless(self, store: Store) -> None:
+        """Repeating an ack with the same receipt (a client retry) succeeds."""
+        await store.send(msg())
+        [d] = await store.claim("jarvis")
+        await store.ack("jarvis", d.id, d.receipt or "")
+        await store.ack("jarvis", d.id, d.receipt or "")
+
+    async def test_lapsed_claim_is_redelivered(self, store: Store) -> None:
+        """When the deadline passes the delivery is offered again, with a new receipt."""
+        await store.send(msg())
+        [first] = await store.claim("jarvis", visibility=timedelta(milliseconds=50))
+        await asyncio.sleep(0.1)
+        [second] = await store.claim("jarvis")
+        assert second.id == first.id
+        assert second.attempts == 2
+        assert second.receipt != first.receipt
+        with pytest.raises(StaleReceipt):
+            await store.ack("jarvis", first.id, first.receipt or "")
+        await store.ack("jarvis", second.id, second.receipt or "")
+        with pytest.raises(StaleReceipt):
+            await store.ack("jarvis", first.id, first.receipt or "")
+
+    async def test_ack_wrong_receipt(self, store: Store) -> None:
+        """An ack with a receipt that never held the claim is refused."""
+        await store.send(msg())
+        [d] = await store.claim("jarvis")
+        with pytest.raises(StaleReceipt):
+            await store.ack("jarvis", d.id, "forged")
+
+    async def test_ack_other_inbox(self, store: Store) -> None:
+        """A delivery cannot be acked through another agent's inbox."""
+        await store.send(msg())
+        [d] = await store.claim("jarvis")
+        with pytest.raises(NotFound):
+            await store.ack("gene", d.id, d.receipt or "")
+
+    async def test_late_ack_before_reclaim(self, store: Store) -> None:
+        """An ack after the deadline but before anyone reclaimed is accepted."""
+        await store.send(msg())
+        [d] = await store.claim("jarvis", visibility=timedelta(milliseconds=20))
+        await asyncio.sleep(0.05)
+        await store.ack("jarvis", d.id, d.receipt or "")
+        assert await store.claim("jarvis") == []
+
+
+class TestRetriesAndDeadLetters:
+    """Nacks back off; exhausted deliveries go to the dead-letter list and can be requeued."""
+
+    async def test_nack_backs_off(self, store: Store) -> None:
+        """A nacked delivery is not claimable until its retry delay has passed."""
+        await store.send(msg())
+        [d] = await store.claim("jarvis")
+        back = await store.nack(
+            "jarvis", d.id, d.receipt or "", error="busy", delay=timedelta(milliseconds=80)
+        )
+        assert back.state is DeliveryState.QUEUED
+        assert back.last_error == "busy"
+        assert await store.claim("jarvis") == []
+        await asyncio.sleep(0.12)
+        [again] = await store.claim("jarvis")
+        assert again.attempts == 2
+
+    async def test_nack_default_delay_uses_policy(self, store: Store) -> None:
+        """Without an explicit delay the policy's backoff (1 s after one attempt) applies."""
+        await store.send(msg())
+        [d] = await store.claim("jarvis")
+        back = await store.nack("jarvis", d.id, d.receipt or "")
+        now = await store.now()
+        assert timedelta(milliseconds=500) < back.visible_at - now <= timedelta(seconds=1)
+
+    async def test_dead_letter_after_max_attempts_by_nack(self, store: Store) -> None:
+        """The third nack (policy max_attempts=3) dead-letters the delivery."""
+        await store.send(msg(subject="poison"))
+        for _ in range(3):
+            [d] = await store.claim("jarvis")
+            await store.nack("jarvis", d.id, d.receipt or "", delay=timedelta(0))
+        assert await store.claim("jarvis") == []
+        [dead] = await store.dead_letters("jarvis")
+        assert dead.state is DeliveryState.DEAD
+        assert dead.message.subject == "poison"
+        assert dead.attempts == 3
+
+    async def test_dead_letter_after_lapsed_claims(self, store: Store) -> None:
+        """A consumer that keeps dying without acking sends the delivery to dead letters."""
+        await store.send(msg())
+        for _ in range(3):
+            [d] = await store.claim("jarvis", visibility=timedelta(milliseconds=10))
+            await asyncio.sleep(0.02)
+        assert await store.claim("jarvis") == []
+        [dead] = await store.dead_letters()
+        assert dead.id == d.id
+        assert "3 attempts" in (dead.last_error or "")
+
+    async def test_requeue(self, store: Store) -> None:
+        """A requeued dead letter is claimable again with a fresh attempt count."""
+        await store.send(msg())
+        for _ in range(3):
+            [d] = await store.claim("jarvis")
+            await store.nack("jarvis", d.id, d.receipt or "", delay=timedelta(0))
+        [dead] = await store.dead_letters()
+        back = await store.requeue(dead.id)
+        assert back.state is DeliveryState.QUEUED
+        assert back.attempts == 0
+        [again] = await store.claim("jarvis")
+        assert again.id == dead.id
+        assert await store.dead_letters() == []
+
+    async def test_requeue_live_delivery_refused(self, store: Store) -> None:
+        """Only dead letters can be requeued."""
+        await store.send(msg())
+        [d] = await store.claim("jarvis")
+        with pytest.raises(NotFound):
+            await store.requeue(d.id)
+
+    async def test_inbox_depths(self, store: Store) -> None:
+        """Depth counts queued, claimed and dead deliveries per inbox."""
+        for _ in range(3):
+            await store.send(msg())
+        await store.claim("jarvis")
+        depths = {d.inbox: d for d in await store.inbox_depths(["jarvis", "gene"])}
+        assert (depths["jarvis"].queued, depths["jarvis"].claimed) == (2, 1)
+        assert (depths["gene"].queued, depths["gene"].claimed) == (0, 0)
+
+
+class TestThreads:
+    """Replies join the thread of the message they answer."""
+
+    async def test_reply_joins_thread(self, store: Store) -> None:
+        """A reply and a reply to the reply share the root's thread id."""
+        root = (await store.send(msg(subject="deploy?"))).message
+        assert root.thread_id == root.id
+        reply = (
+            await store.send(
+                msg(sender="jarvis", to="gene", reply_to=root.id, kind=MessageKind.REPLY)
+            )
+        ).message
+        again = (await store.send(msg(reply_to=reply.id))).message
+        assert reply.thread_id == root.id
+        assert again.thread_id == root.id
+        assert [m.id for m in await store.thread(root.id)] == [root.id, reply.id, again.id]
+
+    async def test_reply_to_unknown(self, store: Store) -> None:
+        """Replying to a message that does not exist is refused, naming the field."""
+        with pytest.raises(InvalidRequest) as err:
+            await store.send(msg(reply_to=999_999))
+        assert err.value.details["field"] == "reply_to"
+
+
+class TestWait:
+    """Long-poll wake-ups."""
+
+    async def test_send_wakes_waiter(self, store: Store) -> None:
+        """A waiter on an inbox wakes when a message is sent to it."""
+        waiter = asyncio.create_task(store.wait("jarvis", 5), name="waiter")
+        await asyncio.sleep(0.05)
+        await store.send(msg())
+        assert await asyncio.wait_for(waiter, 2)
+
+    async def test_wait_times_out(self, store: Store) -> None:
+        """With nothing sent, a wait returns False after its timeout."""
+        assert not await store.wait("jarvis", 0.05)
+
+    async def test_other_inbox_does_not_wake(self, store: Store) -> None:
+        """A send to another inbox does not wake this one's waiter."""
+        waiter = asyncio.create_task(store.wait("gene", 0.3), name="waiter")
+        await asyncio.sleep(0.05)
+        await store.send(msg(to="jarvis"))
+        assert not await waiter
+
+
+class TestDirectory:
+    """The directory follows the fleet file."""
+
+    async def test_agents_listed(self, store: Store) -> None:
+        """Agents come back with role, host and reports_to."""
+        agents = {a.name: a for a in await store.list_agents()}
+        assert set(agents) == {"jarvis", "gene", "sentinel"}
+        assert agents["gene"].reports_to == "jarvis"
+
+    async def test_removed_agent_is_no_recipient(self, store: Store) -> None:
+        """An agent removed from the fleet file can no longer be sent to."""
+        from tests.store.conftest import DIRECTORY
+
+        smaller = type(DIRECTORY)(
+            agents=[a for a in DIRECTORY.agents if a.name != "gene"],
+            humans=DIRECTORY.humans,
+            topics=DIRECTORY.topics,
+        )
+        await store.sync_directory(smaller)
+        assert await store.recipient_kind("gene") is None
+        assert await store.recipient_kind("alerts") is RecipientKind.TOPIC
+        with pytest.raises(InvalidRequest):
+            await store.send(msg(to="gene"))
+
+    async def test_subscriptions(self, store: Store) -> None:
+        """A subscriber's topics are listed."""
+        assert await store.subscriptions("sentinel") == ["alerts"]
+
+    async def test_touch(self, store: Store) -> None:
+        """Touching an agent records when it was last seen, on the server's clock."""
+        await store.touch_agent("gene")
+        now = await store.now()
+        agents = {a.name: a for a in await store.list_agents()}
+        seen = agents["gene"].last_seen_at
+        assert seen is not None
+        assert abs((now - seen).total_seconds()) < 5
