@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 
 class Waiters:
@@ -34,6 +35,20 @@ class Waiters:
             if not waiting:
                 self._waiting.pop(inbox, None)
         return True
+
+    @contextmanager
+    def armed(self, inbox: str) -> Iterator[asyncio.Future[None]]:
+        """A future resolved by the next wake-up of ``inbox``, registered before the caller
+        looks at the inbox, so a send that lands in between cannot be missed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting[inbox]
+        waiting.add(future)
+        try:
+            yield future
+        finally:
+            waiting.discard(future)
+            if not waiting:
+                self._waiting.pop(inbox, None)
 
     def wake(self, inboxes: Iterable[str]) -> None:
         """Wake every waiter of each inbox (must run on the event loop's thread)."""

@@ -8,7 +8,9 @@ transaction, so a change and its audit record are stored together or not at all.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
@@ -141,6 +143,9 @@ class Store(Protocol):
     async def ack(self, inbox: str, delivery_id: int, receipt: str) -> None:
         """Finish a delivery; ``StaleReceipt`` if the claim lapsed or another claim holds it."""
 
+    async def ack_many(self, inbox: str, items: Sequence[tuple[int, str]]) -> None:
+        """Ack several ``(delivery_id, receipt)`` pairs in one transaction (all or none)."""
+
     async def nack(
         self,
         inbox: str,
@@ -157,6 +162,10 @@ class Store(Protocol):
 
         Returns True when woken by a send; a wake-up is a hint, the caller claims to find out.
         """
+
+    def armed(self, inbox: str) -> AbstractContextManager[asyncio.Future[None]]:
+        """A future resolved by the next wake-up of ``inbox``; arm it *before* claiming, so a
+        send between an empty claim and the wait still wakes the long-poll."""
 
     async def dead_letters(self, inbox: str | None = None, limit: int = 100) -> list[Delivery]:
         """Dead-lettered deliveries, oldest first."""

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -443,26 +443,31 @@ class SqliteStore:
 
     async def ack(self, inbox: str, delivery_id: int, receipt: str) -> None:
         """Finish a delivery: it moves to the history table. Acking twice is harmless."""
+        await self.ack_many(inbox, [(delivery_id, receipt)])
+
+    async def ack_many(self, inbox: str, items: Sequence[tuple[int, str]]) -> None:
+        """Ack several deliveries in one transaction; any stale receipt refuses them all."""
 
         def write(conn: sqlite3.Connection) -> None:
             now = _now_us()
             with self._tx(conn):
-                row = self._held(conn, inbox, delivery_id, receipt)
-                if row is None:
-                    return
-                conn.execute(Q["delivery_delete"], (delivery_id,))
-                conn.execute(
-                    Q["delivery_history_insert"],
-                    (
-                        delivery_id,
-                        row["message_id"],
-                        inbox,
-                        row["attempts"],
-                        receipt,
-                        row["created_at"],
-                        now,
-                    ),
-                )
+                for delivery_id, receipt in items:
+                    row = self._held(conn, inbox, delivery_id, receipt)
+                    if row is None:
+                        continue
+                    conn.execute(Q["delivery_delete"], (delivery_id,))
+                    conn.execute(
+                        Q["delivery_history_insert"],
+                        (
+                            delivery_id,
+                            row["message_id"],
+                            inbox,
+                            row["attempts"],
+                            receipt,
+                            row["created_at"],
+                            now,
+                        ),
+                    )
 
         await self._run(write)
 
@@ -502,6 +507,10 @@ class SqliteStore:
     async def wait(self, inbox: str, timeout: float) -> bool:
         """Wait for a send to ``inbox`` in this process."""
         return await self._waiters.wait(inbox, timeout)
+
+    def armed(self, inbox: str) -> AbstractContextManager[asyncio.Future[None]]:
+        """A future resolved by the next send to ``inbox`` in this process."""
+        return self._waiters.armed(inbox)
 
     async def dead_letters(self, inbox: str | None = None, limit: int = 100) -> list[Delivery]:
         """Dead-lettered deliveries, oldest first."""

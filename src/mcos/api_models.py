@@ -1,0 +1,281 @@
+"""The wire format of the ``/v1`` API, shared by the server and the typed client.
+
+One set of pydantic models describes every request and response, so the OpenAPI document, the
+server's validation and the client's parsing cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mcos.domain.audit import AuditRecord
+from mcos.domain.messages import (
+    Delivery,
+    DeliveryState,
+    Message,
+    MessageKind,
+    Priority,
+    RecipientKind,
+)
+from mcos.domain.tokens import PrincipalKind, TokenRecord
+
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ErrorBody(_Out):
+    """The one shape of every error response."""
+
+    code: str = Field(description="Machine-readable error code, e.g. `forbidden`.")
+    message: str = Field(description="What went wrong and what to do, for a person.")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(_Out):
+    """Envelope of an error response."""
+
+    error: ErrorBody
+
+
+class SendRequest(_In):
+    """A message to send; the sender is the authenticated caller."""
+
+    to: str = Field(pattern=NAME_PATTERN, description="An agent, a topic or a human.")
+    kind: MessageKind = MessageKind.REQUEST
+    priority: Priority = Priority.NORMAL
+    subject: str = Field(default="", max_length=500)
+    body: str = Field(default="", max_length=200_000)
+    reply_to: int | None = Field(default=None, ge=1)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    meta: dict[str, str] = Field(default_factory=dict, max_length=50)
+
+
+class MessageOut(_Out):
+    """A stored message."""
+
+    id: int
+    sender: str
+    to: str
+    recipient_kind: RecipientKind
+    kind: MessageKind
+    priority: Priority
+    subject: str
+    body: str
+    thread_id: int
+    reply_to: int | None
+    idempotency_key: str | None
+    created_at: datetime
+    meta: dict[str, str]
+
+    @classmethod
+    def of(cls, m: Message) -> MessageOut:
+        """The wire form of a message."""
+        return cls(
+            id=m.id,
+            sender=m.sender,
+            to=m.recipient,
+            recipient_kind=m.recipient_kind,
+            kind=m.kind,
+            priority=m.priority,
+            subject=m.subject,
+            body=m.body,
+            thread_id=m.thread_id,
+            reply_to=m.reply_to,
+            idempotency_key=m.idempotency_key,
+            created_at=m.created_at,
+            meta=m.meta,
+        )
+
+
+class SendResponse(_Out):
+    """What a send stored."""
+
+    message: MessageOut
+    deliveries: int
+    created: bool = Field(description="False when this was a repeat of an idempotency key.")
+
+
+class DeliveryOut(_Out):
+    """One delivery of a message to one inbox, with the receipt needed to ack it."""
+
+    id: int
+    inbox: str
+    state: DeliveryState
+    attempts: int
+    deadline: datetime | None
+    receipt: str | None
+    last_error: str | None
+    message: MessageOut
+
+    @classmethod
+    def of(cls, d: Delivery) -> DeliveryOut:
+        """The wire form of a delivery."""
+        return cls(
+            id=d.id,
+            inbox=d.inbox,
+            state=d.state,
+            attempts=d.attempts,
+            deadline=d.deadline,
+            receipt=d.receipt,
+            last_error=d.last_error,
+            message=MessageOut.of(d.message),
+        )
+
+
+class InboxResponse(_Out):
+    """Deliveries claimed from an inbox (empty when the wait ended with nothing)."""
+
+    inbox: str
+    deliveries: list[DeliveryOut]
+
+
+class AckRequest(_In):
+    """The receipt of the claim being finished."""
+
+    receipt: str = Field(min_length=1, max_length=100)
+
+
+class AckItem(_In):
+    """One delivery to ack in a batch."""
+
+    id: int = Field(ge=1)
+    receipt: str = Field(min_length=1, max_length=100)
+
+
+class AckBatchRequest(_In):
+    """Several deliveries of one inbox to ack together."""
+
+    items: list[AckItem] = Field(min_length=1, max_length=500)
+
+
+class AckBatchResponse(_Out):
+    """Result of a batch ack."""
+
+    acked: int
+
+
+class NackRequest(_In):
+    """Give a claim back; retried after ``delay_seconds`` or the policy's backoff."""
+
+    receipt: str = Field(min_length=1, max_length=100)
+    error: str = Field(default="", max_length=2000)
+    delay_seconds: float | None = Field(default=None, ge=0, le=86_400)
+
+
+class AgentOut(_Out):
+    """An agent as Mission Control sees it."""
+
+    name: str
+    role: str
+    host: str
+    reports_to: str | None
+    last_seen_at: datetime | None
+    queued: int
+    claimed: int
+    dead: int
+
+
+class TimeResponse(_Out):
+    """Mission Control's authoritative clock."""
+
+    now: datetime
+    unix: float
+
+
+class TokenCreateRequest(_In):
+    """A new token for an agent or an operator."""
+
+    kind: PrincipalKind
+    name: str = Field(pattern=NAME_PATTERN)
+    label: str = Field(default="", max_length=200)
+    expires_in_seconds: int | None = Field(default=None, ge=60)
+
+
+class TokenOut(_Out):
+    """A stored token (never its secret)."""
+
+    id: int
+    prefix: str
+    kind: PrincipalKind
+    name: str
+    label: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, t: TokenRecord) -> TokenOut:
+        """The wire form of a token record."""
+        return cls(
+            id=t.id,
+            prefix=t.prefix,
+            kind=t.kind,
+            name=t.name,
+            label=t.label,
+            created_at=t.created_at,
+            expires_at=t.expires_at,
+            revoked_at=t.revoked_at,
+        )
+
+
+class TokenCreated(_Out):
+    """A new token: ``token`` is shown this once and never again."""
+
+    token: str
+    record: TokenOut
+
+
+class AuditOut(_Out):
+    """One audit record."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    targets: dict[str, Any]
+    detail: dict[str, Any]
+    outcome: str
+    prev_hash: str
+    hash: str
+
+    @classmethod
+    def of(cls, r: AuditRecord) -> AuditOut:
+        """The wire form of an audit record."""
+        return cls(
+            seq=r.seq,
+            at=r.at,
+            actor=r.actor,
+            action=r.action,
+            targets=r.targets,
+            detail=r.detail,
+            outcome=r.outcome,
+            prev_hash=r.prev_hash,
+            hash=r.hash,
+        )
+
+
+class AuditVerifyResponse(_Out):
+    """Outcome of walking the audit chain."""
+
+    intact: bool
+    records: int
+    head_seq: int
+    breaks: list[tuple[int, str]]
+
+
+class HealthResponse(_Out):
+    """Liveness of the server and its store."""
+
+    status: Literal["ok", "degraded"]
+    store: str
+    schema_version: int

@@ -1,0 +1,376 @@
+"""Typed HTTP client for Mission Control's ``/v1`` API, sync and async.
+
+Each endpoint is described once, as a :class:`Call` (method, path, parameters, body and how to
+parse the answer); :class:`Client` and :class:`AsyncClient` only differ in how they perform it.
+Errors come back as the same :mod:`mcos.exceptions` classes the server raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Self, TypeVar
+
+import httpx
+from pydantic import TypeAdapter
+
+from mcos import exceptions as exc
+from mcos.api_models import (
+    AckBatchResponse,
+    AgentOut,
+    AuditOut,
+    AuditVerifyResponse,
+    DeliveryOut,
+    HealthResponse,
+    InboxResponse,
+    MessageOut,
+    SendRequest,
+    SendResponse,
+    TimeResponse,
+    TokenCreated,
+    TokenOut,
+)
+from mcos.domain.messages import MessageKind, Priority
+from mcos.domain.tokens import PrincipalKind, redact
+
+T = TypeVar("T")
+
+_ERRORS: dict[str, type[exc.McosError]] = {
+    cls.code: cls
+    for cls in (
+        exc.AuthError,
+        exc.Forbidden,
+        exc.NotFound,
+        exc.Conflict,
+        exc.IdempotencyConflict,
+        exc.StaleReceipt,
+        exc.InvalidRequest,
+        exc.StoreUnavailable,
+        exc.SchemaOutOfDate,
+    )
+}
+
+
+class ApiError(exc.McosError):
+    """An error answer whose code this client does not know."""
+
+
+class ServerUnreachable(exc.McosError):
+    """Mission Control did not answer at all."""
+
+    code = "unreachable"
+    status = 0
+
+
+def _error(response: httpx.Response) -> exc.McosError:
+    """The exception an error response stands for."""
+    try:
+        body = response.json()["error"]
+        code, message, details = body["code"], body["message"], body.get("details", {})
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "error", response.text[:500] or response.reason_phrase, {}
+    cls = _ERRORS.get(code, ApiError)
+    error = cls.__new__(cls)
+    exc.McosError.__init__(error, f"{response.status_code} {code}: {message}", **details)
+    error.code = code
+    error.status = response.status_code
+    return error
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One API request and how to read its answer."""
+
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    timeout: float | None = None
+
+
+def _model(adapter: TypeAdapter[T]) -> Callable[[httpx.Response], T]:
+    return lambda r: adapter.validate_json(r.content)
+
+
+def _none(_: httpx.Response) -> None:
+    return None
+
+
+def _text(r: httpx.Response) -> str:
+    return r.text
+
+
+def _clean(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+_SEND = TypeAdapter(SendResponse)
+_INBOX = TypeAdapter(InboxResponse)
+_DELIVERY = TypeAdapter(DeliveryOut)
+_DELIVERIES = TypeAdapter(list[DeliveryOut])
+_MESSAGE = TypeAdapter(MessageOut)
+_MESSAGES = TypeAdapter(list[MessageOut])
+_AGENTS = TypeAdapter(list[AgentOut])
+_AGENT = TypeAdapter(AgentOut)
+_TIME = TypeAdapter(TimeResponse)
+_HEALTH = TypeAdapter(HealthResponse)
+_TOKEN_CREATED = TypeAdapter(TokenCreated)
+_TOKEN = TypeAdapter(TokenOut)
+_TOKENS = TypeAdapter(list[TokenOut])
+_AUDIT = TypeAdapter(list[AuditOut])
+_VERIFY = TypeAdapter(AuditVerifyResponse)
+_ACKED = TypeAdapter(AckBatchResponse)
+
+
+class Calls:
+    """Every endpoint of ``/v1`` as a :class:`Call`; shared by both clients."""
+
+    @staticmethod
+    def send(
+        to: str,
+        body: str = "",
+        *,
+        subject: str = "",
+        kind: MessageKind = MessageKind.REQUEST,
+        priority: Priority = Priority.NORMAL,
+        reply_to: int | None = None,
+        idempotency_key: str | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> Call[SendResponse]:
+        request = SendRequest(
+            to=to,
+            body=body,
+            subject=subject,
+            kind=kind,
+            priority=priority,
+            reply_to=reply_to,
+            idempotency_key=idempotency_key,
+            meta=meta or {},
+        )
+        return Call("POST", "/v1/messages", _model(_SEND), json=request.model_dump(mode="json"))
+
+    @staticmethod
+    def inbox(
+        *, wait: float = 0, limit: int = 10, visibility: float = 30, inbox: str | None = None
+    ) -> Call[InboxResponse]:
+        params = _clean({"wait": wait, "limit": limit, "visibility": visibility, "inbox": inbox})
+        return Call("GET", "/v1/inbox", _model(_INBOX), params=params, timeout=wait + 10)
+
+    @staticmethod
+    def ack(delivery_id: int, receipt: str, *, inbox: str | None = None) -> Call[None]:
+        return Call(
+            "POST",
+            f"/v1/deliveries/{delivery_id}/ack",
+            _none,
+            params=_clean({"inbox": inbox}),
+            json={"receipt": receipt},
+        )
+
+    @staticmethod
+    def ack_many(items: list[tuple[int, str]], *, inbox: str | None = None) -> Call[int]:
+        body = {"items": [{"id": i, "receipt": r} for i, r in items]}
+        return Call(
+            "POST",
+            "/v1/inbox/ack",
+            lambda r: _ACKED.validate_json(r.content).acked,
+            params=_clean({"inbox": inbox}),
+            json=body,
+        )
+
+    @staticmethod
+    def nack(
+        delivery_id: int,
+        receipt: str,
+        *,
+        error: str = "",
+        delay_seconds: float | None = None,
+        inbox: str | None = None,
+    ) -> Call[DeliveryOut]:
+        body = {"receipt": receipt, "error": error, "delay_seconds": delay_seconds}
+        return Call(
+            "POST",
+            f"/v1/deliveries/{delivery_id}/nack",
+            _model(_DELIVERY),
+            params=_clean({"inbox": inbox}),
+            json=body,
+        )
+
+    @staticmethod
+    def message(message_id: int) -> Call[MessageOut]:
+        return Call("GET", f"/v1/messages/{message_id}", _model(_MESSAGE))
+
+    @staticmethod
+    def thread(thread_id: int) -> Call[list[MessageOut]]:
+        return Call("GET", f"/v1/threads/{thread_id}", _model(_MESSAGES))
+
+    @staticmethod
+    def dead_letters(*, inbox: str | None = None, limit: int = 100) -> Call[list[DeliveryOut]]:
+        params = _clean({"inbox": inbox, "limit": limit})
+        return Call("GET", "/v1/dead-letters", _model(_DELIVERIES), params=params)
+
+    @staticmethod
+    def requeue(delivery_id: int) -> Call[DeliveryOut]:
+        return Call("POST", f"/v1/dead-letters/{delivery_id}/requeue", _model(_DELIVERY))
+
+    @staticmethod
+    def agents() -> Call[list[AgentOut]]:
+        return Call("GET", "/v1/agents", _model(_AGENTS))
+
+    @staticmethod
+    def agent(name: str) -> Call[AgentOut]:
+        return Call("GET", f"/v1/agents/{name}", _model(_AGENT))
+
+    @staticmethod
+    def time() -> Call[TimeResponse]:
+        return Call("GET", "/v1/time", _model(_TIME))
+
+    @staticmethod
+    def health() -> Call[HealthResponse]:
+        return Call("GET", "/healthz", _model(_HEALTH))
+
+    @staticmethod
+    def metrics() -> Call[str]:
+        return Call("GET", "/metrics", _text)
+
+    @staticmethod
+    def create_token(
+        kind: PrincipalKind, name: str, *, label: str = "", expires_in_seconds: int | None = None
+    ) -> Call[TokenCreated]:
+        body = {
+            "kind": str(kind),
+            "name": name,
+            "label": label,
+            "expires_in_seconds": expires_in_seconds,
+        }
+        return Call("POST", "/v1/tokens", _model(_TOKEN_CREATED), json=body)
+
+    @staticmethod
+    def tokens(name: str | None = None) -> Call[list[TokenOut]]:
+        return Call("GET", "/v1/tokens", _model(_TOKENS), params=_clean({"name": name}))
+
+    @staticmethod
+    def revoke_token(token_id: int) -> Call[TokenOut]:
+        return Call("POST", f"/v1/tokens/{token_id}/revoke", _model(_TOKEN))
+
+    @staticmethod
+    def rotate_token(token_id: int) -> Call[TokenCreated]:
+        return Call("POST", f"/v1/tokens/{token_id}/rotate", _model(_TOKEN_CREATED))
+
+    @staticmethod
+    def audit(
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: int = 0,
+        limit: int = 100,
+    ) -> Call[list[AuditOut]]:
+        params = _clean(
+            {
+                "actor": actor,
+                "action": action,
+                "since": since,
+                "until": until,
+                "after": after,
+                "limit": limit,
+            }
+        )
+        return Call("GET", "/v1/audit", _model(_AUDIT), params=params)
+
+    @staticmethod
+    def audit_csv(*, after: int = 0, limit: int = 10_000) -> Call[str]:
+        params = {"after": after, "limit": limit, "format": "csv"}
+        return Call("GET", "/v1/audit", _text, params=params)
+
+    @staticmethod
+    def audit_verify() -> Call[AuditVerifyResponse]:
+        return Call("GET", "/v1/audit/verify", _model(_VERIFY))
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _answer(call: Call[T], response: httpx.Response) -> T:
+    if response.is_error:
+        raise _error(response)
+    return call.parse(response)
+
+
+def _unreachable(base_url: str, error: httpx.TransportError) -> ServerUnreachable:
+    reason = redact(str(error)) or type(error).__name__
+    return ServerUnreachable(
+        f"Mission Control at {base_url} did not answer ({reason}); is `mcos server` running?"
+    )
+
+
+class Client:
+    """Blocking client; ``Client(url, token).send("ops", "disk is full")``."""
+
+    calls = Calls
+
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=_headers(token), timeout=timeout)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def do(self, call: Call[T]) -> T:
+        """Perform one call."""
+        try:
+            response = self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TransportError as error:
+            raise _unreachable(self.base_url, error) from None
+        return _answer(call, response)
+
+
+class AsyncClient:
+    """Asyncio client with the same calls; ``await c.do(Calls.inbox(wait=30))``."""
+
+    calls = Calls
+
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=_headers(token), timeout=timeout
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def do(self, call: Call[T]) -> T:
+        """Perform one call."""
+        try:
+            response = await self._http.request(
+                call.method,
+                call.path,
+                params=call.params,
+                json=call.json,
+                timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TransportError as error:
+            raise _unreachable(self.base_url, error) from None
+        return _answer(call, response)

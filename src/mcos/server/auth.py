@@ -1,0 +1,72 @@
+"""Bearer-token authentication.
+
+A token is found by its indexed prefix and checked against the stored keyed hash in constant
+time — one index probe per request, never a scan over every principal's hash. Verified tokens
+are cached for a couple of seconds; a revocation through this server drops its entry at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from mcos.domain import tokens
+from mcos.domain.tokens import Principal, TokenRecord
+from mcos.exceptions import AuthError
+from mcos.store import Store
+
+
+@dataclass(frozen=True)
+class _Cached:
+    record: TokenRecord
+    digest: str
+    until: float
+
+
+class Authenticator:
+    """Turns an ``Authorization`` header into a :class:`Principal`, or raises ``AuthError``."""
+
+    def __init__(self, store: Store, key: bytes, cache_seconds: float = 2.0) -> None:
+        self._store = store
+        self._key = key
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, _Cached] = {}
+
+    async def principal(self, authorization: str | None) -> Principal:
+        """The caller named by a ``Bearer`` header."""
+        if not authorization:
+            raise AuthError("missing bearer token: send `Authorization: Bearer <token>`")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("the Authorization header must be `Bearer <token>`")
+        token = token.strip()
+        prefix = tokens.parse_prefix(token)
+        if prefix is None:
+            raise AuthError("the bearer token is malformed (expected mcos_<prefix>_<secret>)")
+        record = await self._lookup(prefix)
+        if record is None or not tokens.matches(self._key, token, record.digest):
+            raise AuthError("the bearer token is not valid")
+        now = await self._store.now()
+        if record.revoked_at is not None:
+            raise AuthError("the bearer token was revoked", token_id=record.id)
+        if not record.usable(now):
+            raise AuthError("the bearer token has expired", token_id=record.id)
+        return Principal(record.kind, record.name, record.id)
+
+    async def _lookup(self, prefix: str) -> TokenRecord | None:
+        hit = self._cache.get(prefix)
+        clock = time.monotonic()
+        if hit is not None and hit.until > clock:
+            return hit.record
+        record = await self._store.find_token(prefix)
+        if record is None:
+            self._cache.pop(prefix, None)
+            return None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[prefix] = _Cached(record, record.digest, clock + self._cache_seconds)
+        return record
+
+    def forget(self, prefix: str) -> None:
+        """Drop a cached token (after it was revoked or rotated through this server)."""
+        self._cache.pop(prefix, None)

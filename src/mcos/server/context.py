@@ -1,0 +1,66 @@
+"""What every request handler of Mission Control shares: the store, settings, metrics, auth."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from mcos.domain.audit import AuditEvent
+from mcos.domain.tokens import Principal
+from mcos.server.auth import Authenticator
+from mcos.server.metrics import Metrics
+from mcos.store import Directory, Store
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Tunables of one Mission Control process; defaults suit a single machine."""
+
+    token_key: bytes
+    """Key of the keyed hash under which tokens are stored (same on every server of a fleet)."""
+    directory: Directory | None = None
+    """The fleet's agents, humans and topics, synced into the store at start."""
+    max_body_bytes: int = 256 * 1024
+    """Larger request bodies are refused with 413 before they are read."""
+    max_wait_seconds: float = 30.0
+    """Longest long-poll a client may ask for."""
+    poll_fallback_seconds: float = 1.0
+    """A waiting long-poll re-checks at least this often (another process may have sent)."""
+    token_cache_seconds: float = 2.0
+    """How long a verified token is trusted before it is looked up again."""
+    bootstrap_operator: str | None = None
+    """Operator name for the first token written at start when no operator token exists."""
+    state_dir: str | None = None
+    """Where the bootstrap operator token is written (mode 0600)."""
+
+
+@dataclass
+class MissionControl:
+    """The server's shared state, reachable from handlers through :func:`mission_control`."""
+
+    store: Store
+    settings: ServerSettings
+    auth: Authenticator
+    metrics: Metrics = field(default_factory=Metrics)
+    last_touch: dict[str, float] = field(default_factory=dict)
+    """When each agent's ``last_seen_at`` was last written (monotonic seconds)."""
+
+    async def refuse(self, principal: Principal, action: str, rule: str, **targets: str) -> None:
+        """Audit a refused request before the 403 goes out."""
+        self.metrics.refusals.labels(action=action).inc()
+        await self.store.record(
+            AuditEvent(
+                actor=principal.actor,
+                action=action,
+                targets=dict(targets),
+                detail={"rule": rule},
+                outcome="refused",
+            )
+        )
+
+
+def mission_control(request: Request) -> MissionControl:
+    """The MissionControl of the app handling ``request``."""
+    mc: MissionControl = request.app.state.mc
+    return mc

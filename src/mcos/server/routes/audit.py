@@ -1,0 +1,63 @@
+"""Reading, exporting and verifying the audit log (operators)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+
+from mcos.api_models import AuditOut, AuditVerifyResponse
+from mcos.server.routes.deps import MC, Caller, require_operator
+from mcos.server.routes.messages import ERRORS
+from mcos.store import AuditQuery
+
+router = APIRouter(prefix="/v1", tags=["audit"])
+_CSV_FIELDS = ["seq", "at", "actor", "action", "targets", "detail", "outcome", "prev_hash", "hash"]
+
+
+@router.get("/audit", response_model=list[AuditOut], responses=ERRORS)
+async def read_audit(
+    mc: MC,
+    caller: Caller,
+    actor: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: Annotated[int, Query(ge=0, description="Only records after this seq.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    format: Literal["json", "csv"] = "json",
+) -> Response | list[AuditOut]:
+    """Audit records in chain order, filtered; ``format=csv`` exports them."""
+    await require_operator(mc, caller, "audit.read")
+    records = await mc.store.audit(
+        AuditQuery(
+            actor=actor, action=action, since=since, until=until, after_seq=after, limit=limit
+        )
+    )
+    out = [AuditOut.of(r) for r in records]
+    if format == "json":
+        return out
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS)
+    writer.writeheader()
+    for r in out:
+        row = r.model_dump(mode="json")
+        row["targets"] = json.dumps(row["targets"], sort_keys=True)
+        row["detail"] = json.dumps(row["detail"], sort_keys=True)
+        writer.writerow(row)
+    return Response(buffer.getvalue(), media_type="text/csv")
+
+
+@router.get("/audit/verify", response_model=AuditVerifyResponse, responses=ERRORS)
+async def verify(mc: MC, caller: Caller) -> AuditVerifyResponse:
+    """Walk the whole chain: every edited, deleted or reordered record is reported."""
+    await require_operator(mc, caller, "audit.verify")
+    result = await mc.store.verify_audit()
+    return AuditVerifyResponse(
+        intact=result.intact, records=result.records, head_seq=result.head_seq, breaks=result.breaks
+    )

@@ -1,0 +1,45 @@
+"""Dependencies shared by the routes: the caller, and who may touch which inbox."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header
+
+from mcos.domain.tokens import Principal, PrincipalKind
+from mcos.exceptions import Forbidden
+from mcos.server.context import MissionControl, mission_control
+
+MC = Annotated[MissionControl, Depends(mission_control)]
+
+
+async def current_principal(
+    mc: MC, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Principal:
+    """The authenticated caller (401 otherwise)."""
+    return await mc.auth.principal(authorization)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+
+
+async def require_operator(mc: MC, caller: Caller, action: str) -> None:
+    """Refuse (403, audited) unless the caller is an operator."""
+    if caller.kind is not PrincipalKind.OPERATOR:
+        rule = f"{action} is for operators only"
+        await mc.refuse(caller, action, rule)
+        raise Forbidden(rule, rule=rule)
+
+
+async def inbox_of(mc: MissionControl, caller: Principal, inbox: str | None, action: str) -> str:
+    """The inbox ``caller`` may use: an agent only its own, an operator any it names."""
+    if caller.kind is PrincipalKind.OPERATOR:
+        if inbox is None:
+            rule = "operators must name the inbox (?inbox=NAME)"
+            raise Forbidden(rule, rule=rule)
+        return inbox
+    if inbox is not None and inbox != caller.name:
+        rule = "an agent may read only its own inbox"
+        await mc.refuse(caller, action, rule, inbox=inbox)
+        raise Forbidden(f"{rule} (asked for {inbox!r})", rule=rule)
+    return caller.name

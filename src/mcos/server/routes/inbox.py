@@ -1,0 +1,144 @@
+"""Claiming from an inbox with long-poll, acking, nacking, and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from mcos.api_models import (
+    AckBatchRequest,
+    AckBatchResponse,
+    AckRequest,
+    DeliveryOut,
+    InboxResponse,
+    NackRequest,
+)
+from mcos.domain.audit import AuditEvent
+from mcos.domain.messages import Delivery
+from mcos.server.context import MissionControl
+from mcos.server.routes.deps import MC, Caller, inbox_of, require_operator
+from mcos.server.routes.messages import ERRORS
+
+router = APIRouter(prefix="/v1", tags=["inbox"])
+_TOUCH_EVERY = 5.0
+
+
+async def _touch(mc: MissionControl, name: str) -> None:
+    """Record that an agent polled, at most every few seconds (it is a write)."""
+    clock = time.monotonic()
+    if clock - mc.last_touch.get(name, 0.0) >= _TOUCH_EVERY:
+        mc.last_touch[name] = clock
+        await mc.store.touch_agent(name)
+
+
+async def _claim_waiting(
+    mc: MissionControl, inbox: str, limit: int, wait: float, visibility: timedelta
+) -> list[Delivery]:
+    """Claim now; if empty, wait for a wake-up (armed before claiming) and claim again."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, mc.settings.max_wait_seconds)
+    while True:
+        with mc.store.armed(inbox) as woken:
+            claimed = await mc.store.claim(inbox, limit=limit, visibility=visibility)
+            remaining = deadline - loop.time()
+            if claimed or remaining <= 0:
+                return claimed
+            slice_ = min(remaining, mc.settings.poll_fallback_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken, slice_)
+
+
+@router.get("/inbox", response_model=InboxResponse, responses=ERRORS)
+async def claim(
+    mc: MC,
+    caller: Caller,
+    inbox: Annotated[str | None, Query(description="Operators only: whose inbox.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 10,
+    wait: Annotated[float, Query(ge=0, le=30, description="Long-poll up to this long.")] = 0,
+    visibility: Annotated[
+        float, Query(ge=1, le=43_200, description="Seconds to ack before redelivery.")
+    ] = 30,
+) -> InboxResponse:
+    """Claim deliveries (urgent first, then oldest), waiting up to ``wait`` s for one."""
+    name = await inbox_of(mc, caller, inbox, "inbox.read")
+    await _touch(mc, caller.name)
+    claimed = await _claim_waiting(mc, name, limit, wait, timedelta(seconds=visibility))
+    mc.metrics.delivered.inc(len(claimed))
+    mc.metrics.redelivered.inc(sum(1 for d in claimed if d.attempts > 1))
+    return InboxResponse(inbox=name, deliveries=[DeliveryOut.of(d) for d in claimed])
+
+
+@router.post("/deliveries/{delivery_id}/ack", status_code=204, responses=ERRORS)
+async def ack(
+    delivery_id: int,
+    request: AckRequest,
+    mc: MC,
+    caller: Caller,
+    inbox: Annotated[str | None, Query()] = None,
+) -> None:
+    """Finish a claimed delivery; 409 if the claim lapsed and another claim holds it."""
+    name = await inbox_of(mc, caller, inbox, "delivery.ack")
+    await mc.store.ack(name, delivery_id, request.receipt)
+    mc.metrics.acked.inc()
+
+
+@router.post("/inbox/ack", response_model=AckBatchResponse, responses=ERRORS)
+async def ack_batch(
+    request: AckBatchRequest,
+    mc: MC,
+    caller: Caller,
+    inbox: Annotated[str | None, Query()] = None,
+) -> AckBatchResponse:
+    """Finish several deliveries of one inbox together (all or none)."""
+    name = await inbox_of(mc, caller, inbox, "delivery.ack")
+    await mc.store.ack_many(name, [(i.id, i.receipt) for i in request.items])
+    mc.metrics.acked.inc(len(request.items))
+    return AckBatchResponse(acked=len(request.items))
+
+
+@router.post("/deliveries/{delivery_id}/nack", response_model=DeliveryOut, responses=ERRORS)
+async def nack(
+    delivery_id: int,
+    request: NackRequest,
+    mc: MC,
+    caller: Caller,
+    inbox: Annotated[str | None, Query()] = None,
+) -> DeliveryOut:
+    """Give a claim back: retried after a backoff, or dead-lettered when out of attempts."""
+    name = await inbox_of(mc, caller, inbox, "delivery.nack")
+    delay = None if request.delay_seconds is None else timedelta(seconds=request.delay_seconds)
+    result = await mc.store.nack(
+        name, delivery_id, request.receipt, error=request.error, delay=delay
+    )
+    mc.metrics.nacked.inc()
+    return DeliveryOut.of(result)
+
+
+@router.get("/dead-letters", response_model=list[DeliveryOut], responses=ERRORS)
+async def dead_letters(
+    mc: MC,
+    caller: Caller,
+    inbox: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeliveryOut]:
+    """Dead-lettered deliveries: an agent sees its own, an operator any or all."""
+    if caller.kind == "agent":
+        inbox = await inbox_of(mc, caller, inbox, "dead_letters.read")
+    return [DeliveryOut.of(d) for d in await mc.store.dead_letters(inbox, limit)]
+
+
+@router.post("/dead-letters/{delivery_id}/requeue", response_model=DeliveryOut, responses=ERRORS)
+async def requeue(delivery_id: int, mc: MC, caller: Caller) -> DeliveryOut:
+    """Put a dead letter back in its inbox with a fresh attempt count (operators)."""
+    await require_operator(mc, caller, "dead_letter.requeue")
+    result = await mc.store.requeue(
+        delivery_id,
+        audit=AuditEvent(caller.actor, "dead_letter.requeue", {"delivery": delivery_id}),
+    )
+    mc.metrics.requeued.inc()
+    return DeliveryOut.of(result)

@@ -1,0 +1,73 @@
+"""Sending and reading messages."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from mcos.api_models import ErrorResponse, MessageOut, SendRequest, SendResponse
+from mcos.domain.messages import Message, NewMessage, RecipientKind
+from mcos.domain.tokens import Principal, PrincipalKind
+from mcos.exceptions import Forbidden
+from mcos.server.context import MissionControl
+from mcos.server.routes.deps import MC, Caller
+
+router = APIRouter(prefix="/v1", tags=["messages"])
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 422)
+}
+
+
+@router.post("/messages", status_code=201, response_model=SendResponse, responses=ERRORS)
+async def send(request: SendRequest, mc: MC, caller: Caller, response: Response) -> SendResponse:
+    """Send a message as the caller to an agent, a topic or a human.
+
+    A repeat of an idempotency key with the same content returns the original (200); with
+    different content, 409.
+    """
+    result = await mc.store.send(
+        NewMessage(
+            sender=caller.name,
+            recipient=request.to,
+            kind=request.kind,
+            priority=request.priority,
+            subject=request.subject,
+            body=request.body,
+            reply_to=request.reply_to,
+            idempotency_key=request.idempotency_key,
+            meta=request.meta,
+        )
+    )
+    if result.created:
+        mc.metrics.sent.labels(kind=request.kind.value).inc()
+    else:
+        mc.metrics.repeats.inc()
+        response.status_code = 200
+    return SendResponse(
+        message=MessageOut.of(result.message), deliveries=result.deliveries, created=result.created
+    )
+
+
+async def _may_read(mc: MissionControl, caller: Principal, m: Message) -> bool:
+    if caller.kind is PrincipalKind.OPERATOR or caller.name in (m.sender, m.recipient):
+        return True
+    if m.recipient_kind is RecipientKind.TOPIC:
+        return m.recipient in await mc.store.subscriptions(caller.name)
+    return False
+
+
+@router.get("/messages/{message_id}", response_model=MessageOut, responses=ERRORS)
+async def get_message(message_id: int, mc: MC, caller: Caller) -> MessageOut:
+    """One message: to its sender, its recipients, and operators."""
+    m = await mc.store.get_message(message_id)
+    if not await _may_read(mc, caller, m):
+        rule = "an agent may read only messages it sent or received"
+        await mc.refuse(caller, "message.read", rule, message=str(message_id))
+        raise Forbidden(rule, rule=rule)
+    return MessageOut.of(m)
+
+
+@router.get("/threads/{thread_id}", response_model=list[MessageOut], responses=ERRORS)
+async def get_thread(thread_id: int, mc: MC, caller: Caller) -> list[MessageOut]:
+    """The messages of a thread that the caller may read, oldest first."""
+    visible = [m for m in await mc.store.thread(thread_id) if await _may_read(mc, caller, m)]
+    return [MessageOut.of(m) for m in visible]

@@ -1,0 +1,109 @@
+"""Creating, listing, rotating and revoking bearer tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+from mcos.api_models import TokenCreated, TokenCreateRequest, TokenOut
+from mcos.domain import tokens
+from mcos.domain.audit import AuditEvent
+from mcos.domain.tokens import Principal, PrincipalKind
+from mcos.exceptions import Forbidden, InvalidRequest
+from mcos.server.context import MissionControl
+from mcos.server.routes.deps import MC, Caller, require_operator
+from mcos.server.routes.messages import ERRORS
+
+router = APIRouter(prefix="/v1", tags=["tokens"])
+
+
+async def issue(
+    mc: MissionControl,
+    actor: str,
+    kind: PrincipalKind,
+    name: str,
+    label: str = "",
+    expires_in: timedelta | None = None,
+    action: str = "token.create",
+) -> TokenCreated:
+    """Create a token and audit it; the clear token is returned this once."""
+    clear, prefix = tokens.new_token()
+    expires_at = None if expires_in is None else (await mc.store.now()) + expires_in
+    record = await mc.store.create_token(
+        prefix=prefix,
+        digest=tokens.digest(mc.settings.token_key, clear),
+        kind=kind,
+        name=name,
+        label=label,
+        expires_at=expires_at,
+        audit=AuditEvent(actor, action, {"principal": f"{kind}:{name}"}, {"label": label}),
+    )
+    return TokenCreated(token=clear, record=TokenOut.of(record))
+
+
+@router.post("/tokens", status_code=201, response_model=TokenCreated, responses=ERRORS)
+async def create(request: TokenCreateRequest, mc: MC, caller: Caller) -> TokenCreated:
+    """Create a token for an agent or an operator (operators only). Shown once."""
+    await require_operator(mc, caller, "token.create")
+    if request.kind is PrincipalKind.AGENT:
+        agents = {a.name for a in await mc.store.list_agents()}
+        if request.name not in agents:
+            raise InvalidRequest(f"name: no agent {request.name!r} in the fleet file", field="name")
+    expires = (
+        None
+        if request.expires_in_seconds is None
+        else timedelta(seconds=request.expires_in_seconds)
+    )
+    return await issue(mc, caller.actor, request.kind, request.name, request.label, expires)
+
+
+@router.get("/tokens", response_model=list[TokenOut], responses=ERRORS)
+async def list_tokens(mc: MC, caller: Caller, name: str | None = None) -> list[TokenOut]:
+    """Tokens (never their secrets): operators see all, an agent its own."""
+    if caller.kind is PrincipalKind.AGENT:
+        name = caller.name
+    return [TokenOut.of(t) for t in await mc.store.list_tokens(name)]
+
+
+async def _owned(mc: MissionControl, caller: Principal, token_id: int, action: str) -> None:
+    """Operators may act on any token; an agent only on its own."""
+    record = await mc.store.get_token(token_id)
+    if caller.kind is PrincipalKind.OPERATOR:
+        return
+    if record.kind is PrincipalKind.AGENT and record.name == caller.name:
+        return
+    rule = "an agent may act only on its own tokens"
+    await mc.refuse(caller, action, rule, token=str(token_id))
+    raise Forbidden(rule, rule=rule)
+
+
+@router.post("/tokens/{token_id}/revoke", response_model=TokenOut, responses=ERRORS)
+async def revoke(token_id: int, mc: MC, caller: Caller) -> TokenOut:
+    """Revoke a token from now on (operators)."""
+    await require_operator(mc, caller, "token.revoke")
+    record = await mc.store.revoke_token(
+        token_id, audit=AuditEvent(caller.actor, "token.revoke", {"token": token_id})
+    )
+    mc.auth.forget(record.prefix)
+    return TokenOut.of(record)
+
+
+@router.post(
+    "/tokens/{token_id}/rotate", status_code=201, response_model=TokenCreated, responses=ERRORS
+)
+async def rotate(token_id: int, mc: MC, caller: Caller) -> TokenCreated:
+    """Issue a new token for the same principal and revoke this one."""
+    await _owned(mc, caller, token_id, "token.rotate")
+    old = await mc.store.get_token(token_id)
+    if old.revoked_at is not None:
+        raise InvalidRequest(f"token {token_id} is revoked; create a new one instead")
+    created = await issue(mc, caller.actor, old.kind, old.name, old.label, action="token.rotate")
+    await mc.store.revoke_token(
+        token_id,
+        audit=AuditEvent(
+            caller.actor, "token.revoke", {"token": token_id}, {"replaced_by": created.record.id}
+        ),
+    )
+    mc.auth.forget(old.prefix)
+    return created
