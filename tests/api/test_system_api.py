@@ -1,0 +1,51 @@
+"""Clock, health, metrics and the OpenAPI document through a real server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mcos.client import Calls
+from tests.api.conftest import LiveServer, raw
+
+
+class TestSystem:
+    """The endpoints an operator's tooling relies on."""
+
+    def test_time_is_aware_utc(self, live_server: LiveServer) -> None:
+        """/v1/time answers the server's clock as an aware UTC time close to ours."""
+        with live_server.client() as c:
+            t = c.do(Calls.time())
+        assert t.now.tzinfo is not None
+        assert abs((datetime.now(UTC) - t.now).total_seconds()) < 5
+        assert abs(t.unix - t.now.timestamp()) < 0.001
+
+    def test_healthz(self, live_server: LiveServer) -> None:
+        """/healthz reports the store and its schema version."""
+        with live_server.client() as c:
+            h = c.do(Calls.health())
+        assert h.status == "ok"
+        assert h.schema_version >= 2
+
+    def test_metrics_count_traffic(self, live_server: LiveServer) -> None:
+        """/metrics counts sends, claims, acks and queue depth per inbox."""
+        with live_server.client("gene") as gene, live_server.client("jarvis") as jarvis:
+            for _ in range(3):
+                gene.do(Calls.send("jarvis", "x"))
+            [d, *_] = jarvis.do(Calls.inbox(limit=1)).deliveries
+            jarvis.do(Calls.ack(d.id, d.receipt or ""))
+            text = jarvis.do(Calls.metrics())
+        assert 'mcos_messages_sent_total{kind="request"} 3.0' in text
+        assert "mcos_deliveries_claimed_total 1.0" in text
+        assert "mcos_deliveries_acked_total 1.0" in text
+        assert 'mcos_queue_depth{inbox="jarvis",state="queued"} 2.0' in text
+        assert (
+            'mcos_http_request_seconds_count{method="POST",route="/v1/messages",status="201"} 3.0'
+            in text
+        )
+
+    def test_openapi_served(self, live_server: LiveServer) -> None:
+        """The OpenAPI document lists the /v1 routes and the error shape."""
+        doc = raw(live_server, "GET", "/openapi.json").json()
+        assert "/v1/messages" in doc["paths"]
+        assert "/v1/inbox" in doc["paths"]
+        assert "ErrorResponse" in doc["components"]["schemas"]
