@@ -44,13 +44,19 @@ class LiveServer:
         return Client(self.url, token or (self.tokens[name] if name else self.operator_token))
 
 
+async def _migrate(url: str) -> None:
+    store = make_store(url)
+    try:
+        await store.upgrade()
+    finally:
+        await store.close()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def live_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
     """Mission Control on a real uvicorn, with tokens for jarvis, gene and sentinel."""
     url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    migrate = make_store(url)
-    asyncio.run(migrate.upgrade())
-    asyncio.run(migrate.close())
+    asyncio.run(_migrate(url))
     settings = ServerSettings(
         token_key=secrets.token_bytes(32),
         directory=DIRECTORY,

@@ -1,0 +1,505 @@
+"""The ``mcos`` command: thin — it parses, calls Mission Control or the store, and prints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Optional
+from urllib.parse import urlsplit
+
+import typer
+import uvicorn
+
+from mcos.cli import common
+from mcos.cli.common import age, connect, console, friendly_errors, print_json, table
+from mcos.client import Calls
+from mcos.config import Fleet, check_fleet, parse_duration
+from mcos.config.scaffold import init_fleet
+from mcos.domain.messages import MessageKind, Priority
+from mcos.domain.tokens import PrincipalKind
+from mcos.server.factory import FLEET_ENV, build_app, settings_for
+from mcos.store import make_store
+
+app = typer.Typer(
+    name="mcos",
+    help="Mission Control OS: run and govern a fleet of LLM agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+token_app = typer.Typer(help="Create, list, rotate and revoke bearer tokens.", no_args_is_help=True)
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+config_app = typer.Typer(help="The fleet file.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+dead_app = typer.Typer(help="Dead-lettered deliveries.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+app.add_typer(audit_app, name="audit")
+app.add_typer(dead_app, name="dead-letters")
+
+app_from_env_path = "mcos.server.factory:app_from_env"
+
+FleetOpt = Annotated[
+    Optional[Path],  # noqa: UP045 (Typer reads the annotation at run time)
+    typer.Option("--fleet", "-f", help="Fleet file (default: $MCOS_FLEET or ./fleet.toml)."),
+]
+UrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--url", help="Mission Control URL (default: $MCOS_URL or the fleet's)."),
+]
+TokenOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--token", help="Bearer token (default: $MCOS_TOKEN or the operator token)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def main() -> None:
+    """Entry point of the ``mcos`` console script."""
+    app()
+
+
+# --- fleet file ------------------------------------------------------------------------------
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the fleet in.")],
+    template: Annotated[str, typer.Option(help="Fleet template.")] = "small",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing fleet.toml.")] = False,
+) -> None:
+    """Write a small working fleet (orchestrator, ops, security) with workspace folders."""
+    with friendly_errors():
+        path = init_fleet(directory, template=template, force=force)
+    console.print(f"wrote {path}; check it with `mcos config check -f {path}`")
+
+
+@config_app.command("check")
+def config_check(fleet: FleetOpt = None) -> None:
+    """Validate the fleet file; every problem is named with its key path."""
+    path = common.fleet_path(fleet)
+    with friendly_errors():
+        warnings = check_fleet(path)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"{path}: ok")
+
+
+# --- server ----------------------------------------------------------------------------------
+async def _upgrade(url: str) -> list[int]:
+    store = make_store(url)
+    try:
+        return await store.upgrade()
+    finally:
+        await store.close()
+
+
+def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, workers: int) -> None:
+    if migrate:
+        applied = asyncio.run(_upgrade(loaded.store_url))
+        if applied:
+            console.print(f"store migrated to schema version {applied[-1]}")
+    listen = urlsplit(loaded.server.url)
+    bind_host = host or listen.hostname or "127.0.0.1"
+    bind_port = port or listen.port or 8700
+    if workers > 1 and not loaded.store_url.startswith("postgres"):
+        common.fail("--workers above 1 needs the PostgreSQL store (SQLite has one writer)")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    console.print(
+        f"Mission Control on http://{bind_host}:{bind_port} "
+        f"(store: {loaded.store_url.split(':', 1)[0]}, workers: {workers}); "
+        f"operator token: {loaded.state_dir / common.OPERATOR_TOKEN_FILE}"
+    )
+    options: dict[str, Any] = {
+        "host": bind_host,
+        "port": bind_port,
+        "log_level": "info",
+        "access_log": False,
+    }
+    if workers > 1:
+        settings_for(loaded)  # create the shared token key once, before the workers start
+        os.environ[FLEET_ENV] = str(loaded.path)
+        uvicorn.run(app_from_env_path, factory=True, workers=workers, **options)
+    else:
+        uvicorn.run(build_app(loaded), **options)
+
+
+@app.command()
+def server(
+    fleet: FleetOpt = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address.")] = None,  # noqa: UP045
+    port: Annotated[Optional[int], typer.Option(help="Bind port.")] = None,  # noqa: UP045
+    migrate: Annotated[bool, typer.Option(help="Apply pending migrations first.")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, max=32, help="Server processes (PostgreSQL only).")
+    ] = 1,
+) -> None:
+    """Run Mission Control: the HTTP API over the fleet's store."""
+    with friendly_errors():
+        _serve(common.load(fleet), host, port, migrate, workers)
+
+
+@app.command()
+def run(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo fleet lives (created on first run).")
+    ] = Path(common.DEMO_DIR),
+) -> None:
+    """Quick start on one machine: create a demo fleet on first run, then run Mission Control."""
+    path = directory / "fleet.toml"
+    with friendly_errors():
+        if not path.exists():
+            init_fleet(directory, template="small")
+            console.print(f"created a demo fleet in {directory}/ (edit {path} to change it)")
+        loaded = common.load(path)
+        console.print(
+            "next, in another terminal: "
+            f"`MCOS_FLEET={path} mcos status`, `mcos send`, `mcos inbox` (see README)"
+        )
+        _serve(loaded, None, None, migrate=True, workers=1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    fleet: FleetOpt = None,
+    store: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--store", help="Store URL (default: the fleet file's server.store)."),
+    ] = None,
+) -> None:
+    """Apply pending schema migrations."""
+    with friendly_errors():
+        url = store or common.load(fleet).server.store
+        applied = asyncio.run(_upgrade(url))
+    if applied:
+        console.print(f"applied migrations {', '.join(map(str, applied))}")
+    else:
+        console.print("already at the latest schema version")
+
+
+# --- messages --------------------------------------------------------------------------------
+@app.command()
+def send(
+    to: Annotated[str, typer.Argument(help="Agent, topic or human.")],
+    body: Annotated[str, typer.Argument(help="Message body ('-' reads standard input).")],
+    subject: Annotated[str, typer.Option("--subject", "-s")] = "",
+    kind: Annotated[MessageKind, typer.Option()] = MessageKind.REQUEST,
+    priority: Annotated[Priority, typer.Option("--priority", "-p")] = Priority.NORMAL,
+    reply_to: Annotated[Optional[int], typer.Option()] = None,  # noqa: UP045
+    key: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--key", help="Idempotency key: resending with it stores nothing new."),
+    ] = None,
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send a message as the token's owner."""
+    text = sys.stdin.read() if body == "-" else body
+    with friendly_errors(), connect(url, token, fleet) as client:
+        result = client.do(
+            Calls.send(
+                to,
+                text,
+                subject=subject,
+                kind=kind,
+                priority=priority,
+                reply_to=reply_to,
+                idempotency_key=key,
+            )
+        )
+    if as_json:
+        print_json(result)
+        return
+    verb = "sent" if result.created else "already sent (same idempotency key)"
+    console.print(
+        f"{verb}: message {result.message.id} to {result.message.to} "
+        f"({result.deliveries} deliveries, thread {result.message.thread_id})"
+    )
+
+
+@app.command()
+def inbox(
+    agent: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--inbox", help="Operators: whose inbox (an agent reads its own)."),
+    ] = None,
+    wait: Annotated[float, typer.Option(help="Wait up to this many seconds for a message.")] = 0,
+    limit: Annotated[int, typer.Option()] = 10,
+    ack: Annotated[bool, typer.Option(help="Acknowledge what is shown (else redelivered).")] = True,
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Claim messages from an inbox and show them."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        result = client.do(Calls.inbox(wait=wait, limit=limit, inbox=agent))
+        if ack and result.deliveries:
+            client.do(
+                Calls.ack_many([(d.id, d.receipt or "") for d in result.deliveries], inbox=agent)
+            )
+    if as_json:
+        print_json(result)
+        return
+    rows = [
+        (
+            d.message.id,
+            d.message.sender,
+            d.message.priority,
+            d.message.kind,
+            d.message.subject,
+            d.message.body[:80],
+            d.attempts,
+        )
+        for d in result.deliveries
+    ]
+    table(
+        f"inbox of {result.inbox}: {len(rows)} message(s)",
+        ["id", "from", "priority", "kind", "subject", "body", "attempt"],
+        rows,
+    )
+
+
+@app.command()
+def status(
+    fleet: FleetOpt = None, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """The fleet at a glance: every agent, when it was last seen, its queue."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        health = client.do(Calls.health())
+        now = client.do(Calls.time()).now
+        agents = client.do(Calls.agents())
+    if as_json:
+        print_json({"health": health, "now": now, "agents": agents})
+        return
+    console.print(
+        f"Mission Control {client.base_url}: {health.status} "
+        f"(store {health.store}, schema v{health.schema_version}), "
+        f"clock {now:%Y-%m-%d %H:%M:%S} UTC"
+    )
+    table(
+        f"{len(agents)} agent(s)",
+        ["agent", "role", "host", "last seen", "queued", "claimed", "dead"],
+        [
+            (a.name, a.role, a.host, age(a.last_seen_at, now), a.queued, a.claimed, a.dead)
+            for a in agents
+        ],
+    )
+
+
+# --- tokens ----------------------------------------------------------------------------------
+@token_app.command("create")
+def token_create(
+    agent: Annotated[Optional[str], typer.Option(help="For this agent.")] = None,  # noqa: UP045
+    operator: Annotated[
+        Optional[str], typer.Option(help="For this operator.")  # noqa: UP045
+    ] = None,
+    label: Annotated[str, typer.Option()] = "",
+    expires: Annotated[
+        Optional[str], typer.Option(help="Lifetime, e.g. 30d, 12h.")  # noqa: UP045
+    ] = None,
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a token; it is printed once and never shown again."""
+    if (agent is None) == (operator is None):
+        common.fail("give exactly one of --agent NAME or --operator NAME")
+    kind, name = (PrincipalKind.AGENT, agent) if agent else (PrincipalKind.OPERATOR, operator)
+    lifetime = None
+    if expires is not None:
+        try:
+            lifetime = int(_duration(expires).total_seconds())
+        except ValueError as e:
+            common.fail(f"--expires: {e}")
+    assert name is not None
+    with friendly_errors(), connect(url, token, fleet) as client:
+        created = client.do(
+            Calls.create_token(kind, name, label=label, expires_in_seconds=lifetime)
+        )
+    if as_json:
+        print_json(created)
+        return
+    console.print(f"token {created.record.id} for {kind} {name} (shown once, store it now):")
+    sys.stdout.write(created.token + "\n")
+
+
+def _duration(text: str) -> timedelta:
+    if text.endswith("d") and text[:-1].isdigit():
+        return timedelta(days=int(text[:-1]))
+    return parse_duration(text)
+
+
+@token_app.command("list")
+def token_list(
+    name: Annotated[Optional[str], typer.Option(help="Only this principal.")] = None,  # noqa: UP045
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List tokens (never their secrets)."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        records = client.do(Calls.tokens(name))
+    if as_json:
+        print_json(records)
+        return
+    table(
+        "tokens",
+        ["id", "prefix", "kind", "name", "label", "created", "expires", "revoked"],
+        [
+            (t.id, t.prefix, t.kind, t.name, t.label, t.created_at, t.expires_at, t.revoked_at)
+            for t in records
+        ],
+    )
+
+
+@token_app.command("rotate")
+def token_rotate(
+    token_id: Annotated[int, typer.Argument(help="Token id (see `mcos token list`).")],
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replace a token with a new one for the same principal; the old one is revoked."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        created = client.do(Calls.rotate_token(token_id))
+    if as_json:
+        print_json(created)
+        return
+    console.print(f"token {token_id} revoked; new token {created.record.id} (shown once):")
+    sys.stdout.write(created.token + "\n")
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id (see `mcos token list`).")],
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke a token from now on."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        record = client.do(Calls.revoke_token(token_id))
+    console.print(f"token {record.id} ({record.kind} {record.name}) revoked at {record.revoked_at}")
+
+
+# --- audit -----------------------------------------------------------------------------------
+@audit_app.command("verify")
+def audit_verify(fleet: FleetOpt = None, url: UrlOpt = None, token: TokenOpt = None) -> None:
+    """Walk the audit chain; exit 1 and name each break if anything was edited or deleted."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        result = client.do(Calls.audit_verify())
+    if result.intact:
+        console.print(f"audit log intact: {result.records} records, head {result.head_seq}")
+        return
+    for seq, problem in result.breaks:
+        common.err_console.print(f"[bold red]record {seq}:[/] {problem}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("list")
+def audit_list(
+    actor: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    action: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    limit: Annotated[int, typer.Option()] = 50,
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show audit records, oldest first."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        records = client.do(Calls.audit(actor=actor, action=action, limit=limit))
+    if as_json:
+        print_json(records)
+        return
+    table(
+        "audit",
+        ["seq", "at", "actor", "action", "targets", "outcome"],
+        [(r.seq, r.at, r.actor, r.action, r.targets, r.outcome) for r in records],
+    )
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    out: Annotated[Optional[Path], typer.Option(help="File (default: stdout).")] = None,  # noqa: UP045
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Export the whole audit log as CSV or JSON."""
+    if fmt not in {"csv", "json"}:
+        common.fail(f"--format must be csv or json, not {fmt!r}")
+    with friendly_errors(), connect(url, token, fleet) as client:
+        if fmt == "csv":
+            text = client.do(Calls.audit_csv())
+        else:
+            import json  # noqa: PLC0415
+
+            records = client.do(Calls.audit(limit=10_000))
+            text = json.dumps([r.model_dump(mode="json") for r in records], indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+
+
+# --- dead letters ----------------------------------------------------------------------------
+@dead_app.command("list")
+def dead_list(
+    agent: Annotated[Optional[str], typer.Option("--inbox")] = None,  # noqa: UP045
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Deliveries that ran out of attempts."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        dead = client.do(Calls.dead_letters(inbox=agent))
+    if as_json:
+        print_json(dead)
+        return
+    table(
+        "dead letters",
+        ["delivery", "inbox", "message", "from", "subject", "attempts", "last error"],
+        [
+            (
+                d.id,
+                d.inbox,
+                d.message.id,
+                d.message.sender,
+                d.message.subject,
+                d.attempts,
+                d.last_error,
+            )
+            for d in dead
+        ],
+    )
+
+
+@dead_app.command("requeue")
+def dead_requeue(
+    delivery_id: Annotated[int, typer.Argument()],
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Put a dead letter back in its inbox."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        d = client.do(Calls.requeue(delivery_id))
+    console.print(f"delivery {d.id} requeued to {d.inbox}")
+
+
+__all__ = ["app", "main"]

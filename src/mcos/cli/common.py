@@ -1,0 +1,124 @@
+"""What every ``mcos`` command shares: finding the fleet, the server and the token; printing."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from mcos.client import Client, ServerUnreachable
+from mcos.config import Fleet, load_fleet
+from mcos.exceptions import EX_CONFIG, ConfigError, ConfigErrors, McosError
+
+console = Console()
+err_console = Console(stderr=True)
+
+EX_UNAVAILABLE = 69
+DEMO_DIR = "mcos-demo"
+OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error for a person and exit with ``code``."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def friendly_errors() -> Iterator[None]:
+    """Turn mcos errors into one clear line and an exit code, never a traceback."""
+    try:
+        yield
+    except ConfigErrors as e:
+        for error in e.errors:
+            err_console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+        raise typer.Exit(EX_CONFIG) from None
+    except ConfigError as e:
+        fail(e.message, EX_CONFIG)
+    except ServerUnreachable as e:
+        fail(e.message, EX_UNAVAILABLE)
+    except McosError as e:
+        fail(e.message)
+
+
+def fleet_path(explicit: Path | None) -> Path:
+    """The fleet file: ``--fleet``, ``$MCOS_FLEET``, ``./fleet.toml``, then the demo's."""
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("MCOS_FLEET")
+    if env:
+        return Path(env)
+    for candidate in (Path("fleet.toml"), Path(DEMO_DIR) / "fleet.toml"):
+        if candidate.exists():
+            return candidate
+    return Path("fleet.toml")
+
+
+def load(explicit: Path | None) -> Fleet:
+    """Load and validate the fleet file."""
+    return load_fleet(fleet_path(explicit))
+
+
+def connect(url: str | None, token: str | None, fleet: Path | None) -> Client:
+    """A client for Mission Control: URL and token from flags, environment or the fleet."""
+    url = url or os.environ.get("MCOS_URL")
+    token = token or os.environ.get("MCOS_TOKEN")
+    if url is None or token is None:
+        loaded = load(fleet)
+        url = url or loaded.server.url
+        if token is None:
+            token_file = loaded.state_dir / OPERATOR_TOKEN_FILE
+            if token_file.exists():
+                token = token_file.read_text().strip()
+    if not token:
+        fail(
+            "no token: pass --token, set MCOS_TOKEN, or start `mcos server` once so it writes "
+            "the first operator token to the fleet's state folder"
+        )
+    return Client(url, token)
+
+
+def print_json(value: Any) -> None:
+    """Print models, lists of models or plain data as JSON for scripts."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, BaseModel):
+            return v.model_dump(mode="json")
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    sys.stdout.write(json.dumps(plain(value), indent=2, default=str) + "\n")
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a table for people."""
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    console.print(t)
+
+
+def age(then: datetime | None, now: datetime) -> str:
+    """``3m ago``-style age of ``then`` on the server's clock."""
+    if then is None:
+        return "never"
+    seconds = int((now - then).total_seconds())
+    if seconds < 0:
+        return "in the future?"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"

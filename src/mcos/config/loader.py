@@ -1,0 +1,162 @@
+"""Reading ``fleet.toml``: every problem reported at once, with file, key path and cause."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from mcos.config.models import Fleet, FleetFile
+from mcos.exceptions import ConfigError, ConfigErrors
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+def _problem(error: Any, model_fields: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "missing (required)"
+    if kind == "extra_forbidden":
+        allowed = ", ".join(sorted(model_fields)) if model_fields else "none"
+        return f"unknown key (allowed: {allowed})"
+    if kind == "literal_error":
+        expected = error.get("ctx", {}).get("expected", "")
+        return f"{error['input']!r} is not one of {expected.replace(chr(39), '')}"
+    if kind == "string_pattern_mismatch":
+        return f"{error['input']!r} is not a valid name (lowercase letters, digits, - and _)"
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> dict[str, Any]:
+    """The fields allowed where an unknown key was found, to list them in the error."""
+    model: Any = FleetFile
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return {}
+        if part in fields:
+            annotation = fields[part].annotation
+            args = getattr(annotation, "__args__", ())
+            model = args[-1] if args and hasattr(args[-1], "model_fields") else annotation
+        # a dict key (an agent's name) keeps the value model
+    return dict(getattr(model, "model_fields", {}))
+
+
+def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912 (one rule a branch)
+    errors: list[ConfigError] = []
+    hosts = sorted(fleet.hosts)
+    kinds: dict[str, str] = {}
+    for kind, names in (("agent", fleet.agents), ("human", fleet.humans), ("topic", fleet.topics)):
+        for name in names:
+            if name in kinds:
+                errors.append(
+                    ConfigError(
+                        file,
+                        f"{kind}s.{name}",
+                        f"name already used by a {kinds[name]} (names are unique across agents, "
+                        "humans and topics)",
+                    )
+                )
+            kinds.setdefault(name, kind)
+    people = set(fleet.agents) | set(fleet.humans)
+    for name, agent in fleet.agents.items():
+        if agent.host not in fleet.hosts:
+            errors.append(
+                ConfigError(
+                    file,
+                    f"agents.{name}.host",
+                    f"unknown host {agent.host!r} (known: {', '.join(hosts) or 'none'})",
+                )
+            )
+        for i, h in enumerate(agent.failover_hosts):
+            if h not in fleet.hosts:
+                errors.append(
+                    ConfigError(file, f"agents.{name}.failover_hosts.{i}", f"unknown host {h!r}")
+                )
+        if agent.reports_to is not None and agent.reports_to not in people:
+            errors.append(
+                ConfigError(
+                    file,
+                    f"agents.{name}.reports_to",
+                    f"unknown agent or human {agent.reports_to!r}",
+                )
+            )
+        if agent.model.provider != "offline" and agent.key is None:
+            errors.append(
+                ConfigError(
+                    file,
+                    f"agents.{name}.key",
+                    f"missing: a {agent.model.provider} model needs a key reference "
+                    "(env:VAR, file:PATH or credential:NAME)",
+                )
+            )
+    for name in fleet.agents:
+        seen = [name]
+        current = fleet.agents[name].reports_to
+        while current in fleet.agents:
+            if current in seen:
+                errors.append(
+                    ConfigError(
+                        file,
+                        f"agents.{name}.reports_to",
+                        "reporting cycle: " + " → ".join([*seen, current]),
+                    )
+                )
+                break
+            seen.append(current)
+            current = fleet.agents[current].reports_to
+    for topic, config in fleet.topics.items():
+        for i, s in enumerate(config.subscribers):
+            if s not in people:
+                errors.append(
+                    ConfigError(
+                        file, f"topics.{topic}.subscribers.{i}", f"unknown agent or human {s!r}"
+                    )
+                )
+    return errors
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Load, validate and cross-check a fleet file; ``ConfigErrors`` lists every problem."""
+    path = Path(path)
+    file = str(path)
+    if not path.exists():
+        raise ConfigErrors(
+            [ConfigError(file, "", "no such file; create a fleet with `mcos init DIR`")]
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigErrors([ConfigError(file, "", f"not valid TOML: {e}")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigErrors([ConfigError(file, "", f"cannot read: {e}")]) from None
+    try:
+        fleet = Fleet.model_validate(data)
+    except ValidationError as e:
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    file, _key(tuple(err["loc"])), _problem(err, _fields_at(tuple(err["loc"])))
+                )
+                for err in e.errors()
+            ]
+        ) from None
+    fleet._path = path.resolve()
+    errors = _cross_check(fleet, file)
+    if errors:
+        raise ConfigErrors(errors)
+    if not any(h.role == "founder" for h in fleet.humans.values()):
+        fleet._warnings.append(
+            "no human has role 'founder': nobody has the final call on production deploys"
+        )
+    return fleet
+
+
+def check_fleet(path: str | Path) -> list[str]:
+    """Warnings of a fleet file that loads; raises ``ConfigErrors`` when it does not."""
+    return load_fleet(path).warnings

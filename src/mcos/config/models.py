@@ -1,0 +1,291 @@
+"""The fleet file as validated models: hosts, humans, agents, topics, server, delivery."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from mcos.domain.messages import DeliveryPolicy
+from mcos.store.protocol import AgentEntry, Directory
+
+NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+Name = Annotated[str, Field(pattern=NAME)]
+_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+_KEY_REF = re.compile(r"^(?P<kind>env|file|credential):(?P<name>\S+)$")
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"90s"``, ``"30m"``, ``"1h30m"`` → a positive timedelta."""
+    match = _DURATION.match(text.strip())
+    if not text.strip() or match is None or not any(match.groupdict().values()):
+        msg = f"{text!r} is not a duration (use e.g. 90s, 30m, 1h, 1h30m)"
+        raise ValueError(msg)
+    parts = {k: int(v or 0) for k, v in match.groupdict().items()}
+    value = timedelta(hours=parts["h"], minutes=parts["m"], seconds=parts["s"])
+    if value <= timedelta(0):
+        msg = f"{text!r} must be longer than zero"
+        raise ValueError(msg)
+    return value
+
+
+class KeyRef(BaseModel):
+    """Where an agent's model API key is found — never the key itself."""
+
+    model_config = ConfigDict(frozen=True)
+    kind: Literal["env", "file", "credential"]
+    name: str
+
+
+def parse_key_ref(text: str) -> KeyRef:
+    """``env:NAME``, ``file:PATH`` or ``credential:NAME``; anything else is refused unechoed."""
+    match = _KEY_REF.match(text)
+    if match is None:
+        msg = (
+            "not a key reference: use env:VAR, file:/path or credential:NAME "
+            "(never put the key itself in the fleet file)"
+        )
+        raise ValueError(msg)
+    return KeyRef.model_validate({"kind": match["kind"], "name": match["name"]})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FleetInfo(_Model):
+    """The fleet as a whole."""
+
+    name: str = "fleet"
+    """A label for people."""
+    timezone: str = "UTC"
+    """IANA time zone for active hours and daily budgets."""
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # noqa: PLC0415
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {v!r} (use an IANA name such as Europe/London)"
+            raise ValueError(msg) from None
+        return v
+
+
+class ServerConfig(_Model):
+    """Where Mission Control listens and what it stores into."""
+
+    url: str = "http://127.0.0.1:8700"
+    """Where agents and the CLI reach Mission Control (also the bind address)."""
+    store: str = "sqlite:///state/mcos.db"
+    """``sqlite:///relative/or/absolute.db`` or ``postgresql://user@host:5432/db``."""
+    state_dir: Path = Path("state")
+    """Token key and bootstrap operator token; relative to the fleet file's folder."""
+
+    @field_validator("store")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            msg = f"{v.split(':', 1)[0]!r} is not a store (use sqlite:///path or postgresql://...)"
+            raise ValueError(msg)
+        return v
+
+
+class DeliveryConfig(_Model):
+    """Retry and dead-letter policy of the bus."""
+
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    """Claims without an ack before a delivery is dead-lettered."""
+    visibility: str = "30s"
+    """Default time to ack a claim."""
+    retry_base: str = "1s"
+    """First nack backoff; doubles per attempt."""
+    retry_cap: str = "5m"
+    """Longest nack backoff."""
+
+    @field_validator("visibility", "retry_base", "retry_cap")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    def policy(self) -> DeliveryPolicy:
+        """The delivery policy these settings describe."""
+        return DeliveryPolicy(
+            max_attempts=self.max_attempts,
+            visibility=parse_duration(self.visibility),
+            retry_base=parse_duration(self.retry_base),
+            retry_cap=parse_duration(self.retry_cap),
+        )
+
+
+class HostConfig(_Model):
+    """A machine agents run on."""
+
+    address: str = "127.0.0.1"
+    """How other hosts reach it."""
+
+
+class HumanConfig(_Model):
+    """A person in the fleet: founder, operator."""
+
+    role: str = "operator"
+    """``founder`` has the final call on production deploys."""
+    email: str | None = None
+    telegram: str | None = None
+    discord: str | None = None
+
+
+class ModelConfig(_Model):
+    """Which model an agent thinks with."""
+
+    provider: Literal["anthropic", "openai", "offline"] = "offline"
+    """``offline`` is deterministic and needs no key."""
+    id: str = "offline-1"
+    """The provider's model id."""
+    context_window: int = Field(default=200_000, ge=1_000)
+    """Tokens the model accepts."""
+    base_url: str | None = None
+    """Override the provider's endpoint (OpenAI-compatible servers, proxies)."""
+
+
+class HeartbeatConfig(_Model):
+    """When an agent wakes on its own."""
+
+    interval: str = "30m"
+    active_hours: str | None = None
+    """``HH:MM-HH:MM`` in ``timezone``; outside them the heartbeat sleeps."""
+    timezone: str | None = None
+    jitter: str = "30s"
+
+    @field_validator("interval", "jitter")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("active_hours")
+    @classmethod
+    def _hours(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$", v):
+            msg = f"{v!r} is not HH:MM-HH:MM"
+            raise ValueError(msg)
+        return v
+
+
+class BudgetConfig(_Model):
+    """Daily spending limits of one agent."""
+
+    daily_tokens: int | None = Field(default=None, ge=0)
+    daily_usd: float | None = Field(default=None, ge=0)
+
+
+class AgentConfig(_Model):
+    """One agent."""
+
+    role: Name
+    """``orchestrator``, ``security``, ``ops``, ``comms``, …"""
+    model: ModelConfig = ModelConfig()
+    key: str | None = None
+    """Key reference: ``env:VAR``, ``file:PATH`` or ``credential:NAME``."""
+    host: Name
+    workspace: str | None = None
+    """Relative to the fleet file's folder; default ``agents/<name>``."""
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    reports_to: str | None = None
+    budget: BudgetConfig = BudgetConfig()
+    failover_hosts: list[Name] = Field(default_factory=list)
+    allowed_tools: list[str] = Field(default_factory=list)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_key_ref(v)
+        return v
+
+
+class TopicConfig(_Model):
+    """A topic: every subscriber gets its own delivery."""
+
+    subscribers: list[Name] = Field(default_factory=list)
+
+
+class FleetFile(_Model):
+    """The root of ``fleet.toml``."""
+
+    fleet: FleetInfo = FleetInfo()
+    server: ServerConfig = ServerConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    hosts: dict[Name, HostConfig] = Field(default_factory=dict)
+    humans: dict[Name, HumanConfig] = Field(default_factory=dict)
+    agents: dict[Name, AgentConfig] = Field(default_factory=dict)
+    topics: dict[Name, TopicConfig] = Field(default_factory=dict)
+
+
+class Fleet(FleetFile):
+    """A loaded, cross-checked fleet file, with paths resolved against its folder."""
+
+    _path: Path = PrivateAttr(default=Path("fleet.toml"))
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        """The fleet file, absolute."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths are resolved against."""
+        return self._path.parent
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems worth a look that do not stop the fleet."""
+        return list(self._warnings)
+
+    @property
+    def state_dir(self) -> Path:
+        """The server's state folder, absolute."""
+        return (self.base_dir / self.server.state_dir).resolve()
+
+    @property
+    def store_url(self) -> str:
+        """The store URL with a relative SQLite path made absolute."""
+        url = self.server.store
+        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+            path, _, query = url.removeprefix("sqlite:///").partition("?")
+            resolved = (self.base_dir / path).resolve()
+            return f"sqlite:///{resolved}" + (f"?{query}" if query else "")
+        return url
+
+    def workspace_path(self, agent: str) -> Path:
+        """An agent's workspace folder, absolute."""
+        configured = self.agents[agent].workspace or f"agents/{agent}"
+        return (self.base_dir / configured).resolve()
+
+    def recipient_names(self) -> set[str]:
+        """Every name a message may be addressed to."""
+        return set(self.agents) | set(self.humans) | set(self.topics)
+
+    def directory(self) -> Directory:
+        """What Mission Control's directory must hold."""
+        return Directory(
+            agents=[
+                AgentEntry(
+                    name=name,
+                    role=a.role,
+                    host=a.host,
+                    reports_to=a.reports_to,
+                    info={"provider": a.model.provider, "model": a.model.id},
+                )
+                for name, a in sorted(self.agents.items())
+            ],
+            humans=sorted(self.humans),
+            topics={t: list(c.subscribers) for t, c in sorted(self.topics.items())},
+        )

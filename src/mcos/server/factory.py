@@ -1,0 +1,64 @@
+"""Building Mission Control from a fleet file (for `mcos server`, including worker processes)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from mcos.config import Fleet, load_fleet
+from mcos.exceptions import ConfigError
+from mcos.server.app import create_app
+from mcos.server.context import ServerSettings
+from mcos.store import make_store
+
+TOKEN_KEY_FILE = "server.key"  # noqa: S105 (a file name)
+FLEET_ENV = "MCOS_FLEET"
+
+
+def token_key(state_dir: Path) -> bytes:
+    """The token-hashing key: ``$MCOS_TOKEN_KEY_FILE`` or ``STATE/server.key``.
+
+    Created (64 hex characters, mode 0600) on first use. Every server of one fleet must share it.
+    """
+    path = Path(os.environ.get("MCOS_TOKEN_KEY_FILE", state_dir / TOKEN_KEY_FILE))
+    if path.exists():
+        key = path.read_bytes().strip()
+        if len(key) < 32:
+            raise ConfigError(str(path), "", "the token key file holds fewer than 32 bytes")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker created it first
+        return token_key(state_dir)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    return key
+
+
+def settings_for(fleet: Fleet) -> ServerSettings:
+    """Server settings from the fleet file: directory, token key, bootstrap operator."""
+    founders = [n for n, h in fleet.humans.items() if h.role == "founder"]
+    operator = (founders or sorted(fleet.humans) or ["admin"])[0]
+    state_dir = fleet.state_dir
+    return ServerSettings(
+        token_key=token_key(state_dir),
+        directory=fleet.directory(),
+        bootstrap_operator=operator,
+        state_dir=str(state_dir),
+    )
+
+
+def build_app(fleet: Fleet) -> FastAPI:
+    """Mission Control for ``fleet``, over the store its file names."""
+    store = make_store(fleet.store_url, fleet.delivery.policy())
+    return create_app(store, settings_for(fleet))
+
+
+def app_from_env() -> FastAPI:
+    """Uvicorn factory for worker processes: the fleet file comes from ``$MCOS_FLEET``."""
+    return build_app(load_fleet(os.environ[FLEET_ENV]))

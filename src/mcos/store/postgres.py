@@ -1,0 +1,698 @@
+"""The production store: PostgreSQL through psycopg 3 and a connection pool.
+
+Claims use ``FOR UPDATE SKIP LOCKED``; every time is the database's ``clock_timestamp()``.
+Sends wake this process's waiters at once and, through a coalescing notifier, other servers'
+waiters with one ``NOTIFY`` per batch — never one per row inside the message's commit, which
+would serialise commits on the notification queue lock. A dedicated LISTEN connection feeds
+other servers' sends to local waiters and reconnects after the database restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
+from mcos.domain.messages import (
+    Delivery,
+    DeliveryPolicy,
+    DeliveryState,
+    Message,
+    NewMessage,
+    RecipientKind,
+    SendResult,
+)
+from mcos.domain.tokens import PrincipalKind, TokenRecord
+from mcos.exceptions import (
+    IdempotencyConflict,
+    InvalidRequest,
+    McosError,
+    NotFound,
+    SchemaOutOfDate,
+    StaleReceipt,
+    StoreError,
+    StoreUnavailable,
+)
+from mcos.store import rows
+from mcos.store.migrations import latest, migrations
+from mcos.store.notify import Waiters
+from mcos.store.protocol import AgentEntry, AuditQuery, AuditVerification, Directory, InboxDepth
+from mcos.store.queries import queries
+
+Q = queries("postgres")
+CHANNEL = "mcos_inbox"
+log = logging.getLogger("mcos.store.postgres")
+Conn = psycopg.AsyncConnection[DictRow]
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.astimezone(UTC)
+
+
+def _opt(dt: datetime | None) -> datetime | None:
+    return None if dt is None else _utc(dt)
+
+
+def _delivery(row: DictRow) -> Delivery:
+    msg = rows.message(row, _utc(row["created_at"]))
+    visible = _utc(row["d_visible_at"])
+    deadline = visible if row["state"] == "claimed" else None
+    return rows.delivery(row, msg, visible, deadline)
+
+
+def _token(row: DictRow) -> TokenRecord:
+    return rows.token(
+        row, _utc(row["created_at"]), _opt(row["expires_at"]), _opt(row["revoked_at"])
+    )
+
+
+class PostgresStore:
+    """Mission Control's store on PostgreSQL."""
+
+    dialect = "postgres"
+
+    def __init__(
+        self, url: str, policy: DeliveryPolicy | None = None, *, pool_size: int = 10
+    ) -> None:
+        self.url = url
+        self.policy = policy or DeliveryPolicy()
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            kwargs={"row_factory": dict_row, "autocommit": True, "options": "-c TimeZone=UTC"},
+            check=AsyncConnectionPool.check_connection,
+            timeout=10,
+        )
+        self._waiters = Waiters()
+        self._pending: set[str] = set()
+        self._pending_event = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._opened = False
+        self._closing = False
+
+    # --- plumbing ----------------------------------------------------------------------------
+    async def _ensure_pool(self) -> None:
+        if not self._opened:
+            try:
+                await self._pool.open(wait=True, timeout=10)
+            except PoolTimeout as e:
+                raise StoreUnavailable(f"PostgreSQL at {_safe(self.url)} is unreachable") from e
+            self._opened = True
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[Conn]:
+        """A pooled connection; database failures become ``StoreUnavailable``."""
+        await self._ensure_pool()
+        try:
+            async with self._pool.connection() as conn:
+                yield conn  # type: ignore[misc]  # the pool's kwargs set dict_row
+        except McosError:
+            raise
+        except (psycopg.OperationalError, PoolTimeout) as e:
+            raise StoreUnavailable(
+                f"PostgreSQL at {_safe(self.url)} is unavailable: {type(e).__name__}"
+            ) from e
+        except psycopg.Error as e:
+            raise StoreError(f"PostgreSQL error: {str(e).strip()}") from e
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Conn]:
+        async with self._conn() as conn, conn.transaction():
+            yield conn
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Connect, check the schema, and start the listener and the notifier."""
+        version = await self.schema_version()
+        wanted = latest(self.dialect)
+        if version < wanted:
+            msg = (
+                f"the database {_safe(self.url)} is at schema version {version}, this mcos "
+                f"needs {wanted}: run `mcos db upgrade`"
+            )
+            raise SchemaOutOfDate(msg, version=version, wanted=wanted)
+        if version > wanted:
+            msg = (
+                f"the database {_safe(self.url)} is at schema version {version}, newer than "
+                f"this mcos ({wanted}): upgrade mcos"
+            )
+            raise SchemaOutOfDate(msg, version=version, wanted=wanted)
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._listen(), name="mcos-pg-listen"),
+                asyncio.create_task(self._notify(), name="mcos-pg-notify"),
+            ]
+
+    async def close(self) -> None:
+        """Stop background tasks, close the pool and wake every waiter."""
+        self._closing = True
+        self._pending_event.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), 5)
+            except TimeoutError:
+                log.warning("background task %s did not stop in time", task.get_name())
+                task.cancel()
+        self._tasks = []
+        self._waiters.wake_all()
+        if self._opened:
+            await self._pool.close()
+            self._opened = False
+
+    async def upgrade(self, target: int | None = None) -> list[int]:
+        """Apply pending migrations, serialised across processes by an advisory lock."""
+        applied: list[int] = []
+        async with self._tx() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(7262001)")
+            await conn.execute(Q["schema_migrations_create"])
+            current = (await (await conn.execute(Q["schema_version"])).fetchone() or {})["version"]
+            for m in migrations(self.dialect):
+                if m.version <= current or (target is not None and m.version > target):
+                    continue
+                async with conn.transaction():
+                    await conn.execute(m.sql.encode())
+                    await conn.execute(Q["schema_record"], (m.version, m.name))
+                applied.append(m.version)
+        return applied
+
+    async def schema_version(self) -> int:
+        """The version the database is at."""
+        async with self._conn() as conn:
+            await conn.execute(Q["schema_migrations_create"])
+            row = await (await conn.execute(Q["schema_version"])).fetchone()
+            return int(row["version"]) if row else 0
+
+    async def now(self) -> datetime:
+        """The database server's clock."""
+        async with self._conn() as conn:
+            row = await (await conn.execute("SELECT clock_timestamp() AS now")).fetchone()
+            assert row is not None
+            return _utc(row["now"])
+
+    # --- wake-ups ----------------------------------------------------------------------------
+    def _announce(self, inboxes: Sequence[str]) -> None:
+        self._waiters.wake(inboxes)
+        if self._tasks:
+            self._pending.update(inboxes)
+            self._pending_event.set()
+
+    async def _notify(self) -> None:
+        """One NOTIFY per batch of sends, outside their transactions."""
+        while not self._closing:
+            await self._pending_event.wait()
+            if self._closing:
+                return
+            await asyncio.sleep(0.002)
+            self._pending_event.clear()
+            batch, self._pending = sorted(self._pending), set()
+            payloads: list[str] = []
+            current = ""
+            for inbox in batch:
+                candidate = f"{current},{inbox}" if current else inbox
+                if len(candidate) > 7000:
+                    payloads.append(current)
+                    candidate = inbox
+                current = candidate
+            if current:
+                payloads.append(current)
+            try:
+                async with self._conn() as conn:
+                    for payload in payloads:
+                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+            except StoreError as e:
+                log.warning("could not notify other servers: %s", e.message)
+
+    async def _listen(self) -> None:
+        """Feed other servers' sends to local waiters; reconnect with backoff when cut off."""
+        delay = 0.1
+        reconnecting = False
+        while not self._closing:
+            try:
+                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    if reconnecting:
+                        self._waiters.wake_all()  # sends may have happened while cut off
+                    reconnecting = True
+                    delay = 0.1
+                    while not self._closing:
+                        async for note in conn.notifies(timeout=0.25):
+                            self._waiters.wake(note.payload.split(","))
+                    return
+            except psycopg.Error as e:
+                log.warning(
+                    "LISTEN connection lost (%s); reconnecting in %.1fs", type(e).__name__, delay
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def armed(self, inbox: str) -> AbstractContextManager[asyncio.Future[None]]:
+        """A future resolved by the next send to ``inbox`` on any server."""
+        return self._waiters.armed(inbox)
+
+    async def wait(self, inbox: str, timeout: float) -> bool:
+        """Wait for a send to ``inbox``."""
+        return await self._waiters.wait(inbox, timeout)
+
+    # --- directory ---------------------------------------------------------------------------
+    async def sync_directory(self, directory: Directory, audit: AuditEvent | None = None) -> None:
+        """Make recipients and subscriptions match the fleet file."""
+        async with self._tx() as conn:
+            await conn.execute("LOCK TABLE subscriptions IN EXCLUSIVE MODE")
+            await conn.execute(Q["recipients_deactivate_all"])
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    Q["recipient_upsert"],
+                    [
+                        (a.name, "agent", a.role, a.host, a.reports_to, Jsonb(a.info))
+                        for a in directory.agents
+                    ]
+                    + [(h, "human", "", "", None, Jsonb({})) for h in directory.humans]
+                    + [(t, "topic", "", "", None, Jsonb({})) for t in directory.topics],
+                )
+                await conn.execute(Q["subscriptions_clear"])
+                pairs = [(t, s) for t, subs in directory.topics.items() for s in subs]
+                if pairs:
+                    await cur.executemany(Q["subscription_insert"], pairs)
+            if audit is not None:
+                await self._append_audit(conn, audit)
+
+    async def list_agents(self) -> list[AgentEntry]:
+        """Every active agent."""
+        async with self._conn() as conn:
+            result = await (await conn.execute(Q["agents_list"])).fetchall()
+        return [
+            AgentEntry(
+                name=r["name"],
+                role=r["role"],
+                host=r["host"],
+                reports_to=r["reports_to"],
+                last_seen_at=_opt(r["last_seen_at"]),
+                info=dict(r["info"]),
+            )
+            for r in result
+        ]
+
+    async def recipient_kind(self, name: str) -> RecipientKind | None:
+        """What ``name`` is, or None."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["recipient_kind"], (name,))).fetchone()
+        return None if row is None else RecipientKind(row["kind"])
+
+    async def subscriptions(self, name: str) -> list[str]:
+        """Topics ``name`` subscribes to."""
+        async with self._conn() as conn:
+            result = await (await conn.execute(Q["subscriptions_of"], (name,))).fetchall()
+        return [r["topic"] for r in result]
+
+    async def touch_agent(self, name: str) -> None:
+        """Record that ``name`` was seen now."""
+        async with self._conn() as conn:
+            await conn.execute(Q["agent_touch"], (name,))
+
+    # --- messages ----------------------------------------------------------------------------
+    async def send(self, message: NewMessage) -> SendResult:
+        """Store a message and its deliveries; a repeated idempotency key returns the original."""
+        digest = message.content_hash()
+        async with self._tx() as conn:
+            if message.idempotency_key is not None:
+                found = await (
+                    await conn.execute(
+                        Q["message_by_idempotency"], (message.sender, message.idempotency_key)
+                    )
+                ).fetchone()
+                if found is not None:
+                    return await self._repeat(conn, found, digest)
+            kind_row = await (
+                await conn.execute(Q["recipient_kind"], (message.recipient,))
+            ).fetchone()
+            if kind_row is None:
+                raise InvalidRequest(f"unknown recipient {message.recipient!r}", field="recipient")
+            kind = RecipientKind(kind_row["kind"])
+            thread_id = None
+            if message.reply_to is not None:
+                parent = await (
+                    await conn.execute(Q["message_thread_of"], (message.reply_to,))
+                ).fetchone()
+                if parent is None:
+                    raise InvalidRequest(
+                        f"reply_to: no message {message.reply_to}", field="reply_to"
+                    )
+                thread_id = parent["thread_id"]
+            row = await (
+                await conn.execute(
+                    Q["message_insert"],
+                    {
+                        "sender": message.sender,
+                        "recipient": message.recipient,
+                        "recipient_kind": str(kind),
+                        "kind": str(message.kind),
+                        "priority": message.priority.rank,
+                        "subject": message.subject,
+                        "body": message.body,
+                        "thread_id": thread_id,
+                        "reply_to": message.reply_to,
+                        "idempotency_key": message.idempotency_key,
+                        "content_hash": digest,
+                        "meta": Jsonb(message.meta),
+                    },
+                )
+            ).fetchone()
+            if row is None:  # a concurrent send with the same key won the race
+                found = await (
+                    await conn.execute(
+                        Q["message_by_idempotency"], (message.sender, message.idempotency_key)
+                    )
+                ).fetchone()
+                assert found is not None
+                return await self._repeat(conn, found, digest)
+            if kind is RecipientKind.TOPIC:
+                subs = await (
+                    await conn.execute(Q["topic_subscribers"], (message.recipient,))
+                ).fetchall()
+                inboxes = [r["subscriber"] for r in subs]
+            else:
+                inboxes = [message.recipient]
+            if inboxes:
+                await conn.execute(
+                    Q["deliveries_insert"],
+                    {
+                        "message_id": row["id"],
+                        "priority": message.priority.rank,
+                        "inboxes": inboxes,
+                    },
+                )
+        self._announce(inboxes)
+        return SendResult(rows.message(row, _utc(row["created_at"])), len(inboxes), created=True)
+
+    @staticmethod
+    async def _repeat(conn: Conn, found: DictRow, digest: str) -> SendResult:
+        if found["content_hash"] != digest:
+            raise IdempotencyConflict(
+                f"idempotency key {found['idempotency_key']!r} was already used by "
+                f"{found['sender']} for different content (message {found['id']})",
+                message_id=found["id"],
+            )
+        n = await (await conn.execute(Q["message_delivery_count"], {"id": found["id"]})).fetchone()
+        assert n is not None
+        return SendResult(rows.message(found, _utc(found["created_at"])), n["n"], created=False)
+
+    async def get_message(self, message_id: int) -> Message:
+        """One message by id."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["message_by_id"], (message_id,))).fetchone()
+        if row is None:
+            raise NotFound(f"no message {message_id}", message_id=message_id)
+        return rows.message(row, _utc(row["created_at"]))
+
+    async def thread(self, thread_id: int) -> list[Message]:
+        """Every message of a thread, oldest first."""
+        async with self._conn() as conn:
+            result = await (await conn.execute(Q["thread_messages"], (thread_id,))).fetchall()
+        return [rows.message(r, _utc(r["created_at"])) for r in result]
+
+    async def claim(
+        self, inbox: str, *, limit: int = 1, visibility: timedelta | None = None
+    ) -> list[Delivery]:
+        """Claim up to ``limit`` deliveries with SKIP LOCKED; exhausted lapsed claims die."""
+        hold = visibility or self.policy.visibility
+        async with self._tx() as conn:
+            dead = await (
+                await conn.execute(
+                    Q["lapsed_exhausted"],
+                    {"inbox": inbox, "max_attempts": self.policy.max_attempts},
+                )
+            ).fetchall()
+            for d in dead:
+                await self._append_audit(
+                    conn,
+                    AuditEvent(
+                        actor="system",
+                        action="delivery.dead_letter",
+                        targets={"delivery": d["id"], "inbox": inbox},
+                        detail={"attempts": d["attempts"], "reason": d["last_error"]},
+                    ),
+                )
+            claimed = await (
+                await conn.execute(Q["claim"], {"inbox": inbox, "limit": limit, "hold": hold})
+            ).fetchall()
+        return [_delivery(r) for r in claimed]
+
+    async def _held(self, conn: Conn, inbox: str, delivery_id: int, receipt: str) -> DictRow | None:
+        row = await (await conn.execute(Q["delivery_for_update"], (delivery_id, inbox))).fetchone()
+        if row is None:
+            done = await (
+                await conn.execute(Q["delivery_history_receipt"], (delivery_id, inbox))
+            ).fetchone()
+            if done is None:
+                raise NotFound(f"no delivery {delivery_id} in inbox {inbox!r}")
+            if secrets.compare_digest(done["receipt"], receipt):
+                return None
+            raise StaleReceipt(f"delivery {delivery_id} was already acknowledged by another claim")
+        if row["state"] != "claimed" or row["receipt"] is None:
+            raise StaleReceipt(f"delivery {delivery_id} is not claimed (it is {row['state']})")
+        if not secrets.compare_digest(row["receipt"], receipt):
+            raise StaleReceipt(f"delivery {delivery_id} was claimed again since this receipt")
+        return row
+
+    async def ack(self, inbox: str, delivery_id: int, receipt: str) -> None:
+        """Finish a delivery; acking twice with the same receipt is harmless."""
+        await self.ack_many(inbox, [(delivery_id, receipt)])
+
+    async def ack_many(self, inbox: str, items: Sequence[tuple[int, str]]) -> None:
+        """Ack several deliveries in one transaction; any stale receipt refuses them all."""
+        async with self._tx() as conn:
+            for delivery_id, receipt in sorted(items):
+                if await self._held(conn, inbox, delivery_id, receipt) is None:
+                    continue
+                await conn.execute(Q["delivery_ack"], {"id": delivery_id, "receipt": receipt})
+
+    async def nack(
+        self,
+        inbox: str,
+        delivery_id: int,
+        receipt: str,
+        *,
+        error: str = "",
+        delay: timedelta | None = None,
+    ) -> Delivery:
+        """Give a delivery back after a backoff, or dead-letter it when exhausted."""
+        async with self._tx() as conn:
+            row = await self._held(conn, inbox, delivery_id, receipt)
+            if row is None:
+                raise StaleReceipt(f"delivery {delivery_id} was already acknowledged")
+            attempts = row["attempts"]
+            if self.policy.exhausted(attempts):
+                reason = f"not acknowledged after {attempts} attempts"
+                await conn.execute(Q["delivery_dead_letter"], (reason, delivery_id))
+                await self._append_audit(
+                    conn,
+                    AuditEvent(
+                        "system",
+                        "delivery.dead_letter",
+                        {"delivery": delivery_id, "inbox": inbox},
+                        {"attempts": attempts, "reason": reason},
+                    ),
+                )
+            else:
+                wait = delay if delay is not None else self.policy.retry_delay(attempts)
+                await conn.execute(Q["delivery_release"], (wait, error or None, delivery_id))
+            result = await (
+                await conn.execute(Q["delivery_with_message"], (delivery_id,))
+            ).fetchone()
+            assert result is not None
+        delivery = _delivery(result)
+        if delivery.state is DeliveryState.QUEUED and (delay is None or delay <= timedelta(0)):
+            self._announce([inbox])
+        return delivery
+
+    async def dead_letters(self, inbox: str | None = None, limit: int = 100) -> list[Delivery]:
+        """Dead-lettered deliveries, oldest first."""
+        async with self._conn() as conn:
+            result = await (
+                await conn.execute(Q["dead_letters"], {"inbox": inbox, "limit": limit})
+            ).fetchall()
+        return [_delivery(r) for r in result]
+
+    async def requeue(self, delivery_id: int, audit: AuditEvent | None = None) -> Delivery:
+        """Put a dead letter back with a fresh attempt count."""
+        async with self._tx() as conn:
+            changed = await conn.execute(Q["delivery_requeue"], (delivery_id,))
+            if changed.rowcount != 1:
+                raise NotFound(f"no dead-lettered delivery {delivery_id}")
+            if audit is not None:
+                await self._append_audit(conn, audit)
+            row = await (await conn.execute(Q["delivery_with_message"], (delivery_id,))).fetchone()
+            assert row is not None
+        delivery = _delivery(row)
+        self._announce([delivery.inbox])
+        return delivery
+
+    async def inbox_depths(self, inboxes: Sequence[str] | None = None) -> list[InboxDepth]:
+        """Queue depth per inbox."""
+        async with self._conn() as conn:
+            result = await (await conn.execute(Q["inbox_depths"])).fetchall()
+        found = {
+            r["inbox"]: InboxDepth(r["inbox"], r["queued"], r["claimed"], r["dead"]) for r in result
+        }
+        if inboxes is None:
+            return list(found.values())
+        return [found.get(i, InboxDepth(i, 0, 0, 0)) for i in inboxes]
+
+    # --- tokens ------------------------------------------------------------------------------
+    async def create_token(
+        self,
+        *,
+        prefix: str,
+        digest: str,
+        kind: PrincipalKind,
+        name: str,
+        label: str = "",
+        expires_at: datetime | None = None,
+        audit: AuditEvent | None = None,
+    ) -> TokenRecord:
+        """Store a new token's digest and its audit record together."""
+        async with self._tx() as conn:
+            row = await (
+                await conn.execute(
+                    Q["token_insert"], (prefix, digest, str(kind), name, label, expires_at)
+                )
+            ).fetchone()
+            assert row is not None
+            record = _token(row)
+            if audit is not None:
+                event = AuditEvent(
+                    audit.actor,
+                    audit.action,
+                    {**audit.targets, "token": record.id},
+                    audit.detail,
+                    audit.outcome,
+                )
+                await self._append_audit(conn, event)
+        return record
+
+    async def find_token(self, prefix: str) -> TokenRecord | None:
+        """The token with this prefix."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["token_by_prefix"], (prefix,))).fetchone()
+        return None if row is None else _token(row)
+
+    async def get_token(self, token_id: int) -> TokenRecord:
+        """One token by id."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["token_by_id"], (token_id,))).fetchone()
+        if row is None:
+            raise NotFound(f"no token {token_id}", token_id=token_id)
+        return _token(row)
+
+    async def list_tokens(self, name: str | None = None) -> list[TokenRecord]:
+        """Every token, or one principal's."""
+        async with self._conn() as conn:
+            cur = (
+                await conn.execute(Q["tokens_all"])
+                if name is None
+                else await conn.execute(Q["tokens_of"], (name,))
+            )
+            result = await cur.fetchall()
+        return [_token(r) for r in result]
+
+    async def revoke_token(self, token_id: int, audit: AuditEvent | None = None) -> TokenRecord:
+        """Revoke a token; revoking twice keeps the first time."""
+        async with self._tx() as conn:
+            row = await (await conn.execute(Q["token_revoke"], (token_id,))).fetchone()
+            if row is None:
+                raise NotFound(f"no token {token_id}", token_id=token_id)
+            if audit is not None:
+                await self._append_audit(conn, audit)
+        return _token(row)
+
+    # --- audit -------------------------------------------------------------------------------
+    async def _append_audit(self, conn: Conn, event: AuditEvent) -> AuditRecord:
+        """Append to the chain inside the caller's transaction (the head row lock orders it)."""
+        head = await (await conn.execute(Q["audit_head"])).fetchone()
+        assert head is not None
+        seq = head["seq"] + 1
+        at = _utc(head["now"])
+        digest = record_hash(
+            seq=seq,
+            at=at,
+            actor=event.actor,
+            action=event.action,
+            targets=event.targets,
+            detail=event.detail,
+            outcome=event.outcome,
+            prev_hash=head["hash"],
+        )
+        row = await (
+            await conn.execute(
+                Q["audit_insert"],
+                (
+                    seq,
+                    at,
+                    event.actor,
+                    event.action,
+                    canonical(event.targets),
+                    canonical(event.detail),
+                    event.outcome,
+                    head["hash"],
+                    digest,
+                ),
+            )
+        ).fetchone()
+        assert row is not None
+        await conn.execute(Q["audit_head_update"], (seq, digest))
+        return rows.audit(row, at)
+
+    async def record(self, event: AuditEvent) -> AuditRecord:
+        """Append one audit record in its own transaction."""
+        async with self._tx() as conn:
+            return await self._append_audit(conn, event)
+
+    async def audit(self, query: AuditQuery) -> list[AuditRecord]:
+        """Audit records matching ``query``."""
+        params: dict[str, Any] = {
+            "after": query.after_seq,
+            "actor": query.actor,
+            "action": query.action,
+            "since": query.since,
+            "until": query.until,
+            "limit": query.limit,
+        }
+        async with self._conn() as conn:
+            result = await (await conn.execute(Q["audit_query"], params)).fetchall()
+        return [rows.audit(r, _utc(r["at"])) for r in result]
+
+    async def verify_audit(self) -> AuditVerification:
+        """Walk the whole chain."""
+        async with self._conn() as conn:
+            result = await (await conn.execute(Q["audit_all"])).fetchall()
+            head = await (await conn.execute(Q["audit_head_read"])).fetchone()
+        assert head is not None
+        records = [rows.audit(r, _utc(r["at"])) for r in result]
+        breaks = verify_chain(records, head["seq"])
+        return AuditVerification(len(records), head["seq"], [(b.seq, b.problem) for b in breaks])
+
+
+__all__ = ["PostgresStore"]

@@ -1,0 +1,212 @@
+-- Named queries of the PostgreSQL store. Every time comes from clock_timestamp().
+
+-- name: schema_migrations_create
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     integer PRIMARY KEY,
+    name        text NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- name: schema_version
+SELECT coalesce(max(version), 0) AS version FROM schema_migrations;
+
+-- name: schema_record
+INSERT INTO schema_migrations (version, name) VALUES (%s, %s);
+
+-- name: recipient_upsert
+INSERT INTO recipients (name, kind, role, host, reports_to, info, active)
+VALUES (%s, %s, %s, %s, %s, %s, true)
+ON CONFLICT (name) DO UPDATE SET
+    kind = excluded.kind, role = excluded.role, host = excluded.host,
+    reports_to = excluded.reports_to, info = excluded.info, active = true;
+
+-- name: recipients_deactivate_all
+UPDATE recipients SET active = false;
+
+-- name: subscriptions_clear
+DELETE FROM subscriptions;
+
+-- name: subscription_insert
+INSERT INTO subscriptions (topic, subscriber) VALUES (%s, %s);
+
+-- name: agents_list
+SELECT name, role, host, reports_to, info, last_seen_at
+FROM recipients WHERE kind = 'agent' AND active ORDER BY name;
+
+-- name: recipient_kind
+SELECT kind FROM recipients WHERE name = %s AND active;
+
+-- name: subscriptions_of
+SELECT topic FROM subscriptions WHERE subscriber = %s ORDER BY topic;
+
+-- name: agent_touch
+UPDATE recipients SET last_seen_at = clock_timestamp() WHERE name = %s;
+
+-- name: message_by_idempotency
+SELECT * FROM messages WHERE sender = %s AND idempotency_key = %s;
+
+-- name: message_by_id
+SELECT * FROM messages WHERE id = %s;
+
+-- name: message_thread_of
+SELECT thread_id FROM messages WHERE id = %s;
+
+-- name: message_insert
+WITH new_id AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id)
+INSERT INTO messages (id, sender, recipient, recipient_kind, kind, priority, subject, body,
+                      thread_id, reply_to, idempotency_key, content_hash, meta)
+OVERRIDING SYSTEM VALUE
+SELECT new_id.id, %(sender)s, %(recipient)s, %(recipient_kind)s, %(kind)s, %(priority)s,
+       %(subject)s, %(body)s, coalesce(%(thread_id)s, new_id.id), %(reply_to)s,
+       %(idempotency_key)s, %(content_hash)s, %(meta)s
+FROM new_id
+ON CONFLICT (sender, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING *;
+
+-- name: deliveries_insert
+INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
+                        created_at, updated_at)
+SELECT %(message_id)s, inbox, %(priority)s, 'queued', 0, now, now, now
+FROM unnest(%(inboxes)s::text[]) AS inbox, (SELECT clock_timestamp() AS now) AS t;
+
+-- name: topic_subscribers
+SELECT s.subscriber FROM subscriptions s
+JOIN recipients r ON r.name = s.subscriber AND r.active
+WHERE s.topic = %s ORDER BY s.subscriber;
+
+-- name: message_delivery_count
+SELECT (SELECT count(*) FROM deliveries WHERE message_id = %(id)s)
+     + (SELECT count(*) FROM delivery_history WHERE message_id = %(id)s) AS n;
+
+-- name: thread_messages
+SELECT * FROM messages WHERE thread_id = %s ORDER BY id;
+
+-- name: lapsed_exhausted
+UPDATE deliveries d
+SET state = 'dead', receipt = NULL, updated_at = clock_timestamp(),
+    last_error = 'not acknowledged after ' || d.attempts || ' attempts'
+WHERE d.id IN (
+    SELECT id FROM deliveries
+    WHERE inbox = %(inbox)s AND state = 'claimed' AND visible_at <= clock_timestamp()
+      AND attempts >= %(max_attempts)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING d.id, d.attempts, d.last_error;
+
+-- name: claim
+WITH picked AS (
+    SELECT id FROM deliveries
+    WHERE inbox = %(inbox)s AND state IN ('queued', 'claimed')
+      AND visible_at <= clock_timestamp()
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE deliveries d
+    SET state = 'claimed', attempts = d.attempts + 1,
+        visible_at = clock_timestamp() + %(hold)s,
+        receipt = md5(random()::text || d.id::text || clock_timestamp()::text),
+        updated_at = clock_timestamp()
+    FROM picked WHERE d.id = picked.id
+    RETURNING d.id AS delivery_id, d.message_id, d.inbox, d.state, d.attempts,
+              d.visible_at AS d_visible_at, d.receipt, d.last_error, d.priority AS d_priority
+)
+SELECT c.*, m.* FROM claimed c JOIN messages m ON m.id = c.message_id
+ORDER BY c.d_priority DESC, c.delivery_id;
+
+-- name: delivery_for_update
+SELECT id, message_id, inbox, state, attempts, receipt, created_at FROM deliveries
+WHERE id = %s AND inbox = %s FOR UPDATE;
+
+-- name: delivery_history_receipt
+SELECT receipt FROM delivery_history WHERE id = %s AND inbox = %s;
+
+-- name: delivery_ack
+WITH gone AS (DELETE FROM deliveries WHERE id = %(id)s RETURNING *)
+INSERT INTO delivery_history (id, message_id, inbox, attempts, receipt, created_at, acked_at)
+SELECT id, message_id, inbox, attempts, %(receipt)s, created_at, clock_timestamp() FROM gone;
+
+-- name: delivery_dead_letter
+UPDATE deliveries SET state = 'dead', receipt = NULL, last_error = %s,
+    updated_at = clock_timestamp()
+WHERE id = %s;
+
+-- name: delivery_release
+UPDATE deliveries
+SET state = 'queued', visible_at = clock_timestamp() + %s, receipt = NULL, last_error = %s,
+    updated_at = clock_timestamp()
+WHERE id = %s;
+
+-- name: delivery_requeue
+UPDATE deliveries
+SET state = 'queued', attempts = 0, visible_at = clock_timestamp(), receipt = NULL,
+    updated_at = clock_timestamp()
+WHERE id = %s AND state = 'dead';
+
+-- name: delivery_with_message
+SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
+       d.receipt, d.last_error, m.*
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.id = %s;
+
+-- name: dead_letters
+SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
+       d.receipt, d.last_error, m.*
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.state = 'dead' AND (%(inbox)s::text IS NULL OR d.inbox = %(inbox)s)
+ORDER BY d.id
+LIMIT %(limit)s;
+
+-- name: inbox_depths
+SELECT inbox,
+       count(*) FILTER (WHERE state = 'queued') AS queued,
+       count(*) FILTER (WHERE state = 'claimed') AS claimed,
+       count(*) FILTER (WHERE state = 'dead') AS dead
+FROM deliveries GROUP BY inbox ORDER BY inbox;
+
+-- name: token_insert
+INSERT INTO tokens (prefix, digest, kind, name, label, created_at, expires_at)
+VALUES (%s, %s, %s, %s, %s, clock_timestamp(), %s)
+RETURNING *;
+
+-- name: token_by_prefix
+SELECT * FROM tokens WHERE prefix = %s;
+
+-- name: token_by_id
+SELECT * FROM tokens WHERE id = %s;
+
+-- name: tokens_all
+SELECT * FROM tokens ORDER BY id;
+
+-- name: tokens_of
+SELECT * FROM tokens WHERE name = %s ORDER BY id;
+
+-- name: token_revoke
+UPDATE tokens SET revoked_at = coalesce(revoked_at, clock_timestamp()) WHERE id = %s RETURNING *;
+
+-- name: audit_head
+SELECT seq, hash, date_trunc('microseconds', clock_timestamp()) AS now
+FROM audit_head WHERE id = 1 FOR UPDATE;
+
+-- name: audit_insert
+INSERT INTO audit (seq, at, actor, action, targets, detail, outcome, prev_hash, hash)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+RETURNING *;
+
+-- name: audit_head_update
+UPDATE audit_head SET seq = %s, hash = %s WHERE id = 1;
+
+-- name: audit_query
+SELECT * FROM audit
+WHERE seq > %(after)s
+  AND (%(actor)s::text IS NULL OR actor = %(actor)s)
+  AND (%(action)s::text IS NULL OR action = %(action)s)
+  AND (%(since)s::timestamptz IS NULL OR at >= %(since)s)
+  AND (%(until)s::timestamptz IS NULL OR at < %(until)s)
+ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: audit_all
+SELECT * FROM audit ORDER BY seq;
+
+-- name: audit_head_read
+SELECT seq, hash FROM audit_head WHERE id = 1;
