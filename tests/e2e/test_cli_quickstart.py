@@ -130,3 +130,20 @@ class TestSecretsStayOut:
         for secret in (canary, forged, operator, secret_part):
             assert secret not in log
             assert secret not in audit
+
+
+class TestConfigErrors:
+    """A broken fleet file stops the CLI with exit 78 and the key path, never a traceback."""
+
+    def test_config_check(self, tmp_path: Path) -> None:
+        """`mcos config check` names the bad key and exits 78."""
+        mcos("init", str(tmp_path / "f"))
+        path = tmp_path / "f" / "fleet.toml"
+        path.write_text(path.read_text().replace('host = "local"', 'host = "vps2"', 1))
+        result = mcos("config", "check", "-f", str(path), check=False)
+        assert result.returncode == 78
+        assert "agents.jarvis.host: unknown host 'vps2' (known: local)" in result.stderr
+        assert "Traceback" not in result.stderr
+        missing = mcos("config", "check", "-f", str(tmp_path / "missing.toml"), check=False)
+        assert missing.returncode == 78
+        assert "mcos init" in missing.stderr

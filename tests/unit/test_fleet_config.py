@@ -1,0 +1,170 @@
+"""The fleet file: valid files load; every problem is named with file, key path and cause."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcos.config import load_fleet, parse_duration
+from mcos.config.scaffold import init_fleet
+from mcos.exceptions import ConfigError, ConfigErrors
+
+BASE = """
+[hosts.mini]
+[hosts.vps]
+[humans.founder]
+role = "founder"
+[agents.jarvis]
+role = "orchestrator"
+host = "mini"
+reports_to = "founder"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    return path
+
+
+def messages(path: Path) -> list[str]:
+    with pytest.raises(ConfigErrors) as err:
+        load_fleet(path)
+    return [e.message for e in err.value.errors]
+
+
+class TestLoad:
+    """Valid fleet files load with paths resolved."""
+
+    def test_minimal(self, tmp_path: Path) -> None:
+        """A small fleet loads; the SQLite store path is made absolute against the file."""
+        fleet = load_fleet(write(tmp_path, BASE))
+        assert fleet.agents["jarvis"].role == "orchestrator"
+        assert fleet.store_url == f"sqlite:///{tmp_path.resolve()}/state/mcos.db"
+        assert fleet.workspace_path("jarvis") == (tmp_path / "agents" / "jarvis").resolve()
+        assert fleet.warnings == []
+
+    def test_no_founder_warns(self, tmp_path: Path) -> None:
+        """A fleet without a founder loads with a warning."""
+        fleet = load_fleet(write(tmp_path, BASE.replace('role = "founder"', 'role = "ops"')))
+        assert "founder" in fleet.warnings[0]
+
+
+class TestErrors:
+    """Problems are named precisely, all at once, never as a traceback."""
+
+    def test_unknown_host(self, tmp_path: Path) -> None:
+        """The issue's example message, exactly."""
+        text = BASE + '[agents.donna]\nrole = "comms"\nhost = "vps2"\n'
+        assert messages(write(tmp_path, text)) == [
+            f"{tmp_path / 'fleet.toml'}: agents.donna.host: unknown host 'vps2' (known: mini, vps)"
+        ]
+
+    def test_many_problems_at_once(self, tmp_path: Path) -> None:
+        """Several problems are reported together."""
+        text = BASE + '[agents.x]\nrole = "ops"\nhost = "nowhere"\nreports_to = "ghost"\n'
+        found = messages(write(tmp_path, text))
+        assert any("agents.x.host" in m for m in found)
+        assert any("agents.x.reports_to: unknown agent or human 'ghost'" in m for m in found)
+
+    def test_unknown_key(self, tmp_path: Path) -> None:
+        """A misspelt key is named with the keys allowed there."""
+        found = messages(write(tmp_path, BASE + 'hots = "x"\n'))
+        assert "agents.jarvis.hots: unknown key (allowed:" in found[0]
+        assert "host" in found[0]
+
+    def test_bad_provider(self, tmp_path: Path) -> None:
+        """An unknown model provider lists the known ones."""
+        found = messages(write(tmp_path, BASE + 'model = { provider = "gpt" }\n'))
+        assert "agents.jarvis.model.provider: 'gpt' is not one of" in found[0]
+        assert "anthropic" in found[0]
+
+    def test_inline_secret_not_echoed(self, tmp_path: Path) -> None:
+        """A key put inline is refused and the secret is not repeated in the error."""
+        secret = "sk-ant-api03-verysecretvalue"
+        text = BASE + f'model = {{ provider = "anthropic", id = "m" }}\nkey = "{secret}"\n'
+        found = messages(write(tmp_path, text))
+        assert any("agents.jarvis.key" in m and "reference" in m for m in found)
+        assert all(secret not in m for m in found)
+
+    def test_missing_key_reference(self, tmp_path: Path) -> None:
+        """A hosted model without a key reference is refused."""
+        found = messages(write(tmp_path, BASE + 'model = { provider = "anthropic", id = "m" }\n'))
+        assert any("agents.jarvis.key: missing" in m for m in found)
+
+    def test_duplicate_names_across_kinds(self, tmp_path: Path) -> None:
+        """A topic may not share a name with an agent."""
+        found = messages(write(tmp_path, BASE + "[topics.jarvis]\n"))
+        assert any("topics.jarvis" in m and "already used by a agent" in m for m in found)
+
+    def test_reporting_cycle(self, tmp_path: Path) -> None:
+        """A reports_to cycle is refused, showing the cycle."""
+        text = (
+            BASE.replace('reports_to = "founder"', 'reports_to = "gene"')
+            + '[agents.gene]\nrole = "ops"\nhost = "mini"\nreports_to = "jarvis"\n'
+        )
+        found = messages(write(tmp_path, text))
+        assert any("reporting cycle: jarvis → gene → jarvis" in m for m in found)
+
+    def test_toml_syntax(self, tmp_path: Path) -> None:
+        """Broken TOML names the line."""
+        found = messages(write(tmp_path, BASE + "[agents.x\n"))
+        assert "not valid TOML" in found[0]
+        assert "line" in found[0]
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing file says how to make one."""
+        found = messages(tmp_path / "nope.toml")
+        assert "mcos init" in found[0]
+
+    def test_bad_duration(self, tmp_path: Path) -> None:
+        """A heartbeat interval that is not a duration is named."""
+        found = messages(write(tmp_path, BASE + 'heartbeat = { interval = "soon" }\n'))
+        assert "agents.jarvis.heartbeat.interval" in found[0]
+        assert "not a duration" in found[0]
+
+
+class TestDuration:
+    """Durations like 90s, 30m, 1h30m."""
+
+    @given(st.integers(0, 48), st.integers(0, 59), st.integers(0, 59))
+    def test_round_trip(self, h: int, m: int, s: int) -> None:
+        """Formatting hours, minutes and seconds parses back to the same span."""
+        if h == m == s == 0:
+            return
+        text = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s}s" if s else "")
+        assert parse_duration(text) == timedelta(hours=h, minutes=m, seconds=s)
+
+    @pytest.mark.parametrize("text", ["", "0s", "5", "1d", "m5", "-1m"])
+    def test_refused(self, text: str) -> None:
+        """Non-durations and zero are refused."""
+        with pytest.raises(ValueError, match="duration|zero"):
+            parse_duration(text)
+
+
+class TestScaffold:
+    """`mcos init` writes a fleet that loads, with workspaces."""
+
+    def test_small_fleet(self, tmp_path: Path) -> None:
+        """The small template loads without warnings and has each agent's workspace files."""
+        path = init_fleet(tmp_path / "demo")
+        fleet = load_fleet(path)
+        assert {a.role for a in fleet.agents.values()} == {"orchestrator", "ops", "security"}
+        assert fleet.warnings == []
+        for name in fleet.agents:
+            ws = fleet.workspace_path(name)
+            for f in ("SOUL.md", "USER.md", "AGENTS.md", "GUARDRAILS.md", "HEARTBEAT.md"):
+                assert (ws / f).read_text().strip()
+            assert (ws / "memory").is_dir()
+            assert name in (ws / "SOUL.md").read_text()
+
+    def test_refuses_overwrite(self, tmp_path: Path) -> None:
+        """An existing fleet file is not overwritten without --force."""
+        init_fleet(tmp_path)
+        with pytest.raises(ConfigError, match="already exists"):
+            init_fleet(tmp_path)
+        init_fleet(tmp_path, force=True)
