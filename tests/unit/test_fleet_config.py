@@ -142,7 +142,7 @@ class TestDuration:
     @pytest.mark.parametrize("text", ["", "0s", "5", "1d", "m5", "-1m"])
     def test_refused(self, text: str) -> None:
         """Non-durations and zero are refused."""
-        with pytest.raises(ValueError, match="duration|zero"):
+        with pytest.raises(ValueError, match=r"duration|zero"):
             parse_duration(text)
 
 
