@@ -82,7 +82,8 @@ async def steady(
     async def consumer(i: int) -> None:
         nonlocal consumed
         while time.monotonic() < stop:
-            consumed += await consume(i)
+            got = await consume(i)  # not `consumed += await …`: that loses concurrent updates
+            consumed += got
 
     started = time.monotonic()
     await asyncio.gather(
