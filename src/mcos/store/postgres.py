@@ -483,11 +483,24 @@ class PostgresStore:
 
     async def ack_many(self, inbox: str, items: Sequence[tuple[int, str]]) -> None:
         """Ack several deliveries in one transaction; any stale receipt refuses them all."""
+        ordered = sorted(items)
         async with self._tx() as conn:
-            for delivery_id, receipt in sorted(items):
-                if await self._held(conn, inbox, delivery_id, receipt) is None:
-                    continue
-                await conn.execute(Q["delivery_ack"], {"id": delivery_id, "receipt": receipt})
+            done = await (
+                await conn.execute(
+                    Q["deliveries_ack_batch"],
+                    {
+                        "inbox": inbox,
+                        "ids": [i for i, _ in ordered],
+                        "receipts": [r for _, r in ordered],
+                    },
+                )
+            ).fetchall()
+            acked = {r["id"] for r in done}
+            # What one statement could not ack: already acked with this receipt (fine), or
+            # stale / unknown (raises, rolling the whole batch back).
+            for delivery_id, receipt in ordered:
+                if delivery_id not in acked:
+                    await self._held(conn, inbox, delivery_id, receipt)
 
     async def nack(
         self,

@@ -210,3 +210,16 @@ SELECT * FROM audit ORDER BY seq;
 
 -- name: audit_head_read
 SELECT seq, hash FROM audit_head WHERE id = 1;
+
+-- name: deliveries_ack_batch
+WITH items AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(receipts)s::text[]) AS i(id, receipt)
+), gone AS (
+    DELETE FROM deliveries d USING items
+    WHERE d.id = items.id AND d.inbox = %(inbox)s AND d.state = 'claimed'
+      AND d.receipt = items.receipt
+    RETURNING d.id, d.message_id, d.inbox, d.attempts, items.receipt, d.created_at
+)
+INSERT INTO delivery_history (id, message_id, inbox, attempts, receipt, created_at, acked_at)
+SELECT id, message_id, inbox, attempts, receipt, created_at, clock_timestamp() FROM gone
+RETURNING id;
