@@ -120,11 +120,6 @@ WHERE id = %s AND inbox = %s FOR UPDATE;
 -- name: delivery_history_receipt
 SELECT receipt FROM delivery_history WHERE id = %s AND inbox = %s;
 
--- name: delivery_ack
-WITH gone AS (DELETE FROM deliveries WHERE id = %(id)s RETURNING *)
-INSERT INTO delivery_history (id, message_id, inbox, attempts, receipt, created_at, acked_at)
-SELECT id, message_id, inbox, attempts, %(receipt)s, created_at, clock_timestamp() FROM gone;
-
 -- name: delivery_dead_letter
 UPDATE deliveries SET state = 'dead', receipt = NULL, last_error = %s,
     updated_at = clock_timestamp()
