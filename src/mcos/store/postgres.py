@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import select
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -80,6 +81,20 @@ def _delivery(row: DictRow) -> Delivery:
     return rows.delivery(row, msg, visible, deadline)
 
 
+async def _check_idle(conn: Conn) -> None:
+    """Round-trip only to a pooled connection whose socket has something to say.
+
+    An idle connection's socket is readable only if the server wrote to it unasked: it shut
+    down or killed the backend (after a restart, say). Checking every checkout with a round
+    trip would cost as much as the query it precedes.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 def _token(row: DictRow) -> TokenRecord:
     return rows.token(
         row, _utc(row["created_at"]), _opt(row["expires_at"]), _opt(row["revoked_at"])
@@ -102,7 +117,7 @@ class PostgresStore:
             max_size=pool_size,
             open=False,
             kwargs={"row_factory": dict_row, "autocommit": True, "options": "-c TimeZone=UTC"},
-            check=AsyncConnectionPool.check_connection,
+            check=_check_idle,
             timeout=10,
         )
         self._waiters = Waiters()
@@ -127,7 +142,7 @@ class PostgresStore:
         await self._ensure_pool()
         try:
             async with self._pool.connection() as conn:
-                yield conn  # type: ignore[misc]  # the pool's kwargs set dict_row
+                yield conn
         except McosError:
             raise
         except (psycopg.OperationalError, PoolTimeout) as e:
@@ -336,6 +351,30 @@ class PostgresStore:
     async def send(self, message: NewMessage) -> SendResult:
         """Store a message and its deliveries; a repeated idempotency key returns the original."""
         digest = message.content_hash()
+        params = {
+            "sender": message.sender,
+            "recipient": message.recipient,
+            "kind": str(message.kind),
+            "priority": message.priority.rank,
+            "subject": message.subject,
+            "body": message.body,
+            "reply_to": message.reply_to,
+            "idempotency_key": message.idempotency_key,
+            "content_hash": digest,
+            "meta": Jsonb(message.meta),
+        }
+        async with self._conn() as conn:
+            sent = await (await conn.execute(Q["message_send"], params)).fetchone()
+        if sent is not None:
+            inboxes = list(sent["inboxes"])
+            self._announce(inboxes)
+            return SendResult(
+                rows.message(sent, _utc(sent["created_at"])), len(inboxes), created=True
+            )
+        return await self._send_explained(message, digest)
+
+    async def _send_explained(self, message: NewMessage, digest: str) -> SendResult:
+        """The send the one-statement path declined, step by step, to say why or to repeat."""
         async with self._tx() as conn:
             if message.idempotency_key is not None:
                 found = await (
@@ -438,6 +477,20 @@ class PostgresStore:
     ) -> list[Delivery]:
         """Claim up to ``limit`` deliveries with SKIP LOCKED; exhausted lapsed claims die."""
         hold = visibility or self.policy.visibility
+        params = {
+            "inbox": inbox,
+            "limit": limit,
+            "hold": hold,
+            "max_attempts": self.policy.max_attempts,
+        }
+        async with self._conn() as conn:
+            result = await (await conn.execute(Q["claim"], params)).fetchall()
+        if result and result[0]["exhausted"]:
+            await self._dead_letter_lapsed(inbox)
+        return [_delivery(r) for r in result if r["delivery_id"] is not None]
+
+    async def _dead_letter_lapsed(self, inbox: str) -> None:
+        """Dead-letter the lapsed claims of ``inbox`` that have used every attempt."""
         async with self._tx() as conn:
             dead = await (
                 await conn.execute(
@@ -455,10 +508,6 @@ class PostgresStore:
                         detail={"attempts": d["attempts"], "reason": d["last_error"]},
                     ),
                 )
-            claimed = await (
-                await conn.execute(Q["claim"], {"inbox": inbox, "limit": limit, "hold": hold})
-            ).fetchall()
-        return [_delivery(r) for r in claimed]
 
     async def _held(self, conn: Conn, inbox: str, delivery_id: int, receipt: str) -> DictRow | None:
         row = await (await conn.execute(Q["delivery_for_update"], (delivery_id, inbox))).fetchone()
@@ -482,19 +531,25 @@ class PostgresStore:
         await self.ack_many(inbox, [(delivery_id, receipt)])
 
     async def ack_many(self, inbox: str, items: Sequence[tuple[int, str]]) -> None:
-        """Ack several deliveries in one transaction; any stale receipt refuses them all."""
-        ordered = sorted(items)
+        """Ack several deliveries at once; any stale receipt refuses them all.
+
+        The common case is one all-or-nothing statement; only a batch it declined (a repeat
+        ack, a stale or unknown receipt) takes the item-by-item transaction that says which.
+        """
+        ordered = sorted(set(items))
+        if not ordered:
+            return
+        batch = {
+            "inbox": inbox,
+            "ids": [i for i, _ in ordered],
+            "receipts": [r for _, r in ordered],
+        }
+        async with self._conn() as conn:
+            done = await (await conn.execute(Q["deliveries_ack_all"], batch)).fetchall()
+        if len(done) == len({i for i, _ in ordered}):
+            return
         async with self._tx() as conn:
-            done = await (
-                await conn.execute(
-                    Q["deliveries_ack_batch"],
-                    {
-                        "inbox": inbox,
-                        "ids": [i for i, _ in ordered],
-                        "receipts": [r for _, r in ordered],
-                    },
-                )
-            ).fetchall()
+            done = await (await conn.execute(Q["deliveries_ack_batch"], batch)).fetchall()
             acked = {r["id"] for r in done}
             # What one statement could not ack: already acked with this receipt (fine), or
             # stale / unknown (raises, rolling the whole batch back).

@@ -51,6 +51,46 @@ SELECT * FROM messages WHERE id = %s;
 -- name: message_thread_of
 SELECT thread_id FROM messages WHERE id = %s;
 
+-- name: message_send
+-- The whole common-case send in one statement: recipient lookup, thread, message, deliveries
+-- (one per topic subscriber). No row back means "explain it in a transaction": an unknown
+-- recipient, a missing reply_to parent, or an idempotency key already used.
+WITH target AS (
+    SELECT kind FROM recipients WHERE name = %(recipient)s AND active
+), parent AS (
+    SELECT thread_id FROM messages WHERE id = %(reply_to)s
+), new_id AS (
+    SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id
+), inserted AS (
+    INSERT INTO messages (id, sender, recipient, recipient_kind, kind, priority, subject, body,
+                          thread_id, reply_to, idempotency_key, content_hash, meta)
+    OVERRIDING SYSTEM VALUE
+    SELECT new_id.id, %(sender)s, %(recipient)s, target.kind, %(kind)s, %(priority)s,
+           %(subject)s, %(body)s, coalesce((SELECT thread_id FROM parent), new_id.id),
+           %(reply_to)s, %(idempotency_key)s, %(content_hash)s, %(meta)s
+    FROM new_id, target
+    WHERE %(reply_to)s::bigint IS NULL OR EXISTS (SELECT 1 FROM parent)
+    ON CONFLICT (sender, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING *
+), inboxes AS (
+    SELECT s.subscriber AS inbox FROM inserted i
+    JOIN subscriptions s ON s.topic = i.recipient
+    JOIN recipients r ON r.name = s.subscriber AND r.active
+    WHERE i.recipient_kind = 'topic'
+    UNION ALL
+    SELECT i.recipient FROM inserted i WHERE i.recipient_kind <> 'topic'
+), delivered AS (
+    INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
+                            created_at, updated_at)
+    SELECT i.id, x.inbox, i.priority, 'queued', 0, t.now, t.now, t.now
+    FROM inserted i, (SELECT inbox FROM inboxes ORDER BY inbox) x,
+         (SELECT clock_timestamp() AS now) t
+    RETURNING inbox
+)
+SELECT inserted.*,
+       (SELECT coalesce(array_agg(inbox ORDER BY inbox), '{}') FROM delivered) AS inboxes
+FROM inserted;
+
 -- name: message_insert
 WITH new_id AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id)
 INSERT INTO messages (id, sender, recipient, recipient_kind, kind, priority, subject, body,
@@ -93,10 +133,13 @@ WHERE d.id IN (
 RETURNING d.id, d.attempts, d.last_error;
 
 -- name: claim
+-- One statement: claim what is due (never a lapsed claim out of attempts), and say whether such
+-- an exhausted claim exists so the caller dead-letters it. At least one row comes back.
 WITH picked AS (
     SELECT id FROM deliveries
     WHERE inbox = %(inbox)s AND state IN ('queued', 'claimed')
       AND visible_at <= clock_timestamp()
+      AND (state = 'queued' OR attempts < %(max_attempts)s)
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -109,8 +152,15 @@ WITH picked AS (
     FROM picked WHERE d.id = picked.id
     RETURNING d.id AS delivery_id, d.message_id, d.inbox, d.state, d.attempts,
               d.visible_at AS d_visible_at, d.receipt, d.last_error, d.priority AS d_priority
+), lapsed AS (
+    SELECT EXISTS (
+        SELECT 1 FROM deliveries
+        WHERE inbox = %(inbox)s AND state = 'claimed' AND visible_at <= clock_timestamp()
+          AND attempts >= %(max_attempts)s
+    ) AS exhausted
 )
-SELECT c.*, m.* FROM claimed c JOIN messages m ON m.id = c.message_id
+SELECT lapsed.exhausted, c.*, m.*
+FROM lapsed LEFT JOIN (claimed c JOIN messages m ON m.id = c.message_id) ON true
 ORDER BY c.d_priority DESC, c.delivery_id;
 
 -- name: delivery_for_update
@@ -205,6 +255,24 @@ SELECT * FROM audit ORDER BY seq;
 
 -- name: audit_head_read
 SELECT seq, hash FROM audit_head WHERE id = 1;
+
+-- name: deliveries_ack_all
+-- All or nothing in one statement: the batch is acked only if every item is held with its
+-- receipt; otherwise nothing changes and the caller sorts the items out in a transaction.
+WITH items AS (
+    SELECT DISTINCT * FROM unnest(%(ids)s::bigint[], %(receipts)s::text[]) AS i(id, receipt)
+), held AS (
+    SELECT d.id, items.receipt FROM deliveries d JOIN items ON d.id = items.id
+    WHERE d.inbox = %(inbox)s AND d.state = 'claimed' AND d.receipt = items.receipt
+    FOR UPDATE OF d
+), gone AS (
+    DELETE FROM deliveries d USING held
+    WHERE d.id = held.id AND (SELECT count(*) FROM held) = (SELECT count(*) FROM items)
+    RETURNING d.id, d.message_id, d.inbox, d.attempts, held.receipt, d.created_at
+)
+INSERT INTO delivery_history (id, message_id, inbox, attempts, receipt, created_at, acked_at)
+SELECT id, message_id, inbox, attempts, receipt, created_at, clock_timestamp() FROM gone
+RETURNING id;
 
 -- name: deliveries_ack_batch
 WITH items AS (
