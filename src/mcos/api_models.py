@@ -60,6 +60,12 @@ class SendRequest(_In):
     meta: dict[str, str] = Field(default_factory=dict, max_length=50)
 
 
+class SendBatchRequest(_In):
+    """Several messages sent in one transaction: all stored, in order, or none."""
+
+    messages: list[SendRequest] = Field(min_length=1, max_length=100)
+
+
 class MessageOut(_Out):
     """A stored message."""
 
@@ -103,6 +109,12 @@ class SendResponse(_Out):
     message: MessageOut
     deliveries: int
     created: bool = Field(description="False when this was a repeat of an idempotency key.")
+
+
+class SendBatchResponse(_Out):
+    """What a batch send stored, one result per message in the request's order."""
+
+    results: list[SendResponse]
 
 
 class DeliveryOut(_Out):

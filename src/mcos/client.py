@@ -7,7 +7,7 @@ Errors come back as the same :mod:`mcos.exceptions` classes the server raised.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar
 
@@ -24,6 +24,8 @@ from mcos.api_models import (
     HealthResponse,
     InboxResponse,
     MessageOut,
+    SendBatchRequest,
+    SendBatchResponse,
     SendRequest,
     SendResponse,
     TimeResponse,
@@ -106,6 +108,7 @@ def _clean(params: dict[str, Any]) -> dict[str, Any]:
 
 
 _SEND = TypeAdapter(SendResponse)
+_SEND_BATCH = TypeAdapter(SendBatchResponse)
 _INBOX = TypeAdapter(InboxResponse)
 _DELIVERY = TypeAdapter(DeliveryOut)
 _DELIVERIES = TypeAdapter(list[DeliveryOut])
@@ -149,6 +152,14 @@ class Calls:
             meta=meta or {},
         )
         return Call("POST", "/v1/messages", _model(_SEND), json=request.model_dump(mode="json"))
+
+    @staticmethod
+    def send_batch(messages: Sequence[SendRequest]) -> Call[SendBatchResponse]:
+        """Up to 100 messages in one transaction: all stored, in order, or none."""
+        request = SendBatchRequest(messages=list(messages))
+        return Call(
+            "POST", "/v1/messages/batch", _model(_SEND_BATCH), json=request.model_dump(mode="json")
+        )
 
     @staticmethod
     def inbox(

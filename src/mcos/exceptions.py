@@ -114,3 +114,11 @@ class SchemaOutOfDate(StoreError):
 
     code = "schema_out_of_date"
     status = 503
+
+
+def in_batch(error: McosError, index: int) -> McosError:
+    """The same error, naming the item of a batch of messages it concerns."""
+    details = {**error.details, "index": index}
+    if "field" in details:
+        details["field"] = f"messages[{index}].{details['field']}"
+    return type(error)(f"messages[{index}]: {error.message}", **details)

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from mcos.api_models import SendRequest
 from mcos.client import Calls
 from mcos.domain.messages import MessageKind, Priority
 from mcos.exceptions import IdempotencyConflict, InvalidRequest, StaleReceipt
@@ -127,6 +128,34 @@ class TestIdempotency:
             with pytest.raises(IdempotencyConflict) as err:
                 gene.do(Calls.send("jarvis", "y", idempotency_key="k-2"))
             assert err.value.status == 409
+
+    def test_batch_send(self, live_server: LiveServer) -> None:
+        """A batch arrives whole and in order; one bad item refuses it all, naming the item."""
+        with live_server.client("gene") as gene, live_server.client("jarvis") as jarvis:
+            sent = gene.do(
+                Calls.send_batch([SendRequest(to="jarvis", body=f"b{i}") for i in range(3)])
+            )
+            assert [r.message.body for r in sent.results] == ["b0", "b1", "b2"]
+            assert all(r.created and r.message.sender == "gene" for r in sent.results)
+            got = jarvis.do(Calls.inbox(limit=10)).deliveries
+            assert [d.message.body for d in got] == ["b0", "b1", "b2"]
+            with pytest.raises(InvalidRequest, match=r"messages\[1\]: unknown recipient"):
+                gene.do(Calls.send_batch([SendRequest(to="jarvis"), SendRequest(to="nobody")]))
+            jarvis.do(Calls.ack_many([(d.id, d.receipt or "") for d in got]))
+            assert jarvis.do(Calls.inbox(limit=10)).deliveries == []
+
+    def test_batch_limits(self, live_server: LiveServer) -> None:
+        """An empty batch, or one over 100 messages, is a 422 naming the field."""
+        for messages in ([], [{"to": "jarvis"}] * 101):
+            r = raw(
+                live_server,
+                "POST",
+                "/v1/messages/batch",
+                live_server.tokens["gene"],
+                json={"messages": messages},
+            )
+            assert r.status_code == 422
+            assert r.json()["error"]["details"]["fields"][0]["field"] == "messages"
 
 
 class TestValidation:

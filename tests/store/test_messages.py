@@ -290,6 +290,57 @@ class TestThreads:
         assert err.value.details["field"] == "reply_to"
 
 
+class TestSendMany:
+    """A batch of sends is one transaction: all stored in order, or none."""
+
+    async def test_batch_in_order(self, store: Store) -> None:
+        """Every message of a batch is stored and delivered, in the batch's order."""
+        results = await store.send_many(
+            [msg(subject=f"n{i}") for i in range(5)] + [msg(to="alerts", subject="fan")]
+        )
+        assert [r.deliveries for r in results] == [1] * 5 + [3]
+        ids = [r.message.id for r in results]
+        assert ids == sorted(ids)
+        got = await store.claim("jarvis", limit=10)
+        assert [d.message.subject for d in got] == ["n0", "n1", "n2", "n3", "n4", "fan"]
+
+    async def test_bad_item_stores_nothing(self, store: Store) -> None:
+        """One unknown recipient refuses the whole batch and names the item."""
+        with pytest.raises(InvalidRequest) as err:
+            await store.send_many([msg(subject="ok"), msg(to="nobody"), msg(subject="ok2")])
+        assert err.value.message.startswith("messages[1]: unknown recipient 'nobody'")
+        assert err.value.details["field"] == "messages[1].recipient"
+        assert await store.claim("jarvis", limit=10) == []
+
+    async def test_repeats_within_and_across_batches(self, store: Store) -> None:
+        """An idempotency key repeated in the batch or later returns the original."""
+        first, again = await store.send_many(
+            [msg(idempotency_key="k", body="x"), msg(idempotency_key="k", body="x")]
+        )
+        assert first.created
+        assert not again.created
+        assert again.message.id == first.message.id
+        [later] = await store.send_many([msg(idempotency_key="k", body="x")])
+        assert later.message.id == first.message.id
+        assert not later.created
+        with pytest.raises(IdempotencyConflict):
+            await store.send_many([msg(subject="fine"), msg(idempotency_key="k", body="y")])
+        assert len(await store.claim("jarvis", limit=10)) == 1
+
+    async def test_reply_in_batch(self, store: Store) -> None:
+        """A reply in a batch joins its parent's thread; a missing parent names the item."""
+        root = (await store.send(msg())).message
+        [reply] = await store.send_many([msg(sender="jarvis", to="gene", reply_to=root.id)])
+        assert reply.message.thread_id == root.id
+        with pytest.raises(InvalidRequest) as err:
+            await store.send_many([msg(), msg(reply_to=999_999)])
+        assert err.value.details["field"] == "messages[1].reply_to"
+
+    async def test_empty_batch(self, store: Store) -> None:
+        """An empty batch stores nothing and says so."""
+        assert await store.send_many([]) == []
+
+
 class TestWait:
     """Long-poll wake-ups."""
 

@@ -44,6 +44,7 @@ from mcos.exceptions import (
     StaleReceipt,
     StoreError,
     StoreUnavailable,
+    in_batch,
 )
 from mcos.store import rows
 from mcos.store.migrations import latest, migrations
@@ -93,6 +94,25 @@ async def _check_idle(conn: Conn) -> None:
     readable, _, _ = select.select([conn.fileno()], [], [], 0)
     if readable:
         await AsyncConnectionPool.check_connection(conn)
+
+
+def _message(row: DictRow) -> Message:
+    return rows.message(row, _utc(row["created_at"]))
+
+
+def _send_params(message: NewMessage, digest: str) -> dict[str, Any]:
+    return {
+        "sender": message.sender,
+        "recipient": message.recipient,
+        "kind": str(message.kind),
+        "priority": message.priority.rank,
+        "subject": message.subject,
+        "body": message.body,
+        "reply_to": message.reply_to,
+        "idempotency_key": message.idempotency_key,
+        "content_hash": digest,
+        "meta": Jsonb(message.meta),
+    }
 
 
 def _token(row: DictRow) -> TokenRecord:
@@ -350,101 +370,94 @@ class PostgresStore:
     # --- messages ----------------------------------------------------------------------------
     async def send(self, message: NewMessage) -> SendResult:
         """Store a message and its deliveries; a repeated idempotency key returns the original."""
-        digest = message.content_hash()
-        params = {
-            "sender": message.sender,
-            "recipient": message.recipient,
-            "kind": str(message.kind),
-            "priority": message.priority.rank,
-            "subject": message.subject,
-            "body": message.body,
-            "reply_to": message.reply_to,
-            "idempotency_key": message.idempotency_key,
-            "content_hash": digest,
-            "meta": Jsonb(message.meta),
-        }
-        async with self._conn() as conn:
-            sent = await (await conn.execute(Q["message_send"], params)).fetchone()
-        if sent is not None:
-            inboxes = list(sent["inboxes"])
-            self._announce(inboxes)
-            return SendResult(
-                rows.message(sent, _utc(sent["created_at"])), len(inboxes), created=True
-            )
-        return await self._send_explained(message, digest)
+        return (await self.send_many([message]))[0]
 
-    async def _send_explained(self, message: NewMessage, digest: str) -> SendResult:
-        """The send the one-statement path declined, step by step, to say why or to repeat."""
+    async def send_many(self, messages: Sequence[NewMessage]) -> list[SendResult]:
+        """Store several messages atomically, in order; see the protocol."""
+        if not messages:
+            return []
+        digests = [m.content_hash() for m in messages]
+        params = [_send_params(m, d) for m, d in zip(messages, digests, strict=True)]
+        results: list[SendResult] = []
+        woken: list[str] = []
+        if len(messages) == 1:  # the common case: one statement, no transaction round trips
+            async with self._conn() as conn:
+                row = await (await conn.execute(Q["message_send"], params[0])).fetchone()
+            if row is not None:
+                self._announce(list(row["inboxes"]))
+                return [SendResult(_message(row), len(row["inboxes"]), created=True)]
         async with self._tx() as conn:
-            if message.idempotency_key is not None:
-                found = await (
-                    await conn.execute(
-                        Q["message_by_idempotency"], (message.sender, message.idempotency_key)
-                    )
-                ).fetchone()
-                if found is not None:
-                    return await self._repeat(conn, found, digest)
-            kind_row = await (
-                await conn.execute(Q["recipient_kind"], (message.recipient,))
-            ).fetchone()
-            if kind_row is None:
-                raise InvalidRequest(f"unknown recipient {message.recipient!r}", field="recipient")
-            kind = RecipientKind(kind_row["kind"])
-            thread_id = None
-            if message.reply_to is not None:
-                parent = await (
-                    await conn.execute(Q["message_thread_of"], (message.reply_to,))
-                ).fetchone()
-                if parent is None:
-                    raise InvalidRequest(
-                        f"reply_to: no message {message.reply_to}", field="reply_to"
-                    )
-                thread_id = parent["thread_id"]
-            row = await (
+            async with conn.cursor() as cur:  # pipelined: one round trip for the batch
+                await cur.executemany(Q["message_send"], params, returning=True)
+                sent = [await cur.fetchone()]
+                while cur.nextset():
+                    sent.append(await cur.fetchone())
+            for i, (message, digest, row) in enumerate(zip(messages, digests, sent, strict=True)):
+                if row is not None:
+                    results.append(SendResult(_message(row), len(row["inboxes"]), created=True))
+                    woken.extend(row["inboxes"])
+                    continue
+                try:
+                    result, inboxes = await self._send_explained(conn, message, digest)
+                except McosError as e:
+                    if len(messages) == 1:
+                        raise
+                    raise in_batch(e, i) from e
+                results.append(result)
+                woken.extend(inboxes)
+        self._announce(sorted(set(woken)))
+        return results
+
+    async def _send_explained(
+        self, conn: Conn, message: NewMessage, digest: str
+    ) -> tuple[SendResult, list[str]]:
+        """The send the one-statement path declined, step by step: say why, or repeat."""
+        if message.idempotency_key is not None:
+            found = await (
                 await conn.execute(
-                    Q["message_insert"],
-                    {
-                        "sender": message.sender,
-                        "recipient": message.recipient,
-                        "recipient_kind": str(kind),
-                        "kind": str(message.kind),
-                        "priority": message.priority.rank,
-                        "subject": message.subject,
-                        "body": message.body,
-                        "thread_id": thread_id,
-                        "reply_to": message.reply_to,
-                        "idempotency_key": message.idempotency_key,
-                        "content_hash": digest,
-                        "meta": Jsonb(message.meta),
-                    },
+                    Q["message_by_idempotency"], (message.sender, message.idempotency_key)
                 )
             ).fetchone()
-            if row is None:  # a concurrent send with the same key won the race
-                found = await (
-                    await conn.execute(
-                        Q["message_by_idempotency"], (message.sender, message.idempotency_key)
-                    )
-                ).fetchone()
-                assert found is not None
-                return await self._repeat(conn, found, digest)
-            if kind is RecipientKind.TOPIC:
-                subs = await (
-                    await conn.execute(Q["topic_subscribers"], (message.recipient,))
-                ).fetchall()
-                inboxes = [r["subscriber"] for r in subs]
-            else:
-                inboxes = [message.recipient]
-            if inboxes:
+            if found is not None:
+                return await self._repeat(conn, found, digest), []
+        kind_row = await (await conn.execute(Q["recipient_kind"], (message.recipient,))).fetchone()
+        if kind_row is None:
+            raise InvalidRequest(f"unknown recipient {message.recipient!r}", field="recipient")
+        kind = RecipientKind(kind_row["kind"])
+        thread_id = None
+        if message.reply_to is not None:
+            parent = await (
+                await conn.execute(Q["message_thread_of"], (message.reply_to,))
+            ).fetchone()
+            if parent is None:
+                raise InvalidRequest(f"reply_to: no message {message.reply_to}", field="reply_to")
+            thread_id = parent["thread_id"]
+        params = _send_params(message, digest) | {
+            "recipient_kind": str(kind),
+            "thread_id": thread_id,
+        }
+        row = await (await conn.execute(Q["message_insert"], params)).fetchone()
+        if row is None:  # a concurrent send with the same key won the race
+            found = await (
                 await conn.execute(
-                    Q["deliveries_insert"],
-                    {
-                        "message_id": row["id"],
-                        "priority": message.priority.rank,
-                        "inboxes": inboxes,
-                    },
+                    Q["message_by_idempotency"], (message.sender, message.idempotency_key)
                 )
-        self._announce(inboxes)
-        return SendResult(rows.message(row, _utc(row["created_at"])), len(inboxes), created=True)
+            ).fetchone()
+            assert found is not None
+            return await self._repeat(conn, found, digest), []
+        if kind is RecipientKind.TOPIC:
+            subs = await (
+                await conn.execute(Q["topic_subscribers"], (message.recipient,))
+            ).fetchall()
+            inboxes = [r["subscriber"] for r in subs]
+        else:
+            inboxes = [message.recipient]
+        if inboxes:
+            await conn.execute(
+                Q["deliveries_insert"],
+                {"message_id": row["id"], "priority": message.priority.rank, "inboxes": inboxes},
+            )
+        return SendResult(_message(row), len(inboxes), created=True), inboxes
 
     @staticmethod
     async def _repeat(conn: Conn, found: DictRow, digest: str) -> SendResult:

@@ -125,6 +125,13 @@ class Store(Protocol):
         (``created=False``); with different content it raises ``IdempotencyConflict``.
         """
 
+    async def send_many(self, messages: Sequence[NewMessage]) -> list[SendResult]:
+        """Store several messages in one transaction, in order: all of them or none.
+
+        Each behaves as :meth:`send`; an error names the offending item (``messages[3]: …``)
+        and leaves nothing of the batch stored.
+        """
+
     async def get_message(self, message_id: int) -> Message:
         """One message by id (``NotFound`` otherwise)."""
 

@@ -33,10 +33,12 @@ from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.exceptions import (
     IdempotencyConflict,
     InvalidRequest,
+    McosError,
     NotFound,
     SchemaOutOfDate,
     StaleReceipt,
     StoreError,
+    in_batch,
 )
 from mcos.store import rows
 from mcos.store.migrations import latest, migrations
@@ -274,70 +276,83 @@ class SqliteStore:
     # --- messages ------------------------------------------------------------------------------
     async def send(self, message: NewMessage) -> SendResult:
         """Store a message and its deliveries, then wake the recipients' waiters."""
-        digest = message.content_hash()
+        return (await self.send_many([message]))[0]
 
-        def write(conn: sqlite3.Connection) -> tuple[SendResult, list[str]]:
+    async def send_many(self, messages: Sequence[NewMessage]) -> list[SendResult]:
+        """Store several messages atomically, in order; see the protocol."""
+        digests = [m.content_hash() for m in messages]
+
+        def write(conn: sqlite3.Connection) -> tuple[list[SendResult], set[str]]:
             now = _now_us()
+            results: list[SendResult] = []
+            woken: set[str] = set()
             with self._tx(conn):
-                if message.idempotency_key is not None:
-                    found = conn.execute(
-                        Q["message_by_idempotency"], (message.sender, message.idempotency_key)
-                    ).fetchone()
-                    if found is not None:
-                        return self._repeat(conn, found, digest), []
-                kind_row = conn.execute(Q["recipient_kind"], (message.recipient,)).fetchone()
-                if kind_row is None:
-                    raise InvalidRequest(
-                        f"unknown recipient {message.recipient!r}", field="recipient"
-                    )
-                kind = RecipientKind(kind_row["kind"])
-                thread_id: int | None = None
-                if message.reply_to is not None:
-                    parent = conn.execute(Q["message_thread_of"], (message.reply_to,)).fetchone()
-                    if parent is None:
-                        raise InvalidRequest(
-                            f"reply_to: no message {message.reply_to}", field="reply_to"
-                        )
-                    thread_id = parent["thread_id"]
-                row = conn.execute(
-                    Q["message_insert"],
-                    (
-                        message.sender,
-                        message.recipient,
-                        kind,
-                        message.kind,
-                        message.priority.rank,
-                        message.subject,
-                        message.body,
-                        thread_id,
-                        message.reply_to,
-                        message.idempotency_key,
-                        digest,
-                        json.dumps(message.meta),
-                        now,
-                    ),
-                ).fetchone()
-                if thread_id is None:
-                    row = conn.execute(Q["message_set_own_thread"], (row["id"],)).fetchone()
-                inboxes = (
-                    [
-                        r["subscriber"]
-                        for r in conn.execute(Q["topic_subscribers"], (message.recipient,))
-                    ]
-                    if kind is RecipientKind.TOPIC
-                    else [message.recipient]
-                )
-                for inbox in inboxes:
-                    conn.execute(
-                        Q["delivery_insert"],
-                        (row["id"], inbox, message.priority.rank, now, now, now),
-                    )
-                stored = rows.message(row, _dt(row["created_at"]))
-                return SendResult(stored, len(inboxes), created=True), inboxes
+                for i, (message, digest) in enumerate(zip(messages, digests, strict=True)):
+                    try:
+                        result, inboxes = self._send_one(conn, message, digest, now)
+                    except McosError as e:
+                        if len(messages) == 1:
+                            raise
+                        raise in_batch(e, i) from e
+                    results.append(result)
+                    woken.update(inboxes)
+            return results, woken
 
-        result, inboxes = await self._run(write)
-        self._waiters.wake(inboxes)
-        return result
+        results, woken = await self._run(write)
+        self._waiters.wake(sorted(woken))
+        return results
+
+    def _send_one(
+        self, conn: sqlite3.Connection, message: NewMessage, digest: str, now: int
+    ) -> tuple[SendResult, list[str]]:
+        if message.idempotency_key is not None:
+            found = conn.execute(
+                Q["message_by_idempotency"], (message.sender, message.idempotency_key)
+            ).fetchone()
+            if found is not None:
+                return self._repeat(conn, found, digest), []
+        kind_row = conn.execute(Q["recipient_kind"], (message.recipient,)).fetchone()
+        if kind_row is None:
+            raise InvalidRequest(f"unknown recipient {message.recipient!r}", field="recipient")
+        kind = RecipientKind(kind_row["kind"])
+        thread_id: int | None = None
+        if message.reply_to is not None:
+            parent = conn.execute(Q["message_thread_of"], (message.reply_to,)).fetchone()
+            if parent is None:
+                raise InvalidRequest(f"reply_to: no message {message.reply_to}", field="reply_to")
+            thread_id = parent["thread_id"]
+        row = conn.execute(
+            Q["message_insert"],
+            (
+                message.sender,
+                message.recipient,
+                kind,
+                message.kind,
+                message.priority.rank,
+                message.subject,
+                message.body,
+                thread_id,
+                message.reply_to,
+                message.idempotency_key,
+                digest,
+                json.dumps(message.meta),
+                now,
+            ),
+        ).fetchone()
+        if thread_id is None:
+            row = conn.execute(Q["message_set_own_thread"], (row["id"],)).fetchone()
+        inboxes = (
+            [r["subscriber"] for r in conn.execute(Q["topic_subscribers"], (message.recipient,))]
+            if kind is RecipientKind.TOPIC
+            else [message.recipient]
+        )
+        for inbox in inboxes:
+            conn.execute(
+                Q["delivery_insert"],
+                (row["id"], inbox, message.priority.rank, now, now, now),
+            )
+        stored = rows.message(row, _dt(row["created_at"]))
+        return SendResult(stored, len(inboxes), created=True), inboxes
 
     @staticmethod
     def _repeat(conn: sqlite3.Connection, found: sqlite3.Row, digest: str) -> SendResult:

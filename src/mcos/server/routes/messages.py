@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from mcos.api_models import ErrorResponse, MessageOut, SendRequest, SendResponse
-from mcos.domain.messages import Message, NewMessage, RecipientKind
+from mcos.api_models import (
+    ErrorResponse,
+    MessageOut,
+    SendBatchRequest,
+    SendBatchResponse,
+    SendRequest,
+    SendResponse,
+)
+from mcos.domain.messages import Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Forbidden
 from mcos.server.context import MissionControl
@@ -24,24 +31,48 @@ async def send(request: SendRequest, mc: MC, caller: Caller, response: Response)
     A repeat of an idempotency key with the same content returns the original (200); with
     different content, 409.
     """
-    result = await mc.store.send(
-        NewMessage(
-            sender=caller.name,
-            recipient=request.to,
-            kind=request.kind,
-            priority=request.priority,
-            subject=request.subject,
-            body=request.body,
-            reply_to=request.reply_to,
-            idempotency_key=request.idempotency_key,
-            meta=request.meta,
-        )
+    result = await mc.store.send(_new_message(caller, request))
+    _count(mc, request, result)
+    if not result.created:
+        response.status_code = 200
+    return _send_response(result)
+
+
+@router.post("/messages/batch", status_code=201, response_model=SendBatchResponse, responses=ERRORS)
+async def send_batch(request: SendBatchRequest, mc: MC, caller: Caller) -> SendBatchResponse:
+    """Send up to 100 messages as the caller in one transaction: all stored, in order, or none.
+
+    Each item behaves as ``POST /v1/messages``; an error names the item (``messages[3]``) and
+    stores nothing of the batch.
+    """
+    results = await mc.store.send_many([_new_message(caller, m) for m in request.messages])
+    for item, result in zip(request.messages, results, strict=True):
+        _count(mc, item, result)
+    return SendBatchResponse(results=[_send_response(r) for r in results])
+
+
+def _new_message(caller: Principal, request: SendRequest) -> NewMessage:
+    return NewMessage(
+        sender=caller.name,
+        recipient=request.to,
+        kind=request.kind,
+        priority=request.priority,
+        subject=request.subject,
+        body=request.body,
+        reply_to=request.reply_to,
+        idempotency_key=request.idempotency_key,
+        meta=request.meta,
     )
+
+
+def _count(mc: MissionControl, request: SendRequest, result: SendResult) -> None:
     if result.created:
         mc.metrics.sent.labels(kind=request.kind.value).inc()
     else:
         mc.metrics.repeats.inc()
-        response.status_code = 200
+
+
+def _send_response(result: SendResult) -> SendResponse:
     return SendResponse(
         message=MessageOut.of(result.message), deliveries=result.deliveries, created=result.created
     )
