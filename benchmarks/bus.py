@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,35 +94,69 @@ async def steady(
 
 
 # --- 1. the ceiling: plain SQL -----------------------------------------------------------------
+CEILING_SCRIPT = """\
+INSERT INTO q (body) VALUES ('x');
+DELETE FROM q WHERE id = (SELECT id FROM q ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED);
+"""
+
+
+def pgbench_rate(url: str, seconds: float) -> float | None:
+    """The database alone, no Python client: pgbench, 4 clients, insert one + claim-delete one."""
+    if shutil.which("pgbench") is None:
+        return None
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE TABLE q (id bigserial PRIMARY KEY, body text)")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(CEILING_SCRIPT)
+        script.flush()
+        out = subprocess.run(
+            [
+                "pgbench",
+                "-n",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-T",
+                str(int(seconds)),
+                "-f",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    found = re.search(r"tps = ([\d.]+)", out)
+    return float(found.group(1)) if found else None
+
+
 async def ceiling(url: str, seconds: float) -> float:
+    """Plain SQL through psycopg, 4 connections: insert 10 rows; claim-and-delete up to 50."""
     conns = [await psycopg.AsyncConnection.connect(url, autocommit=True) for _ in range(4)]
     await conns[0].execute(
         "CREATE TABLE q (id bigserial PRIMARY KEY, body text, claimed boolean DEFAULT false)"
     )
-
-    async def produce(i: int) -> None:
-        await conns[i % 2].execute("INSERT INTO q (body) VALUES ('x')")
-
-    async def consume(i: int) -> int:
-        conn = conns[2 + i % 2]
-        async with conn.transaction():
-            cur = await conn.execute(
-                "DELETE FROM q WHERE id = (SELECT id FROM q ORDER BY id LIMIT 1 "
-                "FOR UPDATE SKIP LOCKED) RETURNING id"
-            )
-            return 1 if await cur.fetchone() else 0
-
     locks = [asyncio.Lock() for _ in conns]
 
-    async def locked_produce(i: int) -> None:
+    async def produce(i: int) -> None:
         async with locks[i % 2]:
-            await produce(i)
+            await conns[i % 2].execute(
+                "INSERT INTO q (body) SELECT 'x' FROM generate_series(1, 10)"
+            )
 
-    async def locked_consume(i: int) -> int:
+    async def consume(i: int) -> int:
         async with locks[2 + i % 2]:
-            return await consume(i)
+            cur = await conns[2 + i % 2].execute(
+                "DELETE FROM q WHERE id IN (SELECT id FROM q ORDER BY id LIMIT 50 "
+                "FOR UPDATE SKIP LOCKED) RETURNING id"
+            )
+            got = len(await cur.fetchall())
+        if not got:
+            await asyncio.sleep(0.001)
+        return got
 
-    rate = await steady(seconds, locked_produce, locked_consume)
+    rate = await steady(seconds, produce, consume)
     for c in conns:
         await c.close()
     return rate
@@ -171,14 +206,18 @@ async def pgqueuer_rate(url: str, seconds: float) -> float:
 
 
 # --- 3. the mcos store alone --------------------------------------------------------------------
-async def store_rate(url: str, seconds: float, batch: int) -> float:
+async def store_rate(url: str, seconds: float, batch: int, send_batch: int = 1) -> float:
     store: Store = make_store(url)
     await store.upgrade()
     await store.open()
     await store.sync_directory(DIRECTORY)
 
     async def produce(i: int) -> None:
-        await store.send(NewMessage(f"p{i}", f"a{i % CONSUMERS}", body="x"))
+        to = f"a{i % CONSUMERS}"
+        if send_batch == 1:
+            await store.send(NewMessage(f"p{i}", to, body="x"))
+        else:
+            await store.send_many([NewMessage(f"p{i}", to, body="x")] * send_batch)
 
     async def consume(i: int) -> int:
         got = await store.claim(f"a{i}", limit=batch)
@@ -240,7 +279,7 @@ class Server:
         self.proc.wait(15)
 
 
-async def http_rate(server: Server, seconds: float) -> float:
+async def http_rate(server: Server, seconds: float, send_batch: int = 1) -> float:
     clients = {
         name: httpx.AsyncClient(
             base_url=server.url, headers={"Authorization": f"Bearer {server.token(name)}"}
@@ -249,9 +288,13 @@ async def http_rate(server: Server, seconds: float) -> float:
     }
 
     async def produce(i: int) -> None:
-        r = await clients[f"p{i}"].post(
-            "/v1/messages", json={"to": f"a{i % CONSUMERS}", "body": "x"}
-        )
+        message = {"to": f"a{i % CONSUMERS}", "body": "x"}
+        if send_batch == 1:
+            r = await clients[f"p{i}"].post("/v1/messages", json=message)
+        else:
+            r = await clients[f"p{i}"].post(
+                "/v1/messages/batch", json={"messages": [message] * send_batch}
+            )
         r.raise_for_status()
 
     async def consume(i: int) -> int:
@@ -279,6 +322,7 @@ async def wakeup(server: Server, seconds: float, per_second: int = 500) -> tuple
     )
     sent_at: dict[int, float] = {}
     delays: list[float] = []
+    acks: set[asyncio.Task[httpx.Response]] = set()
     stop = time.monotonic() + seconds
 
     async def consume() -> None:
@@ -290,9 +334,11 @@ async def wakeup(server: Server, seconds: float, per_second: int = 500) -> tuple
                 mid = d["message"]["id"]
                 if mid in sent_at:
                     delays.append(max(0.0, now - sent_at[mid]))
-            if got:
+            if got:  # ack in the background: the consumer goes straight back to waiting
                 items = [{"id": d["id"], "receipt": d["receipt"]} for d in got]
-                await consumer.post("/v1/inbox/ack", json={"items": items})
+                task = asyncio.create_task(consumer.post("/v1/inbox/ack", json={"items": items}))
+                acks.add(task)
+                task.add_done_callback(acks.discard)
 
     async def produce() -> None:
         interval = 1 / per_second
@@ -304,6 +350,7 @@ async def wakeup(server: Server, seconds: float, per_second: int = 500) -> tuple
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     await asyncio.gather(consume(), produce())
+    await asyncio.gather(*acks)
     await producer.aclose()
     await consumer.aclose()
     q = statistics.quantiles([d * 1000 for d in delays], n=100)
@@ -324,37 +371,44 @@ def main() -> None:
         say(f"{name}: {value} {target}")
 
     with Scratch(args.pg) as url:
-        say("1. ceiling: plain SQL")
+        say("1. ceiling: pgbench")
+        tps = pgbench_rate(url, seconds)
+        if tps is not None:
+            add("ceiling: pgbench, 4 clients, insert 1 + claim 1 (msg/s)", f"{tps:,.0f}")
+    with Scratch(args.pg) as url:
+        say("1. ceiling: plain SQL through psycopg")
         add(
-            "ceiling: plain SQL, 4 connections (msg/s)",
+            "ceiling: plain SQL via psycopg, send 10 / claim 50 (msg/s)",
             f"{asyncio.run(ceiling(url, seconds)):,.0f}",
         )
     with Scratch(args.pg) as url:
         say("2. PgQueuer")
         pgq = asyncio.run(pgqueuer_rate(url, seconds))
-        add("anchor: PgQueuer no-op jobs (msg/s)", f"{pgq:,.0f}")
-    for batch in (1, 50):
+        add("anchor: PgQueuer no-op jobs, enqueue 10 / batch 10 (msg/s)", f"{pgq:,.0f}")
+    for send_batch, batch in ((1, 1), (1, 50), (10, 50)):
         with Scratch(args.pg) as url:
-            say(f"3. mcos PostgresStore, batch {batch}")
-            rate = asyncio.run(store_rate(url, seconds, batch))
+            say(f"3. mcos PostgresStore, send {send_batch} / claim {batch}")
+            rate = asyncio.run(store_rate(url, seconds, batch, send_batch))
             verdict = "PASS" if rate >= pgq else "MISS"
             add(
-                f"mcos store on PostgreSQL, claim+ack batch {batch} (msg/s)",
+                f"mcos store on PostgreSQL, send {send_batch} / claim+ack {batch} (msg/s)",
                 f"{rate:,.0f} ({rate / pgq:.2f}× PgQueuer)",
-                f"≥1.0× PgQueuer: {verdict}" if batch == 50 else "",
+                f"≥1.0× PgQueuer: {verdict}" if send_batch == 10 else "",
             )
-    with Scratch(args.pg) as url:
-        say("4. mcos through HTTP on PostgreSQL")
-        server = Server(url, args.workers)
-        try:
-            rate = asyncio.run(http_rate(server, seconds))
-            add(
-                f"mcos HTTP end to end, PostgreSQL, {args.workers} workers (msg/s)",
-                f"{rate:,.0f}",
-                f"≥1,500: {'PASS' if rate >= 1500 else 'MISS'}",
-            )
-        finally:
-            server.stop()
+    for send_batch in (1, 10):
+        with Scratch(args.pg) as url:
+            say(f"4. mcos through HTTP on PostgreSQL, send {send_batch}")
+            server = Server(url, args.workers)
+            try:
+                rate = asyncio.run(http_rate(server, seconds, send_batch))
+                add(
+                    f"mcos HTTP, PostgreSQL, {args.workers} workers, send {send_batch} / "
+                    "claim 100 (msg/s)",
+                    f"{rate:,.0f}",
+                    f"≥1,500: {'PASS' if rate >= 1500 else 'MISS'}" if send_batch == 10 else "",
+                )
+            finally:
+                server.stop()
     with Scratch(args.pg) as url:
         say("5. wake-up latency through HTTP on PostgreSQL (1 worker)")
         server = Server(url, 1)
@@ -370,15 +424,15 @@ def main() -> None:
             server.stop()
     with tempfile.TemporaryDirectory() as tmp:
         say("6. SQLite store alone")
-        rate = asyncio.run(store_rate(f"sqlite:///{tmp}/bench.db", seconds, 50))
-        add("mcos store on SQLite, batch 50 (msg/s)", f"{rate:,.0f}")
+        rate = asyncio.run(store_rate(f"sqlite:///{tmp}/bench.db", seconds, 50, 10))
+        add("mcos store on SQLite, send 10 / claim+ack 50 (msg/s)", f"{rate:,.0f}")
     with tempfile.TemporaryDirectory() as tmp:
         say("6. SQLite through HTTP")
         server = Server(f"sqlite:///{tmp}/bench.db", 1)
         try:
             add(
-                "mcos HTTP end to end, SQLite (msg/s)",
-                f"{asyncio.run(http_rate(server, seconds)):,.0f}",
+                "mcos HTTP, SQLite, send 10 / claim 100 (msg/s)",
+                f"{asyncio.run(http_rate(server, seconds, 10)):,.0f}",
             )
             p50, p99 = asyncio.run(wakeup(server, seconds))
             add("wake-up send→long-poll, SQLite (p50/p99 ms)", f"{p50:.1f} / {p99:.1f}")
