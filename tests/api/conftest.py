@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ class LiveServer:
         return Client(self.url, token or (self.tokens[name] if name else self.operator_token))
 
 
-async def _migrate(url: str) -> None:
+async def migrate(url: str) -> None:
     store = make_store(url)
     try:
         await store.upgrade()
@@ -52,11 +53,9 @@ async def _migrate(url: str) -> None:
         await store.close()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def live_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
-    """Mission Control on a real uvicorn, with tokens for jarvis, gene and sentinel."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(_migrate(url))
+@contextmanager
+def serve(url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """Mission Control on a real uvicorn over the store at ``url`` (already migrated)."""
     settings = ServerSettings(
         token_key=secrets.token_bytes(32),
         directory=DIRECTORY,
@@ -88,6 +87,17 @@ def live_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Live
     finally:
         server.should_exit = True
         thread.join(15)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def live_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """Mission Control on a real uvicorn, with tokens for jarvis, gene and sentinel."""
+    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
+    asyncio.run(migrate(url))
+    try:
+        with serve(url, tmp_path) as server:
+            yield server
+    finally:
         if request.param == "postgres":
             drop_pg_database(url)
 
