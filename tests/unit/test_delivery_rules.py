@@ -1,0 +1,232 @@
+"""Property-based tests of the pure rules: delivery order, attempts, deadlines, audit chain, tokens.
+
+The rules in ``mcos.domain`` are what both stores implement in SQL; the last class checks the
+embedded store against them for arbitrary batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import tempfile
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcos.domain.audit import GENESIS, AuditRecord, record_hash, verify_chain
+from mcos.domain.messages import (
+    DeliveryPolicy,
+    DeliveryState,
+    DeliveryView,
+    NewMessage,
+    Priority,
+    claim_order,
+    claimable,
+    lapsed_into_dead_letter,
+)
+from mcos.domain.tokens import digest, matches, new_token, parse_prefix, redact
+from mcos.store import make_store
+from tests.store.conftest import DIRECTORY
+
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+instants = st.integers(min_value=0, max_value=10**9).map(lambda s: EPOCH + timedelta(seconds=s))
+policies = st.builds(
+    DeliveryPolicy,
+    max_attempts=st.integers(1, 20),
+    visibility=st.integers(1, 3600).map(lambda s: timedelta(seconds=s)),
+    retry_base=st.integers(1, 60).map(lambda s: timedelta(seconds=s)),
+    retry_cap=st.integers(60, 86_400).map(lambda s: timedelta(seconds=s)),
+)
+
+
+@st.composite
+def deliveries(draw: st.DrawFn, ident: int | None = None) -> DeliveryView:
+    state = draw(st.sampled_from(DeliveryState))
+    visible = draw(instants)
+    return DeliveryView(
+        id=ident if ident is not None else draw(st.integers(1, 10**6)),
+        priority_rank=draw(st.sampled_from([p.rank for p in Priority])),
+        state=state,
+        attempts=draw(st.integers(0, 30)),
+        visible_at=visible,
+        deadline=visible if state is DeliveryState.CLAIMED else None,
+    )
+
+
+class TestRetries:
+    """Backoff and dead-lettering."""
+
+    @given(policies, st.integers(0, 200))
+    def test_delay_is_bounded_and_grows(self, policy: DeliveryPolicy, attempts: int) -> None:
+        """The delay never drops as attempts grow, starts at the base, never passes the cap."""
+        delay = policy.retry_delay(attempts)
+        assert min(policy.retry_base, policy.retry_cap) <= delay <= policy.retry_cap
+        assert policy.retry_delay(attempts + 1) >= delay
+
+    @given(policies, st.integers(1, 30))
+    def test_delay_doubles_below_the_cap(self, policy: DeliveryPolicy, attempts: int) -> None:
+        """Below the cap each further attempt waits twice as long."""
+        uncapped = policy.retry_base * 2 ** (attempts - 1)
+        if uncapped * 2 <= policy.retry_cap:
+            assert policy.retry_delay(attempts + 1) == 2 * policy.retry_delay(attempts)
+
+    @given(policies, st.integers(0, 50))
+    def test_exhausted_exactly_at_max(self, policy: DeliveryPolicy, attempts: int) -> None:
+        """A delivery is out of attempts from the max on, and stays so."""
+        assert policy.exhausted(attempts) == (attempts >= policy.max_attempts)
+        if policy.exhausted(attempts):
+            assert policy.exhausted(attempts + 1)
+
+
+class TestDeadlines:
+    """What a claim may take, and when."""
+
+    @given(deliveries(), instants, st.integers(0, 10**6))
+    def test_claimable_stays_claimable(self, d: DeliveryView, now: datetime, later: int) -> None:
+        """Time only makes deliveries claimable, never the reverse."""
+        if claimable(d, now):
+            assert claimable(d, now + timedelta(seconds=later))
+
+    @given(deliveries(), instants)
+    def test_what_is_claimable(self, d: DeliveryView, now: datetime) -> None:
+        """Queued once visible, claimed once its deadline passed, acked or dead never."""
+        expected = {
+            DeliveryState.QUEUED: d.visible_at <= now,
+            DeliveryState.CLAIMED: d.deadline is not None and d.deadline <= now,
+        }.get(d.state, False)  # acked and dead: never
+        assert claimable(d, now) == expected
+
+    @given(deliveries(), instants, policies)
+    def test_dead_letter_only_lapsed_and_exhausted(
+        self, d: DeliveryView, now: datetime, policy: DeliveryPolicy
+    ) -> None:
+        """Only a lapsed claim out of attempts dies; a queued delivery never does."""
+        dies = lapsed_into_dead_letter(d, now, policy)
+        assert dies == (
+            d.state is DeliveryState.CLAIMED and claimable(d, now) and policy.exhausted(d.attempts)
+        )
+
+
+class TestOrder:
+    """Urgent first, then oldest first."""
+
+    @given(st.lists(st.integers(1, 10**6), unique=True, max_size=40).flatmap(
+        lambda ids: st.tuples(*(deliveries(ident=i) for i in ids))
+    ))  # fmt: skip
+    def test_sorted_by_priority_then_age(self, ds: tuple[DeliveryView, ...]) -> None:
+        """Sorting by the claim order puts every higher priority first, each FIFO by id."""
+        ordered = sorted(ds, key=claim_order)
+        for a, b in itertools.pairwise(ordered):
+            assert a.priority_rank >= b.priority_rank
+            if a.priority_rank == b.priority_rank:
+                assert a.id < b.id
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.lists(st.sampled_from(Priority), min_size=1, max_size=30), st.integers(1, 30))
+    def test_store_claims_in_rule_order(self, priorities: list[Priority], limit: int) -> None:
+        """The embedded store hands out any batch in exactly the order the rule gives."""
+
+        async def run(path: str) -> tuple[list[int], list[int]]:
+            store = make_store(f"sqlite:///{path}/p.db")
+            await store.upgrade()
+            await store.open()
+            try:
+                await store.sync_directory(DIRECTORY)
+                sent = await store.send_many(
+                    [NewMessage("gene", "jarvis", priority=p) for p in priorities]
+                )
+                views = [
+                    DeliveryView(i, r.message.priority.rank, DeliveryState.QUEUED, 0, EPOCH, None)
+                    for i, r in enumerate(sent)
+                ]
+                expected = [sent[v.id].message.id for v in sorted(views, key=claim_order)]
+                got: list[int] = []
+                while batch := await store.claim("jarvis", limit=limit):
+                    got += [d.message.id for d in batch]
+                return got, expected
+            finally:
+                await store.close()
+
+        with tempfile.TemporaryDirectory() as path:
+            got, expected = asyncio.run(run(path))
+        assert got == expected
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@st.composite
+def chains(draw: st.DrawFn) -> list[AuditRecord]:
+    records: list[AuditRecord] = []
+    prev = GENESIS
+    for seq in range(1, draw(st.integers(1, 12)) + 1):
+        fields = {
+            "seq": seq,
+            "at": draw(instants),
+            "actor": draw(st.text(min_size=1, max_size=12)),
+            "action": draw(st.sampled_from(["token.create", "delivery.dead_letter", "x.y"])),
+            "targets": draw(st.dictionaries(st.text(max_size=8), json_values, max_size=3)),
+            "detail": draw(st.dictionaries(st.text(max_size=8), json_values, max_size=3)),
+            "outcome": draw(st.sampled_from(["ok", "refused"])),
+            "prev_hash": prev,
+        }
+        prev = record_hash(**fields)
+        records.append(AuditRecord(hash=prev, **fields))
+    return records
+
+
+class TestAuditChain:
+    """Any edit or deletion is detected."""
+
+    @given(chains())
+    def test_intact_chain_verifies(self, chain: list[AuditRecord]) -> None:
+        """A chain written by the rule verifies, against its head too."""
+        assert verify_chain(chain, head_seq=len(chain)) == []
+
+    @given(chains(), st.data())
+    def test_any_edit_is_detected(self, chain: list[AuditRecord], data: st.DataObject) -> None:
+        """Changing any field of any record breaks the chain at that record."""
+        i = data.draw(st.integers(0, len(chain) - 1))
+        name = data.draw(st.sampled_from(["actor", "action", "outcome", "detail", "at"]))
+        old = getattr(chain[i], name)
+        new = data.draw(
+            {
+                "actor": st.text(min_size=1, max_size=12),
+                "action": st.text(min_size=1, max_size=12),
+                "outcome": st.text(max_size=8),
+                "detail": st.dictionaries(st.text(max_size=8), json_values, max_size=3),
+                "at": instants,
+            }[name].filter(lambda v: v != old)
+        )
+        edited = [*chain[:i], dataclasses.replace(chain[i], **{name: new}), *chain[i + 1 :]]
+        breaks = verify_chain(edited, head_seq=len(chain))
+        assert any(b.seq == chain[i].seq for b in breaks)
+
+    @given(chains(), st.data())
+    def test_any_deletion_is_detected(self, chain: list[AuditRecord], data: st.DataObject) -> None:
+        """Deleting any record, the last one included, is detected."""
+        i = data.draw(st.integers(0, len(chain) - 1))
+        assert verify_chain(chain[:i] + chain[i + 1 :], head_seq=len(chain)) != []
+
+
+class TestTokens:
+    """Tokens match only themselves and never survive redaction."""
+
+    @given(st.binary(min_size=32, max_size=32), st.text(max_size=40), st.text(max_size=40))
+    def test_token_round_trip_and_redaction(self, key: bytes, before: str, after: str) -> None:
+        """A new token parses, matches its digest, not another's, and vanishes from any text."""
+        token, prefix = new_token()
+        other, _ = new_token()
+        assert parse_prefix(token) == prefix
+        stored = digest(key, token)
+        assert matches(key, token, stored)
+        assert not matches(key, other, stored)
+        assert token not in redact(f"{before}{token}{after} {token}")
