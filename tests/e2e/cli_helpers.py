@@ -64,11 +64,11 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(fleet: Path, port: int, log_path: Path) -> ServerProcess:
-    """Start `mcos server -f FLEET --port PORT` and wait until /healthz answers."""
+def start_server(fleet: Path, port: int, log_path: Path, *extra: str) -> ServerProcess:
+    """Start `mcos server -f FLEET --port PORT [EXTRA…]` and wait until /healthz answers."""
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [*MCOS, "server", "-f", str(fleet), "--port", str(port)],
+        [*MCOS, "server", "-f", str(fleet), "--port", str(port), *extra],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

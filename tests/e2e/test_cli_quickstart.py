@@ -147,3 +147,26 @@ class TestConfigErrors:
         missing = mcos("config", "check", "-f", str(tmp_path / "missing.toml"), check=False)
         assert missing.returncode == 78
         assert "mcos init" in missing.stderr
+
+
+@pytest.mark.postgres
+def test_workers_bootstrap_one_operator_token(tmp_path: Path) -> None:
+    """`--workers 3` on PostgreSQL mints exactly one first operator token, the one on disk."""
+    mcos("init", str(tmp_path / "f"))
+    path = tmp_path / "f" / "fleet.toml"
+    port = free_port()
+    pg_url = create_pg_database()
+    text = re.sub(
+        r'url = "http://127\.0\.0\.1:\d+"', f'url = "http://127.0.0.1:{port}"', path.read_text()
+    )
+    path.write_text(re.sub(r'store = "[^"]*"', f'store = "{pg_url}"', text))
+    server = start_server(path, port, tmp_path / "server.log", "--workers", "3")
+    try:
+        env = {"MCOS_FLEET": str(path)}
+        tokens = mcos_json("token", "list", env=env)
+        assert [t["kind"] for t in tokens] == ["operator"]
+        for _ in range(6):  # whichever worker answers, the token on disk works
+            assert "jarvis" in mcos("status", env=env).stdout
+    finally:
+        server.stop()
+        drop_pg_database(pg_url)

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import typer
 import uvicorn
+from fastapi import FastAPI
 
 from mcos.cli import common
 from mcos.cli.common import age, connect, console, friendly_errors, print_json, table
@@ -21,7 +22,7 @@ from mcos.config import Fleet, check_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
-from mcos.server.factory import FLEET_ENV, build_app, settings_for
+from mcos.server.factory import FLEET_ENV, build_app
 from mcos.store import make_store
 
 app = typer.Typer(
@@ -97,6 +98,12 @@ async def _upgrade(url: str) -> list[int]:
         await store.close()
 
 
+async def _start_once(app: FastAPI) -> None:
+    """Run the app's start-up (and shut-down) once, outside any worker."""
+    async with app.router.lifespan_context(app):
+        pass
+
+
 def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, workers: int) -> None:
     if migrate:
         applied = asyncio.run(_upgrade(loaded.store_url))
@@ -122,7 +129,9 @@ def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, wor
         "access_log": False,
     }
     if workers > 1:
-        settings_for(loaded)  # create the shared token key once, before the workers start
+        # Once, before the workers start: the shared token key, the directory sync and the
+        # first operator token (workers racing to bootstrap would each mint one).
+        asyncio.run(_start_once(build_app(loaded)))
         os.environ[FLEET_ENV] = str(loaded.path)
         uvicorn.run(app_from_env_path, factory=True, workers=workers, **options)
     else:
