@@ -1,0 +1,174 @@
+"""Heartbeat and context rules: when to wake, whether to call the model, how long to cache.
+
+Plain functions over plain data, time passed in. The costly mistake they exist to prevent is
+the idle heartbeat that calls the model every beat to find out that nothing happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+HEARTBEAT_OK = "HEARTBEAT_OK"
+
+
+class Urgency(StrEnum):
+    """How soon a finding needs the model."""
+
+    NORMAL = "normal"
+    URGENT = "urgent"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something a deterministic check found that needs the model's judgement."""
+
+    source: str
+    """What found it: ``inbox``, ``check:web``, ``budget``, ``cron:daily-report``…"""
+    summary: str
+    urgency: Urgency = Urgency.NORMAL
+
+
+class Outcome(StrEnum):
+    """What a heartbeat did."""
+
+    OK = "ok"
+    """Nothing needed attention: HEARTBEAT_OK recorded, no model call."""
+    TURN = "turn"
+    """One model turn handles every finding of the beat."""
+    INACTIVE = "inactive"
+    """Outside active hours: the beat sleeps (urgent findings still wake the agent)."""
+    OVER_BUDGET = "over_budget"
+    """Findings waited, but the budget allows no model call."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A heartbeat's outcome and the findings its model turn will handle."""
+
+    outcome: Outcome
+    findings: tuple[Finding, ...] = ()
+
+
+def decide(
+    findings: list[Finding], *, active: bool, over_budget: bool = False, routine: bool = False
+) -> Decision:
+    """One beat's decision from its deterministic findings.
+
+    ``routine`` is true when HEARTBEAT.md asks for standing work every beat; an empty or
+    comments-only HEARTBEAT.md makes it false, and a beat with no findings then never calls the
+    model. Urgent findings are handled even outside active hours.
+    """
+    urgent = tuple(f for f in findings if f.urgency is Urgency.URGENT)
+    if not active:
+        if not urgent:
+            return Decision(Outcome.INACTIVE)
+        findings = list(urgent)
+    if not findings and not (routine and active):
+        return Decision(Outcome.OK)
+    if over_budget:
+        return Decision(Outcome.OVER_BUDGET, tuple(findings))
+    return Decision(Outcome.TURN, tuple(findings))
+
+
+@dataclass(frozen=True)
+class ActiveHours:
+    """A daily window in a time zone; ``start > end`` spans midnight (``22:00-06:00``)."""
+
+    start: time
+    end: time
+    zone: ZoneInfo
+
+    @classmethod
+    def parse(cls, text: str, zone: str | None) -> ActiveHours:
+        """From ``HH:MM-HH:MM`` (``24:00`` allowed as the end) and an IANA zone name."""
+        first, second = text.split("-")
+        start = time.fromisoformat(first)
+        end = time.max if second == "24:00" else time.fromisoformat(second)
+        return cls(start, end, ZoneInfo(zone or "UTC"))
+
+    def contains(self, now: datetime) -> bool:
+        """Whether the aware instant ``now`` falls inside the window, in the window's zone."""
+        local = now.astimezone(self.zone).time()
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end
+
+
+def next_beat(after: datetime, interval: timedelta, jitter: timedelta, unit: float) -> datetime:
+    """When the next beat fires: one interval on, shifted by up to ±``jitter``.
+
+    ``unit`` is a random draw in [0, 1) passed in, so a fleet's beats spread out (no thundering
+    herd on the hour) while the rule stays deterministic under test.
+    """
+    shift = jitter * (2 * unit - 1)
+    return after + max(interval + shift, interval / 2)
+
+
+def next_cron_fire(expression: str, after: datetime, zone: str | None = None) -> datetime:
+    """The first time after ``after`` that a cron expression fires, read in ``zone``."""
+    tz = ZoneInfo(zone or "UTC")
+    fire: datetime = croniter(expression, after.astimezone(tz)).get_next(datetime)
+    return fire
+
+
+def valid_cron(expression: str) -> bool:
+    """Whether croniter accepts the expression."""
+    return bool(croniter.is_valid(expression))
+
+
+# --- prompt caching -----------------------------------------------------------------------------
+CACHE_WRITE_5M = 1.25
+"""Anthropic's price of writing the 5-minute cache, as a multiple of the base input price."""
+CACHE_WRITE_1H = 2.0
+"""…of writing the 1-hour cache."""
+CACHE_READ = 0.1
+"""…of reading either cache."""
+
+
+class CacheTTL(StrEnum):
+    """The prompt-cache lifetime to ask for; NONE sends no cache_control at all."""
+
+    NONE = "none"
+    FIVE_MINUTES = "5m"
+    ONE_HOUR = "1h"
+
+
+def prefix_cost(ttl: CacheTTL, gap: timedelta, calls: int) -> float:
+    """Cost of sending the stable prefix ``calls`` times ``gap`` apart, in base-input units.
+
+    A cache entry is refreshed by every read, so it lives while calls keep coming within its
+    lifetime; past it, every call writes again.
+    """
+    if ttl is CacheTTL.NONE or calls == 0:
+        return float(calls)
+    life, write = (
+        (timedelta(minutes=5), CACHE_WRITE_5M)
+        if ttl is CacheTTL.FIVE_MINUTES
+        else (timedelta(hours=1), CACHE_WRITE_1H)
+    )
+    if gap <= life:
+        return write + CACHE_READ * (calls - 1)
+    return write * calls
+
+
+def choose_cache_ttl(gap: timedelta, calls_per_day: int = 48) -> CacheTTL:
+    """The cheapest TTL for model calls ``gap`` apart (ties go to the shorter cache).
+
+    With beats 30 minutes apart a 5-minute cache always expires first, and each call pays 1.25
+    times the input price to write it — worse than no cache; the 1-hour cache costs 2 times
+    once, then 0.1 per call.
+    """
+    calls = max(calls_per_day, 2)
+    costs = {ttl: prefix_cost(ttl, gap, calls) for ttl in CacheTTL}
+    return min(CacheTTL, key=lambda t: (costs[t], list(CacheTTL).index(t)))
+
+
+# --- context budget -----------------------------------------------------------------------------
+def needs_flush(used_tokens: int, window: int, threshold: float = 0.85) -> bool:
+    """Whether the context is full enough to write WORKSTATE.md and compact."""
+    return used_tokens >= window * threshold

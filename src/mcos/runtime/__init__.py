@@ -1,0 +1,1 @@
+"""The agent process: workspace, context and compaction, heartbeat loop, tools."""

@@ -1,0 +1,143 @@
+"""Heartbeat decisions, active hours, jitter, cron, cache TTL and context budget: pure rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcos.domain.heartbeat import (
+    ActiveHours,
+    CacheTTL,
+    Finding,
+    Outcome,
+    Urgency,
+    choose_cache_ttl,
+    decide,
+    needs_flush,
+    next_beat,
+    next_cron_fire,
+    prefix_cost,
+    valid_cron,
+)
+
+INBOX = Finding("inbox", "2 new messages")
+URGENT = Finding("inbox", "site down", Urgency.URGENT)
+
+
+class TestDecide:
+    """Nothing to do → no model call."""
+
+    def test_quiet_beat_calls_no_model(self) -> None:
+        """No findings and nothing routine: HEARTBEAT_OK without a model call."""
+        assert decide([], active=True).outcome is Outcome.OK
+
+    def test_findings_make_one_turn(self) -> None:
+        """Every finding of the beat goes to one turn together."""
+        d = decide([INBOX, Finding("check:web", "503")], active=True)
+        assert d.outcome is Outcome.TURN
+        assert len(d.findings) == 2
+
+    def test_routine_heartbeat_file_calls_the_model_when_active(self) -> None:
+        """A HEARTBEAT.md with standing work calls the model each active beat."""
+        assert decide([], active=True, routine=True).outcome is Outcome.TURN
+        assert decide([], active=False, routine=True).outcome is Outcome.INACTIVE
+
+    def test_outside_active_hours_only_urgent(self) -> None:
+        """Outside active hours normal findings wait; urgent ones are handled alone."""
+        assert decide([INBOX], active=False).outcome is Outcome.INACTIVE
+        d = decide([INBOX, URGENT], active=False)
+        assert d.outcome is Outcome.TURN
+        assert d.findings == (URGENT,)
+
+    def test_over_budget_holds_the_turn(self) -> None:
+        """Over budget, findings are kept but no model call is made."""
+        assert decide([INBOX], active=True, over_budget=True).outcome is Outcome.OVER_BUDGET
+
+    @given(
+        st.lists(st.sampled_from([INBOX, URGENT]), max_size=5),
+        st.booleans(),
+        st.booleans(),
+        st.booleans(),
+    )
+    def test_model_only_for_something(
+        self, findings: list[Finding], active: bool, over: bool, routine: bool
+    ) -> None:
+        """A turn always carries a finding unless routine work asked for it."""
+        d = decide(findings, active=active, over_budget=over, routine=routine)
+        if d.outcome is Outcome.TURN:
+            assert d.findings or (routine and active)
+            assert not over
+        if not findings and not routine:
+            assert d.outcome in (Outcome.OK, Outcome.INACTIVE)
+
+
+class TestTime:
+    """Active hours, jitter and cron in time zones."""
+
+    def test_active_hours_in_zone(self) -> None:
+        """09:00-18:00 Berlin: 08:30 UTC in winter is 09:30 there."""
+        hours = ActiveHours.parse("09:00-18:00", "Europe/Berlin")
+        assert hours.contains(datetime(2026, 1, 5, 8, 30, tzinfo=UTC))
+        assert not hours.contains(datetime(2026, 1, 5, 17, 30, tzinfo=UTC))
+
+    def test_overnight_window(self) -> None:
+        """22:00-06:00 spans midnight."""
+        hours = ActiveHours.parse("22:00-06:00", None)
+        assert hours.contains(datetime(2026, 1, 5, 23, 0, tzinfo=UTC))
+        assert hours.contains(datetime(2026, 1, 5, 5, 59, tzinfo=UTC))
+        assert not hours.contains(datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+
+    @given(st.integers(60, 86_400), st.integers(0, 600), st.floats(0, 0.999))
+    def test_jitter_bounds(self, interval: int, jitter: int, unit: float) -> None:
+        """The next beat is within ±jitter of one interval, never sooner than half of it."""
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        i, j = timedelta(seconds=interval), timedelta(seconds=jitter)
+        fire = next_beat(now, i, j, unit)
+        assert fire - now >= i / 2
+        assert fire - now <= i + j
+
+    def test_cron_in_zone_across_dst(self) -> None:
+        """09:00 New York is 14:00 UTC in winter and 13:00 UTC in summer."""
+        winter = next_cron_fire(
+            "0 9 * * *", datetime(2026, 1, 5, 12, tzinfo=UTC), "America/New_York"
+        )
+        summer = next_cron_fire(
+            "0 9 * * *", datetime(2026, 7, 5, 12, tzinfo=UTC), "America/New_York"
+        )
+        assert winter.astimezone(UTC).hour == 14
+        assert summer.astimezone(UTC).hour == 13
+        assert valid_cron("*/15 9-17 * * mon-fri")
+        assert not valid_cron("61 * * * *")
+
+
+class TestCacheTTL:
+    """The TTL comes from the numbers."""
+
+    def test_thirty_minute_beats_take_the_hour_cache(self) -> None:
+        """Beats 30 min apart: a 5-minute cache is a loss, the 1-hour cache wins."""
+        gap = timedelta(minutes=30)
+        assert prefix_cost(CacheTTL.FIVE_MINUTES, gap, 48) > prefix_cost(CacheTTL.NONE, gap, 48)
+        assert choose_cache_ttl(gap) is CacheTTL.ONE_HOUR
+
+    def test_close_calls_take_five_minutes_and_rare_ones_none(self) -> None:
+        """Calls a minute apart: the cheaper 5-minute write; hours apart: no cache at all."""
+        assert choose_cache_ttl(timedelta(minutes=1)) is CacheTTL.FIVE_MINUTES
+        assert choose_cache_ttl(timedelta(hours=2)) is CacheTTL.NONE
+
+    @given(st.integers(1, 10_000), st.integers(2, 500))
+    def test_choice_is_never_dearer_than_no_cache(self, minutes: int, calls: int) -> None:
+        """Whatever the gap, the chosen TTL costs at most what no cache costs."""
+        gap = timedelta(minutes=minutes)
+        chosen = choose_cache_ttl(gap, calls)
+        assert prefix_cost(chosen, gap, calls) <= prefix_cost(CacheTTL.NONE, gap, calls)
+
+
+class TestContextBudget:
+    """Flush at the threshold."""
+
+    @given(st.integers(0, 400_000), st.integers(1_000, 200_000), st.floats(0.5, 0.95))
+    def test_flush_threshold(self, used: int, window: int, threshold: float) -> None:
+        """A flush is due exactly from the threshold share of the window on."""
+        assert needs_flush(used, window, threshold) == (used >= window * threshold)
