@@ -88,6 +88,13 @@ class StaleReceipt(Conflict):
     code = "stale_receipt"
 
 
+class OverBudget(McosError):
+    """A model call would take an agent (or the fleet) past its daily cap (402)."""
+
+    code = "over_budget"
+    status = 402
+
+
 class InvalidRequest(McosError):
     """The request is well-formed but names something that cannot be used (422)."""
 

@@ -25,6 +25,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
+from mcos.domain.budget import Committed, Limits, check_reservation
 from mcos.domain.messages import (
     Delivery,
     DeliveryPolicy,
@@ -36,6 +37,7 @@ from mcos.domain.messages import (
 )
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.exceptions import (
+    Conflict,
     IdempotencyConflict,
     InvalidRequest,
     McosError,
@@ -49,8 +51,20 @@ from mcos.exceptions import (
 from mcos.store import rows
 from mcos.store.migrations import latest, migrations
 from mcos.store.notify import Waiters
-from mcos.store.protocol import AgentEntry, AuditQuery, AuditVerification, Directory, InboxDepth
+from mcos.store.protocol import (
+    AgentEntry,
+    AgentState,
+    AuditQuery,
+    AuditVerification,
+    BudgetAsk,
+    Directory,
+    InboxDepth,
+    ModelCall,
+    Reservation,
+    UsageRow,
+)
 from mcos.store.queries import queries
+from mcos.store.rows import usage_row
 
 Q = queries("postgres")
 CHANNEL = "mcos_inbox"
@@ -113,6 +127,22 @@ def _send_params(message: NewMessage, digest: str) -> dict[str, Any]:
         "content_hash": digest,
         "meta": Jsonb(message.meta),
     }
+
+
+def _committed(row: DictRow | None) -> Committed:
+    assert row is not None
+    return Committed(int(row["usd"]), int(row["tokens"]))
+
+
+def _agent_state(r: DictRow) -> AgentState:
+    return AgentState(
+        name=r["name"],
+        state=r["state"],
+        detail=r["detail"],
+        until=_opt(r["until"]),
+        info=dict(r["info"]),
+        updated_at=_utc(r["updated_at"]),
+    )
 
 
 def _token(row: DictRow) -> TokenRecord:
@@ -641,6 +671,86 @@ class PostgresStore:
         if inboxes is None:
             return list(found.values())
         return [found.get(i, InboxDepth(i, 0, 0, 0)) for i in inboxes]
+
+    # --- model use and budgets -------------------------------------------------------------
+    async def reserve_budget(self, ask: BudgetAsk, limits: Limits, fleet: Limits) -> Reservation:
+        """Hold a call's worst case against today's caps, or raise ``OverBudget``."""
+        async with self._tx() as conn:
+            locked = await (await conn.execute(Q["budget_lock"])).fetchone()
+            assert locked is not None
+            day = _utc(locked["now"]).date()
+            mine = await (
+                await conn.execute(Q["committed_agent"], {"day": day, "agent": ask.agent})
+            ).fetchone()
+            whole = await (await conn.execute(Q["committed_fleet"], {"day": day})).fetchone()
+            committed = _committed(mine)
+            verdict = check_reservation(
+                ask.agent, ask.usd_micros, ask.tokens, committed, _committed(whole), limits, fleet
+            )
+            row = await (
+                await conn.execute(
+                    Q["reservation_insert"],
+                    (ask.agent, day, ask.usd_micros, ask.tokens, ask.purpose),
+                )
+            ).fetchone()
+            assert row is not None
+        after = Committed(committed.usd_micros + ask.usd_micros, committed.tokens + ask.tokens)
+        return Reservation(
+            row["id"], ask.agent, day.isoformat(), ask.usd_micros, ask.tokens, verdict, after
+        )
+
+    async def settle(self, reservation_id: int | None, call: ModelCall) -> None:
+        """Record a call and release its reservation."""
+        u = call.usage
+        async with self._tx() as conn:
+            if reservation_id is not None:
+                held = await (
+                    await conn.execute(Q["reservation_settle"], (reservation_id, call.agent))
+                ).fetchone()
+                if held is None:
+                    raise Conflict(
+                        f"reservation {reservation_id} is not held by {call.agent}",
+                        reservation=reservation_id,
+                    )
+            await conn.execute(
+                Q["model_call_insert"],
+                (
+                    call.agent, call.provider, call.model, call.purpose, u.input, u.output,
+                    u.cache_read, u.cache_write, call.cost_micros, reservation_id,
+                ),
+            )  # fmt: skip
+
+    async def usage(self, since: str, agent: str | None = None) -> list[UsageRow]:
+        """Model use per agent per UTC day from ``since`` on."""
+        async with self._conn() as conn:
+            found = await (
+                await conn.execute(Q["usage_since"], {"since": since, "agent": agent})
+            ).fetchall()
+        return [usage_row(r) for r in found]
+
+    async def set_agent_state(
+        self,
+        name: str,
+        state: str,
+        detail: str = "",
+        until: datetime | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> AgentState:
+        """Record the state an agent's runtime reports."""
+        async with self._conn() as conn:
+            row = await (
+                await conn.execute(
+                    Q["agent_state_upsert"], (name, state, detail, until, Jsonb(info or {}))
+                )
+            ).fetchone()
+        assert row is not None
+        return _agent_state(row)
+
+    async def agent_states(self) -> list[AgentState]:
+        """Every agent's last reported state."""
+        async with self._conn() as conn:
+            found = await (await conn.execute(Q["agent_states_all"])).fetchall()
+        return [_agent_state(r) for r in found]
 
     # --- tokens ------------------------------------------------------------------------------
     async def create_token(

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from mcos.domain.audit import AuditEvent, AuditRecord
+from mcos.domain.budget import Committed, Limits, Usage, Verdict
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 
@@ -50,6 +51,67 @@ class InboxDepth:
     queued: int
     claimed: int
     dead: int
+
+
+@dataclass(frozen=True)
+class BudgetAsk:
+    """A model call's worst case, to reserve before the call."""
+
+    agent: str
+    usd_micros: int
+    tokens: int
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A granted reservation and where it leaves the agent's day."""
+
+    id: int
+    agent: str
+    day: str
+    usd_micros: int
+    tokens: int
+    verdict: Verdict
+    committed: Committed
+    """The agent's day including this reservation."""
+
+
+@dataclass(frozen=True)
+class ModelCall:
+    """One model call's usage and cost, as the runtime reports it."""
+
+    agent: str
+    provider: str
+    model: str
+    usage: Usage
+    cost_micros: int
+    purpose: str = ""
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """One agent's model use on one day."""
+
+    day: str
+    agent: str
+    calls: int
+    usage: Usage
+    cost_micros: int
+    held_micros: int
+    """Reservations not yet settled."""
+
+
+@dataclass(frozen=True)
+class AgentState:
+    """What an agent's runtime last reported about itself."""
+
+    name: str
+    state: str
+    detail: str
+    until: datetime | None
+    info: dict[str, Any]
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -182,6 +244,33 @@ class Store(Protocol):
 
     async def inbox_depths(self, inboxes: Sequence[str] | None = None) -> list[InboxDepth]:
         """Queue depth per inbox (every inbox with deliveries when ``inboxes`` is None)."""
+
+    # --- model use and budgets -------------------------------------------------------------
+    async def reserve_budget(self, ask: BudgetAsk, limits: Limits, fleet: Limits) -> Reservation:
+        """Hold a call's worst case against today's caps, or raise ``OverBudget``.
+
+        Today's committed spend is settled calls plus held reservations (an unsettled one
+        counts in full: the call may have happened), so concurrent calls can never overrun.
+        """
+
+    async def settle(self, reservation_id: int | None, call: ModelCall) -> None:
+        """Record a call and release its reservation (``Conflict`` if not held by its agent)."""
+
+    async def usage(self, since: str, agent: str | None = None) -> list[UsageRow]:
+        """Model use per agent per UTC day from ``since`` (``YYYY-MM-DD``) on."""
+
+    async def set_agent_state(
+        self,
+        name: str,
+        state: str,
+        detail: str = "",
+        until: datetime | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> AgentState:
+        """Record the state an agent's runtime reports (running, cooling_down, …)."""
+
+    async def agent_states(self) -> list[AgentState]:
+        """Every agent's last reported state."""
 
     # --- tokens ----------------------------------------------------------------------------
     async def create_token(

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from mcos.domain.audit import AuditRecord
+from mcos.domain.budget import Usage
 from mcos.domain.messages import (
     Delivery,
     DeliveryState,
@@ -16,6 +17,7 @@ from mcos.domain.messages import (
     RecipientKind,
 )
 from mcos.domain.tokens import PrincipalKind, TokenRecord
+from mcos.store.protocol import UsageRow
 
 
 class Row(Protocol):
@@ -97,4 +99,21 @@ def audit(row: Row, at: datetime) -> AuditRecord:
         outcome=row["outcome"],
         prev_hash=row["prev_hash"],
         hash=row["hash"],
+    )
+
+
+def usage_row(r: Any) -> UsageRow:
+    """A usage row of either store."""
+    return UsageRow(
+        day=str(r["day"]),
+        agent=r["agent"],
+        calls=int(r["calls"]),
+        usage=Usage(
+            input=int(r["input"]),
+            output=int(r["output"]),
+            cache_read=int(r["cache_read"]),
+            cache_write=int(r["cache_write"]),
+        ),
+        cost_micros=int(r["cost"]),
+        held_micros=int(r["held"]),
     )

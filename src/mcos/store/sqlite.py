@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
+from mcos.domain.budget import Committed, Limits, check_reservation
 from mcos.domain.messages import (
     Delivery,
     DeliveryPolicy,
@@ -31,6 +32,7 @@ from mcos.domain.messages import (
 )
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.exceptions import (
+    Conflict,
     IdempotencyConflict,
     InvalidRequest,
     McosError,
@@ -45,12 +47,18 @@ from mcos.store.migrations import latest, migrations
 from mcos.store.notify import Waiters
 from mcos.store.protocol import (
     AgentEntry,
+    AgentState,
     AuditQuery,
     AuditVerification,
+    BudgetAsk,
     Directory,
     InboxDepth,
+    ModelCall,
+    Reservation,
+    UsageRow,
 )
 from mcos.store.queries import queries
+from mcos.store.rows import usage_row
 
 T = TypeVar("T")
 Q = queries("sqlite")
@@ -78,6 +86,21 @@ def _opt_dt(us: int | None) -> datetime | None:
 
 def _now_us() -> int:
     return time.time_ns() // 1000
+
+
+def _committed(row: Any) -> Committed:
+    return Committed(int(row["usd"]), int(row["tokens"]))
+
+
+def _agent_state(r: sqlite3.Row) -> AgentState:
+    return AgentState(
+        name=r["name"],
+        state=r["state"],
+        detail=r["detail"],
+        until=_opt_dt(r["until"]),
+        info=json.loads(r["info"]),
+        updated_at=_dt(r["updated_at"]),
+    )
 
 
 def _delivery_from_row(row: sqlite3.Row) -> Delivery:
@@ -570,6 +593,103 @@ class SqliteStore:
             return [found.get(i, InboxDepth(i, 0, 0, 0)) for i in inboxes]
 
         return await self._run(read)
+
+    # --- model use and budgets -----------------------------------------------------------
+    async def reserve_budget(self, ask: BudgetAsk, limits: Limits, fleet: Limits) -> Reservation:
+        """Hold a call's worst case against today's caps, or raise ``OverBudget``."""
+
+        def reserve(conn: sqlite3.Connection) -> Reservation:
+            now = _now_us()
+            day = _dt(now).date().isoformat()
+            with self._tx(conn):
+                mine = conn.execute(Q["committed_agent"], {"day": day, "agent": ask.agent})
+                committed = _committed(mine.fetchone())
+                all_ = conn.execute(Q["committed_fleet"], {"day": day}).fetchone()
+                verdict = check_reservation(
+                    ask.agent,
+                    ask.usd_micros,
+                    ask.tokens,
+                    committed,
+                    _committed(all_),
+                    limits,
+                    fleet,
+                )
+                row = conn.execute(
+                    Q["reservation_insert"],
+                    (ask.agent, day, ask.usd_micros, ask.tokens, ask.purpose, now),
+                ).fetchone()
+            after = Committed(committed.usd_micros + ask.usd_micros, committed.tokens + ask.tokens)
+            return Reservation(
+                row["id"], ask.agent, day, ask.usd_micros, ask.tokens, verdict, after
+            )
+
+        return await self._run(reserve)
+
+    async def settle(self, reservation_id: int | None, call: ModelCall) -> None:
+        """Record a call and release its reservation."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            now = _now_us()
+            day = _dt(now).date().isoformat()
+            with self._tx(conn):
+                if reservation_id is not None:
+                    held = conn.execute(
+                        Q["reservation_settle"], (now, reservation_id, call.agent)
+                    ).fetchone()
+                    if held is None:
+                        raise Conflict(
+                            f"reservation {reservation_id} is not held by {call.agent}",
+                            reservation=reservation_id,
+                        )
+                u = call.usage
+                conn.execute(
+                    Q["model_call_insert"],
+                    (
+                        call.agent, now, day, call.provider, call.model, call.purpose,
+                        u.input, u.output, u.cache_read, u.cache_write, call.cost_micros,
+                        reservation_id,
+                    ),
+                )  # fmt: skip
+
+        await self._run(write)
+
+    async def usage(self, since: str, agent: str | None = None) -> list[UsageRow]:
+        """Model use per agent per UTC day from ``since`` on."""
+
+        def read(conn: sqlite3.Connection) -> list[UsageRow]:
+            found = conn.execute(Q["usage_since"], {"since": since, "agent": agent}).fetchall()
+            return [usage_row(r) for r in found]
+
+        return await self._run(read)
+
+    async def set_agent_state(
+        self,
+        name: str,
+        state: str,
+        detail: str = "",
+        until: datetime | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> AgentState:
+        """Record the state an agent's runtime reports."""
+
+        def write(conn: sqlite3.Connection) -> AgentState:
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["agent_state_upsert"],
+                    (
+                        name, state, detail, None if until is None else _us(until),
+                        json.dumps(info or {}), _now_us(),
+                    ),
+                ).fetchone()  # fmt: skip
+            return _agent_state(row)
+
+        return await self._run(write)
+
+    async def agent_states(self) -> list[AgentState]:
+        """Every agent's last reported state."""
+        return await self._run(
+            lambda conn: [_agent_state(r) for r in conn.execute(Q["agent_states_all"])]
+        )
 
     # --- tokens --------------------------------------------------------------------------------
     @staticmethod

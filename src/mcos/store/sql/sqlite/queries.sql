@@ -181,3 +181,67 @@ LIMIT ?;
 
 -- name: audit_all
 SELECT * FROM audit ORDER BY seq;
+
+-- name: committed_agent
+SELECT
+  (SELECT coalesce(sum(cost_micros), 0) FROM model_calls WHERE day = :day AND agent = :agent)
+  + (SELECT coalesce(sum(usd_micros), 0) FROM budget_reservations
+     WHERE day = :day AND agent = :agent AND state = 'held') AS usd,
+  (SELECT coalesce(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)
+   FROM model_calls WHERE day = :day AND agent = :agent)
+  + (SELECT coalesce(sum(tokens), 0) FROM budget_reservations
+     WHERE day = :day AND agent = :agent AND state = 'held') AS tokens;
+
+-- name: committed_fleet
+SELECT
+  (SELECT coalesce(sum(cost_micros), 0) FROM model_calls WHERE day = :day)
+  + (SELECT coalesce(sum(usd_micros), 0) FROM budget_reservations
+     WHERE day = :day AND state = 'held') AS usd,
+  (SELECT coalesce(sum(input_tokens + output_tokens + cache_read_tokens + cache_write_tokens), 0)
+   FROM model_calls WHERE day = :day)
+  + (SELECT coalesce(sum(tokens), 0) FROM budget_reservations
+     WHERE day = :day AND state = 'held') AS tokens;
+
+-- name: reservation_insert
+INSERT INTO budget_reservations (agent, day, usd_micros, tokens, purpose, state, created_at)
+VALUES (?, ?, ?, ?, ?, 'held', ?)
+RETURNING id;
+
+-- name: reservation_settle
+UPDATE budget_reservations SET state = 'settled', settled_at = ?
+WHERE id = ? AND agent = ? AND state = 'held'
+RETURNING id;
+
+-- name: model_call_insert
+INSERT INTO model_calls (agent, at, day, provider, model, purpose, input_tokens, output_tokens,
+                         cache_read_tokens, cache_write_tokens, cost_micros, reservation_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: usage_since
+SELECT day, agent, sum(calls) AS calls, sum(input) AS input, sum(output) AS output,
+       sum(cache_read) AS cache_read, sum(cache_write) AS cache_write,
+       sum(cost) AS cost, sum(held) AS held
+FROM (
+  SELECT day, agent, count(*) AS calls, sum(input_tokens) AS input,
+         sum(output_tokens) AS output, sum(cache_read_tokens) AS cache_read,
+         sum(cache_write_tokens) AS cache_write, sum(cost_micros) AS cost, 0 AS held
+  FROM model_calls WHERE day >= :since AND (:agent IS NULL OR agent = :agent)
+  GROUP BY day, agent
+  UNION ALL
+  SELECT day, agent, 0, 0, 0, 0, 0, 0, sum(usd_micros)
+  FROM budget_reservations
+  WHERE state = 'held' AND day >= :since AND (:agent IS NULL OR agent = :agent)
+  GROUP BY day, agent
+)
+GROUP BY day, agent ORDER BY day, agent;
+
+-- name: agent_state_upsert
+INSERT INTO agent_states (name, state, detail, until, info, updated_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET
+  state = excluded.state, detail = excluded.detail, until = excluded.until,
+  info = excluded.info, updated_at = excluded.updated_at
+RETURNING *;
+
+-- name: agent_states_all
+SELECT * FROM agent_states ORDER BY name;

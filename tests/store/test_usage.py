@@ -1,0 +1,116 @@
+"""Model use and budgets on both stores: reservations that can never overrun a cap."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mcos.domain.budget import MICROS, Limits, Usage, Verdict
+from mcos.exceptions import Conflict, OverBudget
+from mcos.store import Store
+from mcos.store.protocol import BudgetAsk, ModelCall
+
+DOLLAR = Limits(usd_micros=MICROS)
+NONE = Limits()
+
+
+def ask(agent: str = "gene", cents: int = 10, tokens: int = 1000) -> BudgetAsk:
+    return BudgetAsk(agent, cents * 10_000, tokens, "heartbeat")
+
+
+def call(agent: str = "gene", cents: int = 3) -> ModelCall:
+    usage = Usage(input=100, output=50, cache_read=800, cache_write=0)
+    return ModelCall(agent, "anthropic", "claude-sonnet-4-5", usage, cents * 10_000, "heartbeat")
+
+
+class TestReservations:
+    """Reserve the worst case, settle the actual."""
+
+    async def test_reserve_and_settle(self, store: Store) -> None:
+        """A settled call counts at its actual cost; its reservation no longer holds."""
+        r = await store.reserve_budget(ask(cents=10), DOLLAR, NONE)
+        assert r.verdict is Verdict.GRANTED
+        assert r.committed.usd_micros == 100_000
+        today = datetime.now(UTC).date().isoformat()
+        [held] = await store.usage(today)
+        assert held.held_micros == 100_000
+        assert held.calls == 0
+        await store.settle(r.id, call(cents=3))
+        [row] = await store.usage(today)
+        assert row.agent == "gene"
+        assert row.calls == 1
+        assert row.cost_micros == 30_000
+        assert row.held_micros == 0
+        assert row.usage.cache_read == 800
+
+    async def test_refused_over_the_cap_and_nothing_held(self, store: Store) -> None:
+        """A call whose worst case passes the cap is refused, naming the cap; nothing is held."""
+        await store.reserve_budget(ask(cents=70), DOLLAR, NONE)
+        with pytest.raises(OverBudget) as err:
+            await store.reserve_budget(ask(cents=40), DOLLAR, NONE)
+        assert "gene is at its daily budget" in err.value.message
+        assert err.value.details["scope"] == "agent"
+        today = datetime.now(UTC).date().isoformat()
+        [row] = await store.usage(today)
+        assert row.held_micros == 700_000
+
+    async def test_warning_from_eighty_percent(self, store: Store) -> None:
+        """The reservation that takes the day to 80% of the cap comes back with a warning."""
+        assert (await store.reserve_budget(ask(cents=70), DOLLAR, NONE)).verdict is Verdict.GRANTED
+        assert (await store.reserve_budget(ask(cents=10), DOLLAR, NONE)).verdict is Verdict.WARNING
+
+    async def test_token_cap_and_fleet_cap(self, store: Store) -> None:
+        """Token caps and the fleet's cap refuse too, each naming its scope."""
+        with pytest.raises(OverBudget):
+            await store.reserve_budget(ask(tokens=5_000), Limits(tokens=4_000), NONE)
+        await store.reserve_budget(ask("gene", cents=60), NONE, DOLLAR)
+        with pytest.raises(OverBudget) as err:
+            await store.reserve_budget(ask("jarvis", cents=60), NONE, DOLLAR)
+        assert err.value.details["scope"] == "fleet"
+
+    async def test_settle_only_what_you_hold(self, store: Store) -> None:
+        """Settling twice, or another agent's reservation, is a conflict."""
+        r = await store.reserve_budget(ask(), DOLLAR, NONE)
+        with pytest.raises(Conflict):
+            await store.settle(r.id, call(agent="jarvis"))
+        await store.settle(r.id, call())
+        with pytest.raises(Conflict):
+            await store.settle(r.id, call())
+
+    async def test_concurrent_reservations_never_overrun(self, store: Store) -> None:
+        """Twenty concurrent 10-cent reservations under a 1-dollar cap: exactly ten granted."""
+        results = await asyncio.gather(
+            *(store.reserve_budget(ask(cents=10), DOLLAR, NONE) for _ in range(20)),
+            return_exceptions=True,
+        )
+        granted = [r for r in results if not isinstance(r, BaseException)]
+        refused = [r for r in results if isinstance(r, OverBudget)]
+        assert len(granted) == 10
+        assert len(refused) == 10
+
+    async def test_call_without_reservation(self, store: Store) -> None:
+        """A free call (the offline model) is recorded without a reservation."""
+        await store.settle(None, call(cents=0))
+        today = datetime.now(UTC).date().isoformat()
+        [row] = await store.usage(today, agent="gene")
+        assert row.calls == 1
+        assert await store.usage(today, agent="jarvis") == []
+
+
+class TestAgentStates:
+    """What runtimes report about themselves."""
+
+    async def test_upsert_and_list(self, store: Store) -> None:
+        """The latest report wins; until and info round-trip."""
+        await store.set_agent_state("gene", "running")
+        until = datetime(2030, 1, 1, 12, tzinfo=UTC)
+        state = await store.set_agent_state(
+            "gene", "cooling_down", "429 from the model API", until, {"retry_after": 30}
+        )
+        assert state.until == until
+        [listed] = await store.agent_states()
+        assert listed.state == "cooling_down"
+        assert listed.info == {"retry_after": 30}
+        assert listed.updated_at > datetime.now(UTC) - timedelta(minutes=1)
