@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mcos.domain.agent_state import AgentStatus
 from mcos.domain.audit import AuditRecord
 from mcos.domain.messages import (
     Delivery,
@@ -195,6 +196,13 @@ class AgentOut(_Out):
     queued: int
     claimed: int
     dead: int
+    state: AgentStatus | None = Field(default=None, description="As its runtime last reported.")
+    state_detail: str = ""
+    state_until: datetime | None = None
+    state_at: datetime | None = None
+    state_info: dict[str, Any] = Field(default_factory=dict)
+    spent_today_usd: float = 0.0
+    budget_usd: float | None = None
 
 
 class TimeResponse(_Out):
@@ -291,3 +299,61 @@ class HealthResponse(_Out):
     status: Literal["ok", "degraded"]
     store: str
     schema_version: int
+
+
+class ReservationRequest(_In):
+    """A model call's worst case, reserved before the call."""
+
+    max_usd: float = Field(ge=0, le=10_000)
+    max_tokens: int = Field(ge=0, le=100_000_000)
+    purpose: str = Field(default="", max_length=100)
+
+
+class ReservationOut(_Out):
+    """A granted reservation; ``warning`` once the day passes 80% of a cap."""
+
+    id: int
+    day: str
+    verdict: str
+    warning: bool
+    committed_usd: float
+    committed_tokens: int
+    budget_usd: float | None
+    budget_tokens: int | None
+
+
+class CallReport(_In):
+    """One model call's actual usage, settling its reservation (if any)."""
+
+    reservation_id: int | None = Field(default=None, ge=1)
+    provider: str = Field(max_length=50)
+    model: str = Field(max_length=200)
+    purpose: str = Field(default="", max_length=100)
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cache_read_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    cost_usd: float = Field(ge=0, le=10_000)
+
+
+class UsageOut(_Out):
+    """One agent's model use on one UTC day."""
+
+    day: str
+    agent: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: float
+    held_usd: float
+
+
+class StateReport(_In):
+    """What an agent's runtime reports about itself."""
+
+    state: AgentStatus
+    detail: str = Field(default="", max_length=2000)
+    until: datetime | None = None
+    info: dict[str, Any] = Field(default_factory=dict)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Generic, Self, TypeVar
 
 import httpx
@@ -20,18 +21,24 @@ from mcos.api_models import (
     AgentOut,
     AuditOut,
     AuditVerifyResponse,
+    CallReport,
     DeliveryOut,
     HealthResponse,
     InboxResponse,
     MessageOut,
+    ReservationOut,
+    ReservationRequest,
     SendBatchRequest,
     SendBatchResponse,
     SendRequest,
     SendResponse,
+    StateReport,
     TimeResponse,
     TokenCreated,
     TokenOut,
+    UsageOut,
 )
+from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind, redact
 
@@ -47,6 +54,7 @@ _ERRORS: dict[str, type[exc.McosError]] = {
         exc.IdempotencyConflict,
         exc.StaleReceipt,
         exc.InvalidRequest,
+        exc.OverBudget,
         exc.StoreUnavailable,
         exc.SchemaOutOfDate,
     )
@@ -124,6 +132,8 @@ _TOKENS = TypeAdapter(list[TokenOut])
 _AUDIT = TypeAdapter(list[AuditOut])
 _VERIFY = TypeAdapter(AuditVerifyResponse)
 _ACKED = TypeAdapter(AckBatchResponse)
+_RESERVATION = TypeAdapter(ReservationOut)
+_USAGE = TypeAdapter(list[UsageOut])
 
 
 class Calls:
@@ -231,6 +241,39 @@ class Calls:
     @staticmethod
     def agent(name: str) -> Call[AgentOut]:
         return Call("GET", f"/v1/agents/{name}", _model(_AGENT))
+
+    @staticmethod
+    def report_state(
+        name: str,
+        state: AgentStatus,
+        detail: str = "",
+        *,
+        until: datetime | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> Call[AgentOut]:
+        """An agent's runtime reports its state."""
+        body = StateReport(state=state, detail=detail, until=until, info=info or {})
+        return Call(
+            "PUT", f"/v1/agents/{name}/state", _model(_AGENT), json=body.model_dump(mode="json")
+        )
+
+    @staticmethod
+    def reserve(max_usd: float, max_tokens: int, purpose: str = "") -> Call[ReservationOut]:
+        """Reserve a model call's worst case (``OverBudget`` when it does not fit)."""
+        body = ReservationRequest(max_usd=max_usd, max_tokens=max_tokens, purpose=purpose)
+        return Call("POST", "/v1/usage/reservations", _model(_RESERVATION), json=body.model_dump())
+
+    @staticmethod
+    def report_call(report: CallReport) -> Call[None]:
+        """Record a model call's usage and settle its reservation."""
+        return Call("POST", "/v1/usage/calls", _none, json=report.model_dump())
+
+    @staticmethod
+    def usage(*, since: str | None = None, agent: str | None = None) -> Call[list[UsageOut]]:
+        """Model use per agent per UTC day."""
+        return Call(
+            "GET", "/v1/usage", _model(_USAGE), params=_clean({"since": since, "agent": agent})
+        )
 
     @staticmethod
     def time() -> Call[TimeResponse]:

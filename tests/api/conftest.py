@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -54,7 +55,7 @@ async def migrate(url: str) -> None:
 
 
 @contextmanager
-def serve(url: str, tmp_path: Path) -> Iterator[LiveServer]:
+def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
     """Mission Control on a real uvicorn over the store at ``url`` (already migrated)."""
     settings = ServerSettings(
         token_key=secrets.token_bytes(32),
@@ -63,6 +64,7 @@ def serve(url: str, tmp_path: Path) -> Iterator[LiveServer]:
         state_dir=str(tmp_path / "state"),
         max_body_bytes=64 * 1024,
         poll_fallback_seconds=1.0,
+        **overrides,
     )
     app = create_app(make_store(url, FAST_POLICY), settings)
     port = free_port()

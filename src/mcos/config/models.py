@@ -62,7 +62,10 @@ class FleetInfo(_Model):
     name: str = "fleet"
     """A label for people."""
     timezone: str = "UTC"
-    """IANA time zone for active hours and daily budgets."""
+    """IANA time zone for active hours and cron jobs (budget days are UTC days)."""
+    daily_usd: float | None = Field(default=None, ge=0)
+    """The whole fleet's daily model spend cap, on top of each agent's."""
+    daily_tokens: int | None = Field(default=None, ge=0)
 
     @field_validator("timezone")
     @classmethod

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from mcos.domain.audit import AuditEvent
+from mcos.domain.budget import Limits
 from mcos.domain.tokens import Principal
 from mcos.server.auth import Authenticator
 from mcos.server.metrics import Metrics
@@ -33,6 +34,10 @@ class ServerSettings:
     """Operator name for the first token written at start when no operator token exists."""
     state_dir: str | None = None
     """Where the bootstrap operator token is written (mode 0600)."""
+    budgets: dict[str, Limits] = field(default_factory=dict)
+    """Each agent's daily caps (absent: no cap)."""
+    fleet_budget: Limits = field(default_factory=Limits)
+    """The whole fleet's daily caps."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from mcos.config import Fleet, load_fleet
+from mcos.domain.budget import Limits
 from mcos.exceptions import ConfigError
 from mcos.server.app import create_app
 from mcos.server.context import ServerSettings
@@ -50,6 +51,11 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         directory=fleet.directory(),
         bootstrap_operator=operator,
         state_dir=str(state_dir),
+        budgets={
+            name: Limits.of(a.budget.daily_usd, a.budget.daily_tokens)
+            for name, a in fleet.agents.items()
+        },
+        fleet_budget=Limits.of(fleet.fleet.daily_usd, fleet.fleet.daily_tokens),
     )
 
 

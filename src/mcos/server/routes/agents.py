@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mcos.api_models import AgentOut
-from mcos.exceptions import NotFound
+from mcos.api_models import AgentOut, StateReport
+from mcos.domain.budget import MICROS
+from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import Forbidden, NotFound
 from mcos.server.routes.deps import MC, Caller
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1", tags=["agents"])
+
+
+def _usd(micros: int | None) -> float | None:
+    return None if micros is None else micros / MICROS
 
 
 @router.get("/agents", response_model=list[AgentOut], responses=ERRORS)
@@ -17,19 +23,35 @@ async def list_agents(mc: MC, caller: Caller) -> list[AgentOut]:
     """Every agent with its queue depth and when it was last seen."""
     agents = await mc.store.list_agents()
     depths = {d.inbox: d for d in await mc.store.inbox_depths([a.name for a in agents])}
-    return [
-        AgentOut(
-            name=a.name,
-            role=a.role,
-            host=a.host,
-            reports_to=a.reports_to,
-            last_seen_at=a.last_seen_at,
-            queued=depths[a.name].queued,
-            claimed=depths[a.name].claimed,
-            dead=depths[a.name].dead,
+    states = {s.name: s for s in await mc.store.agent_states()}
+    today = (await mc.store.now()).date().isoformat()
+    spent = {u.agent: u.cost_micros for u in await mc.store.usage(today)}
+    out = []
+    for a in agents:
+        state = states.get(a.name)
+        cap = mc.settings.budgets.get(a.name)
+        out.append(
+            AgentOut(
+                name=a.name,
+                role=a.role,
+                host=a.host,
+                reports_to=a.reports_to,
+                last_seen_at=a.last_seen_at,
+                queued=depths[a.name].queued,
+                claimed=depths[a.name].claimed,
+                dead=depths[a.name].dead,
+                state=state.state if state else None,
+                state_detail=state.detail if state else "",
+                state_until=state.until if state else None,
+                state_at=state.updated_at if state else None,
+                state_info=state.info if state else {},
+                spent_today_usd=spent.get(a.name, 0) / MICROS,
+                budget_usd=None
+                if cap is None or cap.usd_micros is None
+                else cap.usd_micros / MICROS,
+            )
         )
-        for a in agents
-    ]
+    return out
 
 
 @router.get("/agents/{name}", response_model=AgentOut, responses=ERRORS)
@@ -39,3 +61,18 @@ async def get_agent(name: str, mc: MC, caller: Caller) -> AgentOut:
         if agent.name == name:
             return agent
     raise NotFound(f"no agent {name!r}", agent=name)
+
+
+@router.put("/agents/{name}/state", response_model=AgentOut, responses=ERRORS)
+async def report_state(name: str, request: StateReport, mc: MC, caller: Caller) -> AgentOut:
+    """An agent's runtime (or an operator) reports its state: running, cooling down, …"""
+    if caller.kind is PrincipalKind.AGENT and caller.name != name:
+        rule = "an agent may report only its own state"
+        await mc.refuse(caller, "agent.state", rule, agent=name)
+        raise Forbidden(rule, rule=rule)
+    if await mc.store.recipient_kind(name) is None:
+        raise NotFound(f"no agent {name!r}", agent=name)
+    await mc.store.set_agent_state(
+        name, request.state.value, request.detail, request.until, request.info
+    )
+    return await get_agent(name, mc, caller)
