@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcos.config.models import Fleet, FleetFile
+from mcos.config.models import BUILTIN_TOOLS, Fleet, FleetFile
 from mcos.exceptions import ConfigError, ConfigErrors
 
 
@@ -45,6 +45,30 @@ def _fields_at(loc: tuple[int | str, ...]) -> dict[str, Any]:
             model = args[-1] if args and hasattr(args[-1], "model_fields") else annotation
         # a dict key (an agent's name) keeps the value model
     return dict(getattr(model, "model_fields", {}))
+
+
+def _agent_lists(fleet: Fleet, name: str, file: str) -> list[ConfigError]:
+    """Tools that exist, and check and cron names unique within the agent."""
+    agent = fleet.agents[name]
+    errors = [
+        ConfigError(
+            file,
+            f"agents.{name}.allowed_tools.{i}",
+            f"unknown tool {tool!r} (known: {', '.join(BUILTIN_TOOLS)})",
+        )
+        for i, tool in enumerate(agent.allowed_tools)
+        if tool not in BUILTIN_TOOLS
+    ]
+    for key, names in (
+        ("checks", [c.name for c in agent.checks]),
+        ("cron", [j.name for j in agent.cron]),
+    ):
+        errors.extend(
+            ConfigError(file, f"agents.{name}.{key}.{i}.name", f"duplicate name {n!r}")
+            for i, n in enumerate(names)
+            if n in names[:i]
+        )
+    return errors
 
 
 def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912 (one rule a branch)
@@ -95,6 +119,7 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
                     "(env:VAR, file:PATH or credential:NAME)",
                 )
             )
+        errors.extend(_agent_lists(fleet, name, file))
     for name in fleet.agents:
         seen = [name]
         current = fleet.agents[name].reports_to

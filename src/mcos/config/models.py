@@ -7,8 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from mcos.domain.budget import DEFAULT_PRICES, Price
+from mcos.domain.heartbeat import valid_cron
 from mcos.domain.messages import DeliveryPolicy
 from mcos.store.protocol import AgentEntry, Directory
 
@@ -181,6 +183,103 @@ class HeartbeatConfig(_Model):
         return v
 
 
+class CheckConfig(_Model):
+    """A deterministic health check run on every heartbeat, before any model call."""
+
+    name: Name
+    http: str | None = None
+    """A URL: healthy when it answers ``expect_status`` (and ``contains``, if set) in time."""
+    tcp: str | None = None
+    """``host:port``: healthy when a connection opens in time."""
+    expect_status: int = Field(default=200, ge=100, le=599)
+    contains: str | None = None
+    timeout: str = "5s"
+    urgent: bool = False
+    """A failure wakes the agent at once, even outside active hours."""
+
+    @field_validator("timeout")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("http")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            msg = f"{v!r} is not an http:// or https:// URL"
+            raise ValueError(msg)
+        return v
+
+    @field_validator("tcp")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[^\s:]+:\d{1,5}$", v):
+            msg = f"{v!r} is not host:port"
+            raise ValueError(msg)
+        return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CheckConfig:
+        if (self.http is None) == (self.tcp is None):
+            msg = "give exactly one of http or tcp"
+            raise ValueError(msg)
+        return self
+
+
+class CronJob(_Model):
+    """A scheduled prompt: runs at the cron times whatever the inbox holds."""
+
+    name: Name
+    schedule: str
+    """Five-field cron syntax (croniter), read in ``timezone``."""
+    prompt: str = Field(min_length=1)
+    session: Literal["isolated", "main"] = "isolated"
+    """``isolated`` runs with a fresh context; ``main`` continues the agent's session."""
+    timezone: str | None = None
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        if not valid_cron(v):
+            msg = f"{v!r} is not a cron expression (minute hour day month weekday)"
+            raise ValueError(msg)
+        return v
+
+
+class PriceConfig(_Model):
+    """Dollars per million tokens; cache prices default to Anthropic's multipliers."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    cache_write_5m: float | None = Field(default=None, ge=0)
+    cache_write_1h: float | None = Field(default=None, ge=0)
+
+    def price(self) -> Price:
+        """As the budget rules count it."""
+        base = Price.anthropic(self.input, self.output)
+        return Price(
+            self.input,
+            self.output,
+            base.cache_read if self.cache_read is None else self.cache_read,
+            base.cache_write_5m if self.cache_write_5m is None else self.cache_write_5m,
+            base.cache_write_1h if self.cache_write_1h is None else self.cache_write_1h,
+        )
+
+
+BUILTIN_TOOLS = (
+    "send_message",
+    "reply",
+    "read_thread",
+    "memory_write",
+    "memory_search",
+    "report_incident",
+    "run_check",
+)
+"""Tools every agent may use unless its ``allowed_tools`` says otherwise."""
+
+
 class BudgetConfig(_Model):
     """Daily spending limits of one agent."""
 
@@ -203,7 +302,14 @@ class AgentConfig(_Model):
     reports_to: str | None = None
     budget: BudgetConfig = BudgetConfig()
     failover_hosts: list[Name] = Field(default_factory=list)
-    allowed_tools: list[str] = Field(default_factory=list)
+    allowed_tools: list[str] = Field(default_factory=lambda: list(BUILTIN_TOOLS))
+    """The tools offered to the model; a call to any other is refused and audited."""
+    checks: list[CheckConfig] = Field(default_factory=list)
+    cron: list[CronJob] = Field(default_factory=list)
+    max_output_tokens: int = Field(default=4096, ge=16, le=128_000)
+    """The output cap of each model call (part of the worst case a budget reserves)."""
+    max_tool_rounds: int = Field(default=8, ge=1, le=50)
+    """Model calls one turn may make while it keeps asking for tools."""
 
     @field_validator("key")
     @classmethod
@@ -229,6 +335,8 @@ class FleetFile(_Model):
     humans: dict[Name, HumanConfig] = Field(default_factory=dict)
     agents: dict[Name, AgentConfig] = Field(default_factory=dict)
     topics: dict[Name, TopicConfig] = Field(default_factory=dict)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict)
+    """Model id (or prefix) → price, overriding the built-in list prices."""
 
 
 class Fleet(FleetFile):
@@ -271,6 +379,10 @@ class Fleet(FleetFile):
         """An agent's workspace folder, absolute."""
         configured = self.agents[agent].workspace or f"agents/{agent}"
         return (self.base_dir / configured).resolve()
+
+    def price_table(self) -> dict[str, Price]:
+        """Built-in list prices with the fleet file's overrides on top."""
+        return DEFAULT_PRICES | {model: p.price() for model, p in self.prices.items()}
 
     def recipient_names(self) -> set[str]:
         """Every name a message may be addressed to."""
