@@ -255,6 +255,15 @@ class TokenCreated(_Out):
     record: TokenOut
 
 
+class RuntimeEvent(_In):
+    """Something an agent's runtime did or refused, for the audit log (``runtime.*``)."""
+
+    action: str = Field(pattern=r"^runtime\.[a-z_]+(\.[a-z_]+)*$", max_length=100)
+    targets: dict[str, str] = Field(default_factory=dict, max_length=20)
+    detail: dict[str, Any] = Field(default_factory=dict, max_length=20)
+    outcome: Literal["ok", "refused", "failed"] = "ok"
+
+
 class AuditOut(_Out):
     """One audit record."""
 

@@ -28,6 +28,7 @@ from mcos.api_models import (
     MessageOut,
     ReservationOut,
     ReservationRequest,
+    RuntimeEvent,
     SendBatchRequest,
     SendBatchResponse,
     SendRequest,
@@ -130,6 +131,7 @@ _TOKEN_CREATED = TypeAdapter(TokenCreated)
 _TOKEN = TypeAdapter(TokenOut)
 _TOKENS = TypeAdapter(list[TokenOut])
 _AUDIT = TypeAdapter(list[AuditOut])
+_AUDIT_ONE = TypeAdapter(AuditOut)
 _VERIFY = TypeAdapter(AuditVerifyResponse)
 _ACKED = TypeAdapter(AckBatchResponse)
 _RESERVATION = TypeAdapter(ReservationOut)
@@ -274,6 +276,11 @@ class Calls:
         return Call(
             "GET", "/v1/usage", _model(_USAGE), params=_clean({"since": since, "agent": agent})
         )
+
+    @staticmethod
+    def record_event(event: RuntimeEvent) -> Call[AuditOut]:
+        """An agent's runtime appends a ``runtime.*`` record to the audit log."""
+        return Call("POST", "/v1/audit/events", _model(_AUDIT_ONE), json=event.model_dump())
 
     @staticmethod
     def time() -> Call[TimeResponse]:

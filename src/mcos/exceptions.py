@@ -129,3 +129,44 @@ def in_batch(error: McosError, index: int) -> McosError:
     if "field" in details:
         details["field"] = f"messages[{index}].{details['field']}"
     return type(error)(f"messages[{index}]: {error.message}", **details)
+
+
+class ModelError(McosError):
+    """A model provider failed a call; carries the provider, the HTTP status and its message."""
+
+    code = "model_error"
+    status = 502
+
+    def __init__(self, message: str, *, provider: str, status_code: int | None = None) -> None:
+        super().__init__(message, provider=provider, status_code=status_code)
+        self.provider = provider
+        self.status_code = status_code
+
+
+class RateLimited(ModelError):
+    """429: the provider asks us to wait ``retry_after`` seconds; the agent cools down."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, provider: str, retry_after: float) -> None:
+        super().__init__(message, provider=provider, status_code=429)
+        self.retry_after = retry_after
+        self.details["retry_after"] = retry_after
+
+
+class SpendLimitReached(ModelError):
+    """The provider account's spend limit or credit is exhausted: retrying cannot help."""
+
+    code = "spend_limit_reached"
+
+
+class ModelUnavailable(ModelError):
+    """Overloaded (529), a server error or no connection, still failing after jittered retries."""
+
+    code = "model_unavailable"
+
+
+class ModelRequestRejected(ModelError):
+    """The provider refused the request itself (400, 401, 403, 404): a bug or a bad key."""
+
+    code = "model_request_rejected"

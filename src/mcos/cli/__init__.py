@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Optional
 from urllib.parse import urlsplit
@@ -15,15 +17,19 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 
+from mcos.api_models import AgentOut
 from mcos.cli import common
 from mcos.cli.common import age, connect, console, friendly_errors, print_json, table
 from mcos.client import Calls
 from mcos.config import Fleet, check_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
+from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
+from mcos.runtime.process import run_agent
 from mcos.server.factory import FLEET_ENV, build_app
 from mcos.store import make_store
+from mcos.supervisor.local import LocalFleet
 
 app = typer.Typer(
     name="mcos",
@@ -42,6 +48,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
 app.add_typer(audit_app, name="audit")
 app.add_typer(dead_app, name="dead-letters")
+agent_app = typer.Typer(help="One agent: run it, resume it.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
 
 app_from_env_path = "mcos.server.factory:app_from_env"
 
@@ -69,10 +77,17 @@ def main() -> None:
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the fleet in.")],
-    template: Annotated[str, typer.Option(help="Fleet template.")] = "small",
-    force: Annotated[bool, typer.Option(help="Overwrite an existing fleet.toml.")] = False,
+    template: Annotated[
+        str,
+        typer.Option(
+            help="small: orchestrator, ops, security. business: the field report's 12-agent fleet."
+        ),
+    ] = "small",
+    force: Annotated[
+        bool, typer.Option(help="Overwrite an existing fleet.toml and the workspace files.")
+    ] = False,
 ) -> None:
-    """Write a small working fleet (orchestrator, ops, security) with workspace folders."""
+    """Write a working fleet from a template, with a workspace folder per agent."""
     with friendly_errors():
         path = init_fleet(directory, template=template, force=force)
     console.print(f"wrote {path}; check it with `mcos config check -f {path}`")
@@ -123,6 +138,7 @@ def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, wor
         f"operator token: {loaded.state_dir / common.OPERATOR_TOKEN_FILE}"
     )
     options: dict[str, Any] = {
+        "timeout_graceful_shutdown": 5,
         "host": bind_host,
         "port": bind_port,
         "log_level": "info",
@@ -156,21 +172,60 @@ def server(
 @app.command()
 def run(
     directory: Annotated[
-        Path, typer.Option("--dir", help="Where the demo fleet lives (created on first run).")
+        Path, typer.Argument(help="The fleet's folder (created from a template on first run).")
     ] = Path(common.DEMO_DIR),
+    template: Annotated[str, typer.Option(help="Template for a new fleet.")] = "business",
 ) -> None:
-    """Quick start on one machine: create a demo fleet on first run, then run Mission Control."""
+    """Start Mission Control and every agent of the fleet on this machine; Ctrl-C stops all."""
     path = directory / "fleet.toml"
     with friendly_errors():
         if not path.exists():
-            init_fleet(directory, template="small")
-            console.print(f"created a demo fleet in {directory}/ (edit {path} to change it)")
+            init_fleet(directory, template=template)
+            console.print(
+                f"created the {template} fleet in {directory}/ (edit {path} to change it)"
+            )
         loaded = common.load(path)
+        applied = asyncio.run(_upgrade(loaded.store_url))
+        if applied:
+            console.print(f"store migrated to schema version {applied[-1]}")
+        _run_local(loaded)
+
+
+def _run_local(loaded: Fleet) -> None:
+    local = LocalFleet(loaded, say=console.print)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        local.start_server()
+        local.start_agents()
+        providers = sorted({a.model.provider for a in loaded.agents.values()})
         console.print(
-            "next, in another terminal: "
-            f"`MCOS_FLEET={path} mcos status`, `mcos send`, `mcos inbox` (see README)"
+            f"Mission Control: {loaded.server.url} (API /v1, OpenAPI /docs) — "
+            f"{len(local.agents)} agents running ({', '.join(providers)} model"
+            f"{'s' if len(providers) > 1 else ''}); logs in {local.logs}/\n"
+            f"In another terminal: MCOS_FLEET={loaded.path} mcos status · Ctrl-C stops everything"
         )
-        _serve(loaded, None, None, migrate=True, workers=1)
+        reported: set[str] = set()
+        while not stopping:
+            for name, code in local.exited().items():
+                if name not in reported:
+                    reported.add(name)
+                    console.print(f"[yellow]{local.describe_exit(name, code)}[/]")
+            if local.server is not None and local.server.process.poll() is not None:
+                console.print(f"[red]Mission Control exited — see {local.server.log}[/]")
+                break
+            time.sleep(0.5)
+    finally:
+        console.print("stopping the agents, then Mission Control…")
+        local.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        console.print("stopped")
 
 
 @db_app.command("upgrade")
@@ -295,12 +350,80 @@ def status(
     )
     table(
         f"{len(agents)} agent(s)",
-        ["agent", "role", "host", "last seen", "queued", "claimed", "dead"],
+        ["agent", "role", "state", "last seen", "queued", "dead", "spent today", "notes"],
         [
-            (a.name, a.role, a.host, age(a.last_seen_at, now), a.queued, a.claimed, a.dead)
+            (
+                a.name,
+                a.role,
+                _state(a, now),
+                age(a.last_seen_at, now),
+                a.queued,
+                a.dead,
+                f"${a.spent_today_usd:.2f}"
+                + (f" / ${a.budget_usd:.2f}" if a.budget_usd is not None else ""),
+                _notes(a),
+            )
             for a in agents
         ],
     )
+
+
+def _state(agent: AgentOut, now: datetime) -> str:
+    if agent.state is None:
+        return "not started"
+    text = agent.state.replace("_", " ")
+    if agent.state_until is not None and agent.state_until > now:
+        text += f" until {agent.state_until:%H:%M:%S}"
+    beat = agent.state_info.get("last_beat") or {}
+    if beat:
+        text += f" · beat {beat.get('outcome', '?')}"
+    return text
+
+
+def _notes(agent: AgentOut) -> str:
+    info = agent.state_info
+    notes = [f"truncated {t}" for t in info.get("truncations", [])]
+    if agent.state in ("misconfigured", "paused", "over_budget", "cooling_down", "failed"):
+        notes.append(agent.state_detail)
+    if info.get("label") == "offline model":
+        notes.append("offline model")
+    return "; ".join(n for n in notes if n)
+
+
+# --- agents ----------------------------------------------------------------------------------
+@agent_app.command("run")
+def agent_run(
+    name: Annotated[str, typer.Argument(help="The agent, as named in the fleet file.")],
+    fleet: FleetOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Run one agent in this process (its token from --token or $MCOS_TOKEN)."""
+    with friendly_errors():
+        loaded = common.load(fleet)
+        if name not in loaded.agents:
+            common.fail(f"no agent {name!r} in {loaded.path} (known: {', '.join(loaded.agents)})")
+        secret = token or os.environ.get("MCOS_TOKEN")
+        if not secret:
+            common.fail("no token: pass --token or set MCOS_TOKEN (an agent token for this agent)")
+        logging.basicConfig(
+            level=logging.INFO, format=f"%(asctime)s %(levelname)s {name}: %(message)s"
+        )
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+        code = asyncio.run(run_agent(loaded, name, secret))
+    raise typer.Exit(code)
+
+
+@agent_app.command("resume")
+def agent_resume(
+    name: Annotated[str, typer.Argument(help="The paused agent.")],
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Resume an agent the no-progress circuit breaker paused."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        client.do(Calls.report_state(name, AgentStatus.IDLE, "resumed by an operator"))
+    console.print(f"{name}: resumed")
 
 
 # --- tokens ----------------------------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""`mcos init`: write a small working fleet with a workspace per agent."""
+"""`mcos init`: write a working fleet from a template, with a workspace per agent.
+
+A template is a folder of ``mcos.templates``: its ``fleet.toml``, and the workspace files of
+its agents, in one of two layouts. ``workspace/`` holds files every agent gets (``small``);
+``shared/`` holds files every agent gets unless ``agents/<name>/`` has its own file of the same
+name (``business``). Files are ``string.Template`` text: ``$name``, ``$role``, ``$title``,
+``$mission``, ``$reports_to`` and ``$checks`` are filled in, anything else is left as written.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,8 @@ from string import Template
 from mcos.config.loader import load_fleet
 from mcos.exceptions import ConfigError
 
-TEMPLATES = ("small",)
+TEMPLATES = ("small", "business")
+"""The templates `mcos init --template` knows."""
 
 _ROLES: dict[str, tuple[str, str, str]] = {
     "orchestrator": (
@@ -45,8 +53,23 @@ def _files(template: str) -> Traversable:
     return resources.files("mcos.templates") / template
 
 
+def _workspace_files(source: Traversable, agent: str) -> dict[str, Traversable]:
+    """An agent's template files by name: its own folder's files over the shared ones."""
+    found: dict[str, Traversable] = {}
+    for folder in (source / "workspace", source / "shared", source / "agents" / agent):
+        if folder.is_dir():
+            found.update(
+                {e.name: e for e in folder.iterdir() if e.is_file() and not e.name.startswith(".")}
+            )
+    return found
+
+
 def init_fleet(directory: Path, *, template: str = "small", force: bool = False) -> Path:
-    """Write ``DIR/fleet.toml`` and each agent's workspace; returns the fleet file's path."""
+    """Write ``DIR/fleet.toml`` and each agent's workspace; returns the fleet file's path.
+
+    Without ``force`` an existing fleet file is refused and existing workspace files are kept
+    (only missing ones are written); ``force`` overwrites both.
+    """
     if template not in TEMPLATES:
         raise ConfigError(
             str(directory),
@@ -72,8 +95,8 @@ def init_fleet(directory: Path, *, template: str = "small", force: bool = False)
         }
         workspace = fleet.workspace_path(name)
         (workspace / "memory").mkdir(parents=True, exist_ok=True)
-        for entry in (source / "workspace").iterdir():
-            target = workspace / entry.name
+        for file_name, entry in sorted(_workspace_files(source, name).items()):
+            target = workspace / file_name
             if target.exists() and not force:
                 continue
             text = Template(entry.read_text(encoding="utf-8")).safe_substitute(values)

@@ -168,6 +168,28 @@ def choose_cache_ttl(gap: timedelta, calls_per_day: int = 48) -> CacheTTL:
     return min(CacheTTL, key=lambda t: (costs[t], list(CacheTTL).index(t)))
 
 
+def turn_cache_ttl(turn_gap: timedelta, calls_per_turn: float) -> CacheTTL:
+    """The cheapest TTL when model turns come ``turn_gap`` apart, each of a few calls.
+
+    Costs per turn of the cached prefix, in base-input units: without a cache every call pays
+    1.0; with a cache, the turn's first call reads (0.1) when the entry outlived the gap, or
+    writes (1.25 for 5 minutes, 2.0 for an hour), and its tool-loop calls seconds later read.
+    Event-driven turns hours apart with a tool round or two favour the 5-minute cache; beats
+    30 minutes apart favour the hour; a lone call hours apart is cheapest uncached.
+    """
+    rest = max(calls_per_turn - 1, 0) * CACHE_READ
+
+    def first(life: timedelta, write: float) -> float:
+        return CACHE_READ if turn_gap <= life else write
+
+    costs = {
+        CacheTTL.NONE: max(calls_per_turn, 1.0),
+        CacheTTL.FIVE_MINUTES: first(timedelta(minutes=5), CACHE_WRITE_5M) + rest,
+        CacheTTL.ONE_HOUR: first(timedelta(hours=1), CACHE_WRITE_1H) + rest,
+    }
+    return min(CacheTTL, key=lambda t: (costs[t], list(CacheTTL).index(t)))
+
+
 # --- context budget -----------------------------------------------------------------------------
 def needs_flush(used_tokens: int, window: int, threshold: float = 0.85) -> bool:
     """Whether the context is full enough to write WORKSTATE.md and compact."""

@@ -11,7 +11,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from mcos.api_models import AuditOut, AuditVerifyResponse
+from mcos.api_models import AuditOut, AuditVerifyResponse, RuntimeEvent
+from mcos.domain.audit import AuditEvent
+from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import Forbidden
 from mcos.server.routes.deps import MC, Caller, require_operator
 from mcos.server.routes.messages import ERRORS
 from mcos.store import AuditQuery
@@ -61,3 +64,25 @@ async def verify(mc: MC, caller: Caller) -> AuditVerifyResponse:
     return AuditVerifyResponse(
         intact=result.intact, records=result.records, head_seq=result.head_seq, breaks=result.breaks
     )
+
+
+@router.post("/audit/events", status_code=201, response_model=AuditOut, responses=ERRORS)
+async def record_runtime_event(event: RuntimeEvent, mc: MC, caller: Caller) -> AuditOut:
+    """An agent's runtime records what it did or refused (a tool call outside its allowlist).
+
+    The actor is the token's owner and the action must start with ``runtime.``, so an agent
+    cannot write records that look like Mission Control's own.
+    """
+    if caller.kind is not PrincipalKind.AGENT:
+        rule = "runtime events are recorded by agents"
+        raise Forbidden(rule, rule=rule)
+    record = await mc.store.record(
+        AuditEvent(
+            actor=caller.actor,
+            action=event.action,
+            targets=dict(event.targets),
+            detail=dict(event.detail),
+            outcome=event.outcome,
+        )
+    )
+    return AuditOut.of(record)

@@ -1,0 +1,72 @@
+"""Key references resolved at start: a missing or empty secret stops the agent, loudly.
+
+In the field an agent was down for nine hours because a migration left empty variable
+references; here such a reference is a configuration error naming the reference, never the
+value, and the agent does not start (exit 78, state *misconfigured*).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+from mcos.config.models import parse_key_ref
+from mcos.exceptions import ConfigError
+
+_UNEXPANDED = re.compile(r"^\$(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)$")
+
+
+def _check(value: str, where: str, ref: str) -> str:
+    stripped = value.strip()
+    if not stripped:
+        raise ConfigError(where, "key", f"{ref} is empty")
+    if _UNEXPANDED.match(stripped):
+        raise ConfigError(
+            where, "key", f"{ref} holds an unexpanded variable ({stripped}), not a key"
+        )
+    return stripped
+
+
+def resolve_key(
+    reference: str,
+    *,
+    where: str,
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> str:
+    """The secret a reference points at (``env:VAR``, ``file:PATH``, ``credential:NAME``).
+
+    ``where`` names the configuration entry in errors (``fleet.toml: agents.jarvis``);
+    credentials come from systemd's ``$CREDENTIALS_DIRECTORY``.
+    """
+    env = os.environ if env is None else env
+    ref = parse_key_ref(reference)
+    if ref.kind == "env":
+        if ref.name not in env:
+            raise ConfigError(where, "key", f"{reference}: the variable {ref.name} is not set")
+        return _check(env[ref.name], where, reference)
+    if ref.kind == "file":
+        path = Path(ref.name)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+    else:
+        folder = env.get("CREDENTIALS_DIRECTORY")
+        if not folder:
+            raise ConfigError(
+                where,
+                "key",
+                f"{reference}: no $CREDENTIALS_DIRECTORY (run under systemd with "
+                "LoadCredential=, or use env: or file:)",
+            )
+        path = Path(folder) / ref.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(where, "key", f"{reference}: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            where, "key", f"{reference}: cannot read {path} ({e.__class__.__name__})"
+        ) from None
+    return _check(text, where, reference)

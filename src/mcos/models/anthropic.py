@@ -1,0 +1,227 @@
+"""Anthropic's Messages API through the official SDK: caching, retries that cannot hammer.
+
+The SDK's own retries are off (``max_retries=0``): overloads and server errors are retried here
+with jittered backoff (tenacity), a 429 is handed to the runtime with its ``retry-after`` so the
+agent cools down visibly, and a spend-limit answer is never retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anthropic
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from mcos.domain.budget import Price, Usage
+from mcos.domain.heartbeat import CacheTTL
+from mcos.exceptions import (
+    ModelError,
+    ModelRequestRejected,
+    ModelUnavailable,
+    RateLimited,
+    SpendLimitReached,
+)
+from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
+
+PROVIDER = "anthropic"
+DEFAULT_RETRY_AFTER = 60.0
+"""Seconds to cool down when a 429 names no wait."""
+SPEND_LIMIT_CLASSES: tuple[type[anthropic.APIStatusError], ...] = (
+    anthropic.EnforcedSpendLimitReachedError,
+    anthropic.ContractSpendLimitReachedError,
+    anthropic.PaymentRequiredError,
+)
+SPEND_LIMIT_PHRASES = ("spend limit", "usage limits", "credit balance is too low")
+"""How a spend limit reads when it arrives without a structured error code."""
+
+
+class _Retryable(Exception):
+    """An overload, server error or lost connection: worth another try after a pause."""
+
+    def __init__(self, error: ModelUnavailable) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def _retry_after(error: anthropic.APIStatusError) -> float:
+    headers = error.response.headers
+    for name in ("retry-after", "anthropic-ratelimit-requests-reset"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(float(value), 1.0)
+        except ValueError:
+            continue
+    return DEFAULT_RETRY_AFTER
+
+
+def _classify(error: anthropic.APIError) -> ModelError | _Retryable:
+    """The SDK's error as one of ours (the message names the status and the API's words)."""
+    if isinstance(error, anthropic.APIConnectionError):
+        return _Retryable(
+            ModelUnavailable(f"anthropic: no connection ({error})", provider=PROVIDER)
+        )
+    if not isinstance(error, anthropic.APIStatusError):
+        return ModelError(f"anthropic: {error}", provider=PROVIDER)
+    status = error.status_code
+    said = str(error.message)
+    if isinstance(error, SPEND_LIMIT_CLASSES) or any(
+        p in said.lower() for p in SPEND_LIMIT_PHRASES
+    ):
+        return SpendLimitReached(
+            f"anthropic {status}: the account's spend limit is reached ({said}); raise the limit "
+            "in the Anthropic console — retrying cannot help",
+            provider=PROVIDER,
+            status_code=status,
+        )
+    if status == 429:
+        wait = _retry_after(error)
+        return RateLimited(
+            f"anthropic 429: rate limited, retry after {wait:g}s ({said})",
+            provider=PROVIDER,
+            retry_after=wait,
+        )
+    if status >= 500:
+        return _Retryable(
+            ModelUnavailable(f"anthropic {status}: {said}", provider=PROVIDER, status_code=status)
+        )
+    return ModelRequestRejected(
+        f"anthropic {status}: {said}", provider=PROVIDER, status_code=status
+    )
+
+
+def _block(block: TextBlock | ToolCall | ToolResult) -> dict[str, Any]:
+    if isinstance(block, TextBlock):
+        return {"type": "text", "text": block.text}
+    if isinstance(block, ToolCall):
+        return {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+    return {
+        "type": "tool_result",
+        "tool_use_id": block.call_id,
+        "content": block.content,
+        "is_error": block.is_error,
+    }
+
+
+def _message(turn: Turn) -> dict[str, Any]:
+    return {"role": turn.role, "content": [_block(b) for b in turn.blocks]}
+
+
+def request_body(model: str, request: ModelRequest) -> dict[str, Any]:
+    """The Messages API parameters: tools, then the system prompt with its cache breakpoint.
+
+    The API caches the prefix tools → system up to the block marked ``cache_control``; marking
+    the stable workspace block caches the tool definitions with it.
+    """
+    stable: dict[str, Any] = {"type": "text", "text": request.stable}
+    if request.cache_ttl is not CacheTTL.NONE:
+        stable["cache_control"] = {"type": "ephemeral", "ttl": request.cache_ttl.value}
+    system = [stable]
+    if request.volatile:
+        system.append({"type": "text", "text": request.volatile})
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_output,
+        "system": system,
+        "messages": [_message(t) for t in request.turns],
+    }
+    if request.tools:
+        body["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in request.tools
+        ]
+    return body
+
+
+def _usage(usage: anthropic.types.Usage) -> Usage:
+    one_hour = 0
+    if usage.cache_creation is not None:
+        one_hour = usage.cache_creation.ephemeral_1h_input_tokens or 0
+    return Usage(
+        input=usage.input_tokens,
+        output=usage.output_tokens,
+        cache_read=usage.cache_read_input_tokens or 0,
+        cache_write=usage.cache_creation_input_tokens or 0,
+        cache_write_1h=one_hour,
+    )
+
+
+class AnthropicModel:
+    """Claude through ``anthropic.AsyncAnthropic``, with the agent's own key."""
+
+    provider = PROVIDER
+    caches = True
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str,
+        price: Price,
+        *,
+        base_url: str | None = None,
+        attempts: int = 4,
+        backoff_cap: float = 30.0,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+        timeout: float = 600.0,
+    ) -> None:
+        self.model = model
+        self.label = model
+        self.price = price
+        self._attempts = attempts
+        self._backoff_cap = backoff_cap
+        self._sleep = sleep
+        # base_url None lets the SDK read ANTHROPIC_BASE_URL, then its default.
+        self._client = anthropic.AsyncAnthropic(
+            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+        )
+
+    async def _once(self, body: dict[str, Any]) -> anthropic.types.Message:
+        try:
+            message: anthropic.types.Message = await self._client.messages.create(**body)
+        except anthropic.APIError as e:
+            raise _classify(e) from e
+        return message
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        """One Messages call; overloads and server errors retried with jittered backoff."""
+        body = request_body(self.model, request)
+        extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable),
+            wait=wait_random_exponential(multiplier=1, max=self._backoff_cap),
+            stop=stop_after_attempt(self._attempts),
+            reraise=True,
+            **extra,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    message = await self._once(body)
+        except _Retryable as e:
+            raise e.error from e
+        blocks: list[TextBlock | ToolCall | ToolResult] = []
+        for b in message.content:
+            if b.type == "text":
+                blocks.append(TextBlock(b.text))
+            elif b.type == "tool_use":
+                payload = b.input if isinstance(b.input, dict) else {"value": b.input}
+                blocks.append(ToolCall(b.id, b.name, payload))
+        return ModelReply(
+            text="\n".join(b.text for b in blocks if isinstance(b, TextBlock)),
+            tool_calls=tuple(b for b in blocks if isinstance(b, ToolCall)),
+            usage=_usage(message.usage),
+            stop_reason=message.stop_reason or "end_turn",
+            model=message.model,
+            blocks=tuple(blocks),
+        )
+
+    async def aclose(self) -> None:
+        """Close the SDK's connection pool."""
+        await self._client.close()

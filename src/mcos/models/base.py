@@ -1,0 +1,139 @@
+"""What every model provider takes and gives: a provider-neutral conversation.
+
+The conversation is kept in Anthropic's shape (content blocks; tool calls answered by tool
+results in the next user turn) because it is the richest; each adapter translates it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from mcos.domain.budget import Price, Usage
+from mcos.domain.heartbeat import CacheTTL
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: its name, what it is for, and its JSON-schema input."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TextBlock:
+    """Plain text in a turn."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asks for a tool."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool's answer to a call, sent back in the next user turn."""
+
+    call_id: str
+    content: str
+    is_error: bool = False
+
+
+Block = TextBlock | ToolCall | ToolResult
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of the conversation."""
+
+    role: Literal["user", "assistant"]
+    blocks: tuple[Block, ...]
+
+    @classmethod
+    def user(cls, text: str) -> Turn:
+        """A user turn of plain text."""
+        return cls("user", (TextBlock(text),))
+
+    @property
+    def text(self) -> str:
+        """The turn's text blocks joined."""
+        return "\n".join(b.text for b in self.blocks if isinstance(b, TextBlock))
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """One call: a cacheable system prefix, a volatile system tail, the turns and the tools."""
+
+    stable: str
+    """The workspace prefix: identical from call to call, so it is what the cache holds."""
+    volatile: str
+    """What changes every call (time, findings' headlines); after the cache breakpoint."""
+    turns: tuple[Turn, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    max_output: int = 4096
+    cache_ttl: CacheTTL = CacheTTL.NONE
+
+    @property
+    def prompt_bytes(self) -> int:
+        """UTF-8 bytes of everything sent: a bound on the input tokens (see budget rules)."""
+        parts: list[str] = [self.stable, self.volatile]
+        for t in self.tools:
+            parts += [t.name, t.description, repr(t.input_schema)]
+        for turn in self.turns:
+            for b in turn.blocks:
+                if isinstance(b, TextBlock):
+                    parts.append(b.text)
+                elif isinstance(b, ToolCall):
+                    parts += [b.id, b.name, repr(b.input)]
+                else:
+                    parts += [b.call_id, b.content]
+        # Role markers, block framing and tool-schema wrapping cost tokens too.
+        overhead = 64 * (len(self.turns) + len(self.tools) + 4)
+        return sum(len(p.encode()) for p in parts) + overhead
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """What the model answered, and what it cost in tokens."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...]
+    usage: Usage
+    stop_reason: str
+    model: str
+    blocks: tuple[Block, ...] = field(default=())
+    """The assistant turn as it must be replayed (text and tool calls in order)."""
+
+    @property
+    def turn(self) -> Turn:
+        """The assistant turn to append to the conversation."""
+        return Turn("assistant", self.blocks or (TextBlock(self.text),))
+
+
+class ModelProvider(Protocol):
+    """A model API. Errors are ``mcos.exceptions.ModelError`` subclasses."""
+
+    provider: str
+    """``anthropic``, ``openai`` or ``offline``."""
+    model: str
+    label: str
+    """How output is labelled where people see it (``offline model`` for the offline one)."""
+    price: Price
+    caches: bool
+    """Whether ``cache_ttl`` means anything to this provider."""
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        """Make one call (no tool loop: the runtime runs tools between calls)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...

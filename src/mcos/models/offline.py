@@ -1,0 +1,97 @@
+"""The offline model: deterministic, free, no network — for demos, rehearsals and tests.
+
+It does what a diligent agent would do with the runtime's findings, by rule: acknowledge each
+message in its thread, note failing checks and cron jobs in the daily log, and write
+WORKSTATE.md when asked to flush. Everything it writes says "offline model", so nobody mistakes
+its output for a real model's judgement. Its token counts are estimates (4 bytes a token).
+"""
+
+from __future__ import annotations
+
+import re
+
+from mcos.domain.budget import FREE, Price, Usage
+from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult
+
+LABEL = "offline model"
+FLUSH_MARKER = "FLUSH WORKSTATE"
+"""The runtime's flush turn contains this; the offline model answers with write_workstate."""
+_MESSAGE = re.compile(
+    r"^- \[message (?P<id>\d+)\] from (?P<sender>\S+) \((?P<kind>[a-z]+)[^)]*\): (?P<subject>.*)$",
+    re.MULTILINE,
+)
+_OTHER = re.compile(r"^- \[(?P<source>(?:check|cron|incident|budget)[^\]]*)\] ?(?P<rest>.*)$", re.M)
+
+
+def _tokens(text_bytes: int) -> int:
+    return max(1, -(-text_bytes // 4))
+
+
+class OfflineModel:
+    """A rule-following stand-in for a language model."""
+
+    provider = "offline"
+    caches = False
+    label = LABEL
+
+    def __init__(self, model: str = "offline-1", price: Price = FREE) -> None:
+        self.model = model
+        self.price = price
+        self._calls = 0
+
+    def _plan(self, request: ModelRequest) -> list[ToolCall]:
+        offered = {t.name for t in request.tools}
+        last = request.turns[-1] if request.turns else None
+        if last is None or any(isinstance(b, ToolResult) for b in last.blocks):
+            return []
+        text = last.text
+        calls: list[tuple[str, dict[str, object]]] = []
+        if FLUSH_MARKER in text and "write_workstate" in offered:
+            calls.append(("write_workstate", _workstate(request)))
+            return [self._call(n, i) for n, i in calls]
+        notes: list[str] = []
+        for m in _MESSAGE.finditer(text):
+            subject = m["subject"].strip()[:120]
+            if "reply" in offered and m["kind"] != "reply":
+                body = f"Acknowledged: {subject}. Handled by rule ({LABEL})."
+                calls.append(("reply", {"message_id": int(m["id"]), "body": body}))
+            notes.append(f"message {m['id']} from {m['sender']} ({m['kind']}): {subject}")
+        notes.extend(f"{m['source']}: {m['rest'].strip()[:160]}" for m in _OTHER.finditer(text))
+        if "memory_write" in offered:
+            summary = "; ".join(notes) if notes else "routine heartbeat review, nothing to act on"
+            calls.append(("memory_write", {"text": f"[{LABEL}] {summary}"}))
+        return [self._call(n, i) for n, i in calls]
+
+    def _call(self, name: str, payload: dict[str, object]) -> ToolCall:
+        self._calls += 1
+        return ToolCall(f"offline_{self._calls}", name, dict(payload))
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        """Answer by rule; tool calls first, then a closing line once the results are in."""
+        calls = self._plan(request)
+        if calls:
+            text = f"{LABEL}: {len(calls)} action(s)"
+            blocks: tuple[TextBlock | ToolCall | ToolResult, ...] = (TextBlock(text), *calls)
+            stop = "tool_use"
+        else:
+            text = f"{LABEL}: done"
+            blocks = (TextBlock(text),)
+            stop = "end_turn"
+        usage = Usage(
+            input=_tokens(request.prompt_bytes), output=_tokens(len(repr(blocks).encode()))
+        )
+        return ModelReply(text, tuple(calls), usage, stop, self.model, blocks)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _workstate(request: ModelRequest) -> dict[str, object]:
+    recent = [t.text.strip() for t in request.turns if t.role == "user" and t.text.strip()]
+    headline = recent[-2].splitlines()[0][:200] if len(recent) > 1 else "no open task"
+    return {
+        "current_task": headline,
+        "decisions": f"none recorded ({LABEL})",
+        "open_threads": f"{len(recent)} user turn(s) in this session",
+        "next_steps": "continue from the daily log",
+    }

@@ -1,0 +1,128 @@
+"""Time for the runtime, passed in: Mission Control's clock in production, virtual in a simulation.
+
+No runtime logic reads the machine's clock directly. ``MissionClock`` adds the offset to
+Mission Control's authoritative clock (measured with round-trip correction), so a skewed local
+clock never dates a log entry or judges a deadline; ``VirtualClock`` lets a whole fleet-day run
+in seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Aware UTC instants and sleeping."""
+
+    def now(self) -> datetime:
+        """The current instant, aware, UTC."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` of this clock's time."""
+        ...
+
+
+@dataclass(frozen=True)
+class OffsetSample:
+    """One measurement of Mission Control's clock against ours."""
+
+    offset: timedelta
+    """Mission Control's time minus the local time, at the midpoint of the round trip."""
+    round_trip: timedelta
+
+
+def offset_from(sent: datetime, server: datetime, received: datetime) -> OffsetSample:
+    """The offset given when a request left, the server's answer, and when the answer came.
+
+    The server read its clock somewhere in the round trip; the midpoint is the best guess, and
+    the error is at most half the round trip.
+    """
+    round_trip = received - sent
+    return OffsetSample(server - (sent + round_trip / 2), round_trip)
+
+
+class MissionClock:
+    """The local clock corrected by the measured offset to Mission Control's."""
+
+    def __init__(self, wall: Callable[[], datetime] | None = None) -> None:
+        self._wall = wall or (lambda: datetime.now(UTC))
+        self.offset = timedelta(0)
+        self.measured_at: datetime | None = None
+
+    def local(self) -> datetime:
+        """The machine's own clock (only for measuring the offset)."""
+        return self._wall()
+
+    def now(self) -> datetime:
+        """Mission Control's time, as best known."""
+        return self._wall() + self.offset
+
+    def adopt(self, sample: OffsetSample) -> None:
+        """Use a fresh measurement (never one cached across a restart)."""
+        self.offset = sample.offset
+        self.measured_at = self._wall()
+
+    async def sleep(self, seconds: float) -> None:
+        """A real sleep."""
+        await asyncio.sleep(max(seconds, 0))
+
+    async def measure(self, server_time: Callable[[], Awaitable[datetime]]) -> OffsetSample:
+        """Ask Mission Control for its time and adopt the offset."""
+        sent = self._wall()
+        server = await server_time()
+        sample = offset_from(sent, server, self._wall())
+        self.adopt(sample)
+        return sample
+
+
+class VirtualClock:
+    """Simulated time: sleepers wake in order as ``advance`` moves the clock."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def now(self) -> datetime:
+        """The simulated instant."""
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until ``advance`` passes ``now + seconds``."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(
+            self._sleepers, (self._now + timedelta(seconds=seconds), next(self._order), wake)
+        )
+        await wake
+
+    def next_wake(self) -> datetime | None:
+        """When the earliest sleeper wakes."""
+        while self._sleepers and self._sleepers[0][2].done():
+            heapq.heappop(self._sleepers)
+        return self._sleepers[0][0] if self._sleepers else None
+
+    async def advance(self, to: datetime) -> None:
+        """Move to ``to``, waking each sleeper at its own instant, and let them run."""
+        while (wake := self.next_wake()) is not None and wake <= to:
+            _, _, future = heapq.heappop(self._sleepers)
+            self._now = max(self._now, wake)
+            future.set_result(None)
+            for _ in range(20):  # let woken tasks reach their next await
+                await asyncio.sleep(0)
+        self._now = max(self._now, to)
+
+
+def monotonic() -> float:
+    """Seconds for measuring durations (never for dating anything)."""
+    return time.monotonic()

@@ -1,0 +1,1 @@
+"""Process control: running agents as OS processes in their own process groups."""

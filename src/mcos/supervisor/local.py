@@ -1,0 +1,164 @@
+"""`mcos run`: Mission Control and every agent of a fleet on this machine, stopped cleanly.
+
+Each process runs in its own session (process group), asks the kernel to kill it when this
+launcher dies (Linux ``PR_SET_PDEATHSIG``), and is stopped by signalling its whole group —
+SIGTERM, a grace period, then SIGKILL — so no child outlives a stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from mcos.client import Calls, Client
+from mcos.config.models import Fleet
+from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import EX_CONFIG, McosError
+
+OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Child:
+    """One process we started."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, grace: float) -> int | None:
+        """SIGTERM the process group, wait ``grace`` seconds, then SIGKILL it."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        # Whatever the group leader left behind goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.returncode
+
+
+def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Child:
+    """Start ``argv`` in its own session with output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(  # noqa: S603 (our own interpreter and arguments)
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe enough)
+            env={**os.environ, **(env or {})},
+        )
+    return Child(name, process, log)
+
+
+@dataclass
+class LocalFleet:
+    """The server and the agents of one fleet file, as child processes of this one."""
+
+    fleet: Fleet
+    grace: float = 25.0
+    say: Callable[[str], None] = print
+    server: Child | None = None
+    agents: dict[str, Child] = field(default_factory=dict)
+    token_ids: list[int] = field(default_factory=list)
+
+    @property
+    def logs(self) -> Path:
+        """Where each process's output goes."""
+        return self.fleet.state_dir / "logs"
+
+    def _mcos(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "mcos", *args, "--fleet", str(self.fleet.path)]
+
+    def start_server(self, timeout: float = 60) -> None:
+        """Start Mission Control and wait until it answers /healthz."""
+        self.server = spawn("server", self._mcos("server"), self.logs / "server.log")
+        deadline = time.monotonic() + timeout
+        url = self.fleet.server.url.rstrip("/") + "/healthz"
+        while time.monotonic() < deadline:
+            if self.server.process.poll() is not None:
+                tail = self.server.log.read_text(errors="replace")[-2000:]
+                msg = f"Mission Control exited with {self.server.process.returncode}:\n{tail}"
+                raise McosError(msg)
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            time.sleep(0.2)
+        msg = f"Mission Control did not answer {url} within {timeout:g}s (see {self.server.log})"
+        raise McosError(msg)
+
+    def operator(self) -> Client:
+        """A client with the first operator token the server wrote."""
+        token = (self.fleet.state_dir / OPERATOR_TOKEN_FILE).read_text().strip()
+        return Client(self.fleet.server.url, token)
+
+    def start_agents(self, names: list[str] | None = None) -> None:
+        """Mint each agent a token for this run and start its process."""
+        with self.operator() as op:
+            for name in names or sorted(self.fleet.agents):
+                created = op.do(
+                    Calls.create_token(
+                        PrincipalKind.AGENT, name, label="mcos run", expires_in_seconds=7 * 86400
+                    )
+                )
+                self.token_ids.append(created.record.id)
+                self.agents[name] = spawn(
+                    name,
+                    self._mcos("agent", "run", name),
+                    self.logs / f"{name}.log",
+                    env={"MCOS_TOKEN": created.token},
+                )
+
+    def exited(self) -> dict[str, int]:
+        """Agents whose process has ended, with their exit codes."""
+        return {
+            n: c.process.returncode for n, c in self.agents.items() if c.process.poll() is not None
+        }
+
+    def stop(self) -> None:
+        """Agents first (they report their state on the way out), then the server."""
+        for child in self.agents.values():
+            if child.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.process.pid, signal.SIGTERM)
+        for child in self.agents.values():
+            child.stop(self.grace)
+        if self.server is not None and self.server.process.poll() is None and self.token_ids:
+            with contextlib.suppress(McosError, OSError), self.operator() as op:
+                for token_id in self.token_ids:
+                    op.do(Calls.revoke_token(token_id))
+        if self.server is not None:
+            self.server.stop(self.grace)
+
+    def describe_exit(self, name: str, code: int) -> str:
+        """One line on why an agent stopped."""
+        log = self.agents[name].log
+        if code == EX_CONFIG:
+            return f"{name} is misconfigured (exit 78) — see {log}"
+        return f"{name} exited with {code} — see {log}"
