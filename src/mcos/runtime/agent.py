@@ -75,6 +75,8 @@ class RuntimeSettings:
     clock_every: timedelta = timedelta(minutes=10)
     """How often the offset to Mission Control's clock is measured again."""
     limits: Limits = field(default_factory=Limits)
+    pause_poll: float = 5.0
+    """Seconds between looks at whether an operator resumed a paused agent."""
     stop_grace: float = 20.0
     """Seconds a stop waits for a model turn in progress to finish."""
 
@@ -345,6 +347,10 @@ class AgentRuntime:
     async def turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str:
         """One model turn: the tool loop until the model stops asking, bounded in rounds."""
         now = self.clock.now()
+        if self.blocked_day == now.date().isoformat():
+            raise _TurnStopped("over budget")
+        if self._cooling():
+            raise _TurnStopped("cooling down")
         if self.last_turn_at is not None:
             gap = now - self.last_turn_at
             self.turn_gap = (self.turn_gap * 3 + gap) / 4
@@ -373,7 +379,10 @@ class AgentRuntime:
             self.calls_per_turn = (self.calls_per_turn * 3 + max(calls, 1)) / 4
         final = reply.text.strip() if reply else ""
         self._log(f"{kind.value} turn ({self.provider.label}): {final[:300] or '(no text)'}")
+        was_paused = self.paused
         self._breaker(now, progressed=len(self.ctx.actions) > actions_before, text=final)
+        if self.paused and not was_paused:
+            await self._paused_report()
         if main:
             self.history = turns
             if needs_flush(
@@ -629,15 +638,13 @@ class AgentRuntime:
         if self.clock.now() >= self.next_beat_at:
             await self.heartbeat()
         await self.run_due_cron()
-        if self.paused:
-            await self._paused_report()
 
     def _cooling(self) -> bool:
         return self.cooling_until is not None and self.clock.now() < self.cooling_until
 
     async def _check_resumed(self) -> None:
         """While paused, wait for an operator to set another state."""
-        await self.clock.sleep(5)
+        await self.clock.sleep(self.settings.pause_poll)
         with contextlib.suppress(McosError):
             me = await self.client.do(Calls.agent(self.name))
             if me.state != AgentStatus.PAUSED.value:

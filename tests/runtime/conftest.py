@@ -1,0 +1,131 @@
+"""A real Mission Control on loopback and a fleet whose agents the runtime tests run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcos.client import AsyncClient
+from mcos.config import load_fleet
+from mcos.config.models import Fleet
+from mcos.config.scaffold import init_fleet
+from mcos.domain.budget import Limits
+from mcos.models.base import ModelProvider
+from mcos.models.offline import OfflineModel
+from mcos.runtime.agent import AgentRuntime, RuntimeSettings
+from mcos.runtime.clock import MissionClock
+from tests.api.conftest import LiveServer, migrate, serve
+
+FAST = RuntimeSettings(batch_window=0, visibility=60)
+
+
+def write_fleet(root: Path, agent_extra: dict[str, str] | None = None) -> Fleet:
+    """The small template's fleet (jarvis, gene, sentinel), with extra TOML per agent."""
+    path = init_fleet(root, template="small")
+    text = path.read_text()
+    for agent, extra in (agent_extra or {}).items():
+        head = f"[agents.{agent}]\n"
+        start = text.index(head) + len(head)
+        end = text.find("\n[", start)
+        end = len(text) if end < 0 else end + 1
+        keys = {line.split("=", 1)[0].strip() for line in extra.splitlines() if "=" in line}
+        kept = [
+            line
+            for line in text[start:end].splitlines()
+            if line.split("=", 1)[0].strip() not in keys
+        ]
+        text = text[:start] + extra + "\n" + "\n".join(kept) + "\n" + text[end:]
+    path.write_text(text)
+    return load_fleet(path)
+
+
+@dataclass
+class Rig:
+    """Mission Control, the fleet and a way to build runtimes against both."""
+
+    server: LiveServer
+    fleet: Fleet
+    clients: list[AsyncClient]
+
+    def client(self, name: str | None = None) -> AsyncClient:
+        """An async client as ``name`` (or the operator), closed at teardown."""
+        token = self.server.tokens[name] if name else self.server.operator_token
+        c = AsyncClient(self.server.url, token, timeout=45)
+        self.clients.append(c)
+        return c
+
+    def runtime(
+        self,
+        name: str,
+        provider: ModelProvider | None = None,
+        settings: RuntimeSettings = FAST,
+    ) -> AgentRuntime:
+        """Agent ``name`` of the fleet, on the real clock corrected to Mission Control's."""
+        return AgentRuntime(
+            name,
+            self.fleet,
+            self.client(name),
+            provider or OfflineModel(),
+            MissionClock(),
+            settings=settings,
+        )
+
+
+RigFactory = Callable[..., Rig]
+
+
+@pytest.fixture
+async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
+    """Build a rig: ``rig_factory(agent_extra={...}, budgets={...})`` (SQLite store)."""
+    stack: list[Any] = []
+    rigs: list[Rig] = []
+
+    def build(
+        agent_extra: dict[str, str] | None = None, budgets: dict[str, Limits] | None = None
+    ) -> Rig:
+        fleet = write_fleet(tmp_path / "fleet", agent_extra)
+        url = f"sqlite:///{tmp_path}/mcos.db"
+        _migrate_sync(url)
+        cm = serve(url, tmp_path, budgets=budgets or {})
+        server = cm.__enter__()
+        stack.append(cm)
+        rig = Rig(server, fleet, [])
+        rigs.append(rig)
+        return rig
+
+    yield build
+    for rig in rigs:
+        for c in rig.clients:
+            await c.aclose()
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+def _migrate_sync(url: str) -> None:
+    import threading
+
+    done: list[BaseException | None] = []
+
+    def work() -> None:
+        try:
+            asyncio.run(migrate(url))
+            done.append(None)
+        except BaseException as e:
+            done.append(e)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if done and done[0] is not None:
+        raise done[0]
+
+
+@pytest.fixture
+async def rig(rig_factory: RigFactory) -> Rig:
+    """The default rig: no extras, no budgets."""
+    return rig_factory()
