@@ -37,7 +37,8 @@ class Price:
 FREE = Price(0, 0, 0, 0, 0)
 DEFAULT_PRICES: dict[str, Price] = {
     "claude-opus-4-5": Price.anthropic(5.0, 25.0),
-    "claude-sonnet-4-5": Price.anthropic(3.0, 15.0),
+    "claude-opus-4-6": Price.anthropic(5.0, 25.0),
+    "claude-sonnet-4": Price.anthropic(3.0, 15.0),
     "claude-haiku-4-5": Price.anthropic(1.0, 5.0),
     "offline": FREE,
 }
