@@ -27,7 +27,7 @@ def test_kill_minus_nine_during_flushes_never_tears_workstate(tmp_path: Path) ->
     (tmp_path / "WORKSTATE.md").write_text("previous\n")
     whole = {"previous\n", "A" * 400_000 + "\n", "B" * 400_000 + "\n"}
     for attempt in range(8):
-        child = subprocess.Popen(  # noqa: S603
+        child = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE
         )
         assert child.stdout is not None
