@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ class Rig:
     server: LiveServer
     fleet: Fleet
     clients: list[AsyncClient]
+    runtimes: list[AgentRuntime] = field(default_factory=list)
 
     def client(self, name: str | None = None) -> AsyncClient:
         """An async client as ``name`` (or the operator), closed at teardown."""
@@ -66,7 +67,7 @@ class Rig:
         settings: RuntimeSettings = FAST,
     ) -> AgentRuntime:
         """Agent ``name`` of the fleet, on the real clock corrected to Mission Control's."""
-        return AgentRuntime(
+        runtime = AgentRuntime(
             name,
             self.fleet,
             self.client(name),
@@ -74,6 +75,8 @@ class Rig:
             MissionClock(),
             settings=settings,
         )
+        self.runtimes.append(runtime)
+        return runtime
 
 
 RigFactory = Callable[..., Rig]
@@ -100,6 +103,8 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
 
     yield build
     for rig in rigs:
+        for runtime in rig.runtimes:
+            await runtime.aclose()
         for c in rig.clients:
             await c.aclose()
     for cm in reversed(stack):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 
@@ -65,15 +66,17 @@ async def test_tool_loop_runs_the_tool_and_sends_its_result_back(
     jarvis = rig.client("jarvis")
     sent = await jarvis.do(Calls.send("gene", "Is the VPS healthy?", subject="VPS health"))
     fake.script(
+        ToolUse("read_thread", {"message_id": sent.message.id}),
         ToolUse("reply", {"message_id": sent.message.id, "body": "Healthy: load 0.3."}),
-        Text("Replied to jarvis."),
     )
     await gene.claim()
     assert await gene.handle_messages()
+    # read_thread returns what the model needs: a follow-up call; the reply is an action
+    # that succeeded: the turn ends there.
     assert len(fake.requests) == 2
     second = fake.requests[1].body["messages"]
     assert second[-1]["content"][0]["type"] == "tool_result"
-    assert "replied to message" in second[-1]["content"][0]["content"]
+    assert "Is the VPS healthy?" in second[-1]["content"][0]["content"]
     thread = await jarvis.do(Calls.thread(sent.message.thread_id))
     assert thread[-1].body == "Healthy: load 0.3."
     rows = await rig.client().do(Calls.usage(agent="gene"))
@@ -81,15 +84,43 @@ async def test_tool_loop_runs_the_tool_and_sends_its_result_back(
     assert rows[0].cost_usd > 0
 
 
+async def test_a_round_of_successful_actions_ends_the_turn_and_leads_the_next(
+    anthropic_rig: Rig, fake: FakeAnthropic
+) -> None:
+    rig = anthropic_rig
+    gene = rig.runtime("gene", claude(rig, fake))
+    fake.script(ToolUse("memory_write", {"text": "disk at 71%"}), Text("noted"))
+    await gene.turn(TurnKind.MAIN, "check the disk")
+    assert len(fake.requests) == 1
+    await gene.turn(TurnKind.MAIN, "anything else?")
+    nxt = fake.requests[1].body["messages"][-1]["content"]
+    assert [b["type"] for b in nxt] == ["tool_result", "text"]
+    assert nxt[1]["text"] == "anything else?"
+
+
+async def test_a_failed_action_is_shown_to_the_model_at_once(
+    anthropic_rig: Rig, fake: FakeAnthropic
+) -> None:
+    rig = anthropic_rig
+    gene = rig.runtime("gene", claude(rig, fake))
+    fake.script(ToolUse("send_message", {"to": "nobody", "subject": "x", "body": "y"}), Text("ok"))
+    await gene.turn(TurnKind.MAIN, "tell nobody")
+    assert len(fake.requests) == 2
+    result = fake.requests[1].body["messages"][-1]["content"][0]
+    assert result["is_error"] is True
+    assert "nobody" in result["content"]
+
+
 async def test_the_stable_workspace_prefix_carries_the_cache_marker(
     anthropic_rig: Rig, fake: FakeAnthropic
 ) -> None:
     rig = anthropic_rig
     gene = rig.runtime("gene", claude(rig, fake))
+    gene.turn_gap = timedelta(minutes=30)  # turns every beat, 30 minutes apart
     await gene.turn(TurnKind.MAIN, "first")
     await gene.turn(TurnKind.MAIN, "second")
     first, second = fake.requests[0].body, fake.requests[1].body
-    # Beats 30 minutes apart with about two calls a turn: the 1-hour cache pays.
+    # Turns 30 minutes apart: writing the 1-hour cache once and reading it after pays.
     assert first["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     assert "# SOUL.md" in first["system"][0]["text"]
     assert "cache_control" not in first["system"][1]  # the volatile tail is not cached
@@ -219,8 +250,10 @@ async def test_an_openai_compatible_server_runs_the_same_tool_loop(rig: Rig) -> 
         )
         gene = rig.runtime("gene", model)
         server.script(ToolUse("memory_write", {"text": "checked the disks"}), Text("done"))
-        assert await gene.turn(TurnKind.MAIN, "check the disks") == "done"
+        await gene.turn(TurnKind.MAIN, "check the disks")
         log = gene.workspace.daily_log(gene.clock.now()).read_text()
         assert "checked the disks" in log
-        tool_message = server.requests[1].body["messages"][-1]
-        assert tool_message["role"] == "tool"
+        assert await gene.turn(TurnKind.MAIN, "anything else?") == "done"
+        sent = server.requests[1].body["messages"]
+        assert [m["role"] for m in sent[-3:]] == ["assistant", "tool", "user"]
+        assert sent[-3]["tool_calls"][0]["function"]["name"] == "memory_write"

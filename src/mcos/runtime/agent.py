@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ import httpx
 
 from mcos.api_models import CallReport, DeliveryOut
 from mcos.client import AsyncClient, Calls
-from mcos.config.models import AgentConfig, Fleet, parse_duration
+from mcos.config.models import AgentConfig, CheckConfig, Fleet, parse_duration
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
 from mcos.domain.heartbeat import (
@@ -47,13 +48,15 @@ from mcos.exceptions import (
 )
 from mcos.models.base import ModelProvider, ModelReply, ModelRequest, TextBlock, ToolResult, Turn
 from mcos.models.offline import FLUSH_MARKER
-from mcos.runtime.checks import run_check
+from mcos.runtime.checks import CheckResult, run_check
 from mcos.runtime.clock import Clock
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.tools import Toolbox, ToolContext, untrusted
 from mcos.runtime.workspace import Limits, TurnKind, Workspace
 
 log = logging.getLogger("mcos.runtime")
+CheckRunner = Callable[[CheckConfig], Awaitable[CheckResult]]
+"""Runs one health check (swapped for a scripted one in simulations)."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,11 @@ class RuntimeSettings:
     flush_threshold: float = 0.85
     keep_turns: int = 6
     """Recent turns kept verbatim after a compaction."""
+    recheck_reminder: timedelta = timedelta(hours=1)
+    """A check still failing is put before the model again only this often (no stampede)."""
+    end_on_actions: bool = True
+    """End a turn after a round of successful actions (send, reply, log) instead of calling the
+    model again only to hear it say it is done; read tools and errors always get a follow-up."""
     clock_every: timedelta = timedelta(minutes=10)
     """How often the offset to Mission Control's clock is measured again."""
     limits: Limits = field(default_factory=Limits)
@@ -108,6 +116,15 @@ def _format_message(d: DeliveryOut) -> str:
     return f"- [message {m.id}] from {m.sender} ({flags}): {m.subject or '(no subject)'}\n{body}"
 
 
+ACTIONS = frozenset({"send_message", "reply", "memory_write", "report_incident", "write_workstate"})
+"""Tools that act and return nothing the model needs before deciding its next step."""
+
+
+def _only_done_actions(reply: ModelReply, results: tuple[ToolResult, ...]) -> bool:
+    """Whether a tool round was only actions, every one of them successful."""
+    return all(c.name in ACTIONS for c in reply.tool_calls) and not any(r.is_error for r in results)
+
+
 def _append_user(turns: list[Turn], blocks: tuple[TextBlock | ToolResult, ...]) -> None:
     """Add a user turn, merged into the last one if that is a user turn (roles alternate)."""
     if turns and turns[-1].role == "user":
@@ -130,6 +147,7 @@ class AgentRuntime:
         settings: RuntimeSettings | None = None,
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
+        check_runner: CheckRunner | None = None,
     ) -> None:
         self.name = name
         self.fleet = fleet
@@ -142,6 +160,7 @@ class AgentRuntime:
         self.workspace = Workspace(fleet.workspace_path(name), self.settings.limits)
         self.memory = MemoryIndex(self.workspace.root)
         self.http = http or httpx.AsyncClient()
+        self.check_runner: CheckRunner = check_runner or (lambda c: run_check(c, self.http))
         self.ctx = ToolContext(
             agent=name,
             reports_to=self.config.reports_to,
@@ -174,8 +193,12 @@ class AgentRuntime:
         self.no_progress: deque[datetime] = deque()
         self.paused = False
         self.context_tokens = 0
-        self.turn_gap = self.interval
-        self.calls_per_turn = 2.0
+        self.turn_gap = timedelta(hours=6)
+        """Typical time between model turns (EMA); until measured, assume turns are rare."""
+        self.check_reported: dict[str, datetime] = {}
+        """Failing checks already put before the model, and when."""
+        self.calls_per_turn = 1.0
+        """Model calls per turn (EMA): one when a round of actions ends the turn."""
         self.last_turn_at: datetime | None = None
         self.last_beat: dict[str, str] = {}
         self.stats = Stats()
@@ -332,7 +355,9 @@ class AgentRuntime:
         volatile = (
             f"You are {self.name} ({self.config.role}); you report to "
             f"{self.config.reports_to or 'nobody'}. Now: {now:%Y-%m-%d %H:%M} UTC. Act through "
-            "your tools; record what you did in your daily log."
+            "your tools and record what you did in your daily log. Make every action you need "
+            "in one response: a round of actions (messages, replies, log entries) that all "
+            "succeed ends the turn, and you see their results at the start of the next one."
         )
         return ModelRequest(
             stable=prompt.text,
@@ -349,7 +374,7 @@ class AgentRuntime:
         now = self.clock.now()
         if self.blocked_day == now.date().isoformat():
             raise _TurnStopped("over budget")
-        if self._cooling():
+        if self.cooling():
             raise _TurnStopped("cooling down")
         if self.last_turn_at is not None:
             gap = now - self.last_turn_at
@@ -371,6 +396,8 @@ class AgentRuntime:
                     break
                 results = tuple([await self.tools.call(c) for c in reply.tool_calls])
                 _append_user(turns, results)
+                if self.settings.end_on_actions and _only_done_actions(reply, results):
+                    break  # the results reach the model at the start of its next turn
             else:
                 self._log(f"{kind.value} turn stopped at {self.config.max_tool_rounds} tool rounds")
         finally:
@@ -546,17 +573,25 @@ class AgentRuntime:
             for d in self.pending.values()
         ]
         if self.config.checks:
-            results = await asyncio.gather(*(run_check(c, self.http) for c in self.config.checks))
+            results = await asyncio.gather(*(self.check_runner(c) for c in self.config.checks))
+            now = self.clock.now()
             by_name = {c.name: c for c in self.config.checks}
-            found += [
-                Finding(
-                    f"check {r.name}",
-                    f"failing: {r.detail}",
-                    Urgency.URGENT if by_name[r.name].urgent else Urgency.NORMAL,
+            for r in results:
+                if r.ok:
+                    if self.check_reported.pop(r.name, None) is not None:
+                        self._log(f"check {r.name} recovered")
+                    continue
+                told = self.check_reported.get(r.name)
+                if told is not None and now - told < self.settings.recheck_reminder:
+                    continue  # the model already knows; the log keeps the beat's result
+                found.append(
+                    Finding(
+                        f"check {r.name}",
+                        f"failing: {r.detail}"
+                        + (f" (still failing since before {told:%H:%M})" if told else ""),
+                        Urgency.URGENT if by_name[r.name].urgent else Urgency.NORMAL,
+                    )
                 )
-                for r in results
-                if not r.ok
-            ]
         return found
 
     async def heartbeat(self) -> Outcome:
@@ -566,15 +601,17 @@ class AgentRuntime:
         self.next_beat_at = next_beat(now, self.interval, self.jitter, self.rng.random())
         found = await self.findings()
         active = self.active is None or self.active.contains(now)
-        blocked = self.blocked_day == now.date().isoformat() or self.paused or self._cooling()
+        blocked = self.blocked_day == now.date().isoformat() or self.paused or self.cooling()
         disabled = self.workspace.heartbeat_disabled() and not self.config.checks
         decision = decide([] if disabled else found, active=active, over_budget=blocked)
         self.last_beat = {"at": now.isoformat(), "outcome": decision.outcome.value}
         if decision.outcome is Outcome.TURN:
             # Pending messages ride along in the same turn; checks arrive as extra findings.
-            await self.handle_messages(
-                extra=[f for f in decision.findings if not f.source.startswith("message ")]
-            )
+            extra = [f for f in decision.findings if not f.source.startswith("message ")]
+            if await self.handle_messages(extra=extra):
+                for f in extra:
+                    if f.source.startswith("check "):
+                        self.check_reported[f.source.removeprefix("check ")] = now
         else:
             self.stats.beats_ok += decision.outcome is Outcome.OK
             await self.report(
@@ -633,13 +670,14 @@ class AgentRuntime:
         if self.cooling_until is not None and self.clock.now() >= self.cooling_until:
             self.cooling_until = None
             await self.report(AgentStatus.IDLE, "cooldown over")
-        if self.batch_due() and not self._cooling():
+        if self.batch_due() and not self.cooling():
             await self.handle_messages()
         if self.clock.now() >= self.next_beat_at:
             await self.heartbeat()
         await self.run_due_cron()
 
-    def _cooling(self) -> bool:
+    def cooling(self) -> bool:
+        """Whether a 429's cooldown is still running."""
         return self.cooling_until is not None and self.clock.now() < self.cooling_until
 
     async def _check_resumed(self) -> None:
