@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 
+import httpx
 import pytest
 
 from mcos.api_models import SendRequest
@@ -250,3 +253,21 @@ class TestLongPoll:
             started = time.monotonic()
             assert jarvis.do(Calls.inbox(wait=0.5)).deliveries == []
             assert time.monotonic() - started >= 0.45
+
+
+async def test_a_long_poll_whose_client_hung_up_claims_nothing(live_server: LiveServer) -> None:
+    """A stopped agent's abandoned long-poll must not claim (and so hide) the next message."""
+    headers = {"Authorization": f"Bearer {live_server.tokens['gene']}"}
+    async with httpx.AsyncClient(base_url=live_server.url, headers=headers) as gene:
+        waiting = asyncio.create_task(gene.get("/v1/inbox", params={"wait": 20}, timeout=30))
+        await asyncio.sleep(0.5)
+        waiting.cancel()  # the client goes away mid-wait; its connection closes
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    await asyncio.sleep(1.5)  # longer than the server's re-check slice
+    with live_server.client("jarvis") as jarvis:
+        jarvis.do(Calls.send("gene", "after the hang-up"))
+    await asyncio.sleep(0.5)
+    with live_server.client("gene") as gene_again:
+        got = gene_again.do(Calls.inbox(wait=0))
+    assert [d.message.body for d in got.deliveries] == ["after the hang-up"]

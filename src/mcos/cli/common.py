@@ -96,6 +96,8 @@ def print_json(value: Any) -> None:
             return v.model_dump(mode="json")
         if isinstance(v, list):
             return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
         return v
 
     sys.stdout.write(json.dumps(plain(value), indent=2, default=str) + "\n")

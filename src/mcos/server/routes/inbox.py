@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from mcos.api_models import (
     AckBatchRequest,
@@ -37,12 +38,25 @@ async def _touch(mc: MissionControl, name: str) -> None:
 
 
 async def _claim_waiting(
-    mc: MissionControl, inbox: str, limit: int, wait: float, visibility: timedelta
+    mc: MissionControl,
+    inbox: str,
+    limit: int,
+    wait: float,
+    visibility: timedelta,
+    gone: Callable[[], Awaitable[bool]],
 ) -> list[Delivery]:
-    """Claim now; if empty, wait for a wake-up (armed before claiming) and claim again."""
+    """Claim now; if empty, wait for a wake-up (armed before claiming) and claim again.
+
+    A client that hung up while waiting (a stopped or restarted agent) claims nothing more:
+    a claim for nobody would hide the message until its visibility deadline.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, mc.settings.max_wait_seconds)
+    first = True
     while True:
+        if not first and await gone():
+            return []
+        first = False
         with mc.store.armed(inbox) as woken:
             claimed = await mc.store.claim(inbox, limit=limit, visibility=visibility)
             remaining = deadline - loop.time()
@@ -55,6 +69,7 @@ async def _claim_waiting(
 
 @router.get("/inbox", response_model=InboxResponse, responses=ERRORS)
 async def claim(
+    http: Request,
     mc: MC,
     caller: Caller,
     inbox: Annotated[str | None, Query(description="Operators only: whose inbox.")] = None,
@@ -67,7 +82,9 @@ async def claim(
     """Claim deliveries (urgent first, then oldest), waiting up to ``wait`` s for one."""
     name = await inbox_of(mc, caller, inbox, "inbox.read")
     await _touch(mc, caller.name)
-    claimed = await _claim_waiting(mc, name, limit, wait, timedelta(seconds=visibility))
+    claimed = await _claim_waiting(
+        mc, name, limit, wait, timedelta(seconds=visibility), http.is_disconnected
+    )
     mc.metrics.delivered.inc(len(claimed))
     mc.metrics.redelivered.inc(sum(1 for d in claimed if d.attempts > 1))
     return InboxResponse(inbox=name, deliveries=[DeliveryOut.of(d) for d in claimed])

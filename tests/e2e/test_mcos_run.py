@@ -1,0 +1,107 @@
+"""`mcos run` with the business template, as a new user runs it: every agent up, a directive
+from the orchestrator handled and logged, Ctrl-C stops everything and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from mcos.client import Calls, Client
+from mcos.domain.messages import MessageKind
+from mcos.domain.tokens import PrincipalKind
+from tests.api.conftest import free_port
+from tests.e2e.cli_helpers import MCOS, mcos, mcos_json
+
+
+def _wait(what: str, check: object, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/stat")
+    return not (status.exists() and status.read_text().split()[2] == "Z")
+
+
+def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(tmp_path: Path) -> None:
+    home = tmp_path / "biz"
+    mcos("init", str(home), "--template", "business")
+    port = free_port()
+    fleet = home / "fleet.toml"
+    fleet.write_text(fleet.read_text().replace("127.0.0.1:8700", f"127.0.0.1:{port}"))
+    out = (tmp_path / "run.out").open("wb")
+    run = subprocess.Popen([*MCOS, "run", str(home)], stdout=out, stderr=subprocess.STDOUT)
+    env = {"MCOS_FLEET": str(fleet), "COLUMNS": "200"}
+    try:
+        _wait(
+            "all 12 agents idle",
+            lambda: _agents_ready(port, env),
+            timeout=90,
+        )
+        status = mcos("status", env=env).stdout
+        assert "jarvis" in status
+        assert "offline model" in status
+        operator_token = (home / "state" / "operator.token").read_text().strip()
+        with Client(f"http://127.0.0.1:{port}", operator_token) as operator:
+            jarvis_token = operator.do(Calls.create_token(PrincipalKind.AGENT, "jarvis")).token
+        with Client(f"http://127.0.0.1:{port}", jarvis_token) as jarvis:
+            sent = jarvis.do(
+                Calls.send("elon", "Ship the billing fix before Friday.",
+                           subject="Billing fix", kind=MessageKind.DIRECTIVE)
+            )  # fmt: skip
+
+            def answered() -> bool:
+                thread = jarvis.do(Calls.thread(sent.message.thread_id))
+                return any(m.sender == "elon" for m in thread)
+
+            _wait("elon's reply in the directive's thread", answered)
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        log = (home / "agents" / "elon" / "memory" / f"{today}.md").read_text()
+        assert f"message {sent.message.id} from jarvis (directive): Billing fix" in log
+        children = _children(run.pid)
+        assert len(children) >= 13  # the server and twelve agents
+    finally:
+        run.send_signal(signal.SIGINT)
+        code = run.wait(90)
+        out.close()
+    output = (tmp_path / "run.out").read_text()
+    assert code == 0, output
+    assert "stopped" in output
+    for pid in children:
+        assert not _alive(pid), f"process {pid} outlived mcos run"
+    assert "stopped" in (home / "agents" / "elon" / "memory" / f"{today}.md").read_text()
+
+
+def _agents_ready(port: int, env: dict[str, str]) -> bool:
+    try:
+        agents = mcos_json("status", env=env)["agents"]
+    except (AssertionError, httpx.HTTPError, ValueError):
+        return False
+    return len(agents) == 12 and all(a["state"] == "idle" for a in agents)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
