@@ -14,7 +14,7 @@ $(BIN)/mcos: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
-run: $(BIN)/mcos  ## install, then start Mission Control on SQLite with a demo fleet (./mcos-demo)
+run: $(BIN)/mcos  ## install, then run Mission Control and the demo business fleet (./mcos-demo)
 	$(BIN)/mcos run
 
 lint: $(BIN)/mcos  ## ruff check and ruff format --check
@@ -29,9 +29,10 @@ pytest: $(BIN)/mcos  ## the whole test suite (PostgreSQL tests fail, not skip, u
 
 test: lint typecheck pytest  ## everything CI runs
 
-bench: $(BIN)/mcos  ## the bus benchmark (needs PostgreSQL on 127.0.0.1:5432)
+bench: $(BIN)/mcos  ## the benchmarks: the bus (needs PostgreSQL on 127.0.0.1:5432), a fleet-day's cost
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python benchmarks/bus.py
+	$(BIN)/python benchmarks/fleet_day.py
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
