@@ -19,6 +19,7 @@ from mcos.domain.heartbeat import (
     next_beat,
     next_cron_fire,
     prefix_cost,
+    turn_cache_ttl,
     valid_cron,
 )
 
@@ -132,6 +133,27 @@ class TestCacheTTL:
         gap = timedelta(minutes=minutes)
         chosen = choose_cache_ttl(gap, calls)
         assert prefix_cost(chosen, gap, calls) <= prefix_cost(CacheTTL.NONE, gap, calls)
+
+
+class TestTurnCacheTTL:
+    """Per turn: the gap between turns and the calls in each decide the TTL."""
+
+    def test_the_table_in_docs_runtime(self) -> None:
+        """The four rows of the table in docs/runtime.md."""
+        assert turn_cache_ttl(timedelta(minutes=30), 1) is CacheTTL.ONE_HOUR
+        assert turn_cache_ttl(timedelta(hours=3), 1) is CacheTTL.NONE
+        assert turn_cache_ttl(timedelta(hours=3), 2) is CacheTTL.FIVE_MINUTES
+        assert turn_cache_ttl(timedelta(minutes=2), 2) is CacheTTL.FIVE_MINUTES
+
+    @given(st.integers(1, 24 * 60), st.floats(1.0, 8.0))
+    def test_never_dearer_than_no_cache(self, minutes: int, calls: float) -> None:
+        """Whatever the pattern, caching is chosen only when it costs less than none."""
+        chosen = turn_cache_ttl(timedelta(minutes=minutes), calls)
+        if chosen is not CacheTTL.NONE:
+            life = timedelta(minutes=5 if chosen is CacheTTL.FIVE_MINUTES else 60)
+            write = 1.25 if chosen is CacheTTL.FIVE_MINUTES else 2.0
+            first = 0.1 if timedelta(minutes=minutes) <= life else write
+            assert first + 0.1 * (calls - 1) < calls
 
 
 class TestContextBudget:
