@@ -20,8 +20,10 @@ from mcos.client import Client, ServerUnreachable
 from mcos.config import Fleet, load_fleet
 from mcos.exceptions import EX_CONFIG, ConfigError, ConfigErrors, McosError
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (scripts, logs, CI) gets whole lines rather than an 80-column terminal's cuts.
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
 
 EX_UNAVAILABLE = 69
 DEMO_DIR = "mcos-demo"
