@@ -12,6 +12,9 @@ from typing import Any, Literal, Protocol
 from mcos.domain.budget import Price, Usage
 from mcos.domain.heartbeat import CacheTTL
 
+INVALID_ARGUMENTS = "__invalid_json__"
+"""Key under which a tool call's unparseable arguments are passed on (the tool refuses it)."""
+
 
 @dataclass(frozen=True)
 class ToolSpec:

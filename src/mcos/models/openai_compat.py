@@ -23,12 +23,17 @@ from mcos.exceptions import (
     RateLimited,
     SpendLimitReached,
 )
-from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult
+from mcos.models.base import (
+    INVALID_ARGUMENTS,
+    ModelReply,
+    ModelRequest,
+    TextBlock,
+    ToolCall,
+    ToolResult,
+)
 
 PROVIDER = "openai"
 DEFAULT_RETRY_AFTER = 60.0
-INVALID_ARGUMENTS = "__invalid_json__"
-"""Key under which a tool call's unparseable arguments are passed on (the tool refuses it)."""
 
 
 class _Retryable(Exception):

@@ -20,8 +20,7 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig
 from mcos.domain.messages import MessageKind, Priority
 from mcos.exceptions import McosError
-from mcos.models.base import ToolCall, ToolResult, ToolSpec
-from mcos.models.openai_compat import INVALID_ARGUMENTS
+from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock
 from mcos.runtime.memory import MemoryIndex
