@@ -170,3 +170,21 @@ class ModelRequestRejected(ModelError):
     """The provider refused the request itself (400, 401, 403, 404): a bug or a bad key."""
 
     code = "model_request_rejected"
+
+
+class LeaseHeld(Conflict):
+    """Another supervisor holds the agent's lease (409): this one must not start the agent."""
+
+    code = "lease_held"
+
+
+class LeaseLost(Conflict):
+    """The lease expired or passed to another holder (409): stop the agent now."""
+
+    code = "lease_lost"
+
+
+class Fenced(Conflict):
+    """A call carried a fencing token older than the agent's current lease (409)."""
+
+    code = "fenced"

@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
 from mcos.domain.budget import Committed, Limits, check_reservation
+from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.messages import (
     Delivery,
     DeliveryPolicy,
@@ -142,6 +143,18 @@ def _agent_state(r: DictRow) -> AgentState:
         until=_opt(r["until"]),
         info=dict(r["info"]),
         updated_at=_utc(r["updated_at"]),
+    )
+
+
+def _lease(r: DictRow) -> Lease:
+    return Lease(
+        agent=r["agent"],
+        holder=r["holder"],
+        host=r["host"],
+        fence=int(r["fence"]),
+        expires_at=_utc(r["expires_at"]),
+        acquired_at=_utc(r["acquired_at"]),
+        renewed_at=_utc(r["renewed_at"]),
     )
 
 
@@ -751,6 +764,62 @@ class PostgresStore:
         async with self._conn() as conn:
             found = await (await conn.execute(Q["agent_states_all"])).fetchall()
         return [_agent_state(r) for r in found]
+
+
+    # --- leases ------------------------------------------------------------------------------
+    async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:
+        """Grant or renew with the lease row locked, so two supervisors cannot both win."""
+        async with self._tx() as conn:
+            await conn.execute(Q["lease_seed"], (agent,))
+            row = await (await conn.execute(Q["lease_lock"], (agent,))).fetchone()
+            assert row is not None
+            current = _lease(row) if row["fence"] > 0 else None
+            decision = grant(current, holder, _utc(row["now"]))
+            if decision == Grant.REFUSE:
+                assert current is not None
+                raise held_error(current)
+            fence = int(row["fence"]) + (1 if decision == Grant.NEW else 0)
+            out = await (
+                await conn.execute(
+                    Q["lease_write"],
+                    (holder, host, fence, ttl.total_seconds(), decision == Grant.NEW, agent),
+                )
+            ).fetchone()
+        assert out is not None
+        return _lease(out)
+
+    async def renew_lease(self, agent: str, holder: str, fence: int, ttl: timedelta) -> Lease:
+        """Extend our live lease; anything else means it is lost."""
+        async with self._tx() as conn:
+            row = await (await conn.execute(Q["lease_lock"], (agent,))).fetchone()
+            if row is None or not ours(_lease(row), holder, fence, _utc(row["now"])):
+                raise lost_error(agent, None if row is None else _lease(row), holder, fence)
+            out = await (
+                await conn.execute(
+                    Q["lease_write"],
+                    (holder, row["host"], fence, ttl.total_seconds(), False, agent),
+                )
+            ).fetchone()
+        assert out is not None
+        return _lease(out)
+
+    async def release_lease(self, agent: str, holder: str, fence: int) -> bool:
+        """Let the lease end now."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["lease_release"], (agent, holder, fence))).fetchone()
+        return row is not None
+
+    async def lease(self, agent: str) -> Lease | None:
+        """The agent's current (or last) lease."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["lease_get"], (agent,))).fetchone()
+        return None if row is None else _lease(row)
+
+    async def leases(self) -> list[Lease]:
+        """Every agent's current (or last) lease."""
+        async with self._conn() as conn:
+            found = await (await conn.execute(Q["leases_all"])).fetchall()
+        return [_lease(r) for r in found]
 
     # --- tokens ------------------------------------------------------------------------------
     async def create_token(

@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from mcos.domain.audit import AuditEvent, AuditRecord
 from mcos.domain.budget import Committed, Limits, Usage, Verdict
+from mcos.domain.leases import Lease
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 
@@ -271,6 +272,23 @@ class Store(Protocol):
 
     async def agent_states(self) -> list[AgentState]:
         """Every agent's last reported state."""
+
+    # --- leases ----------------------------------------------------------------------------
+    async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:
+        """Grant (a new fencing token) or renew ``holder``'s lease; ``LeaseHeld`` while another's
+        lease binds."""
+
+    async def renew_lease(self, agent: str, holder: str, fence: int, ttl: timedelta) -> Lease:
+        """Extend a live lease held by ``holder`` with ``fence``; ``LeaseLost`` otherwise."""
+
+    async def release_lease(self, agent: str, holder: str, fence: int) -> bool:
+        """End a lease early (the agent stopped); False when it was no longer ours."""
+
+    async def lease(self, agent: str) -> Lease | None:
+        """The agent's current (or last) lease."""
+
+    async def leases(self) -> list[Lease]:
+        """Every agent's current (or last) lease."""
 
     # --- tokens ----------------------------------------------------------------------------
     async def create_token(

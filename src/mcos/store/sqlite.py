@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
 from mcos.domain.budget import Committed, Limits, check_reservation
+from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.messages import (
     Delivery,
     DeliveryPolicy,
@@ -90,6 +91,18 @@ def _now_us() -> int:
 
 def _committed(row: Any) -> Committed:
     return Committed(int(row["usd"]), int(row["tokens"]))
+
+
+def _lease(r: sqlite3.Row) -> Lease:
+    return Lease(
+        agent=r["agent"],
+        holder=r["holder"],
+        host=r["host"],
+        fence=int(r["fence"]),
+        expires_at=_dt(r["expires_at"]),
+        acquired_at=_dt(r["acquired_at"]),
+        renewed_at=_dt(r["renewed_at"]),
+    )
 
 
 def _agent_state(r: sqlite3.Row) -> AgentState:
@@ -690,6 +703,85 @@ class SqliteStore:
         return await self._run(
             lambda conn: [_agent_state(r) for r in conn.execute(Q["agent_states_all"])]
         )
+
+
+    # --- leases --------------------------------------------------------------------------------
+    async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:
+        """Grant or renew under one write lock, so two supervisors cannot both win."""
+
+        def write(conn: sqlite3.Connection) -> Lease:
+            with self._tx(conn):
+                now = _now_us()
+                conn.execute(Q["lease_seed"], (agent, now, now))
+                row = conn.execute(Q["lease_lock"], (agent,)).fetchone()
+                current = _lease(row) if row["fence"] > 0 else None
+                decision = grant(current, holder, _dt(now))
+                if decision == Grant.REFUSE:
+                    assert current is not None
+                    raise held_error(current)
+                fence = row["fence"] + (1 if decision == Grant.NEW else 0)
+                out = conn.execute(
+                    Q["lease_write"],
+                    {
+                        "holder": holder, "host": host, "fence": fence, "agent": agent,
+                        "expires_at": now + int(ttl.total_seconds() * 1_000_000),
+                        "new": decision == Grant.NEW, "now": now,
+                    },
+                ).fetchone()  # fmt: skip
+            return _lease(out)
+
+        return await self._run(write)
+
+    async def renew_lease(self, agent: str, holder: str, fence: int, ttl: timedelta) -> Lease:
+        """Extend our live lease; anything else means it is lost."""
+
+        def write(conn: sqlite3.Connection) -> Lease:
+            with self._tx(conn):
+                now = _now_us()
+                row = conn.execute(Q["lease_lock"], (agent,)).fetchone()
+                if row is None or not ours(_lease(row), holder, fence, _dt(now)):
+                    raise lost_error(agent, None if row is None else _lease(row), holder, fence)
+                out = conn.execute(
+                    Q["lease_write"],
+                    {
+                        "holder": holder, "host": row["host"], "fence": fence, "agent": agent,
+                        "expires_at": now + int(ttl.total_seconds() * 1_000_000),
+                        "new": False, "now": now,
+                    },
+                ).fetchone()  # fmt: skip
+            return _lease(out)
+
+        return await self._run(write)
+
+    async def release_lease(self, agent: str, holder: str, fence: int) -> bool:
+        """Let the lease end now."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["lease_release"],
+                    {"agent": agent, "holder": holder, "fence": fence, "now": _now_us()},
+                ).fetchone()
+            return row is not None
+
+        return await self._run(write)
+
+    async def lease(self, agent: str) -> Lease | None:
+        """The agent's current (or last) lease."""
+
+        def read(conn: sqlite3.Connection) -> Lease | None:
+            row = conn.execute(Q["lease_get"], (agent,)).fetchone()
+            return None if row is None else _lease(row)
+
+        return await self._run(read)
+
+    async def leases(self) -> list[Lease]:
+        """Every agent's current (or last) lease."""
+
+        def read(conn: sqlite3.Connection) -> list[Lease]:
+            return [_lease(r) for r in conn.execute(Q["leases_all"]).fetchall()]
+
+        return await self._run(read)
 
     # --- tokens --------------------------------------------------------------------------------
     @staticmethod

@@ -356,3 +356,30 @@ RETURNING *;
 
 -- name: agent_states_all
 SELECT * FROM agent_states ORDER BY name;
+
+-- name: lease_seed
+INSERT INTO leases (agent, holder, host, fence, expires_at, acquired_at, renewed_at)
+VALUES (%s, '', '', 0, 'epoch', clock_timestamp(), clock_timestamp())
+ON CONFLICT (agent) DO NOTHING;
+
+-- name: lease_lock
+SELECT *, clock_timestamp() AS now FROM leases WHERE agent = %s FOR UPDATE;
+
+-- name: lease_write
+UPDATE leases SET holder = %s, host = %s, fence = %s,
+  expires_at = clock_timestamp() + make_interval(secs => %s),
+  acquired_at = CASE WHEN %s THEN clock_timestamp() ELSE acquired_at END,
+  renewed_at = clock_timestamp()
+WHERE agent = %s
+RETURNING *;
+
+-- name: lease_release
+UPDATE leases SET expires_at = clock_timestamp()
+WHERE agent = %s AND holder = %s AND fence = %s AND expires_at > clock_timestamp()
+RETURNING *;
+
+-- name: lease_get
+SELECT * FROM leases WHERE agent = %s AND fence > 0;
+
+-- name: leases_all
+SELECT * FROM leases WHERE fence > 0 ORDER BY agent;

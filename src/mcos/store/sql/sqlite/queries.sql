@@ -245,3 +245,28 @@ RETURNING *;
 
 -- name: agent_states_all
 SELECT * FROM agent_states ORDER BY name;
+
+-- name: lease_seed
+INSERT INTO leases (agent, holder, host, fence, expires_at, acquired_at, renewed_at)
+VALUES (?, '', '', 0, 0, ?, ?)
+ON CONFLICT (agent) DO NOTHING;
+
+-- name: lease_lock
+SELECT * FROM leases WHERE agent = ?;
+
+-- name: lease_write
+UPDATE leases SET holder = :holder, host = :host, fence = :fence, expires_at = :expires_at,
+  acquired_at = CASE WHEN :new THEN :now ELSE acquired_at END, renewed_at = :now
+WHERE agent = :agent
+RETURNING *;
+
+-- name: lease_release
+UPDATE leases SET expires_at = :now
+WHERE agent = :agent AND holder = :holder AND fence = :fence AND expires_at > :now
+RETURNING *;
+
+-- name: lease_get
+SELECT * FROM leases WHERE agent = ? AND fence > 0;
+
+-- name: leases_all
+SELECT * FROM leases WHERE fence > 0 ORDER BY agent;
