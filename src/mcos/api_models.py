@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.audit import AuditRecord
+from mcos.domain.leases import Lease
 from mcos.domain.messages import (
     Delivery,
     DeliveryState,
@@ -253,6 +254,56 @@ class TokenCreated(_Out):
 
     token: str
     record: TokenOut
+
+
+class LeaseAcquire(_In):
+    """A supervisor asks to run an agent."""
+
+    holder: str = Field(min_length=1, max_length=200, description="The supervisor's identity.")
+    host: str = Field(default="", max_length=100)
+    ttl_seconds: float = Field(default=15, ge=1, le=600)
+
+
+class LeaseRenew(_In):
+    """A supervisor keeps running an agent."""
+
+    holder: str = Field(min_length=1, max_length=200)
+    fence: int = Field(ge=1)
+    ttl_seconds: float = Field(default=15, ge=1, le=600)
+
+
+class LeaseRelease(_In):
+    """A supervisor stopped an agent."""
+
+    holder: str = Field(min_length=1, max_length=200)
+    fence: int = Field(ge=1)
+
+
+class LeaseOut(_Out):
+    """An agent's lease; ``live`` judged on Mission Control's clock."""
+
+    agent: str
+    holder: str
+    host: str
+    fence: int
+    expires_at: datetime
+    acquired_at: datetime
+    renewed_at: datetime
+    live: bool | None = None
+
+    @classmethod
+    def of(cls, lease: Lease, now: datetime | None = None) -> LeaseOut:
+        """The wire form of a lease."""
+        return cls(
+            agent=lease.agent,
+            holder=lease.holder,
+            host=lease.host,
+            fence=lease.fence,
+            expires_at=lease.expires_at,
+            acquired_at=lease.acquired_at,
+            renewed_at=lease.renewed_at,
+            live=None if now is None else lease.live(now),
+        )
 
 
 class RuntimeEvent(_In):

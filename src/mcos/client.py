@@ -25,6 +25,10 @@ from mcos.api_models import (
     DeliveryOut,
     HealthResponse,
     InboxResponse,
+    LeaseAcquire,
+    LeaseOut,
+    LeaseRelease,
+    LeaseRenew,
     MessageOut,
     ReservationOut,
     ReservationRequest,
@@ -40,6 +44,7 @@ from mcos.api_models import (
     UsageOut,
 )
 from mcos.domain.agent_state import AgentStatus
+from mcos.domain.leases import FENCE_HEADER
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind, redact
 
@@ -56,6 +61,9 @@ _ERRORS: dict[str, type[exc.McosError]] = {
         exc.StaleReceipt,
         exc.InvalidRequest,
         exc.OverBudget,
+        exc.LeaseHeld,
+        exc.LeaseLost,
+        exc.Fenced,
         exc.StoreUnavailable,
         exc.SchemaOutOfDate,
     )
@@ -132,6 +140,8 @@ _TOKEN = TypeAdapter(TokenOut)
 _TOKENS = TypeAdapter(list[TokenOut])
 _AUDIT = TypeAdapter(list[AuditOut])
 _AUDIT_ONE = TypeAdapter(AuditOut)
+_LEASE = TypeAdapter(LeaseOut)
+_LEASES = TypeAdapter(list[LeaseOut])
 _VERIFY = TypeAdapter(AuditVerifyResponse)
 _ACKED = TypeAdapter(AckBatchResponse)
 _RESERVATION = TypeAdapter(ReservationOut)
@@ -283,6 +293,29 @@ class Calls:
         return Call("POST", "/v1/audit/events", _model(_AUDIT_ONE), json=event.model_dump())
 
     @staticmethod
+    def acquire_lease(agent: str, holder: str, host: str, ttl: float) -> Call[LeaseOut]:
+        """Take the right to run ``agent`` (``LeaseHeld`` names who has it)."""
+        body = LeaseAcquire(holder=holder, host=host, ttl_seconds=ttl).model_dump()
+        return Call("POST", f"/v1/leases/{agent}/acquire", _model(_LEASE), json=body)
+
+    @staticmethod
+    def renew_lease(agent: str, holder: str, fence: int, ttl: float) -> Call[LeaseOut]:
+        """Keep it (``LeaseLost``: stop the agent now)."""
+        body = LeaseRenew(holder=holder, fence=fence, ttl_seconds=ttl).model_dump()
+        return Call("POST", f"/v1/leases/{agent}/renew", _model(_LEASE), json=body)
+
+    @staticmethod
+    def release_lease(agent: str, holder: str, fence: int) -> Call[None]:
+        """Give it up after stopping the agent."""
+        body = LeaseRelease(holder=holder, fence=fence).model_dump()
+        return Call("POST", f"/v1/leases/{agent}/release", _none, json=body)
+
+    @staticmethod
+    def leases() -> Call[list[LeaseOut]]:
+        """Every agent's lease."""
+        return Call("GET", "/v1/leases", _model(_LEASES))
+
+    @staticmethod
     def time() -> Call[TimeResponse]:
         return Call("GET", "/v1/time", _model(_TIME))
 
@@ -350,8 +383,11 @@ class Calls:
         return Call("GET", "/v1/audit/verify", _model(_VERIFY))
 
 
-def _headers(token: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
+def _headers(token: str | None, fence: int | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if fence is not None:
+        headers[FENCE_HEADER] = str(fence)
+    return headers
 
 
 def _answer(call: Call[T], response: httpx.Response) -> T:
@@ -372,9 +408,18 @@ class Client:
 
     calls = Calls
 
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10,
+        fence: int | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=_headers(token), timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=_headers(token, fence), timeout=timeout
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -406,10 +451,18 @@ class AsyncClient:
 
     calls = Calls
 
-    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 10,
+        fence: int | None = None,
+    ) -> None:
+        """``fence``: the agent instance's fencing token, sent with every call."""
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=_headers(token), timeout=timeout
+            base_url=self.base_url, headers=_headers(token, fence), timeout=timeout
         )
 
     async def __aenter__(self) -> Self:

@@ -765,7 +765,6 @@ class PostgresStore:
             found = await (await conn.execute(Q["agent_states_all"])).fetchall()
         return [_agent_state(r) for r in found]
 
-
     # --- leases ------------------------------------------------------------------------------
     async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:
         """Grant or renew with the lease row locked, so two supervisors cannot both win."""

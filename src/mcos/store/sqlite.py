@@ -704,7 +704,6 @@ class SqliteStore:
             lambda conn: [_agent_state(r) for r in conn.execute(Q["agent_states_all"])]
         )
 
-
     # --- leases --------------------------------------------------------------------------------
     async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:
         """Grant or renew under one write lock, so two supervisors cannot both win."""

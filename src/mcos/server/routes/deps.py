@@ -6,18 +6,45 @@ from typing import Annotated
 
 from fastapi import Depends, Header
 
+from mcos.domain.audit import AuditEvent
+from mcos.domain.leases import stale
 from mcos.domain.tokens import Principal, PrincipalKind
-from mcos.exceptions import Forbidden
+from mcos.exceptions import Fenced, Forbidden
 from mcos.server.context import MissionControl, mission_control
 
 MC = Annotated[MissionControl, Depends(mission_control)]
 
 
 async def current_principal(
-    mc: MC, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+    mc: MC,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_mcos_fence: Annotated[
+        int | None,
+        Header(description="The agent instance's fencing token (from its supervisor's lease)."),
+    ] = None,
 ) -> Principal:
-    """The authenticated caller (401 otherwise)."""
-    return await mc.auth.principal(authorization)
+    """The authenticated caller (401 otherwise); an agent instance whose fencing token is older
+    than its agent's current lease is refused (409 ``fenced``) — another instance took over."""
+    principal = await mc.auth.principal(authorization)
+    if x_mcos_fence is not None and principal.kind is PrincipalKind.AGENT:
+        current = await mc.store.lease(principal.name)
+        if stale(x_mcos_fence, current):
+            assert current is not None
+            await mc.store.record(
+                AuditEvent(
+                    actor=principal.actor,
+                    action="lease.fenced",
+                    targets={"agent": principal.name},
+                    detail={"presented": x_mcos_fence, "current": current.fence},
+                    outcome="refused",
+                )
+            )
+            msg = (
+                f"fencing token {x_mcos_fence} of {principal.name} is stale: "
+                f"{current.holder} on {current.host or '?'} runs it now (fence {current.fence})"
+            )
+            raise Fenced(msg, presented=x_mcos_fence, current=current.fence)
+    return principal
 
 
 Caller = Annotated[Principal, Depends(current_principal)]

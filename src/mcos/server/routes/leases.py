@@ -1,0 +1,65 @@
+"""Agent leases for supervisors: acquire, renew, release, list (operators)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fastapi import APIRouter
+
+from mcos.api_models import LeaseAcquire, LeaseOut, LeaseRelease, LeaseRenew
+from mcos.domain.audit import AuditEvent
+from mcos.exceptions import NotFound
+from mcos.server.routes.deps import MC, Caller, require_operator
+from mcos.server.routes.messages import ERRORS
+
+router = APIRouter(prefix="/v1/leases", tags=["leases"])
+
+
+async def _agent(mc: MC, agent: str) -> None:
+    if await mc.store.recipient_kind(agent) != "agent":
+        raise NotFound(f"no agent {agent!r}", agent=agent)
+
+
+@router.post("/{agent}/acquire", response_model=LeaseOut, responses=ERRORS)
+async def acquire(agent: str, request: LeaseAcquire, mc: MC, caller: Caller) -> LeaseOut:
+    """Take (or keep) the right to run ``agent``; 409 ``lease_held`` names the holder."""
+    await require_operator(mc, caller, "lease.acquire")
+    await _agent(mc, agent)
+    before = await mc.store.lease(agent)
+    lease = await mc.store.acquire_lease(
+        agent, request.holder, request.host, timedelta(seconds=request.ttl_seconds)
+    )
+    if before is None or before.fence != lease.fence:
+        await mc.store.record(
+            AuditEvent(
+                actor=caller.actor,
+                action="lease.granted",
+                targets={"agent": agent},
+                detail={"holder": lease.holder, "host": lease.host, "fence": lease.fence},
+            )
+        )
+    return LeaseOut.of(lease)
+
+
+@router.post("/{agent}/renew", response_model=LeaseOut, responses=ERRORS)
+async def renew(agent: str, request: LeaseRenew, mc: MC, caller: Caller) -> LeaseOut:
+    """Extend a live lease; 409 ``lease_lost`` means: stop the agent now."""
+    await require_operator(mc, caller, "lease.renew")
+    lease = await mc.store.renew_lease(
+        agent, request.holder, request.fence, timedelta(seconds=request.ttl_seconds)
+    )
+    return LeaseOut.of(lease)
+
+
+@router.post("/{agent}/release", status_code=204, responses=ERRORS)
+async def release(agent: str, request: LeaseRelease, mc: MC, caller: Caller) -> None:
+    """Give the lease up (the agent stopped), so another supervisor need not wait for expiry."""
+    await require_operator(mc, caller, "lease.release")
+    await mc.store.release_lease(agent, request.holder, request.fence)
+
+
+@router.get("", response_model=list[LeaseOut], responses=ERRORS)
+async def list_leases(mc: MC, caller: Caller) -> list[LeaseOut]:
+    """Every agent's current (or last) lease, with Mission Control's time to judge it by."""
+    now = await mc.store.now()
+    return [LeaseOut.of(x, now) for x in await mc.store.leases()]

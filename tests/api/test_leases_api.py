@@ -1,0 +1,61 @@
+"""Leases over HTTP, and fencing: a superseded agent instance is refused on every call."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mcos.client import Calls, Client
+from mcos.exceptions import Fenced, Forbidden, LeaseHeld, LeaseLost, NotFound
+from tests.api.conftest import LiveServer, raw
+
+
+def test_one_holder_at_a_time_and_the_refusal_names_it(live_server: LiveServer) -> None:
+    with live_server.client() as op:
+        lease = op.do(Calls.acquire_lease("gene", "sup-a", "mini", 15))
+        assert (lease.fence, lease.holder) == (1, "sup-a")
+        with pytest.raises(LeaseHeld, match="held by sup-a on host mini"):
+            op.do(Calls.acquire_lease("gene", "sup-b", "vps", 15))
+        response = raw(live_server, "POST", "/v1/leases/gene/acquire", live_server.operator_token,
+                       json={"holder": "sup-b", "host": "vps"})  # fmt: skip
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "lease_held"
+        shown = op.do(Calls.leases())
+        assert [(x.agent, x.live) for x in shown] == [("gene", True)]
+
+
+def test_a_stale_instance_is_fenced_out(live_server: LiveServer) -> None:
+    with live_server.client() as op:
+        old = op.do(Calls.acquire_lease("gene", "sup-a", "mini", 1))
+        with Client(live_server.url, live_server.tokens["gene"], fence=old.fence) as gene_old:
+            gene_old.do(Calls.inbox())  # the current instance may act
+            time.sleep(1.2)  # sup-a stalled past its TTL…
+            new = op.do(Calls.acquire_lease("gene", "sup-b", "vps", 15))  # …sup-b took over
+            assert new.fence == old.fence + 1
+            with pytest.raises(Fenced, match="sup-b on vps runs it now"):
+                gene_old.do(Calls.send("jarvis", "I am still here"))
+            with pytest.raises(LeaseLost):
+                op.do(Calls.renew_lease("gene", "sup-a", old.fence, 15))
+        with Client(live_server.url, live_server.tokens["gene"], fence=new.fence) as gene_new:
+            gene_new.do(Calls.send("jarvis", "the new instance"))
+        with live_server.client("jarvis") as jarvis:
+            got = jarvis.do(Calls.inbox())
+            assert [d.message.body for d in got.deliveries] == ["the new instance"]
+        fenced = op.do(Calls.audit(action="lease.fenced"))
+        assert len(fenced) == 1
+        assert fenced[0].detail == {"presented": 1, "current": 2}
+
+
+def test_release_lets_another_supervisor_in_at_once(live_server: LiveServer) -> None:
+    with live_server.client() as op:
+        lease = op.do(Calls.acquire_lease("gene", "sup-a", "mini", 15))
+        op.do(Calls.release_lease("gene", "sup-a", lease.fence))
+        assert op.do(Calls.acquire_lease("gene", "sup-b", "vps", 15)).fence == 2
+
+
+def test_only_operators_hold_leases_and_only_for_agents(live_server: LiveServer) -> None:
+    with live_server.client("gene") as gene, pytest.raises(Forbidden):
+        gene.do(Calls.acquire_lease("gene", "me", "h", 15))
+    with live_server.client() as op, pytest.raises(NotFound):
+        op.do(Calls.acquire_lease("alerts", "sup-a", "h", 15))
