@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -17,10 +16,10 @@ import typer
 import uvicorn
 from fastapi import FastAPI
 
-from mcos.api_models import AgentOut
+from mcos.api_models import AgentOut, LeaseOut
 from mcos.cli import common
 from mcos.cli.common import age, connect, console, friendly_errors, print_json, table
-from mcos.client import Calls
+from mcos.client import AsyncClient, Calls
 from mcos.config import Fleet, check_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
 from mcos.domain.agent_state import AgentStatus
@@ -29,7 +28,9 @@ from mcos.domain.tokens import PrincipalKind
 from mcos.runtime.process import run_agent
 from mcos.server.factory import FLEET_ENV, build_app
 from mcos.store import make_store
+from mcos.supervisor import systemd
 from mcos.supervisor.local import LocalFleet
+from mcos.supervisor.supervisor import Supervisor
 
 app = typer.Typer(
     name="mcos",
@@ -50,6 +51,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(dead_app, name="dead-letters")
 agent_app = typer.Typer(help="One agent: run it, resume it.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
+systemd_app = typer.Typer(help="systemd unit files: generate, check.", no_args_is_help=True)
+app.add_typer(systemd_app, name="systemd")
 
 app_from_env_path = "mcos.server.factory:app_from_env"
 
@@ -193,39 +196,90 @@ def run(
 
 def _run_local(loaded: Fleet) -> None:
     local = LocalFleet(loaded, say=console.print)
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         local.start_server()
-        local.start_agents()
         providers = sorted({a.model.provider for a in loaded.agents.values()})
         console.print(
-            f"Mission Control: {loaded.server.url} (API /v1, OpenAPI /docs) — "
-            f"{len(local.agents)} agents running ({', '.join(providers)} model"
+            f"Mission Control: {loaded.server.url} (API /v1, OpenAPI /docs) — starting "
+            f"{len(loaded.agents)} agents ({', '.join(providers)} model"
             f"{'s' if len(providers) > 1 else ''}); logs in {local.logs}/\n"
             f"In another terminal: MCOS_FLEET={loaded.path} mcos status · Ctrl-C stops everything"
         )
-        reported: set[str] = set()
-        while not stopping:
-            for name, code in local.exited().items():
-                if name not in reported:
-                    reported.add(name)
-                    console.print(f"[yellow]{local.describe_exit(name, code)}[/]")
-            if local.server is not None and local.server.process.poll() is not None:
-                console.print(f"[red]Mission Control exited — see {local.server.log}[/]")
-                break
-            time.sleep(0.5)
+        token = (loaded.state_dir / common.OPERATOR_TOKEN_FILE).read_text().strip()
+        asyncio.run(_supervise(loaded, set(loaded.hosts), loaded.server.url, token))
     finally:
-        console.print("stopping the agents, then Mission Control…")
+        console.print("stopping Mission Control…")
         local.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         console.print("stopped")
+
+
+async def _supervise(loaded: Fleet, hosts: set[str], url: str, token: str) -> None:
+    """Run a supervisor for ``hosts`` until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncClient(url, token, timeout=30) as client:
+        supervisor = Supervisor(loaded, hosts, client, say=console.print)
+        await supervisor.run(stop)
+    console.print("agents stopped")
+
+
+@app.command()
+def up(
+    host: Annotated[str, typer.Option(help="Run the agents the fleet file places on this host.")],
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Supervise this host's agents: one live instance each (leases), restarts that back off."""
+    with friendly_errors():
+        loaded = common.load(fleet)
+        if host not in loaded.hosts:
+            common.fail(f"no host {host!r} in {loaded.path} (known: {', '.join(loaded.hosts)})")
+        secret = token or os.environ.get("MCOS_TOKEN")
+        if not secret:
+            token_file = loaded.state_dir / common.OPERATOR_TOKEN_FILE
+            secret = token_file.read_text().strip() if token_file.exists() else None
+        if not secret:
+            common.fail("no token: pass --token or set MCOS_TOKEN (an operator token)")
+        console.print(f"supervising host {host} of {loaded.path}")
+        asyncio.run(_supervise(loaded, {host}, url or loaded.server.url, secret))
+
+
+@systemd_app.command("generate")
+def systemd_generate(
+    host: Annotated[str, typer.Option(help="The host whose supervisor unit to write.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the unit files into.")] = Path("."),
+    user: Annotated[Optional[str], typer.Option(help="User= for the services.")] = None,  # noqa: UP045
+    fleet: FleetOpt = None,
+) -> None:
+    """Write unit files for Mission Control and this host's supervisor."""
+    with friendly_errors():
+        loaded = common.load(fleet)
+        if host not in loaded.hosts:
+            common.fail(f"no host {host!r} in {loaded.path} (known: {', '.join(loaded.hosts)})")
+        out.mkdir(parents=True, exist_ok=True)
+        for unit in systemd.generate(loaded, host, user=user):
+            (out / unit.name).write_text(unit.text, encoding="utf-8")
+            console.print(f"wrote {out / unit.name}")
+
+
+@systemd_app.command("check")
+def systemd_check(
+    files: Annotated[list[Path], typer.Argument(help="Unit files to lint.")],
+) -> None:
+    """Lint unit files for what `systemd-analyze verify` lets pass (KillMode, secrets, restarts)."""
+    problems = []
+    for path in files:
+        if not path.is_file():
+            common.fail(f"{path}: no such file")
+        problems += systemd.check(path)
+    for p in problems:
+        console.print(f"[red]{p.describe()}[/]", highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{len(files)} unit file(s): ok")
 
 
 @db_app.command("upgrade")
@@ -340,8 +394,9 @@ def status(
         health = client.do(Calls.health())
         now = client.do(Calls.time()).now
         agents = client.do(Calls.agents())
+        leases = {x.agent: x for x in client.do(Calls.leases())}
     if as_json:
-        print_json({"health": health, "now": now, "agents": agents})
+        print_json({"health": health, "now": now, "agents": agents, "leases": leases})
         return
     console.print(
         f"Mission Control {client.base_url}: {health.status} "
@@ -350,12 +405,17 @@ def status(
     )
     table(
         f"{len(agents)} agent(s)",
-        ["agent", "role", "state", "last seen", "queued", "dead", "spent today", "notes"],
+        ["agent", "role", "host", "state", "pid", "lease (fence)", "restarts", "last seen",
+         "queued", "dead", "spent today", "notes"],
         [
             (
                 a.name,
                 a.role,
+                a.host,
                 _state(a, now),
+                a.state_info.get("pid", ""),
+                _lease(leases.get(a.name), now),
+                a.state_info.get("restarts", ""),
                 age(a.last_seen_at, now),
                 a.queued,
                 a.dead,
@@ -365,7 +425,14 @@ def status(
             )
             for a in agents
         ],
-    )
+    )  # fmt: skip
+
+
+def _lease(lease: LeaseOut | None, now: datetime) -> str:
+    if lease is None:
+        return "none"
+    holder = lease.holder.split("/")[0] if lease.expires_at > now else "expired"
+    return f"{holder} ({lease.fence})"
 
 
 def _state(agent: AgentOut, now: datetime) -> str:
@@ -383,7 +450,14 @@ def _state(agent: AgentOut, now: datetime) -> str:
 def _notes(agent: AgentOut) -> str:
     info = agent.state_info
     notes = [f"truncated {t}" for t in info.get("truncations", [])]
-    if agent.state in ("misconfigured", "paused", "over_budget", "cooling_down", "failed"):
+    if agent.state in (
+        "misconfigured",
+        "paused",
+        "over_budget",
+        "cooling_down",
+        "failed",
+        "starting",
+    ) or agent.state_detail.startswith("last model call failed"):
         notes.append(agent.state_detail)
     if info.get("label") == "offline model":
         notes.append("offline model")

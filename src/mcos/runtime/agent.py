@@ -40,6 +40,7 @@ from mcos.domain.heartbeat import (
 )
 from mcos.domain.messages import MessageKind, Priority
 from mcos.exceptions import (
+    Fenced,
     McosError,
     ModelError,
     OverBudget,
@@ -204,6 +205,8 @@ class AgentRuntime:
         self.stats = Stats()
         self._state: tuple[AgentStatus, str] | None = None
         self.busy = False
+        self.extra_info: dict[str, Any] = {}
+        """What the process adds to every state report (pid, fence, restarts)."""
 
     # --- reporting ------------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
@@ -219,6 +222,7 @@ class AgentRuntime:
             "pending": len(self.pending),
             "turns": self.stats.turns,
             "model_calls": self.stats.model_calls,
+            **self.extra_info,
         }
 
     async def report(
@@ -702,6 +706,8 @@ class AgentRuntime:
                 stopping.cancel()
                 try:
                     stepping.result()
+                except Fenced:
+                    raise  # another instance runs this agent now: stop at once
                 except McosError as e:
                     log.warning("%s: %s", self.name, e.message)
                     await self.clock.sleep(2)

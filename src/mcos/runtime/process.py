@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from datetime import datetime
 
@@ -12,20 +13,45 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import Fleet
 from mcos.config.secrets import resolve_key
 from mcos.domain.agent_state import AgentStatus
-from mcos.exceptions import EX_CONFIG, ConfigError, McosError
+from mcos.exceptions import EX_CONFIG, ConfigError, Fenced, McosError
 from mcos.models.factory import make_provider
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
+from mcos.supervisor.policy import EX_FENCED
 
 log = logging.getLogger("mcos.runtime")
 
 
+async def _beat(fd: int, every: float) -> None:
+    """Tell the supervisor we are alive, from inside the event loop (a hung loop goes silent)."""
+    while True:
+        try:
+            os.write(fd, b".")
+        except BlockingIOError:
+            pass  # the supervisor is behind on reading; it has heard from us recently
+        except OSError:
+            return  # the supervisor is gone; PR_SET_PDEATHSIG will end us
+        await asyncio.sleep(every)
+
+
 async def run_agent(
-    fleet: Fleet, name: str, token: str, *, settings: RuntimeSettings | None = None
+    fleet: Fleet,
+    name: str,
+    token: str,
+    *,
+    settings: RuntimeSettings | None = None,
+    fence: int | None = None,
+    liveness_fd: int | None = None,
+    liveness_every: float = 2.0,
 ) -> int:
-    """Run agent ``name`` until SIGTERM or SIGINT; the exit code (78: misconfigured)."""
+    """Run agent ``name`` until SIGTERM or SIGINT; the exit code (78: misconfigured, 75:
+    fenced out by another instance)."""
     config = fleet.agents[name]
-    async with AsyncClient(fleet.server.url, token, timeout=45) as client:
+    beating: asyncio.Task[None] | None = None
+    if liveness_fd is not None:
+        os.set_blocking(liveness_fd, False)
+        beating = asyncio.create_task(_beat(liveness_fd, liveness_every), name="liveness")
+    async with AsyncClient(fleet.server.url, token, timeout=45, fence=fence) as client:
         try:
             key = None
             if config.key is not None:
@@ -46,12 +72,29 @@ async def run_agent(
         sample = await clock.measure(server_time)
         log.info("%s: clock offset to Mission Control %.3fs", name, sample.offset.total_seconds())
         runtime = AgentRuntime(name, fleet, client, provider, clock, settings=settings)
+        runtime.extra_info = {
+            "pid": os.getpid(),
+            "fence": fence,
+            "restarts": int(os.environ.get("MCOS_RESTARTS", "0") or 0),
+        }
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        parent = os.getppid()
+
+        def on_signal() -> None:
+            if os.getppid() != parent and os.getpgrp() == os.getpid():
+                # Our supervisor died (PR_SET_PDEATHSIG): take our whole process group with
+                # us at once, children included, so nothing of this agent outlives it.
+                os.killpg(os.getpgrp(), signal.SIGKILL)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
         try:
             await runtime.run(stop)
+        except Fenced as e:
+            log.error("%s: fenced out, stopping: %s", name, e.message)
+            return EX_FENCED
         except ConfigError as e:
             log.error("%s is misconfigured: %s", name, e.message)
             with contextlib.suppress(McosError):
@@ -59,4 +102,6 @@ async def run_agent(
             return EX_CONFIG
         finally:
             await runtime.aclose()
+            if beating is not None:
+                beating.cancel()
     return 0

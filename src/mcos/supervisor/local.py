@@ -1,4 +1,5 @@
-"""`mcos run`: Mission Control and every agent of a fleet on this machine, stopped cleanly.
+"""`mcos run`: Mission Control as a child process, stopped cleanly; the agents are the
+supervisor's.
 
 Each process runs in its own session (process group), asks the kernel to kill it when this
 launcher dies (Linux ``PR_SET_PDEATHSIG``), and is stopped by signalling its whole group —
@@ -15,21 +16,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
-from mcos.client import Calls, Client
+from mcos.client import Client
 from mcos.config.models import Fleet
-from mcos.domain.tokens import PrincipalKind
-from mcos.exceptions import EX_CONFIG, McosError
+from mcos.exceptions import McosError
 
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name)
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: SIGTERM when the parent dies (Linux only)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -71,7 +71,7 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe enough)
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe enough)
             env={**os.environ, **(env or {})},
         )
     return Child(name, process, log)
@@ -79,14 +79,12 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
 
 @dataclass
 class LocalFleet:
-    """The server and the agents of one fleet file, as child processes of this one."""
+    """Mission Control of one fleet file as a child process of this one (`mcos run`)."""
 
     fleet: Fleet
     grace: float = 25.0
     say: Callable[[str], None] = print
     server: Child | None = None
-    agents: dict[str, Child] = field(default_factory=dict)
-    token_ids: list[int] = field(default_factory=list)
 
     @property
     def logs(self) -> Path:
@@ -118,47 +116,7 @@ class LocalFleet:
         token = (self.fleet.state_dir / OPERATOR_TOKEN_FILE).read_text().strip()
         return Client(self.fleet.server.url, token)
 
-    def start_agents(self, names: list[str] | None = None) -> None:
-        """Mint each agent a token for this run and start its process."""
-        with self.operator() as op:
-            for name in names or sorted(self.fleet.agents):
-                created = op.do(
-                    Calls.create_token(
-                        PrincipalKind.AGENT, name, label="mcos run", expires_in_seconds=7 * 86400
-                    )
-                )
-                self.token_ids.append(created.record.id)
-                self.agents[name] = spawn(
-                    name,
-                    self._mcos("agent", "run", name),
-                    self.logs / f"{name}.log",
-                    env={"MCOS_TOKEN": created.token},
-                )
-
-    def exited(self) -> dict[str, int]:
-        """Agents whose process has ended, with their exit codes."""
-        return {
-            n: c.process.returncode for n, c in self.agents.items() if c.process.poll() is not None
-        }
-
     def stop(self) -> None:
-        """Agents first (they report their state on the way out), then the server."""
-        for child in self.agents.values():
-            if child.process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.process.pid, signal.SIGTERM)
-        for child in self.agents.values():
-            child.stop(self.grace)
-        if self.server is not None and self.server.process.poll() is None and self.token_ids:
-            with contextlib.suppress(McosError, OSError), self.operator() as op:
-                for token_id in self.token_ids:
-                    op.do(Calls.revoke_token(token_id))
+        """Stop Mission Control (its process group: SIGTERM, grace, SIGKILL)."""
         if self.server is not None:
             self.server.stop(self.grace)
-
-    def describe_exit(self, name: str, code: int) -> str:
-        """One line on why an agent stopped."""
-        log = self.agents[name].log
-        if code == EX_CONFIG:
-            return f"{name} is misconfigured (exit 78) — see {log}"
-        return f"{name} exited with {code} — see {log}"

@@ -1,0 +1,368 @@
+"""`mcos up`: run the agents a host is responsible for — exactly one live instance of each.
+
+For every agent it may run, the supervisor holds the agent's lease in Mission Control before
+starting it and renews it every third of its TTL; if it cannot renew, it kills the agent before
+the lease can pass to anyone else. Each agent is its own process in its own session, dies with
+its supervisor (``PR_SET_PDEATHSIG``), writes to a liveness pipe from inside its event loop,
+and is stopped by signalling its whole process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from mcos.api_models import LeaseOut
+from mcos.client import AsyncClient, Calls
+from mcos.config.models import Fleet
+from mcos.domain.agent_state import AgentStatus
+from mcos.domain.leases import DEFAULT_TTL
+from mcos.domain.messages import MessageKind, Priority
+from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import LeaseHeld, LeaseLost, McosError
+from mcos.runtime.main import FENCE_ENV, LIVENESS_ENV, TOKEN_ENV
+from mcos.supervisor.local import die_with_parent
+from mcos.supervisor.policy import Exit, RestartPolicy, classify_exit
+from mcos.supervisor.systemd import Notifier
+
+RESTARTS_ENV = "MCOS_RESTARTS"
+
+
+@dataclass
+class Slot:
+    """One agent this supervisor may run, and what it knows about it."""
+
+    name: str
+    primary: bool
+    """Placed on this host by the fleet file (else a failover host for it)."""
+    token: str = ""
+    lease: LeaseOut | None = None
+    renew_at: float = 0.0
+    kill_at: float = 0.0
+    """Monotonic time by which the agent must be dead if the lease was not renewed."""
+    next_acquire: float = 0.0
+    process: asyncio.subprocess.Process | None = None
+    waiter: asyncio.Task[None] | None = None
+    liveness: int | None = None
+    last_alive: float = 0.0
+    not_before: float = 0.0
+    restarts: int = 0
+    crashes: list[datetime] = field(default_factory=list)
+    status: str = "waiting"
+    detail: str = ""
+    said: str = ""
+
+
+class Supervisor:
+    """The agents of some hosts of a fleet, kept running under leases."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        hosts: set[str],
+        client: AsyncClient,
+        *,
+        ttl: timedelta = DEFAULT_TTL,
+        watchdog: timedelta = timedelta(seconds=30),
+        grace: float = 10.0,
+        policy: RestartPolicy | None = None,
+        say: Callable[[str], None] = print,
+        logs: Path | None = None,
+    ) -> None:
+        self.fleet = fleet
+        self.hosts = hosts
+        self.client = client
+        self.ttl = ttl
+        self.watchdog = watchdog
+        self.grace = grace
+        self.policy = policy or RestartPolicy()
+        self.say = say
+        self.logs = logs or fleet.state_dir / "logs"
+        self.holder = f"{'+'.join(sorted(hosts))}/{socket.gethostname()}/{os.getpid()}"
+        self.rng = random.Random()  # noqa: S311 (jitter)
+        self.slots = {
+            name: Slot(name, primary=a.host in hosts)
+            for name, a in sorted(fleet.agents.items())
+            if a.host in hosts or hosts & set(a.failover_hosts)
+        }
+        self.token_ids: list[int] = []
+        self.notifier = Notifier.from_env()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, *, tick: float = 0.25) -> None:
+        """Supervise until ``stop`` is set, then stop every agent and give the leases back."""
+        for slot in self.slots.values():
+            created = await self.client.do(
+                Calls.create_token(
+                    PrincipalKind.AGENT, slot.name, label=f"supervisor {self.holder}"[:100],
+                    expires_in_seconds=30 * 86400,
+                )
+            )  # fmt: skip
+            slot.token = created.token
+            self.token_ids.append(created.record.id)
+        self.notifier.ready()
+        try:
+            while not stop.is_set():
+                for slot in self.slots.values():
+                    try:
+                        await self.tick(slot)
+                    except McosError as e:
+                        self._say(slot, f"{slot.name}: {e.message}")
+                self.notifier.watchdog()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), tick)
+        finally:
+            self.notifier.stopping()
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop every agent (group SIGTERM, grace, SIGKILL), release leases, revoke tokens."""
+        running = [s for s in self.slots.values() if s.process is not None]
+        for slot in running:
+            slot.status = "stopping"
+            _signal_group(slot, signal.SIGTERM)
+        await asyncio.gather(*(self._reap(s) for s in running))
+        for slot in self.slots.values():
+            if slot.lease is not None:
+                with contextlib.suppress(McosError):
+                    await self.client.do(
+                        Calls.release_lease(slot.name, self.holder, slot.lease.fence)
+                    )
+                slot.lease = None
+        for token_id in self.token_ids:
+            with contextlib.suppress(McosError):
+                await self.client.do(Calls.revoke_token(token_id))
+
+    async def _reap(self, slot: Slot) -> None:
+        if slot.waiter is None:
+            return
+        done, _ = await asyncio.wait({slot.waiter}, timeout=self.grace)
+        if not done:
+            _signal_group(slot, signal.SIGKILL)
+            await asyncio.wait({slot.waiter}, timeout=5)
+
+    # --- one agent ------------------------------------------------------------------------------
+    async def tick(self, slot: Slot) -> None:
+        """Keep the lease, start the agent when it may run, enforce the watchdog."""
+        now = time.monotonic()
+        if slot.lease is None:
+            if slot.status in ("failed", "misconfigured") or now < slot.next_acquire:
+                return
+            await self._acquire(slot, now)
+            if slot.lease is None:
+                return
+        elif now >= slot.renew_at:
+            await self._renew(slot, now)
+            if slot.lease is None:
+                return
+        if slot.process is None and slot.status not in ("failed", "misconfigured"):
+            if now >= slot.not_before:
+                await self._start(slot)
+        elif slot.process is not None and now - slot.last_alive > self.watchdog.total_seconds():
+            self._say(slot, f"{slot.name}: no liveness for {self.watchdog}: killing it (hung)")
+            slot.detail = f"hung: no liveness for {self.watchdog}"
+            _signal_group(slot, signal.SIGKILL)
+            slot.last_alive = now  # one kill per silence
+
+    async def _acquire(self, slot: Slot, now: float) -> None:
+        try:
+            lease = await self.client.do(
+                Calls.acquire_lease(
+                    slot.name, self.holder, ",".join(sorted(self.hosts)), self.ttl.total_seconds()
+                )
+            )
+        except LeaseHeld as e:
+            slot.status, slot.detail = "held elsewhere", e.message
+            self._say(slot, f"not running {slot.name}: {e.message}")
+            # A failover host waits a full TTL more, so the primary host wins a restart race.
+            slot.next_acquire = now + self.ttl.total_seconds() / (3 if slot.primary else 1)
+            return
+        self._hold(slot, lease, now)
+
+    async def _renew(self, slot: Slot, now: float) -> None:
+        assert slot.lease is not None
+        try:
+            lease = await self.client.do(
+                Calls.renew_lease(
+                    slot.name, self.holder, slot.lease.fence, self.ttl.total_seconds()
+                )
+            )
+        except LeaseLost as e:
+            self._lose(slot, e.message)
+            return
+        except McosError as e:
+            if now >= slot.kill_at:
+                self._lose(slot, f"could not renew the lease in time ({e.message})")
+            else:
+                slot.renew_at = now + 1.0
+            return
+        self._hold(slot, lease, now)
+
+    def _hold(self, slot: Slot, lease: LeaseOut, sent: float) -> None:
+        """Adopt a grant; deadlines count from when the request left, on our own clock."""
+        slot.lease = lease
+        ttl = self.ttl.total_seconds()
+        slot.renew_at = sent + ttl / 3
+        slot.kill_at = sent + ttl - min(2.0, ttl / 4)
+
+    def _lose(self, slot: Slot, why: str) -> None:
+        """The lease is gone: the agent must die now, before another instance may start."""
+        self._say(slot, f"{slot.name}: lease lost — {why}; stopping it")
+        slot.lease = None
+        slot.status, slot.detail = "lease lost", why
+        slot.next_acquire = time.monotonic() + self.ttl.total_seconds()
+        _signal_group(slot, signal.SIGKILL)
+
+    async def _start(self, slot: Slot) -> None:
+        assert slot.lease is not None
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            TOKEN_ENV: slot.token,
+            FENCE_ENV: str(slot.lease.fence),
+            LIVENESS_ENV: str(write_end),
+            RESTARTS_ENV: str(slot.restarts),
+        }
+        with (self.logs / f"{slot.name}.log").open("ab") as log:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mcos.runtime.main", slot.name,
+                "--fleet", str(self.fleet.path),
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
+                env=env, pass_fds=(write_end,), start_new_session=True,
+                preexec_fn=die_with_parent,
+            )  # fmt: skip
+        os.close(write_end)
+        slot.process, slot.liveness = process, read_end
+        slot.last_alive = time.monotonic()
+        slot.status, slot.detail = "running", f"pid {process.pid}, fence {slot.lease.fence}"
+        asyncio.get_running_loop().add_reader(read_end, self._alive, slot)
+        slot.waiter = asyncio.create_task(self._wait(slot), name=f"wait-{slot.name}")
+        self._say(slot, f"started {slot.name} (pid {process.pid}, fence {slot.lease.fence})")
+
+    def _alive(self, slot: Slot) -> None:
+        if slot.liveness is None:
+            return
+        try:
+            data = os.read(slot.liveness, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            slot.last_alive = time.monotonic()
+        else:  # the agent closed its end: it is exiting
+            self._close_liveness(slot)
+
+    def _close_liveness(self, slot: Slot) -> None:
+        if slot.liveness is not None:
+            asyncio.get_running_loop().remove_reader(slot.liveness)
+            os.close(slot.liveness)
+            slot.liveness = None
+
+    async def _wait(self, slot: Slot) -> None:
+        assert slot.process is not None
+        code = await slot.process.wait()
+        _signal_group(slot, signal.SIGKILL)  # whatever it left behind in its group goes too
+        self._close_liveness(slot)
+        slot.process = None
+        outcome = classify_exit(code, stopping=slot.status == "stopping")
+        await self._after_exit(slot, code, outcome)
+
+    async def _after_exit(self, slot: Slot, code: int, outcome: Exit) -> None:
+        now = datetime.now(UTC)
+        if outcome is Exit.STOPPED:
+            return
+        if outcome is Exit.MISCONFIGURED:
+            slot.status = "misconfigured"
+            slot.detail = slot.detail if "misconfigured" in slot.detail else f"exit {code}"
+            self._say(slot, f"{slot.name} is misconfigured (exit 78): not restarting it")
+            await self._release(slot)
+            return
+        if outcome is Exit.FENCED:
+            self._say(slot, f"{slot.name} was fenced out: another instance runs it")
+            slot.lease = None
+            slot.status = "held elsewhere"
+            return
+        slot.crashes.append(now)
+        slot.restarts += 1
+        if self.policy.failed(slot.crashes, now):
+            await self._failed(slot, code)
+            return
+        wait = self.policy.backoff(slot.restarts, self.rng.random()).total_seconds()
+        cooldown = await self._cooldown_left(slot)
+        wait = max(wait, cooldown)
+        slot.not_before = time.monotonic() + wait
+        slot.status = "restarting"
+        slot.detail = f"exit {code}; restart {slot.restarts} in {wait:.1f}s"
+        self._say(slot, f"{slot.name} exited with {code}: restart {slot.restarts} in {wait:.1f}s")
+        with contextlib.suppress(McosError):
+            await self.client.do(Calls.report_state(slot.name, AgentStatus.STARTING, slot.detail))
+
+    async def _cooldown_left(self, slot: Slot) -> float:
+        """Seconds until a rate-limit cooldown the agent reported ends (0 if none)."""
+        try:
+            agent = await self.client.do(Calls.agent(slot.name))
+            now = (await self.client.do(Calls.time())).now
+        except McosError:
+            return 0.0
+        if agent.state == AgentStatus.COOLING_DOWN.value and agent.state_until is not None:
+            return max((agent.state_until - now).total_seconds(), 0.0)
+        return 0.0
+
+    async def _failed(self, slot: Slot, code: int) -> None:
+        slot.status = "failed"
+        window = self.policy.window
+        slot.detail = (
+            f"{len(slot.crashes)} crashes, more than {self.policy.max_restarts} in {window}; "
+            f"last exit {code}"
+        )
+        self._say(slot, f"{slot.name} failed: {slot.detail}; not restarting it")
+        await self._release(slot)
+        with contextlib.suppress(McosError):
+            await self.client.do(Calls.report_state(slot.name, AgentStatus.FAILED, slot.detail))
+        target = self.fleet.agents[slot.name].reports_to or next(iter(self.fleet.humans), None)
+        if target is not None:
+            with contextlib.suppress(McosError):
+                await self.client.do(
+                    Calls.send(
+                        target,
+                        f"{slot.name} crashed {len(slot.crashes)} times and was stopped: "
+                        f"{slot.detail}. Its log: {self.logs / (slot.name + '.log')}. Fix the "
+                        "cause, then restart the supervisor.",
+                        subject=f"P2: {slot.name} failed (crash loop)",
+                        kind=MessageKind.REPORT,
+                        priority=Priority.HIGH,
+                        meta={"incident": "P2", "agent": slot.name},
+                    )
+                )
+
+    async def _release(self, slot: Slot) -> None:
+        if slot.lease is not None:
+            with contextlib.suppress(McosError):
+                await self.client.do(Calls.release_lease(slot.name, self.holder, slot.lease.fence))
+            slot.lease = None
+
+    def _say(self, slot: Slot, text: str) -> None:
+        if text != slot.said:
+            slot.said = text
+            self.say(text)
+
+
+def _signal_group(slot: Slot, sig: signal.Signals) -> None:
+    """Signal the agent's whole process group (its session), children included."""
+    if slot.process is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(slot.process.pid, sig)
