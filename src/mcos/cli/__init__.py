@@ -220,7 +220,7 @@ async def _supervise(loaded: Fleet, hosts: set[str], url: str, token: str) -> No
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with AsyncClient(url, token, timeout=30) as client:
-        supervisor = Supervisor(loaded, hosts, client, say=console.print)
+        supervisor = Supervisor.for_fleet(loaded, hosts, client, console.print)
         await supervisor.run(stop)
     console.print("agents stopped")
 

@@ -129,6 +129,30 @@ class DeliveryConfig(_Model):
         )
 
 
+class SupervisorConfig(_Model):
+    """How `mcos up` keeps agents alive."""
+
+    lease_ttl: str = "15s"
+    """How long a lease binds without renewal (renewed every third of it)."""
+    watchdog: str = "30s"
+    """An agent silent this long is hung: killed and restarted."""
+    restart_first: str = "1s"
+    """First restart backoff; doubles per restart up to ``restart_cap``, with jitter."""
+    restart_cap: str = "60s"
+    max_restarts: int = Field(default=5, ge=1, le=1000)
+    """More crashes than this within ``restart_window`` mark the agent failed."""
+    restart_window: str = "5m"
+    stop_grace: str = "10s"
+    """SIGTERM, then this long, then SIGKILL for the whole process group."""
+
+    @field_validator("lease_ttl", "watchdog", "restart_first", "restart_cap", "restart_window",
+                     "stop_grace")  # fmt: skip
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
 class HostConfig(_Model):
     """A machine agents run on."""
 
@@ -331,6 +355,7 @@ class FleetFile(_Model):
     fleet: FleetInfo = FleetInfo()
     server: ServerConfig = ServerConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
     humans: dict[Name, HumanConfig] = Field(default_factory=dict)
     agents: dict[Name, AgentConfig] = Field(default_factory=dict)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mcos.api_models import LeaseOut
 from mcos.client import AsyncClient, Calls
-from mcos.config.models import Fleet
+from mcos.config.models import Fleet, parse_duration
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.leases import DEFAULT_TTL
 from mcos.domain.messages import MessageKind, Priority
@@ -65,6 +65,29 @@ class Slot:
 
 class Supervisor:
     """The agents of some hosts of a fleet, kept running under leases."""
+
+    @classmethod
+    def for_fleet(
+        cls, fleet: Fleet, hosts: set[str], client: AsyncClient, say: Callable[[str], None]
+    ) -> Supervisor:
+        """With the fleet file's ``[supervisor]`` settings."""
+        c = fleet.supervisor
+        policy = RestartPolicy(
+            first=parse_duration(c.restart_first),
+            cap=parse_duration(c.restart_cap),
+            max_restarts=c.max_restarts,
+            window=parse_duration(c.restart_window),
+        )
+        return cls(
+            fleet,
+            hosts,
+            client,
+            ttl=parse_duration(c.lease_ttl),
+            watchdog=parse_duration(c.watchdog),
+            grace=parse_duration(c.stop_grace).total_seconds(),
+            policy=policy,
+            say=say,
+        )
 
     def __init__(
         self,

@@ -1,0 +1,154 @@
+"""Real processes on real PostgreSQL: Mission Control, supervisors, agents; /proc as witness."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from mcos.client import Calls, Client
+from mcos.config.scaffold import init_fleet
+from tests.api.conftest import free_port
+from tests.e2e.cli_helpers import MCOS, ServerProcess, start_server
+from tests.store.conftest import create_pg_database, drop_pg_database
+
+SUPERVISOR = """
+[supervisor]
+lease_ttl = "3s"
+watchdog = "10s"
+restart_first = "1s"
+restart_cap = "1s"
+max_restarts = 5
+restart_window = "5m"
+stop_grace = "3s"
+
+[hosts.mini]
+address = "127.0.0.1"
+
+[hosts.vps]
+address = "127.0.0.2"
+"""
+
+
+def agent_pids(fleet: Path, agent: str | None = None) -> dict[str, list[int]]:
+    """Live agent processes of this fleet, by agent name (from /proc, not from anyone's word)."""
+    found: dict[str, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z" or b"mcos.runtime.main" not in argv or str(fleet).encode() not in argv:
+            continue
+        name = argv[argv.index(b"mcos.runtime.main") + 1].decode()
+        if agent is None or name == agent:
+            found.setdefault(name, []).append(int(entry.name))
+    return found
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
+    """Poll ``check`` until it holds (the test fails after ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+
+
+@dataclass
+class Supervised:
+    """A running `mcos up` and its output."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class FleetRig:
+    """Mission Control on PostgreSQL, a fleet file, and the supervisors a test started."""
+
+    fleet: Path
+    server: ServerProcess
+    token: str
+    supervisors: list[Supervised] = field(default_factory=list)
+
+    def client(self) -> Client:
+        return Client(self.server.url, self.token)
+
+    def up(self, host: str) -> Supervised:
+        log = self.fleet.parent / f"up-{host}-{len(self.supervisors)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*MCOS, "up", "--host", host, "-f", str(self.fleet)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "MCOS_TOKEN": self.token, "COLUMNS": "200"},
+            )
+        sup = Supervised(process, log)
+        self.supervisors.append(sup)
+        return sup
+
+    def state(self, agent: str) -> tuple[str | None, str]:
+        with self.client() as c:
+            a = c.do(Calls.agent(agent))
+        return a.state, a.state_detail
+
+
+def write_fleet(root: Path, url: str, port: int, agents: str) -> Path:
+    """A fleet on hosts mini and vps, on PostgreSQL, with fast supervisor settings."""
+    path = init_fleet(root, template="small")
+    text = path.read_text()
+    head = text[: text.index("[hosts.local]")]
+    head = head.replace("sqlite:///state/mcos.db", url).replace(
+        "http://127.0.0.1:8700", f"http://127.0.0.1:{port}"
+    )
+    path.write_text(head + SUPERVISOR + '\n[humans.founder]\nrole = "founder"\n' + agents)
+    return path
+
+
+RigFactory = Callable[[str], FleetRig]
+
+
+@pytest.fixture
+def fleet_rig_factory(tmp_path: Path) -> Iterator[RigFactory]:
+    """Build a rig from the ``[agents.*]`` TOML a test needs."""
+    made: list[tuple[FleetRig, str]] = []
+
+    def build(agents: str) -> FleetRig:
+        url = create_pg_database()
+        port = free_port()
+        fleet = write_fleet(tmp_path / "fleet", url, port, agents)
+        server = start_server(fleet, port, tmp_path / "server.log")
+        token = (tmp_path / "fleet" / "state" / "operator.token").read_text().strip()
+        rig = FleetRig(fleet, server, token)
+        made.append((rig, url))
+        return rig
+
+    yield build
+    for rig, url in made:
+        for sup in rig.supervisors:
+            if sup.process.poll() is None:
+                sup.process.send_signal(signal.SIGCONT)
+                sup.process.terminate()
+                try:
+                    sup.process.wait(20)
+                except subprocess.TimeoutExpired:
+                    sup.process.kill()
+        for pids in agent_pids(rig.fleet).values():
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)
+        rig.server.stop()
+        drop_pg_database(url)

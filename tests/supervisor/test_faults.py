@@ -1,0 +1,164 @@
+"""Fault tests of the supervisor: real processes, real PostgreSQL, each bounded in time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from mcos.client import Calls
+from tests.supervisor.conftest import FleetRig, RigFactory, agent_pids, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+AGENTS = """
+[agents.jarvis]
+role = "orchestrator"
+host = "mini"
+reports_to = "founder"
+
+[agents.gene]
+role = "ops"
+host = "mini"
+reports_to = "jarvis"
+failover_hosts = ["vps"]
+
+[agents.sentinel]
+role = "security"
+host = "mini"
+reports_to = "jarvis"
+"""
+
+
+def _all_running(rig: FleetRig, names: tuple[str, ...] = ("jarvis", "gene", "sentinel")) -> bool:
+    pids = agent_pids(rig.fleet)
+    return all(len(pids.get(n, [])) == 1 for n in names)
+
+
+def test_sigkill_of_the_supervisor_leaves_no_agent_behind(fleet_rig_factory: RigFactory) -> None:
+    rig = fleet_rig_factory(AGENTS)
+    sup = rig.up("mini")
+    wait_for("three agents", lambda: _all_running(rig))
+    sup.process.send_signal(signal.SIGKILL)
+    sup.process.wait(5)
+    killed_at = time.monotonic()
+    wait_for("no agent process left", lambda: not agent_pids(rig.fleet), timeout=2)
+    assert time.monotonic() - killed_at <= 2
+
+
+def test_two_supervisors_never_run_one_agent_twice(fleet_rig_factory: RigFactory) -> None:
+    rig = fleet_rig_factory(AGENTS)
+    first = rig.up("mini")
+    second = rig.up("mini")
+    wait_for("three agents", lambda: _all_running(rig))
+    worst = 0
+    deadline = time.monotonic() + 30
+    samples = 0
+    while samples < 200 or time.monotonic() < deadline:
+        counts = [len(p) for p in agent_pids(rig.fleet).values()]
+        worst = max([worst, *counts])
+        samples += 1
+        time.sleep(0.15)
+    assert worst == 1, "two live instances of one agent were seen"
+    said = first.output() + second.output()
+    assert "not running gene:" in said
+    assert "gene is held by mini/" in said
+    assert "not starting it here" in said
+
+
+def test_a_killed_agent_comes_back_and_a_crash_loop_fails_with_a_p2(
+    fleet_rig_factory: RigFactory,
+) -> None:
+    rig = fleet_rig_factory(AGENTS)
+    sup = rig.up("mini")
+    wait_for("three agents", lambda: _all_running(rig))
+    for crash in range(6):
+        pids = agent_pids(rig.fleet, "gene").get("gene", [])
+        assert len(pids) == 1, f"crash {crash}: gene should be running once"
+        os.kill(pids[0], signal.SIGKILL)
+        if crash < 5:
+            wait_for(
+                f"gene restarted after crash {crash + 1}",
+                lambda old=pids[0]: (
+                    agent_pids(rig.fleet, "gene").get("gene", [old]) != [old]
+                    and len(agent_pids(rig.fleet, "gene").get("gene", [])) == 1
+                ),
+                timeout=10,
+            )
+    wait_for("gene marked failed", lambda: rig.state("gene")[0] == "failed", timeout=10)
+    assert "crashes" in rig.state("gene")[1]
+    time.sleep(2)
+    assert agent_pids(rig.fleet, "gene") == {}  # no restart after failed
+    assert "restart 5 in" in sup.output()
+    # The P2 report reaches jarvis (gene reports to it), whose runtime takes it in.
+    log = rig.fleet.parent / "agents" / "jarvis" / "memory" / f"{datetime.now(UTC):%Y-%m-%d}.md"
+    wait_for(
+        "jarvis to take in the P2 report",
+        lambda: log.exists() and "(report): P2: gene failed (crash loop)" in log.read_text(),
+        timeout=40,
+    )
+
+
+def test_a_paused_supervisor_is_fenced_out_by_the_failover_host(
+    fleet_rig_factory: RigFactory,
+) -> None:
+    rig = fleet_rig_factory(AGENTS)
+    mini = rig.up("mini")
+    wait_for("three agents", lambda: _all_running(rig))
+    old_gene = agent_pids(rig.fleet, "gene")["gene"][0]
+    vps = rig.up("vps")
+    time.sleep(1)
+    assert "not running gene" in vps.output()
+    mini.process.send_signal(signal.SIGSTOP)  # mini stalls past the lease TTL (3 s)
+    try:
+        wait_for(
+            "vps to take gene over",
+            lambda: any(p != old_gene for p in agent_pids(rig.fleet, "gene").get("gene", [])),
+            timeout=15,
+        )
+        with rig.client() as c:
+            lease = next(x for x in c.do(Calls.leases()) if x.agent == "gene")
+        assert lease.holder.startswith("vps/")
+        assert lease.fence == 2
+    finally:
+        mini.process.send_signal(signal.SIGCONT)
+    # The old instance's next call is refused by fencing, or mini, finding its lease lost,
+    # kills it: either way it is gone, and the new one remains.
+    wait_for("the old gene to stop", lambda: not _alive(old_gene), timeout=40)
+    assert len(agent_pids(rig.fleet, "gene")["gene"]) == 1
+    assert "lease lost" in mini.output() or "fenced" in mini.output()
+
+
+def test_an_empty_key_is_misconfigured_without_a_restart_loop(
+    fleet_rig_factory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MCOS_TEST_EMPTY_KEY", "")
+    agents = AGENTS.replace(
+        'role = "ops"\nhost = "mini"',
+        'role = "ops"\nhost = "mini"\nmodel = { provider = "anthropic", id = "claude-sonnet-4-6" }'
+        '\nkey = "env:MCOS_TEST_EMPTY_KEY"',
+    )
+    rig = fleet_rig_factory(agents)
+    sup = rig.up("mini")
+    wait_for("gene misconfigured", lambda: rig.state("gene")[0] == "misconfigured", timeout=20)
+    assert "env:MCOS_TEST_EMPTY_KEY is empty" in rig.state("gene")[1]
+    time.sleep(3)
+    assert agent_pids(rig.fleet, "gene") == {}
+    assert "gene is misconfigured (exit 78): not restarting it" in sup.output()
+    assert "restart 1" not in sup.output()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
