@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help run test lint typecheck pytest bench clean
+.PHONY: help run test lint typecheck pytest bench clean system-deps
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -24,7 +24,13 @@ lint: $(BIN)/mcos  ## ruff check and ruff format --check
 typecheck: $(BIN)/mcos  ## mypy, strict on src/
 	$(BIN)/mypy
 
-pytest: $(BIN)/mcos  ## the whole test suite (PostgreSQL tests fail, not skip, under CI=true)
+system-deps:  ## Debian packages the tests use (systemd-analyze), installed when missing
+	@command -v systemd-analyze >/dev/null || { \
+	  echo "installing systemd (for systemd-analyze)"; \
+	  $$(command -v sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq --no-install-recommends systemd; }
+
+pytest: $(BIN)/mcos system-deps  ## the whole test suite (PostgreSQL tests fail, not skip, under CI=true)
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest  ## everything CI runs
