@@ -72,8 +72,8 @@ def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(tmp_path:
         today = datetime.now(UTC).strftime("%Y-%m-%d")
         log = (home / "agents" / "elon" / "memory" / f"{today}.md").read_text()
         assert f"message {sent.message.id} from jarvis (directive): Billing fix" in log
-        children = _children(run.pid)
-        assert len(children) >= 13  # the server and twelve agents
+        children = _descendants(run.pid)
+        assert len(children) >= 14  # the server, the fork server and twelve agents
     finally:
         run.send_signal(signal.SIGINT)
         code = run.wait(90)
@@ -94,14 +94,20 @@ def _agents_ready(port: int, env: dict[str, str]) -> bool:
     return len(agents) == 12 and all(a["state"] == "idle" for a in agents)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
+            parents[int(entry.name)] = int(fields[1])
+    found: list[int] = []
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        found += kids
+        frontier += kids
     return found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -36,22 +37,28 @@ address = "127.0.0.2"
 """
 
 
+TITLE = re.compile(r"^mcos agent (?P<name>\S+) --fleet (?P<fleet>\S+)")
+
+
 def agent_pids(fleet: Path, agent: str | None = None) -> dict[str, list[int]]:
-    """Live agent processes of this fleet, by agent name (from /proc, not from anyone's word)."""
+    """Live agent processes of this fleet, by agent name (from /proc, not from anyone's word).
+
+    Every agent process titles itself ``mcos agent NAME --fleet PATH``.
+    """
     found: dict[str, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
             state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             continue
-        if state == "Z" or b"mcos.runtime.main" not in argv or str(fleet).encode() not in argv:
+        match = TITLE.match(title)
+        if state == "Z" or match is None or match["fleet"] != str(fleet):
             continue
-        name = argv[argv.index(b"mcos.runtime.main") + 1].decode()
-        if agent is None or name == agent:
-            found.setdefault(name, []).append(int(entry.name))
+        if agent is None or match["name"] == agent:
+            found.setdefault(match["name"], []).append(int(entry.name))
     return found
 
 

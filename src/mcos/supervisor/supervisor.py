@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,10 +29,9 @@ from mcos.domain.leases import DEFAULT_TTL
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import LeaseHeld, LeaseLost, McosError
-from mcos.runtime.main import FENCE_ENV, LIVENESS_ENV, TOKEN_ENV
-from mcos.supervisor.local import die_with_parent
 from mcos.supervisor.policy import Exit, RestartPolicy, classify_exit
 from mcos.supervisor.systemd import Notifier
+from mcos.supervisor.zygote import ForkServer
 
 RESTARTS_ENV = "MCOS_RESTARTS"
 
@@ -51,8 +49,8 @@ class Slot:
     kill_at: float = 0.0
     """Monotonic time by which the agent must be dead if the lease was not renewed."""
     next_acquire: float = 0.0
-    process: asyncio.subprocess.Process | None = None
-    waiter: asyncio.Task[None] | None = None
+    pid: int | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
     liveness: int | None = None
     last_alive: float = 0.0
     not_before: float = 0.0
@@ -120,10 +118,13 @@ class Supervisor:
         }
         self.token_ids: list[int] = []
         self.notifier = Notifier.from_env()
+        self.forks = ForkServer(self._on_exit)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, tick: float = 0.25) -> None:
         """Supervise until ``stop`` is set, then stop every agent and give the leases back."""
+        await self.forks.start()
         for slot in self.slots.values():
             created = await self.client.do(
                 Calls.create_token(
@@ -150,11 +151,12 @@ class Supervisor:
 
     async def shutdown(self) -> None:
         """Stop every agent (group SIGTERM, grace, SIGKILL), release leases, revoke tokens."""
-        running = [s for s in self.slots.values() if s.process is not None]
+        running = [s for s in self.slots.values() if s.pid is not None]
         for slot in running:
             slot.status = "stopping"
             _signal_group(slot, signal.SIGTERM)
         await asyncio.gather(*(self._reap(s) for s in running))
+        await self.forks.stop()
         for slot in self.slots.values():
             if slot.lease is not None:
                 with contextlib.suppress(McosError):
@@ -167,12 +169,12 @@ class Supervisor:
                 await self.client.do(Calls.revoke_token(token_id))
 
     async def _reap(self, slot: Slot) -> None:
-        if slot.waiter is None:
-            return
-        done, _ = await asyncio.wait({slot.waiter}, timeout=self.grace)
-        if not done:
+        try:
+            await asyncio.wait_for(slot.exited.wait(), self.grace)
+        except TimeoutError:
             _signal_group(slot, signal.SIGKILL)
-            await asyncio.wait({slot.waiter}, timeout=5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slot.exited.wait(), 5)
 
     # --- one agent ------------------------------------------------------------------------------
     async def tick(self, slot: Slot) -> None:
@@ -188,10 +190,10 @@ class Supervisor:
             await self._renew(slot, now)
             if slot.lease is None:
                 return
-        if slot.process is None and slot.status not in ("failed", "misconfigured"):
+        if slot.pid is None and slot.status not in ("failed", "misconfigured"):
             if now >= slot.not_before:
                 await self._start(slot)
-        elif slot.process is not None and now - slot.last_alive > self.watchdog.total_seconds():
+        elif slot.pid is not None and now - slot.last_alive > self.watchdog.total_seconds():
             self._say(slot, f"{slot.name}: no liveness for {self.watchdog}: killing it (hung)")
             slot.detail = f"hung: no liveness for {self.watchdog}"
             _signal_group(slot, signal.SIGKILL)
@@ -251,28 +253,25 @@ class Supervisor:
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            TOKEN_ENV: slot.token,
-            FENCE_ENV: str(slot.lease.fence),
-            LIVENESS_ENV: str(write_end),
-            RESTARTS_ENV: str(slot.restarts),
+        log = os.open(self.logs / f"{slot.name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        request = {
+            "name": slot.name,
+            "fleet": str(self.fleet.path),
+            "token": slot.token,
+            "fence": slot.lease.fence,
+            "env": {RESTARTS_ENV: str(slot.restarts)},
         }
-        with (self.logs / f"{slot.name}.log").open("ab") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "mcos.runtime.main", slot.name,
-                "--fleet", str(self.fleet.path),
-                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT,
-                env=env, pass_fds=(write_end,), start_new_session=True,
-                preexec_fn=die_with_parent,
-            )  # fmt: skip
-        os.close(write_end)
-        slot.process, slot.liveness = process, read_end
+        try:
+            pid = await self.forks.spawn(request, [log, write_end])
+        finally:
+            os.close(log)
+            os.close(write_end)
+        slot.pid, slot.liveness = pid, read_end
+        slot.exited.clear()
         slot.last_alive = time.monotonic()
-        slot.status, slot.detail = "running", f"pid {process.pid}, fence {slot.lease.fence}"
+        slot.status, slot.detail = "running", f"pid {pid}, fence {slot.lease.fence}"
         asyncio.get_running_loop().add_reader(read_end, self._alive, slot)
-        slot.waiter = asyncio.create_task(self._wait(slot), name=f"wait-{slot.name}")
-        self._say(slot, f"started {slot.name} (pid {process.pid}, fence {slot.lease.fence})")
+        self._say(slot, f"started {slot.name} (pid {pid}, fence {slot.lease.fence})")
 
     def _alive(self, slot: Slot) -> None:
         if slot.liveness is None:
@@ -294,12 +293,21 @@ class Supervisor:
             os.close(slot.liveness)
             slot.liveness = None
 
-    async def _wait(self, slot: Slot) -> None:
-        assert slot.process is not None
-        code = await slot.process.wait()
+    def _on_exit(self, pid: int, code: int) -> None:
+        slot = next((s for s in self.slots.values() if s.pid == pid), None)
+        if slot is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._exited(slot, code), name=f"exited-{slot.name}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _exited(self, slot: Slot, code: int) -> None:
         _signal_group(slot, signal.SIGKILL)  # whatever it left behind in its group goes too
         self._close_liveness(slot)
-        slot.process = None
+        slot.pid = None
+        slot.exited.set()
         outcome = classify_exit(code, stopping=slot.status == "stopping")
         await self._after_exit(slot, code, outcome)
 
@@ -385,7 +393,7 @@ class Supervisor:
 
 def _signal_group(slot: Slot, sig: signal.Signals) -> None:
     """Signal the agent's whole process group (its session), children included."""
-    if slot.process is None:
+    if slot.pid is None:
         return
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(slot.process.pid, sig)
+        os.killpg(slot.pid, sig)
