@@ -24,11 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mcos.client import Calls, Client  # noqa: E402
-from mcos.config.scaffold import init_fleet  # noqa: E402
-from tests.api.conftest import free_port  # noqa: E402
-from tests.e2e.cli_helpers import MCOS, start_server  # noqa: E402
-from tests.supervisor.conftest import agent_pids  # noqa: E402
+from tests.api.conftest import free_port
+from tests.e2e.cli_helpers import MCOS, start_server
+from tests.supervisor.conftest import agent_pids
+
+from mcos.client import Calls, Client
+from mcos.config.scaffold import init_fleet
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
