@@ -22,7 +22,7 @@ from tests.store.conftest import create_pg_database, drop_pg_database
 SUPERVISOR = """
 [supervisor]
 lease_ttl = "3s"
-watchdog = "10s"
+watchdog = "4s"
 restart_first = "1s"
 restart_cap = "1s"
 max_restarts = 5

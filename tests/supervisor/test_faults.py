@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -162,3 +162,41 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_a_hung_agent_is_killed_and_restarted(fleet_rig_factory: RigFactory) -> None:
+    rig = fleet_rig_factory(AGENTS)
+    sup = rig.up("mini")
+    wait_for("three agents", lambda: _all_running(rig))
+    hung = agent_pids(rig.fleet, "gene")["gene"][0]
+    os.kill(hung, signal.SIGSTOP)  # alive to the kernel, silent to its supervisor
+    wait_for("the hung gene replaced", lambda: not _alive(hung), timeout=15)
+    wait_for("a new gene", lambda: len(agent_pids(rig.fleet, "gene").get("gene", [])) == 1)
+    assert "no liveness for 0:00:04: killing it (hung)" in sup.output()
+
+
+def test_an_agent_cooling_down_is_restarted_only_after_its_cooldown(
+    fleet_rig_factory: RigFactory,
+) -> None:
+    rig = fleet_rig_factory(AGENTS)
+    sup = rig.up("mini")
+    wait_for("three agents", lambda: _all_running(rig))
+    with rig.client() as c:
+        now = c.do(Calls.time()).now
+        # What the runtime reports after a 429 with retry-after: 6 s.
+        from mcos.domain.agent_state import AgentStatus
+
+        c.do(
+            Calls.report_state(
+                "gene", AgentStatus.COOLING_DOWN, "429", until=now + timedelta(seconds=6)
+            )
+        )
+    pid = agent_pids(rig.fleet, "gene")["gene"][0]
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(
+        "gene back",
+        lambda: [p for p in agent_pids(rig.fleet, "gene").get("gene", []) if p != pid] != [],
+    )
+    assert time.monotonic() - killed >= 5  # not the 1 s backoff: the cooldown
+    assert "restart 1 in" in sup.output()
