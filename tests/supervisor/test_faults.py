@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from mcos.client import Calls
+from tests.fakes.telegram_server import FakeTelegram
 from tests.supervisor.conftest import FleetRig, RigFactory, agent_pids, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -200,3 +203,51 @@ def test_an_agent_cooling_down_is_restarted_only_after_its_cooldown(
     )
     assert time.monotonic() - killed >= 5  # not the 1 s backoff: the cooldown
     assert "restart 1 in" in sup.output()
+
+
+POLLER = """
+import json, os, sys, time, urllib.error, urllib.request
+url = sys.argv[1]
+offset = 0
+while True:
+    try:
+        with urllib.request.urlopen(f"{url}/getUpdates?timeout=1&offset={offset}", timeout=5) as r:
+            for update in json.load(r)["result"]:
+                offset = update["update_id"] + 1
+    except urllib.error.HTTPError as e:
+        print("poller got", e.code, flush=True)
+    except OSError:
+        time.sleep(0.2)
+"""
+
+
+def test_a_restarted_agent_leaves_no_old_child_poller(
+    fleet_rig_factory: RigFactory, tmp_path: Path
+) -> None:
+    """The field report's incident: a restart must not leave the old child polling beside
+    the new one (Telegram answers the overlap with 409)."""
+    token = "123456:TEST-token"
+    with FakeTelegram({token: "gene_bot"}) as telegram:
+        script = tmp_path / "poller.py"
+        script.write_text(POLLER)
+        sidecar = (
+            f'sidecars = [{{ name = "telegram", command = ["{sys.executable}", "{script}", '
+            f'"{telegram.url}/bot{token}"] }}]'
+        )
+        rig = fleet_rig_factory(
+            AGENTS.replace('role = "ops"\nhost = "mini"', f'role = "ops"\nhost = "mini"\n{sidecar}')
+        )
+        rig.up("mini")
+        wait_for("three agents", lambda: _all_running(rig))
+        wait_for("the poller polling", lambda: telegram.polls >= 2)
+        for _ in range(3):
+            old = agent_pids(rig.fleet, "gene")["gene"][0]
+            os.kill(old, signal.SIGKILL)  # the agent only: its child poller is orphaned
+            wait_for(
+                "a new gene",
+                lambda old=old: [p for p in agent_pids(rig.fleet, "gene").get("gene", [])
+                                 if p != old] != [],
+            )  # fmt: skip
+            polls = telegram.polls
+            wait_for("the new poller polling", lambda polls=polls: telegram.polls >= polls + 3)
+        assert telegram.conflicts == 0, "two pollers of one bot token overlapped"

@@ -292,6 +292,15 @@ class PriceConfig(_Model):
         )
 
 
+class SidecarConfig(_Model):
+    """A helper process the agent owns (a channel poller, a bridge): started with the agent, in
+    its process group, restarted if it exits, and never alive without it."""
+
+    name: Name
+    command: list[str] = Field(min_length=1)
+    """The program and its arguments, from the operator's fleet file (never from a model)."""
+
+
 BUILTIN_TOOLS = (
     "send_message",
     "reply",
@@ -334,6 +343,7 @@ class AgentConfig(_Model):
     """The output cap of each model call (part of the worst case a budget reserves)."""
     max_tool_rounds: int = Field(default=8, ge=1, le=50)
     """Model calls one turn may make while it keeps asking for tools."""
+    sidecars: list[SidecarConfig] = Field(default_factory=list)
 
     @field_validator("key")
     @classmethod

@@ -19,6 +19,7 @@ from mcos.exceptions import EX_CONFIG, ConfigError, Fenced, McosError
 from mcos.models.factory import make_provider
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
+from mcos.runtime.sidecars import Sidecars
 from mcos.supervisor.policy import EX_FENCED
 
 log = logging.getLogger("mcos.runtime")
@@ -94,6 +95,8 @@ async def run_agent(
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        sidecars = Sidecars(name, config.sidecars, runtime.workspace.root)
+        sidecars.start()
         try:
             await runtime.run(stop)
         except Fenced as e:
@@ -105,6 +108,7 @@ async def run_agent(
                 await client.do(Calls.report_state(name, AgentStatus.MISCONFIGURED, e.message))
             return EX_CONFIG
         finally:
+            await sidecars.stop()
             await runtime.aclose()
             if beating is not None:
                 beating.cancel()

@@ -1,0 +1,177 @@
+"""A local Telegram Bot API for the parts mcos uses: long-polled getUpdates with Telegram's
+one-poller rule, getMe, sendMessage.
+
+Telegram allows one getUpdates per bot token at a time: a second request terminates the
+first with 409 "Conflict: terminated by other getUpdates request". The fake does the same and
+counts every conflict, so a test can assert that two pollers of one token never overlapped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from tests.api.conftest import free_port
+
+CONFLICT = (
+    "Conflict: terminated by other getUpdates request; make sure that only one bot instance "
+    "is running"
+)
+
+
+@dataclass
+class Bot:
+    """One bot token's state."""
+
+    username: str
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    polling: int = 0
+    """Request id of the getUpdates in progress (0: none)."""
+    terminated: set[int] = field(default_factory=set)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    next_update: int = 1
+
+
+class FakeTelegram:
+    """The Bot API on a loopback port: ``url + "/bot" + token + "/getUpdates"``."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        """``tokens``: bot token → bot username."""
+        self.bots = {t: Bot(u) for t, u in tokens.items()}
+        self.conflicts = 0
+        self.polls = 0
+        self._lock = threading.Lock()
+        self._ids = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = free_port()
+        self.app = self._build()
+
+    @property
+    def url(self) -> str:
+        """The API base (what ``https://api.telegram.org`` is for the real one)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def push(self, token: str, text: str, chat_id: int = 1) -> None:
+        """A user sends the bot a message."""
+        with self._lock:
+            bot = self.bots[token]
+            bot.updates.append(
+                {
+                    "update_id": bot.next_update,
+                    "message": {
+                        "message_id": bot.next_update,
+                        "date": int(time.time()),
+                        "chat": {"id": chat_id, "type": "private"},
+                        "from": {"id": chat_id, "is_bot": False, "first_name": "Founder"},
+                        "text": text,
+                    },
+                }
+            )
+            bot.next_update += 1
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        def error(code: int, description: str) -> JSONResponse:
+            return JSONResponse(
+                {"ok": False, "error_code": code, "description": description}, status_code=code
+            )
+
+        async def params(request: Request) -> dict[str, Any]:
+            found: dict[str, Any] = dict(request.query_params)
+            if request.method == "POST":
+                kind = request.headers.get("content-type", "")
+                if "json" in kind:
+                    found.update(await request.json())
+                elif kind:
+                    found.update(dict(await request.form()))
+            return found
+
+        @app.api_route("/bot{token}/getMe", methods=["GET", "POST"])
+        async def get_me(token: str) -> JSONResponse:
+            bot = self.bots.get(token)
+            if bot is None:
+                return error(401, "Unauthorized")
+            return JSONResponse(
+                {"ok": True, "result": {"id": 42, "is_bot": True, "username": bot.username}}
+            )
+
+        @app.api_route("/bot{token}/getUpdates", methods=["GET", "POST"])
+        async def get_updates(token: str, request: Request) -> JSONResponse:
+            bot = self.bots.get(token)
+            if bot is None:
+                return error(401, "Unauthorized")
+            p = await params(request)
+            offset = int(p.get("offset", 0))
+            wait = min(float(p.get("timeout", 0)), 50.0)
+            with self._lock:
+                self._ids += 1
+                me = self._ids
+                self.polls += 1
+                if bot.polling:
+                    bot.terminated.add(bot.polling)
+                    self.conflicts += 1
+                bot.polling = me
+                bot.updates = [u for u in bot.updates if u["update_id"] >= offset]
+            deadline = time.monotonic() + wait
+            while True:
+                with self._lock:
+                    if me in bot.terminated:
+                        bot.terminated.discard(me)
+                        return error(409, CONFLICT)
+                    if bot.updates or time.monotonic() >= deadline:
+                        if bot.polling == me:
+                            bot.polling = 0
+                        return JSONResponse({"ok": True, "result": list(bot.updates)})
+                await asyncio.sleep(0.02)
+
+        @app.api_route("/bot{token}/sendMessage", methods=["POST"])
+        async def send_message(token: str, request: Request) -> JSONResponse:
+            bot = self.bots.get(token)
+            if bot is None:
+                return error(401, "Unauthorized")
+            p = await params(request)
+            if "chat_id" not in p or "text" not in p:
+                return error(400, "Bad Request: message text is empty")
+            with self._lock:
+                bot.sent.append(p)
+            return JSONResponse({"ok": True, "result": {"message_id": len(bot.sent), **p}})
+
+        return app
+
+    def start(self) -> Self:
+        """Serve in a background thread until :meth:`stop`."""
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                msg = "the fake Telegram server did not start"
+                raise RuntimeError(msg)
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
