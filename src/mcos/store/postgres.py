@@ -13,10 +13,10 @@ import asyncio
 import logging
 import secrets
 import select
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -24,8 +24,10 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from mcos.domain.approvals import Approval, ApprovalState, Vote, duplicate_request
 from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
 from mcos.domain.budget import Committed, Limits, check_reservation
+from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.messages import (
     Delivery,
@@ -61,12 +63,15 @@ from mcos.store.protocol import (
     Directory,
     InboxDepth,
     ModelCall,
+    NewApproval,
+    NewIncident,
     Reservation,
     UsageRow,
 )
 from mcos.store.queries import queries
 from mcos.store.rows import usage_row
 
+T = TypeVar("T")
 Q = queries("postgres")
 CHANNEL = "mcos_inbox"
 log = logging.getLogger("mcos.store.postgres")
@@ -144,6 +149,36 @@ def _agent_state(r: DictRow) -> AgentState:
         info=dict(r["info"]),
         updated_at=_utc(r["updated_at"]),
     )
+
+
+def _incident(r: DictRow) -> Incident:
+    return Incident(
+        id=r["id"], severity=r["severity"], reported_as=r["reported_as"],
+        state=IncidentState(r["state"]), summary=r["summary"], evidence=r["evidence"],
+        reporter=r["reporter"], fingerprint=r["fingerprint"], reports=r["reports"],
+        created_at=_utc(r["created_at"]), updated_at=_utc(r["updated_at"]),
+    )  # fmt: skip
+
+
+def _incident_event(r: DictRow) -> IncidentEvent:
+    return IncidentEvent(
+        r["incident_id"], _utc(r["at"]), r["actor"], r["action"], r["severity"], r["reason"]
+    )
+
+
+def _approval(r: DictRow) -> Approval:
+    return Approval(
+        id=r["id"], action=r["action"], payload=dict(r["payload"]),
+        requester=r["requester"], rationale=r["rationale"], quorum=r["quorum"],
+        state=ApprovalState(r["state"]), executor=r["executor"], constraints=r["constraints"],
+        created_at=_utc(r["created_at"]), expires_at=_utc(r["expires_at"]),
+        decided_at=_opt(r["decided_at"]), decided_by=r["decided_by"], reason=r["reason"],
+        directive_id=r["directive_id"], acknowledged_at=_opt(r["acknowledged_at"]),
+    )  # fmt: skip
+
+
+def _vote(r: DictRow) -> Vote:
+    return Vote(r["approval_id"], r["voter"], r["vote"], r["rationale"], _utc(r["at"]))
 
 
 def _lease(r: DictRow) -> Lease:
@@ -764,6 +799,207 @@ class PostgresStore:
         async with self._conn() as conn:
             found = await (await conn.execute(Q["agent_states_all"])).fetchall()
         return [_agent_state(r) for r in found]
+
+    # --- incidents ---------------------------------------------------------------------------
+    async def create_incident(self, new: NewIncident) -> Incident:
+        """Store a new incident with its opening events."""
+        async with self._tx() as conn:
+            row = await (
+                await conn.execute(
+                    Q["incident_insert"],
+                    {
+                        "severity": new.severity, "state": new.state, "summary": new.summary,
+                        "evidence": new.evidence, "reporter": new.reporter,
+                        "fingerprint": new.fingerprint,
+                    },
+                )
+            ).fetchone()  # fmt: skip
+            assert row is not None
+            for actor, action, severity, reason in new.events:
+                await conn.execute(
+                    Q["incident_event_insert"],
+                    {
+                        "incident_id": row["id"], "actor": actor, "action": action,
+                        "severity": severity, "reason": reason,
+                    },
+                )  # fmt: skip
+        return _incident(row)
+
+    async def incident(self, incident_id: int) -> Incident | None:
+        """One incident."""
+        return await self._one(Q["incident_get"], (incident_id,), _incident)
+
+    async def open_incident(self, fingerprint: str) -> Incident | None:
+        """The open incident of an observation, if any."""
+        return await self._one(Q["incident_open_by_fingerprint"], (fingerprint,), _incident)
+
+    async def incidents(self, state: str | None = None, limit: int = 100) -> list[Incident]:
+        """Incidents, newest first."""
+        return await self._all(Q["incidents_list"], {"state": state, "limit": limit}, _incident)
+
+    async def incident_events(self, incident_id: int) -> list[IncidentEvent]:
+        """An incident's timeline."""
+        return await self._all(Q["incident_events_of"], (incident_id,), _incident_event)
+
+    async def record_incident_event(
+        self, incident_id: int, actor: str, action: str, severity: str, reason: str
+    ) -> None:
+        """Add to the timeline; one confirmer counts once (the incident row is locked)."""
+        async with self._tx() as conn:
+            await conn.execute("SELECT 1 FROM incidents WHERE id = %s FOR UPDATE", (incident_id,))
+            if action == "confirm":
+                found = await (
+                    await conn.execute(Q["incident_vote_exists"], (incident_id, actor, severity))
+                ).fetchone()
+                if found is not None:
+                    raise Conflict(
+                        f"{actor} already confirmed incident {incident_id} at {severity} "
+                        "(one confirmer counts once)",
+                        incident=incident_id,
+                    )
+            await conn.execute(
+                Q["incident_event_insert"],
+                {
+                    "incident_id": incident_id, "actor": actor, "action": action,
+                    "severity": severity, "reason": reason,
+                },
+            )  # fmt: skip
+
+    async def transition_incident(
+        self,
+        incident_id: int,
+        expected: str,
+        state: str,
+        severity: str,
+        event: tuple[str, str, str],
+        more_reports: int = 0,
+    ) -> Incident:
+        """Compare-and-set an incident's state, with its event."""
+        async with self._tx() as conn:
+            row = await (
+                await conn.execute(
+                    Q["incident_transition"],
+                    {
+                        "state": state, "severity": severity, "more": more_reports,
+                        "id": incident_id, "expected": expected,
+                    },
+                )
+            ).fetchone()  # fmt: skip
+            if row is None:
+                raise Conflict(
+                    f"incident {incident_id} is no longer {expected}", incident=incident_id
+                )
+            actor, action, reason = event
+            await conn.execute(
+                Q["incident_event_insert"],
+                {
+                    "incident_id": incident_id, "actor": actor, "action": action,
+                    "severity": severity, "reason": reason,
+                },
+            )  # fmt: skip
+        return _incident(row)
+
+    async def reports_since(self, actor: str, seconds: float) -> int:
+        """Incident reports ``actor`` made in the last ``seconds``."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["reports_since"], (actor, seconds))).fetchone()
+        assert row is not None
+        return int(row["n"])
+
+    # --- approvals ---------------------------------------------------------------------------
+    async def create_approval(self, new: NewApproval) -> Approval:
+        """A pending request; one pending request per action and payload."""
+        async with self._tx() as conn:
+            open_ = await (
+                await conn.execute(Q["approval_pending_for"], (new.action, new.payload_hash))
+            ).fetchone()
+            if open_ is not None:
+                raise duplicate_request(_approval(open_))
+            try:
+                row = await (
+                    await conn.execute(
+                        Q["approval_insert"],
+                        {
+                            "action": new.action, "payload": Jsonb(new.payload),
+                            "payload_hash": new.payload_hash, "requester": new.requester,
+                            "rationale": new.rationale, "quorum": new.quorum,
+                            "executor": new.executor, "constraints": new.constraints,
+                            "expires_in": new.expires_in.total_seconds(),
+                        },
+                    )
+                ).fetchone()  # fmt: skip
+            except psycopg.errors.UniqueViolation:
+                msg = f"a request for {new.action} with the same payload is already pending"
+                raise Conflict(msg) from None
+        assert row is not None
+        return _approval(row)
+
+    async def approval(self, approval_id: int) -> Approval | None:
+        """One request."""
+        return await self._one(Q["approval_get"], (approval_id,), _approval)
+
+    async def approvals(self, state: str | None = None, limit: int = 100) -> list[Approval]:
+        """Requests, newest first."""
+        return await self._all(Q["approvals_list"], {"state": state, "limit": limit}, _approval)
+
+    async def add_vote(self, approval_id: int, voter: str, vote: str, rationale: str) -> Vote:
+        """Record a vote once."""
+        async with self._conn() as conn:
+            row = await (
+                await conn.execute(Q["approval_vote_insert"], (approval_id, voter, vote, rationale))
+            ).fetchone()
+        if row is None:
+            raise Conflict(
+                f"{voter} already voted on request {approval_id} (a member votes once)",
+                approval=approval_id,
+            )
+        return _vote(row)
+
+    async def votes(self, approval_id: int) -> list[Vote]:
+        """The votes on a request."""
+        return await self._all(Q["approval_votes_of"], (approval_id,), _vote)
+
+    async def decide_approval(self, approval_id: int, state: str, by: str, reason: str) -> Approval:
+        """Close a pending request (compare-and-set)."""
+        async with self._conn() as conn:
+            row = await (
+                await conn.execute(
+                    Q["approval_decide"],
+                    {"state": state, "by": by, "reason": reason, "id": approval_id},
+                )
+            ).fetchone()
+        if row is None:
+            raise Conflict(f"request {approval_id} is no longer pending", approval=approval_id)
+        return _approval(row)
+
+    async def set_directive(self, approval_id: int, directive_id: int) -> Approval:
+        """Link the directive message."""
+        async with self._conn() as conn:
+            row = await (
+                await conn.execute(
+                    Q["approval_directive"], {"directive_id": directive_id, "id": approval_id}
+                )
+            ).fetchone()
+        assert row is not None
+        return _approval(row)
+
+    async def acknowledge_directive(self, approval_id: int) -> Approval | None:
+        """Mark the directive acknowledged."""
+        async with self._conn() as conn:
+            row = await (
+                await conn.execute(Q["approval_acknowledge"], {"id": approval_id})
+            ).fetchone()
+        return None if row is None else _approval(row)
+
+    async def _one(self, query: str, params: Any, convert: Callable[[DictRow], T]) -> T | None:
+        async with self._conn() as conn:
+            row = await (await conn.execute(query, params)).fetchone()
+        return None if row is None else convert(row)
+
+    async def _all(self, query: str, params: Any, convert: Callable[[DictRow], T]) -> list[T]:
+        async with self._conn() as conn:
+            found = await (await conn.execute(query, params)).fetchall()
+        return [convert(r) for r in found]
 
     # --- leases ------------------------------------------------------------------------------
     async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+from mcos.domain.approvals import Approval, Vote
 from mcos.domain.audit import AuditEvent, AuditRecord
 from mcos.domain.budget import Committed, Limits, Usage, Verdict
+from mcos.domain.incidents import Incident, IncidentEvent
 from mcos.domain.leases import Lease
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.tokens import PrincipalKind, TokenRecord
@@ -113,6 +115,35 @@ class AgentState:
     until: datetime | None
     info: dict[str, Any]
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class NewIncident:
+    """A first report of an observation."""
+
+    severity: str
+    state: str
+    summary: str
+    evidence: str
+    reporter: str
+    fingerprint: str
+    events: tuple[tuple[str, str, str, str], ...]
+    """(actor, action, severity, reason) to record with it."""
+
+
+@dataclass(frozen=True)
+class NewApproval:
+    """A request for a governed action."""
+
+    action: str
+    payload: dict[str, Any]
+    payload_hash: str
+    requester: str
+    rationale: str
+    quorum: str
+    executor: str | None
+    constraints: str
+    expires_in: timedelta
 
 
 @dataclass(frozen=True)
@@ -272,6 +303,69 @@ class Store(Protocol):
 
     async def agent_states(self) -> list[AgentState]:
         """Every agent's last reported state."""
+
+    # --- incidents -------------------------------------------------------------------------
+    async def create_incident(self, new: NewIncident) -> Incident:
+        """Store a new incident with its opening events (reported, and confirmed for a P3)."""
+
+    async def incident(self, incident_id: int) -> Incident | None:
+        """One incident."""
+
+    async def open_incident(self, fingerprint: str) -> Incident | None:
+        """The open incident of an observation, if any (reports of it are grouped there)."""
+
+    async def incidents(self, state: str | None = None, limit: int = 100) -> list[Incident]:
+        """Incidents, newest first."""
+
+    async def incident_events(self, incident_id: int) -> list[IncidentEvent]:
+        """An incident's timeline, oldest first."""
+
+    async def record_incident_event(
+        self, incident_id: int, actor: str, action: str, severity: str, reason: str
+    ) -> None:
+        """Add to the timeline; a second ``confirm`` by one actor at one severity is a
+        ``Conflict`` (one confirmer counts once)."""
+
+    async def transition_incident(
+        self,
+        incident_id: int,
+        expected: str,
+        state: str,
+        severity: str,
+        event: tuple[str, str, str],
+        more_reports: int = 0,
+    ) -> Incident:
+        """Move an incident from ``expected`` to ``state`` with its event (actor, action,
+        reason); ``Conflict`` if another transition got there first."""
+
+    async def reports_since(self, actor: str, seconds: float) -> int:
+        """Incident reports ``actor`` made in the last ``seconds`` (for the rate limit)."""
+
+    # --- approvals -------------------------------------------------------------------------
+    async def create_approval(self, new: NewApproval) -> Approval:
+        """A pending request; ``Conflict`` naming the open one if the same action and payload
+        are already pending."""
+
+    async def approval(self, approval_id: int) -> Approval | None:
+        """One request."""
+
+    async def approvals(self, state: str | None = None, limit: int = 100) -> list[Approval]:
+        """Requests, newest first."""
+
+    async def add_vote(self, approval_id: int, voter: str, vote: str, rationale: str) -> Vote:
+        """Record a vote; ``Conflict`` if this voter already voted."""
+
+    async def votes(self, approval_id: int) -> list[Vote]:
+        """The votes on a request, in order."""
+
+    async def decide_approval(self, approval_id: int, state: str, by: str, reason: str) -> Approval:
+        """Close a pending request; ``Conflict`` if it was no longer pending."""
+
+    async def set_directive(self, approval_id: int, directive_id: int) -> Approval:
+        """Link the directive message an approved request issued."""
+
+    async def acknowledge_directive(self, approval_id: int) -> Approval | None:
+        """Mark the directive acknowledged (None if it already was)."""
 
     # --- leases ----------------------------------------------------------------------------
     async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:

@@ -20,8 +20,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mcos.domain.approvals import Approval, ApprovalState, Vote, duplicate_request
 from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
 from mcos.domain.budget import Committed, Limits, check_reservation
+from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.messages import (
     Delivery,
@@ -55,6 +57,8 @@ from mcos.store.protocol import (
     Directory,
     InboxDepth,
     ModelCall,
+    NewApproval,
+    NewIncident,
     Reservation,
     UsageRow,
 )
@@ -91,6 +95,36 @@ def _now_us() -> int:
 
 def _committed(row: Any) -> Committed:
     return Committed(int(row["usd"]), int(row["tokens"]))
+
+
+def _incident(r: sqlite3.Row) -> Incident:
+    return Incident(
+        id=r["id"], severity=r["severity"], reported_as=r["reported_as"],
+        state=IncidentState(r["state"]), summary=r["summary"], evidence=r["evidence"],
+        reporter=r["reporter"], fingerprint=r["fingerprint"], reports=r["reports"],
+        created_at=_dt(r["created_at"]), updated_at=_dt(r["updated_at"]),
+    )  # fmt: skip
+
+
+def _incident_event(r: sqlite3.Row) -> IncidentEvent:
+    return IncidentEvent(
+        r["incident_id"], _dt(r["at"]), r["actor"], r["action"], r["severity"], r["reason"]
+    )
+
+
+def _approval(r: sqlite3.Row) -> Approval:
+    return Approval(
+        id=r["id"], action=r["action"], payload=json.loads(r["payload"]),
+        requester=r["requester"], rationale=r["rationale"], quorum=r["quorum"],
+        state=ApprovalState(r["state"]), executor=r["executor"], constraints=r["constraints"],
+        created_at=_dt(r["created_at"]), expires_at=_dt(r["expires_at"]),
+        decided_at=_opt_dt(r["decided_at"]), decided_by=r["decided_by"], reason=r["reason"],
+        directive_id=r["directive_id"], acknowledged_at=_opt_dt(r["acknowledged_at"]),
+    )  # fmt: skip
+
+
+def _vote(r: sqlite3.Row) -> Vote:
+    return Vote(r["approval_id"], r["voter"], r["vote"], r["rationale"], _dt(r["at"]))
 
 
 def _lease(r: sqlite3.Row) -> Lease:
@@ -703,6 +737,231 @@ class SqliteStore:
         return await self._run(
             lambda conn: [_agent_state(r) for r in conn.execute(Q["agent_states_all"])]
         )
+
+    # --- incidents -----------------------------------------------------------------------------
+    async def create_incident(self, new: NewIncident) -> Incident:
+        """Store a new incident with its opening events."""
+
+        def write(conn: sqlite3.Connection) -> Incident:
+            with self._tx(conn):
+                now = _now_us()
+                row = conn.execute(
+                    Q["incident_insert"],
+                    {
+                        "severity": new.severity, "state": new.state, "summary": new.summary,
+                        "evidence": new.evidence, "reporter": new.reporter,
+                        "fingerprint": new.fingerprint, "now": now,
+                    },
+                ).fetchone()  # fmt: skip
+                for actor, action, severity, reason in new.events:
+                    conn.execute(
+                        Q["incident_event_insert"],
+                        {
+                            "incident_id": row["id"], "now": now, "actor": actor,
+                            "action": action, "severity": severity, "reason": reason,
+                        },
+                    )  # fmt: skip
+            return _incident(row)
+
+        return await self._run(write)
+
+    async def incident(self, incident_id: int) -> Incident | None:
+        """One incident."""
+        return await self._one(Q["incident_get"], (incident_id,), _incident)
+
+    async def open_incident(self, fingerprint: str) -> Incident | None:
+        """The open incident of an observation, if any."""
+        return await self._one(Q["incident_open_by_fingerprint"], (fingerprint,), _incident)
+
+    async def incidents(self, state: str | None = None, limit: int = 100) -> list[Incident]:
+        """Incidents, newest first."""
+        return await self._all(Q["incidents_list"], {"state": state, "limit": limit}, _incident)
+
+    async def incident_events(self, incident_id: int) -> list[IncidentEvent]:
+        """An incident's timeline."""
+        return await self._all(Q["incident_events_of"], (incident_id,), _incident_event)
+
+    async def record_incident_event(
+        self, incident_id: int, actor: str, action: str, severity: str, reason: str
+    ) -> None:
+        """Add to the timeline; one confirmer counts once."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            with self._tx(conn):
+                if (
+                    action == "confirm"
+                    and conn.execute(
+                        Q["incident_vote_exists"], (incident_id, actor, severity)
+                    ).fetchone()
+                ):
+                    raise Conflict(
+                        f"{actor} already confirmed incident {incident_id} at {severity} "
+                        "(one confirmer counts once)",
+                        incident=incident_id,
+                    )
+                conn.execute(
+                    Q["incident_event_insert"],
+                    {
+                        "incident_id": incident_id, "now": _now_us(), "actor": actor,
+                        "action": action, "severity": severity, "reason": reason,
+                    },
+                )  # fmt: skip
+
+        await self._run(write)
+
+    async def transition_incident(
+        self,
+        incident_id: int,
+        expected: str,
+        state: str,
+        severity: str,
+        event: tuple[str, str, str],
+        more_reports: int = 0,
+    ) -> Incident:
+        """Compare-and-set an incident's state, with its event."""
+
+        def write(conn: sqlite3.Connection) -> Incident:
+            with self._tx(conn):
+                now = _now_us()
+                row = conn.execute(
+                    Q["incident_transition"],
+                    {
+                        "state": state, "severity": severity, "more": more_reports,
+                        "now": now, "id": incident_id, "expected": expected,
+                    },
+                ).fetchone()  # fmt: skip
+                if row is None:
+                    raise Conflict(
+                        f"incident {incident_id} is no longer {expected}", incident=incident_id
+                    )
+                actor, action, reason = event
+                conn.execute(
+                    Q["incident_event_insert"],
+                    {
+                        "incident_id": incident_id, "now": now, "actor": actor,
+                        "action": action, "severity": severity, "reason": reason,
+                    },
+                )  # fmt: skip
+            return _incident(row)
+
+        return await self._run(write)
+
+    async def reports_since(self, actor: str, seconds: float) -> int:
+        """Incident reports ``actor`` made in the last ``seconds``."""
+
+        def read(conn: sqlite3.Connection) -> int:
+            since = _now_us() - int(seconds * 1_000_000)
+            return int(conn.execute(Q["reports_since"], (actor, since)).fetchone()["n"])
+
+        return await self._run(read)
+
+    # --- approvals -----------------------------------------------------------------------------
+    async def create_approval(self, new: NewApproval) -> Approval:
+        """A pending request; one pending request per action and payload."""
+
+        def write(conn: sqlite3.Connection) -> Approval:
+            with self._tx(conn):
+                open_ = conn.execute(
+                    Q["approval_pending_for"], (new.action, new.payload_hash)
+                ).fetchone()
+                if open_ is not None:
+                    raise duplicate_request(_approval(open_))
+                now = _now_us()
+                row = conn.execute(
+                    Q["approval_insert"],
+                    {
+                        "action": new.action, "payload": json.dumps(new.payload, sort_keys=True),
+                        "payload_hash": new.payload_hash, "requester": new.requester,
+                        "rationale": new.rationale, "quorum": new.quorum,
+                        "executor": new.executor, "constraints": new.constraints, "now": now,
+                        "expires_at": now + int(new.expires_in.total_seconds() * 1_000_000),
+                    },
+                ).fetchone()  # fmt: skip
+            return _approval(row)
+
+        return await self._run(write)
+
+    async def approval(self, approval_id: int) -> Approval | None:
+        """One request."""
+        return await self._one(Q["approval_get"], (approval_id,), _approval)
+
+    async def approvals(self, state: str | None = None, limit: int = 100) -> list[Approval]:
+        """Requests, newest first."""
+        return await self._all(Q["approvals_list"], {"state": state, "limit": limit}, _approval)
+
+    async def add_vote(self, approval_id: int, voter: str, vote: str, rationale: str) -> Vote:
+        """Record a vote once."""
+
+        def write(conn: sqlite3.Connection) -> Vote:
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["approval_vote_insert"], (approval_id, voter, vote, rationale, _now_us())
+                ).fetchone()
+            if row is None:
+                raise Conflict(
+                    f"{voter} already voted on request {approval_id} (a member votes once)",
+                    approval=approval_id,
+                )
+            return _vote(row)
+
+        return await self._run(write)
+
+    async def votes(self, approval_id: int) -> list[Vote]:
+        """The votes on a request."""
+        return await self._all(Q["approval_votes_of"], (approval_id,), _vote)
+
+    async def decide_approval(self, approval_id: int, state: str, by: str, reason: str) -> Approval:
+        """Close a pending request (compare-and-set)."""
+
+        def write(conn: sqlite3.Connection) -> Approval:
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["approval_decide"],
+                    {"state": state, "now": _now_us(), "by": by, "reason": reason,
+                     "id": approval_id},
+                ).fetchone()  # fmt: skip
+            if row is None:
+                raise Conflict(f"request {approval_id} is no longer pending", approval=approval_id)
+            return _approval(row)
+
+        return await self._run(write)
+
+    async def set_directive(self, approval_id: int, directive_id: int) -> Approval:
+        """Link the directive message."""
+
+        def write(conn: sqlite3.Connection) -> Approval:
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["approval_directive"], {"directive_id": directive_id, "id": approval_id}
+                ).fetchone()
+            return _approval(row)
+
+        return await self._run(write)
+
+    async def acknowledge_directive(self, approval_id: int) -> Approval | None:
+        """Mark the directive acknowledged."""
+
+        def write(conn: sqlite3.Connection) -> Approval | None:
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["approval_acknowledge"], {"now": _now_us(), "id": approval_id}
+                ).fetchone()
+            return None if row is None else _approval(row)
+
+        return await self._run(write)
+
+    async def _one(self, query: str, params: Any, convert: Callable[[Any], T]) -> T | None:
+        def read(conn: sqlite3.Connection) -> T | None:
+            row = conn.execute(query, params).fetchone()
+            return None if row is None else convert(row)
+
+        return await self._run(read)
+
+    async def _all(self, query: str, params: Any, convert: Callable[[Any], T]) -> list[T]:
+        def read(conn: sqlite3.Connection) -> list[T]:
+            return [convert(r) for r in conn.execute(query, params).fetchall()]
+
+        return await self._run(read)
 
     # --- leases --------------------------------------------------------------------------------
     async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:

@@ -383,3 +383,82 @@ SELECT * FROM leases WHERE agent = %s AND fence > 0;
 
 -- name: leases_all
 SELECT * FROM leases WHERE fence > 0 ORDER BY agent;
+
+-- name: incident_insert
+INSERT INTO incidents (severity, reported_as, state, summary, evidence, reporter, fingerprint,
+                       reports, created_at, updated_at)
+VALUES (%(severity)s, %(severity)s, %(state)s, %(summary)s, %(evidence)s, %(reporter)s, %(fingerprint)s, 1, clock_timestamp(), clock_timestamp())
+RETURNING *;
+
+-- name: incident_event_insert
+INSERT INTO incident_events (incident_id, at, actor, action, severity, reason)
+VALUES (%(incident_id)s, clock_timestamp(), %(actor)s, %(action)s, %(severity)s, %(reason)s);
+
+-- name: incident_get
+SELECT * FROM incidents WHERE id = %s;
+
+-- name: incident_open_by_fingerprint
+SELECT * FROM incidents
+WHERE fingerprint = %s AND state IN ('reported', 'confirmed', 'escalated')
+ORDER BY id LIMIT 1;
+
+-- name: incidents_list
+SELECT * FROM incidents
+WHERE (%(state)s::text IS NULL OR state = %(state)s::text)
+ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: incident_events_of
+SELECT * FROM incident_events WHERE incident_id = %s ORDER BY id;
+
+-- name: incident_vote_exists
+SELECT 1 FROM incident_events
+WHERE incident_id = %s AND actor = %s AND action = 'confirm' AND severity = %s;
+
+-- name: incident_transition
+UPDATE incidents SET state = %(state)s, severity = %(severity)s, reports = reports + %(more)s,
+  updated_at = clock_timestamp()
+WHERE id = %(id)s AND state = %(expected)s
+RETURNING *;
+
+-- name: reports_since
+SELECT count(*) AS n FROM incident_events
+WHERE actor = %s AND action IN ('reported', 'grouped') AND at >= clock_timestamp() - make_interval(secs => %s);
+
+-- name: approval_insert
+INSERT INTO approvals (action, payload, payload_hash, requester, rationale, quorum, state,
+                       executor, constraints, created_at, expires_at)
+VALUES (%(action)s, %(payload)s, %(payload_hash)s, %(requester)s, %(rationale)s, %(quorum)s, 'pending',
+        %(executor)s, %(constraints)s, clock_timestamp(),
+        clock_timestamp() + make_interval(secs => %(expires_in)s))
+RETURNING *;
+
+-- name: approval_get
+SELECT * FROM approvals WHERE id = %s;
+
+-- name: approval_pending_for
+SELECT * FROM approvals WHERE action = %s AND payload_hash = %s AND state = 'pending';
+
+-- name: approvals_list
+SELECT * FROM approvals WHERE (%(state)s::text IS NULL OR state = %(state)s::text) ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: approval_vote_insert
+INSERT INTO approval_votes (approval_id, voter, vote, rationale, at)
+VALUES (%s, %s, %s, %s, clock_timestamp())
+ON CONFLICT (approval_id, voter) DO NOTHING
+RETURNING *;
+
+-- name: approval_votes_of
+SELECT * FROM approval_votes WHERE approval_id = %s ORDER BY at;
+
+-- name: approval_decide
+UPDATE approvals SET state = %(state)s, decided_at = clock_timestamp(), decided_by = %(by)s, reason = %(reason)s
+WHERE id = %(id)s AND state = 'pending'
+RETURNING *;
+
+-- name: approval_directive
+UPDATE approvals SET directive_id = %(directive_id)s WHERE id = %(id)s RETURNING *;
+
+-- name: approval_acknowledge
+UPDATE approvals SET acknowledged_at = clock_timestamp()
+WHERE id = %(id)s AND acknowledged_at IS NULL
+RETURNING *;

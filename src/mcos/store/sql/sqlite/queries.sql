@@ -270,3 +270,81 @@ SELECT * FROM leases WHERE agent = ? AND fence > 0;
 
 -- name: leases_all
 SELECT * FROM leases WHERE fence > 0 ORDER BY agent;
+
+-- name: incident_insert
+INSERT INTO incidents (severity, reported_as, state, summary, evidence, reporter, fingerprint,
+                       reports, created_at, updated_at)
+VALUES (:severity, :severity, :state, :summary, :evidence, :reporter, :fingerprint, 1, :now, :now)
+RETURNING *;
+
+-- name: incident_event_insert
+INSERT INTO incident_events (incident_id, at, actor, action, severity, reason)
+VALUES (:incident_id, :now, :actor, :action, :severity, :reason);
+
+-- name: incident_get
+SELECT * FROM incidents WHERE id = ?;
+
+-- name: incident_open_by_fingerprint
+SELECT * FROM incidents
+WHERE fingerprint = ? AND state IN ('reported', 'confirmed', 'escalated')
+ORDER BY id LIMIT 1;
+
+-- name: incidents_list
+SELECT * FROM incidents
+WHERE (:state IS NULL OR state = :state)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: incident_events_of
+SELECT * FROM incident_events WHERE incident_id = ? ORDER BY id;
+
+-- name: incident_vote_exists
+SELECT 1 FROM incident_events
+WHERE incident_id = ? AND actor = ? AND action = 'confirm' AND severity = ?;
+
+-- name: incident_transition
+UPDATE incidents SET state = :state, severity = :severity, reports = reports + :more,
+  updated_at = :now
+WHERE id = :id AND state = :expected
+RETURNING *;
+
+-- name: reports_since
+SELECT count(*) AS n FROM incident_events
+WHERE actor = ? AND action IN ('reported', 'grouped') AND at >= ?;
+
+-- name: approval_insert
+INSERT INTO approvals (action, payload, payload_hash, requester, rationale, quorum, state,
+                       executor, constraints, created_at, expires_at)
+VALUES (:action, :payload, :payload_hash, :requester, :rationale, :quorum, 'pending',
+        :executor, :constraints, :now, :expires_at)
+RETURNING *;
+
+-- name: approval_get
+SELECT * FROM approvals WHERE id = ?;
+
+-- name: approval_pending_for
+SELECT * FROM approvals WHERE action = ? AND payload_hash = ? AND state = 'pending';
+
+-- name: approvals_list
+SELECT * FROM approvals WHERE (:state IS NULL OR state = :state) ORDER BY id DESC LIMIT :limit;
+
+-- name: approval_vote_insert
+INSERT INTO approval_votes (approval_id, voter, vote, rationale, at)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (approval_id, voter) DO NOTHING
+RETURNING *;
+
+-- name: approval_votes_of
+SELECT * FROM approval_votes WHERE approval_id = ? ORDER BY at;
+
+-- name: approval_decide
+UPDATE approvals SET state = :state, decided_at = :now, decided_by = :by, reason = :reason
+WHERE id = :id AND state = 'pending'
+RETURNING *;
+
+-- name: approval_directive
+UPDATE approvals SET directive_id = :directive_id WHERE id = :id RETURNING *;
+
+-- name: approval_acknowledge
+UPDATE approvals SET acknowledged_at = :now
+WHERE id = :id AND acknowledged_at IS NULL
+RETURNING *;
