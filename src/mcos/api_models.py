@@ -306,6 +306,111 @@ class LeaseOut(_Out):
         )
 
 
+class IncidentReport(_In):
+    """An agent's (or a human's) report of an observation."""
+
+    severity: Literal["P3", "P2", "P1", "P0"]
+    summary: str = Field(min_length=1, max_length=300)
+    evidence: str = Field(default="", max_length=8000)
+    observation: str = Field(
+        default="",
+        max_length=300,
+        description="What was observed, to group related reports (default: the summary).",
+    )
+
+
+class IncidentDecision(_In):
+    """A confirmation vote (optionally at another severity), or a resolution/dismissal."""
+
+    severity: Literal["P2", "P1", "P0"] | None = None
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class IncidentEventOut(_Out):
+    """One step of an incident's timeline."""
+
+    at: datetime
+    actor: str
+    action: str
+    severity: str
+    reason: str
+
+
+class IncidentOut(_Out):
+    """An incident at its gate, with its timeline."""
+
+    id: int
+    severity: str
+    reported_as: str
+    state: str
+    summary: str
+    evidence: str
+    reporter: str
+    reports: int
+    created_at: datetime
+    updated_at: datetime
+    gate: str | None = None
+    timeline: list[IncidentEventOut] = Field(default_factory=list)
+    grouped: bool = False
+    gate_met: bool = False
+    notified: list[str] = Field(default_factory=list)
+
+
+class ApprovalRequest(_In):
+    """A request for a governed action."""
+
+    action: str = Field(pattern=r"^[a-z][a-z0-9_.:-]*$", max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    rationale: str = Field(min_length=1, max_length=4000)
+    executor: str | None = Field(default=None, description="The agent a directive goes to.")
+    constraints: str = Field(default="", max_length=4000)
+
+
+class VoteRequest(_In):
+    """A committee member's vote."""
+
+    vote: Literal["approve", "deny"]
+    rationale: str = Field(min_length=1, max_length=4000)
+
+
+class VetoRequest(_In):
+    """A human's veto."""
+
+    reason: str = Field(min_length=1, max_length=4000)
+
+
+class VoteOut(_Out):
+    """One vote."""
+
+    voter: str
+    vote: str
+    rationale: str
+    at: datetime
+
+
+class ApprovalOut(_Out):
+    """A request, its committee, its votes and its outcome."""
+
+    id: int
+    action: str
+    payload: dict[str, Any]
+    requester: str
+    rationale: str
+    quorum: str
+    state: str
+    executor: str | None
+    constraints: str
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+    decided_by: str
+    reason: str
+    directive_id: int | None
+    acknowledged_at: datetime | None
+    votes: list[VoteOut] = Field(default_factory=list)
+    notified: list[str] = Field(default_factory=list)
+
+
 class RuntimeEvent(_In):
     """Something an agent's runtime did or refused, for the audit log (``runtime.*``)."""
 

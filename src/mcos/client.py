@@ -19,12 +19,16 @@ from mcos import exceptions as exc
 from mcos.api_models import (
     AckBatchResponse,
     AgentOut,
+    ApprovalOut,
+    ApprovalRequest,
     AuditOut,
     AuditVerifyResponse,
     CallReport,
     DeliveryOut,
     HealthResponse,
     InboxResponse,
+    IncidentOut,
+    IncidentReport,
     LeaseAcquire,
     LeaseOut,
     LeaseRelease,
@@ -64,6 +68,7 @@ _ERRORS: dict[str, type[exc.McosError]] = {
         exc.LeaseHeld,
         exc.LeaseLost,
         exc.Fenced,
+        exc.TooManyReports,
         exc.StoreUnavailable,
         exc.SchemaOutOfDate,
     )
@@ -141,6 +146,10 @@ _TOKENS = TypeAdapter(list[TokenOut])
 _AUDIT = TypeAdapter(list[AuditOut])
 _AUDIT_ONE = TypeAdapter(AuditOut)
 _LEASE = TypeAdapter(LeaseOut)
+_INCIDENT = TypeAdapter(IncidentOut)
+_INCIDENTS = TypeAdapter(list[IncidentOut])
+_APPROVAL = TypeAdapter(ApprovalOut)
+_APPROVALS = TypeAdapter(list[ApprovalOut])
 _LEASES = TypeAdapter(list[LeaseOut])
 _VERIFY = TypeAdapter(AuditVerifyResponse)
 _ACKED = TypeAdapter(AckBatchResponse)
@@ -315,6 +324,82 @@ class Calls:
         """Every agent's lease."""
         return Call("GET", "/v1/leases", _model(_LEASES))
 
+    # --- governance ---------------------------------------------------------------------------
+    @staticmethod
+    def report_incident(
+        severity: str, summary: str, evidence: str = "", observation: str = ""
+    ) -> Call[IncidentOut]:
+        """Report an observation (a hypothesis above P3 until its gate confirms it)."""
+        body = IncidentReport.model_validate(
+            {"severity": severity, "summary": summary, "evidence": evidence,
+             "observation": observation}
+        )  # fmt: skip
+        return Call("POST", "/v1/incidents", _model(_INCIDENT), json=body.model_dump())
+
+    @staticmethod
+    def incidents(*, state: str | None = None, limit: int = 100) -> Call[list[IncidentOut]]:
+        """Incidents the caller may see."""
+        params = _clean({"state": state, "limit": limit})
+        return Call("GET", "/v1/incidents", _model(_INCIDENTS), params=params)
+
+    @staticmethod
+    def incident(incident_id: int) -> Call[IncidentOut]:
+        """One incident with its timeline."""
+        return Call("GET", f"/v1/incidents/{incident_id}", _model(_INCIDENT))
+
+    @staticmethod
+    def decide_incident(
+        incident_id: int, decision: str, reason: str, severity: str | None = None
+    ) -> Call[IncidentOut]:
+        """``confirm`` (a vote, optionally at ``severity``), ``resolve`` or ``dismiss``."""
+        body = {"reason": reason, "severity": severity}
+        return Call("POST", f"/v1/incidents/{incident_id}/{decision}", _model(_INCIDENT), json=body)
+
+    @staticmethod
+    def request_approval(
+        action: str,
+        payload: dict[str, Any],
+        rationale: str,
+        *,
+        executor: str | None = None,
+        constraints: str = "",
+    ) -> Call[ApprovalOut]:
+        """Ask the committee for a governed action."""
+        body = ApprovalRequest(
+            action=action, payload=payload, rationale=rationale, executor=executor,
+            constraints=constraints,
+        )  # fmt: skip
+        return Call("POST", "/v1/approvals", _model(_APPROVAL), json=body.model_dump())
+
+    @staticmethod
+    def approvals(*, state: str | None = None, limit: int = 100) -> Call[list[ApprovalOut]]:
+        """Requests, newest first."""
+        params = _clean({"state": state, "limit": limit})
+        return Call("GET", "/v1/approvals", _model(_APPROVALS), params=params)
+
+    @staticmethod
+    def approval(approval_id: int) -> Call[ApprovalOut]:
+        """One request with its votes."""
+        return Call("GET", f"/v1/approvals/{approval_id}", _model(_APPROVAL))
+
+    @staticmethod
+    def vote(approval_id: int, vote: str, rationale: str) -> Call[ApprovalOut]:
+        """Vote ``approve`` or ``deny``, with a rationale."""
+        body = {"vote": vote, "rationale": rationale}
+        return Call("POST", f"/v1/approvals/{approval_id}/votes", _model(_APPROVAL), json=body)
+
+    @staticmethod
+    def veto(approval_id: int, reason: str) -> Call[ApprovalOut]:
+        """A human stops a request."""
+        return Call(
+            "POST", f"/v1/approvals/{approval_id}/veto", _model(_APPROVAL), json={"reason": reason}
+        )
+
+    @staticmethod
+    def acknowledge_directive(approval_id: int) -> Call[ApprovalOut]:
+        """The executing agent acknowledges its directive."""
+        return Call("POST", f"/v1/approvals/{approval_id}/acknowledge", _model(_APPROVAL))
+
     @staticmethod
     def time() -> Call[TimeResponse]:
         return Call("GET", "/v1/time", _model(_TIME))
@@ -344,8 +429,14 @@ class Calls:
         return Call("GET", "/v1/tokens", _model(_TOKENS), params=_clean({"name": name}))
 
     @staticmethod
-    def revoke_token(token_id: int) -> Call[TokenOut]:
-        return Call("POST", f"/v1/tokens/{token_id}/revoke", _model(_TOKEN))
+    def revoke_token(token_id: int, *, approval: int | None = None) -> Call[TokenOut]:
+        """Revoke a token (an agent needs an approved ``revoke_token`` request)."""
+        return Call(
+            "POST",
+            f"/v1/tokens/{token_id}/revoke",
+            _model(_TOKEN),
+            params=_clean({"approval": approval}),
+        )
 
     @staticmethod
     def rotate_token(token_id: int) -> Call[TokenCreated]:

@@ -188,3 +188,10 @@ class Fenced(Conflict):
     """A call carried a fencing token older than the agent's current lease (409)."""
 
     code = "fenced"
+
+
+class TooManyReports(McosError):
+    """An agent passed its incident-report rate limit (429)."""
+
+    code = "too_many_reports"
+    status = 429

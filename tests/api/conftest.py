@@ -64,6 +64,7 @@ def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
         state_dir=str(tmp_path / "state"),
         max_body_bytes=64 * 1024,
         poll_fallback_seconds=1.0,
+        human_roles={"founder": "founder"},
         **overrides,
     )
     app = create_app(make_store(url, FAST_POLICY), settings)

@@ -53,6 +53,10 @@ agent_app = typer.Typer(help="One agent: run it, resume it.", no_args_is_help=Tr
 app.add_typer(agent_app, name="agent")
 systemd_app = typer.Typer(help="systemd unit files: generate, check.", no_args_is_help=True)
 app.add_typer(systemd_app, name="systemd")
+incidents_app = typer.Typer(help="Incidents at their gates.", no_args_is_help=True)
+app.add_typer(incidents_app, name="incidents")
+approvals_app = typer.Typer(help="Approval requests and committees.", no_args_is_help=True)
+app.add_typer(approvals_app, name="approvals")
 
 app_from_env_path = "mcos.server.factory:app_from_env"
 
@@ -706,6 +710,122 @@ def dead_requeue(
     with friendly_errors(), connect(url, token, fleet) as client:
         d = client.do(Calls.requeue(delivery_id))
     console.print(f"delivery {d.id} requeued to {d.inbox}")
+
+
+# --- governance ------------------------------------------------------------------------------
+@incidents_app.command("list")
+def incidents_list(
+    state: Annotated[Optional[str], typer.Option(help="reported, confirmed, …")] = None,  # noqa: UP045
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Incidents at their gates: who reported, who must confirm, who confirmed."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        found = client.do(Calls.incidents(state=state))
+    if as_json:
+        print_json(found)
+        return
+    table(
+        f"{len(found)} incident(s)",
+        ["id", "severity", "state", "summary", "reporter", "reports", "gate", "confirmed by"],
+        [
+            (
+                i.id, _severity(i.severity, i.reported_as),
+                i.state, i.summary, i.reporter, i.reports, i.gate or "self-logged",
+                ", ".join(sorted({e.actor for e in i.timeline if e.action == "confirm"})),
+            )
+            for i in found
+        ],
+    )  # fmt: skip
+
+
+def _severity(now: str, reported: str) -> str:
+    return now if now == reported else f"{now} (reported {reported})"
+
+
+@incidents_app.command("decide")
+def incidents_decide(
+    incident_id: Annotated[int, typer.Argument()],
+    decision: Annotated[str, typer.Argument(help="confirm, resolve or dismiss")],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Why (recorded).")],
+    severity: Annotated[Optional[str], typer.Option(help="Confirm at another severity.")] = None,  # noqa: UP045
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Confirm (a vote), resolve or dismiss an incident, with a reason."""
+    if decision not in ("confirm", "resolve", "dismiss"):
+        common.fail(f"{decision!r}: use confirm, resolve or dismiss")
+    with friendly_errors(), connect(url, token, fleet) as client:
+        i = client.do(Calls.decide_incident(incident_id, decision, reason, severity))
+    console.print(f"incident {i.id}: {i.state} at {i.severity} (gate: {i.gate or 'none'})")
+
+
+@approvals_app.command("list")
+def approvals_list(
+    state: Annotated[Optional[str], typer.Option(help="pending, approved, …")] = None,  # noqa: UP045
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Approval requests with their committee, votes and expiry."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        found = client.do(Calls.approvals(state=state))
+    if as_json:
+        print_json(found)
+        return
+    table(
+        f"{len(found)} request(s)",
+        ["id", "action", "state", "requester", "committee", "votes", "expires", "payload"],
+        [
+            (
+                a.id, a.action, a.state, a.requester, a.quorum,
+                "; ".join(f"{v.voter} {v.vote}: {v.rationale}" for v in a.votes),
+                f"{a.expires_at:%Y-%m-%d %H:%M}", a.payload,
+            )
+            for a in found
+        ],
+    )  # fmt: skip
+
+
+def _vote(approval_id: int, vote: str, reason: str, fleet: Path | None, url: str | None,
+          token: str | None) -> None:  # fmt: skip
+    with friendly_errors(), connect(url, token, fleet) as client:
+        a = client.do(Calls.vote(approval_id, vote, reason))
+    console.print(f"request {a.id} ({a.action}): {a.state}")
+
+
+@app.command()
+def approve(
+    approval_id: Annotated[int, typer.Argument()],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Your rationale (recorded).")],
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Vote to approve a request."""
+    _vote(approval_id, "approve", reason, fleet, url, token)
+
+
+@app.command()
+def deny(
+    approval_id: Annotated[int, typer.Argument()],
+    reason: Annotated[str, typer.Option("--reason", "-r", help="Your rationale (recorded).")],
+    veto: Annotated[bool, typer.Option(help="A human's veto: stops the request at once.")] = False,
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Vote to deny a request (or, as a human, veto it)."""
+    if not veto:
+        _vote(approval_id, "deny", reason, fleet, url, token)
+        return
+    with friendly_errors(), connect(url, token, fleet) as client:
+        a = client.do(Calls.veto(approval_id, reason))
+    console.print(f"request {a.id} ({a.action}): {a.state}")
 
 
 __all__ = ["app", "main"]

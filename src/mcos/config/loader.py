@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mcos.config.models import BUILTIN_TOOLS, Fleet, FleetFile
+from mcos.domain.authority import Matrix, concerns, validate
 from mcos.exceptions import ConfigError, ConfigErrors
 
 
@@ -69,6 +70,17 @@ def _agent_lists(fleet: Fleet, name: str, file: str) -> list[ConfigError]:
             if n in names[:i]
         )
     return errors
+
+
+def _authority(fleet: Fleet, file: str) -> list[ConfigError]:
+    """The authority matrix builds, and no single agent can reach P0 or revoke a token."""
+    try:
+        matrix = Matrix.build(fleet.authority)
+    except ValueError as e:
+        return [ConfigError(file, "", str(e))]
+    problems = validate(matrix, fleet.parties())
+    fleet._warnings.extend(concerns(matrix, fleet.parties()))
+    return [ConfigError(file, "", p) for p in problems]
 
 
 def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912 (one rule a branch)
@@ -135,6 +147,7 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
                 break
             seen.append(current)
             current = fleet.agents[current].reports_to
+    errors.extend(_authority(fleet, file))
     for topic, config in fleet.topics.items():
         for i, s in enumerate(config.subscribers):
             if s not in people:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+from mcos.domain.authority import Party
 from mcos.domain.budget import DEFAULT_PRICES, Price
 from mcos.domain.heartbeat import valid_cron
 from mcos.domain.messages import DeliveryPolicy
@@ -309,6 +310,10 @@ BUILTIN_TOOLS = (
     "memory_search",
     "report_incident",
     "run_check",
+    "confirm_incident",
+    "request_approval",
+    "vote",
+    "acknowledge_directive",
 )
 """Tools every agent may use unless its ``allowed_tools`` says otherwise."""
 
@@ -372,6 +377,8 @@ class FleetFile(_Model):
     topics: dict[Name, TopicConfig] = Field(default_factory=dict)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     """Model id (or prefix) → price, overriding the built-in list prices."""
+    authority: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Governed action → ``{alone = [specs], approve = "quorum"}`` over the built-in matrix."""
 
 
 class Fleet(FleetFile):
@@ -414,6 +421,12 @@ class Fleet(FleetFile):
         """An agent's workspace folder, absolute."""
         configured = self.agents[agent].workspace or f"agents/{agent}"
         return (self.base_dir / configured).resolve()
+
+    def parties(self) -> list[Party]:
+        """Every agent and human, as the authority matrix sees them."""
+        return [Party.agent(n, a.role) for n, a in sorted(self.agents.items())] + [
+            Party.human(n, h.role) for n, h in sorted(self.humans.items())
+        ]
 
     def price_table(self) -> dict[str, Price]:
         """Built-in list prices with the fleet file's overrides on top."""

@@ -91,6 +91,37 @@ class MemorySearch(_Input):
 class ReportIncident(_Input):
     summary: str = Field(min_length=1, max_length=300)
     evidence: str = Field(min_length=1, max_length=4_000)
+    severity: Literal["P3", "P2", "P1", "P0"] = Field(
+        default="P3",
+        description="P3 is logged by you; above it your report is a hypothesis that waits for "
+        "its gate's confirmers (P2: security, P1: orchestrator, P0: orchestrator and a human).",
+    )
+
+
+class ConfirmIncident(_Input):
+    incident_id: int
+    reason: str = Field(min_length=1, max_length=2_000, description="What you checked.")
+    severity: Literal["P2", "P1", "P0"] | None = Field(
+        default=None, description="Confirm at another severity than reported (e.g. lower)."
+    )
+
+
+class RequestApproval(_Input):
+    action: str = Field(max_length=100, description="The governed action, e.g. production_deploy.")
+    payload: dict[str, Any] = Field(default_factory=dict)
+    rationale: str = Field(min_length=1, max_length=4_000)
+    executor: str | None = Field(default=None, description="The agent to carry it out.")
+    constraints: str = Field(default="", max_length=4_000)
+
+
+class CastVote(_Input):
+    approval_id: int
+    vote: Literal["approve", "deny"]
+    rationale: str = Field(min_length=1, max_length=4_000)
+
+
+class AcknowledgeDirective(_Input):
+    approval_id: int
 
 
 class RunCheck(_Input):
@@ -184,21 +215,54 @@ async def _memory_search(ctx: ToolContext, a: MemorySearch) -> str:
 
 
 async def _report_incident(ctx: ToolContext, a: ReportIncident) -> str:
-    if ctx.reports_to is None:
-        return "nobody to report to: this agent has no reports_to"
-    sent = await ctx.client.do(
-        Calls.send(
-            ctx.reports_to,
-            f"Observation (a hypothesis until confirmed): {a.summary}\n\nEvidence:\n{a.evidence}",
-            subject=f"P3 report: {a.summary}"[:200],
-            kind=MessageKind.REPORT,
-            priority=Priority.HIGH,
-            meta={"incident": "P3"},
+    made = await ctx.client.do(Calls.report_incident(a.severity, a.summary, a.evidence))
+    ctx.workspace.append_log(ctx.clock.now(), f"reported {a.severity}: {a.summary}")
+    ctx.actions.append(f"reported incident {made.id}")
+    if made.grouped:
+        return f"grouped into open incident {made.id} ({made.reports} reports of it)"
+    if made.state == "confirmed":
+        return f"incident {made.id} logged at {made.severity}"
+    return (
+        f"incident {made.id} reported at {made.severity}: a hypothesis until {made.gate} "
+        f"confirm{'s' if made.gate and '+' not in made.gate else ''} it"
+    )
+
+
+async def _confirm_incident(ctx: ToolContext, a: ConfirmIncident) -> str:
+    made = await ctx.client.do(
+        Calls.decide_incident(a.incident_id, "confirm", a.reason, a.severity)
+    )
+    ctx.actions.append(f"confirmed incident {made.id}")
+    if made.gate_met:
+        return f"incident {made.id} is now {made.state} at {made.severity}"
+    return f"your confirmation of incident {made.id} is recorded; its gate ({made.gate}) waits"
+
+
+async def _request_approval(ctx: ToolContext, a: RequestApproval) -> str:
+    made = await ctx.client.do(
+        Calls.request_approval(
+            a.action, a.payload, a.rationale, executor=a.executor, constraints=a.constraints
         )
     )
-    ctx.workspace.append_log(ctx.clock.now(), f"reported P3: {a.summary}")
-    ctx.actions.append(f"reported P3 {sent.message.id}")
-    return f"logged as P3 and reported to {ctx.reports_to} (message {sent.message.id})"
+    ctx.actions.append(f"requested approval {made.id}")
+    return f"request {made.id} for {made.action} is pending with {made.quorum}"
+
+
+async def _vote(ctx: ToolContext, a: CastVote) -> str:
+    made = await ctx.client.do(Calls.vote(a.approval_id, a.vote, a.rationale))
+    ctx.actions.append(f"voted on {made.id}")
+    return f"vote recorded; request {made.id} is {made.state}"
+
+
+async def _acknowledge(ctx: ToolContext, a: AcknowledgeDirective) -> str:
+    made = await ctx.client.do(Calls.acknowledge_directive(a.approval_id))
+    ctx.workspace.append_log(
+        ctx.clock.now(),
+        f"acknowledged directive of approval {made.id}: {made.action}; constraints: "
+        f"{made.constraints or 'none'}",
+    )
+    ctx.actions.append(f"acknowledged directive {made.id}")
+    return f"directive of request {made.id} acknowledged; constraints: {made.constraints or 'none'}"
 
 
 async def _run_check(ctx: ToolContext, a: RunCheck) -> str:
@@ -247,12 +311,35 @@ TOOLS: dict[str, Tool] = {
         ),
         Tool(
             "report_incident",
-            "Report an observation to whoever you report to. It is logged as a P3 hypothesis; "
-            "only the escalation gates can raise it.",
+            "Report an observation to Mission Control. P3 is logged by you; anything higher "
+            "is a hypothesis until the gate's confirmers confirm it — never declare a crisis "
+            "alone.",
             ReportIncident,
             _report_incident,
         ),
         Tool("run_check", "Run one of your configured health checks now.", RunCheck, _run_check),
+        Tool(
+            "confirm_incident",
+            "Confirm an incident waiting at your gate, after checking its evidence yourself.",
+            ConfirmIncident,
+            _confirm_incident,
+        ),
+        Tool(
+            "request_approval",
+            "Ask the committee for a governed action (deploys, external e-mail, token "
+            "revocation, spending over budget…).",
+            RequestApproval,
+            _request_approval,
+        ),
+        Tool(
+            "vote", "Vote on an approval request you sit on, with your rationale.", CastVote, _vote
+        ),
+        Tool(
+            "acknowledge_directive",
+            "Acknowledge a directive issued by an approval before acting on it.",
+            AcknowledgeDirective,
+            _acknowledge,
+        ),
         Tool(
             "write_workstate",
             "Save your working state to WORKSTATE.md before the context is compacted.",

@@ -20,7 +20,18 @@ from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.limits import BodySizeLimit
 from mcos.server.metrics import Metrics
-from mcos.server.routes import agents, audit, inbox, leases, messages, system, tokens, usage
+from mcos.server.routes import (
+    agents,
+    approvals,
+    audit,
+    inbox,
+    incidents,
+    leases,
+    messages,
+    system,
+    tokens,
+    usage,
+)
 from mcos.store import Store
 
 log = logging.getLogger("mcos.server")
@@ -114,7 +125,18 @@ def create_app(store: Store, settings: ServerSettings) -> FastAPI:
     )
     app.state.mc = mc
     errors.install(app)
-    for module in (system, messages, inbox, agents, tokens, audit, usage, leases):
+    for module in (
+        system,
+        messages,
+        inbox,
+        agents,
+        tokens,
+        audit,
+        usage,
+        leases,
+        incidents,
+        approvals,
+    ):
         app.include_router(module.router)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from fastapi import Request
 
 from mcos.domain.audit import AuditEvent
+from mcos.domain.authority import Matrix
 from mcos.domain.budget import Limits
 from mcos.domain.tokens import Principal
 from mcos.server.auth import Authenticator
@@ -38,6 +40,13 @@ class ServerSettings:
     """Each agent's daily caps (absent: no cap)."""
     fleet_budget: Limits = field(default_factory=Limits)
     """The whole fleet's daily caps."""
+    matrix: Matrix = field(default_factory=lambda: Matrix.build({}))
+    """Who may do which governed action alone, and which committee approves it."""
+    human_roles: dict[str, str] = field(default_factory=dict)
+    """Each human of the fleet and their role (``founder``, ``operator``)."""
+    reports_per_hour: int = 5
+    """Incident reports one reporter may make in any hour."""
+    approval_expiry: timedelta = timedelta(hours=24)
 
 
 @dataclass

@@ -9,6 +9,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from mcos.config import Fleet, load_fleet
+from mcos.domain.authority import Matrix
 from mcos.domain.budget import Limits
 from mcos.exceptions import ConfigError
 from mcos.server.app import create_app
@@ -56,6 +57,8 @@ def settings_for(fleet: Fleet) -> ServerSettings:
             for name, a in fleet.agents.items()
         },
         fleet_budget=Limits.of(fleet.fleet.daily_usd, fleet.fleet.daily_tokens),
+        matrix=Matrix.build(fleet.authority),
+        human_roles={name: h.role for name, h in fleet.humans.items()},
     )
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from mcos.api_models import TokenCreated, TokenCreateRequest, TokenOut
 from mcos.domain import tokens
@@ -66,6 +67,26 @@ async def list_tokens(mc: MC, caller: Caller, name: str | None = None) -> list[T
     return [TokenOut.of(t) for t in await mc.store.list_tokens(name)]
 
 
+async def _approved_revocation(
+    mc: MissionControl, caller: Principal, token_id: int, approval: int | None
+) -> None:
+    """No single agent revokes a token: it takes an approved request naming the token."""
+    quorum = mc.settings.matrix.rule("revoke_token").approve
+    needs = quorum.describe() if quorum else "a human"
+    request = None if approval is None else await mc.store.approval(approval)
+    ok = (
+        request is not None
+        and request.action == "revoke_token"
+        and request.state.value == "approved"
+        and request.payload.get("token_id") == token_id
+        and caller.actor in (request.requester, f"agent:{request.executor}")
+    )
+    if not ok:
+        rule = f"revoke_token needs an approved request naming token {token_id} ({needs})"
+        await mc.refuse(caller, "token.revoke", rule, token=str(token_id))
+        raise Forbidden(rule, rule=rule)
+
+
 async def _owned(mc: MissionControl, caller: Principal, token_id: int, action: str) -> None:
     """Operators may act on any token; an agent only on its own."""
     record = await mc.store.get_token(token_id)
@@ -79,9 +100,18 @@ async def _owned(mc: MissionControl, caller: Principal, token_id: int, action: s
 
 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenOut, responses=ERRORS)
-async def revoke(token_id: int, mc: MC, caller: Caller) -> TokenOut:
-    """Revoke a token from now on (operators)."""
-    await require_operator(mc, caller, "token.revoke")
+async def revoke(
+    token_id: int,
+    mc: MC,
+    caller: Caller,
+    approval: Annotated[
+        int | None, Query(description="An approved revoke_token request naming this token.")
+    ] = None,
+) -> TokenOut:
+    """Revoke a token from now on: a human operator always may; an agent only with an approved
+    ``revoke_token`` request (its committee's quorum) whose payload names this token."""
+    if caller.kind is not PrincipalKind.OPERATOR:
+        await _approved_revocation(mc, caller, token_id, approval)
     record = await mc.store.revoke_token(
         token_id, audit=AuditEvent(caller.actor, "token.revoke", {"token": token_id})
     )

@@ -1,0 +1,533 @@
+"""Governance as Mission Control enforces it: incidents at their gates, approvals by committee.
+
+Every decision is the authority matrix's (``mcos.domain.authority``); this module applies it to
+the stored incidents and requests, audits every refusal with the rule that refused it, and
+sends the messages a decision implies (to a gate's confirmers, to the fleet, to a committee).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from mcos.domain.approvals import Approval, ApprovalState, payload_hash
+from mcos.domain.audit import AuditEvent
+from mcos.domain.authority import Party, Quorum, satisfied
+from mcos.domain.incidents import (
+    OPEN,
+    SEVERITIES,
+    Incident,
+    IncidentState,
+    broadcast,
+    fingerprint,
+    rank,
+    reporters,
+    votes_at,
+)
+from mcos.domain.messages import MessageKind, NewMessage, Priority
+from mcos.domain.tokens import Principal, PrincipalKind
+from mcos.exceptions import Forbidden, InvalidRequest, NotFound, TooManyReports
+from mcos.server.context import MissionControl
+from mcos.store.protocol import NewApproval, NewIncident
+
+SYSTEM = "mission-control"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a governance call did, for the answer and the tests."""
+
+    incident: Incident | None = None
+    approval: Approval | None = None
+    grouped: bool = False
+    gate_met: bool = False
+    notified: tuple[str, ...] = ()
+
+
+class Governance:
+    """The rules of one Mission Control, over its store."""
+
+    def __init__(self, mc: MissionControl) -> None:
+        self.mc = mc
+        self.matrix = mc.settings.matrix
+
+    # --- parties ------------------------------------------------------------------------------
+    async def parties(self) -> list[Party]:
+        """Every agent (with its role) and every human (with theirs) who can act or vote."""
+        agents = [Party("agent", a.name, a.role) for a in await self.mc.store.list_agents()]
+        humans = [Party("human", n, r) for n, r in sorted(self.mc.settings.human_roles.items())]
+        return agents + humans
+
+    async def party(self, caller: Principal) -> Party:
+        """The caller as the matrix sees it."""
+        if caller.kind is PrincipalKind.OPERATOR:
+            return Party(
+                "human", caller.name, self.mc.settings.human_roles.get(caller.name, "operator")
+            )
+        for a in await self.mc.store.list_agents():
+            if a.name == caller.name:
+                return Party("agent", a.name, a.role)
+        return Party("agent", caller.name, "")
+
+    def _actor_party(self, actor: str, parties: list[Party]) -> Party | None:
+        kind, _, name = actor.partition(":")
+        wanted = "human" if kind == "operator" else kind
+        return next((p for p in parties if p.kind == wanted and p.name == name), None)
+
+    async def refuse(self, caller: Principal, action: str, rule: str, **targets: str) -> None:
+        """Audit a refusal and raise 403 with the rule."""
+        await self.mc.refuse(caller, action, rule, **targets)
+        raise Forbidden(rule, rule=rule)
+
+    async def _send(
+        self,
+        to: str,
+        subject: str,
+        body: str,
+        *,
+        priority: Priority,
+        kind: MessageKind = MessageKind.ALERT,
+        meta: dict[str, str],
+    ) -> None:
+        await self.mc.store.send(
+            NewMessage(
+                sender=SYSTEM,
+                recipient=to,
+                kind=kind,
+                priority=priority,
+                subject=subject[:200],
+                body=body,
+                meta=meta,
+            )
+        )
+
+    # --- incidents ----------------------------------------------------------------------------
+    async def report(
+        self, caller: Principal, severity: str, summary: str, evidence: str, observation: str
+    ) -> Outcome:
+        """A report: P3 is logged by the reporter alone; above it, a hypothesis for the gate."""
+        if severity not in SEVERITIES:
+            raise InvalidRequest(
+                f"severity: {severity!r} is not one of P3, P2, P1, P0", field="severity"
+            )
+        limit = self.mc.settings.reports_per_hour
+        if await self.mc.store.reports_since(caller.actor, 3600) >= limit:
+            rule = f"at most {limit} incident reports per hour per reporter"
+            await self.mc.refuse(caller, "incident.report", rule)
+            raise TooManyReports(
+                f"{caller.actor} has made {limit} reports this hour: {rule}", rule=rule
+            )
+        key = fingerprint(observation or summary)
+        open_ = await self.mc.store.open_incident(key)
+        if open_ is not None:
+            grouped = await self.mc.store.transition_incident(
+                open_.id,
+                open_.state,
+                open_.state,
+                open_.severity,
+                (caller.actor, "grouped", f"{severity}: {summary}"),
+                more_reports=1,
+            )
+            await self._audit(caller, "incident.grouped", grouped, severity=severity)
+            return Outcome(incident=grouped, grouped=True)
+        me = await self.party(caller)
+        alone = self.matrix.may_alone(f"declare_incident:{severity}", me) is None
+        state = IncidentState.CONFIRMED if alone else IncidentState.REPORTED
+        events = [(caller.actor, "reported", severity, summary)]
+        if alone:
+            events.append((caller.actor, "confirmed", severity, "logged by the reporter"))
+        made = await self.mc.store.create_incident(
+            NewIncident(severity, state.value, summary, evidence, caller.actor, key, tuple(events))
+        )
+        await self._audit(caller, "incident.reported", made, severity=severity)
+        notified: tuple[str, ...] = ()
+        if not alone:
+            notified = await self._ask_gate(made, severity, exclude={caller.actor})
+        elif broadcast(severity):
+            notified = await self._broadcast(made)
+        return Outcome(incident=made, gate_met=alone, notified=notified)
+
+    async def _ask_gate(
+        self, incident: Incident, severity: str, exclude: set[str]
+    ) -> tuple[str, ...]:
+        """An unconfirmed report reaches only those who can confirm it at its gate."""
+        gate = self.matrix.gate(severity)
+        parties = await self.parties()
+        voters = [p for p in parties if self.matrix.may_vote(f"confirm_incident:{severity}", p)]
+        needed = gate.describe() if gate else "nobody"
+        told = []
+        for p in voters:
+            actor = f"{'agent' if p.kind == 'agent' else 'operator'}:{p.name}"
+            if actor in exclude or (gate is not None and not _serves(gate, p)):
+                continue
+            await self._send(
+                p.name,
+                f"{severity} report awaiting confirmation: {incident.summary}",
+                f"Incident {incident.id}, reported by {incident.reporter} as {severity}. It is "
+                f"a hypothesis until confirmed ({needed}). Check the evidence yourself, then "
+                f"confirm or dismiss it.\n\nEvidence:\n{incident.evidence}",
+                priority=Priority.URGENT if severity == "P0" else Priority.HIGH,
+                meta={"incident": str(incident.id), "gate": severity},
+            )
+            told.append(p.name)
+        return tuple(told)
+
+    async def _broadcast(self, incident: Incident) -> tuple[str, ...]:
+        """A confirmed P1 or P0 reaches every agent (as a finding in its next turn)."""
+        events = await self.mc.store.incident_events(incident.id)
+        involved = reporters(events) | {e.actor for e in events if e.action == "confirm"}
+        told = []
+        for a in await self.mc.store.list_agents():
+            if f"agent:{a.name}" in involved:
+                continue
+            await self._send(
+                a.name,
+                f"Confirmed {incident.severity}: {incident.summary}",
+                f"Incident {incident.id} is confirmed at {incident.severity}. Act only within "
+                f"your role.\n\nEvidence:\n{incident.evidence}",
+                priority=Priority.URGENT if incident.severity == "P0" else Priority.HIGH,
+                meta={"incident": str(incident.id), "severity": incident.severity},
+            )
+            told.append(a.name)
+        return tuple(told)
+
+    async def confirm(
+        self, caller: Principal, incident_id: int, severity: str | None, reason: str
+    ) -> Outcome:
+        """A confirmation vote; when the gate's quorum is met, the incident is confirmed (or
+        escalated) and, from P1 up, reaches the fleet."""
+        incident = await self._incident(incident_id)
+        target = severity or incident.severity
+        if target not in SEVERITIES[1:]:
+            raise InvalidRequest(
+                f"severity: confirm at P2, P1 or P0, not {target!r}", field="severity"
+            )
+        if incident.state not in OPEN:
+            rule = (
+                f"incident {incident_id} is {incident.state.value}: it can no longer be confirmed"
+            )
+            await self.refuse(caller, "incident.confirm", rule, incident=str(incident_id))
+        if incident.state is not IncidentState.REPORTED and rank(target) <= rank(incident.severity):
+            rule = (
+                f"incident {incident_id} is already {incident.state.value} at {incident.severity}"
+            )
+            await self.refuse(caller, "incident.confirm", rule, incident=str(incident_id))
+        events = await self.mc.store.incident_events(incident_id)
+        if caller.actor in reporters(events):
+            rule = "a reporter never confirms its own report"
+            await self.refuse(caller, "incident.confirm", rule, incident=str(incident_id))
+        me = await self.party(caller)
+        if not self.matrix.may_vote(f"confirm_incident:{target}", me):
+            rule = self.matrix.may_alone(f"confirm_incident:{target}", me) or (
+                f"confirm_incident:{target} is not for {caller.actor}"
+            )
+            await self.refuse(caller, "incident.confirm", rule, incident=str(incident_id))
+        await self.mc.store.record_incident_event(
+            incident_id, caller.actor, "confirm", target, reason
+        )
+        await self._audit(caller, "incident.confirm_vote", incident, severity=target)
+        events = await self.mc.store.incident_events(incident_id)
+        parties = await self.parties()
+        voters = [p for a in votes_at(events, target) if (p := self._actor_party(a, parties))]
+        gate = self.matrix.gate(target)
+        excluded = _keys(self._actor_party(a, parties) for a in reporters(events))
+        if gate is None or not satisfied(gate, voters, exclude=excluded):
+            return Outcome(incident=incident, gate_met=False)
+        new_state = (
+            IncidentState.CONFIRMED
+            if incident.state is IncidentState.REPORTED
+            else IncidentState.ESCALATED
+        )
+        moved = await self.mc.store.transition_incident(
+            incident_id,
+            incident.state.value,
+            new_state.value,
+            target,
+            (caller.actor, new_state.value, f"gate {target} met: {gate.describe()}"),
+        )
+        await self._audit(caller, f"incident.{new_state.value}", moved, severity=target)
+        notified = await self._broadcast(moved) if broadcast(target) else ()
+        return Outcome(incident=moved, gate_met=True, notified=notified)
+
+    async def close(self, caller: Principal, incident_id: int, state: str, reason: str) -> Outcome:
+        """Resolve or dismiss: the incident's gate confirmers or a human, with a reason."""
+        incident = await self._incident(incident_id)
+        if incident.state not in OPEN:
+            rule = f"incident {incident_id} is already {incident.state.value}"
+            await self.refuse(caller, f"incident.{state}", rule, incident=str(incident_id))
+        me = await self.party(caller)
+        level = max(incident.severity, "P2", key=rank)
+        if me.kind != "human" and not self.matrix.may_vote(f"confirm_incident:{level}", me):
+            rule = f"only a {level} confirmer or a human may mark incident {incident_id} {state}"
+            await self.refuse(caller, f"incident.{state}", rule, incident=str(incident_id))
+        moved = await self.mc.store.transition_incident(
+            incident_id,
+            incident.state.value,
+            state,
+            incident.severity,
+            (caller.actor, state, reason),
+        )
+        await self._audit(caller, f"incident.{state}", moved, severity=incident.severity)
+        return Outcome(incident=moved)
+
+    async def _incident(self, incident_id: int) -> Incident:
+        found = await self.mc.store.incident(incident_id)
+        if found is None:
+            raise NotFound(f"no incident {incident_id}", incident=incident_id)
+        return found
+
+    async def _audit(
+        self, caller: Principal, action: str, incident: Incident, **detail: Any
+    ) -> None:
+        await self.mc.store.record(
+            AuditEvent(
+                actor=caller.actor,
+                action=action,
+                targets={"incident": str(incident.id)},
+                detail={"summary": incident.summary[:200], **detail},
+            )
+        )
+
+    # --- approvals ----------------------------------------------------------------------------
+    async def request(
+        self,
+        caller: Principal,
+        action: str,
+        payload: dict[str, Any],
+        rationale: str,
+        executor: str | None,
+        constraints: str,
+    ) -> Outcome:
+        """A request for a governed action, to the committee the matrix names."""
+        rule = self.matrix.rule(action)
+        if rule.approve is None:
+            refusal = (
+                f"{action} has no committee: only {', '.join(rule.alone) or 'nobody'} may do it"
+            )
+            await self.refuse(caller, "approval.request", refusal)
+        assert rule.approve is not None
+        if executor is not None and await self.mc.store.recipient_kind(executor) != "agent":
+            raise InvalidRequest(f"executor: no agent {executor!r}", field="executor")
+        made = await self.mc.store.create_approval(
+            NewApproval(
+                action,
+                payload,
+                payload_hash(action, payload),
+                caller.actor,
+                rationale,
+                rule.approve.describe(),
+                executor,
+                constraints,
+                self.mc.settings.approval_expiry,
+            )
+        )
+        await self.mc.store.record(
+            AuditEvent(
+                actor=caller.actor,
+                action="approval.requested",
+                targets={"approval": str(made.id)},
+                detail={"action": action, "quorum": made.quorum},
+            )
+        )
+        told = await self._ask_committee(made, rule.approve, exclude=caller.actor)
+        return Outcome(approval=made, notified=told)
+
+    async def _ask_committee(
+        self, request: Approval, quorum: Quorum, exclude: str
+    ) -> tuple[str, ...]:
+        told = []
+        for p in await self.parties():
+            if f"{'agent' if p.kind == 'agent' else 'operator'}:{p.name}" == exclude:
+                continue
+            if _serves(quorum, p):
+                await self._send(
+                    p.name,
+                    f"Approval needed: {request.action} (request {request.id})",
+                    f"{request.requester} asks for {request.action}: {request.rationale}\n"
+                    f"Payload: {request.payload}\nCommittee: {request.quorum}. Expires "
+                    f"{request.expires_at:%Y-%m-%d %H:%M} UTC. Vote with a rationale.",
+                    priority=Priority.HIGH,
+                    kind=MessageKind.REQUEST,
+                    meta={"approval": str(request.id)},
+                )
+                told.append(p.name)
+        return tuple(told)
+
+    async def vote(self, caller: Principal, approval_id: int, vote: str, rationale: str) -> Outcome:
+        """A member's vote, once, with its rationale; the quorum decides."""
+        request = await self._approval(approval_id)
+        request = await self._expire_if_due(request)
+        if request.state is not ApprovalState.PENDING:
+            rule = f"request {approval_id} is {request.state.value}: votes are closed"
+            await self.refuse(caller, "approval.vote", rule, approval=str(approval_id))
+        if caller.actor == request.requester:
+            rule = "the requester never votes on its own request"
+            await self.refuse(caller, "approval.vote", rule, approval=str(approval_id))
+        quorum = self.matrix.rule(request.action).approve
+        me = await self.party(caller)
+        if quorum is None or not _serves(quorum, me):
+            rule = f"{caller.actor} is not on the committee for {request.action} ({request.quorum})"
+            await self.refuse(caller, "approval.vote", rule, approval=str(approval_id))
+        assert quorum is not None
+        await self.mc.store.add_vote(approval_id, caller.actor, vote, rationale)
+        await self.mc.store.record(
+            AuditEvent(
+                actor=caller.actor,
+                action="approval.vote",
+                targets={"approval": str(approval_id)},
+                detail={"vote": vote, "rationale": rationale[:500]},
+            )
+        )
+        return await self._tally(request, quorum, caller)
+
+    async def _tally(self, request: Approval, quorum: Quorum, caller: Principal) -> Outcome:
+        parties = await self.parties()
+        votes = await self.mc.store.votes(request.id)
+        yes = [
+            p for v in votes if v.vote == "approve" if (p := self._actor_party(v.voter, parties))
+        ]
+        voted = {v.voter for v in votes}
+        requester = self._actor_party(request.requester, parties)
+        exclude = _keys([requester])
+        if satisfied(quorum, yes, exclude=exclude):
+            done = await self.mc.store.decide_approval(
+                request.id, "approved", caller.actor, "quorum met"
+            )
+            done = await self._issue_directive(done)
+            return Outcome(approval=done, gate_met=True)
+        undecided = [
+            p for p in parties if _actor(p) not in voted and _actor(p) != request.requester
+        ]
+        if not satisfied(quorum, yes + undecided, exclude=exclude):
+            done = await self.mc.store.decide_approval(
+                request.id, "denied", caller.actor, "the quorum can no longer be met"
+            )
+            await self._tell_requester(done)
+            return Outcome(approval=done)
+        return Outcome(approval=request)
+
+    async def _issue_directive(self, request: Approval) -> Approval:
+        if request.executor is None:
+            await self._tell_requester(request)
+            return request
+        sent = await self.mc.store.send(
+            NewMessage(
+                sender=SYSTEM,
+                recipient=request.executor,
+                kind=MessageKind.DIRECTIVE,
+                priority=Priority.HIGH,
+                subject=f"Directive (approval {request.id}): {request.action}"[:200],
+                body=f"Approved by {request.quorum}: {request.rationale}\n"
+                f"Payload: {request.payload}\nConstraints: {request.constraints or 'none'}\n"
+                "Acknowledge this directive (acknowledge_directive) before acting.",
+                meta={"approval": str(request.id), "constraints": request.constraints[:500]},
+            )
+        )
+        linked = await self.mc.store.set_directive(request.id, sent.message.id)
+        await self._tell_requester(linked)
+        return linked
+
+    async def _tell_requester(self, request: Approval) -> None:
+        kind, _, name = request.requester.partition(":")
+        del kind
+        await self._send(
+            name,
+            f"Request {request.id} {request.state.value}: {request.action}",
+            f"{request.action} was {request.state.value} ({request.reason or request.quorum}).",
+            priority=Priority.NORMAL,
+            kind=MessageKind.REPORT,
+            meta={"approval": str(request.id)},
+        )
+
+    async def veto(self, caller: Principal, approval_id: int, reason: str) -> Outcome:
+        """A human stops a request, pending or approved-but-unacknowledged."""
+        me = await self.party(caller)
+        if me.kind != "human":
+            await self.refuse(
+                caller, "approval.veto", "only a human may veto", approval=str(approval_id)
+            )
+        request = await self._approval(approval_id)
+        done = await self.mc.store.decide_approval(request.id, "vetoed", caller.actor, reason)
+        await self.mc.store.record(
+            AuditEvent(
+                actor=caller.actor,
+                action="approval.vetoed",
+                targets={"approval": str(approval_id)},
+                detail={"reason": reason[:500]},
+            )
+        )
+        await self._tell_requester(done)
+        return Outcome(approval=done)
+
+    async def acknowledge(self, caller: Principal, approval_id: int) -> Outcome:
+        """The executing agent acknowledges its directive."""
+        request = await self._approval(approval_id)
+        if request.executor is None or caller.actor != f"agent:{request.executor}":
+            rule = "only the executing agent acknowledges a directive"
+            await self.refuse(caller, "directive.acknowledge", rule, approval=str(approval_id))
+        if request.state is not ApprovalState.APPROVED:
+            rule = f"request {approval_id} is {request.state.value}: no directive to acknowledge"
+            await self.refuse(caller, "directive.acknowledge", rule, approval=str(approval_id))
+        done = await self.mc.store.acknowledge_directive(approval_id) or request
+        await self.mc.store.record(
+            AuditEvent(
+                actor=caller.actor,
+                action="directive.acknowledged",
+                targets={"approval": str(approval_id)},
+                detail={"constraints": request.constraints[:500]},
+            )
+        )
+        return Outcome(approval=done)
+
+    async def _approval(self, approval_id: int) -> Approval:
+        found = await self.mc.store.approval(approval_id)
+        if found is None:
+            raise NotFound(f"no request {approval_id}", approval=approval_id)
+        return found
+
+    async def _expire_if_due(self, request: Approval) -> Approval:
+        """A pending request past its expiry is expired, and the humans are told."""
+        if (
+            request.state is not ApprovalState.PENDING
+            or await self.mc.store.now() < request.expires_at
+        ):
+            return request
+        try:
+            done = await self.mc.store.decide_approval(
+                request.id, "expired", SYSTEM, "no quorum in time"
+            )
+        except Exception:
+            return await self._approval(request.id)
+        for human in self.mc.settings.human_roles:
+            await self._send(
+                human,
+                f"Expired without a decision: {done.action} (request {done.id})",
+                f"{done.requester} asked for {done.action}; the committee ({done.quorum}) did not "
+                "decide in time. It is yours to decide or drop.",
+                priority=Priority.HIGH,
+                kind=MessageKind.REQUEST,
+                meta={"approval": str(done.id)},
+            )
+        return done
+
+    async def sweep(self) -> int:
+        """Expire overdue requests (run periodically)."""
+        n = 0
+        for request in await self.mc.store.approvals(state="pending", limit=500):
+            if (await self._expire_if_due(request)).state is ApprovalState.EXPIRED:
+                n += 1
+        return n
+
+
+def _actor(p: Party) -> str:
+    return f"{'agent' if p.kind == 'agent' else 'operator'}:{p.name}"
+
+
+def _keys(parties: Iterable[Party | None]) -> set[tuple[str, str]]:
+    return {p.key for p in parties if p is not None}
+
+
+def _serves(quorum: Quorum, party: Party) -> bool:
+    """Whether the party could fill some seat of the quorum."""
+    return quorum.admits(party)

@@ -1,0 +1,228 @@
+"""Governance through the API: gates, committees, revocation — and every adversarial attempt
+refused with the right status and audited."""
+
+from __future__ import annotations
+
+import pytest
+
+from mcos.client import Calls
+from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import (
+    AuthError,
+    Conflict,
+    Forbidden,
+    IdempotencyConflict,
+    TooManyReports,
+)
+from tests.api.conftest import LiveServer, raw
+
+# The test directory: jarvis (orchestrator), gene (ops), sentinel (security); founder (human).
+
+
+def _refusals(server: LiveServer, action: str) -> list[str]:
+    with server.client() as op:
+        return [
+            r.detail["rule"] for r in op.do(Calls.audit(action=action)) if r.outcome == "refused"
+        ]
+
+
+class TestIncidentGates:
+    """A report above P3 is a hypothesis until its gate's confirmers confirm it."""
+
+    def test_p3_is_logged_by_the_reporter(self, live_server: LiveServer) -> None:
+        with live_server.client("gene") as gene:
+            made = gene.do(Calls.report_incident("P3", "disk at 81% on web-1", "df -h"))
+        assert (made.state, made.severity) == ("confirmed", "P3")
+
+    def test_a_p0_report_stays_reported_and_reaches_only_its_confirmers(
+        self, live_server: LiveServer
+    ) -> None:
+        with live_server.client("sentinel") as sentinel:
+            made = sentinel.do(
+                Calls.report_incident("P0", "metric directories missing fleet-wide", "ls: empty")
+            )
+        assert made.state == "reported"
+        assert made.gate == "role:orchestrator + human"
+        assert sorted(made.notified) == ["founder", "jarvis"]
+        with live_server.client("gene") as gene:
+            assert gene.do(Calls.incidents()) == []  # a hypothesis does not reach gene
+            inbox = gene.do(Calls.inbox())
+            assert inbox.deliveries == []
+
+    def test_self_confirm_is_refused_and_audited(self, live_server: LiveServer) -> None:
+        with live_server.client("jarvis") as jarvis:
+            made = jarvis.do(Calls.report_incident("P1", "api latency 10x", "p99 4 s"))
+            with pytest.raises(Forbidden, match="never confirms its own report"):
+                jarvis.do(Calls.decide_incident(made.id, "confirm", "it is real"))
+        assert "a reporter never confirms its own report" in _refusals(
+            live_server, "incident.confirm"
+        )
+
+    def test_a_non_security_agent_cannot_confirm_p2(self, live_server: LiveServer) -> None:
+        with live_server.client("jarvis") as jarvis:
+            made = jarvis.do(Calls.report_incident("P2", "cert expires in 3 days", "openssl"))
+        with live_server.client("gene") as gene, pytest.raises(Forbidden):
+            gene.do(Calls.decide_incident(made.id, "confirm", "saw it too"))
+        assert _refusals(live_server, "incident.confirm")
+
+    def test_p2_confirmed_by_security(self, live_server: LiveServer) -> None:
+        with live_server.client("gene") as gene:
+            made = gene.do(Calls.report_incident("P2", "cert expires in 3 days", "openssl"))
+        with live_server.client("sentinel") as sentinel:
+            done = sentinel.do(Calls.decide_incident(made.id, "confirm", "checked the chain"))
+        assert (done.state, done.gate_met) == ("confirmed", True)
+
+    def test_p0_needs_orchestrator_and_a_human_each_once(self, live_server: LiveServer) -> None:
+        with live_server.client("sentinel") as sentinel:
+            made = sentinel.do(Calls.report_incident("P0", "database wiped", "select count"))
+        with live_server.client("jarvis") as jarvis:
+            half = jarvis.do(Calls.decide_incident(made.id, "confirm", "row counts zero"))
+            assert (half.state, half.gate_met) == ("reported", False)
+            with pytest.raises(Conflict, match="counts once"):
+                jarvis.do(Calls.decide_incident(made.id, "confirm", "really"))
+        with live_server.client() as founder:
+            done = founder.do(Calls.decide_incident(made.id, "confirm", "confirmed by phone"))
+        assert (done.state, done.severity) == ("confirmed", "P0")
+        assert "gene" in done.notified  # confirmed P0 reaches the fleet
+
+    def test_declaring_p0_directly_is_not_possible_for_any_agent(
+        self, live_server: LiveServer
+    ) -> None:
+        for agent in ("jarvis", "gene", "sentinel"):
+            with live_server.client(agent) as c:
+                made = c.do(Calls.report_incident("P0", f"fire seen by {agent}", "smoke"))
+                assert made.state == "reported"
+
+    def test_confirm_as_another_agent_is_impossible(self, live_server: LiveServer) -> None:
+        """The confirmer is the token's owner; a body naming someone else is refused."""
+        with live_server.client("gene") as gene:
+            made = gene.do(Calls.report_incident("P2", "port 22 open", "nmap"))
+        response = raw(live_server, "POST", f"/v1/incidents/{made.id}/confirm",
+                       live_server.tokens["gene"],
+                       json={"reason": "as sentinel", "actor": "agent:sentinel"})  # fmt: skip
+        assert response.status_code == 422
+        assert "actor" in response.text
+
+    def test_related_reports_are_grouped(self, live_server: LiveServer) -> None:
+        with live_server.client("sentinel") as s, live_server.client("gene") as g:
+            first = s.do(Calls.report_incident("P1", "Metric directories missing fleet-wide", "ls"))
+            second = g.do(
+                Calls.report_incident("P1", "fleet-wide: metric directories missing", "ls")
+            )
+        assert second.grouped
+        assert second.id == first.id
+        assert second.reports == 2
+
+    def test_reports_are_rate_limited(self, live_server: LiveServer) -> None:
+        with live_server.client("gene") as gene:
+            for i in range(5):
+                gene.do(Calls.report_incident("P3", f"observation {i}", "x"))
+            with pytest.raises(TooManyReports):
+                gene.do(Calls.report_incident("P3", "observation 6", "x"))
+        response = raw(live_server, "POST", "/v1/incidents", live_server.tokens["gene"],
+                       json={"severity": "P3", "summary": "seven", "evidence": "x"})  # fmt: skip
+        assert response.status_code == 429
+        assert _refusals(live_server, "incident.report")
+
+
+class TestCommittees:
+    """Requests go to the matrix's committee; votes once; the requester never votes."""
+
+    def test_directive_workflow(self, live_server: LiveServer) -> None:
+        with live_server.client("jarvis") as jarvis:
+            req = jarvis.do(
+                Calls.request_approval(
+                    "issue_directive", {"plan": "phase 1"}, "phase 1 of the migration",
+                    executor="gene", constraints="no feature freeze; staging only; weekly reports",
+                )
+            )  # fmt: skip
+            assert req.state == "pending"
+            assert req.quorum == "human"
+            with pytest.raises(Forbidden, match="requester never votes"):
+                jarvis.do(Calls.vote(req.id, "approve", "mine"))
+            with pytest.raises(Conflict, match=f"request {req.id}"):
+                jarvis.do(Calls.request_approval("issue_directive", {"plan": "phase 1"}, "again"))
+        with live_server.client() as founder:
+            done = founder.do(Calls.vote(req.id, "approve", "go ahead"))
+            assert done.state == "approved"
+            assert done.directive_id is not None
+            with pytest.raises(Forbidden, match="votes are closed"):
+                founder.do(Calls.vote(req.id, "approve", "twice"))
+        with live_server.client("gene") as gene:
+            inbox = gene.do(Calls.inbox())
+            directive = inbox.deliveries[0].message
+            assert directive.kind.value == "directive"
+            assert "staging only" in directive.body
+            acked = gene.do(Calls.acknowledge_directive(req.id))
+            assert acked.acknowledged_at is not None
+        with live_server.client("sentinel") as sentinel, pytest.raises(Forbidden):
+            sentinel.do(Calls.acknowledge_directive(req.id))
+
+    def test_a_member_votes_once(self, live_server: LiveServer) -> None:
+        with live_server.client("gene") as gene:
+            req = gene.do(Calls.request_approval("revoke_token", {"token_id": 999}, "leaked"))
+        assert req.quorum == "role:orchestrator + role:security"
+        with live_server.client("jarvis") as jarvis:
+            jarvis.do(Calls.vote(req.id, "approve", "leak confirmed"))
+            with pytest.raises(Conflict, match="votes once"):
+                jarvis.do(Calls.vote(req.id, "approve", "again"))
+
+    def test_a_human_vetoes(self, live_server: LiveServer) -> None:
+        with live_server.client("jarvis") as jarvis:
+            req = jarvis.do(Calls.request_approval("production_deploy", {"v": "1.2"}, "ready"))
+        assert req.quorum == "founder"
+        with live_server.client("gene") as gene, pytest.raises(Forbidden):
+            gene.do(Calls.veto(req.id, "no"))
+        with live_server.client() as founder:
+            assert founder.do(Calls.veto(req.id, "not on a Friday")).state == "vetoed"
+
+
+class TestGovernedRevocation:
+    """No single agent revokes a token; a quorum's approved request does, at once."""
+
+    def test_alone_refused_with_quorum_done(self, live_server: LiveServer) -> None:
+        with live_server.client() as op:
+            victim = op.do(Calls.create_token(PrincipalKind.AGENT, "jarvis", label="spare"))
+        with live_server.client("gene") as gene:
+            with pytest.raises(Forbidden, match="revoke_token needs an approved request"):
+                gene.do(Calls.revoke_token(victim.record.id))
+            req = gene.do(
+                Calls.request_approval("revoke_token", {"token_id": victim.record.id}, "leaked")
+            )
+        with live_server.client("sentinel") as sentinel:
+            half = sentinel.do(Calls.vote(req.id, "approve", "seen in a paste"))
+            assert half.state == "pending"  # security voted; the orchestrator has not
+        with live_server.client("jarvis") as jarvis:
+            done = jarvis.do(Calls.vote(req.id, "approve", "rotate it"))
+            assert done.state == "approved"
+        with live_server.client("gene") as gene:
+            gene.do(Calls.revoke_token(victim.record.id, approval=req.id))
+        with pytest.raises(AuthError), live_server.client(token=victim.token) as c:
+            c.do(Calls.inbox())
+        assert _refusals(live_server, "token.revoke")
+
+    def test_a_committee_that_cannot_finish_denies(self, live_server: LiveServer) -> None:
+        with live_server.client("jarvis") as jarvis:
+            req = jarvis.do(Calls.request_approval("revoke_token", {"token_id": 1}, "mine"))
+        with live_server.client("sentinel") as sentinel:
+            done = sentinel.do(Calls.vote(req.id, "approve", "ok"))
+        assert done.state == "denied"  # the only orchestrator is the requester
+
+
+class TestForgery:
+    """What a caller cannot forge: its identity, or a reused idempotency key."""
+
+    def test_forged_sender_and_replayed_key(self, live_server: LiveServer) -> None:
+        response = raw(live_server, "POST", "/v1/messages", live_server.tokens["gene"],
+                       json={"to": "jarvis", "body": "x", "sender": "sentinel"})  # fmt: skip
+        assert response.status_code == 422
+        with live_server.client("gene") as gene:
+            gene.do(Calls.send("jarvis", "one", idempotency_key="k1"))
+            with pytest.raises(IdempotencyConflict):
+                gene.do(Calls.send("jarvis", "two", idempotency_key="k1"))
+
+    def test_bad_severity_named(self, live_server: LiveServer) -> None:
+        response = raw(live_server, "POST", "/v1/incidents", live_server.tokens["gene"],
+                       json={"severity": "P9", "summary": "x"})  # fmt: skip
+        assert response.status_code == 422
+        assert "severity" in response.text
