@@ -60,6 +60,10 @@ class SendRequest(_In):
     reply_to: int | None = Field(default=None, ge=1)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     meta: dict[str, str] = Field(default_factory=dict, max_length=50)
+    sender: str | None = Field(
+        default=None,
+        description="Refused unless it is the caller: the sender is stamped from the token.",
+    )
 
 
 class SendBatchRequest(_In):
@@ -324,6 +328,9 @@ class IncidentDecision(_In):
 
     severity: Literal["P2", "P1", "P0"] | None = None
     reason: str = Field(min_length=1, max_length=2000)
+    actor: str | None = Field(
+        default=None, description="Refused unless it is the caller: decisions are the token's."
+    )
 
 
 class IncidentEventOut(_Out):

@@ -100,8 +100,9 @@ class TestIncidentGates:
         response = raw(live_server, "POST", f"/v1/incidents/{made.id}/confirm",
                        live_server.tokens["gene"],
                        json={"reason": "as sentinel", "actor": "agent:sentinel"})  # fmt: skip
-        assert response.status_code == 422
-        assert "actor" in response.text
+        assert response.status_code == 403
+        assert "nobody confirms as someone else" in response.text
+        assert _refusals(live_server, "incident.confirm")
 
     def test_related_reports_are_grouped(self, live_server: LiveServer) -> None:
         with live_server.client("sentinel") as s, live_server.client("gene") as g:
@@ -177,6 +178,33 @@ class TestCommittees:
             assert founder.do(Calls.veto(req.id, "not on a Friday")).state == "vetoed"
 
 
+class TestExpiry:
+    """A request nobody decided in time expires, and goes to the humans."""
+
+    def test_vote_on_an_expired_request(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        import asyncio
+        import time
+        from datetime import timedelta
+
+        from tests.api.conftest import migrate, serve
+
+        tmp = tmp_path_factory.mktemp("expiry")
+        url = f"sqlite:///{tmp}/mcos.db"
+        asyncio.run(migrate(url))
+        with serve(url, tmp, approval_expiry=timedelta(seconds=1)) as server:
+            with server.client("jarvis") as jarvis:
+                req = jarvis.do(Calls.request_approval("production_deploy", {"v": 2}, "ready"))
+            time.sleep(1.2)
+            with server.client() as founder:
+                with pytest.raises(Forbidden, match="expired: votes are closed"):
+                    founder.do(Calls.vote(req.id, "approve", "too late"))
+                got = founder.do(Calls.inbox(inbox="founder", limit=20))
+                subjects = [d.message.subject for d in got.deliveries]
+                assert any(s.startswith("Expired without a decision") for s in subjects)
+                assert founder.do(Calls.approval(req.id)).state == "expired"
+            assert _refusals(server, "approval.vote")
+
+
 class TestGovernedRevocation:
     """No single agent revokes a token; a quorum's approved request does, at once."""
 
@@ -215,11 +243,24 @@ class TestForgery:
     def test_forged_sender_and_replayed_key(self, live_server: LiveServer) -> None:
         response = raw(live_server, "POST", "/v1/messages", live_server.tokens["gene"],
                        json={"to": "jarvis", "body": "x", "sender": "sentinel"})  # fmt: skip
-        assert response.status_code == 422
+        assert response.status_code == 403
         with live_server.client("gene") as gene:
             gene.do(Calls.send("jarvis", "one", idempotency_key="k1"))
             with pytest.raises(IdempotencyConflict):
                 gene.do(Calls.send("jarvis", "two", idempotency_key="k1"))
+        rules = _refusals(live_server, "message.send")
+        assert "the sender of a message is the token's owner" in rules
+        assert "an idempotency key names one message" in rules
+
+    def test_a_revoked_token_used_once_more(self, live_server: LiveServer) -> None:
+        with live_server.client() as op:
+            spare = op.do(Calls.create_token(PrincipalKind.AGENT, "gene", label="spare"))
+            op.do(Calls.revoke_token(spare.record.id))
+        with pytest.raises(AuthError, match="revoked"), live_server.client(token=spare.token) as c:
+            c.do(Calls.inbox())
+        with live_server.client() as op:
+            used = op.do(Calls.audit(action="auth.revoked_token_used"))
+        assert [(r.actor, r.outcome) for r in used] == [("agent:gene", "refused")]
 
     def test_bad_severity_named(self, live_server: LiveServer) -> None:
         response = raw(live_server, "POST", "/v1/incidents", live_server.tokens["gene"],

@@ -42,8 +42,12 @@ class TestSendAndReceive:
             live_server.tokens["gene"],
             json={"to": "jarvis", "sender": "jarvis"},
         )
-        assert r.status_code == 422
-        assert r.json()["error"]["details"]["fields"][0]["field"] == "sender"
+        assert r.status_code == 403
+        assert "the sender of a message is the token's owner" in r.json()["error"]["message"]
+        with live_server.client() as op:
+            refused = op.do(Calls.audit(action="message.send"))
+        assert refused[-1].outcome == "refused"
+        assert refused[-1].targets == {"claimed": "jarvis"}
 
     def test_priority_order(self, live_server: LiveServer) -> None:
         """Urgent messages are claimed before older normal ones."""

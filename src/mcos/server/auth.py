@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 
 from mcos.domain import tokens
+from mcos.domain.audit import AuditEvent
 from mcos.domain.tokens import Principal, TokenRecord
 from mcos.exceptions import AuthError
 from mcos.store import Store
@@ -48,6 +49,16 @@ class Authenticator:
             raise AuthError("the bearer token is not valid")
         now = await self._store.now()
         if record.revoked_at is not None:
+            # A revoked token that still knocks is worth a record: who held it, and when.
+            await self._store.record(
+                AuditEvent(
+                    actor=f"{record.kind}:{record.name}",
+                    action="auth.revoked_token_used",
+                    targets={"token": record.id},
+                    detail={"rule": "a revoked token is refused from the moment of revocation"},
+                    outcome="refused",
+                )
+            )
             raise AuthError("the bearer token was revoked", token_id=record.id)
         if not record.usable(now):
             raise AuthError("the bearer token has expired", token_id=record.id)

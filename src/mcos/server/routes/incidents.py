@@ -101,6 +101,9 @@ async def confirm(
 ) -> IncidentOut:
     """Vote to confirm (at ``severity``, default the reported one); the gate decides."""
     gov = Governance(mc)
+    if request.actor is not None and request.actor != caller.actor:
+        rule = "a decision is the token owner's: nobody confirms as someone else"
+        await gov.refuse(caller, "incident.confirm", rule, claimed=request.actor)
     outcome = await gov.confirm(caller, incident_id, request.severity, request.reason)
     assert outcome.incident is not None
     current = await mc.store.incident(incident_id) or outcome.incident

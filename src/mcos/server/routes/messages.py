@@ -14,7 +14,7 @@ from mcos.api_models import (
 )
 from mcos.domain.messages import Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.tokens import Principal, PrincipalKind
-from mcos.exceptions import Forbidden
+from mcos.exceptions import Forbidden, IdempotencyConflict
 from mcos.server.context import MissionControl
 from mcos.server.routes.deps import MC, Caller
 
@@ -31,7 +31,13 @@ async def send(request: SendRequest, mc: MC, caller: Caller, response: Response)
     A repeat of an idempotency key with the same content returns the original (200); with
     different content, 409.
     """
-    result = await mc.store.send(_new_message(caller, request))
+    await _not_forged(mc, caller, [request])
+    try:
+        result = await mc.store.send(_new_message(caller, request))
+    except IdempotencyConflict as e:
+        await mc.refuse(caller, "message.send", "an idempotency key names one message",
+                        key=request.idempotency_key or "")  # fmt: skip
+        raise e from None
     _count(mc, request, result)
     if not result.created:
         response.status_code = 200
@@ -45,10 +51,20 @@ async def send_batch(request: SendBatchRequest, mc: MC, caller: Caller) -> SendB
     Each item behaves as ``POST /v1/messages``; an error names the item (``messages[3]``) and
     stores nothing of the batch.
     """
+    await _not_forged(mc, caller, request.messages)
     results = await mc.store.send_many([_new_message(caller, m) for m in request.messages])
     for item, result in zip(request.messages, results, strict=True):
         _count(mc, item, result)
     return SendBatchResponse(results=[_send_response(r) for r in results])
+
+
+async def _not_forged(mc: MC, caller: Principal, requests: list[SendRequest]) -> None:
+    """A body naming another sender is refused (403, audited): the sender is the token's."""
+    for r in requests:
+        if r.sender is not None and r.sender != caller.name:
+            rule = "the sender of a message is the token's owner"
+            await mc.refuse(caller, "message.send", rule, claimed=r.sender)
+            raise Forbidden(f"{rule} ({caller.name}), not {r.sender!r}", rule=rule)
 
 
 def _new_message(caller: Principal, request: SendRequest) -> NewMessage:
