@@ -17,9 +17,12 @@ LABEL = "offline model"
 FLUSH_MARKER = "FLUSH WORKSTATE"
 """The runtime's flush turn contains this; the offline model answers with write_workstate."""
 _MESSAGE = re.compile(
-    r"^- \[message (?P<id>\d+)\] from (?P<sender>\S+) \((?P<kind>[a-z]+)[^)]*\): (?P<subject>.*)$",
+    r"^- \[message (?P<id>\d+)\] from (?P<sender>\S+) \((?P<kind>[a-z]+)[^)]*\)"
+    r"(?: \[approval (?P<approval>\d+)\])?(?: \[incident (?P<incident>\d+)\])?: (?P<subject>.*)$",
     re.MULTILINE,
 )
+SYSTEM_SENDER = "mission-control"
+"""Messages from Mission Control itself (gates, committees, directives) are not replied to."""
 _OTHER = re.compile(r"^- \[(?P<source>(?:check|cron|incident|budget)[^\]]*)\] ?(?P<rest>.*)$", re.M)
 
 
@@ -52,6 +55,11 @@ class OfflineModel:
         notes: list[str] = []
         for m in _MESSAGE.finditer(text):
             subject = m["subject"].strip()[:120]
+            if m["kind"] == "directive" and m["approval"] and "acknowledge_directive" in offered:
+                calls.append(("acknowledge_directive", {"approval_id": int(m["approval"])}))
+            if m["sender"] == SYSTEM_SENDER:
+                notes.append(f"message {m['id']} from Mission Control ({m['kind']}): {subject}")
+                continue
             if "reply" in offered and m["kind"] != "reply":
                 body = f"Acknowledged: {subject}. Handled by rule ({LABEL})."
                 calls.append(("reply", {"message_id": int(m["id"]), "body": body}))

@@ -114,7 +114,11 @@ def _format_message(d: DeliveryOut) -> str:
     m = d.message
     body = untrusted(m.meta["origin"], m.body) if m.meta.get("origin") else m.body
     flags = f"{m.kind.value}, {m.priority.value}"
-    return f"- [message {m.id}] from {m.sender} ({flags}): {m.subject or '(no subject)'}\n{body}"
+    tags = "".join(f" [{key} {m.meta[key]}]" for key in ("approval", "incident") if key in m.meta)
+    return (
+        f"- [message {m.id}] from {m.sender} ({flags}){tags}: {m.subject or '(no subject)'}\n"
+        f"{body}"
+    )
 
 
 ACTIONS = frozenset({"send_message", "reply", "memory_write", "report_incident", "write_workstate"})
