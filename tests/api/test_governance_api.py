@@ -204,6 +204,36 @@ class TestExpiry:
                 assert founder.do(Calls.approval(req.id)).state == "expired"
             assert _refusals(server, "approval.vote")
 
+    def test_reminders_then_expiry_by_the_sweeper(
+        self, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        import asyncio
+        import time
+        from datetime import timedelta
+
+        from tests.api.conftest import migrate, serve
+
+        tmp = tmp_path_factory.mktemp("sweep")
+        url = f"sqlite:///{tmp}/mcos.db"
+        asyncio.run(migrate(url))
+        with serve(url, tmp, approval_expiry=timedelta(seconds=3), sweep_seconds=0.2) as server:
+            with server.client("jarvis") as jarvis:
+                req = jarvis.do(Calls.request_approval("production_deploy", {"v": 3}, "ready"))
+            deadline = time.monotonic() + 10
+            subjects: list[str] = []
+            with server.client() as founder:
+                while time.monotonic() < deadline:
+                    got = founder.do(Calls.inbox(inbox="founder", limit=20, wait=1))
+                    subjects += [d.message.subject for d in got.deliveries]
+                    if any(s.startswith("Expired without a decision") for s in subjects):
+                        break
+                assert subjects[0].startswith("Approval needed: production_deploy")
+                assert any(
+                    s.startswith("Reminder: your vote on production_deploy") for s in subjects
+                )
+                assert any(s.startswith("Expired without a decision") for s in subjects)
+                assert founder.do(Calls.approval(req.id)).state == "expired"
+
 
 class TestGovernedRevocation:
     """No single agent revokes a token; a quorum's approved request does, at once."""

@@ -116,8 +116,7 @@ def _format_message(d: DeliveryOut) -> str:
     flags = f"{m.kind.value}, {m.priority.value}"
     tags = "".join(f" [{key} {m.meta[key]}]" for key in ("approval", "incident") if key in m.meta)
     return (
-        f"- [message {m.id}] from {m.sender} ({flags}){tags}: {m.subject or '(no subject)'}\n"
-        f"{body}"
+        f"- [message {m.id}] from {m.sender} ({flags}){tags}: {m.subject or '(no subject)'}\n{body}"
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -15,9 +17,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mcos import __version__
 from mcos.domain.audit import AuditEvent
 from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import McosError
 from mcos.server import errors
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
+from mcos.server.governance import Governance
 from mcos.server.limits import BodySizeLimit
 from mcos.server.metrics import Metrics
 from mcos.server.routes import (
@@ -86,6 +90,16 @@ async def bootstrap_operator(mc: MissionControl) -> Path | None:
     return path
 
 
+async def _sweep_governance(mc: MissionControl) -> None:
+    """Expire overdue approval requests and send reminders, once a minute."""
+    while True:
+        await asyncio.sleep(mc.settings.sweep_seconds)
+        try:
+            await Governance(mc).sweep()
+        except McosError as e:
+            log.warning("governance sweep failed: %s", e.message)
+
+
 def create_app(store: Store, settings: ServerSettings) -> FastAPI:
     """Mission Control over an opened-on-start ``store``."""
     mc = MissionControl(
@@ -112,9 +126,13 @@ def create_app(store: Store, settings: ServerSettings) -> FastAPI:
                 ),
             )
         await bootstrap_operator(mc)
+        sweeper = asyncio.create_task(_sweep_governance(mc), name="governance-sweep")
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await store.close()
 
     app = FastAPI(

@@ -47,6 +47,8 @@ class ServerSettings:
     reports_per_hour: int = 5
     """Incident reports one reporter may make in any hour."""
     approval_expiry: timedelta = timedelta(hours=24)
+    sweep_seconds: float = 60.0
+    """How often expiries and reminders are swept."""
 
 
 @dataclass

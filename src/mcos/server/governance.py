@@ -512,12 +512,37 @@ class Governance:
         return done
 
     async def sweep(self) -> int:
-        """Expire overdue requests (run periodically)."""
+        """Expire overdue requests and remind members who have not voted by half-time (run
+        periodically; safe from several servers at once)."""
         n = 0
+        now = await self.mc.store.now()
         for request in await self.mc.store.approvals(state="pending", limit=500):
             if (await self._expire_if_due(request)).state is ApprovalState.EXPIRED:
                 n += 1
+                continue
+            half = request.created_at + (request.expires_at - request.created_at) / 2
+            if now >= half and await self.mc.store.mark_reminded(request.id):
+                await self._remind(request)
         return n
+
+    async def _remind(self, request: Approval) -> None:
+        quorum = self.matrix.rule(request.action).approve
+        if quorum is None:
+            return
+        voted = {v.voter for v in await self.mc.store.votes(request.id)}
+        for p in await self.parties():
+            actor = _actor(p)
+            if actor in voted or actor == request.requester or not _serves(quorum, p):
+                continue
+            await self._send(
+                p.name,
+                f"Reminder: your vote on {request.action} (request {request.id})",
+                f"{request.requester} asked for {request.action}: {request.rationale}\n"
+                f"It expires {request.expires_at:%Y-%m-%d %H:%M} UTC and then goes to the humans.",
+                priority=Priority.HIGH,
+                kind=MessageKind.REQUEST,
+                meta={"approval": str(request.id)},
+            )
 
 
 def _actor(p: Party) -> str:

@@ -991,6 +991,12 @@ class PostgresStore:
             ).fetchone()
         return None if row is None else _approval(row)
 
+    async def mark_reminded(self, approval_id: int) -> bool:
+        """Claim the one reminder of a pending request."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["approval_remind"], {"id": approval_id})).fetchone()
+        return row is not None
+
     async def _one(self, query: str, params: Any, convert: Callable[[DictRow], T]) -> T | None:
         async with self._conn() as conn:
             row = await (await conn.execute(query, params)).fetchone()

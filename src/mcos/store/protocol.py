@@ -367,6 +367,9 @@ class Store(Protocol):
     async def acknowledge_directive(self, approval_id: int) -> Approval | None:
         """Mark the directive acknowledged (None if it already was)."""
 
+    async def mark_reminded(self, approval_id: int) -> bool:
+        """Claim the one reminder of a pending request (False if already sent)."""
+
     # --- leases ----------------------------------------------------------------------------
     async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:
         """Grant (a new fencing token) or renew ``holder``'s lease; ``LeaseHeld`` while another's

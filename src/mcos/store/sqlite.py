@@ -950,6 +950,18 @@ class SqliteStore:
 
         return await self._run(write)
 
+    async def mark_reminded(self, approval_id: int) -> bool:
+        """Claim the one reminder of a pending request."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["approval_remind"], {"now": _now_us(), "id": approval_id}
+                ).fetchone()
+            return row is not None
+
+        return await self._run(write)
+
     async def _one(self, query: str, params: Any, convert: Callable[[Any], T]) -> T | None:
         def read(conn: sqlite3.Connection) -> T | None:
             row = conn.execute(query, params).fetchone()

@@ -462,3 +462,8 @@ UPDATE approvals SET directive_id = %(directive_id)s WHERE id = %(id)s RETURNING
 UPDATE approvals SET acknowledged_at = clock_timestamp()
 WHERE id = %(id)s AND acknowledged_at IS NULL
 RETURNING *;
+
+-- name: approval_remind
+UPDATE approvals SET reminded_at = clock_timestamp()
+WHERE id = %(id)s AND state = 'pending' AND reminded_at IS NULL
+RETURNING *;

@@ -348,3 +348,8 @@ UPDATE approvals SET directive_id = :directive_id WHERE id = :id RETURNING *;
 UPDATE approvals SET acknowledged_at = :now
 WHERE id = :id AND acknowledged_at IS NULL
 RETURNING *;
+
+-- name: approval_remind
+UPDATE approvals SET reminded_at = :now
+WHERE id = :id AND state = 'pending' AND reminded_at IS NULL
+RETURNING *;

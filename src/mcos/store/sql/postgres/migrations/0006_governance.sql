@@ -47,7 +47,8 @@ CREATE TABLE approvals (
     decided_by    text NOT NULL DEFAULT '',
     reason        text NOT NULL DEFAULT '',
     directive_id  bigint,
-    acknowledged_at timestamptz
+    acknowledged_at timestamptz,
+    reminded_at  timestamptz
 );
 CREATE UNIQUE INDEX approvals_one_pending ON approvals (action, payload_hash) WHERE state = 'pending';
 

@@ -48,7 +48,8 @@ CREATE TABLE approvals (
     decided_by    TEXT NOT NULL DEFAULT '',
     reason        TEXT NOT NULL DEFAULT '',
     directive_id  INTEGER,
-    acknowledged_at INTEGER
+    acknowledged_at INTEGER,
+    reminded_at  INTEGER
 );
 CREATE UNIQUE INDEX approvals_one_pending ON approvals (action, payload_hash) WHERE state = 'pending';
 
