@@ -373,6 +373,22 @@ class ApprovalRequest(_In):
     constraints: str = Field(default="", max_length=4000)
 
 
+class AuthorizeRequest(_In):
+    """Ask before acting: may the caller do this governed action now?"""
+
+    action: str = Field(pattern=r"^[a-z][a-z0-9_.:-]*$", max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    approval_id: int | None = Field(default=None, ge=1)
+
+
+class AuthorizeOut(_Out):
+    """Allowed, and on what grounds (``alone`` or ``approval N``)."""
+
+    action: str
+    allowed: bool
+    by: str
+
+
 class VoteRequest(_In):
     """A committee member's vote."""
 

@@ -23,6 +23,7 @@ from mcos.api_models import (
     ApprovalRequest,
     AuditOut,
     AuditVerifyResponse,
+    AuthorizeOut,
     CallReport,
     DeliveryOut,
     HealthResponse,
@@ -149,6 +150,7 @@ _LEASE = TypeAdapter(LeaseOut)
 _INCIDENT = TypeAdapter(IncidentOut)
 _INCIDENTS = TypeAdapter(list[IncidentOut])
 _APPROVAL = TypeAdapter(ApprovalOut)
+_AUTHORIZE = TypeAdapter(AuthorizeOut)
 _APPROVALS = TypeAdapter(list[ApprovalOut])
 _LEASES = TypeAdapter(list[LeaseOut])
 _VERIFY = TypeAdapter(AuditVerifyResponse)
@@ -387,6 +389,14 @@ class Calls:
         """Vote ``approve`` or ``deny``, with a rationale."""
         body = {"vote": vote, "rationale": rationale}
         return Call("POST", f"/v1/approvals/{approval_id}/votes", _model(_APPROVAL), json=body)
+
+    @staticmethod
+    def authorize(
+        action: str, payload: dict[str, Any] | None = None, approval_id: int | None = None
+    ) -> Call[AuthorizeOut]:
+        """May I do this governed action now? (``Forbidden`` with the rule if not.)"""
+        body = {"action": action, "payload": payload or {}, "approval_id": approval_id}
+        return Call("POST", "/v1/approvals/authorize", _model(_AUTHORIZE), json=body)
 
     @staticmethod
     def veto(approval_id: int, reason: str) -> Call[ApprovalOut]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mcos.client import Calls
+from mcos.domain.messages import MessageKind
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import (
     AuthError,
@@ -176,6 +177,31 @@ class TestCommittees:
             gene.do(Calls.veto(req.id, "no"))
         with live_server.client() as founder:
             assert founder.do(Calls.veto(req.id, "not on a Friday")).state == "vetoed"
+
+
+class TestCompleteMediation:
+    """Governed actions are checked wherever they happen."""
+
+    def test_only_the_matrix_sends_directives_directly(self, live_server: LiveServer) -> None:
+        with live_server.client("jarvis") as jarvis:  # the orchestrator may, alone
+            jarvis.do(Calls.send("gene", "rotate the disks", kind=MessageKind.DIRECTIVE))
+        with live_server.client("gene") as gene, pytest.raises(Forbidden, match="issue_directive"):
+            gene.do(Calls.send("sentinel", "stand down", kind=MessageKind.DIRECTIVE))
+        assert _refusals(live_server, "message.send")
+
+    def test_authorize_before_acting_outside(self, live_server: LiveServer) -> None:
+        with live_server.client("gene") as gene:
+            with pytest.raises(Forbidden, match="production_deploy may not be done alone"):
+                gene.do(Calls.authorize("production_deploy", {"v": "2.0"}))
+            req = gene.do(Calls.request_approval("production_deploy", {"v": "2.0"}, "green"))
+        with live_server.client() as founder:
+            founder.do(Calls.vote(req.id, "approve", "ship it"))
+        with live_server.client("gene") as gene:
+            ok = gene.do(Calls.authorize("production_deploy", {"v": "2.0"}, req.id))
+            assert ok.by == f"approval {req.id}"
+            with pytest.raises(Forbidden):  # another payload is another decision
+                gene.do(Calls.authorize("production_deploy", {"v": "3.0"}, req.id))
+        assert _refusals(live_server, "authorize.production_deploy")
 
 
 class TestExpiry:

@@ -440,6 +440,34 @@ class Governance:
             meta={"approval": str(request.id)},
         )
 
+    async def authorize(
+        self, caller: Principal, action: str, payload: dict[str, Any], approval_id: int | None
+    ) -> str:
+        """``alone`` or ``approval N`` if the caller may do ``action`` now; else 403, audited."""
+        me = await self.party(caller)
+        refusal = self.matrix.may_alone(action, me)
+        if refusal is None:
+            await self.mc.store.record(
+                AuditEvent(actor=caller.actor, action=f"authorized.{action}",
+                           detail={"by": "alone"})
+            )  # fmt: skip
+            return "alone"
+        request = None if approval_id is None else await self.mc.store.approval(approval_id)
+        if (
+            request is not None
+            and request.action == action
+            and request.state is ApprovalState.APPROVED
+            and request.payload == payload
+            and caller.actor in (request.requester, f"agent:{request.executor}")
+        ):
+            await self.mc.store.record(
+                AuditEvent(actor=caller.actor, action=f"authorized.{action}",
+                           targets={"approval": str(request.id)}, detail={"by": "approval"})
+            )  # fmt: skip
+            return f"approval {request.id}"
+        await self.refuse(caller, f"authorize.{action}", refusal)
+        return ""  # unreachable: refuse raises
+
     async def veto(self, caller: Principal, approval_id: int, reason: str) -> Outcome:
         """A human stops a request, pending or approved-but-unacknowledged."""
         me = await self.party(caller)

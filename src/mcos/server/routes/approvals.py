@@ -6,7 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from mcos.api_models import ApprovalOut, ApprovalRequest, VetoRequest, VoteOut, VoteRequest
+from mcos.api_models import (
+    ApprovalOut,
+    ApprovalRequest,
+    AuthorizeOut,
+    AuthorizeRequest,
+    VetoRequest,
+    VoteOut,
+    VoteRequest,
+)
 from mcos.domain.approvals import Approval
 from mcos.exceptions import NotFound
 from mcos.server.governance import Governance, Outcome
@@ -96,6 +104,17 @@ async def veto(approval_id: int, request: VetoRequest, mc: MC, caller: Caller) -
     outcome = await gov.veto(caller, approval_id, request.reason)
     assert outcome.approval is not None
     return await _out(gov, outcome.approval, outcome)
+
+
+@router.post("/authorize", response_model=AuthorizeOut, responses=ERRORS)
+async def authorize(request: AuthorizeRequest, mc: MC, caller: Caller) -> AuthorizeOut:
+    """May the caller do ``action`` now? Alone if the matrix lets it; else only with an
+    approved request for that action and payload that it asked for or executes. A refusal is
+    403 with the rule, audited. Tools that act outside Mission Control (sending external
+    e-mail, deploying) ask here first: complete mediation."""
+    gov = Governance(mc)
+    how = await gov.authorize(caller, request.action, request.payload, request.approval_id)
+    return AuthorizeOut(action=request.action, allowed=True, by=how)
 
 
 @router.post("/{approval_id}/acknowledge", response_model=ApprovalOut, responses=ERRORS)

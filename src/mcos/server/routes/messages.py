@@ -12,10 +12,11 @@ from mcos.api_models import (
     SendRequest,
     SendResponse,
 )
-from mcos.domain.messages import Message, NewMessage, RecipientKind, SendResult
+from mcos.domain.messages import Message, MessageKind, NewMessage, RecipientKind, SendResult
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Forbidden, IdempotencyConflict
 from mcos.server.context import MissionControl
+from mcos.server.governance import Governance
 from mcos.server.routes.deps import MC, Caller
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -59,7 +60,17 @@ async def send_batch(request: SendBatchRequest, mc: MC, caller: Caller) -> SendB
 
 
 async def _not_forged(mc: MC, caller: Principal, requests: list[SendRequest]) -> None:
-    """A body naming another sender is refused (403, audited): the sender is the token's."""
+    """A body naming another sender is refused (403, audited): the sender is the token's.
+
+    A directive is the governed action ``issue_directive``: only who the matrix lets do it
+    alone sends one directly (others ask for an approval, which issues it).
+    """
+    if any(r.kind is MessageKind.DIRECTIVE for r in requests):
+        gov = Governance(mc)
+        refusal = mc.settings.matrix.may_alone("issue_directive", await gov.party(caller))
+        if refusal is not None:
+            await mc.refuse(caller, "message.send", refusal, governed="issue_directive")
+            raise Forbidden(refusal, rule=refusal)
     for r in requests:
         if r.sender is not None and r.sender != caller.name:
             rule = "the sender of a message is the token's owner"
