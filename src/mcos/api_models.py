@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.audit import AuditRecord
+from mcos.domain.heartbeat import valid_cron
 from mcos.domain.leases import Lease
 from mcos.domain.messages import (
     Delivery,
@@ -371,6 +372,19 @@ class ApprovalRequest(_In):
     rationale: str = Field(min_length=1, max_length=4000)
     executor: str | None = Field(default=None, description="The agent a directive goes to.")
     constraints: str = Field(default="", max_length=4000)
+    report_every: str | None = Field(
+        default=None,
+        description="Cron schedule of the reports the executor promises (e.g. weekly: "
+        "'0 9 * * 1'); its runtime schedules them when it acknowledges the directive.",
+    )
+
+    @field_validator("report_every")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and not valid_cron(v):
+            msg = f"{v!r} is not a cron expression (minute hour day month weekday)"
+            raise ValueError(msg)
+        return v
 
 
 class AuthorizeRequest(_In):
@@ -423,6 +437,7 @@ class ApprovalOut(_Out):
     state: str
     executor: str | None
     constraints: str
+    report_every: str | None = None
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None

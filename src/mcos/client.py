@@ -365,11 +365,13 @@ class Calls:
         *,
         executor: str | None = None,
         constraints: str = "",
+        report_every: str | None = None,
     ) -> Call[ApprovalOut]:
         """Ask the committee for a governed action."""
         body = ApprovalRequest(
             action=action, payload=payload, rationale=rationale, executor=executor,
             constraints=constraints,
+            report_every=report_every,
         )  # fmt: skip
         return Call("POST", "/v1/approvals", _model(_APPROVAL), json=body.model_dump())
 

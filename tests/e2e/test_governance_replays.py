@@ -125,6 +125,7 @@ async def test_the_committee_workflow(business: Business) -> None:
             "Phase 1 of the billing rewrite: behind a flag, staging first.",
             executor="forge",
             constraints="no feature freeze; staging only; weekly reports",
+            report_every="0 9 * * 1",
         )
     )
     assert request.quorum == "2 of [role:cto, role:ops, role:security]"
@@ -142,3 +143,9 @@ async def test_the_committee_workflow(business: Business) -> None:
     log = forge.workspace.daily_log(forge.clock.now()).read_text()
     assert "acknowledged directive of approval" in log
     assert "staging only" in log
+    # The weekly reports it promised are on its schedule, and survive a restart.
+    job = f"directive-{request.id}-report"
+    assert job in forge.cron_next
+    assert forge.cron_next[job].weekday() == 0  # Mondays at 09:00
+    again = business.runtime("forge")
+    assert [j.name for j in again.promised] == [job]

@@ -37,6 +37,8 @@ class Approval:
     state: ApprovalState
     executor: str | None
     constraints: str
+    report_every: str | None
+    """Cron schedule of the reports the executing agent promised (None: no reports)."""
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from mcos.api_models import CallReport, DeliveryOut
 from mcos.client import AsyncClient, Calls
-from mcos.config.models import AgentConfig, CheckConfig, Fleet, parse_duration
+from mcos.config.models import AgentConfig, CheckConfig, CronJob, Fleet, parse_duration
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
 from mcos.domain.heartbeat import (
@@ -175,6 +177,7 @@ class AgentRuntime:
             checks={c.name: c for c in self.config.checks},
             http=http,
         )
+        self.ctx.schedule = self.promise
         self.tools = Toolbox(self.ctx, self.config.allowed_tools)
         hb = self.config.heartbeat
         self.interval = parse_duration(hb.interval)
@@ -185,9 +188,11 @@ class AgentRuntime:
         self.pending: dict[int, DeliveryOut] = {}
         self.first_pending_at: datetime | None = None
         self.next_beat_at = clock.now()
+        self.promised = self._load_promised()
+        """Recurring reports promised under acknowledged directives (kept in the workspace)."""
         self.cron_next = {
             j.name: next_cron_fire(j.schedule, clock.now(), j.timezone or zone)
-            for j in self.config.cron
+            for j in (*self.config.cron, *self.promised)
         }
         self.cooling_until: datetime | None = None
         self.blocked_day: str | None = None
@@ -627,11 +632,34 @@ class AgentRuntime:
             )
         return decision.outcome
 
+    @property
+    def _promised_path(self) -> Path:
+        return self.workspace.root / ".mcos" / "promised_reports.json"
+
+    def _load_promised(self) -> list[CronJob]:
+        path = self._promised_path
+        if not path.exists():
+            return []
+        try:
+            return [CronJob.model_validate(j) for j in json.loads(path.read_text())]
+        except (ValueError, TypeError) as e:
+            log.warning("%s: ignoring unreadable %s (%s)", self.name, path, e)
+            return []
+
+    def promise(self, job: CronJob) -> None:
+        """Schedule a recurring job (reports a directive promised); kept across restarts."""
+        self.promised = [j for j in self.promised if j.name != job.name] + [job]
+        zone = job.timezone or self.config.heartbeat.timezone or self.fleet.fleet.timezone
+        self.cron_next[job.name] = next_cron_fire(job.schedule, self.clock.now(), zone)
+        self._promised_path.parent.mkdir(parents=True, exist_ok=True)
+        text = json.dumps([j.model_dump() for j in self.promised], indent=2)
+        self.workspace.write_atomic(".mcos/promised_reports.json", text)
+
     async def run_due_cron(self) -> int:
         """Run every cron job whose time has come; isolated ones in a fresh context."""
         now = self.clock.now()
         ran = 0
-        for job in self.config.cron:
+        for job in (*self.config.cron, *self.promised):
             if self.cron_next[job.name] > now:
                 continue
             zone = job.timezone or self.config.heartbeat.timezone or self.fleet.fleet.timezone

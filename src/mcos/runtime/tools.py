@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcos.api_models import RuntimeEvent
 from mcos.client import AsyncClient, Calls
-from mcos.config.models import CheckConfig
+from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
 from mcos.exceptions import McosError
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
@@ -50,6 +50,8 @@ class ToolContext:
     memory: MemoryIndex | None = None
     checks: dict[str, CheckConfig] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
+    schedule: Callable[[CronJob], None] | None = None
+    """Adds a recurring job (the reports a directive promised) to the agent's schedule."""
     actions: list[str] = field(default_factory=list)
     """What this turn changed (messages sent, log lines, files): the circuit breaker's signal."""
 
@@ -112,6 +114,9 @@ class RequestApproval(_Input):
     rationale: str = Field(min_length=1, max_length=4_000)
     executor: str | None = Field(default=None, description="The agent to carry it out.")
     constraints: str = Field(default="", max_length=4_000)
+    report_every: str | None = Field(
+        default=None, description="Cron schedule of the reports the executor must send."
+    )
 
 
 class CastVote(_Input):
@@ -241,7 +246,12 @@ async def _confirm_incident(ctx: ToolContext, a: ConfirmIncident) -> str:
 async def _request_approval(ctx: ToolContext, a: RequestApproval) -> str:
     made = await ctx.client.do(
         Calls.request_approval(
-            a.action, a.payload, a.rationale, executor=a.executor, constraints=a.constraints
+            a.action,
+            a.payload,
+            a.rationale,
+            executor=a.executor,
+            constraints=a.constraints,
+            report_every=a.report_every,
         )
     )
     ctx.actions.append(f"requested approval {made.id}")
@@ -262,7 +272,24 @@ async def _acknowledge(ctx: ToolContext, a: AcknowledgeDirective) -> str:
         f"{made.constraints or 'none'}",
     )
     ctx.actions.append(f"acknowledged directive {made.id}")
-    return f"directive of request {made.id} acknowledged; constraints: {made.constraints or 'none'}"
+    promised = ""
+    if made.report_every and ctx.schedule is not None:
+        to = made.requester.partition(":")[2]
+        ctx.schedule(
+            CronJob(
+                name=f"directive-{made.id}-report",
+                schedule=made.report_every,
+                prompt=f"Send {to} the report you promised under directive {made.id} "
+                f"({made.action}): progress, problems, next steps; keep to its constraints "
+                f"({made.constraints or 'none'}).",
+                session="main",
+            )
+        )
+        promised = f"; reports to {to} scheduled ({made.report_every})"
+    return (
+        f"directive of request {made.id} acknowledged; constraints: "
+        f"{made.constraints or 'none'}{promised}"
+    )
 
 
 async def _run_check(ctx: ToolContext, a: RunCheck) -> str:

@@ -243,9 +243,10 @@ class Workspace:
         return path
 
     def write_atomic(self, name: str, text: str) -> None:
-        """Replace a workspace file so a crash leaves either the old or the new one, whole."""
+        """Replace a workspace file (``name`` may be a relative path) so a crash leaves either
+        the old or the new one, whole."""
         path = self.root / name
-        tmp = path.with_name(f".{name}.tmp-{os.getpid()}")
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, text.encode())
@@ -253,7 +254,7 @@ class Workspace:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        dir_fd = os.open(self.root, os.O_RDONLY)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
         finally:

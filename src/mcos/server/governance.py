@@ -298,6 +298,7 @@ class Governance:
         rationale: str,
         executor: str | None,
         constraints: str,
+        report_every: str | None = None,
     ) -> Outcome:
         """A request for a governed action, to the committee the matrix names."""
         rule = self.matrix.rule(action)
@@ -320,6 +321,7 @@ class Governance:
                 executor,
                 constraints,
                 self.mc.settings.approval_expiry,
+                report_every,
             )
         )
         await self.mc.store.record(
@@ -420,8 +422,14 @@ class Governance:
                 subject=f"Directive (approval {request.id}): {request.action}"[:200],
                 body=f"Approved by {request.quorum}: {request.rationale}\n"
                 f"Payload: {request.payload}\nConstraints: {request.constraints or 'none'}\n"
-                "Acknowledge this directive (acknowledge_directive) before acting.",
-                meta={"approval": str(request.id), "constraints": request.constraints[:500]},
+                + (
+                    f"Reports: on the schedule {request.report_every}, to {request.requester}.\n"
+                    if request.report_every
+                    else ""
+                )
+                + "Acknowledge this directive (acknowledge_directive) before acting.",
+                meta={"approval": str(request.id), "constraints": request.constraints[:500]}
+                | ({"reports": request.report_every} if request.report_every else {}),
             )
         )
         linked = await self.mc.store.set_directive(request.id, sent.message.id)

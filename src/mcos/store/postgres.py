@@ -171,6 +171,7 @@ def _approval(r: DictRow) -> Approval:
         id=r["id"], action=r["action"], payload=dict(r["payload"]),
         requester=r["requester"], rationale=r["rationale"], quorum=r["quorum"],
         state=ApprovalState(r["state"]), executor=r["executor"], constraints=r["constraints"],
+        report_every=r["report_every"],
         created_at=_utc(r["created_at"]), expires_at=_utc(r["expires_at"]),
         decided_at=_opt(r["decided_at"]), decided_by=r["decided_by"], reason=r["reason"],
         directive_id=r["directive_id"], acknowledged_at=_opt(r["acknowledged_at"]),
@@ -924,6 +925,7 @@ class PostgresStore:
                             "payload_hash": new.payload_hash, "requester": new.requester,
                             "rationale": new.rationale, "quorum": new.quorum,
                             "executor": new.executor, "constraints": new.constraints,
+                            "report_every": new.report_every,
                             "expires_in": new.expires_in.total_seconds(),
                         },
                     )

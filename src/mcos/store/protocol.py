@@ -144,6 +144,7 @@ class NewApproval:
     executor: str | None
     constraints: str
     expires_in: timedelta
+    report_every: str | None = None
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,7 @@ def _approval(r: sqlite3.Row) -> Approval:
         id=r["id"], action=r["action"], payload=json.loads(r["payload"]),
         requester=r["requester"], rationale=r["rationale"], quorum=r["quorum"],
         state=ApprovalState(r["state"]), executor=r["executor"], constraints=r["constraints"],
+        report_every=r["report_every"],
         created_at=_dt(r["created_at"]), expires_at=_dt(r["expires_at"]),
         decided_at=_opt_dt(r["decided_at"]), decided_by=r["decided_by"], reason=r["reason"],
         directive_id=r["directive_id"], acknowledged_at=_opt_dt(r["acknowledged_at"]),
@@ -873,7 +874,8 @@ class SqliteStore:
                         "action": new.action, "payload": json.dumps(new.payload, sort_keys=True),
                         "payload_hash": new.payload_hash, "requester": new.requester,
                         "rationale": new.rationale, "quorum": new.quorum,
-                        "executor": new.executor, "constraints": new.constraints, "now": now,
+                        "executor": new.executor, "constraints": new.constraints,
+                        "report_every": new.report_every, "now": now,
                         "expires_at": now + int(new.expires_in.total_seconds() * 1_000_000),
                     },
                 ).fetchone()  # fmt: skip

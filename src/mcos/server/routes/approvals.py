@@ -36,6 +36,7 @@ async def _out(gov: Governance, a: Approval, outcome: Outcome | None = None) -> 
         state=a.state.value,
         executor=a.executor,
         constraints=a.constraints,
+        report_every=a.report_every,
         created_at=a.created_at,
         expires_at=a.expires_at,
         decided_at=a.decided_at,
@@ -59,6 +60,7 @@ async def request_approval(request: ApprovalRequest, mc: MC, caller: Caller) -> 
         request.rationale,
         request.executor,
         request.constraints,
+        request.report_every,
     )
     assert outcome.approval is not None
     return await _out(gov, outcome.approval, outcome)

@@ -426,9 +426,9 @@ WHERE actor = %s AND action IN ('reported', 'grouped') AND at >= clock_timestamp
 
 -- name: approval_insert
 INSERT INTO approvals (action, payload, payload_hash, requester, rationale, quorum, state,
-                       executor, constraints, created_at, expires_at)
+                       executor, constraints, report_every, created_at, expires_at)
 VALUES (%(action)s, %(payload)s, %(payload_hash)s, %(requester)s, %(rationale)s, %(quorum)s, 'pending',
-        %(executor)s, %(constraints)s, clock_timestamp(),
+        %(executor)s, %(constraints)s, %(report_every)s, clock_timestamp(),
         clock_timestamp() + make_interval(secs => %(expires_in)s))
 RETURNING *;
 

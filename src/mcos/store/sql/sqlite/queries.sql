@@ -313,9 +313,9 @@ WHERE actor = ? AND action IN ('reported', 'grouped') AND at >= ?;
 
 -- name: approval_insert
 INSERT INTO approvals (action, payload, payload_hash, requester, rationale, quorum, state,
-                       executor, constraints, created_at, expires_at)
+                       executor, constraints, report_every, created_at, expires_at)
 VALUES (:action, :payload, :payload_hash, :requester, :rationale, :quorum, 'pending',
-        :executor, :constraints, :now, :expires_at)
+        :executor, :constraints, :report_every, :now, :expires_at)
 RETURNING *;
 
 -- name: approval_get

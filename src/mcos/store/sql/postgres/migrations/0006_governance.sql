@@ -41,6 +41,7 @@ CREATE TABLE approvals (
                   CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'vetoed')),
     executor      text,
     constraints   text NOT NULL DEFAULT '',
+    report_every  text,
     created_at    timestamptz NOT NULL,
     expires_at    timestamptz NOT NULL,
     decided_at    timestamptz,

@@ -42,6 +42,7 @@ CREATE TABLE approvals (
                   CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'vetoed')),
     executor      TEXT,
     constraints   TEXT NOT NULL DEFAULT '',
+    report_every  TEXT,
     created_at    INTEGER NOT NULL,
     expires_at    INTEGER NOT NULL,
     decided_at    INTEGER,
