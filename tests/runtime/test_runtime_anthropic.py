@@ -257,3 +257,27 @@ async def test_an_openai_compatible_server_runs_the_same_tool_loop(rig: Rig) -> 
         sent = server.requests[1].body["messages"]
         assert [m["role"] for m in sent[-3:]] == ["assistant", "tool", "user"]
         assert sent[-3]["tool_calls"][0]["function"]["name"] == "memory_write"
+
+
+async def test_governance_tools_go_through_the_gates(
+    rig_factory: RigFactory, fake: FakeAnthropic
+) -> None:
+    rig = rig_factory(
+        {"jarvis": claude_toml(fake).replace("GENE", "JARVIS"), "gene": claude_toml(fake)}
+    )
+    gene = rig.runtime("gene", claude(rig, fake))
+    fake.script(
+        ToolUse("report_incident", {"severity": "P0", "summary": "db wiped", "evidence": "0 rows"})
+    )
+    await gene.turn(TurnKind.MAIN, "the orders table is empty")
+    assert len(fake.requests) == 1  # an action: the turn ends
+    incident = (await rig.client().do(Calls.incidents()))[0]
+    assert (incident.state, incident.severity) == ("reported", "P0")
+    jarvis = rig.runtime("jarvis", claude(rig, fake))
+    fake.script(
+        ToolUse("confirm_incident",
+                {"incident_id": incident.id, "reason": "checked backups", "severity": "P1"}),
+    )  # fmt: skip
+    await jarvis.turn(TurnKind.MAIN, "gate review")
+    done = await rig.client().do(Calls.incident(incident.id))
+    assert (done.state, done.severity) == ("confirmed", "P1")
