@@ -92,7 +92,8 @@ class LocalFleet:
         return self.fleet.state_dir / "logs"
 
     def _mcos(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "mcos", *args, "--fleet", str(self.fleet.path)]
+        # -P: a stray module in the working directory (a timeit.py) must not shadow the stdlib.
+        return [sys.executable, "-P", "-m", "mcos", *args, "--fleet", str(self.fleet.path)]
 
     def start_server(self, timeout: float = 60) -> None:
         """Start Mission Control and wait until it answers /healthz."""

@@ -72,7 +72,7 @@ class Unit:
 
 
 def _exec(*args: str) -> str:
-    return " ".join(shlex.quote(a) for a in (sys.executable, "-m", "mcos", *args))
+    return " ".join(shlex.quote(a) for a in (sys.executable, "-P", "-m", "mcos", *args))
 
 
 def _common(user: str | None, workdir: Path) -> str:

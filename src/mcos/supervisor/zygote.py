@@ -147,7 +147,7 @@ class ForkServer:
         """Start it and wait until it listens."""
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mcos.supervisor.zygote",
+            sys.executable, "-P", "-m", "mcos.supervisor.zygote",
             stdin=asyncio.subprocess.DEVNULL,
             env={**os.environ, SOCKET_ENV: str(child.fileno())},
             pass_fds=(child.fileno(),), preexec_fn=die_with_parent,
