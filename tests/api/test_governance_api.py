@@ -73,6 +73,29 @@ class TestIncidentGates:
             done = sentinel.do(Calls.decide_incident(made.id, "confirm", "checked the chain"))
         assert (done.state, done.gate_met) == ("confirmed", True)
 
+    def test_confirmed_then_escalated_then_resolved(self, live_server: LiveServer) -> None:
+        with live_server.client("gene") as gene:
+            made = gene.do(Calls.report_incident("P2", "error rate 4%", "grafana"))
+        with live_server.client("sentinel") as sentinel:
+            assert sentinel.do(Calls.decide_incident(made.id, "confirm", "seen")).state == (
+                "confirmed"
+            )
+        with live_server.client("jarvis") as jarvis:
+            up = jarvis.do(Calls.decide_incident(made.id, "confirm", "customers hit", "P1"))
+            assert (up.state, up.severity) == ("escalated", "P1")
+            assert "gene" not in up.notified  # the reporter knows already
+            done = jarvis.do(Calls.decide_incident(made.id, "resolve", "rolled back"))
+        assert done.state == "resolved"
+        steps = [(e.actor, e.action, e.severity) for e in done.timeline]
+        assert steps == [
+            ("agent:gene", "reported", "P2"),
+            ("agent:sentinel", "confirm", "P2"),
+            ("agent:sentinel", "confirmed", "P2"),
+            ("agent:jarvis", "confirm", "P1"),
+            ("agent:jarvis", "escalated", "P1"),
+            ("agent:jarvis", "resolved", "P1"),
+        ]
+
     def test_p0_needs_orchestrator_and_a_human_each_once(self, live_server: LiveServer) -> None:
         with live_server.client("sentinel") as sentinel:
             made = sentinel.do(Calls.report_incident("P0", "database wiped", "select count"))
