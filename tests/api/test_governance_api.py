@@ -73,6 +73,15 @@ class TestIncidentGates:
             done = sentinel.do(Calls.decide_incident(made.id, "confirm", "checked the chain"))
         assert (done.state, done.gate_met) == ("confirmed", True)
 
+    def test_a_report_is_dismissed_never_resolved(self, live_server: LiveServer) -> None:
+        with live_server.client("jarvis") as jarvis:
+            made = jarvis.do(Calls.report_incident("P0", "all disks failing", "smart"))
+            with pytest.raises(Forbidden, match="never confirmed: dismiss a report"):
+                jarvis.do(Calls.decide_incident(made.id, "resolve", "fixed"))
+            assert jarvis.do(Calls.decide_incident(made.id, "dismiss", "false alarm")).state == (
+                "dismissed"
+            )
+
     def test_confirmed_then_escalated_then_resolved(self, live_server: LiveServer) -> None:
         with live_server.client("gene") as gene:
             made = gene.do(Calls.report_incident("P2", "error rate 4%", "grafana"))

@@ -101,7 +101,7 @@ def test_a_killed_agent_comes_back_and_a_crash_loop_fails_with_a_p2(
     wait_for(
         "jarvis to take in the P2 report",
         lambda: log.exists() and "(report): P2: gene failed (crash loop)" in log.read_text(),
-        timeout=40,
+        timeout=60,
     )
 
 

@@ -24,7 +24,9 @@ from mcos.config import Fleet, check_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import MessageKind, Priority
+from mcos.domain.redaction import install_log_redaction
 from mcos.domain.tokens import PrincipalKind
+from mcos.runtime.main import title
 from mcos.runtime.process import run_agent
 from mcos.server.factory import FLEET_ENV, build_app
 from mcos.store import make_store
@@ -139,6 +141,7 @@ def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, wor
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    install_log_redaction()
     console.print(
         f"Mission Control on http://{bind_host}:{bind_port} "
         f"(store: {loaded.store_url.split(':', 1)[0]}, workers: {workers}); "
@@ -487,6 +490,8 @@ def agent_run(
             level=logging.INFO, format=f"%(asctime)s %(levelname)s {name}: %(message)s"
         )
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        install_log_redaction()
+        title(name, loaded.path)
         code = asyncio.run(run_agent(loaded, name, secret))
     raise typer.Exit(code)
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from mcos.config.models import parse_key_ref
+from mcos.domain.redaction import remember
 from mcos.exceptions import ConfigError
 
 _UNEXPANDED = re.compile(r"^\$(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*)$")
@@ -20,6 +21,7 @@ _UNEXPANDED = re.compile(r"^\$(\{[A-Za-z_][A-Za-z0-9_]*\}|[A-Za-z_][A-Za-z0-9_]*
 
 def _check(value: str, where: str, ref: str) -> str:
     stripped = value.strip()
+    remember(stripped)
     if not stripped:
         raise ConfigError(where, "key", f"{ref} is empty")
     if _UNEXPANDED.match(stripped):

@@ -89,5 +89,7 @@ _TOKEN_ANYWHERE = re.compile(r"mcos_[a-z0-9]{12}_[A-Za-z0-9_-]{43}")
 
 
 def redact(text: str) -> str:
-    """``text`` with anything shaped like an mcos token replaced."""
-    return _TOKEN_ANYWHERE.sub(REDACTED, text)
+    """``text`` with anything shaped like an mcos token — or any other known secret — replaced."""
+    from mcos.domain.redaction import redact as redact_secrets  # noqa: PLC0415 (no cycle)
+
+    return redact_secrets(_TOKEN_ANYWHERE.sub(REDACTED, text))

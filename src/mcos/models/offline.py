@@ -18,9 +18,10 @@ FLUSH_MARKER = "FLUSH WORKSTATE"
 """The runtime's flush turn contains this; the offline model answers with write_workstate."""
 _MESSAGE = re.compile(
     r"^- \[message (?P<id>\d+)\] from (?P<sender>\S+) \((?P<kind>[a-z]+)[^)]*\)"
-    r"(?: \[approval (?P<approval>\d+)\])?(?: \[incident (?P<incident>\d+)\])?: (?P<subject>.*)$",
+    r"(?P<tags>(?: \[[a-z]+ [^\]]+\])*): (?P<subject>.*)$",
     re.MULTILINE,
 )
+_APPROVAL_TAG = re.compile(r"\[approval (\d+)\]")
 SYSTEM_SENDER = "mission-control"
 """Messages from Mission Control itself (gates, committees, directives) are not replied to."""
 _OTHER = re.compile(r"^- \[(?P<source>(?:check|cron|incident|budget)[^\]]*)\] ?(?P<rest>.*)$", re.M)
@@ -55,8 +56,9 @@ class OfflineModel:
         notes: list[str] = []
         for m in _MESSAGE.finditer(text):
             subject = m["subject"].strip()[:120]
-            if m["kind"] == "directive" and m["approval"] and "acknowledge_directive" in offered:
-                calls.append(("acknowledge_directive", {"approval_id": int(m["approval"])}))
+            approval = _APPROVAL_TAG.search(m["tags"] or "")
+            if m["kind"] == "directive" and approval and "acknowledge_directive" in offered:
+                calls.append(("acknowledge_directive", {"approval_id": int(approval[1])}))
             if m["sender"] == SYSTEM_SENDER:
                 notes.append(f"message {m['id']} from Mission Control ({m['kind']}): {subject}")
                 continue

@@ -41,6 +41,7 @@ from mcos.domain.heartbeat import (
     turn_cache_ttl,
 )
 from mcos.domain.messages import MessageKind, Priority
+from mcos.domain.redaction import redact
 from mcos.exceptions import (
     Fenced,
     McosError,
@@ -255,7 +256,7 @@ class AgentRuntime:
             )
 
     def _log(self, text: str) -> None:
-        self.workspace.append_log(self.clock.now(), text)
+        self.workspace.append_log(self.clock.now(), redact(text))
 
     # --- model calls with budget ----------------------------------------------------------------
     async def _call_model(self, request: ModelRequest, purpose: str) -> ModelReply:

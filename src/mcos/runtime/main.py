@@ -13,13 +13,22 @@ import logging
 import os
 import sys
 
+from setproctitle import setproctitle
+
 from mcos.config import load_fleet
+from mcos.domain.redaction import install_log_redaction
 from mcos.exceptions import EX_CONFIG, ConfigError, ConfigErrors
 from mcos.runtime.process import run_agent
 
 TOKEN_ENV = "MCOS_TOKEN"  # noqa: S105 (a variable name)
 FENCE_ENV = "MCOS_FENCE"
 LIVENESS_ENV = "MCOS_LIVENESS_FD"
+
+
+def title(name: str, fleet: object) -> None:
+    """What ps, top and /proc show: which agent of which fleet this process is (only in an
+    agent's own process, never in a host that calls the runtime in-process)."""
+    setproctitle(f"mcos agent {name} --fleet {fleet}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format=f"%(asctime)s %(levelname)s {args.name}: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    install_log_redaction()
     try:
         fleet = load_fleet(args.fleet)
     except (ConfigError, ConfigErrors) as e:
@@ -40,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name not in fleet.agents:
         sys.stderr.write(f"error: {fleet.path}: no agent {args.name!r}\n")
         return EX_CONFIG
+    title(args.name, fleet.path)
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         sys.stderr.write(f"error: no token: set {TOKEN_ENV} to an agent token for {args.name}\n")

@@ -9,8 +9,6 @@ import os
 import signal
 from datetime import datetime
 
-from setproctitle import setproctitle
-
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import Fleet
 from mcos.config.secrets import resolve_key
@@ -49,8 +47,6 @@ async def run_agent(
 ) -> int:
     """Run agent ``name`` until SIGTERM or SIGINT; the exit code (78: misconfigured, 75:
     fenced out by another instance)."""
-    # What ps, top and /proc show: which agent of which fleet this process is.
-    setproctitle(f"mcos agent {name} --fleet {fleet.path}")
     config = fleet.agents[name]
     beating: asyncio.Task[None] | None = None
     if liveness_fd is not None:

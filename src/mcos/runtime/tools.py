@@ -19,6 +19,7 @@ from mcos.api_models import RuntimeEvent
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
+from mcos.domain.redaction import redact
 from mcos.exceptions import McosError
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.checks import run_check
@@ -412,10 +413,11 @@ class Toolbox:
         try:
             out = await tool.run(self.ctx, args)
         except McosError as e:
-            return ToolResult(call.id, f"error: {e.message}", is_error=True)
+            return ToolResult(call.id, redact(f"error: {e.message}"), is_error=True)
         except (httpx.HTTPError, OSError) as e:
-            return ToolResult(call.id, f"error: {e.__class__.__name__}: {e}", is_error=True)
-        return ToolResult(call.id, out[:MAX_RESULT_CHARS])
+            return ToolResult(call.id, redact(f"error: {e.__class__.__name__}: {e}"), True)
+        # Nothing secret-shaped reaches the model's context, whatever a tool returned.
+        return ToolResult(call.id, redact(out)[:MAX_RESULT_CHARS])
 
     async def _audit_refusal(self, call: ToolCall) -> None:
         payload = json.dumps(call.input, sort_keys=True, default=str)[:500]

@@ -256,6 +256,11 @@ class Governance:
         if incident.state not in OPEN:
             rule = f"incident {incident_id} is already {incident.state.value}"
             await self.refuse(caller, f"incident.{state}", rule, incident=str(incident_id))
+        if state == "resolved" and incident.state is IncidentState.REPORTED:
+            rule = (
+                f"incident {incident_id} was never confirmed: dismiss a report, resolve an incident"
+            )
+            await self.refuse(caller, "incident.resolved", rule, incident=str(incident_id))
         me = await self.party(caller)
         level = max(incident.severity, "P2", key=rank)
         if me.kind != "human" and not self.matrix.may_vote(f"confirm_incident:{level}", me):

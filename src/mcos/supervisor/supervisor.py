@@ -374,7 +374,7 @@ class Supervisor:
                         "cause, then restart the supervisor.",
                         subject=f"P2: {slot.name} failed (crash loop)",
                         kind=MessageKind.REPORT,
-                        priority=Priority.HIGH,
+                        priority=Priority.URGENT,
                         meta={"incident": "P2", "agent": slot.name},
                     )
                 )

@@ -28,7 +28,9 @@ from typing import Any
 import mcos.runtime.process  # noqa: F401 (imported once here, shared by every fork)
 from mcos.config import load_fleet
 from mcos.config.models import Fleet
+from mcos.domain.redaction import install_log_redaction
 from mcos.exceptions import McosError
+from mcos.runtime.main import title
 from mcos.supervisor.local import die_with_parent
 
 SOCKET_ENV = "MCOS_ZYGOTE_FD"
@@ -60,12 +62,14 @@ def _child(request: dict[str, Any], fds: list[int], fleet: Fleet, sock: socket.s
         signal.signal(sig, signal.SIG_DFL)
     os.environ.update(request["env"])
     name = request["name"]
+    title(name, fleet.path)
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s %(levelname)s {name}: %(message)s",
         force=True,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    install_log_redaction()
     return asyncio.run(
         run_agent(
             fleet,

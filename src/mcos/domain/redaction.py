@@ -1,0 +1,67 @@
+"""A second line of defence for secrets: whatever looks like one is cut before it is written.
+
+The first line is never to put a secret in a message, a log line or a prompt. This catches
+what slips through — an SDK error echoing a key, a tool result quoting an environment — by the
+shapes of known tokens and by the exact values this process resolved from its key references.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+
+REDACTED = "[redacted]"
+SHAPES = (
+    re.compile(r"mcos_[a-z0-9]{12}_[A-Za-z0-9_-]{43}"),  # mcos bearer tokens
+    re.compile(r"sk-ant-[A-Za-z0-9_-]{16,}"),  # Anthropic keys
+    re.compile(r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_-]{20,}"),  # OpenAI-style keys
+    re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b"),  # Telegram bot tokens
+    re.compile(r"\b[MN][A-Za-z\d]{23,25}\.[\w-]{6}\.[\w-]{27,38}\b"),  # Discord bot tokens
+    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
+    re.compile(r"(?i)(?<=bearer )[A-Za-z0-9._~+/=-]{16,}"),  # any bearer credential
+)
+_known: set[str] = set()
+_lock = threading.Lock()
+
+
+def remember(secret: str) -> None:
+    """Redact this exact value from now on (a key this process resolved)."""
+    value = secret.strip()
+    if len(value) >= 8:  # shorter values would cut ordinary words
+        with _lock:
+            _known.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret and secret-shaped string replaced."""
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for value in known:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    for shape in SHAPES:
+        text = shape.sub(REDACTED, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts each record's formatted message and arguments."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; never drops it."""
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Redact every record that reaches the root logger's handlers (call after basicConfig)."""
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
