@@ -24,7 +24,7 @@ from tests.api.conftest import LiveServer, migrate, serve
 FAST = RuntimeSettings(batch_window=0, visibility=60)
 
 
-def write_fleet(root: Path, agent_extra: dict[str, str] | None = None) -> Fleet:
+def write_fleet(root: Path, agent_extra: dict[str, str] | None = None, tail: str = "") -> Fleet:
     """The small template's fleet (jarvis, gene, sentinel), with extra TOML per agent."""
     path = init_fleet(root, template="small")
     text = path.read_text()
@@ -40,7 +40,7 @@ def write_fleet(root: Path, agent_extra: dict[str, str] | None = None) -> Fleet:
             if line.split("=", 1)[0].strip() not in keys
         ]
         text = text[:start] + extra + "\n" + "\n".join(kept) + "\n" + text[end:]
-    path.write_text(text)
+    path.write_text(text + "\n" + tail)
     return load_fleet(path)
 
 
@@ -89,9 +89,11 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
     rigs: list[Rig] = []
 
     def build(
-        agent_extra: dict[str, str] | None = None, budgets: dict[str, Limits] | None = None
+        agent_extra: dict[str, str] | None = None,
+        budgets: dict[str, Limits] | None = None,
+        tail: str = "",
     ) -> Rig:
-        fleet = write_fleet(tmp_path / "fleet", agent_extra)
+        fleet = write_fleet(tmp_path / "fleet", agent_extra, tail)
         url = f"sqlite:///{tmp_path}/mcos.db"
         _migrate_sync(url)
         cm = serve(url, tmp_path, budgets=budgets or {})

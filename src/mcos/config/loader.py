@@ -60,6 +60,15 @@ def _agent_lists(fleet: Fleet, name: str, file: str) -> list[ConfigError]:
         for i, tool in enumerate(agent.allowed_tools)
         if tool not in BUILTIN_TOOLS
     ]
+    errors.extend(
+        ConfigError(
+            file,
+            f"agents.{name}.checks.{i}.recover",
+            f"unknown recovery {c.recover!r} (known: {', '.join(fleet.recovery) or 'none'})",
+        )
+        for i, c in enumerate(agent.checks)
+        if c.recover is not None and c.recover not in fleet.recovery
+    )
     for key, names in (
         ("checks", [c.name for c in agent.checks]),
         ("cron", [j.name for j in agent.cron]),

@@ -209,23 +209,37 @@ class HeartbeatConfig(_Model):
 
 
 class CheckConfig(_Model):
-    """A deterministic health check run on every heartbeat, before any model call."""
+    """A deterministic health check run on every heartbeat, before any model call.
+
+    Exactly one kind: ``http`` (status, body contains, latency), ``tcp``, ``process`` (a
+    process whose name or command line contains the text is running), ``systemd`` (the unit
+    is active) or ``disk`` (a path's filesystem has at least ``min_free_percent`` free).
+    """
 
     name: Name
     http: str | None = None
     """A URL: healthy when it answers ``expect_status`` (and ``contains``, if set) in time."""
     tcp: str | None = None
     """``host:port``: healthy when a connection opens in time."""
+    process: str | None = None
+    systemd: str | None = None
+    disk: str | None = None
     expect_status: int = Field(default=200, ge=100, le=599)
     contains: str | None = None
+    max_latency: str | None = None
+    """HTTP only: slower than this is a failure too."""
+    min_free_percent: float = Field(default=10.0, ge=0, le=100)
     timeout: str = "5s"
     urgent: bool = False
     """A failure wakes the agent at once, even outside active hours."""
+    recover: Name | None = None
+    """A recovery from ``[recovery]`` run automatically when the check fails."""
 
-    @field_validator("timeout")
+    @field_validator("timeout", "max_latency")
     @classmethod
-    def _duration(cls, v: str) -> str:
-        parse_duration(v)
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
         return v
 
     @field_validator("http")
@@ -246,10 +260,36 @@ class CheckConfig(_Model):
 
     @model_validator(mode="after")
     def _one_kind(self) -> CheckConfig:
-        if (self.http is None) == (self.tcp is None):
-            msg = "give exactly one of http or tcp"
+        kinds = [k for k in CHECK_KINDS if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            msg = f"give exactly one of {', '.join(CHECK_KINDS)} (got {', '.join(kinds) or 'none'})"
             raise ValueError(msg)
         return self
+
+    @property
+    def kind(self) -> str:
+        """Which of the check kinds this is."""
+        return next(k for k in CHECK_KINDS if getattr(self, k) is not None)
+
+
+CHECK_KINDS = ("http", "tcp", "process", "systemd", "disk")
+
+
+class RecoveryConfig(_Model):
+    """An allowlisted recovery command: the only commands mcos ever runs to fix a service."""
+
+    command: list[str] = Field(min_length=1)
+    """Program and arguments, run without a shell."""
+    timeout: str = "60s"
+    max_per_window: int = Field(default=3, ge=1, le=100)
+    """More recoveries than this within ``window``: the service is flapping — stop, report P2."""
+    window: str = "1h"
+
+    @field_validator("timeout", "window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
 
 
 class CronJob(_Model):
@@ -314,6 +354,7 @@ BUILTIN_TOOLS = (
     "request_approval",
     "vote",
     "acknowledge_directive",
+    "recover",
 )
 """Tools every agent may use unless its ``allowed_tools`` says otherwise."""
 
@@ -377,6 +418,8 @@ class FleetFile(_Model):
     topics: dict[Name, TopicConfig] = Field(default_factory=dict)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     """Model id (or prefix) → price, overriding the built-in list prices."""
+    recovery: dict[Name, RecoveryConfig] = Field(default_factory=dict)
+    """Allowlisted recovery commands by name; checks and the model may only name these."""
     authority: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Governed action → ``{alone = [specs], approve = "quorum"}`` over the built-in matrix."""
 

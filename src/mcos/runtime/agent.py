@@ -55,6 +55,7 @@ from mcos.models.offline import FLUSH_MARKER
 from mcos.runtime.checks import CheckResult, run_check
 from mcos.runtime.clock import Clock
 from mcos.runtime.memory import MemoryIndex
+from mcos.runtime.recovery import Recoverer
 from mcos.runtime.tools import Toolbox, ToolContext, untrusted
 from mcos.runtime.workspace import Limits, TurnKind, Workspace
 
@@ -179,6 +180,8 @@ class AgentRuntime:
             http=http,
         )
         self.ctx.schedule = self.promise
+        self.recoverer = Recoverer(name, dict(fleet.recovery), client, clock)
+        self.ctx.recoverer = self.recoverer
         self.tools = Toolbox(self.ctx, self.config.allowed_tools)
         hb = self.config.heartbeat
         self.interval = parse_duration(hb.interval)
@@ -589,6 +592,7 @@ class AgentRuntime:
             results = await asyncio.gather(*(self.check_runner(c) for c in self.config.checks))
             now = self.clock.now()
             by_name = {c.name: c for c in self.config.checks}
+            results = [await self._try_recovery(by_name[r.name], r) for r in results]
             for r in results:
                 if r.ok:
                     if self.check_reported.pop(r.name, None) is not None:
@@ -606,6 +610,22 @@ class AgentRuntime:
                     )
                 )
         return found
+
+    async def _try_recovery(self, check: CheckConfig, result: CheckResult) -> CheckResult:
+        """A failing check with an allowlisted recovery: run it, then look again."""
+        if result.ok or check.recover is None:
+            return result
+        run = await self.recoverer.run(check.recover, result.detail, check=check.name)
+        if not run.ran:
+            return CheckResult(result.name, False, f"{result.detail}; {run.detail}", result.seconds)
+        again = await self.check_runner(check)
+        if again.ok:
+            self._log(f"check {check.name} failed ({result.detail}); recovered by {run.name}")
+            return again
+        return CheckResult(
+            result.name, False, f"{again.detail}; recovery {run.name} did not help ({run.detail})",
+            result.seconds,
+        )  # fmt: skip
 
     async def heartbeat(self) -> Outcome:
         """One beat: checks first; the model only if something needs it."""

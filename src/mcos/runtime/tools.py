@@ -25,6 +25,7 @@ from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock
 from mcos.runtime.memory import MemoryIndex
+from mcos.runtime.recovery import Recoverer
 from mcos.runtime.workspace import Workspace
 
 MAX_RESULT_CHARS = 8_000
@@ -51,6 +52,8 @@ class ToolContext:
     memory: MemoryIndex | None = None
     checks: dict[str, CheckConfig] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
+    recoverer: Recoverer | None = None
+    """Runs allowlisted recovery commands (and refuses, audited, anything else)."""
     schedule: Callable[[CronJob], None] | None = None
     """Adds a recurring job (the reports a directive promised) to the agent's schedule."""
     actions: list[str] = field(default_factory=list)
@@ -132,6 +135,11 @@ class AcknowledgeDirective(_Input):
 
 class RunCheck(_Input):
     name: str
+
+
+class Recover(_Input):
+    name: str = Field(description="An allowlisted recovery from the fleet file, by name.")
+    reason: str = Field(min_length=1, max_length=1_000)
 
 
 class WriteWorkstate(_Input):
@@ -303,6 +311,15 @@ async def _run_check(ctx: ToolContext, a: RunCheck) -> str:
     return f"{result.name}: {'ok' if result.ok else 'FAILING'} — {result.detail}"
 
 
+async def _recover(ctx: ToolContext, a: Recover) -> str:
+    if ctx.recoverer is None:
+        return "recovery is not available"
+    run = await ctx.recoverer.run(a.name, a.reason)
+    if run.ran:
+        ctx.actions.append(f"ran recovery {a.name}")
+    return f"{a.name}: {'ok' if run.ok else 'failed'} — {run.detail}"
+
+
 async def _write_workstate(ctx: ToolContext, a: WriteWorkstate) -> str:
     stamp = ctx.clock.now().strftime("%Y-%m-%d %H:%M UTC")
     text = (
@@ -346,6 +363,12 @@ TOOLS: dict[str, Tool] = {
             _report_incident,
         ),
         Tool("run_check", "Run one of your configured health checks now.", RunCheck, _run_check),
+        Tool(
+            "recover",
+            "Run an allowlisted recovery by name (from the fleet file); nothing else is ever run.",
+            Recover,
+            _recover,
+        ),
         Tool(
             "confirm_incident",
             "Confirm an incident waiting at your gate, after checking its evidence yourself.",
