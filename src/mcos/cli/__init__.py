@@ -26,6 +26,7 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import install_log_redaction
 from mcos.domain.tokens import PrincipalKind
+from mcos.ops.doctor import diagnose
 from mcos.runtime.main import title
 from mcos.runtime.process import run_agent
 from mcos.server.factory import FLEET_ENV, build_app
@@ -299,7 +300,7 @@ def db_upgrade(
 ) -> None:
     """Apply pending schema migrations."""
     with friendly_errors():
-        url = store or common.load(fleet).server.store
+        url = store or common.load(fleet).store_url  # relative SQLite paths: to the fleet file
         applied = asyncio.run(_upgrade(url))
     if applied:
         console.print(f"applied migrations {', '.join(map(str, applied))}")
@@ -715,6 +716,32 @@ def dead_requeue(
     with friendly_errors(), connect(url, token, fleet) as client:
         d = client.do(Calls.requeue(delivery_id))
     console.print(f"delivery {d.id} requeued to {d.inbox}")
+
+
+# --- doctor ----------------------------------------------------------------------------------
+@app.command()
+def doctor(
+    fleet: FleetOpt = None,
+    units: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option("--units", help="Unit files or folders of them to lint."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check everything: configuration, secrets, store, Mission Control, clock, units, disk."""
+    verdicts = asyncio.run(diagnose(common.fleet_path(fleet), units=units or []))
+    if as_json:
+        print_json([v.as_dict() for v in verdicts])
+    else:
+        marks = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+        for v in verdicts:
+            fix = f" — fix: {v.fix}" if v.fix and v.status != "ok" else ""
+            console.print(f"{marks[v.status]} {v.check}: {v.detail}{fix}", highlight=False)
+    failed = sum(v.failed for v in verdicts)
+    if failed:
+        if not as_json:
+            console.print(f"{failed} check(s) failed")
+        raise typer.Exit(1)
 
 
 # --- governance ------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Operations: diagnosis of a whole installation (`mcos doctor`)."""

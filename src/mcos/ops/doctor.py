@@ -1,0 +1,196 @@
+"""`mcos doctor`: every way an installation can be broken, one line each, with the fix.
+
+A secret that resolves to nothing, a store one migration behind, a clock seven hours off, a
+unit file that leaves children alive: each is found here before it costs an outage. Secret
+values are never printed — only that they are present and how long they are.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from mcos.config import load_fleet
+from mcos.config.models import Fleet
+from mcos.config.secrets import resolve_key
+from mcos.exceptions import ConfigError, ConfigErrors, McosError
+from mcos.runtime.clock import offset_from
+from mcos.store import make_store
+from mcos.store.migrations import latest
+from mcos.supervisor import systemd
+
+CLOCK_LIMIT = timedelta(seconds=2)
+MIN_FREE_PERCENT = 10.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One line of the diagnosis."""
+
+    check: str
+    status: str
+    """``ok``, ``warn`` or ``fail``."""
+    detail: str
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        """Whether this line makes doctor exit non-zero."""
+        return self.status == "fail"
+
+    def as_dict(self) -> dict[str, str]:
+        """For ``--json``."""
+        return asdict(self)
+
+
+def _config(path: Path) -> tuple[Fleet | None, list[Verdict]]:
+    try:
+        fleet = load_fleet(path)
+    except ConfigErrors as e:
+        return None, [
+            Verdict("config", "fail", err.message, "edit the fleet file; see docs/fleet-file.md")
+            for err in e.errors
+        ]
+    out = [Verdict("config", "ok", f"{path}: {len(fleet.agents)} agents, {len(fleet.hosts)} hosts")]
+    out += [Verdict("config", "warn", w) for w in fleet.warnings]
+    return fleet, out
+
+
+def _secrets(fleet: Fleet) -> list[Verdict]:
+    out = []
+    for name, agent in sorted(fleet.agents.items()):
+        if agent.key is None:
+            if agent.model.provider != "offline":
+                out.append(
+                    Verdict(
+                        f"secret {name}",
+                        "fail",
+                        "no key reference",
+                        f'set agents.{name}.key = "env:VAR"',
+                    )
+                )
+            continue
+        try:
+            value = resolve_key(agent.key, where=f"agents.{name}", base_dir=fleet.base_dir)
+        except ConfigError as e:
+            out.append(Verdict(f"secret {name}", "fail", e.problem, _secret_fix(agent.key)))
+            continue
+        out.append(Verdict(f"secret {name}", "ok", f"{agent.key} present ({len(value)} chars)"))
+    if not out:
+        out.append(Verdict("secrets", "ok", "no agent needs a key (offline models)"))
+    return out
+
+
+def _secret_fix(reference: str) -> str:
+    kind, _, name = reference.partition(":")
+    return {
+        "env": f"export {name}=… in the service's environment (a systemd credential is safer)",
+        "file": f"write the key to {name} (mode 0600)",
+        "credential": f"add LoadCredential={name}:/path/to/key to the unit",
+    }.get(kind, "fix the key reference")
+
+
+async def _store(fleet: Fleet) -> Verdict:
+    store = make_store(fleet.store_url)
+    try:
+        version = await store.schema_version()
+    except McosError as e:
+        return Verdict("store", "fail", e.message, "start the database, or fix server.store")
+    finally:
+        await store.close()
+    wanted = latest("sqlite" if fleet.store_url.startswith("sqlite") else "postgres")
+    if version < wanted:
+        return Verdict(
+            "store",
+            "fail",
+            f"schema version {version}, this mcos needs {wanted}",
+            "run `mcos db upgrade`",
+        )
+    return Verdict("store", "ok", f"{fleet.store_url.split(':', 1)[0]} at schema version {version}")
+
+
+def _mission_control(fleet: Fleet) -> list[Verdict]:
+    base = fleet.server.url.rstrip("/")
+    try:
+        health = httpx.get(base + "/healthz", timeout=3)
+        sent = datetime.now(UTC)
+        started = time.monotonic()
+        answer = httpx.get(base + "/v1/time", timeout=3)
+        received = sent + timedelta(seconds=time.monotonic() - started)
+    except httpx.HTTPError as e:
+        return [
+            Verdict(
+                "mission control",
+                "warn",
+                f"{base} does not answer ({type(e).__name__})",
+                "start it with `mcos server` (or `mcos run`) to check the clock too",
+            )
+        ]
+    out = [
+        Verdict(
+            "mission control",
+            "ok" if health.status_code == 200 else "fail",
+            f"{base}/healthz answered {health.status_code}",
+        )
+    ]
+    if answer.status_code == 200:
+        server = datetime.fromisoformat(answer.json()["now"])
+        sample = offset_from(sent, server, received)
+        skew = abs(sample.offset)
+        status = "ok" if skew <= CLOCK_LIMIT else "fail"
+        out.append(
+            Verdict(
+                "clock",
+                status,
+                f"this machine is {sample.offset.total_seconds():+.3f}s from Mission Control "
+                f"(round trip {sample.round_trip.total_seconds() * 1000:.0f} ms)",
+                "" if status == "ok" else "fix NTP on this host (chrony/systemd-timesyncd)",
+            )
+        )
+    return out
+
+
+def _disk(fleet: Fleet) -> Verdict:
+    folder = fleet.state_dir if fleet.state_dir.exists() else fleet.base_dir
+    usage = shutil.disk_usage(folder)
+    free = usage.free / usage.total * 100 if usage.total else 0.0
+    status = "ok" if free >= MIN_FREE_PERCENT else "fail"
+    return Verdict(
+        "disk",
+        status,
+        f"{folder}: {free:.0f}% free ({usage.free // 2**30} GiB)",
+        "" if status == "ok" else "free space: logs, old backups, docker images",
+    )
+
+
+def _units(paths: list[Path]) -> list[Verdict]:
+    out = []
+    for path in paths:
+        files = sorted(path.glob("*.service")) if path.is_dir() else [path]
+        for f in files:
+            problems = systemd.check(f)
+            if not problems:
+                out.append(Verdict(f"unit {f.name}", "ok", "no problems"))
+            out += [
+                Verdict(f"unit {f.name}", "fail", p.problem, f"line {p.line}") for p in problems
+            ]
+    return out
+
+
+async def diagnose(fleet_path: Path, *, units: list[Path] | None = None) -> list[Verdict]:
+    """Every check, in order; later ones are skipped when the fleet file does not load."""
+    fleet, verdicts = _config(fleet_path)
+    if fleet is None:
+        return verdicts
+    verdicts += _secrets(fleet)
+    verdicts.append(await _store(fleet))
+    verdicts += _mission_control(fleet)
+    verdicts.append(Verdict("channels", "ok", "no channel accounts configured"))
+    verdicts += _units(units or [])
+    verdicts.append(_disk(fleet))
+    return verdicts

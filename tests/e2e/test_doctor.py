@@ -1,0 +1,68 @@
+"""`mcos doctor` names every fault of a broken installation and passes a healthy one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mcos.cli import app
+from mcos.config.scaffold import init_fleet
+
+CANARY = "sk-ant-api03-CANARYCANARYCANARYCANARY"
+runner = CliRunner()
+
+
+def _doctor(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["doctor", *args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def test_a_healthy_fleet_passes(tmp_path: Path) -> None:
+    path = init_fleet(tmp_path / "fleet")
+    assert runner.invoke(app, ["db", "upgrade", "-f", str(path)]).exit_code == 0
+    code, out = _doctor("-f", str(path))
+    assert code == 0, out
+    assert "ok   store: sqlite at schema version" in out
+
+
+def test_every_fault_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = init_fleet(tmp_path / "fleet")
+    monkeypatch.setenv("MCOS_DOCTOR_EMPTY", "   ")
+    monkeypatch.setenv("MCOS_DOCTOR_LITERAL", "${ANTHROPIC_API_KEY}")
+    monkeypatch.setenv("MCOS_DOCTOR_GOOD", CANARY)
+    (tmp_path / "fleet" / "empty.key").write_text("")
+    text = path.read_text()
+    claude = 'model = { provider = "anthropic", id = "claude-sonnet-4-6" }'
+    offline = 'model = { provider = "offline", id = "offline-1", context_window = 200000 }'
+    for agent, key in (("jarvis", "env:MCOS_DOCTOR_EMPTY"), ("gene", "file:empty.key"),
+                       ("sentinel", "env:MCOS_DOCTOR_LITERAL")):  # fmt: skip
+        text = text.replace(f"[agents.{agent}]\nrole", f'[agents.{agent}]\nkey = "{key}"\nrole', 1)
+    text = text.replace(offline, claude)
+    path.write_text(text)
+    unit = tmp_path / "gateway.service"
+    unit.write_text("[Service]\nExecStart=/bin/true\nKillMode=process\nRestart=always\n")
+    code, out = _doctor("-f", str(path), "--units", str(unit))
+    assert code == 1
+    assert "FAIL secret jarvis: env:MCOS_DOCTOR_EMPTY is empty" in out
+    assert "FAIL secret gene: file:empty.key is empty" in out
+    assert "FAIL secret sentinel: env:MCOS_DOCTOR_LITERAL holds an unexpanded variable" in out
+    assert "FAIL store: schema version 0" in out
+    assert "run `mcos db upgrade`" in out
+    assert "FAIL unit gateway.service: KillMode=process" in out
+    code, out = _doctor("-f", str(path), "--json")
+    lines = json.loads(out)
+    assert {v["check"] for v in lines if v["status"] == "fail"} >= {
+        "secret jarvis", "secret gene", "secret sentinel", "store",
+    }  # fmt: skip
+    assert CANARY not in out
+
+
+def test_a_broken_fleet_file_is_named_with_its_key(tmp_path: Path) -> None:
+    path = init_fleet(tmp_path / "fleet")
+    path.write_text(path.read_text().replace('host = "local"', 'host = "vps2"', 1))
+    code, out = _doctor("-f", str(path))
+    assert code == 1
+    assert "unknown host 'vps2'" in out
