@@ -24,11 +24,15 @@ lint: $(BIN)/mcos  ## ruff check and ruff format --check
 typecheck: $(BIN)/mcos  ## mypy, strict on src/
 	$(BIN)/mypy
 
-system-deps:  ## Debian packages the tests use (systemd-analyze), installed when missing
-	@command -v systemd-analyze >/dev/null || { \
-	  echo "installing systemd (for systemd-analyze)"; \
+system-deps:  ## Debian packages the tests use (systemd-analyze, faketime), installed when missing
+	@missing=""; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	command -v faketime >/dev/null || missing="$$missing faketime"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
 	  $$(command -v sudo) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq --no-install-recommends systemd; }
+	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 pytest: $(BIN)/mcos system-deps  ## the whole test suite (PostgreSQL tests fail, not skip, under CI=true)
 	$(BIN)/python -m pytest

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -53,7 +53,7 @@ from mcos.exceptions import (
 from mcos.models.base import ModelProvider, ModelReply, ModelRequest, TextBlock, ToolResult, Turn
 from mcos.models.offline import FLUSH_MARKER
 from mcos.runtime.checks import CheckResult, run_check
-from mcos.runtime.clock import Clock
+from mcos.runtime.clock import Clock, MissionClock
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.tools import Toolbox, ToolContext, untrusted
@@ -86,6 +86,8 @@ class RuntimeSettings:
     """End a turn after a round of successful actions (send, reply, log) instead of calling the
     model again only to hear it say it is done; read tools and errors always get a follow-up."""
     clock_every: timedelta = timedelta(minutes=10)
+    clock_tolerance: timedelta = timedelta(seconds=2)
+    """An offset to Mission Control's clock beyond this is reported (P3 "clock unhealthy")."""
     """How often the offset to Mission Control's clock is measured again."""
     limits: Limits = field(default_factory=Limits)
     pause_poll: float = 5.0
@@ -201,8 +203,7 @@ class AgentRuntime:
         self.cooling_until: datetime | None = None
         self.blocked_day: str | None = None
         """The UTC day on which a cap (ours or the provider's) stopped model calls."""
-        self.warned_days: set[str] = set()
-        self.reported_days: set[str] = set()
+        self.warned_days, self.reported_days = set[str](), set[str]()
         self.no_progress: deque[datetime] = deque()
         self.paused = False
         self.context_tokens = 0
@@ -217,6 +218,7 @@ class AgentRuntime:
         self.stats = Stats()
         self._state: tuple[AgentStatus, str] | None = None
         self.busy = False
+        self.clock_reported, self.clock_checked_at = False, cast("datetime | None", None)
         self.extra_info: dict[str, Any] = {}
         """What the process adds to every state report (pid, fence, restarts)."""
 
@@ -519,6 +521,9 @@ class AgentRuntime:
             await self.client.do(Calls.ack_many([(d.id, d.receipt or "") for d in own]))
         fresh = [d for d in got.deliveries if d.message.sender != self.name]
         for d in fresh:
+            if self.future_dated(d):
+                self._log(f"message {d.message.id} is dated ahead of Mission Control's clock")
+        for d in fresh:
             self.pending[d.id] = d
         if fresh and self.first_pending_at is None:
             self.first_pending_at = self.clock.now()
@@ -704,6 +709,45 @@ class AgentRuntime:
             times = [max(t, self.cooling_until) for t in times]
         return min(times)
 
+    async def discipline_clock(self, offset: timedelta | None = None) -> None:
+        """Measure (or take) the offset to Mission Control's clock; report a bad one once.
+
+        Every judgement of time already uses Mission Control's clock, so a skewed host only
+        misdates nothing — but it is itself a fault worth fixing, reported as a P3.
+        """
+        if offset is None:
+            if not isinstance(self.clock, MissionClock):
+                return
+
+            async def server_time() -> datetime:
+                return (await self.client.do(Calls.time())).now
+
+            offset = (await self.clock.measure(server_time)).offset
+        self.clock_checked_at = self.clock.now()
+        if abs(offset) <= self.settings.clock_tolerance:
+            self.clock_reported = False
+            return
+        if self.clock_reported:
+            return
+        self.clock_reported = True
+        host = self.config.host
+        with contextlib.suppress(McosError):
+            await self.client.do(
+                Calls.report_incident(
+                    "P3",
+                    f"clock unhealthy on host {host}: {offset.total_seconds():+.1f}s",
+                    f"{self.name} measured its host's clock {offset.total_seconds():+.3f}s from "
+                    "Mission Control's (round-trip corrected). mcos dates everything on Mission "
+                    "Control's clock, so nothing is misjudged; fix NTP on the host.",
+                    observation=f"clock unhealthy on host {host}",
+                )
+            )
+        self._log(f"clock unhealthy: {offset.total_seconds():+.3f}s from Mission Control")
+
+    def future_dated(self, d: DeliveryOut) -> bool:
+        """A message dated ahead of Mission Control's clock (never judged by the local one)."""
+        return d.message.created_at > self.clock.now() + self.settings.clock_tolerance
+
     async def start(self) -> None:
         """Check the workspace, measure the clock, announce ourselves."""
         self.workspace.prompt(TurnKind.MAIN)  # a bad workspace fails here, before any call
@@ -715,6 +759,12 @@ class AgentRuntime:
 
     async def step(self) -> None:
         """One pass of the loop: wait for work or the next wake-up, then do what is due."""
+        if (
+            self.clock_checked_at is not None
+            and self.clock.now() - self.clock_checked_at >= self.settings.clock_every
+        ):
+            with contextlib.suppress(McosError):
+                await self.discipline_clock()
         if self.paused:
             await self._check_resumed()
             return

@@ -73,6 +73,7 @@ async def run_agent(
         sample = await clock.measure(server_time)
         log.info("%s: clock offset to Mission Control %.3fs", name, sample.offset.total_seconds())
         runtime = AgentRuntime(name, fleet, client, provider, clock, settings=settings)
+        await runtime.discipline_clock(sample.offset)
         runtime.extra_info = {
             "pid": os.getpid(),
             "fence": fence,
