@@ -49,3 +49,31 @@ class TestSystem:
         assert "/v1/messages" in doc["paths"]
         assert "/v1/inbox" in doc["paths"]
         assert "ErrorResponse" in doc["components"]["schemas"]
+
+
+def test_fleet_metrics_at_scrape_time(live_server: LiveServer) -> None:
+    """Incidents, approvals, model use, agent states and lease grants, read from the store."""
+    from mcos.api_models import CallReport
+    from mcos.domain.agent_state import AgentStatus
+
+    with live_server.client("sentinel") as sentinel:
+        sentinel.do(Calls.report_incident("P0", "disk gone", "lsblk"))
+    with live_server.client("gene") as gene:
+        gene.do(Calls.report_call(CallReport(provider="anthropic", model="m", input_tokens=10,
+                                             output_tokens=5, cost_usd=0.25)))  # fmt: skip
+        gene.do(Calls.report_state("gene", AgentStatus.IDLE, info={"beats": 7, "beats_ok": 6,
+                                                                   "restarts": 2}))  # fmt: skip
+    with live_server.client() as op:
+        op.do(Calls.acquire_lease("gene", "sup", "h", 15))
+        text = op.do(Calls.metrics())
+    for line in (
+        'mcos_incidents{severity="P0",state="reported"} 1.0',
+        'mcos_model_calls_today{agent="gene"} 1.0',
+        'mcos_model_cost_usd_today{agent="gene"} 0.25',
+        'mcos_model_tokens_today{agent="gene",kind="input"} 10.0',
+        'mcos_agent{agent="gene",measure="beats_without_model"} 6.0',
+        'mcos_agent{agent="gene",measure="restarts"} 2.0',
+        'mcos_agent_state{agent="gene",state="idle"} 1.0',
+        'mcos_lease_grants{agent="gene"} 1.0',
+    ):
+        assert line in text, line

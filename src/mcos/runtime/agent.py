@@ -236,6 +236,11 @@ class AgentRuntime:
             "pending": len(self.pending),
             "turns": self.stats.turns,
             "model_calls": self.stats.model_calls,
+            "beats": self.stats.beats,
+            "beats_ok": self.stats.beats_ok,
+            "clock_offset": self.clock.offset.total_seconds()
+            if isinstance(self.clock, MissionClock)
+            else 0.0,
             **self.extra_info,
         }
 

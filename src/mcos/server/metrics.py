@@ -45,3 +45,34 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.agent = Gauge(
+            "mcos_agent",
+            "Per agent, as its runtime last reported: beats, beats without a model call, "
+            "model turns, model calls, restarts, clock offset (seconds).",
+            ["agent", "measure"],
+            registry=r,
+        )
+        self.agent_state = Gauge(
+            "mcos_agent_state", "1 for each agent's current state.", ["agent", "state"], registry=r
+        )
+        self.model_tokens = Gauge(
+            "mcos_model_tokens_today", "Model tokens today (UTC) by agent and kind.",
+            ["agent", "kind"], registry=r,
+        )  # fmt: skip
+        self.model_calls = Gauge(
+            "mcos_model_calls_today", "Model calls today (UTC) by agent.", ["agent"], registry=r
+        )
+        self.model_cost = Gauge(
+            "mcos_model_cost_usd_today", "Model spend today (UTC) by agent.", ["agent"], registry=r
+        )
+        self.incidents = Gauge(
+            "mcos_incidents", "Incidents by severity and state.", ["severity", "state"], registry=r
+        )
+        self.approvals = Gauge(
+            "mcos_approvals", "Approval requests by action and state.", ["action", "state"],
+            registry=r,
+        )  # fmt: skip
+        self.lease_grants = Gauge(
+            "mcos_lease_grants", "Grants of each agent's lease so far (its fencing token).",
+            ["agent"], registry=r,
+        )  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,4 +42,47 @@ async def metrics(mc: MC) -> Response:
         gauge.labels(inbox=d.inbox, state="queued").set(d.queued)
         gauge.labels(inbox=d.inbox, state="claimed").set(d.claimed)
         gauge.labels(inbox=d.inbox, state="dead").set(d.dead)
+    await _fleet_gauges(mc)
     return Response(generate_latest(mc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+_AGENT_MEASURES = {
+    "beats": "beats",
+    "beats_without_model": "beats_ok",
+    "model_turns": "turns",
+    "model_calls": "model_calls",
+    "restarts": "restarts",
+    "clock_offset_seconds": "clock_offset",
+}
+
+
+async def _fleet_gauges(mc: MC) -> None:
+    """Read at scrape time from the store, so every server process reports the same."""
+    m = mc.metrics
+    for g in (m.agent, m.agent_state, m.model_tokens, m.model_calls, m.model_cost, m.incidents,
+              m.approvals, m.lease_grants):  # fmt: skip
+        g.clear()
+    for s in await mc.store.agent_states():
+        m.agent_state.labels(agent=s.name, state=s.state).set(1)
+        for measure, key in _AGENT_MEASURES.items():
+            value = s.info.get(key)
+            if isinstance(value, int | float):
+                m.agent.labels(agent=s.name, measure=measure).set(value)
+    today = (await mc.store.now()).date().isoformat()
+    for u in await mc.store.usage(today):
+        m.model_calls.labels(agent=u.agent).set(u.calls)
+        m.model_cost.labels(agent=u.agent).set(u.cost_micros / 1_000_000)
+        for kind in ("input", "output", "cache_read", "cache_write"):
+            m.model_tokens.labels(agent=u.agent, kind=kind).set(getattr(u.usage, kind))
+    counts: Counter[tuple[str, str]] = Counter(
+        (i.severity, i.state.value) for i in await mc.store.incidents(limit=10_000)
+    )
+    for (severity, state), n in counts.items():
+        m.incidents.labels(severity=severity, state=state).set(n)
+    asks: Counter[tuple[str, str]] = Counter(
+        (a.action, a.state.value) for a in await mc.store.approvals(limit=10_000)
+    )
+    for (action, state), n in asks.items():
+        m.approvals.labels(action=action, state=state).set(n)
+    for lease in await mc.store.leases():
+        m.lease_grants.labels(agent=lease.agent).set(lease.fence)
