@@ -20,6 +20,7 @@ from tenacity import (
 
 from mcos.domain.budget import Price, Usage
 from mcos.domain.heartbeat import CacheTTL
+from mcos.domain.redaction import redact
 from mcos.exceptions import (
     ModelError,
     ModelRequestRejected,
@@ -71,7 +72,7 @@ def _classify(error: anthropic.APIError) -> ModelError | _Retryable:
     if not isinstance(error, anthropic.APIStatusError):
         return ModelError(f"anthropic: {error}", provider=PROVIDER)
     status = error.status_code
-    said = str(error.message)
+    said = redact(str(error.message))  # an API may echo the key it refused
     if isinstance(error, SPEND_LIMIT_CLASSES) or any(
         p in said.lower() for p in SPEND_LIMIT_PHRASES
     ):

@@ -16,6 +16,7 @@ from tenacity import (
 )
 
 from mcos.domain.budget import Price, Usage
+from mcos.domain.redaction import redact
 from mcos.exceptions import (
     ModelError,
     ModelRequestRejected,
@@ -48,7 +49,7 @@ def _classify(error: openai.APIError) -> ModelError | _Retryable:
     if not isinstance(error, openai.APIStatusError):
         return ModelError(f"openai: {error}", provider=PROVIDER)
     status = error.status_code
-    said = str(error.message)
+    said = redact(str(error.message))  # an API may echo the key it refused
     if error.code == "insufficient_quota":
         return SpendLimitReached(
             f"openai {status}: quota exhausted ({said}) — retrying cannot help",

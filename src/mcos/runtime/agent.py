@@ -251,7 +251,9 @@ class AgentRuntime:
         self._state = (state, detail)
         with contextlib.suppress(McosError):
             await self.client.do(
-                Calls.report_state(self.name, state, detail[:2000], until=until, info=self._info())
+                Calls.report_state(
+                    self.name, state, redact(detail)[:2000], until=until, info=self._info()
+                )
             )
 
     async def _tell_manager(self, subject: str, body: str, priority: Priority) -> None:
@@ -261,7 +263,11 @@ class AgentRuntime:
         with contextlib.suppress(McosError):
             await self.client.do(
                 Calls.send(
-                    target, body, subject=subject, kind=MessageKind.REPORT, priority=priority
+                    target,
+                    redact(body),
+                    subject=redact(subject),
+                    kind=MessageKind.REPORT,
+                    priority=priority,
                 )
             )
 
