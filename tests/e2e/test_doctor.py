@@ -37,8 +37,11 @@ def test_every_fault_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     text = path.read_text()
     claude = 'model = { provider = "anthropic", id = "claude-sonnet-4-6" }'
     offline = 'model = { provider = "offline", id = "offline-1", context_window = 200000 }'
-    for agent, key in (("jarvis", "env:MCOS_DOCTOR_EMPTY"), ("gene", "file:empty.key"),
-                       ("sentinel", "env:MCOS_DOCTOR_LITERAL")):  # fmt: skip
+    for agent, key in (
+        ("jarvis", "env:MCOS_DOCTOR_EMPTY"),
+        ("gene", "file:empty.key"),
+        ("sentinel", "env:MCOS_DOCTOR_LITERAL"),
+    ):
         text = text.replace(f"[agents.{agent}]\nrole", f'[agents.{agent}]\nkey = "{key}"\nrole', 1)
     text = text.replace(offline, claude)
     path.write_text(text)
@@ -55,8 +58,11 @@ def test_every_fault_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     code, out = _doctor("-f", str(path), "--json")
     lines = json.loads(out)
     assert {v["check"] for v in lines if v["status"] == "fail"} >= {
-        "secret jarvis", "secret gene", "secret sentinel", "store",
-    }  # fmt: skip
+        "secret jarvis",
+        "secret gene",
+        "secret sentinel",
+        "store",
+    }
     assert CANARY not in out
 
 
@@ -66,3 +72,35 @@ def test_a_broken_fleet_file_is_named_with_its_key(tmp_path: Path) -> None:
     code, out = _doctor("-f", str(path))
     assert code == 1
     assert "unknown host 'vps2'" in out
+
+
+def test_live_checks_call_the_provider_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.fakes.anthropic_server import FakeAnthropic
+
+    with FakeAnthropic(api_key="sk-ant-good-key-0123456789") as fake:
+        path = init_fleet(tmp_path / "fleet")
+        monkeypatch.setenv("MCOS_DOCTOR_GOOD", "sk-ant-good-key-0123456789")
+        monkeypatch.setenv("MCOS_DOCTOR_BAD", "sk-ant-revoked-key-987654321")
+        offline = 'model = { provider = "offline", id = "offline-1", context_window = 200000 }'
+        text = path.read_text()
+        for agent, var in (("jarvis", "MCOS_DOCTOR_GOOD"), ("gene", "MCOS_DOCTOR_BAD")):
+            start = text.index(f"[agents.{agent}]")
+            claude = (
+                f'model = {{ provider = "anthropic", id = "claude-sonnet-4-6", '
+                f'base_url = "{fake.url}" }}\nkey = "env:{var}"'
+            )
+            text = text[:start] + text[start:].replace(offline, claude, 1)
+        path.write_text(text)
+        assert runner.invoke(app, ["db", "upgrade", "-f", str(path)]).exit_code == 0
+        code, out = _doctor("-f", str(path), "--live")
+    assert code == 1
+    assert (
+        "ok   secret jarvis: env:MCOS_DOCTOR_GOOD present (26 chars); accepted by anthropic" in out
+    )
+    assert (
+        "FAIL secret gene: env:MCOS_DOCTOR_BAD present (28 chars); live check: the key was refused"
+        in out
+    )
+    assert "revoked-key" not in out

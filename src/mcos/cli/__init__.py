@@ -726,10 +726,13 @@ def doctor(
         Optional[list[Path]],  # noqa: UP045
         typer.Option("--units", help="Unit files or folders of them to lint."),
     ] = None,
+    live: Annotated[
+        bool, typer.Option(help="Check each key with one free call to its provider.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Check everything: configuration, secrets, store, Mission Control, clock, units, disk."""
-    verdicts = asyncio.run(diagnose(common.fleet_path(fleet), units=units or []))
+    verdicts = asyncio.run(diagnose(common.fleet_path(fleet), units=units or [], live=live))
     if as_json:
         print_json([v.as_dict() for v in verdicts])
     else:

@@ -18,6 +18,7 @@ import httpx
 from mcos.config import load_fleet
 from mcos.config.models import Fleet
 from mcos.config.secrets import resolve_key
+from mcos.domain.redaction import redact
 from mcos.exceptions import ConfigError, ConfigErrors, McosError
 from mcos.runtime.clock import offset_from
 from mcos.store import make_store
@@ -61,7 +62,31 @@ def _config(path: Path) -> tuple[Fleet | None, list[Verdict]]:
     return fleet, out
 
 
-def _secrets(fleet: Fleet) -> list[Verdict]:
+async def live_check(provider: str, key: str, base_url: str | None) -> str:
+    """One cheap, free call with the key (list models); '' when the provider accepts it."""
+    try:
+        if provider == "anthropic":
+            import anthropic  # noqa: PLC0415 (only when asked to go live)
+
+            async with anthropic.AsyncAnthropic(
+                api_key=key, base_url=base_url, max_retries=0, timeout=10
+            ) as claude:
+                await claude.models.list(limit=1)
+        else:
+            import openai  # noqa: PLC0415
+
+            async with openai.AsyncOpenAI(
+                api_key=key, base_url=base_url, max_retries=0, timeout=10
+            ) as gpt:
+                await gpt.models.list()
+    except Exception as e:
+        status = getattr(e, "status_code", None)
+        why = "the key was refused" if status in (401, 403) else type(e).__name__
+        return redact(f"{why} ({status or 'no answer'})")
+    return ""
+
+
+async def _secrets(fleet: Fleet, *, live: bool = False) -> list[Verdict]:
     out = []
     for name, agent in sorted(fleet.agents.items()):
         if agent.key is None:
@@ -80,7 +105,21 @@ def _secrets(fleet: Fleet) -> list[Verdict]:
         except ConfigError as e:
             out.append(Verdict(f"secret {name}", "fail", e.problem, _secret_fix(agent.key)))
             continue
-        out.append(Verdict(f"secret {name}", "ok", f"{agent.key} present ({len(value)} chars)"))
+        detail = f"{agent.key} present ({len(value)} chars)"
+        if live:
+            problem = await live_check(agent.model.provider, value, agent.model.base_url)
+            if problem:
+                out.append(
+                    Verdict(
+                        f"secret {name}",
+                        "fail",
+                        f"{detail}; live check: {problem}",
+                        "replace the key, or check the provider account",
+                    )
+                )
+                continue
+            detail += f"; accepted by {agent.model.provider}"
+        out.append(Verdict(f"secret {name}", "ok", detail))
     if not out:
         out.append(Verdict("secrets", "ok", "no agent needs a key (offline models)"))
     return out
@@ -182,12 +221,14 @@ def _units(paths: list[Path]) -> list[Verdict]:
     return out
 
 
-async def diagnose(fleet_path: Path, *, units: list[Path] | None = None) -> list[Verdict]:
+async def diagnose(
+    fleet_path: Path, *, units: list[Path] | None = None, live: bool = False
+) -> list[Verdict]:
     """Every check, in order; later ones are skipped when the fleet file does not load."""
     fleet, verdicts = _config(fleet_path)
     if fleet is None:
         return verdicts
-    verdicts += _secrets(fleet)
+    verdicts += await _secrets(fleet, live=live)
     verdicts.append(await _store(fleet))
     verdicts += _mission_control(fleet)
     verdicts.append(Verdict("channels", "ok", "no channel accounts configured"))
