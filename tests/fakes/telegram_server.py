@@ -123,6 +123,13 @@ class FakeTelegram:
                 bot.updates = [u for u in bot.updates if u["update_id"] >= offset]
             deadline = time.monotonic() + wait
             while True:
+                if await request.is_disconnected():
+                    # The poller is gone (killed mid-poll): it no longer holds the token, as
+                    # Telegram drops a request whose connection closed.
+                    with self._lock:
+                        if bot.polling == me:
+                            bot.polling = 0
+                    return error(499, "client closed the request")
                 with self._lock:
                     if me in bot.terminated:
                         bot.terminated.discard(me)

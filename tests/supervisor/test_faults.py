@@ -184,6 +184,8 @@ def test_an_agent_cooling_down_is_restarted_only_after_its_cooldown(
     rig = fleet_rig_factory(AGENTS)
     sup = rig.up("mini")
     wait_for("three agents", lambda: _all_running(rig))
+    # The runtime reports itself idle once started; set the cooldown after that, as a 429 would.
+    wait_for("gene idle", lambda: rig.state("gene")[0] == "idle")
     with rig.client() as c:
         now = c.do(Calls.time()).now
         # What the runtime reports after a 429 with retry-after: 6 s.
