@@ -18,7 +18,7 @@ from mcos import __version__
 from mcos.domain.audit import AuditEvent
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
-from mcos.server import errors
+from mcos.server import dashboard, errors
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.governance import Governance
@@ -156,6 +156,7 @@ def create_app(store: Store, settings: ServerSettings) -> FastAPI:
         approvals,
     ):
         app.include_router(module.router)
+    dashboard.install(app)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app
