@@ -55,6 +55,7 @@ def test_every_page_renders(live_server: LiveServer) -> None:
         assert "Audit log" in web.get("/audit-log?action=dashboard.login").text
         assert web.get("/incidents").status_code == 200
         assert web.get("/approvals").status_code == 200
+        assert "Dead letters" in web.get("/messages").text
         assert web.get("/static/live.js").status_code == 200
 
 

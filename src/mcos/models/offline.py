@@ -46,7 +46,9 @@ class OfflineModel:
     def _plan(self, request: ModelRequest) -> list[ToolCall]:
         offered = {t.name for t in request.tools}
         last = request.turns[-1] if request.turns else None
-        if last is None or any(isinstance(b, ToolResult) for b in last.blocks):
+        if last is None or not any(isinstance(b, TextBlock) for b in last.blocks):
+            # Only tool results: the answer to our own calls, nothing new to act on. (Results
+            # of a finished round can also open a turn, merged with its new text.)
             return []
         text = last.text
         calls: list[tuple[str, dict[str, object]]] = []

@@ -47,6 +47,8 @@ class ServerSettings:
     reports_per_hour: int = 5
     """Incident reports one reporter may make in any hour."""
     approval_expiry: timedelta = timedelta(hours=24)
+    workspaces: dict[str, str] = field(default_factory=dict)
+    """Each agent's workspace folder, shown read-only on the dashboard when it is local."""
     sweep_seconds: float = 60.0
     """How often expiries and reminders are swept."""
 

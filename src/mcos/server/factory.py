@@ -59,6 +59,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         fleet_budget=Limits.of(fleet.fleet.daily_usd, fleet.fleet.daily_tokens),
         matrix=Matrix.build(fleet.authority),
         human_roles={name: h.role for name, h in fleet.humans.items()},
+        workspaces={name: str(fleet.workspace_path(name)) for name in fleet.agents},
     )
 
 

@@ -24,6 +24,7 @@ from mcos.domain.audit import AuditEvent
 from mcos.domain.budget import MICROS
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import AuthError, McosError
+from mcos.runtime.workspace import TurnKind, Workspace
 from mcos.server.context import MissionControl, mission_control
 from mcos.server.dashboard import session
 from mcos.server.dashboard.charts import spend_chart
@@ -143,9 +144,14 @@ async def login(request: Request, token: Annotated[str, Form()]) -> Response:
     await mc.store.record(AuditEvent(actor=who.actor, action="dashboard.login"))
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
-        session.COOKIE, cookie, max_age=session.LIFETIME, httponly=True, samesite="strict",
-        secure=request.url.scheme == "https", path="/",
-    )  # fmt: skip
+        session.COOKIE,
+        cookie,
+        max_age=session.LIFETIME,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
     return response
 
 
@@ -182,9 +188,61 @@ async def agent_page(request: Request, name: str) -> Response:
         return HTMLResponse("<h1>404</h1><p>No such agent.</p>", status_code=404)
     since = ((await mc.store.now()).date() - timedelta(days=13)).isoformat()
     usage = await mc.store.usage(since, name)
+    files, log = _workspace(mc, name, await mc.store.now())
     return await _page(
-        request, "agent.html", agent=agent, lease=await mc.store.lease(name), usage=usage
+        request,
+        "agent.html",
+        agent=agent,
+        lease=await mc.store.lease(name),
+        usage=usage,
+        files=files,
+        log=log,
     )
+
+
+@router.get("/messages")
+async def messages(request: Request, thread: int | None = None) -> Response:
+    """Queues per inbox, dead letters (with a requeue button), and a thread."""
+    mc = mission_control(request)
+    depths = await mc.store.inbox_depths()
+    dead = await mc.store.dead_letters(limit=100)
+    shown = await mc.store.thread(thread) if thread is not None else []
+    return await _page(
+        request, "messages.html", depths=depths, dead=dead, thread=shown, thread_id=thread
+    )
+
+
+@router.post("/dead-letters/{delivery_id}/requeue")
+async def requeue(
+    request: Request, delivery_id: int, csrf: Annotated[str | None, Form()] = None
+) -> Response:
+    """Put a dead letter back in its inbox (operators)."""
+    mc, who = await _form_guard(request, csrf)
+    try:
+        await mc.store.requeue(
+            delivery_id,
+            audit=AuditEvent(who.actor, "dead_letter.requeue", {"delivery": delivery_id}),
+        )
+    except McosError as e:
+        return RedirectResponse(f"/messages?error={e.message[:200]}", status_code=303)
+    return RedirectResponse("/messages", status_code=303)
+
+
+def _workspace(mc: MissionControl, name: str, now: datetime) -> tuple[list[Any], str]:
+    """The agent's workspace as its prompt carries it (truncations visible) and today's log,
+    when the workspace is on this machine (read-only)."""
+    root = mc.settings.workspaces.get(name)
+    if root is None or not Path(root).is_dir():
+        return [], ""
+    workspace = Workspace(Path(root))
+    try:
+        prompt = workspace.prompt(TurnKind.MAIN)
+    except McosError as e:
+        return [("error", e.message)], ""
+    cut = {t.file: t.describe() for t in prompt.truncations}
+    files = [(s.file, s.text, cut.get(s.file, "")) for s in prompt.sections]
+    today = workspace.daily_log(now)
+    return files, today.read_text(errors="replace")[-20_000:] if today.exists() else ""
 
 
 @router.get("/incidents")
@@ -282,9 +340,13 @@ async def audit_log(
         AuditQuery(actor=actor or None, action=action or None, since=when, limit=300)
     )
     return await _page(
-        request, "audit.html", records=list(reversed(records)), actor=actor, action=action,
+        request,
+        "audit.html",
+        records=list(reversed(records)),
+        actor=actor,
+        action=action,
         since=since,
-    )  # fmt: skip
+    )
 
 
 @router.get("/events")
@@ -307,8 +369,9 @@ async def events(request: Request) -> Response:
                 last = marker
             await asyncio.sleep(1.0)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store"})  # fmt: skip
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )
 
 
 async def _version(mc: MissionControl) -> str:
@@ -321,6 +384,6 @@ async def _version(mc: MissionControl) -> str:
         max((s.updated_at.isoformat() for s in states), default=""),
         str(sum(d.queued + d.claimed + d.dead for d in depths)),
         ",".join(f"{i.id}:{i.state.value}:{i.severity}" for i in incidents),
-        ",".join(f"{a.id}:{a.state.value}" for a in requests),
+        ",".join(f"{a.id}:{a.state.value}:{a.acknowledged_at is not None}" for a in requests),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
