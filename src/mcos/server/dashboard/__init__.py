@@ -52,6 +52,7 @@ def _age(then: datetime | None, now: datetime) -> str:
 
 
 templates.filters["age"] = _age
+templates.filters["since"] = lambda iso, now: _age(datetime.fromisoformat(iso), now) if iso else "—"
 
 
 class NotSignedIn(Exception):
