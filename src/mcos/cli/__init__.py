@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -56,6 +58,8 @@ agent_app = typer.Typer(help="One agent: run it, resume it.", no_args_is_help=Tr
 app.add_typer(agent_app, name="agent")
 systemd_app = typer.Typer(help="systemd unit files: generate, check.", no_args_is_help=True)
 app.add_typer(systemd_app, name="systemd")
+channel_app = typer.Typer(help="Channels: follow a mock channel's posts.", no_args_is_help=True)
+app.add_typer(channel_app, name="channel")
 incidents_app = typer.Typer(help="Incidents at their gates.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
 approvals_app = typer.Typer(help="Approval requests and committees.", no_args_is_help=True)
@@ -716,6 +720,37 @@ def dead_requeue(
     with friendly_errors(), connect(url, token, fleet) as client:
         d = client.do(Calls.requeue(delivery_id))
     console.print(f"delivery {d.id} requeued to {d.inbox}")
+
+
+# --- channels --------------------------------------------------------------------------------
+@channel_app.command("tail")
+def channel_tail(
+    name: Annotated[str, typer.Argument(help="A mock channel of the fleet file.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", "-F", help="Keep printing new posts.")
+    ] = False,
+    fleet: FleetOpt = None,
+) -> None:
+    """Print what agents posted to a mock channel (its outbox)."""
+    with friendly_errors():
+        loaded = common.load(fleet)
+        if name not in loaded.channels:
+            known = ", ".join(loaded.channels) or "none"
+            common.fail(f"no channel {name!r} in {loaded.path} (known: {known})")
+        posts = loaded.channel_path(name) / "outbox" / "posts.jsonl"
+    offset = 0
+    while True:
+        if posts.exists():
+            with posts.open(encoding="utf-8") as f:
+                f.seek(offset)
+                for line in f:
+                    post = json.loads(line)
+                    to = f" → {post['to']}" if post.get("to") else ""
+                    console.print(f"{post['at'][:19]}{to}: {post['text']}", highlight=False)
+                offset = f.tell()
+        if not follow:
+            return
+        time.sleep(0.5)
 
 
 # --- doctor ----------------------------------------------------------------------------------

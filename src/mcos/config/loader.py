@@ -157,6 +157,11 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
             seen.append(current)
             current = fleet.agents[current].reports_to
     errors.extend(_authority(fleet, file))
+    errors.extend(
+        ConfigError(file, f"channels.{name}.agent", f"unknown agent {c.agent!r}")
+        for name, c in fleet.channels.items()
+        if c.agent not in fleet.agents
+    )
     for topic, config in fleet.topics.items():
         for i, s in enumerate(config.subscribers):
             if s not in people:

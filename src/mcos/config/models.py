@@ -355,6 +355,7 @@ BUILTIN_TOOLS = (
     "vote",
     "acknowledge_directive",
     "recover",
+    "post_to_channel",
 )
 """Tools every agent may use unless its ``allowed_tools`` says otherwise."""
 
@@ -399,6 +400,15 @@ class AgentConfig(_Model):
         return v
 
 
+class ChannelConfig(_Model):
+    """A channel account bound to one agent (only ``mock`` for now: a folder)."""
+
+    kind: Literal["mock"] = "mock"
+    agent: Name
+    path: str | None = None
+    """Mock channels: the folder (default ``channels/<name>``, relative to the fleet file)."""
+
+
 class TopicConfig(_Model):
     """A topic: every subscriber gets its own delivery."""
 
@@ -418,6 +428,8 @@ class FleetFile(_Model):
     topics: dict[Name, TopicConfig] = Field(default_factory=dict)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     """Model id (or prefix) → price, overriding the built-in list prices."""
+    channels: dict[Name, ChannelConfig] = Field(default_factory=dict)
+    """Channel accounts; inbound content is always untrusted."""
     recovery: dict[Name, RecoveryConfig] = Field(default_factory=dict)
     """Allowlisted recovery commands by name; checks and the model may only name these."""
     authority: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -463,6 +475,11 @@ class Fleet(FleetFile):
     def workspace_path(self, agent: str) -> Path:
         """An agent's workspace folder, absolute."""
         configured = self.agents[agent].workspace or f"agents/{agent}"
+        return (self.base_dir / configured).resolve()
+
+    def channel_path(self, name: str) -> Path:
+        """A mock channel's folder, absolute."""
+        configured = self.channels[name].path or f"channels/{name}"
         return (self.base_dir / configured).resolve()
 
     def parties(self) -> list[Party]:

@@ -24,7 +24,9 @@ _MESSAGE = re.compile(
 _APPROVAL_TAG = re.compile(r"\[approval (\d+)\]")
 SYSTEM_SENDER = "mission-control"
 """Messages from Mission Control itself (gates, committees, directives) are not replied to."""
-_OTHER = re.compile(r"^- \[(?P<source>(?:check|cron|incident|budget)[^\]]*)\] ?(?P<rest>.*)$", re.M)
+_OTHER = re.compile(
+    r"^- \[(?P<source>(?:check|cron|incident|budget|channel)[^\]]*)\] ?(?P<rest>.*)$", re.M
+)
 
 
 def _tokens(text_bytes: int) -> int:

@@ -23,6 +23,7 @@ from typing import Any, cast
 import httpx
 
 from mcos.api_models import CallReport, DeliveryOut
+from mcos.channels.mock import MockChannel
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import AgentConfig, CheckConfig, CronJob, Fleet, parse_duration
 from mcos.domain.agent_state import AgentStatus
@@ -126,7 +127,20 @@ def _format_message(d: DeliveryOut) -> str:
     )
 
 
-ACTIONS = frozenset({"send_message", "reply", "memory_write", "report_incident", "write_workstate"})
+ACTIONS = frozenset(
+    {
+        "send_message",
+        "reply",
+        "memory_write",
+        "report_incident",
+        "write_workstate",
+        "confirm_incident",
+        "request_approval",
+        "vote",
+        "acknowledge_directive",
+        "post_to_channel",
+    }
+)
 """Tools that act and return nothing the model needs before deciding its next step."""
 
 
@@ -182,8 +196,12 @@ class AgentRuntime:
             http=http,
         )
         self.ctx.schedule = self.promise
-        self.recoverer = Recoverer(name, dict(fleet.recovery), client, clock)
-        self.ctx.recoverer = self.recoverer
+        self.ctx.recoverer = self.recoverer = Recoverer(name, dict(fleet.recovery), client, clock)
+        self.ctx.channels = {
+            c: MockChannel(c, fleet.channel_path(c))
+            for c, cfg in fleet.channels.items()
+            if cfg.agent == name
+        }
         self.tools = Toolbox(self.ctx, self.config.allowed_tools)
         hb = self.config.heartbeat
         self.interval = parse_duration(hb.interval)
@@ -344,9 +362,10 @@ class AgentRuntime:
             self.reported_days.add(day)
             self._log(f"over budget: no model calls until the day turns ({why})")
             await self._tell_manager(
-                f"{self.name} is over budget", f"{why}\nNo model calls until the day turns.",
+                f"{self.name} is over budget",
+                f"{why}\nNo model calls until the day turns.",
                 Priority.HIGH,
-            )  # fmt: skip
+            )
 
     async def _model_failed(self, error: ModelError) -> None:
         now = self.clock.now()
@@ -482,9 +501,11 @@ class AgentRuntime:
                 ),
             ),
         )
-        before = (self.workspace.root / "WORKSTATE.md").stat().st_mtime_ns if (
-            self.workspace.root / "WORKSTATE.md"
-        ).exists() else None  # fmt: skip
+        before = (
+            (self.workspace.root / "WORKSTATE.md").stat().st_mtime_ns
+            if (self.workspace.root / "WORKSTATE.md").exists()
+            else None
+        )
         for _ in range(3):
             reply = await self._call_model(
                 self._request(TurnKind.MAIN, turns, ("write_workstate",)), "flush"
@@ -604,6 +625,14 @@ class AgentRuntime:
             )
             for d in self.pending.values()
         ]
+        for channel in self.ctx.channels.values():
+            found += [
+                Finding(
+                    f"channel {item.channel}",
+                    untrusted(f"{item.channel} (from {item.sender})", item.text),
+                )
+                for item in await channel.receive()
+            ]
         if self.config.checks:
             results = await asyncio.gather(*(self.check_runner(c) for c in self.config.checks))
             now = self.clock.now()
@@ -639,9 +668,11 @@ class AgentRuntime:
             self._log(f"check {check.name} failed ({result.detail}); recovered by {run.name}")
             return again
         return CheckResult(
-            result.name, False, f"{again.detail}; recovery {run.name} did not help ({run.detail})",
+            result.name,
+            False,
+            f"{again.detail}; recovery {run.name} did not help ({run.detail})",
             result.seconds,
-        )  # fmt: skip
+        )
 
     async def heartbeat(self) -> Outcome:
         """One beat: checks first; the model only if something needs it."""

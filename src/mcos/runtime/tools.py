@@ -16,6 +16,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcos.api_models import RuntimeEvent
+from mcos.channels.base import Channel, Outbound
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
@@ -52,6 +53,8 @@ class ToolContext:
     memory: MemoryIndex | None = None
     checks: dict[str, CheckConfig] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
+    channels: dict[str, Channel] = field(default_factory=dict)
+    """The channel accounts bound to this agent."""
     recoverer: Recoverer | None = None
     """Runs allowlisted recovery commands (and refuses, audited, anything else)."""
     schedule: Callable[[CronJob], None] | None = None
@@ -140,6 +143,12 @@ class RunCheck(_Input):
 class Recover(_Input):
     name: str = Field(description="An allowlisted recovery from the fleet file, by name.")
     reason: str = Field(min_length=1, max_length=1_000)
+
+
+class PostToChannel(_Input):
+    channel: str = Field(description="One of your channels, by name.")
+    text: str = Field(min_length=1, max_length=20_000)
+    to: str = Field(default="", max_length=200)
 
 
 class WriteWorkstate(_Input):
@@ -320,6 +329,16 @@ async def _recover(ctx: ToolContext, a: Recover) -> str:
     return f"{a.name}: {'ok' if run.ok else 'failed'} — {run.detail}"
 
 
+async def _post(ctx: ToolContext, a: PostToChannel) -> str:
+    channel = ctx.channels.get(a.channel)
+    if channel is None:
+        mine = ", ".join(sorted(ctx.channels)) or "none"
+        return f"error: {a.channel!r} is not one of your channels (yours: {mine})"
+    ref = await channel.send(Outbound(a.channel, a.text, a.to))
+    ctx.actions.append(f"posted to {a.channel}")
+    return f"posted to {a.channel} ({ref})"
+
+
 async def _write_workstate(ctx: ToolContext, a: WriteWorkstate) -> str:
     stamp = ctx.clock.now().strftime("%Y-%m-%d %H:%M UTC")
     text = (
@@ -363,6 +382,7 @@ TOOLS: dict[str, Tool] = {
             _report_incident,
         ),
         Tool("run_check", "Run one of your configured health checks now.", RunCheck, _run_check),
+        Tool("post_to_channel", "Post a message to one of your channels.", PostToChannel, _post),
         Tool(
             "recover",
             "Run an allowlisted recovery by name (from the fleet file); nothing else is ever run.",

@@ -1,0 +1,68 @@
+"""A directory-backed channel for rehearsals: drop files in ``inbox/``, read ``outbox/``.
+
+Revenue agents burned tokens on channels that did not exist yet; with a mock channel they can
+be rehearsed end to end first. An inbound message is a file in ``inbox/`` (``*.txt``: the
+text, the sender taken from a ``From: name`` first line if present; ``*.json``:
+``{"from", "text"}``); once taken it moves to ``inbox/taken/``. Each post is one JSON line in
+``outbox/posts.jsonl``, which ``mcos channel tail NAME`` follows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mcos.channels.base import Inbound, Outbound
+
+MAX_FILE = 64 * 1024
+
+
+class MockChannel:
+    """A channel that is a folder."""
+
+    kind = "mock"
+
+    def __init__(self, name: str, root: Path) -> None:
+        self.name = name
+        self.root = root
+        self.inbox = root / "inbox"
+        self.taken = self.inbox / "taken"
+        self.outbox = root / "outbox" / "posts.jsonl"
+        for folder in (self.inbox, self.taken, self.outbox.parent):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    async def receive(self) -> list[Inbound]:
+        """Every new file of the inbox, oldest first, each moved aside once read."""
+        found = []
+        files = sorted(
+            (p for p in self.inbox.iterdir() if p.is_file() and p.suffix in (".txt", ".json")),
+            key=lambda p: (p.stat().st_mtime_ns, p.name),
+        )
+        for path in files:
+            raw = path.read_bytes()[:MAX_FILE].decode(errors="replace")
+            sender, text = "unknown", raw
+            if path.suffix == ".json":
+                try:
+                    data = json.loads(raw)
+                    sender, text = str(data.get("from", "unknown")), str(data.get("text", ""))
+                except json.JSONDecodeError:
+                    text = raw
+            elif raw.startswith("From:"):
+                first, _, rest = raw.partition("\n")
+                sender, text = first.removeprefix("From:").strip() or "unknown", rest
+            os.replace(path, self.taken / path.name)
+            found.append(Inbound(self.name, sender, text.strip(), datetime.now(UTC), ref=path.name))
+        return found
+
+    async def send(self, message: Outbound) -> str:
+        """Append one post to ``outbox/posts.jsonl`` (one write, so lines never interleave)."""
+        at = datetime.now(UTC)
+        line = json.dumps({"at": at.isoformat(), "to": message.to, "text": message.text})
+        fd = os.open(self.outbox, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+        finally:
+            os.close(fd)
+        return f"{self.name}:{at.timestamp():.6f}"
