@@ -24,11 +24,12 @@ lint: $(BIN)/mcos  ## ruff check and ruff format --check
 typecheck: $(BIN)/mcos  ## mypy, strict on src/
 	$(BIN)/mypy
 
-system-deps:  ## Debian packages the tests use (systemd-analyze, faketime, chromium), installed when missing
+system-deps:  ## Debian packages the tests use (systemd-analyze, faketime, chromium, dovecot), installed when missing
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v faketime >/dev/null || missing="$$missing faketime"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	test -x /usr/sbin/dovecot || missing="$$missing dovecot-imapd"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $$(command -v sudo) apt-get update -qq && \

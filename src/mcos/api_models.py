@@ -560,3 +560,48 @@ class StateReport(_In):
     detail: str = Field(default="", max_length=2000)
     until: datetime | None = None
     info: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- channels ----------------------------------------------------------------------------------
+CHANNEL_KEY_PATTERN = r"^channel:(telegram|discord|email):[0-9a-f]{16}$"
+
+
+class ChannelLeaseAcquire(LeaseAcquire):
+    """A channel's receiver asks to be the one poller of its account."""
+
+    key: str = Field(pattern=CHANNEL_KEY_PATTERN, description="kind and credential hash")
+
+
+class ChannelLeaseRenew(LeaseRenew):
+    """The channel's receiver keeps polling."""
+
+    key: str = Field(pattern=CHANNEL_KEY_PATTERN)
+
+
+class ChannelLeaseRelease(LeaseRelease):
+    """The channel's receiver stopped."""
+
+    key: str = Field(pattern=CHANNEL_KEY_PATTERN)
+
+
+class ChannelInboundIn(_In):
+    """One item a channel received, handed to Mission Control for the bound agent."""
+
+    sender: str = Field(max_length=300)
+    sender_id: str = Field(default="", max_length=300)
+    text: str = Field(max_length=100_000)
+    at: datetime
+    ref: str = Field(min_length=1, max_length=200, description="unique within the channel")
+    reply_to: str = Field(default="", max_length=300)
+    subject: str = Field(default="", max_length=500)
+    urgent: bool = False
+    labels: list[str] = Field(default_factory=list, max_length=20)
+    action: str = Field(default="", max_length=64)
+
+
+class ChannelInboundOut(_Out):
+    """Where the item went: the bound agent's message (``created`` false on a repeat)."""
+
+    message_id: int
+    created: bool
+    paged: int = 0

@@ -25,6 +25,11 @@ from mcos.api_models import (
     AuditVerifyResponse,
     AuthorizeOut,
     CallReport,
+    ChannelInboundIn,
+    ChannelInboundOut,
+    ChannelLeaseAcquire,
+    ChannelLeaseRelease,
+    ChannelLeaseRenew,
     DeliveryOut,
     HealthResponse,
     InboxResponse,
@@ -147,11 +152,13 @@ _TOKENS = TypeAdapter(list[TokenOut])
 _AUDIT = TypeAdapter(list[AuditOut])
 _AUDIT_ONE = TypeAdapter(AuditOut)
 _LEASE = TypeAdapter(LeaseOut)
+_INBOUND = TypeAdapter(ChannelInboundOut)
 _INCIDENT = TypeAdapter(IncidentOut)
 _INCIDENTS = TypeAdapter(list[IncidentOut])
 _APPROVAL = TypeAdapter(ApprovalOut)
 _AUTHORIZE = TypeAdapter(AuthorizeOut)
 _APPROVALS = TypeAdapter(list[ApprovalOut])
+_INBOUND = TypeAdapter(ChannelInboundOut)
 _LEASES = TypeAdapter(list[LeaseOut])
 _VERIFY = TypeAdapter(AuditVerifyResponse)
 _ACKED = TypeAdapter(AckBatchResponse)
@@ -325,6 +332,42 @@ class Calls:
     def leases() -> Call[list[LeaseOut]]:
         """Every agent's lease."""
         return Call("GET", "/v1/leases", _model(_LEASES))
+
+    # --- channels -----------------------------------------------------------------------------
+    @staticmethod
+    def acquire_channel_lease(
+        channel: str, key: str, holder: str, host: str, ttl: float
+    ) -> Call[LeaseOut]:
+        """Become the one receiver of a channel account (``LeaseHeld`` names who is)."""
+        body = ChannelLeaseAcquire(key=key, holder=holder, host=host, ttl_seconds=ttl)
+        return Call(
+            "POST", f"/v1/channels/{channel}/lease/acquire", _model(_LEASE),
+            json=body.model_dump(),
+        )  # fmt: skip
+
+    @staticmethod
+    def renew_channel_lease(
+        channel: str, key: str, holder: str, fence: int, ttl: float
+    ) -> Call[LeaseOut]:
+        """Keep receiving (``LeaseLost``: stop now)."""
+        body = ChannelLeaseRenew(key=key, holder=holder, fence=fence, ttl_seconds=ttl)
+        return Call(
+            "POST", f"/v1/channels/{channel}/lease/renew", _model(_LEASE), json=body.model_dump()
+        )
+
+    @staticmethod
+    def release_channel_lease(channel: str, key: str, holder: str, fence: int) -> Call[None]:
+        """Stop receiving."""
+        body = ChannelLeaseRelease(key=key, holder=holder, fence=fence)
+        return Call("POST", f"/v1/channels/{channel}/lease/release", _none, json=body.model_dump())
+
+    @staticmethod
+    def channel_inbound(channel: str, item: ChannelInboundIn) -> Call[ChannelInboundOut]:
+        """Hand one received item to Mission Control for the channel's agent."""
+        return Call(
+            "POST", f"/v1/channels/{channel}/inbound", _model(_INBOUND),
+            json=item.model_dump(mode="json"),
+        )  # fmt: skip
 
     # --- governance ---------------------------------------------------------------------------
     @staticmethod

@@ -195,3 +195,24 @@ class TooManyReports(McosError):
 
     code = "too_many_reports"
     status = 429
+
+
+class ChannelError(McosError):
+    """A channel could not receive or send (the service refused, or is unreachable)."""
+
+    code = "channel_error"
+    status = 502
+
+
+class ChannelFenced(ChannelError):
+    """The service says another process receives for this account (Telegram's 409 Conflict):
+    this one stops receiving and reports, rather than fight over it."""
+
+    code = "channel_fenced"
+
+
+class ChannelRefused(ChannelError):
+    """The service refused the credentials or the request for good (401, 403, bad chat):
+    retrying will not help until someone changes the configuration."""
+
+    code = "channel_refused"

@@ -57,6 +57,7 @@ async def migrate(url: str) -> None:
 @contextmanager
 def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
     """Mission Control on a real uvicorn over the store at ``url`` (already migrated)."""
+    own_channels = overrides.pop("own_channels", None)
     settings = ServerSettings(
         token_key=secrets.token_bytes(32),
         directory=DIRECTORY,
@@ -67,7 +68,7 @@ def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
         human_roles={"founder": "founder"},
         **overrides,
     )
-    app = create_app(make_store(url, FAST_POLICY), settings)
+    app = create_app(make_store(url, FAST_POLICY), settings, own_channels)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)

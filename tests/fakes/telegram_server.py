@@ -1,5 +1,6 @@
 """A local Telegram Bot API for the parts mcos uses: long-polled getUpdates with Telegram's
-one-poller rule, getMe, sendMessage.
+one-poller rule, getMe, sendMessage (with inline keyboards and 429 flood control),
+answerCallbackQuery, setWebhook/deleteWebhook.
 
 Telegram allows one getUpdates per bot token at a time: a second request terminates the
 first with 409 "Conflict: terminated by other getUpdates request". The fake does the same and
@@ -9,6 +10,7 @@ counts every conflict, so a test can assert that two pollers of one token never 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +39,9 @@ class Bot:
     terminated: set[int] = field(default_factory=set)
     sent: list[dict[str, Any]] = field(default_factory=list)
     next_update: int = 1
+    answered: list[dict[str, Any]] = field(default_factory=list)
+    webhook: dict[str, Any] = field(default_factory=dict)
+    last_sent: dict[str, float] = field(default_factory=dict)
 
 
 class FakeTelegram:
@@ -47,6 +52,13 @@ class FakeTelegram:
         self.bots = {t: Bot(u) for t, u in tokens.items()}
         self.conflicts = 0
         self.polls = 0
+        self.throttled = 0
+        self.flood_every = 0
+        """When > 0: every Nth sendMessage is refused with 429 (flood control)."""
+        self.retry_after = 1
+        self.min_gap = 0.0
+        """When > 0: a message to a chat sooner than this after the last one is a 429."""
+        self._sends = 0
         self._lock = threading.Lock()
         self._ids = 0
         self._server: uvicorn.Server | None = None
@@ -76,6 +88,39 @@ class FakeTelegram:
                 }
             )
             bot.next_update += 1
+
+    def press(self, token: str, data: str, user_id: int, chat_id: int | None = None) -> None:
+        """A user presses an inline button under one of the bot's messages."""
+        with self._lock:
+            bot = self.bots[token]
+            chat = chat_id if chat_id is not None else user_id
+            bot.updates.append(
+                {
+                    "update_id": bot.next_update,
+                    "callback_query": {
+                        "id": f"cb{bot.next_update}",
+                        "from": {"id": user_id, "is_bot": False, "first_name": "Founder"},
+                        "chat_instance": "1",
+                        "data": data,
+                        "message": {
+                            "message_id": 1,
+                            "date": int(time.time()),
+                            "chat": {"id": chat, "type": "private"},
+                            "text": "a page",
+                        },
+                    },
+                }
+            )
+            bot.next_update += 1
+
+    def texts(self, token: str, chat_id: int | str | None = None) -> list[str]:
+        """What the bot sent (to one chat), in the order Telegram accepted it."""
+        with self._lock:
+            return [
+                m["text"]
+                for m in self.bots[token].sent
+                if chat_id is None or str(m["chat_id"]) == str(chat_id)
+            ]
 
     def _build(self) -> FastAPI:
         app = FastAPI()
@@ -110,6 +155,8 @@ class FakeTelegram:
             if bot is None:
                 return error(401, "Unauthorized")
             p = await params(request)
+            if bot.webhook.get("url"):
+                return error(409, "Conflict: can't use getUpdates method while webhook is active")
             offset = int(p.get("offset", 0))
             wait = min(float(p.get("timeout", 0)), 50.0)
             with self._lock:
@@ -146,11 +193,82 @@ class FakeTelegram:
             if bot is None:
                 return error(401, "Unauthorized")
             p = await params(request)
-            if "chat_id" not in p or "text" not in p:
+            if "chat_id" not in p or not p.get("text"):
                 return error(400, "Bad Request: message text is empty")
+            chat = str(p["chat_id"])
+            if not chat.lstrip("-").isdigit():
+                return error(400, "Bad Request: chat not found")
             with self._lock:
-                bot.sent.append(p)
-            return JSONResponse({"ok": True, "result": {"message_id": len(bot.sent), **p}})
+                self._sends += 1
+                now = time.monotonic()
+                flood = self.flood_every > 0 and self._sends % self.flood_every == 0
+                too_soon = self.min_gap > 0 and now - bot.last_sent.get(chat, -1e9) < self.min_gap
+                if flood or too_soon:
+                    self.throttled += 1
+                    return JSONResponse(
+                        {
+                            "ok": False,
+                            "error_code": 429,
+                            "description": f"Too Many Requests: retry after {self.retry_after}",
+                            "parameters": {"retry_after": self.retry_after},
+                        },
+                        status_code=429,
+                    )
+                bot.last_sent[chat] = now
+                markup = p.get("reply_markup")
+                entry = {"chat_id": chat, "text": p["text"], "at": now}
+                if markup:
+                    entry["reply_markup"] = (
+                        json.loads(markup) if isinstance(markup, str) else markup
+                    )
+                bot.sent.append(entry)
+                message_id = len(bot.sent)
+            return JSONResponse(
+                {
+                    "ok": True,
+                    "result": {
+                        "message_id": message_id,
+                        "date": int(time.time()),
+                        "chat": {
+                            "id": int(chat),
+                            "type": "group" if chat.startswith("-") else "private",
+                        },
+                        "from": {"id": 42, "is_bot": True, "first_name": bot.username},
+                        "text": p["text"],
+                    },
+                }
+            )
+
+        @app.api_route("/bot{token}/answerCallbackQuery", methods=["POST"])
+        async def answer_callback(token: str, request: Request) -> JSONResponse:
+            bot = self.bots.get(token)
+            if bot is None:
+                return error(401, "Unauthorized")
+            p = await params(request)
+            if not p.get("callback_query_id"):
+                return error(400, "Bad Request: query is too old or query ID is invalid")
+            with self._lock:
+                bot.answered.append(p)
+            return JSONResponse({"ok": True, "result": True})
+
+        @app.api_route("/bot{token}/setWebhook", methods=["POST"])
+        async def set_webhook(token: str, request: Request) -> JSONResponse:
+            bot = self.bots.get(token)
+            if bot is None:
+                return error(401, "Unauthorized")
+            p = await params(request)
+            with self._lock:
+                bot.webhook = {"url": p.get("url", ""), "secret_token": p.get("secret_token")}
+            return JSONResponse({"ok": True, "result": True, "description": "Webhook was set"})
+
+        @app.api_route("/bot{token}/deleteWebhook", methods=["GET", "POST"])
+        async def delete_webhook(token: str) -> JSONResponse:
+            bot = self.bots.get(token)
+            if bot is None:
+                return error(401, "Unauthorized")
+            with self._lock:
+                bot.webhook = {}
+            return JSONResponse({"ok": True, "result": True})
 
         return app
 

@@ -19,6 +19,8 @@ from mcos.models.base import ModelProvider
 from mcos.models.offline import OfflineModel
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
+from mcos.server.context import ChannelBinding
+from mcos.server.factory import page_routes
 from tests.api.conftest import LiveServer, migrate, serve
 
 FAST = RuntimeSettings(batch_window=0, visibility=60)
@@ -92,11 +94,19 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
         agent_extra: dict[str, str] | None = None,
         budgets: dict[str, Limits] | None = None,
         tail: str = "",
+        **overrides: Any,
     ) -> Rig:
         fleet = write_fleet(tmp_path / "fleet", agent_extra, tail)
         url = f"sqlite:///{tmp_path}/mcos.db"
         _migrate_sync(url)
-        cm = serve(url, tmp_path, budgets=budgets or {})
+        cm = serve(
+            url,
+            tmp_path,
+            budgets=budgets or {},
+            channels={n: ChannelBinding(c.kind, c.agent) for n, c in fleet.channels.items()},
+            page_routes=page_routes(fleet),
+            **overrides,
+        )
         server = cm.__enter__()
         stack.append(cm)
         rig = Rig(server, fleet, [])

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mcos.config.models import BUILTIN_TOOLS, Fleet, FleetFile
+from mcos.config.models import BUILTIN_TOOLS, OPTIONAL_TOOLS, Fleet, FleetFile
 from mcos.domain.authority import Matrix, concerns, validate
 from mcos.exceptions import ConfigError, ConfigErrors
 
@@ -55,10 +55,11 @@ def _agent_lists(fleet: Fleet, name: str, file: str) -> list[ConfigError]:
         ConfigError(
             file,
             f"agents.{name}.allowed_tools.{i}",
-            f"unknown tool {tool!r} (known: {', '.join(BUILTIN_TOOLS)})",
+            f"unknown tool {tool!r} (known: {', '.join((*BUILTIN_TOOLS, *OPTIONAL_TOOLS))}; "
+            "MCP tools as SERVER__TOOL or SERVER__*)",
         )
         for i, tool in enumerate(agent.allowed_tools)
-        if tool not in BUILTIN_TOOLS
+        if tool not in (*BUILTIN_TOOLS, *OPTIONAL_TOOLS) and "__" not in tool
     ]
     errors.extend(
         ConfigError(
@@ -157,11 +158,8 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
             seen.append(current)
             current = fleet.agents[current].reports_to
     errors.extend(_authority(fleet, file))
-    errors.extend(
-        ConfigError(file, f"channels.{name}.agent", f"unknown agent {c.agent!r}")
-        for name, c in fleet.channels.items()
-        if c.agent not in fleet.agents
-    )
+    errors.extend(_channels(fleet, file))
+    errors.extend(_mcp_tools(fleet, file))
     for topic, config in fleet.topics.items():
         for i, s in enumerate(config.subscribers):
             if s not in people:
@@ -212,3 +210,69 @@ def load_fleet(path: str | Path) -> Fleet:
 def check_fleet(path: str | Path) -> list[str]:
     """Warnings of a fleet file that loads; raises ``ConfigErrors`` when it does not."""
     return load_fleet(path).warnings
+
+
+_ADDRESS_FIELD = {"telegram": "telegram", "discord": "discord", "email": "email"}
+
+
+def _channels(fleet: Fleet, file: str) -> list[ConfigError]:
+    """Channels name real agents; humans are paged on Mission Control's own channels where they
+    have an address; one credential is never used by two channels; MCP tools name servers."""
+    errors = [
+        ConfigError(file, f"channels.{name}.agent", f"unknown agent {c.agent!r}")
+        for name, c in fleet.channels.items()
+        if c.agent is not None and c.agent not in fleet.agents
+    ]
+    seen: dict[str, str] = {}
+    for name, c in sorted(fleet.channels.items()):
+        for ref in (c.token, c.password if c.kind == "email" else None):
+            if ref is None:
+                continue
+            key = f"{ref}@{c.username}" if c.kind == "email" else ref
+            if key in seen:
+                errors.append(
+                    ConfigError(
+                        file,
+                        f"channels.{name}",
+                        f"uses the same account as channels.{seen[key]} (one poller per account)",
+                    )
+                )
+            seen.setdefault(key, name)
+    for human, h in fleet.humans.items():
+        for i, channel in enumerate(h.page):
+            where = f"humans.{human}.page.{i}"
+            pager = fleet.channels.get(channel)
+            if pager is None:
+                errors.append(ConfigError(file, where, f"unknown channel {channel!r}"))
+            elif pager.agent is not None:
+                errors.append(
+                    ConfigError(
+                        file,
+                        where,
+                        f"channel {channel!r} belongs to agent {pager.agent}; pages go out on "
+                        "Mission Control's own channels (a channel without agent)",
+                    )
+                )
+            elif pager.kind == "mock":
+                continue
+            elif getattr(h, _ADDRESS_FIELD[pager.kind]) is None:
+                errors.append(
+                    ConfigError(
+                        file,
+                        where,
+                        f"paged on {pager.kind} channel {channel!r} but humans.{human}."
+                        f"{_ADDRESS_FIELD[pager.kind]} is not set",
+                    )
+                )
+    return errors
+
+
+def _mcp_tools(fleet: Fleet, file: str) -> list[ConfigError]:
+    """An MCP tool in an allowlist names a server of the fleet file."""
+    return [
+        ConfigError(file, f"agents.{agent}.allowed_tools.{i}", f"unknown MCP server {server!r}")
+        for agent, a in fleet.agents.items()
+        for i, tool in enumerate(a.allowed_tools)
+        for server, sep, _ in [tool.partition("__")]
+        if sep and server not in fleet.mcp
+    ]

@@ -169,6 +169,9 @@ class HumanConfig(_Model):
     email: str | None = None
     telegram: str | None = None
     discord: str | None = None
+    page: list[Name] = Field(default_factory=list)
+    """Channels (Mission Control's own) this person is paged on, tried in order: urgent items,
+    P0 incidents and approval requests; the address is the matching field above."""
 
 
 class ModelConfig(_Model):
@@ -359,6 +362,9 @@ BUILTIN_TOOLS = (
 )
 """Tools every agent may use unless its ``allowed_tools`` says otherwise."""
 
+OPTIONAL_TOOLS = ("send_external_email",)
+"""Tools an agent has only when its ``allowed_tools`` names them."""
+
 
 class BudgetConfig(_Model):
     """Daily spending limits of one agent."""
@@ -400,13 +406,195 @@ class AgentConfig(_Model):
         return v
 
 
-class ChannelConfig(_Model):
-    """A channel account bound to one agent (only ``mock`` for now: a folder)."""
+class TriageRule(_Model):
+    """One e-mail triage rule; the first rule that matches a message decides what happens."""
 
-    kind: Literal["mock"] = "mock"
-    agent: Name
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    sender: str | None = Field(default=None, alias="from")
+    """A glob on the sender's address, case-insensitive (``*@bank.example``)."""
+    subject: str | None = None
+    """A regular expression searched in the subject, case-insensitive."""
+    body: str | None = None
+    """A regular expression searched in the plain-text body, case-insensitive."""
+    action: Literal["urgent", "model", "ignore"] = "model"
+    """``urgent``: to the agent at once and paged to the humans; ``model``: to the agent at its
+    next turn; ``ignore``: never shown to a model (still flagged or moved as asked)."""
+    move_to: str | None = None
+    """An IMAP folder to move the message to once triaged."""
+    flag: bool = False
+    """Set the ``\\Flagged`` flag."""
+
+    @field_validator("subject", "body")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                msg = f"not a regular expression: {e}"
+                raise ValueError(msg) from None
+        return v
+
+
+_CHANNEL_FIELDS: dict[str, frozenset[str]] = {
+    "mock": frozenset({"path"}),
+    "telegram": frozenset(
+        {
+            "token",
+            "api_url",
+            "mode",
+            "webhook_secret",
+            "webhook_url",
+            "chats",
+            "rate_per_chat",
+            "rate_per_group",
+            "rate_overall",
+        }
+    ),
+    "discord": frozenset({"token", "api_url", "gateway_url", "chats", "intents"}),
+    "email": frozenset(
+        {
+            "imap_host",
+            "imap_port",
+            "imap_tls",
+            "username",
+            "password",
+            "folders",
+            "poll",
+            "idle",
+            "smtp_host",
+            "smtp_port",
+            "smtp_tls",
+            "smtp_username",
+            "smtp_password",
+            "address",
+            "rules",
+        }
+    ),
+}
+_CHANNEL_REQUIRED: dict[str, tuple[str, ...]] = {
+    "mock": (),
+    "telegram": ("token",),
+    "discord": ("token", "chats"),
+    "email": ("imap_host", "username", "password", "address"),
+}
+
+
+class ChannelConfig(_Model):
+    """A channel account: bound to one agent, or (no ``agent``) to Mission Control, which uses
+    it to page humans. Inbound content is always untrusted; secrets are key references."""
+
+    kind: Literal["mock", "telegram", "discord", "email"] = "mock"
+    agent: Name | None = None
+    """The agent that receives and posts; none: Mission Control's own (paging humans)."""
+    # mock
     path: str | None = None
     """Mock channels: the folder (default ``channels/<name>``, relative to the fleet file)."""
+    # telegram and discord
+    token: str | None = None
+    """The bot token's key reference (``env:VAR``, ``file:PATH``, ``credential:NAME``)."""
+    api_url: str | None = None
+    """The API's base URL (Telegram: a local Bot API server; default the public one)."""
+    chats: list[str] = Field(default_factory=list)
+    """Chats (Telegram chat ids, Discord channel ids) listened to and posted in; Telegram: empty
+    means any chat that writes to the bot."""
+    # telegram
+    mode: Literal["polling", "webhook"] = "polling"
+    webhook_secret: str | None = None
+    """Webhook mode: the key reference of the secret Telegram sends in
+    ``X-Telegram-Bot-Api-Secret-Token``."""
+    webhook_url: str | None = None
+    """Webhook mode: the public URL that reaches Mission Control's webhook route."""
+    rate_per_chat: float = Field(default=1.0, gt=0)
+    """Messages per second to one chat."""
+    rate_per_group: float = Field(default=20.0, gt=0)
+    """Messages per minute to one group."""
+    rate_overall: float = Field(default=30.0, gt=0)
+    """Messages per second over all chats."""
+    # discord
+    gateway_url: str | None = None
+    """Discord: the gateway's URL (default: the one ``GET /gateway/bot`` names)."""
+    intents: list[str] = Field(default_factory=lambda: ["guild_messages", "message_content"])
+    # email
+    imap_host: str | None = None
+    imap_port: int | None = Field(default=None, ge=1, le=65535)
+    imap_tls: Literal["ssl", "starttls", "none"] = "ssl"
+    username: str | None = None
+    password: str | None = None
+    """The account password's key reference."""
+    folders: list[str] = Field(default_factory=lambda: ["INBOX"])
+    poll: str = "60s"
+    """How often to look when the server has no IDLE."""
+    idle: bool = True
+    """Use IMAP IDLE where the server supports it."""
+    smtp_host: str | None = None
+    smtp_port: int | None = Field(default=None, ge=1, le=65535)
+    smtp_tls: Literal["ssl", "starttls", "none"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    """Key reference; default: the IMAP password."""
+    address: str | None = None
+    """The account's own address (From: of what it sends)."""
+    rules: list[TriageRule] = Field(default_factory=list)
+    """Triage rules, first match wins; a message no rule matches goes to the model."""
+
+    @field_validator("token", "password", "smtp_password", "webhook_secret")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_key_ref(v)
+        return v
+
+    @field_validator("poll")
+    @classmethod
+    def _poll(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> ChannelConfig:
+        foreign = sorted(
+            f
+            for f in self.model_fields_set
+            if f not in ("kind", "agent") and f not in _CHANNEL_FIELDS[self.kind]
+        )
+        if foreign:
+            msg = f"{', '.join(foreign)}: not a setting of a {self.kind} channel"
+            raise ValueError(msg)
+        missing = [f for f in _CHANNEL_REQUIRED[self.kind] if getattr(self, f) in (None, [])]
+        if missing:
+            msg = f"a {self.kind} channel needs {', '.join(missing)}"
+            raise ValueError(msg)
+        if self.mode == "webhook" and self.webhook_secret is None:
+            msg = "webhook mode needs webhook_secret (Telegram's secret-token header is checked)"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def poll_interval(self) -> timedelta:
+        """E-mail: seconds between looks without IDLE."""
+        return parse_duration(self.poll)
+
+
+class McpServerConfig(_Model):
+    """An MCP server whose tools agents may use: a local program (stdio) or a URL (HTTP)."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    """stdio: the program and its arguments."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """stdio: extra environment; values may be key references (resolved at start)."""
+    url: str | None = None
+    """HTTP (streamable HTTP transport): the server's URL."""
+    timeout: str = "30s"
+    """How long one tool call may take."""
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            msg = "give exactly one of command (stdio) or url (HTTP)"
+            raise ValueError(msg)
+        parse_duration(self.timeout)
+        return self
 
 
 class TopicConfig(_Model):
@@ -430,6 +618,8 @@ class FleetFile(_Model):
     """Model id (or prefix) → price, overriding the built-in list prices."""
     channels: dict[Name, ChannelConfig] = Field(default_factory=dict)
     """Channel accounts; inbound content is always untrusted."""
+    mcp: dict[Name, McpServerConfig] = Field(default_factory=dict)
+    """MCP servers; their tools are offered as ``SERVER__TOOL`` to agents that allow them."""
     recovery: dict[Name, RecoveryConfig] = Field(default_factory=dict)
     """Allowlisted recovery commands by name; checks and the model may only name these."""
     authority: dict[str, dict[str, Any]] = Field(default_factory=dict)

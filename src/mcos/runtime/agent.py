@@ -23,7 +23,7 @@ from typing import Any, cast
 import httpx
 
 from mcos.api_models import CallReport, DeliveryOut
-from mcos.channels.mock import MockChannel
+from mcos.channels.factory import open_channel
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import AgentConfig, CheckConfig, CronJob, Fleet, parse_duration
 from mcos.domain.agent_state import AgentStatus
@@ -53,8 +53,10 @@ from mcos.exceptions import (
 )
 from mcos.models.base import ModelProvider, ModelReply, ModelRequest, TextBlock, ToolResult, Turn
 from mcos.models.offline import FLUSH_MARKER
+from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import CheckResult, run_check
 from mcos.runtime.clock import Clock, MissionClock
+from mcos.runtime.mcp import McpTools
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.tools import Toolbox, ToolContext, untrusted
@@ -121,7 +123,11 @@ def _format_message(d: DeliveryOut) -> str:
     m = d.message
     body = untrusted(m.meta["origin"], m.body) if m.meta.get("origin") else m.body
     flags = f"{m.kind.value}, {m.priority.value}"
-    tags = "".join(f" [{key} {m.meta[key]}]" for key in ("approval", "incident") if key in m.meta)
+    tags = "".join(
+        f" [{key} {m.meta[key]}]"
+        for key in ("approval", "incident", "channel", "reply_to")
+        if m.meta.get(key)
+    )
     return (
         f"- [message {m.id}] from {m.sender} ({flags}){tags}: {m.subject or '(no subject)'}\n{body}"
     )
@@ -144,6 +150,11 @@ ACTIONS = frozenset(
 """Tools that act and return nothing the model needs before deciding its next step."""
 
 
+def _own(d: DeliveryOut, me: str) -> bool:
+    """A message the agent sent itself (not news), unless a channel of its own brought it."""
+    return d.message.sender == me and "channel" not in d.message.meta
+
+
 def _only_done_actions(reply: ModelReply, results: tuple[ToolResult, ...]) -> bool:
     """Whether a tool round was only actions, every one of them successful."""
     return all(c.name in ACTIONS for c in reply.tool_calls) and not any(r.is_error for r in results)
@@ -159,6 +170,9 @@ def _append_user(turns: list[Turn], blocks: tuple[TextBlock | ToolResult, ...]) 
 
 class AgentRuntime:
     """The agent: its inbox, beats, cron jobs and model turns."""
+
+    mcp: McpTools | None = None
+    """MCP servers' tools, connected in ``start()`` when the allowlist names any."""
 
     def __init__(
         self,
@@ -198,10 +212,9 @@ class AgentRuntime:
         self.ctx.schedule = self.promise
         self.ctx.recoverer = self.recoverer = Recoverer(name, dict(fleet.recovery), client, clock)
         self.ctx.channels = {
-            c: MockChannel(c, fleet.channel_path(c))
-            for c, cfg in fleet.channels.items()
-            if cfg.agent == name
+            c: open_channel(c, fleet) for c, cfg in fleet.channels.items() if cfg.agent == name
         }
+        self.channel_host = AgentChannels(name, self.ctx.channels, client, self._channel_event)
         self.tools = Toolbox(self.ctx, self.config.allowed_tools)
         hb = self.config.heartbeat
         self.interval = parse_duration(hb.interval)
@@ -548,10 +561,10 @@ class AgentRuntime:
                 visibility=self.settings.visibility,
             )
         )
-        own = [d for d in got.deliveries if d.message.sender == self.name]
+        own = [d for d in got.deliveries if _own(d, self.name)]
         if own:
             await self.client.do(Calls.ack_many([(d.id, d.receipt or "") for d in own]))
-        fresh = [d for d in got.deliveries if d.message.sender != self.name]
+        fresh = [d for d in got.deliveries if not _own(d, self.name)]
         for d in fresh:
             if self.future_dated(d):
                 self._log(f"message {d.message.id} is dated ahead of Mission Control's clock")
@@ -625,14 +638,6 @@ class AgentRuntime:
             )
             for d in self.pending.values()
         ]
-        for channel in self.ctx.channels.values():
-            found += [
-                Finding(
-                    f"channel {item.channel}",
-                    untrusted(f"{item.channel} (from {item.sender})", item.text),
-                )
-                for item in await channel.receive()
-            ]
         if self.config.checks:
             results = await asyncio.gather(*(self.check_runner(c) for c in self.config.checks))
             now = self.clock.now()
@@ -796,8 +801,13 @@ class AgentRuntime:
         self.next_beat_at = next_beat(
             self.clock.now(), self.interval / 2, self.interval / 2, self.rng.random()
         )
+        if self.mcp is None and McpTools.wanted(self.config.allowed_tools):
+            self.mcp = self.tools.mcp = await McpTools.open(self.fleet, self.name)
+        unavailable = list(self.mcp.failures.values()) if self.mcp is not None else []
+        for why in unavailable:
+            self._log(f"{why}; running without its tools")
         self._log(f"started ({self.provider.label})")
-        await self.report(AgentStatus.IDLE, "started")
+        await self.report(AgentStatus.IDLE, "; ".join(["started", *unavailable]))
 
     async def step(self) -> None:
         """One pass of the loop: wait for work or the next wake-up, then do what is due."""
@@ -839,9 +849,29 @@ class AgentRuntime:
                 self._log(f"resumed (state set to {me.state})")
                 await self.report(AgentStatus.IDLE, "resumed")
 
+    async def _channel_event(self, what: str, detail: str) -> None:
+        """A channel receiver's news: logged; being fenced out or refused is also reported."""
+        self._log(detail)
+        if what in ("fenced", "refused"):
+            with contextlib.suppress(McosError):
+                await self.client.do(
+                    Calls.report_incident(
+                        "P3", detail[:200], evidence=detail, observation=f"{self.name}: {detail}"
+                    )
+                )
+
     async def run(self, stop: asyncio.Event) -> None:
         """The loop, until ``stop`` is set."""
         await self.start()
+        self.channel_host.start()
+        try:
+            await self._loop(stop)
+        finally:
+            await self.channel_host.stop()
+        self._log("stopped")
+        await self.report(AgentStatus.STOPPED)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             stepping = asyncio.create_task(self.step(), name=f"{self.name}-step")
             stopping = asyncio.create_task(stop.wait(), name=f"{self.name}-stop")
@@ -861,11 +891,12 @@ class AgentRuntime:
                 stepping.cancel()
                 with contextlib.suppress(asyncio.CancelledError, McosError):
                     await stepping
-        self._log("stopped")
-        await self.report(AgentStatus.STOPPED)
 
     async def aclose(self) -> None:
-        """Release the model client, the check client and the memory index."""
+        """Release the model client, the check client, the memory index and MCP servers."""
+        if self.mcp is not None:
+            await self.mcp.aclose()  # stdio servers end with the agent
+            self.mcp = self.tools.mcp = None
         await self.provider.aclose()
         await self.http.aclose()
         self.memory.close()

@@ -6,15 +6,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcos import __version__
+from mcos.channels.base import Channel, Inbound, Outbound
+from mcos.channels.runner import ChannelRunner
 from mcos.domain.audit import AuditEvent
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
@@ -24,10 +28,12 @@ from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.governance import Governance
 from mcos.server.limits import BodySizeLimit
 from mcos.server.metrics import Metrics
+from mcos.server.paging import Pager
 from mcos.server.routes import (
     agents,
     approvals,
     audit,
+    channels,
     inbox,
     incidents,
     leases,
@@ -100,13 +106,68 @@ async def _sweep_governance(mc: MissionControl) -> None:
             log.warning("governance sweep failed: %s", e.message)
 
 
-def create_app(store: Store, settings: ServerSettings) -> FastAPI:
-    """Mission Control over an opened-on-start ``store``."""
+class StoreLeases:
+    """Channel leases taken straight from the store (Mission Control's own channels)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def acquire(self, key: str, holder: str, ttl: float) -> int:
+        """A grant or renewal; ``LeaseHeld`` while another process holds it."""
+        lease = await self.store.acquire_lease(key, holder, _HOST, timedelta(seconds=ttl))
+        return lease.fence
+
+    async def renew(self, key: str, holder: str, fence: int, ttl: float) -> None:
+        """Extend; ``LeaseLost`` when it passed on."""
+        await self.store.renew_lease(key, holder, fence, timedelta(seconds=ttl))
+
+    async def release(self, key: str, holder: str, fence: int) -> None:
+        """Give it up."""
+        await self.store.release_lease(key, holder, fence)
+
+
+_HOST = socket.gethostname()
+
+
+def own_channel_runners(mc: MissionControl) -> dict[str, ChannelRunner]:
+    """A receiver for each of Mission Control's own channels: button presses and replies of
+    the humans it pages."""
+    if mc.pager is None:
+        return {}
+    pager = mc.pager
+    holder = f"mission-control@{_HOST}:{os.getpid()}"
+
+    async def report(what: str, detail: str) -> None:
+        level = logging.INFO if what == "receiving" else logging.WARNING
+        log.log(level, "%s", detail)
+
+    runners = {}
+    for name, channel in pager.channels.items():
+
+        async def deliver(item: Inbound, name: str = name, channel: Channel = channel) -> None:
+            reply = await pager.answer(name, channel.kind, item)
+            answer = getattr(channel, "answer_button", None)
+            if item.action and answer is not None:
+                await answer(item, reply)
+            elif item.reply_to:
+                await channel.send(Outbound(name, reply, to=item.reply_to))
+
+        runners[name] = ChannelRunner(channel, deliver, StoreLeases(mc.store), holder, report)
+    return runners
+
+
+def create_app(
+    store: Store, settings: ServerSettings, own_channels: dict[str, Channel] | None = None
+) -> FastAPI:
+    """Mission Control over an opened-on-start ``store``; ``own_channels``: its own channel
+    accounts (paging humans), received from while this process holds their leases."""
     mc = MissionControl(
         store=store,
         settings=settings,
         auth=Authenticator(store, settings.token_key, settings.token_cache_seconds),
     )
+    if own_channels or settings.page_routes:
+        mc.pager = Pager(mc, dict(own_channels or {}))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -126,13 +187,23 @@ def create_app(store: Store, settings: ServerSettings) -> FastAPI:
                 ),
             )
         await bootstrap_operator(mc)
-        sweeper = asyncio.create_task(_sweep_governance(mc), name="governance-sweep")
+        tasks = [asyncio.create_task(_sweep_governance(mc), name="governance-sweep")]
+        tasks += [
+            asyncio.create_task(runner.run(), name=f"channel-{name}")
+            for name, runner in own_channel_runners(mc).items()
+        ]
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if mc.pager is not None:
+                for channel in mc.pager.channels.values():
+                    with contextlib.suppress(Exception):
+                        await channel.aclose()
             await store.close()
 
     app = FastAPI(
@@ -154,6 +225,7 @@ def create_app(store: Store, settings: ServerSettings) -> FastAPI:
         leases,
         incidents,
         approvals,
+        channels,
     ):
         app.include_router(module.router)
     dashboard.install(app)

@@ -4,16 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from mcos.domain.audit import AuditEvent
 from mcos.domain.authority import Matrix
 from mcos.domain.budget import Limits
+from mcos.domain.paging import PageRoute
 from mcos.domain.tokens import Principal
 from mcos.server.auth import Authenticator
 from mcos.server.metrics import Metrics
 from mcos.store import Directory, Store
+
+if TYPE_CHECKING:
+    from mcos.server.paging import Pager
+
+
+@dataclass(frozen=True)
+class ChannelBinding:
+    """A channel account of the fleet file as Mission Control sees it."""
+
+    kind: str
+    agent: str | None
+    """The bound agent; None: Mission Control's own (paging humans)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,12 @@ class ServerSettings:
     """Each agent's workspace folder, shown read-only on the dashboard when it is local."""
     sweep_seconds: float = 60.0
     """How often expiries and reminders are swept."""
+    channels: dict[str, ChannelBinding] = field(default_factory=dict)
+    """Channel accounts and the agent each is bound to."""
+    page_routes: dict[str, tuple[PageRoute, ...]] = field(default_factory=dict)
+    """Each human's paging channels with their address there, in the order tried."""
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
+    """Telegram channels in webhook mode: the secret Telegram must present."""
 
 
 @dataclass
@@ -63,6 +83,8 @@ class MissionControl:
     metrics: Metrics = field(default_factory=Metrics)
     last_touch: dict[str, float] = field(default_factory=dict)
     """When each agent's ``last_seen_at`` was last written (monotonic seconds)."""
+    pager: Pager | None = None
+    """Pages humans on Mission Control's own channels (None: nobody to page)."""
 
     async def refuse(self, principal: Principal, action: str, rule: str, **targets: str) -> None:
         """Audit a refused request before the 403 goes out."""

@@ -8,12 +8,15 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from mcos.channels.factory import open_channel
 from mcos.config import Fleet, load_fleet
+from mcos.config.secrets import resolve_key
 from mcos.domain.authority import Matrix
 from mcos.domain.budget import Limits
+from mcos.domain.paging import PageRoute
 from mcos.exceptions import ConfigError
 from mcos.server.app import create_app
-from mcos.server.context import ServerSettings
+from mcos.server.context import ChannelBinding, ServerSettings
 from mcos.store import make_store
 
 TOKEN_KEY_FILE = "server.key"  # noqa: S105 (a file name)
@@ -60,13 +63,38 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         matrix=Matrix.build(fleet.authority),
         human_roles={name: h.role for name, h in fleet.humans.items()},
         workspaces={name: str(fleet.workspace_path(name)) for name in fleet.agents},
+        channels={name: ChannelBinding(c.kind, c.agent) for name, c in fleet.channels.items()},
+        page_routes=page_routes(fleet),
+        webhook_secrets={
+            name: resolve_key(
+                c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir
+            )
+            for name, c in fleet.channels.items()
+            if c.kind == "telegram" and c.mode == "webhook" and c.webhook_secret
+        },
     )
+
+
+def page_routes(fleet: Fleet) -> dict[str, tuple[PageRoute, ...]]:
+    """Each human's paging channels with their address there (mock: their name)."""
+    routes = {}
+    for human, h in fleet.humans.items():
+        found = []
+        for channel in h.page:
+            kind = fleet.channels[channel].kind
+            address = human if kind == "mock" else getattr(h, kind)
+            if address:
+                found.append(PageRoute(channel, kind, str(address)))
+        if found:
+            routes[human] = tuple(found)
+    return routes
 
 
 def build_app(fleet: Fleet) -> FastAPI:
     """Mission Control for ``fleet``, over the store its file names."""
     store = make_store(fleet.store_url, fleet.delivery.policy())
-    return create_app(store, settings_for(fleet))
+    own = {name: open_channel(name, fleet) for name, c in fleet.channels.items() if c.agent is None}
+    return create_app(store, settings_for(fleet), own)
 
 
 def app_from_env() -> FastAPI:

@@ -26,6 +26,7 @@ from mcos.domain.incidents import (
     votes_at,
 )
 from mcos.domain.messages import MessageKind, NewMessage, Priority
+from mcos.domain.paging import PageKind
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Forbidden, InvalidRequest, NotFound, TooManyReports
 from mcos.server.context import MissionControl
@@ -90,7 +91,7 @@ class Governance:
         kind: MessageKind = MessageKind.ALERT,
         meta: dict[str, str],
     ) -> None:
-        await self.mc.store.send(
+        sent = await self.mc.store.send(
             NewMessage(
                 sender=SYSTEM,
                 recipient=to,
@@ -101,6 +102,8 @@ class Governance:
                 meta=meta,
             )
         )
+        if self.mc.pager is not None and to in self.mc.settings.human_roles:
+            await self.mc.pager.message_to_human(sent.message)
 
     # --- incidents ----------------------------------------------------------------------------
     async def report(
@@ -190,6 +193,14 @@ class Governance:
                 meta={"incident": str(incident.id), "severity": incident.severity},
             )
             told.append(a.name)
+        if incident.severity == "P0" and self.mc.pager is not None:
+            await self.mc.pager.page(
+                sorted(self.mc.settings.human_roles),
+                f"incident:{incident.id}:P0",
+                PageKind.P0,
+                f"Confirmed P0: {incident.summary}",
+                f"Incident {incident.id} is confirmed at P0.\n\nEvidence:\n{incident.evidence}",
+            )
         return tuple(told)
 
     async def confirm(

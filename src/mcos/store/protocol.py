@@ -21,6 +21,7 @@ from mcos.domain.budget import Committed, Limits, Usage, Verdict
 from mcos.domain.incidents import Incident, IncidentEvent
 from mcos.domain.leases import Lease
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
+from mcos.domain.paging import Page, PageKind
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 
 
@@ -370,6 +371,33 @@ class Store(Protocol):
 
     async def mark_reminded(self, approval_id: int) -> bool:
         """Claim the one reminder of a pending request (False if already sent)."""
+
+    # --- pages -----------------------------------------------------------------------------
+    async def open_page(
+        self, human: str, key: str, kind: PageKind, subject: str, body: str
+    ) -> Page | None:
+        """A new page; None when this person was already paged about ``key``."""
+        ...
+
+    async def page_sent(
+        self, page_id: int, *, state: str, channel: str, ref: str = "", error: str = ""
+    ) -> Page:
+        """Record a delivery attempt (an acknowledged page stays acknowledged)."""
+        ...
+
+    async def ack_page(self, page_id: int, by: str) -> Page | None:
+        """Acknowledge once; None when already acknowledged or unknown."""
+        ...
+
+    async def page(self, page_id: int) -> Page | None:
+        """One page."""
+        ...
+
+    async def pages(
+        self, human: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[Page]:
+        """Pages, newest first."""
+        ...
 
     # --- leases ----------------------------------------------------------------------------
     async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:

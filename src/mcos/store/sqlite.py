@@ -33,6 +33,7 @@ from mcos.domain.messages import (
     RecipientKind,
     SendResult,
 )
+from mcos.domain.paging import Page, PageKind
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.exceptions import (
     Conflict,
@@ -121,6 +122,15 @@ def _approval(r: sqlite3.Row) -> Approval:
         created_at=_dt(r["created_at"]), expires_at=_dt(r["expires_at"]),
         decided_at=_opt_dt(r["decided_at"]), decided_by=r["decided_by"], reason=r["reason"],
         directive_id=r["directive_id"], acknowledged_at=_opt_dt(r["acknowledged_at"]),
+    )  # fmt: skip
+
+
+def _page(r: sqlite3.Row) -> Page:
+    return Page(
+        r["id"], r["human"], r["key"], PageKind(r["kind"]), r["subject"], r["body"], r["state"],
+        r["channel"], r["ref"], r["attempts"], r["error"], _dt(r["created_at"]),
+        None if r["sent_at"] is None else _dt(r["sent_at"]),
+        None if r["acked_at"] is None else _dt(r["acked_at"]), r["acked_by"],
     )  # fmt: skip
 
 
@@ -976,6 +986,52 @@ class SqliteStore:
             return [convert(r) for r in conn.execute(query, params).fetchall()]
 
         return await self._run(read)
+
+    # --- pages -------------------------------------------------------------------------------
+    async def open_page(
+        self, human: str, key: str, kind: PageKind, subject: str, body: str
+    ) -> Page | None:
+        """A new page; None when this person was already paged about ``key``."""
+        params = {"human": human, "key": key, "kind": kind.value, "subject": subject}
+        return await self._write_one(
+            Q["page_open"], params | {"body": body, "now": _now_us()}, _page
+        )
+
+    async def page_sent(
+        self, page_id: int, *, state: str, channel: str, ref: str = "", error: str = ""
+    ) -> Page:
+        """Record a delivery attempt (an acknowledged page stays acknowledged)."""
+        params = {"id": page_id, "state": state, "channel": channel, "ref": ref, "error": error}
+        page = await self._write_one(Q["page_sent"], params | {"now": _now_us()}, _page)
+        if page is None:
+            raise NotFound(f"no page {page_id}", page=page_id)
+        return page
+
+    async def ack_page(self, page_id: int, by: str) -> Page | None:
+        """Acknowledge once; None when already acknowledged or unknown."""
+        return await self._write_one(
+            Q["page_ack"], {"id": page_id, "by": by, "now": _now_us()}, _page
+        )
+
+    async def page(self, page_id: int) -> Page | None:
+        """One page."""
+        return await self._one(Q["page_get"], (page_id,), _page)
+
+    async def pages(
+        self, human: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[Page]:
+        """Pages, newest first."""
+        return await self._all(
+            Q["pages_list"], {"human": human, "state": state, "limit": limit}, _page
+        )
+
+    async def _write_one(self, query: str, params: Any, convert: Callable[[Any], T]) -> T | None:
+        def write(conn: sqlite3.Connection) -> T | None:
+            with self._tx(conn):
+                row = conn.execute(query, params).fetchone()
+            return None if row is None else convert(row)
+
+        return await self._run(write)
 
     # --- leases --------------------------------------------------------------------------------
     async def acquire_lease(self, agent: str, holder: str, host: str, ttl: timedelta) -> Lease:

@@ -42,6 +42,8 @@ async def send(request: SendRequest, mc: MC, caller: Caller, response: Response)
     _count(mc, request, result)
     if not result.created:
         response.status_code = 200
+    elif mc.pager is not None and request.to in mc.settings.human_roles:
+        await mc.pager.message_to_human(result.message)
     return _send_response(result)
 
 

@@ -467,3 +467,29 @@ RETURNING *;
 UPDATE approvals SET reminded_at = clock_timestamp()
 WHERE id = %(id)s AND state = 'pending' AND reminded_at IS NULL
 RETURNING *;
+
+-- name: page_open
+INSERT INTO pages (human, key, kind, subject, body, created_at)
+VALUES (%(human)s, %(key)s, %(kind)s, %(subject)s, %(body)s, clock_timestamp())
+ON CONFLICT (human, key) DO NOTHING
+RETURNING *;
+
+-- name: page_sent
+UPDATE pages SET state = CASE WHEN state = 'acked' THEN state ELSE %(state)s END,
+    channel = %(channel)s, ref = %(ref)s, error = %(error)s, attempts = attempts + 1,
+    sent_at = CASE WHEN %(state)s = 'sent' THEN clock_timestamp() ELSE sent_at END
+WHERE id = %(id)s
+RETURNING *;
+
+-- name: page_ack
+UPDATE pages SET state = 'acked', acked_at = clock_timestamp(), acked_by = %(by)s
+WHERE id = %(id)s AND state <> 'acked'
+RETURNING *;
+
+-- name: page_get
+SELECT * FROM pages WHERE id = %s;
+
+-- name: pages_list
+SELECT * FROM pages
+WHERE (%(human)s::text IS NULL OR human = %(human)s) AND (%(state)s::text IS NULL OR state = %(state)s)
+ORDER BY id DESC LIMIT %(limit)s;

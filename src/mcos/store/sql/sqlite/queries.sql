@@ -353,3 +353,29 @@ RETURNING *;
 UPDATE approvals SET reminded_at = :now
 WHERE id = :id AND state = 'pending' AND reminded_at IS NULL
 RETURNING *;
+
+-- name: page_open
+INSERT INTO pages (human, key, kind, subject, body, created_at)
+VALUES (:human, :key, :kind, :subject, :body, :now)
+ON CONFLICT (human, key) DO NOTHING
+RETURNING *;
+
+-- name: page_sent
+UPDATE pages SET state = CASE WHEN state = 'acked' THEN state ELSE :state END,
+    channel = :channel, ref = :ref, error = :error, attempts = attempts + 1,
+    sent_at = CASE WHEN :state = 'sent' THEN :now ELSE sent_at END
+WHERE id = :id
+RETURNING *;
+
+-- name: page_ack
+UPDATE pages SET state = 'acked', acked_at = :now, acked_by = :by
+WHERE id = :id AND state <> 'acked'
+RETURNING *;
+
+-- name: page_get
+SELECT * FROM pages WHERE id = ?;
+
+-- name: pages_list
+SELECT * FROM pages
+WHERE (:human IS NULL OR human = :human) AND (:state IS NULL OR state = :state)
+ORDER BY id DESC LIMIT :limit;
