@@ -23,6 +23,7 @@ from mcos.domain.messages import (
     Priority,
     RecipientKind,
 )
+from mcos.domain.paging import Page
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
@@ -605,3 +606,31 @@ class ChannelInboundOut(_Out):
     message_id: int
     created: bool
     paged: int = 0
+
+
+class PageOut(_Out):
+    """A page to a human: what about, on which channel, and whether they acknowledged it."""
+
+    id: int
+    human: str
+    key: str
+    kind: str
+    subject: str
+    state: str
+    channel: str
+    attempts: int
+    error: str
+    created_at: datetime
+    sent_at: datetime | None
+    acked_at: datetime | None
+    acked_by: str
+
+    @classmethod
+    def of(cls, page: Page) -> PageOut:
+        """From the domain object."""
+        return cls(
+            id=page.id, human=page.human, key=page.key, kind=page.kind.value,
+            subject=page.subject, state=page.state, channel=page.channel,
+            attempts=page.attempts, error=page.error, created_at=page.created_at,
+            sent_at=page.sent_at, acked_at=page.acked_at, acked_by=page.acked_by,
+        )  # fmt: skip

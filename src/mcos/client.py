@@ -40,6 +40,7 @@ from mcos.api_models import (
     LeaseRelease,
     LeaseRenew,
     MessageOut,
+    PageOut,
     ReservationOut,
     ReservationRequest,
     RuntimeEvent,
@@ -153,6 +154,8 @@ _AUDIT = TypeAdapter(list[AuditOut])
 _AUDIT_ONE = TypeAdapter(AuditOut)
 _LEASE = TypeAdapter(LeaseOut)
 _INBOUND = TypeAdapter(ChannelInboundOut)
+_PAGE = TypeAdapter(PageOut)
+_PAGES = TypeAdapter(list[PageOut])
 _INCIDENT = TypeAdapter(IncidentOut)
 _INCIDENTS = TypeAdapter(list[IncidentOut])
 _APPROVAL = TypeAdapter(ApprovalOut)
@@ -368,6 +371,17 @@ class Calls:
             "POST", f"/v1/channels/{channel}/inbound", _model(_INBOUND),
             json=item.model_dump(mode="json"),
         )  # fmt: skip
+
+    @staticmethod
+    def pages(human: str | None = None, state: str | None = None) -> Call[list[PageOut]]:
+        """Pages to humans, newest first."""
+        params = {k: v for k, v in (("human", human), ("state", state)) if v is not None}
+        return Call("GET", "/v1/pages", _model(_PAGES), params=params)
+
+    @staticmethod
+    def ack_page(page_id: int) -> Call[PageOut]:
+        """Acknowledge a page as the person paged."""
+        return Call("POST", f"/v1/pages/{page_id}/ack", _model(_PAGE))
 
     # --- governance ---------------------------------------------------------------------------
     @staticmethod

@@ -228,6 +228,7 @@ def create_app(
         channels,
     ):
         app.include_router(module.router)
+    app.include_router(channels.pages)
     dashboard.install(app)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)

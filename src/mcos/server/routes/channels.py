@@ -7,9 +7,11 @@ again after a crash creates nothing twice.
 
 from __future__ import annotations
 
+import hmac
 from datetime import timedelta
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Request
 
 from mcos.api_models import (
     ChannelInboundIn,
@@ -18,13 +20,15 @@ from mcos.api_models import (
     ChannelLeaseRelease,
     ChannelLeaseRenew,
     LeaseOut,
+    PageOut,
 )
+from mcos.channels.telegram import parse_update
 from mcos.domain.audit import AuditEvent
 from mcos.domain.messages import MessageKind, NewMessage, Priority
 from mcos.domain.tokens import Principal, PrincipalKind
-from mcos.exceptions import Forbidden, NotFound
+from mcos.exceptions import AuthError, Conflict, Forbidden, InvalidRequest, NotFound
 from mcos.server.context import ChannelBinding, MissionControl
-from mcos.server.routes.deps import MC, Caller
+from mcos.server.routes.deps import MC, Caller, require_operator
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
@@ -121,3 +125,84 @@ async def inbound(
     if binding.agent is None:
         raise NotFound(f"channel {channel!r} belongs to Mission Control, not an agent")
     return await take_inbound(mc, channel, binding.agent, item)
+
+
+@router.post("/{channel}/telegram", response_model=dict[str, bool], responses=ERRORS)
+async def telegram_webhook(
+    channel: str,
+    request: Request,
+    mc: MC,
+    secret: Annotated[str | None, Header(alias="X-Telegram-Bot-Api-Secret-Token")] = None,
+) -> dict[str, bool]:
+    """Telegram's webhook: the secret-token header must match the channel's secret (401 and
+    audited otherwise); the update then goes where a polled one would."""
+    expected = mc.settings.webhook_secrets.get(channel)
+    binding = mc.settings.channels.get(channel)
+    if binding is None or binding.kind != "telegram" or expected is None:
+        raise NotFound(f"no Telegram channel {channel!r} in webhook mode", channel=channel)
+    if secret is None or not hmac.compare_digest(secret.encode(), expected.encode()):
+        await mc.store.record(
+            AuditEvent(
+                actor="telegram:webhook",
+                action="channel.webhook",
+                targets={"channel": channel},
+                detail={"rule": "the secret-token header must match"},
+                outcome="refused",
+            )
+        )
+        raise AuthError("missing or wrong X-Telegram-Bot-Api-Secret-Token")
+    try:
+        item = parse_update(channel, await request.json())
+    except ValueError as e:
+        raise InvalidRequest(f"body: {e}", field="body") from None
+    if item is None:
+        return {"ok": True}
+    if binding.agent is not None:
+        from mcos.runtime.channels import inbound_body  # noqa: PLC0415
+
+        await take_inbound(mc, channel, binding.agent, inbound_body(item))
+    elif mc.pager is not None:
+        reply = await mc.pager.answer(channel, "telegram", item)
+        own = mc.pager.channels.get(channel)
+        answer = getattr(own, "answer_button", None)
+        if answer is not None:
+            await answer(item, reply)
+    return {"ok": True}
+
+
+pages = APIRouter(prefix="/v1/pages", tags=["pages"])
+
+
+@pages.get("", response_model=list[PageOut], responses=ERRORS)
+async def list_pages(
+    mc: MC, caller: Caller, human: str | None = None, state: str | None = None, limit: int = 100
+) -> list[PageOut]:
+    """Pages to humans, newest first (operators)."""
+    await require_operator(mc, caller, "page.list")
+    found = await mc.store.pages(human=human, state=state, limit=max(1, min(limit, 500)))
+    return [PageOut.of(p) for p in found]
+
+
+@pages.post("/{page_id}/ack", response_model=PageOut, responses=ERRORS)
+async def ack_page(page_id: int, mc: MC, caller: Caller) -> PageOut:
+    """The paged person acknowledges (from the CLI or dashboard); 409 when already done."""
+    await require_operator(mc, caller, "page.ack")
+    page = await mc.store.page(page_id)
+    if page is None:
+        raise NotFound(f"no page {page_id}", page=page_id)
+    if page.human != caller.name:
+        rule = "a page is acknowledged by the person paged"
+        await mc.refuse(caller, "page.ack", rule, page=str(page_id))
+        raise Forbidden(f"{rule} ({page.human})", rule=rule)
+    done = await mc.store.ack_page(page_id, caller.name)
+    if done is None:
+        raise Conflict(f"page {page_id} was already acknowledged", page=page_id)
+    await mc.store.record(
+        AuditEvent(
+            actor=caller.actor,
+            action="page.acked",
+            targets={"page": str(page_id)},
+            detail={"key": done.key, "via": "api"},
+        )
+    )
+    return PageOut.of(done)
