@@ -7,6 +7,7 @@ class to one status code and one machine-readable ``code``; the CLI maps them to
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 EX_CONFIG = 78
@@ -216,3 +217,21 @@ class ChannelRefused(ChannelError):
     retrying will not help until someone changes the configuration."""
 
     code = "channel_refused"
+
+
+class McpUnavailable(McosError):
+    """An MCP server could not be started, reached or initialised; the agent runs without it."""
+
+    code = "mcp_unavailable"
+
+    def __init__(self, server: str, where: str, problem: str, stderr: Path | None = None) -> None:
+        see = f" (its stderr: {stderr})" if stderr is not None else ""
+        super().__init__(
+            f"MCP server {server!r} ({where}) is unavailable: {problem}{see}",
+            server=server,
+            where=where,
+            problem=problem,
+        )
+        self.server = server
+        self.where = where
+        self.problem = problem

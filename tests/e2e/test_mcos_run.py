@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from mcos.client import Calls, Client
-from mcos.domain.messages import MessageKind
+from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import MCOS, mcos, mcos_json
@@ -74,6 +74,7 @@ def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(tmp_path:
         assert f"message {sent.message.id} from jarvis (directive): Billing fix" in log
         children = _descendants(run.pid)
         assert len(children) >= 14  # the server, the fork server and twelve agents
+        _rehearse_revenue_team(home, port, operator_token)
     finally:
         run.send_signal(signal.SIGINT)
         code = run.wait(90)
@@ -111,3 +112,45 @@ def _descendants(pid: int) -> list[int]:
         found += kids
         frontier += kids
     return found
+
+
+REVENUE_CHANNELS = {
+    "leads": "vault",
+    "community": "scout",
+    "invoices": "ledger",
+    "blog": "claw",
+    "signups": "pulse",
+}
+
+
+def _posts(home: Path, channel: str) -> list[str]:
+    outbox = home / "channels" / channel / "outbox" / "posts.jsonl"
+    return outbox.read_text().splitlines() if outbox.exists() else []
+
+
+def _rehearse_revenue_team(home: Path, port: int, operator_token: str) -> None:
+    """The revenue team on its mock channels: a file in each inbox is answered in its outbox;
+    an urgent message to the founder pages the founder's folder, acknowledged by a file."""
+    for channel, agent in REVENUE_CHANNELS.items():
+        inbox = home / "channels" / channel / "inbox"
+        (inbox / "1.txt").write_text(f"From: customer-of-{agent}\nHello {agent}, a question.")
+    for channel, agent in REVENUE_CHANNELS.items():
+        _wait(f"{agent}'s answer on {channel}", lambda c=channel: _posts(home, c), timeout=60)
+        assert "Acknowledged" in _posts(home, channel)[0]
+        assert f"customer-of-{agent}" in _posts(home, channel)[0]
+    with Client(f"http://127.0.0.1:{port}", operator_token) as operator:
+        vault = operator.do(Calls.create_token(PrincipalKind.AGENT, "vault")).token
+        with Client(f"http://127.0.0.1:{port}", vault) as client:
+            client.do(
+                Calls.send("founder", "A buyer wants a call today.", subject="hot lead",
+                           priority=Priority.URGENT)
+            )  # fmt: skip
+        _wait("the founder's page", lambda: _posts(home, "founder-pager"))
+        (page,) = operator.do(Calls.pages(human="founder"))
+        assert "[URGENT] from vault: hot lead" in _posts(home, "founder-pager")[0]
+        pager_inbox = home / "channels" / "founder-pager" / "inbox"
+        (pager_inbox / "ack.txt").write_text(f"From: founder\nack:{page.id}")
+        _wait(
+            "the page acknowledged",
+            lambda: operator.do(Calls.pages(human="founder"))[0].state == "acked",
+        )

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mcos.channels.base import Deliver, Inbound, Outbound
 
 MAX_FILE = 64 * 1024
+_BUTTON = re.compile(r"^(ack|approve|deny):\d+$")
+"""A file whose whole text is a button's data (``ack:3``) presses that button."""
 
 
 class MockChannel:
@@ -51,14 +54,16 @@ class MockChannel:
         elif raw.startswith("From:"):
             first, _, rest = raw.partition("\n")
             sender, text = first.removeprefix("From:").strip() or "unknown", rest
+        text = text.strip()
         return Inbound(
             self.name,
             sender,
-            text.strip(),
+            text,
             datetime.now(UTC),
             ref=path.name,
             sender_id=sender,
             reply_to=sender,
+            action=text if _BUTTON.match(text) else "",
         )
 
     def waiting(self) -> list[Path]:

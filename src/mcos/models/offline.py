@@ -18,7 +18,7 @@ FLUSH_MARKER = "FLUSH WORKSTATE"
 """The runtime's flush turn contains this; the offline model answers with write_workstate."""
 _MESSAGE = re.compile(
     r"^- \[message (?P<id>\d+)\] from (?P<sender>\S+) \((?P<kind>[a-z]+)[^)]*\)"
-    r"(?P<tags>(?: \[[a-z]+ [^\]]+\])*): (?P<subject>.*)$",
+    r"(?P<tags>(?: \[[a-z_]+ [^\]]+\])*): (?P<subject>.*)$",
     re.MULTILINE,
 )
 _APPROVAL_TAG = re.compile(r"\[approval (\d+)\]")

@@ -59,7 +59,7 @@ from mcos.runtime.clock import Clock, MissionClock
 from mcos.runtime.mcp import McpTools
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
-from mcos.runtime.tools import Toolbox, ToolContext, untrusted
+from mcos.runtime.tools import UNTRUSTED_MARK, Toolbox, ToolContext, untrusted
 from mcos.runtime.workspace import Limits, TurnKind, Workspace
 
 log = logging.getLogger("mcos.runtime")
@@ -145,9 +145,19 @@ ACTIONS = frozenset(
         "vote",
         "acknowledge_directive",
         "post_to_channel",
+        "send_external_email",
     }
 )
 """Tools that act and return nothing the model needs before deciding its next step."""
+
+
+def _tainted(turns: list[Turn]) -> bool:
+    """Whether outside content is anywhere in what the model has seen this turn."""
+    return any(
+        UNTRUSTED_MARK in (b.text if isinstance(b, TextBlock) else getattr(b, "content", ""))
+        for t in turns
+        for b in t.blocks
+    )
 
 
 def _own(d: DeliveryOut, me: str) -> bool:
@@ -174,7 +184,7 @@ class AgentRuntime:
     mcp: McpTools | None = None
     """MCP servers' tools, connected in ``start()`` when the allowlist names any."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (the agent's state, set up in one place)
         self,
         name: str,
         fleet: Fleet,
@@ -455,6 +465,7 @@ class AgentRuntime:
                 turns.append(reply.turn)
                 if not reply.tool_calls:
                     break
+                self.ctx.tainted = _tainted(turns)
                 results = tuple([await self.tools.call(c) for c in reply.tool_calls])
                 _append_user(turns, results)
                 if self.settings.end_on_actions and _only_done_actions(reply, results):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,7 +29,13 @@ from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.workspace import Workspace
 
+if TYPE_CHECKING:
+    from mcos.runtime.mcp import McpTools
+
 MAX_RESULT_CHARS = 8_000
+
+
+UNTRUSTED_MARK = "<<<UNTRUSTED content from"
 
 
 def untrusted(source: str, text: str) -> str:
@@ -59,6 +65,9 @@ class ToolContext:
     """Runs allowlisted recovery commands (and refuses, audited, anything else)."""
     schedule: Callable[[CronJob], None] | None = None
     """Adds a recurring job (the reports a directive promised) to the agent's schedule."""
+    tainted: bool = False
+    """Whether the turn's context holds untrusted content: governed actions then need an
+    approved request even where the agent may act alone (outside text never drives them)."""
     actions: list[str] = field(default_factory=list)
     """What this turn changed (messages sent, log lines, files): the circuit breaker's signal."""
 
@@ -151,6 +160,16 @@ class PostToChannel(_Input):
     to: str = Field(default="", max_length=200)
 
 
+class SendExternalEmail(_Input):
+    channel: str = Field(description="One of your e-mail channels, by name.")
+    to: str = Field(min_length=3, max_length=300, pattern=r"^[^@\s]+@[^@\s]+$")
+    subject: str = Field(max_length=300)
+    body: str = Field(min_length=1, max_length=50_000)
+    approval_id: int | None = Field(
+        default=None, description="The approved request that covers exactly this e-mail."
+    )
+
+
 class WriteWorkstate(_Input):
     current_task: str = Field(max_length=4_000)
     decisions: str = Field(max_length=8_000)
@@ -189,6 +208,22 @@ async def _send(ctx: ToolContext, a: SendMessage) -> str:
 
 async def _reply(ctx: ToolContext, a: Reply) -> str:
     original = await ctx.client.do(Calls.message(a.message_id))
+    channel = ctx.channels.get(original.meta.get("channel", ""))
+    if channel is not None and original.sender == ctx.agent:
+        # It came in on one of our channels: the reply goes back out there (an e-mail reply is
+        # external e-mail, governed like any other).
+        to = original.meta.get("reply_to", "")
+        if channel.kind == "email":
+            subject = (
+                original.subject
+                if original.subject.startswith("Re:")
+                else (f"Re: {original.subject}")
+            )
+            return await _send_external_email(
+                ctx, SendExternalEmail(channel=channel.name, to=to, subject=subject[:300],
+                                       body=a.body)
+            )  # fmt: skip
+        return await _post(ctx, PostToChannel(channel=channel.name, text=a.body, to=to))
     sent = await ctx.client.do(
         Calls.send(
             original.sender,
@@ -339,6 +374,32 @@ async def _post(ctx: ToolContext, a: PostToChannel) -> str:
     return f"posted to {a.channel} ({ref})"
 
 
+async def _send_external_email(ctx: ToolContext, a: SendExternalEmail) -> str:
+    channel = ctx.channels.get(a.channel)
+    if channel is None or channel.kind != "email":
+        mine = ", ".join(sorted(n for n, c in ctx.channels.items() if c.kind == "email"))
+        return f"error: {a.channel!r} is not one of your e-mail channels (yours: {mine or 'none'})"
+    payload = {"to": a.to, "subject": a.subject, "body": a.body}
+    if ctx.tainted and a.approval_id is None:
+        rule = "untrusted content is in this turn: external e-mail needs an approved request"
+        await ctx.client.do(
+            Calls.record_event(
+                RuntimeEvent(
+                    action="runtime.tool.refused",
+                    targets={"tool": "send_external_email"},
+                    detail={"rule": rule, "to": a.to[:200]},
+                    outcome="refused",
+                )
+            )
+        )
+        return f"refused: {rule} (request_approval with this payload, then send with its id)"
+    # Mission Control decides: alone if the matrix lets this agent, else the approved request.
+    await ctx.client.do(Calls.authorize("send_external_email", payload, a.approval_id))
+    ref = await channel.send(Outbound(a.channel, a.body, to=a.to, subject=a.subject))
+    ctx.actions.append(f"e-mailed {a.to}")
+    return f"sent e-mail to {a.to} ({ref})"
+
+
 async def _write_workstate(ctx: ToolContext, a: WriteWorkstate) -> str:
     stamp = ctx.clock.now().strftime("%Y-%m-%d %H:%M UTC")
     text = (
@@ -384,6 +445,12 @@ TOOLS: dict[str, Tool] = {
         Tool("run_check", "Run one of your configured health checks now.", RunCheck, _run_check),
         Tool("post_to_channel", "Post a message to one of your channels.", PostToChannel, _post),
         Tool(
+            "send_external_email",
+            "Send an e-mail outside the fleet (governed: Mission Control authorizes each one).",
+            SendExternalEmail,
+            _send_external_email,
+        ),
+        Tool(
             "recover",
             "Run an allowlisted recovery by name (from the fleet file); nothing else is ever run.",
             Recover,
@@ -424,17 +491,23 @@ TOOLS: dict[str, Tool] = {
 class Toolbox:
     """The tools one agent may use, and the gate every call passes through."""
 
-    def __init__(self, ctx: ToolContext, allowed: list[str]) -> None:
+    def __init__(self, ctx: ToolContext, allowed: list[str], mcp: McpTools | None = None) -> None:
         self.ctx = ctx
         self.allowed = [name for name in allowed if name in TOOLS]
+        self.mcp = mcp
+        """The MCP servers' tools (``SERVER__TOOL``) the allowlist lets this agent use."""
 
     def specs(self, *, extra: tuple[str, ...] = ()) -> tuple[ToolSpec, ...]:
         """The definitions offered to the model in this turn."""
-        return tuple(TOOLS[n].spec() for n in (*self.allowed, *extra))
+        mcp = self.mcp.specs() if self.mcp is not None else ()
+        return tuple(TOOLS[n].spec() for n in (*self.allowed, *extra)) + mcp
 
-    async def call(self, call: ToolCall, *, extra: tuple[str, ...] = ()) -> ToolResult:
+    async def call(  # noqa: PLR0911 (one gate, one answer per outcome)
+        self, call: ToolCall, *, extra: tuple[str, ...] = ()
+    ) -> ToolResult:
         """Run one call if allowed; every problem comes back as an error result."""
-        if call.name not in self.allowed and call.name not in extra:
+        mcp = self.mcp is not None and self.mcp.offers(call.name)
+        if call.name not in self.allowed and call.name not in extra and not mcp:
             await self._audit_refusal(call)
             return ToolResult(
                 call.id,
@@ -442,6 +515,8 @@ class Toolbox:
                 f"(allowed: {', '.join(self.allowed) or 'none'})",
                 is_error=True,
             )
+        if mcp and self.mcp is not None:
+            return await self.mcp.call(call)  # validated, fenced, redacted; never raises
         tool = TOOLS[call.name]
         if INVALID_ARGUMENTS in call.input:
             return ToolResult(call.id, "error: the tool arguments were not valid JSON", True)
