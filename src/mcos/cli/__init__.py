@@ -63,6 +63,8 @@ app.add_typer(channel_app, name="channel")
 incidents_app = typer.Typer(help="Incidents at their gates.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
 approvals_app = typer.Typer(help="Approval requests and committees.", no_args_is_help=True)
+pages_app = typer.Typer(help="Pages to humans and their acknowledgements.", no_args_is_help=True)
+app.add_typer(pages_app, name="pages")
 app.add_typer(approvals_app, name="approvals")
 
 app_from_env_path = "mcos.server.factory:app_from_env"
@@ -674,6 +676,45 @@ def audit_export(
     else:
         out.write_text(text)
         console.print(f"wrote {out}")
+
+
+# --- pages -----------------------------------------------------------------------------------
+@pages_app.command("list")
+def pages_list(
+    human: Annotated[Optional[str], typer.Option("--human")] = None,  # noqa: UP045
+    state: Annotated[Optional[str], typer.Option("--state", help="sent, failed, acked")] = None,  # noqa: UP045
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Urgent items, P0s and approval requests paged to humans, newest first."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        found = client.do(Calls.pages(human=human, state=state))
+    if as_json:
+        print_json(found)
+        return
+    table(
+        "pages",
+        ["page", "human", "kind", "subject", "state", "channel", "acked by", "error"],
+        [
+            (p.id, p.human, p.kind, p.subject, p.state, p.channel, p.acked_by, p.error)
+            for p in found
+        ],
+    )
+
+
+@pages_app.command("ack")
+def pages_ack(
+    page_id: Annotated[int, typer.Argument()],
+    fleet: FleetOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Acknowledge a page sent to you (your operator token names you)."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        page = client.do(Calls.ack_page(page_id))
+    console.print(f"page {page.id} acknowledged by {page.acked_by}")
 
 
 # --- dead letters ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ values are never printed — only that they are present and how long they are.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -194,6 +195,31 @@ def _mission_control(fleet: Fleet) -> list[Verdict]:
     return out
 
 
+def _channels(fleet: Fleet) -> list[Verdict]:
+    """Each channel's credentials resolve (never echoed); a mock channel's folder is writable."""
+    if not fleet.channels:
+        return [Verdict("channels", "ok", "no channel accounts configured")]
+    out = []
+    for name, c in sorted(fleet.channels.items()):
+        owner = f"for {c.agent}" if c.agent else "Mission Control's own (paging)"
+        refs = [r for r in (c.token, c.password, c.smtp_password, c.webhook_secret) if r]
+        try:
+            for ref in refs:
+                resolve_key(ref, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir)
+        except ConfigError as e:
+            out.append(Verdict(f"channel {name}", "fail", e.message, "set the secret it names"))
+            continue
+        if c.kind == "mock":
+            folder = fleet.channel_path(name)
+            ok = os.access(folder if folder.exists() else folder.parent, os.W_OK)
+            detail = f"{c.kind} {owner}: folder {folder}" + ("" if ok else " is not writable")
+            out.append(Verdict(f"channel {name}", "ok" if ok else "fail", detail))
+            continue
+        secrets = f"{len(refs)} secret(s) resolved" if refs else "no secrets"
+        out.append(Verdict(f"channel {name}", "ok", f"{c.kind} {owner}: {secrets}"))
+    return out
+
+
 def _disk(fleet: Fleet) -> Verdict:
     folder = fleet.state_dir if fleet.state_dir.exists() else fleet.base_dir
     usage = shutil.disk_usage(folder)
@@ -231,7 +257,7 @@ async def diagnose(
     verdicts += await _secrets(fleet, live=live)
     verdicts.append(await _store(fleet))
     verdicts += _mission_control(fleet)
-    verdicts.append(Verdict("channels", "ok", "no channel accounts configured"))
+    verdicts += _channels(fleet)
     verdicts += _units(units or [])
     verdicts.append(_disk(fleet))
     return verdicts
