@@ -1,0 +1,116 @@
+"""Mission Control's channel routes: the one-receiver lease over HTTP, inbound items only from
+the bound agent, and Telegram's webhook with its secret-token header checked."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mcos.channels.base import Inbound, account_key
+from mcos.channels.mock import MockChannel
+from mcos.client import Calls
+from mcos.domain.paging import PageRoute
+from mcos.exceptions import Forbidden, LeaseHeld, NotFound
+from mcos.runtime.channels import inbound_body
+from mcos.server.context import ChannelBinding
+from tests.api.conftest import LiveServer, migrate, serve
+
+SECRET = "webhook-secret-0123456789"
+KEY = account_key("telegram", "123:ABC")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    url = f"sqlite:///{tmp_path}/mcos.db"
+    asyncio.run(migrate(url))
+    with serve(
+        url,
+        tmp_path,
+        channels={
+            "tg": ChannelBinding("telegram", "gene"),
+            "hook": ChannelBinding("telegram", "gene"),
+        },
+        webhook_secrets={"hook": SECRET},
+    ) as live:
+        yield live
+
+
+def test_one_receiver_per_account_over_http(server: LiveServer) -> None:
+    """gene's two processes contend: the second is told who holds it; jarvis may not ask."""
+    with server.client("gene") as gene, server.client("jarvis") as jarvis:
+        first = gene.do(Calls.acquire_channel_lease("tg", KEY, "gene@a:1", "a", 15))
+        with pytest.raises(LeaseHeld):
+            gene.do(Calls.acquire_channel_lease("tg", KEY, "gene@b:2", "b", 15))
+        gene.do(Calls.renew_channel_lease("tg", KEY, "gene@a:1", first.fence, 15))
+        gene.do(Calls.release_channel_lease("tg", KEY, "gene@a:1", first.fence))
+        second = gene.do(Calls.acquire_channel_lease("tg", KEY, "gene@b:2", "b", 15))
+        assert second.fence > first.fence
+        with pytest.raises(Forbidden, match="only gene acts for channel tg"):
+            jarvis.do(Calls.acquire_channel_lease("tg", KEY, "jarvis@a:1", "a", 15))
+        with pytest.raises(NotFound):
+            gene.do(Calls.acquire_channel_lease("nope", KEY, "gene@a:1", "a", 15))
+
+
+def test_the_webhook_checks_telegrams_secret(server: LiveServer) -> None:
+    """Wrong or missing secret: 401, audited, nothing stored; right one: gene has the message."""
+    update = {
+        "update_id": 9,
+        "message": {
+            "message_id": 1,
+            "date": 1_700_000_000,
+            "chat": {"id": 77, "type": "private"},
+            "from": {"id": 77, "is_bot": False, "first_name": "Ann", "username": "ann"},
+            "text": "hello from Telegram",
+        },
+    }
+    hook = f"{server.url}/v1/channels/hook/telegram"
+    header = "X-Telegram-Bot-Api-Secret-Token"
+    assert httpx.post(hook, json=update).status_code == 401
+    assert httpx.post(hook, json=update, headers={header: "guess"}).status_code == 401
+    bad = httpx.post(hook, json={"update_id": "x"}, headers={header: SECRET})
+    assert bad.status_code == 422
+    assert "not a Telegram update" in bad.text
+    assert httpx.post(hook, json=update, headers={header: SECRET}).status_code == 200
+    assert httpx.post(hook, json=update, headers={header: SECRET}).status_code == 200  # again
+    assert httpx.post(f"{server.url}/v1/channels/tg/telegram", json=update).status_code == 404
+    with server.client("gene") as gene, server.client() as operator:
+        got = gene.do(Calls.inbox(wait=0)).deliveries
+        assert [d.message.body for d in got] == ["hello from Telegram"]  # once, not twice
+        assert got[0].message.meta["origin"] == "telegram channel hook (from @ann)"
+        refused = operator.do(Calls.audit(action="channel.webhook"))
+        assert len(refused) == 2
+
+
+def test_an_urgent_item_reaches_the_agent_and_pages_the_human(tmp_path: Path) -> None:
+    """A triage rule's urgent mail: gene is woken urgently and the founder is paged, once."""
+    url = f"sqlite:///{tmp_path}/mcos.db"
+    asyncio.run(migrate(url))
+    pager = MockChannel("pager", tmp_path / "pager")
+    with serve(
+        url,
+        tmp_path,
+        channels={"mail": ChannelBinding("email", "gene"), "pager": ChannelBinding("mock", None)},
+        page_routes={"founder": (PageRoute("pager", "mock", "founder"),)},
+        own_channels={"pager": pager},
+    ) as live:
+        item = Inbound(
+            "mail", "Bank <alerts@bank.example>", "Wire pending approval", datetime.now(UTC),
+            ref="INBOX/1/7", sender_id="alerts@bank.example", reply_to="alerts@bank.example",
+            subject="Wire pending", urgent=True, labels=("flagged", "moved:Urgent"),
+        )  # fmt: skip
+        with live.client("gene") as gene, live.client() as operator:
+            first = gene.do(Calls.channel_inbound("mail", inbound_body(item)))
+            again = gene.do(Calls.channel_inbound("mail", inbound_body(item)))
+            assert (first.created, first.paged, again.created, again.paged) == (True, 1, False, 0)
+            (delivery,) = gene.do(Calls.inbox(wait=0)).deliveries
+            assert delivery.message.priority.value == "urgent"
+            (page,) = operator.do(Calls.pages())
+            assert (page.kind, page.state, page.channel) == ("urgent", "sent", "pager")
+        posts = pager.outbox.read_text().splitlines()
+        assert len(posts) == 1
+        assert "Wire pending" in posts[0]
