@@ -4,8 +4,9 @@ the bound agent, and Telegram's webhook with its secret-token header checked."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -14,6 +15,7 @@ import pytest
 from mcos.channels.base import Inbound, account_key
 from mcos.channels.mock import MockChannel
 from mcos.client import Calls
+from mcos.domain.messages import Priority
 from mcos.domain.paging import PageRoute
 from mcos.exceptions import Forbidden, LeaseHeld, NotFound
 from mcos.runtime.channels import inbound_body
@@ -114,3 +116,39 @@ def test_an_urgent_item_reaches_the_agent_and_pages_the_human(tmp_path: Path) ->
         posts = pager.outbox.read_text().splitlines()
         assert len(posts) == 1
         assert "Wire pending" in posts[0]
+
+
+def test_an_unacknowledged_page_is_sent_again_then_stops(tmp_path: Path) -> None:
+    """Nobody acknowledges: the page goes out again (as a reminder) up to its limit."""
+    url = f"sqlite:///{tmp_path}/mcos.db"
+    asyncio.run(migrate(url))
+    pager = MockChannel("pager", tmp_path / "pager")
+    with (
+        serve(
+            url,
+            tmp_path,
+            channels={"pager": ChannelBinding("mock", None)},
+            page_routes={"founder": (PageRoute("pager", "mock", "founder"),)},
+            own_channels={"pager": pager},
+            sweep_seconds=0.2,
+            repage_after=timedelta(seconds=0.5),
+            max_page_attempts=3,
+        ) as live,
+        live.client("gene") as gene,
+        live.client() as operator,
+    ):
+        gene.do(
+            Calls.send("founder", "disk full on db-1", subject="disk", priority=Priority.URGENT)
+        )
+
+        def posts() -> list[str]:
+            return pager.outbox.read_text().splitlines() if pager.outbox.exists() else []
+
+        deadline = time.monotonic() + 15
+        while len(posts()) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        assert len(posts()) == 3  # the page and two reminders, then no more
+        assert "[REMINDER, URGENT]" in posts()[1]
+        (page,) = operator.do(Calls.pages())
+        assert (page.attempts, page.state) == (3, "sent")

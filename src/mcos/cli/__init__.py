@@ -475,6 +475,14 @@ def _notes(agent: AgentOut) -> str:
         notes.append(agent.state_detail)
     if info.get("label") == "offline model":
         notes.append("offline model")
+    channels = info.get("channels") or {}
+    if isinstance(channels, dict) and channels:
+        notes.append(
+            "channels "
+            + ", ".join(
+                f"{n} {'receiving' if on else 'not receiving'}" for n, on in channels.items()
+            )
+        )
     return "; ".join(n for n in notes if n)
 
 

@@ -282,6 +282,7 @@ class AgentRuntime:
             "clock_offset": self.clock.offset.total_seconds()
             if isinstance(self.clock, MissionClock)
             else 0.0,
+            "channels": self.channel_host.receiving(),
             **self.extra_info,
         }
 

@@ -97,11 +97,13 @@ async def bootstrap_operator(mc: MissionControl) -> Path | None:
 
 
 async def _sweep_governance(mc: MissionControl) -> None:
-    """Expire overdue approval requests and send reminders, once a minute."""
+    """Expire overdue approval requests, send reminders, retry and re-send pages, once a minute."""
     while True:
         await asyncio.sleep(mc.settings.sweep_seconds)
         try:
             await Governance(mc).sweep()
+            if mc.pager is not None:
+                await mc.pager.sweep()
         except McosError as e:
             log.warning("governance sweep failed: %s", e.message)
 

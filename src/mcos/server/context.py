@@ -69,6 +69,9 @@ class ServerSettings:
     """Channel accounts and the agent each is bound to."""
     page_routes: dict[str, tuple[PageRoute, ...]] = field(default_factory=dict)
     """Each human's paging channels with their address there, in the order tried."""
+    repage_after: timedelta = timedelta(minutes=15)
+    """An unacknowledged page is sent again after this long (at most ``max_page_attempts``)."""
+    max_page_attempts: int = 3
     webhook_secrets: dict[str, str] = field(default_factory=dict)
     """Telegram channels in webhook mode: the secret Telegram must present."""
 

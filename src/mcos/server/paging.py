@@ -66,11 +66,34 @@ class Pager:
             sent += await self._deliver(page, approval)
         return sent
 
-    async def _deliver(self, page: Page, approval: int | None) -> int:
+    async def sweep(self) -> int:
+        """Retry pages that failed and re-send those nobody acknowledged in time (each at most
+        ``max_page_attempts`` times): a page must not fail silently."""
+        settings = self.mc.settings
+        now = await self.mc.store.now()
+        again = 0
+        for page in await self.mc.store.pages(limit=500):
+            if page.attempts >= settings.max_page_attempts or page.state in ("acked", "pending"):
+                continue
+            due = page.state == "failed" or (
+                page.sent_at is not None and now - page.sent_at >= settings.repage_after
+            )
+            if not due:
+                continue
+            approval = page.key.removeprefix("approval:")
+            again += await self._deliver(
+                page, int(approval) if approval.isdigit() else None, reminder=page.state == "sent"
+            )
+        return again
+
+    async def _deliver(self, page: Page, approval: int | None, *, reminder: bool = False) -> int:
         buttons: tuple[tuple[str, str], ...] = (("Acknowledge", f"{ACK}:{page.id}"),)
         if approval is not None:
             buttons = (("Approve", f"approve:{approval}"), ("Deny", f"deny:{approval}"), *buttons)
-        text = f"[{page.kind.value.upper()}] {page.subject}\n\n{page.body}\n\n(page {page.id})"
+        again = "REMINDER, " if reminder else ""
+        text = (
+            f"[{again}{page.kind.value.upper()}] {page.subject}\n\n{page.body}\n\n(page {page.id})"
+        )
         errors = []
         for route in self.routes[page.human]:
             channel = self.channels.get(route.channel)
