@@ -21,6 +21,7 @@ from mcos.exceptions import Forbidden, LeaseHeld, NotFound
 from mcos.runtime.channels import inbound_body
 from mcos.server.context import ChannelBinding
 from tests.api.conftest import LiveServer, migrate, serve
+from tests.api.test_dashboard import _sign_in
 
 SECRET = "webhook-secret-0123456789"
 KEY = account_key("telegram", "123:ABC")
@@ -152,3 +153,29 @@ def test_an_unacknowledged_page_is_sent_again_then_stops(tmp_path: Path) -> None
         assert "[REMINDER, URGENT]" in posts()[1]
         (page,) = operator.do(Calls.pages())
         assert (page.attempts, page.state) == (3, "sent")
+
+
+def test_the_dashboard_shows_pages_and_takes_the_acknowledgement(tmp_path: Path) -> None:
+    """The founder sees the page on /pages and acknowledges it there (with the CSRF token)."""
+    url = f"sqlite:///{tmp_path}/mcos.db"
+    asyncio.run(migrate(url))
+    with serve(
+        url,
+        tmp_path,
+        channels={"pager": ChannelBinding("mock", None)},
+        page_routes={"founder": (PageRoute("pager", "mock", "founder"),)},
+        own_channels={"pager": MockChannel("pager", tmp_path / "pager")},
+    ) as live:
+        with live.client("gene") as gene:
+            gene.do(Calls.send("founder", "db down", subject="db", priority=Priority.URGENT))
+        with httpx.Client(base_url=live.url, follow_redirects=False, timeout=10) as web:
+            _, csrf = _sign_in(live, web)
+            page = web.get("/pages").text
+            assert "from gene: db" in page
+            assert 'action="/pages/1/ack"' in page
+            assert web.post("/pages/1/ack", data={}).status_code == 403  # no CSRF token
+            assert web.post("/pages/1/ack", data={"csrf": csrf}).status_code == 303
+            assert 'action="/pages/1/ack"' not in web.get("/pages").text
+        with live.client() as operator:
+            (acked,) = operator.do(Calls.pages(state="acked"))
+            assert acked.acked_by == "founder"

@@ -309,6 +309,36 @@ async def decide_approval(
     return RedirectResponse("/approvals", status_code=303)
 
 
+@router.get("/pages")
+async def pages(request: Request) -> Response:
+    """Pages to people, newest first, with their acknowledgements."""
+    mc = mission_control(request)
+    found = await mc.store.pages(limit=200)
+    return await _page(request, "pages.html", pages=found)
+
+
+@router.post("/pages/{page_id}/ack")
+async def ack_page(
+    request: Request, page_id: int, csrf: Annotated[str | None, Form()] = None
+) -> Response:
+    """The signed-in person acknowledges a page sent to them."""
+    mc, who = await _form_guard(request, csrf)
+    page = await mc.store.page(page_id)
+    if page is None or page.human != who.name:
+        return RedirectResponse("/pages?error=that page is not yours", status_code=303)
+    done = await mc.store.ack_page(page_id, who.name)
+    if done is not None:
+        await mc.store.record(
+            AuditEvent(
+                actor=who.actor,
+                action="page.acked",
+                targets={"page": str(page_id)},
+                detail={"key": done.key, "via": "dashboard"},
+            )
+        )
+    return RedirectResponse("/pages", status_code=303)
+
+
 @router.get("/spend")
 async def spend(request: Request) -> Response:
     """Tokens and dollars per agent per day, the last 14 days."""
