@@ -253,3 +253,38 @@ def test_a_restarted_agent_leaves_no_old_child_poller(
             polls = telegram.polls
             wait_for("the new poller polling", lambda polls=polls: telegram.polls >= polls + 3)
         assert telegram.conflicts == 0, "two pollers of one bot token overlapped"
+
+
+def test_one_telegram_poller_per_token_across_two_supervisors_and_restarts(
+    fleet_rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """gene's Telegram channel, two supervisors, the agent SIGKILLed three times: the token's
+    lease keeps one poller at a time (no 409), and every message is taken into the bus."""
+    token = "123456789:AAH-supervised_channel_token_0000000001"
+    monkeypatch.setenv("MCOS_TEST_TG_TOKEN", token)
+    with FakeTelegram({token: "gene_bot"}) as telegram:
+        channel = (
+            f'\n[channels.tg]\nkind = "telegram"\nagent = "gene"\n'
+            f'token = "env:MCOS_TEST_TG_TOKEN"\napi_url = "{telegram.url}"\n'
+        )
+        rig = fleet_rig_factory(AGENTS + channel)
+        rig.up("mini")
+        rig.up("mini")
+        wait_for("three agents", lambda: _all_running(rig))
+        wait_for("gene polling", lambda: telegram.polls >= 2, timeout=30)
+        for round_ in range(3):
+            telegram.push(token, f"message {round_}", chat_id=77)
+            wait_for("the message taken", lambda: not telegram.bots[token].updates, timeout=30)
+            old = agent_pids(rig.fleet, "gene")["gene"][0]
+            os.kill(old, signal.SIGKILL)
+            wait_for(
+                "a new gene",
+                lambda old=old: [p for p in agent_pids(rig.fleet, "gene").get("gene", [])
+                                 if p != old] != [],
+            )  # fmt: skip
+            polls = telegram.polls
+            wait_for("the new poller", lambda polls=polls: telegram.polls >= polls + 2, timeout=40)
+        assert telegram.conflicts == 0, "two pollers of one bot token overlapped"
+        with rig.client() as operator:
+            grants = operator.do(Calls.audit(action="lease.granted"))
+        assert sum(1 for g in grants if g.targets.get("channel") == "tg") >= 4

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
@@ -56,11 +56,13 @@ from mcos.models.offline import FLUSH_MARKER
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import CheckResult, run_check
 from mcos.runtime.clock import Clock, MissionClock
-from mcos.runtime.mcp import McpTools
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.tools import UNTRUSTED_MARK, Toolbox, ToolContext, untrusted
 from mcos.runtime.workspace import Limits, TurnKind, Workspace
+
+if TYPE_CHECKING:
+    from mcos.runtime.mcp import McpTools
 
 log = logging.getLogger("mcos.runtime")
 CheckRunner = Callable[[CheckConfig], Awaitable[CheckResult]]
@@ -813,7 +815,10 @@ class AgentRuntime:
         self.next_beat_at = next_beat(
             self.clock.now(), self.interval / 2, self.interval / 2, self.rng.random()
         )
-        if self.mcp is None and McpTools.wanted(self.config.allowed_tools):
+        if self.mcp is None and any("__" in tool for tool in self.config.allowed_tools):
+            # Imported only when wanted: the SDK costs every agent half a second and memory.
+            from mcos.runtime.mcp import McpTools  # noqa: PLC0415
+
             self.mcp = self.tools.mcp = await McpTools.open(self.fleet, self.name)
         unavailable = list(self.mcp.failures.values()) if self.mcp is not None else []
         for why in unavailable:
