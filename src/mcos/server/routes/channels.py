@@ -22,7 +22,6 @@ from mcos.api_models import (
     LeaseOut,
     PageOut,
 )
-from mcos.channels.telegram import parse_update
 from mcos.domain.audit import AuditEvent
 from mcos.domain.messages import MessageKind, NewMessage, Priority
 from mcos.domain.tokens import Principal, PrincipalKind
@@ -151,6 +150,8 @@ async def telegram_webhook(
             )
         )
         raise AuthError("missing or wrong X-Telegram-Bot-Api-Secret-Token")
+    from mcos.channels.telegram import parse_update  # noqa: PLC0415 (aiogram: 3 s to import)
+
     try:
         item = parse_update(channel, await request.json())
     except ValueError as e:
