@@ -80,7 +80,7 @@ class ChannelRunner:
                     if not said_held:
                         log.info("channel %s: another process receives (%s)", self.channel.name, e)
                         said_held = True
-                    await self.sleep(self.ttl)
+                    await self.sleep(self.ttl / 3)  # a dead holder's lease ends within its TTL
                     continue
                 except McosError as e:
                     await self.sleep(await self._failed(f"lease: {e.message}"))
