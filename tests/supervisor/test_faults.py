@@ -258,8 +258,9 @@ def test_a_restarted_agent_leaves_no_old_child_poller(
 def test_one_telegram_poller_per_token_across_two_supervisors_and_restarts(
     fleet_rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """gene's Telegram channel, two supervisors, the agent SIGKILLed three times: the token's
-    lease keeps one poller at a time (no 409), and every message is taken into the bus."""
+    """gene's Telegram channel under two supervisors, the agent SIGKILLed mid-poll: the token's
+    lease keeps one poller at a time (no 409), and every message is taken into the bus. (More
+    restarts and contenders: tests/channels/test_telegram.py, in-process.)"""
     token = "123456789:AAH-supervised_channel_token_0000000001"
     monkeypatch.setenv("MCOS_TEST_TG_TOKEN", token)
     with FakeTelegram({token: "gene_bot"}) as telegram:
@@ -271,10 +272,10 @@ def test_one_telegram_poller_per_token_across_two_supervisors_and_restarts(
         rig.up("mini")
         rig.up("mini")
         wait_for("three agents", lambda: _all_running(rig))
-        for round_ in range(4):
+        for round_ in range(2):
             telegram.push(token, f"message {round_}", chat_id=77)
             wait_for("the message taken", lambda: not telegram.bots[token].updates, timeout=60)
-            if round_ == 3:
+            if round_ == 1:
                 break
             old = agent_pids(rig.fleet, "gene")["gene"][0]
             os.kill(old, signal.SIGKILL)
@@ -287,4 +288,4 @@ def test_one_telegram_poller_per_token_across_two_supervisors_and_restarts(
         assert telegram.conflicts == 0, "two pollers of one bot token overlapped"
         with rig.client() as operator:
             grants = operator.do(Calls.audit(action="lease.granted"))
-        assert sum(1 for g in grants if g.targets.get("channel") == "tg") >= 4
+        assert sum(1 for g in grants if g.targets.get("channel") == "tg") >= 2
