@@ -621,6 +621,7 @@ class AsyncClient:
     ) -> None:
         """``fence``: the agent instance's fencing token, sent with every call."""
         self.base_url = base_url.rstrip("/")
+        self.fence = fence
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=_headers(token, fence), timeout=timeout
         )

@@ -48,3 +48,20 @@ async def test_an_empty_key_is_misconfigured(
     shown = await rig.client().do(Calls.agent("gene"))
     assert shown.state == "misconfigured"
     assert "env:MCOS_TEST_GENE_KEY is empty" in shown.state_detail
+
+
+async def test_a_channel_without_its_secret_is_misconfigured(rig_factory: RigFactory) -> None:
+    """A channel's token reference that resolves to nothing stops the agent with the reason
+    (and no restart loop), never with a traceback."""
+    rig = rig_factory(
+        tail='[channels.tg]\nkind = "telegram"\nagent = "gene"\n'
+        'token = "env:MCOS_TEST_TG_TOKEN_NOT_SET"\n'
+    )
+    code = await run_agent(
+        _pointed_at(rig.fleet, rig.server.url), "gene", rig.server.tokens["gene"]
+    )
+    assert code == EX_CONFIG
+    shown = await rig.client().do(Calls.agent("gene"))
+    assert shown.state == "misconfigured"
+    assert "channels.tg" in shown.state_detail
+    assert "MCOS_TEST_TG_TOKEN_NOT_SET is not set" in shown.state_detail

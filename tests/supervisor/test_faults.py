@@ -288,4 +288,7 @@ def test_one_telegram_poller_per_token_across_two_supervisors_and_restarts(
         assert telegram.conflicts == 0, "two pollers of one bot token overlapped"
         with rig.client() as operator:
             grants = operator.do(Calls.audit(action="lease.granted"))
-        assert sum(1 for g in grants if g.targets.get("channel") == "tg") >= 2
+        tg = [g for g in grants if g.targets.get("channel") == "tg"]
+        # The restarted instance holds the agent's fence, so it took the channel back at once.
+        assert tg
+        assert all("/fence-" in g.detail["holder"] for g in tg)

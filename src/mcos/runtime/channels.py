@@ -72,7 +72,15 @@ class AgentChannels:
         self.channels = channels
         self.client = client
         self.host = socket.gethostname()
-        self.holder = f"{agent}@{self.host}:{os.getpid()}"
+        fence = getattr(client, "fence", None)
+        # Under a supervisor the agent's fence names this instance of it: a restart by the same
+        # supervisor (the old process group already killed) takes its channels back at once,
+        # while a takeover elsewhere (a new fence) waits for the old lease to end.
+        self.holder = (
+            f"{agent}@{self.host}/fence-{fence}"
+            if fence is not None
+            else f"{agent}@{self.host}:{os.getpid()}"
+        )
         self.runners = {
             name: ChannelRunner(
                 channel, self.deliver_to(name), HttpLeases(client, name, self.host), self.holder,

@@ -35,6 +35,14 @@ async def _beat(fd: int, every: float) -> None:
         await asyncio.sleep(every)
 
 
+async def _misconfigured(client: AsyncClient, name: str, error: ConfigError) -> int:
+    """Say why in the log and the agent's state, and exit 78 (the supervisor does not retry)."""
+    log.error("%s is misconfigured: %s", name, error.message)
+    with contextlib.suppress(McosError):
+        await client.do(Calls.report_state(name, AgentStatus.MISCONFIGURED, error.message))
+    return EX_CONFIG
+
+
 async def run_agent(
     fleet: Fleet,
     name: str,
@@ -61,10 +69,7 @@ async def run_agent(
                 )
             provider = make_provider(config, key, fleet.price_table())
         except ConfigError as e:
-            log.error("%s is misconfigured: %s", name, e.message)
-            with contextlib.suppress(McosError):
-                await client.do(Calls.report_state(name, AgentStatus.MISCONFIGURED, e.message))
-            return EX_CONFIG
+            return await _misconfigured(client, name, e)
         clock = MissionClock()
 
         async def server_time() -> datetime:
@@ -72,7 +77,11 @@ async def run_agent(
 
         sample = await clock.measure(server_time)
         log.info("%s: clock offset to Mission Control %.3fs", name, sample.offset.total_seconds())
-        runtime = AgentRuntime(name, fleet, client, provider, clock, settings=settings)
+        try:
+            runtime = AgentRuntime(name, fleet, client, provider, clock, settings=settings)
+        except ConfigError as e:  # a channel's secret, say: no restart loop over it
+            await provider.aclose()
+            return await _misconfigured(client, name, e)
         await runtime.discipline_clock(sample.offset)
         runtime.extra_info = {
             "pid": os.getpid(),
@@ -100,10 +109,7 @@ async def run_agent(
             log.error("%s: fenced out, stopping: %s", name, e.message)
             return EX_FENCED
         except ConfigError as e:
-            log.error("%s is misconfigured: %s", name, e.message)
-            with contextlib.suppress(McosError):
-                await client.do(Calls.report_state(name, AgentStatus.MISCONFIGURED, e.message))
-            return EX_CONFIG
+            return await _misconfigured(client, name, e)
         finally:
             await sidecars.stop()
             await runtime.aclose()
