@@ -139,6 +139,8 @@ def _rehearse_revenue_team(home: Path, port: int, operator_token: str) -> None:
         assert "Acknowledged" in _posts(home, channel)[0]
         assert f"customer-of-{agent}" in _posts(home, channel)[0]
     with Client(f"http://127.0.0.1:{port}", operator_token) as operator:
+        for channel, agent in REVENUE_CHANNELS.items():  # the state shows who receives
+            assert operator.do(Calls.agent(agent)).state_info["channels"] == {channel: True}
         vault = operator.do(Calls.create_token(PrincipalKind.AGENT, "vault")).token
         with Client(f"http://127.0.0.1:{port}", vault) as client:
             client.do(

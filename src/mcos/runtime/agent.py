@@ -867,8 +867,12 @@ class AgentRuntime:
                 await self.report(AgentStatus.IDLE, "resumed")
 
     async def _channel_event(self, what: str, detail: str) -> None:
-        """A channel receiver's news: logged; being fenced out or refused is also reported."""
+        """A channel receiver's news: logged and shown in the state (which channels receive);
+        being fenced out or refused is also reported as an incident."""
         self._log(detail)
+        state, said = self._state or (AgentStatus.IDLE, "")
+        if state in (AgentStatus.IDLE, AgentStatus.RUNNING):  # others carry an until
+            await self.report(state, said)
         if what in ("fenced", "refused"):
             with contextlib.suppress(McosError):
                 await self.client.do(
