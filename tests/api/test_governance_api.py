@@ -317,12 +317,25 @@ class TestGovernedRevocation:
             c.do(Calls.inbox())
         assert _refusals(live_server, "token.revoke")
 
+    def test_the_only_orchestrators_request_is_decided_by_security(
+        self, live_server: LiveServer
+    ) -> None:
+        """The only orchestrator's own revocation request fills the orchestrator's seat; the
+        security agent's vote decides it (it used to dead-end: denied whatever anyone did)."""
+        with live_server.client("jarvis") as jarvis:
+            req = jarvis.do(Calls.request_approval("revoke_token", {"token_id": 1}, "mine"))
+        assert req.notified == ["sentinel"]
+        with live_server.client("sentinel") as sentinel:
+            done = sentinel.do(Calls.vote(req.id, "approve", "ok"))
+        assert done.state == "approved"
+
     def test_a_committee_that_cannot_finish_denies(self, live_server: LiveServer) -> None:
+        """When no member left could make it pass, the request is denied at once."""
         with live_server.client("jarvis") as jarvis:
             req = jarvis.do(Calls.request_approval("revoke_token", {"token_id": 1}, "mine"))
         with live_server.client("sentinel") as sentinel:
-            done = sentinel.do(Calls.vote(req.id, "approve", "ok"))
-        assert done.state == "denied"  # the only orchestrator is the requester
+            done = sentinel.do(Calls.vote(req.id, "deny", "not leaked"))
+        assert done.state == "denied"  # the only other member said no
 
 
 class TestForgery:

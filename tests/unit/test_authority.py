@@ -394,8 +394,10 @@ class TestValidate:
     def test_deploy_without_founder_rejected(self) -> None:
         """A production deploy the CTO can approve alone is refused."""
         found = problems({"production_deploy": {"approve": "role:cto"}}, FIELD_FLEET)
-        assert len(found) == 1
         assert found[0].startswith('authority."production_deploy".approve: role:cto can approve')
+        # ... and the only CTO's own request would dead-end: nobody else may vote on it.
+        assert len(found) == 2
+        assert "raised by agent:elon could never be decided" in found[1]
 
     def test_deploy_by_humans_rejected(self) -> None:
         """Only the founder may deploy alone; ``role:cto + founder`` is a fine committee."""
@@ -407,22 +409,27 @@ class TestValidate:
         assert "human lets someone other than the founder deploy" in found[0]
 
     def test_fleet_without_security_cannot_confirm_p2(self) -> None:
-        """Without a security agent the P2 gate can never be met."""
+        """Without a security agent the P2 gate waits for one: a warning, and such reports
+        expire; revocation requests (which need role:security) likewise."""
         fleet = [p for p in FIELD_FLEET if p is not SENTINEL]
         assert validate(DEFAULT, fleet) == []  # a warning, not an error
         found = concerns(DEFAULT, fleet)
-        assert len(found) == 1
+        assert len(found) == 2
         assert found[0].startswith(
-            'authority."declare_incident:P2".approve: a P2 incident could never be confirmed'
+            'authority."declare_incident:P2".approve: a P2 incident could never be decided yet'
         )
         assert "no agent has role security" in found[0]
+        assert found[1].startswith('authority."revoke_token".approve: a request for revoke_token')
 
     def test_gate_voters_must_be_allowed_to_confirm(self) -> None:
-        """A gate whose voters the confirm list shuts out can never be met."""
+        """A gate whose voters the confirm list shuts out dead-ends: refused, naming the key."""
         matrix = Matrix.build({"confirm_incident:P1": {"alone": ["human"]}})
-        found = concerns(matrix, FIELD_FLEET)
+        found = validate(matrix, FIELD_FLEET)
         assert len(found) == 1
-        assert 'authority."confirm_incident:P1".alone does not let enough of them vote' in found[0]
+        assert found[0].startswith(
+            'authority."declare_incident:P1".approve: a P1 incident raised by agent:jarvis, '
+        )
+        assert "could never be decided: its voters (human:founder)" in found[0]
 
     def test_typos_in_names_are_reported(self) -> None:
         """A name or role nobody has is reported, with a hint for a bare role word."""

@@ -46,9 +46,11 @@ class TestLoad:
         assert fleet.agents["jarvis"].role == "orchestrator"
         assert fleet.store_url == f"sqlite:///{tmp_path.resolve()}/state/mcos.db"
         assert fleet.workspace_path("jarvis") == (tmp_path / "agents" / "jarvis").resolve()
-        # Only a warning: with no security agent, P2 reports wait at their gate.
-        assert len(fleet.warnings) == 1
-        assert "P2 incident could never be confirmed" in fleet.warnings[0]
+        # Only warnings: with no security agent, P2 reports and revocation requests wait for
+        # one (and expire); nothing else can dead-end.
+        assert len(fleet.warnings) == 2
+        assert "a P2 incident could never be decided yet" in fleet.warnings[0]
+        assert "a request for revoke_token could never be decided yet" in fleet.warnings[1]
 
     def test_no_founder_warns(self, tmp_path: Path) -> None:
         """A fleet without a founder loads with a warning."""

@@ -933,7 +933,13 @@ def approve(
 def deny(
     approval_id: Annotated[int, typer.Argument()],
     reason: Annotated[str, typer.Option("--reason", "-r", help="Your rationale (recorded).")],
-    veto: Annotated[bool, typer.Option(help="A human's veto: stops the request at once.")] = False,
+    veto: Annotated[
+        bool,
+        typer.Option(
+            help="A human's veto: stops a pending request, or an approved one until its "
+            "directive is acknowledged (the directive is withdrawn).",
+        ),
+    ] = False,
     fleet: FleetOpt = None,
     url: UrlOpt = None,
     token: TokenOpt = None,

@@ -83,7 +83,7 @@ def _agent_lists(fleet: Fleet, name: str, file: str) -> list[ConfigError]:
 
 
 def _authority(fleet: Fleet, file: str) -> list[ConfigError]:
-    """The authority matrix builds, and no single agent can reach P0 or revoke a token."""
+    """The authority matrix builds, keeps its safety rules, and leaves no item undecidable."""
     try:
         matrix = Matrix.build(fleet.authority)
     except ValueError as e:

@@ -281,6 +281,25 @@ def satisfied(
     return sum(1 for v in distinct if quorum.admits(v)) >= quorum.need
 
 
+def decides(quorum: Quorum, voters: Sequence[Party], reporters: Sequence[Party] = ()) -> bool:
+    """Whether the ``voters`` decide an item that ``reporters`` raised (reported, requested).
+
+    A reporter never votes on its own item: its votes among ``voters`` do not count. Its report
+    may fill the one seat it could have filled as a voter — pass only reporters who are
+    eligible voters — but never alone: at least one other voter must have voted, and reporter
+    plus voters together must meet the quorum. So an orchestrator's own P1 is confirmed by
+    another orchestrator or by any other P1 confirmer (a human), a human's own P0 by the
+    orchestrator, and no item is ever decided by one principal. Pass only eligible voters.
+    """
+    exclude = {r.key for r in reporters}
+    others = _distinct(voters, exclude)
+    if satisfied(quorum, others):
+        return True
+    if not others:
+        return False
+    return any(quorum.admits(r) and satisfied(quorum, [r, *others]) for r in reporters)
+
+
 def could_be_satisfied_by_one_agent(quorum: Quorum, parties: Sequence[Party]) -> bool:
     """Whether some single agent among ``parties`` meets ``quorum`` alone."""
     return _lone_agent(quorum, parties) is not None
@@ -370,7 +389,7 @@ DEFAULT_RULES: dict[str, Rule] = {
         _rule("confirm_incident:P1", ("role:orchestrator", "human")),
         _rule("confirm_incident:P0", ("role:orchestrator", "human")),
         _rule("revoke_token", ("human",), "role:orchestrator + role:security"),
-        _rule("production_deploy", (), "founder"),
+        _rule("production_deploy", ("founder",), "founder"),
         _rule("send_external_email", ("role:comms", "human"), "human"),
         _rule("spend_over_budget", ("human",), "human"),
         _rule("modify_guardrails", ("human",), "human"),
@@ -444,10 +463,54 @@ class Matrix:
         For ``confirm_incident:Px`` the rule's ``alone`` list says who may cast a confirmation;
         for every other action, anyone matching a term of its approve quorum.
         """
-        rule = self.rule(action)
         if action.startswith("confirm_incident:"):
-            return any(matches(s, party) for s in rule.alone)
+            found = self.rules.get(action)
+            return found is not None and any(matches(s, party) for s in found.alone)
+        rule = self.rule(action)
         return rule.approve is not None and rule.approve.admits(party)
+
+    def items(self) -> list[str]:
+        """The actions whose items are decided by votes: gated incident levels (the
+        ``declare_incident:Px`` with a gate) and every action with an approve quorum."""
+        return [
+            a
+            for a, r in self.rules.items()
+            if r.approve is not None and not a.startswith("confirm_incident:")
+        ]
+
+    def eligible(self, item: str, party: Party) -> bool:
+        """Whether ``party``'s vote on an ``item`` (an incident gate or a request) can count."""
+        return self.may_vote(vote_action(item), party)
+
+    def confirmers(self, item: str, reporter: Party, parties: Sequence[Party]) -> list[Party]:
+        """Who, in this fleet, may vote on ``item`` raised by ``reporter``: the eligible
+        voters other than the reporter (a reporter never votes on its own item)."""
+        return [p for p in parties if p.key != reporter.key and self.eligible(item, p)]
+
+    def decided(self, item: str, voters: Sequence[Party], reporters: Sequence[Party] = ()) -> bool:
+        """Whether the yes-votes of ``voters`` decide ``item`` raised by ``reporters``
+        (see :func:`decides`); votes and reports of ineligible parties do not count."""
+        quorum = self.rule(item).approve
+        if quorum is None:
+            return False
+        return decides(
+            quorum,
+            [v for v in voters if self.eligible(item, v)],
+            [r for r in reporters if self.eligible(item, r)],
+        )
+
+    def decidable(self, item: str, reporter: Party, parties: Sequence[Party]) -> bool:
+        """Whether ``item`` raised by ``reporter`` can be decided by the rest of the fleet:
+        all its other confirmers voting yes would decide it."""
+        return self.decided(item, self.confirmers(item, reporter, parties), [reporter])
+
+
+def vote_action(item: str) -> str:
+    """The rule saying who votes on ``item``: ``confirm_incident:Px`` for an incident's gate
+    (``declare_incident:Px``), the action itself for a request."""
+    if item.startswith("declare_incident:"):
+        return "confirm_incident:" + item.removeprefix("declare_incident:")
+    return item
 
 
 def _override(action: str, table: object, current: Rule | None) -> Rule:
@@ -513,22 +576,96 @@ def _approve(action: str, value: object) -> Quorum | None:
 def validate(matrix: Matrix, parties: Sequence[Party]) -> list[str]:
     """What is wrong with ``matrix`` for this fleet: one line per problem, naming the key path.
 
-    Checks SPEC §3.4's invariants (no single agent declares P0 or revokes a token; the founder
-    decides production deploys) and names in the fleet file's rules that nobody has (a typo
-    would silently make a gate unsatisfiable). Each is a configuration error.
+    Safety (SPEC §3.4): no single principal declares a P0, no single agent revokes a token, the
+    founder decides production deploys. Liveness: every item — an incident at its gate, a
+    request to its committee — raised by anyone in the fleet who may not act alone can be
+    decided by the others (:meth:`Matrix.decidable`), so none can dead-end. And names in the
+    fleet file's rules that nobody has (a typo would silently disable a rule). Each is a
+    configuration error.
     """
     return [
         *_unknown_names(matrix, parties),
         *_no_single_agent(matrix, "declare_incident:P0", parties, "declare a P0 incident"),
+        *_no_single_human_p0(matrix),
         *_no_single_agent(matrix, "revoke_token", parties, "revoke a token"),
         *_founder_deploys(matrix),
+        *undecidable(matrix, parties),
     ]
 
 
+def undecidable(matrix: Matrix, parties: Sequence[Party]) -> list[str]:
+    """The items that could dead-end in this fleet: for each incident gate and committee, who
+    could raise an item the rest of the fleet could never decide, and why (one line each).
+
+    A quorum naming someone the fleet does not have at all (no security agent, no founder) is
+    :func:`concerns`' warning instead: the fleet is still growing, and such items expire.
+    """
+    problems: list[str] = []
+    for item in matrix.items():
+        quorum = matrix.rule(item).approve
+        assert quorum is not None
+        if _absent(quorum, parties):
+            continue
+        stuck = [
+            p
+            for p in parties
+            if matrix.may_alone(item, p) is not None and not matrix.decidable(item, p, parties)
+        ]
+        if stuck:
+            problems.append(_dead_end(matrix, item, quorum, stuck, parties))
+    return problems
+
+
 def concerns(matrix: Matrix, parties: Sequence[Party]) -> list[str]:
-    """Worth a warning, not a refusal: incident gates nobody in this fleet can meet yet (a
-    small fleet without a security agent can still run; its P2 reports just wait)."""
-    return _gates_reachable(matrix, parties)
+    """Worth a warning, not a refusal: items that wait for a member the fleet does not have
+    (a quorum term nobody matches: no security agent for P2, no founder for deploys). They
+    expire to a terminal state; adding the member makes them decidable."""
+    problems: list[str] = []
+    for item in matrix.items():
+        quorum = matrix.rule(item).approve
+        assert quorum is not None
+        missing = _absent(quorum, parties)
+        if missing:
+            problems.append(
+                f"{_where(item, 'approve')}: {_what(item)} could never be decided yet, since "
+                f"nobody in the fleet can meet {quorum} ({'; '.join(missing)}); it would expire"
+            )
+    return problems
+
+
+def _absent(quorum: Quorum, parties: Sequence[Party]) -> list[str]:
+    """Why terms of ``quorum`` match nobody in the fleet, when the quorum needs them."""
+    missing = [(s, why) for s in quorum.specs if (why := _nobody(s, parties))]
+    if quorum.need is not None and len(missing) < len(quorum.specs):
+        return []  # N of [...]: the other terms may still fill it
+    return [f"{s}: {why}" if len(quorum.specs) > 1 else why for s, why in missing]
+
+
+def _what(item: str) -> str:
+    if item.startswith("declare_incident:"):
+        return f"a {item.removeprefix('declare_incident:')} incident"
+    return f"a request for {item}"
+
+
+def _dead_end(
+    matrix: Matrix, item: str, quorum: Quorum, stuck: list[Party], parties: Sequence[Party]
+) -> str:
+    voters = [p for p in parties if matrix.eligible(item, p)]
+    who = ", ".join(str(p) for p in stuck)
+    if not voters:
+        rule = _where(vote_action(item), _vote_key(item))
+        why = f"nobody in the fleet may vote on it ({rule})"
+    else:
+        names = ", ".join(str(p) for p in voters)
+        why = f"its voters ({names}), without the one who raised it, cannot meet {quorum}"
+    return (
+        f"{_where(item, 'approve')}: {_what(item)} raised by {who} could never be decided: "
+        f"{why}; add a member to the fleet, or widen the quorum or who may vote"
+    )
+
+
+def _vote_key(item: str) -> str:
+    return "alone" if item.startswith("declare_incident:") else "approve"
 
 
 def _nobody(spec: str, parties: Sequence[Party]) -> str | None:
@@ -599,6 +736,16 @@ def _no_single_agent(matrix: Matrix, action: str, parties: Sequence[Party], what
     return problems
 
 
+def _no_single_human_p0(matrix: Matrix) -> list[str]:
+    action = "declare_incident:P0"
+    return [
+        f"{_where(action, 'alone')}: {spec} lets a single human declare a P0 incident alone; "
+        "a P0 always needs a second principal to confirm it, list nobody"
+        for spec in matrix.rule(action).alone
+        if _spec(spec).side == "human"
+    ]
+
+
 def _founder_deploys(matrix: Matrix) -> list[str]:
     action = "production_deploy"
     rule = matrix.rule(action)
@@ -616,36 +763,4 @@ def _founder_deploys(matrix: Matrix) -> list[str]:
         )
     if q is None and "founder" not in rule.alone:
         problems.append(f'{_where(action)}: nobody can ever deploy; set approve = "founder"')
-    return problems
-
-
-def _gates_reachable(matrix: Matrix, parties: Sequence[Party]) -> list[str]:
-    problems: list[str] = []
-    for severity in ("P2", "P1", "P0"):
-        action = f"declare_incident:{severity}"
-        q = matrix.gate(severity)
-        if q is None:
-            problems.append(
-                f"{_where(action, 'approve')}: empty, so a {severity} incident is never confirmed"
-            )
-            continue
-        confirm = f"confirm_incident:{severity}"
-        voters = [p for p in parties if matrix.may_vote(confirm, p)]
-        if satisfied(q, voters):
-            continue
-        missing = [
-            f"{s}: {why}" if len(q.specs) > 1 else why
-            for s in q.specs
-            if (why := _nobody(s, parties))
-        ]
-        if missing:
-            why = "; ".join(missing)
-        elif satisfied(q, parties):
-            why = f"{_where(confirm, 'alone')} does not let enough of them vote"
-        else:
-            why = "the fleet has too few distinct voters"
-        problems.append(
-            f"{_where(action, 'approve')}: a {severity} incident could never be confirmed, "
-            f"since nobody in the fleet can meet {q} ({why})"
-        )
     return problems

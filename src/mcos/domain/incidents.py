@@ -62,7 +62,8 @@ class IncidentEvent:
     at: datetime
     actor: str
     action: str
-    """reported, grouped, confirm (a vote), confirmed, escalated, resolved, dismissed."""
+    """reported, grouped, confirm (a vote), confirmed, escalated, resolved, dismissed, expired
+    (dismissed by Mission Control: nobody confirmed it in time)."""
     severity: str
     reason: str
 

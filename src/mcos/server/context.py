@@ -61,6 +61,9 @@ class ServerSettings:
     reports_per_hour: int = 5
     """Incident reports one reporter may make in any hour."""
     approval_expiry: timedelta = timedelta(hours=24)
+    """A pending request expires (a terminal state, the humans told) after this long."""
+    incident_expiry: timedelta = timedelta(hours=24)
+    """A report nobody confirmed is dismissed as expired (a terminal state) after this long."""
     workspaces: dict[str, str] = field(default_factory=dict)
     """Each agent's workspace folder, shown read-only on the dashboard when it is local."""
     sweep_seconds: float = 60.0

@@ -7,13 +7,13 @@ sends the messages a decision implies (to a gate's confirmers, to the fleet, to 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from mcos.domain.approvals import Approval, ApprovalState, payload_hash
 from mcos.domain.audit import AuditEvent
-from mcos.domain.authority import Party, Quorum, satisfied
+from mcos.domain.authority import Party, Quorum
 from mcos.domain.incidents import (
     OPEN,
     SEVERITIES,
@@ -28,11 +28,12 @@ from mcos.domain.incidents import (
 from mcos.domain.messages import MessageKind, NewMessage, Priority
 from mcos.domain.paging import PageKind
 from mcos.domain.tokens import Principal, PrincipalKind
-from mcos.exceptions import Forbidden, InvalidRequest, NotFound, TooManyReports
+from mcos.exceptions import Conflict, Forbidden, InvalidRequest, NotFound, TooManyReports
 from mcos.server.context import MissionControl
 from mcos.store.protocol import NewApproval, NewIncident
 
 SYSTEM = "mission-control"
+PENDING = ApprovalState.PENDING
 
 
 @dataclass(frozen=True)
@@ -154,25 +155,44 @@ class Governance:
     async def _ask_gate(
         self, incident: Incident, severity: str, exclude: set[str]
     ) -> tuple[str, ...]:
-        """An unconfirmed report reaches only those who can confirm it at its gate."""
+        """An unconfirmed report reaches only those who can help confirm it at its gate: a
+        message from Mission Control to each (not an alarm to the fleet), and a page to each
+        human among them (once per incident and level, however often it is reported)."""
+        item = f"declare_incident:{severity}"
         gate = self.matrix.gate(severity)
         parties = await self.parties()
-        voters = [p for p in parties if self.matrix.may_vote(f"confirm_incident:{severity}", p)]
+        reporter = next((p for p in parties if _actor(p) in exclude), None)
+        seat = reporter is not None and self.matrix.eligible(item, reporter)
         needed = gate.describe() if gate else "nobody"
         told = []
-        for p in voters:
-            actor = f"{'agent' if p.kind == 'agent' else 'operator'}:{p.name}"
-            if actor in exclude or (gate is not None and not _serves(gate, p)):
+        for p in parties:
+            if _actor(p) in exclude or not self.matrix.eligible(item, p):
                 continue
+            if gate is not None and not (seat or _serves(gate, p)):
+                continue  # its vote could not count towards this gate
+            subject = f"{severity} report awaiting confirmation: {incident.summary}"
+            body = (
+                f"Incident {incident.id}, reported by {incident.reporter} as {severity}. It is "
+                f"a hypothesis until confirmed ({needed}"
+                + (f", with {incident.reporter}'s report filling its own seat" if seat else "")
+                + "). Check the evidence yourself, then confirm or dismiss it."
+                f"\n\nEvidence:\n{incident.evidence}"
+            )
             await self._send(
                 p.name,
-                f"{severity} report awaiting confirmation: {incident.summary}",
-                f"Incident {incident.id}, reported by {incident.reporter} as {severity}. It is "
-                f"a hypothesis until confirmed ({needed}). Check the evidence yourself, then "
-                f"confirm or dismiss it.\n\nEvidence:\n{incident.evidence}",
+                subject,
+                body,
                 priority=Priority.URGENT if severity == "P0" else Priority.HIGH,
                 meta={"incident": str(incident.id), "gate": severity},
             )
+            if p.kind == "human" and self.mc.pager is not None:
+                await self.mc.pager.page(
+                    [p.name],
+                    f"incident:{incident.id}:{severity}",
+                    PageKind.P0 if severity == "P0" else PageKind.URGENT,
+                    subject,
+                    body,
+                )
             told.append(p.name)
         return tuple(told)
 
@@ -242,8 +262,8 @@ class Governance:
         parties = await self.parties()
         voters = [p for a in votes_at(events, target) if (p := self._actor_party(a, parties))]
         gate = self.matrix.gate(target)
-        excluded = _keys(self._actor_party(a, parties) for a in reporters(events))
-        if gate is None or not satisfied(gate, voters, exclude=excluded):
+        raised = [p for a in sorted(reporters(events)) if (p := self._actor_party(a, parties))]
+        if gate is None or not self.matrix.decided(f"declare_incident:{target}", voters, raised):
             return Outcome(incident=incident, gate_met=False)
         new_state = (
             IncidentState.CONFIRMED
@@ -349,6 +369,7 @@ class Governance:
             )
         )
         told = await self._ask_committee(made, rule.approve, exclude=caller.actor)
+
         return Outcome(approval=made, notified=told)
 
     async def _ask_committee(
@@ -400,15 +421,17 @@ class Governance:
         return await self._tally(request, quorum, caller)
 
     async def _tally(self, request: Approval, quorum: Quorum, caller: Principal) -> Outcome:
+        """Approved when the yes-votes decide it (the requester's request may fill its own
+        seat, never alone); denied as soon as even every undecided member voting yes could not."""
+        del quorum  # the matrix's rule of the action decides, as for incidents
         parties = await self.parties()
         votes = await self.mc.store.votes(request.id)
         yes = [
             p for v in votes if v.vote == "approve" if (p := self._actor_party(v.voter, parties))
         ]
         voted = {v.voter for v in votes}
-        requester = self._actor_party(request.requester, parties)
-        exclude = _keys([requester])
-        if satisfied(quorum, yes, exclude=exclude):
+        requester = [p for p in parties if _actor(p) == request.requester]
+        if self.matrix.decided(request.action, yes, requester):
             done = await self.mc.store.decide_approval(
                 request.id, "approved", caller.actor, "quorum met"
             )
@@ -417,7 +440,7 @@ class Governance:
         undecided = [
             p for p in parties if _actor(p) not in voted and _actor(p) != request.requester
         ]
-        if not satisfied(quorum, yes + undecided, exclude=exclude):
+        if not self.matrix.decided(request.action, yes + undecided, requester):
             done = await self.mc.store.decide_approval(
                 request.id, "denied", caller.actor, "the quorum can no longer be met"
             )
@@ -493,35 +516,82 @@ class Governance:
         return ""  # unreachable: refuse raises
 
     async def veto(self, caller: Principal, approval_id: int, reason: str) -> Outcome:
-        """A human stops a request, pending or approved-but-unacknowledged."""
+        """A human stops a request: while it is pending, and after it was approved until the
+        executing agent acknowledges its directive — the directive is then withdrawn and the
+        executor told. Once acknowledged, the veto is refused (409) with the reason: stopping
+        work under way is a new directive, not a veto."""
         me = await self.party(caller)
         if me.kind != "human":
             await self.refuse(
                 caller, "approval.veto", "only a human may veto", approval=str(approval_id)
             )
-        request = await self._approval(approval_id)
-        done = await self.mc.store.decide_approval(request.id, "vetoed", caller.actor, reason)
+        request = await self._expire_if_due(await self._approval(approval_id))
+        if request.state is ApprovalState.PENDING:
+            with contextlib.suppress(Conflict):
+                done = await self.mc.store.decide_approval(
+                    request.id, "vetoed", caller.actor, reason
+                )
+                return await self._vetoed(caller, done, reason, withdrawn=False)
+            request = await self._approval(approval_id)  # decided meanwhile: judge it anew
+        if request.state is ApprovalState.APPROVED and request.acknowledged_at is None:
+            withdrawn = await self.mc.store.withdraw_approval(request.id, caller.actor, reason)
+            if withdrawn is not None:
+                return await self._vetoed(caller, withdrawn, reason, withdrawn=True)
+            request = await self._approval(approval_id)  # acknowledged meanwhile
+        if request.state is ApprovalState.APPROVED:
+            rule = (
+                f"request {approval_id} was approved and its directive acknowledged by "
+                f"{request.executor} at {request.acknowledged_at:%Y-%m-%d %H:%M:%S} UTC: a veto "
+                "holds only until then; send the executor a new directive to stop the work"
+            )
+        else:
+            rule = f"request {approval_id} is already {request.state.value}: nothing to veto"
+        await self.mc.refuse(caller, "approval.veto", rule, approval=str(approval_id))
+        raise Conflict(rule, approval=approval_id, state=request.state.value)
+
+    async def _vetoed(
+        self, caller: Principal, done: Approval, reason: str, *, withdrawn: bool
+    ) -> Outcome:
         await self.mc.store.record(
             AuditEvent(
                 actor=caller.actor,
                 action="approval.vetoed",
-                targets={"approval": str(approval_id)},
-                detail={"reason": reason[:500]},
+                targets={"approval": str(done.id)},
+                detail={"reason": reason[:500], "directive_withdrawn": str(withdrawn).lower()},
             )
         )
+        told: list[str] = []
+        if withdrawn and done.executor is not None:
+            await self._send(
+                done.executor,
+                f"Directive withdrawn (approval {done.id}): {done.action}",
+                f"{caller.actor} vetoed request {done.id} before you acknowledged its directive"
+                + (f" (message {done.directive_id})" if done.directive_id else "")
+                + f": {reason}\nDo not act on it; acknowledging it is refused.",
+                priority=Priority.HIGH,
+                kind=MessageKind.DIRECTIVE,
+                meta={"approval": str(done.id), "withdrawn": "true"},
+            )
+            told.append(done.executor)
         await self._tell_requester(done)
-        return Outcome(approval=done)
+        return Outcome(approval=done, notified=(*told, done.requester.partition(":")[2]))
 
     async def acknowledge(self, caller: Principal, approval_id: int) -> Outcome:
-        """The executing agent acknowledges its directive."""
+        """The executing agent acknowledges its directive; from then on a veto is refused."""
         request = await self._approval(approval_id)
         if request.executor is None or caller.actor != f"agent:{request.executor}":
             rule = "only the executing agent acknowledges a directive"
             await self.refuse(caller, "directive.acknowledge", rule, approval=str(approval_id))
         if request.state is not ApprovalState.APPROVED:
-            rule = f"request {approval_id} is {request.state.value}: no directive to acknowledge"
+            rule = _no_directive(request)
             await self.refuse(caller, "directive.acknowledge", rule, approval=str(approval_id))
-        done = await self.mc.store.acknowledge_directive(approval_id) or request
+        done = await self.mc.store.acknowledge_directive(approval_id)
+        if done is None:
+            current = await self._approval(approval_id)
+            if current.state is not ApprovalState.APPROVED:  # a veto won the race
+                rule = _no_directive(current)
+                await self.refuse(caller, "directive.acknowledge", rule, approval=str(approval_id))
+            done = current  # acknowledged before: the same answer again
         await self.mc.store.record(
             AuditEvent(
                 actor=caller.actor,
@@ -549,8 +619,16 @@ class Governance:
             done = await self.mc.store.decide_approval(
                 request.id, "expired", SYSTEM, "no quorum in time"
             )
-        except Exception:
+        except Conflict:  # decided meanwhile (a vote, a veto, another server's sweep)
             return await self._approval(request.id)
+        await self.mc.store.record(
+            AuditEvent(
+                actor=SYSTEM,
+                action="approval.expired",
+                targets={"approval": str(done.id)},
+                detail={"action": done.action, "quorum": done.quorum},
+            )
+        )
         for human in self.mc.settings.human_roles:
             await self._send(
                 human,
@@ -561,17 +639,63 @@ class Governance:
                 kind=MessageKind.REQUEST,
                 meta={"approval": str(done.id)},
             )
+        await self._tell_requester(done)
         return done
 
+    async def expire_incident(self, incident: Incident) -> Incident | None:
+        """A report nobody confirmed within ``incident_expiry`` is dismissed as expired (a
+        terminal state), and its reporter told; None if it moved on meanwhile."""
+        expiry = self.mc.settings.incident_expiry
+        try:
+            moved = await self.mc.store.transition_incident(
+                incident.id,
+                IncidentState.REPORTED.value,
+                IncidentState.DISMISSED.value,
+                incident.severity,
+                (SYSTEM, "expired", f"not confirmed within {expiry}: dismissed as expired"),
+            )
+        except Conflict:
+            return None
+        await self.mc.store.record(
+            AuditEvent(
+                actor=SYSTEM,
+                action="incident.expired",
+                targets={"incident": str(moved.id)},
+                detail={"summary": moved.summary[:200], "severity": moved.severity},
+            )
+        )
+        reporter = moved.reporter.partition(":")[2]
+        if await self.mc.store.recipient_kind(reporter) is not None:
+            await self._send(
+                reporter,
+                f"Report expired unconfirmed: {moved.summary}",
+                f"Incident {moved.id} ({moved.severity}) was not confirmed within {expiry} and "
+                "is dismissed as expired. Report it again if it still holds, with new evidence.",
+                priority=Priority.NORMAL,
+                kind=MessageKind.REPORT,
+                meta={"incident": str(moved.id)},
+            )
+        return moved
+
     async def sweep(self) -> int:
-        """Expire overdue requests and remind members who have not voted by half-time (run
-        periodically; safe from several servers at once)."""
+        """Bring every overdue item to a terminal state — pending requests past their expiry
+        are expired, reports unconfirmed after ``incident_expiry`` dismissed as expired — and
+        remind members who have not voted by half-time. Run periodically; safe from several
+        servers at once (every step is a compare-and-set). How many items it closed."""
         n = 0
+        while due := await self.mc.store.approvals_due(limit=200):
+            closed = [r for r in due if (await self._expire_if_due(r)).state is not PENDING]
+            n += len(closed)
+            if not closed:
+                break  # nothing it can move (another server is on it): next sweep
+        older = self.mc.settings.incident_expiry.total_seconds()
+        while stale := await self.mc.store.incidents_unconfirmed(older, limit=200):
+            moved = [i for i in stale if await self.expire_incident(i) is not None]
+            n += len(moved)
+            if not moved:
+                break  # another server is on them: next sweep
         now = await self.mc.store.now()
         for request in await self.mc.store.approvals(state="pending", limit=500):
-            if (await self._expire_if_due(request)).state is ApprovalState.EXPIRED:
-                n += 1
-                continue
             half = request.created_at + (request.expires_at - request.created_at) / 2
             if now >= half and await self.mc.store.mark_reminded(request.id):
                 await self._remind(request)
@@ -597,12 +721,17 @@ class Governance:
             )
 
 
+def _no_directive(request: Approval) -> str:
+    if request.state is ApprovalState.VETOED:
+        return (
+            f"request {request.id} was vetoed by {request.decided_by}: its directive is "
+            f"withdrawn ({request.reason or 'no reason given'})"
+        )
+    return f"request {request.id} is {request.state.value}: no directive to acknowledge"
+
+
 def _actor(p: Party) -> str:
     return f"{'agent' if p.kind == 'agent' else 'operator'}:{p.name}"
-
-
-def _keys(parties: Iterable[Party | None]) -> set[tuple[str, str]]:
-    return {p.key for p in parties if p is not None}
 
 
 def _serves(quorum: Quorum, party: Party) -> bool:

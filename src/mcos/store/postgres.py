@@ -1003,6 +1003,26 @@ class PostgresStore:
             ).fetchone()
         return None if row is None else _approval(row)
 
+    async def withdraw_approval(self, approval_id: int, by: str, reason: str) -> Approval | None:
+        """Veto an approved request whose directive is not yet acknowledged (compare-and-set)."""
+        async with self._conn() as conn:
+            row = await (
+                await conn.execute(
+                    Q["approval_withdraw"], {"by": by, "reason": reason, "id": approval_id}
+                )
+            ).fetchone()
+        return None if row is None else _approval(row)
+
+    async def approvals_due(self, limit: int = 100) -> list[Approval]:
+        """Pending requests past their expiry, the longest overdue first."""
+        return await self._all(Q["approvals_due"], {"limit": limit}, _approval)
+
+    async def incidents_unconfirmed(self, older_than: float, limit: int = 100) -> list[Incident]:
+        """Reports still at their gate ``older_than`` seconds after they were made, oldest first."""
+        return await self._all(
+            Q["incidents_unconfirmed"], {"secs": older_than, "limit": limit}, _incident
+        )
+
     async def mark_reminded(self, approval_id: int) -> bool:
         """Claim the one reminder of a pending request."""
         async with self._conn() as conn:

@@ -367,7 +367,18 @@ class Store(Protocol):
         """Link the directive message an approved request issued."""
 
     async def acknowledge_directive(self, approval_id: int) -> Approval | None:
-        """Mark the directive acknowledged (None if it already was)."""
+        """Mark the directive acknowledged (None if it already was, or the request is no
+        longer approved: a veto won)."""
+
+    async def withdraw_approval(self, approval_id: int, by: str, reason: str) -> Approval | None:
+        """Veto an approved request whose directive is not yet acknowledged; None if it is no
+        longer approved-and-unacknowledged (compare-and-set against an acknowledgement)."""
+
+    async def approvals_due(self, limit: int = 100) -> list[Approval]:
+        """Pending requests past their expiry, the longest overdue first."""
+
+    async def incidents_unconfirmed(self, older_than: float, limit: int = 100) -> list[Incident]:
+        """Reports still ``reported`` ``older_than`` seconds after they were made, oldest first."""
 
     async def mark_reminded(self, approval_id: int) -> bool:
         """Claim the one reminder of a pending request (False if already sent)."""

@@ -962,6 +962,30 @@ class SqliteStore:
 
         return await self._run(write)
 
+    async def withdraw_approval(self, approval_id: int, by: str, reason: str) -> Approval | None:
+        """Veto an approved request whose directive is not yet acknowledged (compare-and-set)."""
+
+        def write(conn: sqlite3.Connection) -> Approval | None:
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["approval_withdraw"],
+                    {"now": _now_us(), "by": by, "reason": reason, "id": approval_id},
+                ).fetchone()
+            return None if row is None else _approval(row)
+
+        return await self._run(write)
+
+    async def approvals_due(self, limit: int = 100) -> list[Approval]:
+        """Pending requests past their expiry, the longest overdue first."""
+        return await self._all(Q["approvals_due"], {"now": _now_us(), "limit": limit}, _approval)
+
+    async def incidents_unconfirmed(self, older_than: float, limit: int = 100) -> list[Incident]:
+        """Reports still at their gate ``older_than`` seconds after they were made, oldest first."""
+        before = _now_us() - int(older_than * 1_000_000)
+        return await self._all(
+            Q["incidents_unconfirmed"], {"before": before, "limit": limit}, _incident
+        )
+
     async def mark_reminded(self, approval_id: int) -> bool:
         """Claim the one reminder of a pending request."""
 

@@ -101,7 +101,8 @@ async def vote(approval_id: int, request: VoteRequest, mc: MC, caller: Caller) -
 
 @router.post("/{approval_id}/veto", response_model=ApprovalOut, responses=ERRORS)
 async def veto(approval_id: int, request: VetoRequest, mc: MC, caller: Caller) -> ApprovalOut:
-    """A human vetoes a pending request."""
+    """A human vetoes a request: pending, or approved until its directive is acknowledged (the
+    directive is withdrawn and the executor told); after the acknowledgement, 409 saying so."""
     gov = Governance(mc)
     outcome = await gov.veto(caller, approval_id, request.reason)
     assert outcome.approval is not None

@@ -460,8 +460,23 @@ UPDATE approvals SET directive_id = %(directive_id)s WHERE id = %(id)s RETURNING
 
 -- name: approval_acknowledge
 UPDATE approvals SET acknowledged_at = clock_timestamp()
-WHERE id = %(id)s AND acknowledged_at IS NULL
+WHERE id = %(id)s AND state = 'approved' AND acknowledged_at IS NULL
 RETURNING *;
+
+-- name: approval_withdraw
+UPDATE approvals SET state = 'vetoed', decided_at = clock_timestamp(), decided_by = %(by)s,
+  reason = %(reason)s
+WHERE id = %(id)s AND state = 'approved' AND acknowledged_at IS NULL
+RETURNING *;
+
+-- name: approvals_due
+SELECT * FROM approvals WHERE state = 'pending' AND expires_at <= clock_timestamp()
+ORDER BY expires_at, id LIMIT %(limit)s;
+
+-- name: incidents_unconfirmed
+SELECT * FROM incidents
+WHERE state = 'reported' AND created_at <= clock_timestamp() - make_interval(secs => %(secs)s)
+ORDER BY created_at, id LIMIT %(limit)s;
 
 -- name: approval_remind
 UPDATE approvals SET reminded_at = clock_timestamp()

@@ -346,8 +346,21 @@ UPDATE approvals SET directive_id = :directive_id WHERE id = :id RETURNING *;
 
 -- name: approval_acknowledge
 UPDATE approvals SET acknowledged_at = :now
-WHERE id = :id AND acknowledged_at IS NULL
+WHERE id = :id AND state = 'approved' AND acknowledged_at IS NULL
 RETURNING *;
+
+-- name: approval_withdraw
+UPDATE approvals SET state = 'vetoed', decided_at = :now, decided_by = :by, reason = :reason
+WHERE id = :id AND state = 'approved' AND acknowledged_at IS NULL
+RETURNING *;
+
+-- name: approvals_due
+SELECT * FROM approvals WHERE state = 'pending' AND expires_at <= :now
+ORDER BY expires_at, id LIMIT :limit;
+
+-- name: incidents_unconfirmed
+SELECT * FROM incidents WHERE state = 'reported' AND created_at <= :before
+ORDER BY created_at, id LIMIT :limit;
 
 -- name: approval_remind
 UPDATE approvals SET reminded_at = :now
