@@ -3,6 +3,12 @@ refused with the right status and audited."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 
 from mcos.client import Calls
@@ -15,7 +21,8 @@ from mcos.exceptions import (
     IdempotencyConflict,
     TooManyReports,
 )
-from tests.api.conftest import LiveServer, raw
+from tests.api.conftest import LiveServer, migrate, raw, serve
+from tests.store.conftest import create_pg_database, drop_pg_database
 
 # The test directory: jarvis (orchestrator), gene (ops), sentinel (security); founder (human).
 
@@ -368,3 +375,173 @@ class TestForgery:
                        json={"severity": "P9", "summary": "x"})  # fmt: skip
         assert response.status_code == 422
         assert "severity" in response.text
+
+
+class TestNoDeadEnd:
+    """The issue's two dead ends, in the test fleet where jarvis is the only orchestrator and
+    the founder the only human: each report now reaches its confirmers and is decided."""
+
+    def test_the_only_orchestrators_p1_is_confirmed_by_a_human(
+        self, live_server: LiveServer
+    ) -> None:
+        with live_server.client("jarvis") as jarvis:
+            made = jarvis.do(Calls.report_incident("P1", "checkout 500s", "5% of requests"))
+            assert made.state == "reported"
+            assert made.notified == ["founder"]  # it used to notify nobody
+            with pytest.raises(Forbidden, match="never confirms its own report"):
+                jarvis.do(Calls.decide_incident(made.id, "confirm", "mine"))
+        with live_server.client("gene") as gene:
+            with pytest.raises(Forbidden):
+                gene.do(Calls.decide_incident(made.id, "confirm", "ops is not a P1 confirmer"))
+            assert gene.do(Calls.inbox()).deliveries == []  # no alarm before it is confirmed
+        with live_server.client() as founder:
+            asked = founder.do(Calls.inbox(inbox="founder", limit=20)).deliveries
+            assert [d.message.sender for d in asked] == ["mission-control"]
+            assert asked[0].message.meta == {"incident": str(made.id), "gate": "P1"}
+            done = founder.do(Calls.decide_incident(made.id, "confirm", "reproduced it"))
+        assert (done.state, done.severity, done.gate_met) == ("confirmed", "P1", True)
+        assert sorted(done.notified) == ["gene", "sentinel"]
+
+    def test_the_only_humans_p0_is_confirmed_by_the_orchestrator(
+        self, live_server: LiveServer
+    ) -> None:
+        with live_server.client() as founder:
+            made = founder.do(Calls.report_incident("P0", "customer data on a paste site", "url"))
+            assert made.state == "reported"
+            assert made.notified == ["jarvis"]
+            with pytest.raises(Forbidden, match="never confirms its own report"):
+                founder.do(Calls.decide_incident(made.id, "confirm", "mine"))
+        with live_server.client("sentinel") as sentinel, pytest.raises(Forbidden):
+            sentinel.do(Calls.decide_incident(made.id, "confirm", "security may not confirm P0"))
+        with live_server.client("jarvis") as jarvis:
+            done = jarvis.do(Calls.decide_incident(made.id, "confirm", "the dump is ours"))
+        # Two principals: the founder's report fills the human seat, jarvis the orchestrator's.
+        assert (done.state, done.severity) == ("confirmed", "P0")
+        assert sorted(done.notified) == ["gene", "sentinel"]
+
+    def test_an_agents_p0_still_needs_a_human(self, live_server: LiveServer) -> None:
+        """The reporter's seat never makes agents enough for a P0: jarvis reports, sentinel
+        cannot vote, and the P0 waits for the founder."""
+        with live_server.client("jarvis") as jarvis:
+            made = jarvis.do(Calls.report_incident("P0", "all backups gone", "s3 ls: empty"))
+        assert made.notified == ["founder"]
+        with live_server.client("sentinel") as sentinel, pytest.raises(Forbidden):
+            sentinel.do(Calls.decide_incident(made.id, "confirm", "agreed"))
+        with live_server.client() as founder:
+            assert founder.do(Calls.incident(made.id)).state == "reported"
+            done = founder.do(Calls.decide_incident(made.id, "confirm", "checked the bucket"))
+        assert done.state == "confirmed"
+
+
+class TestVetoUntilAcknowledged:
+    """A human's veto holds from the request until the executor acknowledges the directive."""
+
+    def _approved_directive(self, server: LiveServer) -> int:
+        with server.client("jarvis") as jarvis:
+            req = jarvis.do(
+                Calls.request_approval(
+                    "issue_directive", {"plan": "migrate"}, "move the db",
+                    executor="gene", constraints="staging only",
+                )
+            )  # fmt: skip
+        with server.client() as founder:
+            done = founder.do(Calls.vote(req.id, "approve", "go"))
+        assert (done.state, done.directive_id is not None) == ("approved", True)
+        return req.id
+
+    def test_veto_after_approval_withdraws_the_directive(self, live_server: LiveServer) -> None:
+        approval = self._approved_directive(live_server)
+        with live_server.client() as founder:
+            vetoed = founder.do(Calls.veto(approval, "not before the audit"))
+        assert (vetoed.state, vetoed.decided_by) == ("vetoed", "operator:founder")
+        assert vetoed.notified == ["gene", "jarvis"]
+        with live_server.client("gene") as gene:
+            got = [d.message for d in gene.do(Calls.inbox(limit=10)).deliveries]
+            assert [m.kind for m in got] == [MessageKind.DIRECTIVE, MessageKind.DIRECTIVE]
+            assert got[1].subject.startswith(f"Directive withdrawn (approval {approval})")
+            assert got[1].meta == {"approval": str(approval), "withdrawn": "true"}
+            with pytest.raises(Forbidden, match="vetoed by operator:founder"):
+                gene.do(Calls.acknowledge_directive(approval))
+            with pytest.raises(Forbidden):
+                gene.do(Calls.authorize("issue_directive", {"plan": "migrate"}, approval))
+        assert any("vetoed" in r for r in _refusals(live_server, "directive.acknowledge"))
+
+    def test_veto_after_acknowledgement_is_refused_with_the_reason(
+        self, live_server: LiveServer
+    ) -> None:
+        approval = self._approved_directive(live_server)
+        with live_server.client("gene") as gene:
+            gene.do(Calls.acknowledge_directive(approval))
+        with live_server.client() as founder:
+            with pytest.raises(Conflict, match="directive acknowledged by gene"):
+                founder.do(Calls.veto(approval, "too late"))
+            assert founder.do(Calls.approval(approval)).state == "approved"
+        assert any("acknowledged" in r for r in _refusals(live_server, "approval.veto"))
+
+    def test_veto_of_a_decided_request_is_refused(self, live_server: LiveServer) -> None:
+        with live_server.client("jarvis") as jarvis:
+            req = jarvis.do(Calls.request_approval("production_deploy", {"v": "9"}, "ready"))
+        with live_server.client() as founder:
+            founder.do(Calls.veto(req.id, "no"))
+            with pytest.raises(Conflict, match="already vetoed: nothing to veto"):
+                founder.do(Calls.veto(req.id, "twice"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sweeping_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
+    """Mission Control whose reports expire after 1 s and requests after 2 s, swept every 0.2 s."""
+    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
+    asyncio.run(migrate(url))
+    try:
+        with serve(
+            url,
+            tmp_path,
+            incident_expiry=timedelta(seconds=1),
+            approval_expiry=timedelta(seconds=2),
+            sweep_seconds=0.2,
+        ) as server:
+            yield server
+    finally:
+        if request.param == "postgres":
+            drop_pg_database(url)
+
+
+def _wait_for_subject(server: LiveServer, who: str, prefix: str) -> list[str]:
+    """Long-poll ``who``'s inbox until a message whose subject starts with ``prefix`` comes."""
+    subjects: list[str] = []
+    deadline = time.monotonic() + 30
+    with server.client(who) as c:
+        while time.monotonic() < deadline:
+            got = c.do(Calls.inbox(limit=20, wait=1))
+            for d in got.deliveries:
+                subjects.append(d.message.subject)
+                c.do(Calls.ack(d.id, d.receipt))
+            if any(s.startswith(prefix) for s in subjects):
+                return subjects
+    pytest.fail(f"no {prefix!r} message within 30 s; got {subjects}")
+
+
+class TestExpiryToATerminalState:
+    """Whatever nobody decides, the sweeper brings to a terminal state and says so."""
+
+    def test_an_unconfirmed_report_expires_dismissed(self, sweeping_server: LiveServer) -> None:
+        with sweeping_server.client("sentinel") as sentinel:
+            made = sentinel.do(Calls.report_incident("P1", "odd ssh logins", "auth.log"))
+        _wait_for_subject(sweeping_server, "sentinel", "Report expired unconfirmed")
+        with sweeping_server.client() as op:
+            done = op.do(Calls.incident(made.id))
+            assert done.state == "dismissed"
+            last = done.timeline[-1]
+            assert (last.actor, last.action) == ("mission-control", "expired")
+            with pytest.raises(Forbidden, match="can no longer be confirmed"):
+                op.do(Calls.decide_incident(made.id, "confirm", "too late"))
+            assert [r.actor for r in op.do(Calls.audit(action="incident.expired"))] == [
+                "mission-control"
+            ]
+
+    def test_a_request_expires_and_the_requester_is_told(self, sweeping_server: LiveServer) -> None:
+        with sweeping_server.client("jarvis") as jarvis:
+            req = jarvis.do(Calls.request_approval("production_deploy", {"v": 4}, "ready"))
+        _wait_for_subject(sweeping_server, "jarvis", f"Request {req.id} expired")
+        with sweeping_server.client() as op:
+            assert op.do(Calls.approval(req.id)).state == "expired"
