@@ -97,3 +97,44 @@ class TestApprovals:
         assert await store.acknowledge_directive(req.id) is None
         # Once decided, the same action and payload may be requested again.
         assert (await store.create_approval(_request())).id != req.id
+
+
+def _overdue(n: int) -> NewApproval:
+    payload = {"n": n}
+    return NewApproval(
+        "production_deploy", payload, payload_hash("production_deploy", payload),
+        "agent:jarvis", "r", "founder", None, "", timedelta(0),
+    )  # fmt: skip
+
+
+class TestTerminalStates:
+    """The store's side of 'every item reaches a terminal state'."""
+
+    async def test_veto_and_acknowledgement_exclude_each_other(self, store: Store) -> None:
+        """An approved request is either withdrawn or acknowledged, never both."""
+        made = await store.create_approval(_request())
+        await store.decide_approval(made.id, "approved", "operator:founder", "go")
+        withdrawn = await store.withdraw_approval(made.id, "operator:founder", "stop")
+        assert withdrawn is not None
+        assert (withdrawn.state, withdrawn.decided_by) == (ApprovalState.VETOED, "operator:founder")
+        assert await store.acknowledge_directive(made.id) is None  # the veto won
+        other = await store.create_approval(_request({"plan": "phase 2"}))
+        await store.decide_approval(other.id, "approved", "operator:founder", "go")
+        acked = await store.acknowledge_directive(other.id)
+        assert acked is not None
+        assert acked.acknowledged_at is not None
+        assert await store.withdraw_approval(other.id, "operator:founder", "late") is None
+        pending = await store.create_approval(_request({"plan": "phase 3"}))
+        assert await store.withdraw_approval(pending.id, "operator:founder", "x") is None
+
+    async def test_due_lists_reach_past_any_page(self, store: Store) -> None:
+        """Every overdue request and every stale report is listed, oldest first, however many
+        newer ones there are."""
+        overdue = [await store.create_approval(_overdue(i)) for i in range(3)]
+        fresh = await store.create_approval(_request())
+        due = await store.approvals_due(limit=10)
+        assert [a.id for a in due] == [a.id for a in overdue]
+        assert fresh.id not in {a.id for a in due}
+        old = await store.create_incident(_report())
+        assert [i.id for i in await store.incidents_unconfirmed(0, limit=10)] == [old.id]
+        assert await store.incidents_unconfirmed(3600, limit=10) == []

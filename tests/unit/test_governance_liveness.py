@@ -57,10 +57,10 @@ GOVERNED = (
 
 
 @st.composite
-def matrices(draw: st.DrawFn) -> Matrix:
-    """The defaults with random overrides: alone lists, approve quorums (or none)."""
+def matrices(draw: st.DrawFn, actions: Sequence[str] = GOVERNED) -> Matrix:
+    """The defaults with random overrides of ``actions``: alone lists, approve quorums."""
     overrides: dict[str, dict[str, object]] = {}
-    for action in draw(st.lists(st.sampled_from(GOVERNED), max_size=4, unique=True)):
+    for action in draw(st.lists(st.sampled_from(actions), max_size=4, unique=True)):
         table: dict[str, object] = {}
         if draw(st.booleans()):
             table["alone"] = draw(st.lists(st.sampled_from(SPECS), max_size=2, unique=True))
@@ -75,10 +75,10 @@ def matrices(draw: st.DrawFn) -> Matrix:
 
 
 @st.composite
-def accepted(draw: st.DrawFn) -> tuple[Matrix, list[Party]]:
+def accepted(draw: st.DrawFn, actions: Sequence[str] = GOVERNED) -> tuple[Matrix, list[Party]]:
     """A fleet and a matrix the loader accepts for it (``validate`` finds nothing)."""
     fleet = draw(fleets())
-    matrix = draw(st.one_of(st.just(Matrix.build({})), matrices()))
+    matrix = draw(st.one_of(st.just(Matrix.build({})), matrices(actions)))
     assume(validate(matrix, fleet) == [])
     return matrix, fleet
 
@@ -230,7 +230,7 @@ class TestTheHarnessCatchesWeakenedRules:
         """A reporter deciding its own item is found as a solo P0 or revocation."""
         monkeypatch.setattr(authority, "decides", mutant)
         example = find(
-            accepted(),
+            accepted(("declare_incident:P0", "revoke_token")),
             lambda c: safety_violations(*c) != [],
             settings=settings(max_examples=3000, database=None,
                               suppress_health_check=list(HealthCheck)),
