@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -22,6 +23,13 @@ from mcos.exceptions import (
     TooManyReports,
 )
 from tests.api.conftest import LiveServer, migrate, raw, serve
+from tests.channels.test_paging import (
+    FOUNDER,
+    TOKEN,
+    paged,  # noqa: F401 (the fixture, for TestGatePages)
+    wait_for,
+)
+from tests.fakes.telegram_server import FakeTelegram
 from tests.store.conftest import create_pg_database, drop_pg_database
 
 # The test directory: jarvis (orchestrator), gene (ops), sentinel (security); founder (human).
@@ -545,3 +553,26 @@ class TestExpiryToATerminalState:
         _wait_for_subject(sweeping_server, "jarvis", f"Request {req.id} expired")
         with sweeping_server.client() as op:
             assert op.do(Calls.approval(req.id)).state == "expired"
+
+
+class TestGatePages:
+    """A report pages the humans whose vote can decide it, once per incident and level."""
+
+    def test_a_p1_pages_its_human_confirmer_once(self, request: pytest.FixtureRequest) -> None:
+        server, telegram = cast(tuple[LiveServer, FakeTelegram], request.getfixturevalue("paged"))
+        with (
+            server.client("jarvis") as jarvis,
+            server.client("sentinel") as sentinel,
+            server.client() as founder,
+        ):
+            # sentinel's P1 goes to the orchestrator only: the founder's vote could not meet it
+            sentinel.do(Calls.report_incident("P1", "tls cert expired on api", "curl -v"))
+            made = jarvis.do(Calls.report_incident("P1", "queue backlog 2h", "depth 90k"))
+            again = jarvis.do(Calls.report_incident("P1", "backlog 2h queue", "depth 95k"))
+            assert again.grouped
+            wait_for(lambda: len(founder.do(Calls.pages())) == 1)
+            wait_for(lambda: len(telegram.texts(TOKEN, FOUNDER)) == 1)
+            (page,) = founder.do(Calls.pages())
+            assert (page.kind, page.state, page.key) == ("urgent", "sent", f"incident:{made.id}:P1")
+            (text,) = telegram.texts(TOKEN, FOUNDER)
+            assert f"Incident {made.id}, reported by agent:jarvis as P1" in text
