@@ -23,6 +23,7 @@ from mcos.exceptions import (
     TooManyReports,
 )
 from tests.api.conftest import LiveServer, migrate, raw, serve
+from tests.api.test_dashboard import _signed_in
 from tests.channels.test_paging import (
     FOUNDER,
     TOKEN,
@@ -485,6 +486,19 @@ class TestVetoUntilAcknowledged:
                 founder.do(Calls.veto(approval, "too late"))
             assert founder.do(Calls.approval(approval)).state == "approved"
         assert any("acknowledged" in r for r in _refusals(live_server, "approval.veto"))
+
+    def test_the_dashboard_offers_the_veto_until_acknowledged(
+        self, live_server: LiveServer
+    ) -> None:
+        approval = self._approved_directive(live_server)
+        withdraw = f'action="/approvals/{approval}/veto"'
+        with _signed_in(live_server) as (web, csrf):
+            assert withdraw in web.get("/approvals").text
+            done = web.post(f"/approvals/{approval}/veto", data={"reason": "no", "csrf": csrf})
+            assert done.status_code == 303
+            assert withdraw not in web.get("/approvals").text
+        with live_server.client() as op:
+            assert op.do(Calls.approval(approval)).state == "vetoed"
 
     def test_veto_of_a_decided_request_is_refused(self, live_server: LiveServer) -> None:
         with live_server.client("jarvis") as jarvis:
