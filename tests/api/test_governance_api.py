@@ -590,3 +590,34 @@ class TestGatePages:
             assert (page.kind, page.state, page.key) == ("urgent", "sent", f"incident:{made.id}:P1")
             (text,) = telegram.texts(TOKEN, FOUNDER)
             assert f"Incident {made.id}, reported by agent:jarvis as P1" in text
+
+
+class TestSeatAttacks:
+    """The reporter's seat cannot be stretched beyond what the reporter itself claimed."""
+
+    def test_a_p2_report_is_nobodys_p0_confirmation(self, live_server: LiveServer) -> None:
+        """jarvis reports a P2; the founder alone cannot escalate it to P0 on jarvis's seat."""
+        with live_server.client("jarvis") as jarvis:
+            made = jarvis.do(Calls.report_incident("P2", "disk errors on db-2", "dmesg"))
+        with live_server.client("sentinel") as sentinel:
+            sentinel.do(Calls.decide_incident(made.id, "confirm", "seen"))
+        with live_server.client() as founder:
+            up = founder.do(Calls.decide_incident(made.id, "confirm", "worse", "P0"))
+        assert (up.state, up.severity, up.gate_met) == ("confirmed", "P2", False)
+
+    def test_a_vote_then_a_re_report_does_not_count_twice(self, live_server: LiveServer) -> None:
+        """jarvis confirms sentinel's P0, then re-reports it: its vote no longer counts, so the
+        founder's vote fills the human seat but the orchestrator's seat is jarvis's report —
+        two principals besides sentinel, still a human among them."""
+        with live_server.client("sentinel") as sentinel:
+            made = sentinel.do(Calls.report_incident("P0", "root login from abroad", "auth.log"))
+        with live_server.client("jarvis") as jarvis:
+            jarvis.do(Calls.decide_incident(made.id, "confirm", "seen"))
+            again = jarvis.do(Calls.report_incident("P0", "login from abroad root", "auth.log"))
+            assert again.grouped
+        with live_server.client("gene") as gene:
+            assert gene.do(Calls.inbox()).deliveries == []
+        with live_server.client() as founder:
+            assert founder.do(Calls.incident(made.id)).state == "reported"
+            done = founder.do(Calls.decide_incident(made.id, "confirm", "verified"))
+        assert (done.state, done.severity) == ("confirmed", "P0")

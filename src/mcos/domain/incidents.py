@@ -87,6 +87,23 @@ def reporters(events: list[IncidentEvent]) -> set[str]:
     return {e.actor for e in events if e.action in ("reported", "grouped")}
 
 
+def claimed(events: list[IncidentEvent], severity: str) -> set[str]:
+    """The reporters who themselves claimed at least ``severity``: only their report may fill
+    a seat at that level (a P2 report is no one's P0 confirmation). A re-report (``grouped``)
+    claims the severity its reason starts with (``"P1: ..."``)."""
+    found: set[str] = set()
+    for e in events:
+        if e.action == "reported":
+            said = e.severity
+        elif e.action == "grouped":
+            said = e.reason.partition(":")[0]
+        else:
+            continue
+        if said in SEVERITIES and rank(said) >= rank(severity):
+            found.add(e.actor)
+    return found
+
+
 def votes_at(events: list[IncidentEvent], severity: str) -> list[str]:
     """Actors who voted to confirm at ``severity``, each once, in order."""
     seen: list[str] = []

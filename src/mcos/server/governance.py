@@ -20,6 +20,7 @@ from mcos.domain.incidents import (
     Incident,
     IncidentState,
     broadcast,
+    claimed,
     fingerprint,
     rank,
     reporters,
@@ -260,9 +261,15 @@ class Governance:
         await self._audit(caller, "incident.confirm_vote", incident, severity=target)
         events = await self.mc.store.incident_events(incident_id)
         parties = await self.parties()
-        voters = [p for a in votes_at(events, target) if (p := self._actor_party(a, parties))]
+        voters = [
+            p
+            for a in votes_at(events, target)
+            if a not in reporters(events) and (p := self._actor_party(a, parties))
+        ]  # a vote cast before its voter re-reported the observation no longer counts
         gate = self.matrix.gate(target)
-        raised = [p for a in sorted(reporters(events)) if (p := self._actor_party(a, parties))]
+        raised = [
+            p for a in sorted(claimed(events, target)) if (p := self._actor_party(a, parties))
+        ]
         if gate is None or not self.matrix.decided(f"declare_incident:{target}", voters, raised):
             return Outcome(incident=incident, gate_met=False)
         new_state = (
