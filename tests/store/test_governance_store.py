@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -138,3 +139,17 @@ class TestTerminalStates:
         old = await store.create_incident(_report())
         assert [i.id for i in await store.incidents_unconfirmed(0, limit=10)] == [old.id]
         assert await store.incidents_unconfirmed(3600, limit=10) == []
+
+    async def test_a_racing_veto_and_acknowledgement_have_one_winner(self, store: Store) -> None:
+        """Fired together, many times: exactly one of them takes effect each time."""
+        for n in range(10):
+            made = await store.create_approval(_request({"race": n}))
+            await store.decide_approval(made.id, "approved", "operator:founder", "go")
+            vetoed, acked = await asyncio.gather(
+                store.withdraw_approval(made.id, "operator:founder", "stop"),
+                store.acknowledge_directive(made.id),
+            )
+            assert (vetoed is None) != (acked is None)
+            final = await store.approval(made.id)
+            assert final is not None
+            assert (final.state is ApprovalState.VETOED) == (final.acknowledged_at is None)
