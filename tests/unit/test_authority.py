@@ -373,6 +373,14 @@ class TestValidate:
             "incident alone; list humans only"
         ]
 
+    def test_p0_alone_for_humans_rejected(self) -> None:
+        """No single principal declares a P0, a human neither: a second must confirm it."""
+        found = problems({"declare_incident:P0": {"alone": ["founder"]}}, FIELD_FLEET)
+        assert found == [
+            'authority."declare_incident:P0".alone: founder lets a single human declare a P0 '
+            "incident alone; a P0 always needs a second principal to confirm it, list nobody"
+        ]
+
     def test_p0_approved_by_one_agent_rejected(self) -> None:
         """A P0 gate one orchestrator can meet alone is refused."""
         found = problems({"declare_incident:P0": {"approve": "role:orchestrator"}}, FIELD_FLEET)

@@ -129,7 +129,7 @@ def dead_ends(matrix: Matrix, fleet: Sequence[Party]) -> list[str]:
 class TestSafety:
     """No matrix the loader accepts lets one principal reach a P0, a revocation, a deploy."""
 
-    @settings(max_examples=300, suppress_health_check=[HealthCheck.filter_too_much])
+    @settings(max_examples=150, suppress_health_check=[HealthCheck.filter_too_much])
     @given(accepted())
     def test_no_solo_p0_revocation_or_deploy(self, case: tuple[Matrix, list[Party]]) -> None:
         """Whatever the accepted matrix and fleet, nobody reaches them alone."""
@@ -152,14 +152,14 @@ class TestLiveness:
     """Every item someone may raise can be decided by the others; a quorum naming someone the
     fleet lacks is warned about (and such items expire: see the store tests)."""
 
-    @settings(max_examples=300, suppress_health_check=[HealthCheck.filter_too_much])
+    @settings(max_examples=150, suppress_health_check=[HealthCheck.filter_too_much])
     @given(accepted())
     def test_every_item_is_decidable_by_the_others(self, case: tuple[Matrix, list[Party]]) -> None:
         """For every item and every reporter of any role, the other confirmers decide it."""
         matrix, fleet = case
         assert dead_ends(matrix, fleet) == []
 
-    @settings(max_examples=300, suppress_health_check=[HealthCheck.filter_too_much])
+    @settings(max_examples=150, suppress_health_check=[HealthCheck.filter_too_much])
     @given(accepted())
     def test_warnings_are_only_for_missing_members(self, case: tuple[Matrix, list[Party]]) -> None:
         """What the loader only warns about is truly out of reach: even the whole fleet voting
