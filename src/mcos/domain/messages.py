@@ -112,10 +112,12 @@ class NewMessage:
     meta: dict[str, str] = field(default_factory=dict)
     expires_at: datetime | None = None
     """Past this instant an undelivered copy is dead-lettered as ``expired`` (never a default)."""
+    ttl: timedelta | None = None
+    """The same as a span from when Mission Control stores the message (its clock, not ours)."""
 
     def content_hash(self) -> str:
         """Digest of everything the sender chose, to tell a true repeat from a key reuse."""
-        payload = {
+        payload: dict[str, object] = {
             "recipient": self.recipient,
             "kind": str(self.kind),
             "priority": str(self.priority),
@@ -126,6 +128,8 @@ class NewMessage:
         }
         if self.expires_at is not None:  # absent from older hashes, so they stay valid
             payload["expires_at"] = self.expires_at.isoformat()
+        if self.ttl is not None:
+            payload["ttl"] = self.ttl.total_seconds()
         encoded = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(encoded).hexdigest()
 

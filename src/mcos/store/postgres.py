@@ -136,6 +136,7 @@ def _send_params(message: NewMessage, digest: str) -> dict[str, Any]:
         "content_hash": digest,
         "meta": Jsonb(message.meta),
         "expires_at": message.expires_at,
+        "ttl": message.ttl,
     }
 
 
@@ -554,6 +555,7 @@ class PostgresStore:
                     "priority": message.priority.rank,
                     "inboxes": inboxes,
                     "expires_at": message.expires_at,
+                    "ttl": message.ttl,
                 },
             )
         return SendResult(_message(row), len(inboxes), created=True), inboxes

@@ -454,6 +454,8 @@ class SqliteStore:
             else [message.recipient]
         )
         expires = None if message.expires_at is None else _us(message.expires_at)
+        if message.ttl is not None:
+            expires = now + int(message.ttl.total_seconds() * 1_000_000)
         for inbox in inboxes:
             conn.execute(
                 Q["delivery_insert"],

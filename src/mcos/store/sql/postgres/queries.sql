@@ -83,7 +83,7 @@ WITH target AS (
     INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
                             created_at, updated_at, expires_at)
     SELECT i.id, x.inbox, i.priority, 'queued', 0, t.now, t.now, t.now,
-           %(expires_at)s::timestamptz
+           coalesce(%(expires_at)s::timestamptz, t.now + %(ttl)s::interval)
     FROM inserted i, (SELECT inbox FROM inboxes ORDER BY inbox) x,
          (SELECT clock_timestamp() AS now) t
     RETURNING inbox
@@ -108,7 +108,7 @@ RETURNING *;
 INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
                         created_at, updated_at, expires_at)
 SELECT %(message_id)s, inbox, %(priority)s, 'queued', 0, now, now, now,
-       %(expires_at)s::timestamptz
+       coalesce(%(expires_at)s::timestamptz, now + %(ttl)s::interval)
 FROM unnest(%(inboxes)s::text[]) AS inbox, (SELECT clock_timestamp() AS now) AS t;
 
 -- name: topic_subscribers
