@@ -15,6 +15,7 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -283,3 +284,41 @@ async def test_real_failures_dead_letter_and_tell_the_manager_and_the_humans(
     [page] = posts(pager / "outbox" / "posts.jsonl")
     assert page["to"] == "founder"
     assert "gene" in page["text"]
+
+
+async def test_a_stopping_agent_hands_its_claims_back_at_once(rig: Rig) -> None:
+    """Stopped while messages wait in its batch, the agent defers them for now: they are
+    claimable at once, with no attempt used."""
+    gene = rig.runtime("gene", settings=replace(FAST, batch_window=3600))
+    jarvis, operator = rig.client("jarvis"), rig.client()
+    for n in range(3):
+        await jarvis.do(Calls.send("gene", f"job {n}", subject=f"job {n}"))
+    stop = asyncio.Event()
+    running = asyncio.create_task(gene.run(stop), name="gene")
+    await wait_until(lambda: len(gene.pending) == 3, "gene to claim the batch")
+    assert (await operator.do(Calls.agent("gene"))).claimed == 3
+    stop.set()
+    await asyncio.wait_for(running, 60)
+    shown = await operator.do(Calls.agent("gene"))
+    assert (shown.queued, shown.claimed) == (3, 0)
+    again = (await operator.do(Calls.inbox(inbox="gene", limit=10))).deliveries
+    assert len(again) == 3
+    assert all(d.attempts == 1 and d.deferrals == 1 for d in again)
+    assert all(d.last_error == "shutting down" for d in again)
+
+
+async def test_a_paused_agent_defers_what_it_holds(rig: Rig) -> None:
+    """Paused by the breaker with messages claimed, the agent hands them back for a later
+    recheck instead of letting the claims lapse (which would use attempts)."""
+    gene = rig.runtime("gene", settings=replace(FAST, batch_window=3600, pause_poll=0.05))
+    jarvis, operator = rig.client("jarvis"), rig.client()
+    await jarvis.do(Calls.send("gene", "job", subject="job"))
+    await gene.claim()
+    assert gene.pending
+    gene.paused = True
+    await gene.step()
+    assert not gene.pending
+    shown = await operator.do(Calls.agent("gene"))
+    assert (shown.queued, shown.claimed, shown.dead) == (1, 0, 0)
+    # not claimable before the recheck
+    assert (await operator.do(Calls.inbox(inbox="gene"))).deliveries == []

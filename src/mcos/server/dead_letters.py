@@ -44,7 +44,7 @@ def notice(inbox: str, dead: Sequence[Delivery]) -> tuple[str, str]:
         f"Mission Control gave up delivering {len(dead)} message(s) to {inbox}:\n"
         + "\n".join(_describe(d) for d in dead[:20])
         + (f"\n… and {len(dead) - 20} more" if len(dead) > 20 else "")
-        + "\n\nSee them with `mcos dead-letters list --agent "
+        + "\n\nSee them with `mcos dead-letters list --inbox "
         + inbox
         + "`; put one back with `mcos dead-letters requeue ID` once the cause is fixed."
     )
