@@ -164,6 +164,28 @@ class TestExpiry:
         [dead] = await store.dead_letters("jarvis")
         assert dead.last_error == EXPIRED
 
+    async def test_a_claim_in_progress_is_not_cut_short(self, store: Store) -> None:
+        """Past its expiry a held claim can still be acked (the sweep leaves it alone); a nack
+        past the expiry dead-letters it as expired instead of retrying."""
+        ttl = timedelta(seconds=2)
+        for subject in ("acked late", "nacked late"):
+            await store.send(NewMessage(sender="gene", recipient="jarvis", subject=subject,
+                                        ttl=ttl))  # fmt: skip
+        held = {d.message.subject: d for d in await store.claim("jarvis", limit=2)}
+        assert len(held) == 2
+        expires = held["acked late"].expires_at
+        assert expires is not None
+        deadline = time.monotonic() + 10
+        while await store.now() < expires + timedelta(milliseconds=50):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        assert await store.sweep_dead_letters() == 0
+        a, b = held["acked late"], held["nacked late"]
+        await store.ack("jarvis", a.id, a.receipt or "")
+        result = await store.nack("jarvis", b.id, b.receipt or "", error="x", delay=timedelta(0))
+        assert result.state is DeliveryState.DEAD
+        assert result.last_error == EXPIRED
+
     async def test_requeue_lifts_the_expiry(self, store: Store) -> None:
         """An operator's requeue of an expired letter makes it claimable (no instant re-death)."""
         now = await store.now()
