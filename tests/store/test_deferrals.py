@@ -186,6 +186,19 @@ class TestExpiry:
         assert result.state is DeliveryState.DEAD
         assert result.last_error == EXPIRED
 
+    async def test_an_expiry_already_past_is_refused(self, store: Store) -> None:
+        """A send that could only be dead-lettered at once is bad input, naming the field and,
+        in a batch, the item; nothing of the batch is stored."""
+        past = await store.now() - timedelta(seconds=1)
+        with pytest.raises(InvalidRequest, match=r"expires_at .* has already passed"):
+            await store.send(NewMessage(sender="gene", recipient="jarvis", expires_at=past))
+        with pytest.raises(InvalidRequest, match=r"messages\[1\]: expires_at"):
+            await store.send_many([
+                NewMessage(sender="gene", recipient="jarvis"),
+                NewMessage(sender="gene", recipient="jarvis", expires_at=past),
+            ])  # fmt: skip
+        assert await store.claim("jarvis") == []
+
     async def test_requeue_lifts_the_expiry(self, store: Store) -> None:
         """An operator's requeue of an expired letter makes it claimable (no instant re-death)."""
         now = await store.now()

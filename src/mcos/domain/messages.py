@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+
+from mcos.exceptions import InvalidRequest, in_batch
 
 
 class MessageKind(StrEnum):
@@ -221,6 +224,19 @@ EXPIRED = "expired"
 """The dead-letter reason of a delivery whose sender's expiry passed."""
 MAX_DEFERRAL = timedelta(days=7)
 """The furthest a deferral may push a delivery (a longer cause is re-deferred when it lasts)."""
+
+
+def check_expiries(messages: Sequence[NewMessage], now: datetime) -> None:
+    """Refuse a send whose ``expires_at`` has already passed (it could only be dead-lettered
+    at once, and would page people for nothing), naming the item of a batch."""
+    for i, m in enumerate(messages):
+        if m.expires_at is not None and m.expires_at <= now:
+            error = InvalidRequest(
+                f"expires_at {m.expires_at.isoformat()} has already passed (Mission Control's "
+                f"clock reads {now.isoformat()}): give a later time or a ttl_seconds",
+                field="expires_at",
+            )
+            raise error if len(messages) == 1 else in_batch(error, i)
 
 
 def expired(expires_at: datetime | None, now: datetime) -> bool:

@@ -38,6 +38,7 @@ from mcos.domain.messages import (
     NewMessage,
     RecipientKind,
     SendResult,
+    check_expiries,
     defer_until,
 )
 from mcos.domain.paging import Page, PageKind
@@ -471,6 +472,8 @@ class PostgresStore:
         """Store several messages atomically, in order; see the protocol."""
         if not messages:
             return []
+        if any(m.expires_at is not None for m in messages):
+            check_expiries(messages, await self.now())
         digests = [m.content_hash() for m in messages]
         params = [_send_params(m, d) for m, d in zip(messages, digests, strict=True)]
         results: list[SendResult] = []

@@ -33,6 +33,7 @@ from mcos.domain.messages import (
     NewMessage,
     RecipientKind,
     SendResult,
+    check_expiries,
     dead_reason,
     defer_until,
     expired,
@@ -388,6 +389,8 @@ class SqliteStore:
     async def send_many(self, messages: Sequence[NewMessage]) -> list[SendResult]:
         """Store several messages atomically, in order; see the protocol."""
         digests = [m.content_hash() for m in messages]
+        if any(m.expires_at is not None for m in messages):
+            check_expiries(messages, await self.now())
 
         def write(conn: sqlite3.Connection) -> tuple[list[SendResult], set[str]]:
             now = _now_us()
