@@ -28,6 +28,7 @@ from mcos.models.anthropic import AnthropicModel
 from mcos.models.factory import make_provider
 from mcos.runtime.agent import AgentRuntime
 from mcos.runtime.clock import VirtualClock
+from mcos.runtime.workspace import TurnKind
 from mcos.server.context import ChannelBinding
 from mcos.store.sqlite import simulated_clock
 from tests.fakes.anthropic_server import (
@@ -322,3 +323,37 @@ async def test_a_paused_agent_defers_what_it_holds(rig: Rig) -> None:
     assert (shown.queued, shown.claimed, shown.dead) == (1, 0, 0)
     # not claimable before the recheck
     assert (await operator.do(Calls.inbox(inbox="gene"))).deliveries == []
+
+
+async def test_messages_held_when_a_cooldown_starts_are_deferred_to_its_end(
+    rig_factory: RigFactory, fake: FakeAnthropic
+) -> None:
+    """A cron turn hits a 429 while normal messages wait in the batch window: the loop hands
+    them back until the cooldown ends instead of letting their claims lapse."""
+    clock = SteppedClock(datetime.now(UTC) + timedelta(days=2))
+    with simulated_clock(clock.now):
+        rig = rig_factory({"gene": claude_toml(fake)})
+        gene = AgentRuntime("gene", rig.fleet, rig.client("gene"), claude(rig, clock), clock,
+                            settings=replace(FAST, batch_window=3600))  # fmt: skip
+        rig.runtimes.append(gene)
+        jarvis, operator = rig.client("jarvis"), rig.client()
+        await jarvis.do(Calls.send("gene", "later", subject="normal"))
+        await gene.claim()
+        assert gene.pending
+        fake.script(RateLimited(retry_after=900))
+        with pytest.raises(Exception, match="rate_limited"):
+            await gene.turn(TurnKind.ISOLATED, "cron job", main=False)
+        until = gene.cooling_until
+        assert until is not None
+        task = asyncio.create_task(gene.step())
+        await clock.asleep.wait()  # the step sleeps on the cooldown…
+        assert not gene.pending  # …having handed the message back first
+        shown = await operator.do(Calls.agent("gene"))
+        assert (shown.queued, shown.claimed, shown.dead) == (1, 0, 0)
+        assert (await operator.do(Calls.inbox(inbox="gene"))).deliveries == []
+        clock.asleep.clear()
+        await clock.advance(clock.next_wake() or until)
+        await task
+        assert clock.now() >= until
+        [back] = (await operator.do(Calls.inbox(inbox="gene"))).deliveries
+        assert (back.attempts, back.deferrals) == (1, 1)

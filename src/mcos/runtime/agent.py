@@ -918,8 +918,12 @@ class AgentRuntime:
         held = self.held_until()
         wake = self.next_wake()
         if held is not None:
-            # Nothing can be done with a message before then: sleep to the end of the
-            # cooldown (or the next beat), not a fixed slice past it.
+            # Nothing can be done with a message before then: what is held goes back until
+            # then (a claim left to lapse would use an attempt), and the loop sleeps to the
+            # end of the cooldown (or the next beat), not a fixed slice past it.
+            if self.pending:
+                why = "over budget" if self.blocked_day else "cooling down"
+                await self._give_back(list(self.pending.values()), why, held)
             await self.clock.sleep((min(wake, held) - now).total_seconds())
         else:
             wait = (wake - now).total_seconds()
