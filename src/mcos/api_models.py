@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.audit import AuditRecord
@@ -66,6 +66,23 @@ class SendRequest(_In):
         default=None,
         description="Refused unless it is the caller: the sender is stamped from the token.",
     )
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description="Optional: an undelivered copy is dead-lettered as `expired` after this.",
+    )
+    ttl_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=30 * 86_400,
+        description="Optional, instead of `expires_at`: seconds from when it is stored.",
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> SendRequest:
+        if self.expires_at is not None and self.ttl_seconds is not None:
+            msg = "give expires_at or ttl_seconds, not both"
+            raise ValueError(msg)
+        return self
 
 
 class SendBatchRequest(_In):
@@ -136,6 +153,13 @@ class DeliveryOut(_Out):
     receipt: str | None
     last_error: str | None
     message: MessageOut
+    deferrals: int = Field(
+        default=0, description="Claims handed back because the recipient could not act."
+    )
+    visible_at: datetime | None = Field(
+        default=None, description="When a queued delivery may next be claimed (not-before)."
+    )
+    expires_at: datetime | None = Field(default=None, description="The sender's expiry, if any.")
 
     @classmethod
     def of(cls, d: Delivery) -> DeliveryOut:
@@ -149,6 +173,9 @@ class DeliveryOut(_Out):
             receipt=d.receipt,
             last_error=d.last_error,
             message=MessageOut.of(d.message),
+            deferrals=d.deferrals,
+            visible_at=d.visible_at,
+            expires_at=d.expires_at,
         )
 
 
@@ -190,6 +217,50 @@ class NackRequest(_In):
     receipt: str = Field(min_length=1, max_length=100)
     error: str = Field(default="", max_length=2000)
     delay_seconds: float | None = Field(default=None, ge=0, le=86_400)
+
+
+class DeferRequest(_In):
+    """Hand a claim back because the recipient could not act: no attempt is used, and the
+    delivery is claimable again from ``not_before`` (or ``delay_seconds`` from now)."""
+
+    receipt: str = Field(min_length=1, max_length=100)
+    reason: str = Field(min_length=1, max_length=2000, description="Why it could not act.")
+    not_before: AwareDatetime | None = Field(
+        default=None, description="On Mission Control's clock; at most 7 days ahead."
+    )
+    delay_seconds: float | None = Field(default=None, ge=0, le=7 * 86_400)
+
+    @model_validator(mode="after")
+    def _one_time(self) -> DeferRequest:
+        if self.not_before is not None and self.delay_seconds is not None:
+            msg = "give not_before or delay_seconds, not both"
+            raise ValueError(msg)
+        return self
+
+
+class DeferBatchRequest(_In):
+    """Several claims of one inbox handed back together (all or none)."""
+
+    items: list[AckItem] = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=2000, description="Why it could not act.")
+    not_before: AwareDatetime | None = Field(
+        default=None, description="On Mission Control's clock; at most 7 days ahead."
+    )
+    delay_seconds: float | None = Field(default=None, ge=0, le=7 * 86_400)
+
+    @model_validator(mode="after")
+    def _one_time(self) -> DeferBatchRequest:
+        if self.not_before is not None and self.delay_seconds is not None:
+            msg = "give not_before or delay_seconds, not both"
+            raise ValueError(msg)
+        return self
+
+
+class DeferBatchResponse(_Out):
+    """Result of a batch deferral."""
+
+    deferred: int
+    visible_at: datetime | None = Field(description="When they may be claimed again.")
 
 
 class AgentOut(_Out):

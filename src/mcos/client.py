@@ -30,6 +30,7 @@ from mcos.api_models import (
     ChannelLeaseAcquire,
     ChannelLeaseRelease,
     ChannelLeaseRenew,
+    DeferBatchResponse,
     DeliveryOut,
     HealthResponse,
     InboxResponse,
@@ -165,6 +166,7 @@ _INBOUND = TypeAdapter(ChannelInboundOut)
 _LEASES = TypeAdapter(list[LeaseOut])
 _VERIFY = TypeAdapter(AuditVerifyResponse)
 _ACKED = TypeAdapter(AckBatchResponse)
+_DEFERRED = TypeAdapter(DeferBatchResponse)
 _RESERVATION = TypeAdapter(ReservationOut)
 _USAGE = TypeAdapter(list[UsageOut])
 
@@ -183,6 +185,8 @@ class Calls:
         reply_to: int | None = None,
         idempotency_key: str | None = None,
         meta: dict[str, str] | None = None,
+        expires_at: datetime | None = None,
+        ttl_seconds: float | None = None,
     ) -> Call[SendResponse]:
         request = SendRequest(
             to=to,
@@ -193,6 +197,8 @@ class Calls:
             reply_to=reply_to,
             idempotency_key=idempotency_key,
             meta=meta or {},
+            expires_at=expires_at,
+            ttl_seconds=ttl_seconds,
         )
         return Call("POST", "/v1/messages", _model(_SEND), json=request.model_dump(mode="json"))
 
@@ -228,6 +234,60 @@ class Calls:
             "POST",
             "/v1/inbox/ack",
             lambda r: _ACKED.validate_json(r.content).acked,
+            params=_clean({"inbox": inbox}),
+            json=body,
+        )
+
+    @staticmethod
+    def defer(
+        delivery_id: int,
+        receipt: str,
+        *,
+        reason: str,
+        not_before: datetime | None = None,
+        delay_seconds: float | None = None,
+        inbox: str | None = None,
+    ) -> Call[DeliveryOut]:
+        """Hand a claim back unused (the recipient could not act); claimable from
+        ``not_before`` (Mission Control's clock) or ``delay_seconds`` from now."""
+        body = _clean(
+            {
+                "receipt": receipt,
+                "reason": reason,
+                "not_before": None if not_before is None else not_before.isoformat(),
+                "delay_seconds": delay_seconds,
+            }
+        )
+        return Call(
+            "POST",
+            f"/v1/deliveries/{delivery_id}/defer",
+            _model(_DELIVERY),
+            params=_clean({"inbox": inbox}),
+            json=body,
+        )
+
+    @staticmethod
+    def defer_many(
+        items: list[tuple[int, str]],
+        *,
+        reason: str,
+        not_before: datetime | None = None,
+        delay_seconds: float | None = None,
+        inbox: str | None = None,
+    ) -> Call[DeferBatchResponse]:
+        """Hand several claims of one inbox back unused, together (all or none)."""
+        body = _clean(
+            {
+                "items": [{"id": i, "receipt": r} for i, r in items],
+                "reason": reason,
+                "not_before": None if not_before is None else not_before.isoformat(),
+                "delay_seconds": delay_seconds,
+            }
+        )
+        return Call(
+            "POST",
+            "/v1/inbox/defer",
+            _model(_DEFERRED),
             params=_clean({"inbox": inbox}),
             json=body,
         )

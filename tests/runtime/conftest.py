@@ -99,12 +99,13 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
         fleet = write_fleet(tmp_path / "fleet", agent_extra, tail)
         url = f"sqlite:///{tmp_path}/mcos.db"
         _migrate_sync(url)
+        channels = {n: ChannelBinding(c.kind, c.agent) for n, c in fleet.channels.items()}
         cm = serve(
             url,
             tmp_path,
             budgets=budgets or {},
-            channels={n: ChannelBinding(c.kind, c.agent) for n, c in fleet.channels.items()},
-            page_routes=page_routes(fleet),
+            channels=channels | overrides.pop("channels", {}),
+            page_routes=overrides.pop("page_routes", None) or page_routes(fleet),
             **overrides,
         )
         server = cm.__enter__()

@@ -139,17 +139,21 @@ async def test_429_cools_the_agent_down_visibly_then_it_recovers(
     gene = rig.runtime("gene", claude(rig, fake))
     jarvis = rig.client("jarvis")
     await jarvis.do(Calls.send("gene", "status?", subject="status"))
-    fake.script(RateLimited(retry_after=1))
+    fake.script(RateLimited(retry_after=3))
     await gene.claim()
     assert not await gene.handle_messages()
+    until = gene.cooling_until
+    assert until is not None
     shown = await jarvis.do(Calls.agent("gene"))
     assert shown.state == "cooling_down"
     assert shown.state_until is not None
     assert len(fake.requests) == 1  # no hammering
     assert not await gene.handle_messages()  # still cooling: no call at all
     assert len(fake.requests) == 1
-    await asyncio.sleep(1.1)
-    assert await gene.claim(wait=5) == 1  # the message came back after the cooldown
+    assert await gene.claim(wait=15) == 1  # the message came back after the cooldown
+    assert gene.clock.now() >= until - timedelta(milliseconds=50)
+    [back] = gene.pending.values()
+    assert (back.attempts, back.deferrals) == (1, 1)  # deferred: the 429 used no attempt
     fake.script(Text("All fine."))
     assert await gene.handle_messages()
     assert (await jarvis.do(Calls.agent("gene"))).state == "idle"

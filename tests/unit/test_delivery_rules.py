@@ -12,19 +12,30 @@ import itertools
 import tempfile
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mcos.domain.agent_state import AgentStatus, current
 from mcos.domain.audit import GENESIS, AuditRecord, record_hash, verify_chain
 from mcos.domain.messages import (
+    EXPIRED,
+    MAX_DEFERRAL,
     DeliveryPolicy,
     DeliveryState,
     DeliveryView,
     NewMessage,
     Priority,
+    attempts_after_deferral,
     claim_order,
     claimable,
+    dead_reason,
+    defer_until,
+    expired,
     lapsed_into_dead_letter,
+    next_utc_day,
+    resume_at,
+    unavailable_backoff,
 )
 from mcos.domain.tokens import digest, matches, new_token, parse_prefix, redact
 from mcos.store import make_store
@@ -230,3 +241,89 @@ class TestTokens:
         assert matches(key, token, stored)
         assert not matches(key, other, stored)
         assert token not in redact(f"{before}{token}{after} {token}")
+
+
+class TestDeferral:
+    """Could not try (deferred) versus tried and failed (nacked)."""
+
+    @given(policies, st.integers(1, 30), st.integers(0, 500))
+    def test_any_number_of_deferrals_never_exhausts(
+        self, policy: DeliveryPolicy, tried: int, deferred: int
+    ) -> None:
+        """Claims that end in deferrals leave the attempt count where the nacks left it."""
+        attempts = min(tried, policy.max_attempts - 1)
+        for _ in range(deferred):
+            attempts = attempts_after_deferral(attempts + 1)  # a claim, then its deferral
+        assert attempts == min(tried, policy.max_attempts - 1)
+        assert not policy.exhausted(attempts)
+
+    @given(instants, st.integers(-(10**6), 7 * 86_400))
+    def test_not_before_is_never_in_the_past(self, now: datetime, ahead: int) -> None:
+        """A deferral is claimable from its not-before, or at once when that has passed."""
+        wanted = now + timedelta(seconds=ahead)
+        assert defer_until(now, wanted) == max(now, wanted)
+
+    @given(instants, st.integers(1, 10**7))
+    def test_too_far_ahead_is_refused_with_the_reason(self, now: datetime, extra: int) -> None:
+        """Beyond a week ahead is bad input, and the error says what and by how much."""
+        with pytest.raises(ValueError, match=r"not_before .* is more than .* ahead"):
+            defer_until(now, now + MAX_DEFERRAL + timedelta(seconds=extra))
+
+    def test_a_naive_not_before_is_refused(self) -> None:
+        """A time without a zone is refused, saying to give it in UTC."""
+        with pytest.raises(ValueError, match="UTC"):
+            defer_until(EPOCH, datetime(2026, 1, 1))  # noqa: DTZ001 (the bad input under test)
+
+
+class TestExpiry:
+    """The sender's optional expiry."""
+
+    @given(instants, st.integers(-(10**6), 10**6))
+    def test_expired_exactly_from_its_instant(self, now: datetime, offset: int) -> None:
+        """Expired at and after ``expires_at``; never without one; the reason says so."""
+        at = now + timedelta(seconds=offset)
+        assert expired(at, now) == (offset <= 0)
+        assert not expired(None, now)
+        assert (dead_reason(3, at, now) == EXPIRED) == (offset <= 0)
+        assert dead_reason(3, None, now) == "not acknowledged after 3 attempts"
+
+
+class TestWaking:
+    """Cooldowns end on time; budgets end at the UTC day's end; outages back off."""
+
+    @given(instants, st.integers(1, 86_400), st.floats(0, 1))
+    def test_resume_within_five_percent_and_half_a_second(
+        self, until: datetime, seconds: int, u: float
+    ) -> None:
+        """The loop wakes after the cooldown, late by at most 5 % of it and at most 0.5 s."""
+        length = timedelta(seconds=seconds)
+        woke = resume_at(until, length, u)
+        assert until <= woke <= until + min(length * 0.05, timedelta(seconds=0.5))
+
+    @given(instants)
+    def test_next_utc_day_is_the_coming_midnight(self, now: datetime) -> None:
+        """Strictly after now, within a day, at 00:00 UTC."""
+        midnight = next_utc_day(now)
+        assert now < midnight <= now + timedelta(days=1)
+        assert (midnight.hour, midnight.minute, midnight.second, midnight.microsecond) == (0,) * 4
+
+    @given(st.integers(1, 100))
+    def test_unavailable_backoff_grows_to_its_cap(self, failures: int) -> None:
+        """30 s doubling, never past 10 minutes, never shrinking."""
+        wait = unavailable_backoff(failures)
+        assert timedelta(seconds=30) <= wait <= timedelta(minutes=10)
+        assert unavailable_backoff(failures + 1) >= wait
+
+    @given(instants, st.integers(-3600, 3600))
+    def test_a_passed_cooldown_reads_as_ended(self, now: datetime, offset: int) -> None:
+        """Status never shows a cooldown or budget stop whose until has passed."""
+        until = now + timedelta(seconds=offset)
+        for state in (AgentStatus.COOLING_DOWN, AgentStatus.OVER_BUDGET):
+            shown, detail, shown_until = current(state.value, "429", until, now)
+            if offset > 0:
+                assert (shown, shown_until) == (state.value, until)
+            else:
+                assert shown == AgentStatus.IDLE.value
+                assert shown_until is None
+                assert "ended" in detail
+        assert current("paused", "x", until, now)[0] == "paused"

@@ -475,6 +475,8 @@ def _notes(agent: AgentOut) -> str:
         notes.append(agent.state_detail)
     if info.get("label") == "offline model":
         notes.append("offline model")
+    if agent.dead:
+        notes.append(f"{agent.dead} dead letter(s): mcos dead-letters list --inbox {agent.name}")
     channels = info.get("channels") or {}
     if isinstance(channels, dict) and channels:
         notes.append(
@@ -734,7 +736,7 @@ def dead_list(
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deliveries that ran out of attempts."""
+    """Deliveries that ran out of attempts (tried and failed), expired, or lapsed."""
     with friendly_errors(), connect(url, token, fleet) as client:
         dead = client.do(Calls.dead_letters(inbox=agent))
     if as_json:
@@ -742,7 +744,7 @@ def dead_list(
         return
     table(
         "dead letters",
-        ["delivery", "inbox", "message", "from", "subject", "attempts", "last error"],
+        ["delivery", "inbox", "message", "from", "subject", "attempts", "deferrals", "reason"],
         [
             (
                 d.id,
@@ -751,6 +753,7 @@ def dead_list(
                 d.message.sender,
                 d.message.subject,
                 d.attempts,
+                d.deferrals,
                 d.last_error,
             )
             for d in dead

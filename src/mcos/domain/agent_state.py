@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -23,3 +24,18 @@ class AgentStatus(StrEnum):
     """Cannot start: a missing secret, a bad workspace; never retried until fixed."""
     FAILED = "failed"
     STOPPED = "stopped"
+
+
+TIMED = frozenset({AgentStatus.COOLING_DOWN, AgentStatus.OVER_BUDGET})
+"""States that end by themselves at their ``until``."""
+
+
+def current(
+    state: str, detail: str, until: datetime | None, now: datetime
+) -> tuple[str, str, datetime | None]:
+    """A reported state as it stands at ``now``: a cooldown or budget stop whose ``until`` has
+    passed reads as ended (idle), never as a current state with an "until" in the past."""
+    if until is None or until > now or state not in TIMED:
+        return state, detail, until
+    ended = state.replace("_", " ")
+    return AgentStatus.IDLE.value, f"{ended} ended at {until:%H:%M:%S} UTC", None

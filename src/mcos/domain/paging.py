@@ -18,6 +18,7 @@ class PageKind(StrEnum):
     URGENT = "urgent"
     P0 = "p0"
     APPROVAL = "approval"
+    DEAD_LETTER = "dead_letter"
 
 
 @dataclass(frozen=True)

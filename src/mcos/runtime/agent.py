@@ -41,12 +41,19 @@ from mcos.domain.heartbeat import (
     next_cron_fire,
     turn_cache_ttl,
 )
-from mcos.domain.messages import MessageKind, Priority
+from mcos.domain.messages import (
+    MessageKind,
+    Priority,
+    next_utc_day,
+    resume_at,
+    unavailable_backoff,
+)
 from mcos.domain.redaction import redact
 from mcos.exceptions import (
     Fenced,
     McosError,
     ModelError,
+    ModelUnavailable,
     OverBudget,
     RateLimited,
     SpendLimitReached,
@@ -99,10 +106,25 @@ class RuntimeSettings:
     """Seconds between looks at whether an operator resumed a paused agent."""
     stop_grace: float = 20.0
     """Seconds a stop waits for a model turn in progress to finish."""
+    paused_recheck: timedelta = timedelta(minutes=5)
+    """A paused agent hands its claimed messages back for this long (no attempt used)."""
+    unavailable_base: timedelta = timedelta(seconds=30)
+    """First wait after the model stayed unavailable (5xx/529) through the provider's retries;
+    it doubles with each further failure…"""
+    unavailable_cap: timedelta = timedelta(minutes=10)
+    """…up to this."""
 
 
 class _TurnStopped(Exception):
-    """A turn ended early: over budget, cooling down, or the model failed."""
+    """A turn ended early: over budget, cooling down, or the model failed.
+
+    ``until`` set: the agent *could not act* and its messages are deferred to then (no attempt
+    used); None: the turn was tried and failed, and its messages are nacked.
+    """
+
+    def __init__(self, why: str, until: datetime | None = None) -> None:
+        super().__init__(why)
+        self.until = until
 
 
 @dataclass
@@ -244,6 +266,10 @@ class AgentRuntime:
             for j in (*self.config.cron, *self.promised)
         }
         self.cooling_until: datetime | None = None
+        self.resume_at: datetime | None = None
+        """When the loop wakes after the cooldown: its end plus a small jitter."""
+        self.unavailable = 0
+        """Consecutive model calls that failed as unavailable (5xx/529 after retries)."""
         self.blocked_day: str | None = None
         """The UTC day on which a cap (ours or the provider's) stopped model calls."""
         self.warned_days, self.reported_days = set[str](), set[str]()
@@ -324,9 +350,9 @@ class AgentRuntime:
         now = self.clock.now()
         day = now.date().isoformat()
         if self.blocked_day == day:
-            raise _TurnStopped("over budget")
+            raise _TurnStopped("over budget", next_utc_day(now))
         if self.cooling_until is not None and now < self.cooling_until:
-            raise _TurnStopped("cooling down")
+            raise _TurnStopped("cooling down", self.cooling_until)
         price = self.provider.price
         worst = worst_case_micros(request.prompt_bytes, request.max_output, price)
         try:
@@ -337,7 +363,7 @@ class AgentRuntime:
             )
         except OverBudget as e:
             await self._over_budget(day, e.message)
-            raise _TurnStopped("over budget") from e
+            raise _TurnStopped("over budget", next_utc_day(now)) from e
         if held.warning and day not in self.warned_days:
             self.warned_days.add(day)
             await self._tell_manager(
@@ -351,8 +377,9 @@ class AgentRuntime:
             reply = await self.provider.complete(request)
         except ModelError as e:
             await self._settle(held.id, None, f"failed:{e.code}")
-            await self._model_failed(e)
-            raise _TurnStopped(e.code) from e
+            until = await self._model_failed(e)
+            raise _TurnStopped(e.code, until) from e
+        self.unavailable = 0
         await self._settle(held.id, reply, purpose)
         return reply
 
@@ -383,7 +410,7 @@ class AgentRuntime:
 
     async def _over_budget(self, day: str, why: str) -> None:
         self.blocked_day = day
-        await self.report(AgentStatus.OVER_BUDGET, why)
+        await self.report(AgentStatus.OVER_BUDGET, why, until=next_utc_day(self.clock.now()))
         if day not in self.reported_days:
             self.reported_days.add(day)
             self._log(f"over budget: no model calls until the day turns ({why})")
@@ -393,17 +420,37 @@ class AgentRuntime:
                 Priority.HIGH,
             )
 
-    async def _model_failed(self, error: ModelError) -> None:
+    def _cool_down(self, now: datetime, length: timedelta) -> datetime:
+        """Cool down for ``length``; the loop wakes just after (jittered, never 30 s late)."""
+        self.cooling_until = now + length
+        self.resume_at = resume_at(self.cooling_until, length, self.rng.random())
+        return self.cooling_until
+
+    async def _model_failed(self, error: ModelError) -> datetime | None:
+        """Record a failed model call; when the agent could not act, until when (its messages
+        are deferred to then), else None (the turn failed: its messages are nacked)."""
         now = self.clock.now()
         if isinstance(error, RateLimited):
-            self.cooling_until = now + timedelta(seconds=error.retry_after)
-            self._log(f"rate limited: cooling down until {self.cooling_until:%H:%M:%S}")
-            await self.report(AgentStatus.COOLING_DOWN, error.message, until=self.cooling_until)
-        elif isinstance(error, SpendLimitReached):
+            until = self._cool_down(now, timedelta(seconds=error.retry_after))
+            self._log(f"rate limited: cooling down until {until:%H:%M:%S}")
+            await self.report(AgentStatus.COOLING_DOWN, error.message, until=until)
+            return until
+        if isinstance(error, ModelUnavailable):
+            self.unavailable += 1
+            wait = unavailable_backoff(
+                self.unavailable, self.settings.unavailable_base, self.settings.unavailable_cap
+            )
+            until = self._cool_down(now, wait)
+            self._log(f"model unavailable ({error.message}): next try at {until:%H:%M:%S}")
+            await self.report(
+                AgentStatus.COOLING_DOWN, f"model unavailable: {error.message}", until=until
+            )
+            return until
+        if isinstance(error, SpendLimitReached):
             day = now.date().isoformat()
             self.blocked_day = day
             self._log(f"provider spend limit reached: {error.message}")
-            await self.report(AgentStatus.OVER_BUDGET, error.message)
+            await self.report(AgentStatus.OVER_BUDGET, error.message, until=next_utc_day(now))
             if f"spend:{day}" not in self.reported_days:
                 self.reported_days.add(f"spend:{day}")
                 await self._tell_manager(
@@ -412,9 +459,10 @@ class AgentRuntime:
                     "it is restarted after the limit is raised.",
                     Priority.URGENT,
                 )
-        else:
-            self._log(f"model call failed: {error.message}")
-            await self.report(AgentStatus.IDLE, f"last model call failed: {error.message}")
+            return next_utc_day(now)
+        self._log(f"model call failed: {error.message}")
+        await self.report(AgentStatus.IDLE, f"last model call failed: {error.message}")
+        return None
 
     def _cache_ttl(self) -> CacheTTL:
         if not self.provider.caches:
@@ -447,9 +495,9 @@ class AgentRuntime:
         """One model turn: the tool loop until the model stops asking, bounded in rounds."""
         now = self.clock.now()
         if self.blocked_day == now.date().isoformat():
-            raise _TurnStopped("over budget")
-        if self.cooling():
-            raise _TurnStopped("cooling down")
+            raise _TurnStopped("over budget", next_utc_day(now))
+        if self.cooling() and self.cooling_until is not None:
+            raise _TurnStopped("cooling down", self.cooling_until)
         if self.last_turn_at is not None:
             gap = now - self.last_turn_at
             self.turn_gap = (self.turn_gap * 3 + gap) / 4
@@ -618,7 +666,7 @@ class AgentRuntime:
         try:
             await self.turn(kind, text)
         except _TurnStopped as e:
-            await self._give_back(deliveries, str(e))
+            await self._give_back(deliveries, str(e), e.until)
             return False
         if deliveries:
             await self.client.do(Calls.ack_many([(d.id, d.receipt or "") for d in deliveries]))
@@ -628,18 +676,30 @@ class AgentRuntime:
         self.first_pending_at = None if not self.pending else self.first_pending_at
         return True
 
-    async def _give_back(self, deliveries: list[DeliveryOut], why: str) -> None:
-        """Return unhandled messages to the inbox, to be offered again after the pause."""
-        delay = 60.0
-        if self.cooling_until is not None:
-            delay = max((self.cooling_until - self.clock.now()).total_seconds(), 1.0)
+    async def _give_back(
+        self, deliveries: list[DeliveryOut], why: str, until: datetime | None
+    ) -> None:
+        """Return unhandled messages to the inbox.
+
+        ``until`` set: the agent could not act (rate limited, model unavailable, over budget,
+        paused, cooling down, stopping) — a deferral to then, which uses no delivery attempt.
+        None: the turn ran and failed — a nack, which counts toward ``max_attempts``.
+        """
+        if not deliveries:
+            return
+        if until is not None:
+            items = [(d.id, d.receipt or "") for d in deliveries]
+            try:
+                await self.client.do(Calls.defer_many(items, reason=why[:2000], not_before=until))
+            except McosError as e:  # the claims lapse instead, and are offered again
+                log.warning("%s: could not defer %d message(s): %s", self.name, len(items), e)
+        else:
+            for d in deliveries:
+                with contextlib.suppress(McosError):
+                    await self.client.do(Calls.nack(d.id, d.receipt or "", error=why[:2000]))
         for d in deliveries:
-            with contextlib.suppress(McosError):
-                await self.client.do(
-                    Calls.nack(d.id, d.receipt or "", error=why, delay_seconds=delay)
-                )
             self.pending.pop(d.id, None)
-        self.first_pending_at = None
+        self.first_pending_at = None if not self.pending else self.first_pending_at
 
     # --- heartbeat and cron ---------------------------------------------------------------------
     async def findings(self) -> list[Finding]:
@@ -767,8 +827,19 @@ class AgentRuntime:
         if self.first_pending_at is not None:
             times.append(self.first_pending_at + timedelta(seconds=self.settings.batch_window))
         if self.cooling_until is not None:
-            times = [max(t, self.cooling_until) for t in times]
+            times = [max(t, self.resume_at or self.cooling_until) for t in times]
         return min(times)
+
+    def held_until(self) -> datetime | None:
+        """Until when the agent cannot call its model (a cooldown or the budget day), if it
+        cannot now; meanwhile it claims nothing (messages wait in the inbox, unattempted)."""
+        now = self.clock.now()
+        if self.cooling_until is not None and now < self.cooling_until:
+            return self.resume_at or self.cooling_until
+        if self.blocked_day == now.date().isoformat():
+            midnight = next_utc_day(now)
+            return resume_at(midnight, midnight - now, self.rng.random())
+        return None
 
     async def discipline_clock(self, offset: timedelta | None = None) -> None:
         """Measure (or take) the offset to Mission Control's clock; report a bad one once.
@@ -835,16 +906,36 @@ class AgentRuntime:
             with contextlib.suppress(McosError):
                 await self.discipline_clock()
         if self.paused:
+            if self.pending:
+                await self._give_back(
+                    list(self.pending.values()),
+                    "paused by the circuit breaker",
+                    self.clock.now() + self.settings.paused_recheck,
+                )
             await self._check_resumed()
             return
-        wait = (self.next_wake() - self.clock.now()).total_seconds()
-        if self.cooling_until is not None and self.clock.now() < self.cooling_until:
-            await self.clock.sleep(min(wait, 30))
+        now = self.clock.now()
+        held = self.held_until()
+        wake = self.next_wake()
+        if held is not None:
+            # Nothing can be done with a message before then: what is held goes back until
+            # then (a claim left to lapse would use an attempt), and the loop sleeps to the
+            # end of the cooldown (or the next beat), not a fixed slice past it.
+            if self.pending:
+                why = "over budget" if self.blocked_day else "cooling down"
+                await self._give_back(list(self.pending.values()), why, held)
+            await self.clock.sleep((min(wake, held) - now).total_seconds())
         else:
+            wait = (wake - now).total_seconds()
             await self.claim(wait=wait if not self.batch_due() else 0)
-        if self.cooling_until is not None and self.clock.now() >= self.cooling_until:
-            self.cooling_until = None
+        now = self.clock.now()
+        if self.cooling_until is not None and now >= self.cooling_until:
+            self.cooling_until = self.resume_at = None
             await self.report(AgentStatus.IDLE, "cooldown over")
+        if self.blocked_day is not None and self.blocked_day != now.date().isoformat():
+            self.blocked_day = None
+            self._log("a new UTC day: model calls resume")
+            await self.report(AgentStatus.IDLE, "budget day over")
         if self.batch_due() and not self.cooling():
             await self.handle_messages()
         if self.clock.now() >= self.next_beat_at:
@@ -888,6 +979,7 @@ class AgentRuntime:
         try:
             await self._loop(stop)
         finally:
+            await self.release_claims("shutting down")
             await self.channel_host.stop()
         self._log("stopped")
         await self.report(AgentStatus.STOPPED)
@@ -912,6 +1004,11 @@ class AgentRuntime:
                 stepping.cancel()
                 with contextlib.suppress(asyncio.CancelledError, McosError):
                     await stepping
+
+    async def release_claims(self, why: str) -> None:
+        """Hand every claimed, unhandled message back at once, using no attempt (a stop)."""
+        with contextlib.suppress(McosError):
+            await self._give_back(list(self.pending.values()), why, self.clock.now())
 
     async def aclose(self) -> None:
         """Release the model client, the check client, the memory index and MCP servers."""

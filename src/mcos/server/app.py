@@ -22,7 +22,7 @@ from mcos.channels.runner import ChannelRunner
 from mcos.domain.audit import AuditEvent
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
-from mcos.server import dashboard, errors
+from mcos.server import dashboard, dead_letters, errors
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.governance import Governance
@@ -108,6 +108,17 @@ async def _sweep_governance(mc: MissionControl) -> None:
             log.warning("governance sweep failed: %s", e.message)
 
 
+async def _sweep_deliveries(mc: MissionControl) -> None:
+    """Dead-letter lapsed and expired deliveries of every inbox and tell of every dead letter
+    (a dead letter is never silent), as often as the governance sweep."""
+    while True:
+        await asyncio.sleep(mc.settings.sweep_seconds)
+        try:
+            await dead_letters.sweep(mc)
+        except McosError as e:
+            log.warning("delivery sweep failed: %s", e.message)
+
+
 class StoreLeases:
     """Channel leases taken straight from the store (Mission Control's own channels)."""
 
@@ -190,6 +201,7 @@ def create_app(
             )
         await bootstrap_operator(mc)
         tasks = [asyncio.create_task(_sweep_governance(mc), name="governance-sweep")]
+        tasks.append(asyncio.create_task(_sweep_deliveries(mc), name="delivery-sweep"))
         tasks += [
             asyncio.create_task(runner.run(), name=f"channel-{name}")
             for name, runner in own_channel_runners(mc).items()

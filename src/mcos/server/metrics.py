@@ -30,6 +30,11 @@ class Metrics:
         )
         self.acked = Counter("mcos_deliveries_acked", "Deliveries acknowledged.", registry=r)
         self.nacked = Counter("mcos_deliveries_nacked", "Deliveries given back.", registry=r)
+        self.deferred = Counter(
+            "mcos_deliveries_deferred",
+            "Claims handed back unused: the recipient could not act (no attempt used).",
+            registry=r,
+        )
         self.requeued = Counter(
             "mcos_dead_letters_requeued", "Dead letters put back in their inbox.", registry=r
         )

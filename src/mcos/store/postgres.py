@@ -30,6 +30,7 @@ from mcos.domain.budget import Committed, Limits, check_reservation
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.messages import (
+    EXPIRED,
     Delivery,
     DeliveryPolicy,
     DeliveryState,
@@ -37,6 +38,8 @@ from mcos.domain.messages import (
     NewMessage,
     RecipientKind,
     SendResult,
+    check_expiries,
+    defer_until,
 )
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.tokens import PrincipalKind, TokenRecord
@@ -100,7 +103,7 @@ def _delivery(row: DictRow) -> Delivery:
     msg = rows.message(row, _utc(row["created_at"]))
     visible = _utc(row["d_visible_at"])
     deadline = visible if row["state"] == "claimed" else None
-    return rows.delivery(row, msg, visible, deadline)
+    return rows.delivery(row, msg, visible, deadline, _opt(row["d_expires_at"]))
 
 
 async def _check_idle(conn: Conn) -> None:
@@ -133,6 +136,8 @@ def _send_params(message: NewMessage, digest: str) -> dict[str, Any]:
         "idempotency_key": message.idempotency_key,
         "content_hash": digest,
         "meta": Jsonb(message.meta),
+        "expires_at": message.expires_at,
+        "ttl": message.ttl,
     }
 
 
@@ -230,6 +235,8 @@ class PostgresStore:
             timeout=10,
         )
         self._waiters = Waiters()
+        self.dead_lettered = 0
+        """Deliveries this process dead-lettered (a cheap hint that someone must be told)."""
         self._pending: set[str] = set()
         self._pending_event = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -465,6 +472,8 @@ class PostgresStore:
         """Store several messages atomically, in order; see the protocol."""
         if not messages:
             return []
+        if any(m.expires_at is not None for m in messages):
+            check_expiries(messages, await self.now())
         digests = [m.content_hash() for m in messages]
         params = [_send_params(m, d) for m, d in zip(messages, digests, strict=True)]
         results: list[SendResult] = []
@@ -544,7 +553,13 @@ class PostgresStore:
         if inboxes:
             await conn.execute(
                 Q["deliveries_insert"],
-                {"message_id": row["id"], "priority": message.priority.rank, "inboxes": inboxes},
+                {
+                    "message_id": row["id"],
+                    "priority": message.priority.rank,
+                    "inboxes": inboxes,
+                    "expires_at": message.expires_at,
+                    "ttl": message.ttl,
+                },
             )
         return SendResult(_message(row), len(inboxes), created=True), inboxes
 
@@ -588,28 +603,8 @@ class PostgresStore:
         async with self._conn() as conn:
             result = await (await conn.execute(Q["claim"], params)).fetchall()
         if result and result[0]["exhausted"]:
-            await self._dead_letter_lapsed(inbox)
+            await self.sweep_dead_letters()
         return [_delivery(r) for r in result if r["delivery_id"] is not None]
-
-    async def _dead_letter_lapsed(self, inbox: str) -> None:
-        """Dead-letter the lapsed claims of ``inbox`` that have used every attempt."""
-        async with self._tx() as conn:
-            dead = await (
-                await conn.execute(
-                    Q["lapsed_exhausted"],
-                    {"inbox": inbox, "max_attempts": self.policy.max_attempts},
-                )
-            ).fetchall()
-            for d in dead:
-                await self._append_audit(
-                    conn,
-                    AuditEvent(
-                        actor="system",
-                        action="delivery.dead_letter",
-                        targets={"delivery": d["id"], "inbox": inbox},
-                        detail={"attempts": d["attempts"], "reason": d["last_error"]},
-                    ),
-                )
 
     async def _held(self, conn: Conn, inbox: str, delivery_id: int, receipt: str) -> DictRow | None:
         row = await (await conn.execute(Q["delivery_for_update"], (delivery_id, inbox))).fetchone()
@@ -674,8 +669,11 @@ class PostgresStore:
             if row is None:
                 raise StaleReceipt(f"delivery {delivery_id} was already acknowledged")
             attempts = row["attempts"]
-            if self.policy.exhausted(attempts):
-                reason = f"not acknowledged after {attempts} attempts"
+            if row["expired"] or self.policy.exhausted(attempts):
+                reason = (
+                    EXPIRED if row["expired"] else f"not acknowledged after {attempts} attempts"
+                )
+                self.dead_lettered += 1
                 await conn.execute(Q["delivery_dead_letter"], (reason, delivery_id))
                 await self._append_audit(
                     conn,
@@ -697,6 +695,73 @@ class PostgresStore:
         if delivery.state is DeliveryState.QUEUED and (delay is None or delay <= timedelta(0)):
             self._announce([inbox])
         return delivery
+
+    async def defer(
+        self,
+        inbox: str,
+        items: Sequence[tuple[int, str]],
+        *,
+        not_before: datetime,
+        reason: str,
+    ) -> list[Delivery]:
+        """Hand claims back unused (see the protocol): all of ``items`` or none."""
+        try:
+            defer_until(await self.now(), not_before)
+        except ValueError as e:
+            raise InvalidRequest(str(e), field="not_before") from e
+        done: list[Delivery] = []
+        async with self._tx() as conn:
+            for delivery_id, receipt in items:
+                if await self._held(conn, inbox, delivery_id, receipt) is None:
+                    raise StaleReceipt(f"delivery {delivery_id} was already acknowledged")
+                await conn.execute(
+                    Q["delivery_defer"],
+                    {"id": delivery_id, "not_before": not_before, "reason": reason or None},
+                )
+                row = await (
+                    await conn.execute(Q["delivery_with_message"], (delivery_id,))
+                ).fetchone()
+                assert row is not None
+                done.append(_delivery(row))
+        if done and done[0].visible_at <= await self.now():
+            self._announce([inbox])
+        return done
+
+    async def sweep_dead_letters(self, limit: int = 500) -> int:
+        """Dead-letter lapsed claims out of attempts and expired deliveries of every inbox."""
+        async with self._tx() as conn:
+            dead = await (
+                await conn.execute(
+                    Q["sweep_dead"], {"max_attempts": self.policy.max_attempts, "limit": limit}
+                )
+            ).fetchall()
+            for d in dead:
+                self.dead_lettered += 1
+                await self._append_audit(
+                    conn,
+                    AuditEvent(
+                        actor="system",
+                        action="delivery.dead_letter",
+                        targets={"delivery": d["id"], "inbox": d["inbox"]},
+                        detail={"attempts": d["attempts"], "reason": d["last_error"]},
+                    ),
+                )
+        return len(dead)
+
+    async def unnotified_dead_letters(self, limit: int = 500) -> list[Delivery]:
+        """Dead letters nobody was told of yet, oldest first."""
+        async with self._conn() as conn:
+            found = await (await conn.execute(Q["dead_unnotified"], (limit,))).fetchall()
+        return [_delivery(r) for r in found]
+
+    async def mark_dead_letters_notified(self, ids: Sequence[int]) -> list[int]:
+        """Record that these dead letters were told; returns those this call marked."""
+        marked: list[int] = []
+        async with self._tx() as conn:
+            for i in ids:
+                if (await conn.execute(Q["dead_mark_notified"], (i,))).rowcount:
+                    marked.append(i)
+        return marked
 
     async def dead_letters(self, inbox: str | None = None, limit: int = 100) -> list[Delivery]:
         """Dead-lettered deliveries, oldest first."""

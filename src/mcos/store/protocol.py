@@ -260,6 +260,35 @@ class Store(Protocol):
     ) -> Delivery:
         """Give a delivery back: it is retried after a backoff, or dead-lettered when exhausted."""
 
+    async def defer(
+        self,
+        inbox: str,
+        items: Sequence[tuple[int, str]],
+        *,
+        not_before: datetime,
+        reason: str,
+    ) -> list[Delivery]:
+        """Hand claims back because the recipient could not act: each ``(delivery_id,
+        receipt)`` is queued again, claimable from ``not_before`` (never before now), and the
+        claim's attempt is given back, so no number of deferrals dead-letters a delivery.
+
+        Receipts are checked as for :meth:`nack`; all items or none. ``InvalidRequest`` when
+        ``not_before`` is further ahead than :data:`~mcos.domain.messages.MAX_DEFERRAL`.
+        """
+
+    async def sweep_dead_letters(self, limit: int = 500) -> int:
+        """Dead-letter, in every inbox, lapsed claims out of attempts and deliveries past the
+        sender's expiry (queued, or a lapsed claim); how many went dead."""
+
+    async def unnotified_dead_letters(self, limit: int = 500) -> list[Delivery]:
+        """Dead letters whose recipient's manager and humans were not told yet, oldest first."""
+
+    async def mark_dead_letters_notified(self, ids: Sequence[int]) -> list[int]:
+        """Record these dead letters as told; the ids this call marked (others already were)."""
+
+    dead_lettered: int
+    """How many deliveries this store object dead-lettered (a hint to notify without a query)."""
+
     async def wait(self, inbox: str, timeout: float) -> bool:
         """Block until something may be claimable in ``inbox`` or ``timeout`` seconds pass.
 
@@ -274,7 +303,8 @@ class Store(Protocol):
         """Dead-lettered deliveries, oldest first."""
 
     async def requeue(self, delivery_id: int, audit: AuditEvent | None = None) -> Delivery:
-        """Put a dead-lettered delivery back in its inbox with a fresh attempt count."""
+        """Put a dead-lettered delivery back in its inbox with a fresh attempt count (the
+        sender's expiry no longer applies; dead-lettered again, it is notified again)."""
 
     async def inbox_depths(self, inboxes: Sequence[str] | None = None) -> list[InboxDepth]:
         """Queue depth per inbox (every inbox with deliveries when ``inboxes`` is None)."""

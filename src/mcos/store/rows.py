@@ -52,7 +52,13 @@ def message(row: Row, created_at: datetime) -> Message:
     )
 
 
-def delivery(row: Row, msg: Message, visible_at: datetime, deadline: datetime | None) -> Delivery:
+def delivery(
+    row: Row,
+    msg: Message,
+    visible_at: datetime,
+    deadline: datetime | None,
+    expires_at: datetime | None = None,
+) -> Delivery:
     """A delivery from a ``deliveries`` row joined to its message."""
     return Delivery(
         id=row["delivery_id"],
@@ -64,6 +70,8 @@ def delivery(row: Row, msg: Message, visible_at: datetime, deadline: datetime | 
         receipt=row["receipt"],
         last_error=row["last_error"],
         message=msg,
+        deferrals=row["deferrals"],
+        expires_at=expires_at,
     )
 
 

@@ -26,12 +26,17 @@ from mcos.domain.budget import Committed, Limits, check_reservation
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.messages import (
+    EXPIRED,
     Delivery,
     DeliveryPolicy,
     Message,
     NewMessage,
     RecipientKind,
     SendResult,
+    check_expiries,
+    dead_reason,
+    defer_until,
+    expired,
 )
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.tokens import PrincipalKind, TokenRecord
@@ -90,8 +95,28 @@ def _opt_dt(us: int | None) -> datetime | None:
     return None if us is None else _dt(us)
 
 
+_simulated: Callable[[], datetime] | None = None
+
+
 def _now_us() -> int:
+    if _simulated is not None:
+        return _us(_simulated())
     return time.time_ns() // 1000
+
+
+@contextmanager
+def simulated_clock(now: Callable[[], datetime]) -> Iterator[None]:
+    """Run every embedded store of this process on ``now`` instead of the machine's clock.
+
+    For simulations of long stretches (an outage of hours, a budget day) in virtual time: the
+    server's clock must then be the runtime's, or a not-before hours ahead would be real hours.
+    """
+    global _simulated  # noqa: PLW0603 (one process-wide clock, as the real one is)
+    before, _simulated = _simulated, now
+    try:
+        yield
+    finally:
+        _simulated = before
 
 
 def _committed(row: Any) -> Committed:
@@ -165,7 +190,7 @@ def _delivery_from_row(row: sqlite3.Row) -> Delivery:
     msg = rows.message(row, _dt(row["created_at"]))
     visible = _dt(row["d_visible_at"])
     deadline = visible if row["state"] == "claimed" else None
-    return rows.delivery(row, msg, visible, deadline)
+    return rows.delivery(row, msg, visible, deadline, _opt_dt(row["d_expires_at"]))
 
 
 class SqliteStore:
@@ -189,6 +214,8 @@ class SqliteStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcos-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._waiters = Waiters()
+        self.dead_lettered = 0
+        """Deliveries this process dead-lettered (a cheap hint that someone must be told)."""
 
     # --- plumbing ----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -362,6 +389,8 @@ class SqliteStore:
     async def send_many(self, messages: Sequence[NewMessage]) -> list[SendResult]:
         """Store several messages atomically, in order; see the protocol."""
         digests = [m.content_hash() for m in messages]
+        if any(m.expires_at is not None for m in messages):
+            check_expiries(messages, await self.now())
 
         def write(conn: sqlite3.Connection) -> tuple[list[SendResult], set[str]]:
             now = _now_us()
@@ -427,10 +456,13 @@ class SqliteStore:
             if kind is RecipientKind.TOPIC
             else [message.recipient]
         )
+        expires = None if message.expires_at is None else _us(message.expires_at)
+        if message.ttl is not None:
+            expires = now + int(message.ttl.total_seconds() * 1_000_000)
         for inbox in inboxes:
             conn.execute(
                 Q["delivery_insert"],
-                (row["id"], inbox, message.priority.rank, now, now, now),
+                (row["id"], inbox, message.priority.rank, now, now, now, expires),
             )
         stored = rows.message(row, _dt(row["created_at"]))
         return SendResult(stored, len(inboxes), created=True), inboxes
@@ -487,6 +519,9 @@ class SqliteStore:
                     if not candidates:
                         break
                     for c in candidates:
+                        if expired(_opt_dt(c["expires_at"]), _dt(now)):
+                            self._dead_letter(conn, c["id"], inbox, c["attempts"], now, EXPIRED)
+                            continue
                         if c["state"] == "claimed" and self.policy.exhausted(c["attempts"]):
                             self._dead_letter(conn, c["id"], inbox, c["attempts"], now)
                             continue
@@ -502,9 +537,16 @@ class SqliteStore:
         return await self._run(take)
 
     def _dead_letter(
-        self, conn: sqlite3.Connection, delivery_id: int, inbox: str, attempts: int, now: int
+        self,
+        conn: sqlite3.Connection,
+        delivery_id: int,
+        inbox: str,
+        attempts: int,
+        now: int,
+        reason: str | None = None,
     ) -> None:
-        reason = f"not acknowledged after {attempts} attempts"
+        reason = reason or f"not acknowledged after {attempts} attempts"
+        self.dead_lettered += 1
         conn.execute(Q["delivery_dead_letter"], (reason, now, delivery_id))
         self._append_audit(
             conn,
@@ -585,7 +627,9 @@ class SqliteStore:
                 if row is None:
                     raise StaleReceipt(f"delivery {delivery_id} was already acknowledged")
                 attempts = row["attempts"]
-                if self.policy.exhausted(attempts):
+                if expired(_opt_dt(row["expires_at"]), _dt(now)):
+                    self._dead_letter(conn, delivery_id, inbox, attempts, now, EXPIRED)
+                elif self.policy.exhausted(attempts):
                     self._dead_letter(conn, delivery_id, inbox, attempts, now)
                 else:
                     wait = delay if delay is not None else self.policy.retry_delay(attempts)
@@ -599,6 +643,75 @@ class SqliteStore:
         if result.state == "queued" and result.visible_at <= await self.now():
             self._waiters.wake([inbox])
         return result
+
+    async def defer(
+        self,
+        inbox: str,
+        items: Sequence[tuple[int, str]],
+        *,
+        not_before: datetime,
+        reason: str,
+    ) -> list[Delivery]:
+        """Hand claims back unused (see the protocol): all of ``items`` or none."""
+
+        def write(conn: sqlite3.Connection) -> list[Delivery]:
+            now = _now_us()
+            try:
+                visible = _us(defer_until(_dt(now), not_before))
+            except ValueError as e:
+                raise InvalidRequest(str(e), field="not_before") from e
+            done: list[Delivery] = []
+            with self._tx(conn):
+                for delivery_id, receipt in items:
+                    if self._held(conn, inbox, delivery_id, receipt) is None:
+                        raise StaleReceipt(f"delivery {delivery_id} was already acknowledged")
+                    conn.execute(Q["delivery_defer"], (visible, reason or None, now, delivery_id))
+                    done.append(
+                        _delivery_from_row(
+                            conn.execute(Q["delivery_with_message"], (delivery_id,)).fetchone()
+                        )
+                    )
+            return done
+
+        result = await self._run(write)
+        if result and result[0].visible_at <= await self.now():
+            self._waiters.wake([inbox])
+        return result
+
+    async def sweep_dead_letters(self, limit: int = 500) -> int:
+        """Dead-letter lapsed claims out of attempts and expired deliveries of every inbox."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            now = _now_us()
+            with self._tx(conn):
+                found = conn.execute(
+                    Q["sweep_candidates"],
+                    {"now": now, "max_attempts": self.policy.max_attempts, "limit": limit},
+                ).fetchall()
+                for c in found:
+                    reason = dead_reason(c["attempts"], _opt_dt(c["expires_at"]), _dt(now))
+                    self._dead_letter(conn, c["id"], c["inbox"], c["attempts"], now, reason)
+            return len(found)
+
+        return await self._run(write)
+
+    async def unnotified_dead_letters(self, limit: int = 500) -> list[Delivery]:
+        """Dead letters nobody was told of yet, oldest first."""
+
+        def read(conn: sqlite3.Connection) -> list[Delivery]:
+            return [_delivery_from_row(r) for r in conn.execute(Q["dead_unnotified"], (limit,))]
+
+        return await self._run(read)
+
+    async def mark_dead_letters_notified(self, ids: Sequence[int]) -> list[int]:
+        """Record that these dead letters were told; returns those this call marked."""
+
+        def write(conn: sqlite3.Connection) -> list[int]:
+            now = _now_us()
+            with self._tx(conn):
+                return [i for i in ids if conn.execute(Q["dead_mark_notified"], (now, i)).rowcount]
+
+        return await self._run(write)
 
     async def wait(self, inbox: str, timeout: float) -> bool:
         """Wait for a send to ``inbox`` in this process."""

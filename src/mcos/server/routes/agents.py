@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mcos.api_models import AgentOut, StateReport
+from mcos.domain.agent_state import current
 from mcos.domain.budget import MICROS
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden, NotFound
@@ -24,11 +25,15 @@ async def list_agents(mc: MC, caller: Caller) -> list[AgentOut]:
     agents = await mc.store.list_agents()
     depths = {d.inbox: d for d in await mc.store.inbox_depths([a.name for a in agents])}
     states = {s.name: s for s in await mc.store.agent_states()}
-    today = (await mc.store.now()).date().isoformat()
+    now = await mc.store.now()
+    today = now.date().isoformat()
     spent = {u.agent: u.cost_micros for u in await mc.store.usage(today)}
     out = []
     for a in agents:
         state = states.get(a.name)
+        shown, detail, until = (
+            current(state.state, state.detail, state.until, now) if state else (None, "", None)
+        )
         cap = mc.settings.budgets.get(a.name)
         out.append(
             AgentOut(
@@ -40,9 +45,9 @@ async def list_agents(mc: MC, caller: Caller) -> list[AgentOut]:
                 queued=depths[a.name].queued,
                 claimed=depths[a.name].claimed,
                 dead=depths[a.name].dead,
-                state=state.state if state else None,
-                state_detail=state.detail if state else "",
-                state_until=state.until if state else None,
+                state=shown,
+                state_detail=detail,
+                state_until=until,
                 state_at=state.updated_at if state else None,
                 state_info=state.info if state else {},
                 spent_today_usd=spent.get(a.name, 0) / MICROS,

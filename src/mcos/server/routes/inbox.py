@@ -1,4 +1,4 @@
-"""Claiming from an inbox with long-poll, acking, nacking, and dead letters."""
+"""Claiming from an inbox with long-poll, acking, nacking, deferring, and dead letters."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -15,6 +15,9 @@ from mcos.api_models import (
     AckBatchRequest,
     AckBatchResponse,
     AckRequest,
+    DeferBatchRequest,
+    DeferBatchResponse,
+    DeferRequest,
     DeliveryOut,
     InboxResponse,
     NackRequest,
@@ -22,6 +25,7 @@ from mcos.api_models import (
 from mcos.domain.audit import AuditEvent
 from mcos.domain.messages import Delivery
 from mcos.server.context import MissionControl
+from mcos.server.dead_letters import after_dead_lettering
 from mcos.server.routes.deps import MC, Caller, inbox_of, require_operator
 from mcos.server.routes.messages import ERRORS
 
@@ -82,9 +86,11 @@ async def claim(
     """Claim deliveries (urgent first, then oldest), waiting up to ``wait`` s for one."""
     name = await inbox_of(mc, caller, inbox, "inbox.read")
     await _touch(mc, caller.name)
+    seen = mc.store.dead_lettered
     claimed = await _claim_waiting(
         mc, name, limit, wait, timedelta(seconds=visibility), http.is_disconnected
     )
+    await after_dead_lettering(mc, seen)
     mc.metrics.delivered.inc(len(claimed))
     mc.metrics.redelivered.inc(sum(1 for d in claimed if d.attempts > 1))
     return InboxResponse(inbox=name, deliveries=[DeliveryOut.of(d) for d in claimed])
@@ -129,11 +135,72 @@ async def nack(
     """Give a claim back: retried after a backoff, or dead-lettered when out of attempts."""
     name = await inbox_of(mc, caller, inbox, "delivery.nack")
     delay = None if request.delay_seconds is None else timedelta(seconds=request.delay_seconds)
+    seen = mc.store.dead_lettered
     result = await mc.store.nack(
         name, delivery_id, request.receipt, error=request.error, delay=delay
     )
     mc.metrics.nacked.inc()
+    await after_dead_lettering(mc, seen)
     return DeliveryOut.of(result)
+
+
+async def _defer(
+    mc: MissionControl,
+    inbox: str,
+    items: list[tuple[int, str]],
+    reason: str,
+    not_before: datetime | None,
+    delay_seconds: float | None,
+) -> list[Delivery]:
+    if not_before is None:
+        not_before = await mc.store.now() + timedelta(seconds=delay_seconds or 0)
+    result = await mc.store.defer(inbox, items, not_before=not_before, reason=reason)
+    mc.metrics.deferred.inc(len(result))
+    return result
+
+
+@router.post("/deliveries/{delivery_id}/defer", response_model=DeliveryOut, responses=ERRORS)
+async def defer(
+    delivery_id: int,
+    request: DeferRequest,
+    mc: MC,
+    caller: Caller,
+    inbox: Annotated[str | None, Query()] = None,
+) -> DeliveryOut:
+    """Hand a claim back because the recipient could not act (rate limited, model down, over
+    budget, paused, cooling down, stopping): no attempt is used; claimable from not-before."""
+    name = await inbox_of(mc, caller, inbox, "delivery.defer")
+    [result] = await _defer(
+        mc,
+        name,
+        [(delivery_id, request.receipt)],
+        request.reason,
+        request.not_before,
+        request.delay_seconds,
+    )
+    return DeliveryOut.of(result)
+
+
+@router.post("/inbox/defer", response_model=DeferBatchResponse, responses=ERRORS)
+async def defer_batch(
+    request: DeferBatchRequest,
+    mc: MC,
+    caller: Caller,
+    inbox: Annotated[str | None, Query()] = None,
+) -> DeferBatchResponse:
+    """Hand several claims of one inbox back together (all or none), as ``defer``."""
+    name = await inbox_of(mc, caller, inbox, "delivery.defer")
+    result = await _defer(
+        mc,
+        name,
+        [(i.id, i.receipt) for i in request.items],
+        request.reason,
+        request.not_before,
+        request.delay_seconds,
+    )
+    return DeferBatchResponse(
+        deferred=len(result), visible_at=result[0].visible_at if result else None
+    )
 
 
 @router.get("/dead-letters", response_model=list[DeliveryOut], responses=ERRORS)

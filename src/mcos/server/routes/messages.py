@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import APIRouter, Response
 
 from mcos.api_models import (
@@ -91,6 +93,8 @@ def _new_message(caller: Principal, request: SendRequest) -> NewMessage:
         reply_to=request.reply_to,
         idempotency_key=request.idempotency_key,
         meta=request.meta,
+        expires_at=request.expires_at,
+        ttl=None if request.ttl_seconds is None else timedelta(seconds=request.ttl_seconds),
     )
 
 

@@ -81,8 +81,9 @@ WITH target AS (
     SELECT i.recipient FROM inserted i WHERE i.recipient_kind <> 'topic'
 ), delivered AS (
     INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
-                            created_at, updated_at)
-    SELECT i.id, x.inbox, i.priority, 'queued', 0, t.now, t.now, t.now
+                            created_at, updated_at, expires_at)
+    SELECT i.id, x.inbox, i.priority, 'queued', 0, t.now, t.now, t.now,
+           coalesce(%(expires_at)s::timestamptz, t.now + %(ttl)s::interval)
     FROM inserted i, (SELECT inbox FROM inboxes ORDER BY inbox) x,
          (SELECT clock_timestamp() AS now) t
     RETURNING inbox
@@ -105,8 +106,9 @@ RETURNING *;
 
 -- name: deliveries_insert
 INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
-                        created_at, updated_at)
-SELECT %(message_id)s, inbox, %(priority)s, 'queued', 0, now, now, now
+                        created_at, updated_at, expires_at)
+SELECT %(message_id)s, inbox, %(priority)s, 'queued', 0, now, now, now,
+       coalesce(%(expires_at)s::timestamptz, now + %(ttl)s::interval)
 FROM unnest(%(inboxes)s::text[]) AS inbox, (SELECT clock_timestamp() AS now) AS t;
 
 -- name: topic_subscribers
@@ -121,17 +123,6 @@ SELECT (SELECT count(*) FROM deliveries WHERE message_id = %(id)s)
 -- name: thread_messages
 SELECT * FROM messages WHERE thread_id = %s ORDER BY id;
 
--- name: lapsed_exhausted
-UPDATE deliveries d
-SET state = 'dead', receipt = NULL, updated_at = clock_timestamp(),
-    last_error = 'not acknowledged after ' || d.attempts || ' attempts'
-WHERE d.id IN (
-    SELECT id FROM deliveries
-    WHERE inbox = %(inbox)s AND state = 'claimed' AND visible_at <= clock_timestamp()
-      AND attempts >= %(max_attempts)s
-    FOR UPDATE SKIP LOCKED)
-RETURNING d.id, d.attempts, d.last_error;
-
 -- name: claim
 -- One statement: claim what is due (never a lapsed claim out of attempts), and say whether such
 -- an exhausted claim exists so the caller dead-letters it. At least one row comes back.
@@ -140,6 +131,7 @@ WITH picked AS (
     WHERE inbox = %(inbox)s AND state IN ('queued', 'claimed')
       AND visible_at <= clock_timestamp()
       AND (state = 'queued' OR attempts < %(max_attempts)s)
+      AND (expires_at IS NULL OR expires_at > clock_timestamp())
     ORDER BY priority DESC, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -151,12 +143,15 @@ WITH picked AS (
         updated_at = clock_timestamp()
     FROM picked WHERE d.id = picked.id
     RETURNING d.id AS delivery_id, d.message_id, d.inbox, d.state, d.attempts,
-              d.visible_at AS d_visible_at, d.receipt, d.last_error, d.priority AS d_priority
+              d.visible_at AS d_visible_at, d.receipt, d.last_error, d.priority AS d_priority,
+              d.deferrals, d.expires_at AS d_expires_at
 ), lapsed AS (
     SELECT EXISTS (
         SELECT 1 FROM deliveries
-        WHERE inbox = %(inbox)s AND state = 'claimed' AND visible_at <= clock_timestamp()
-          AND attempts >= %(max_attempts)s
+        WHERE inbox = %(inbox)s AND state IN ('queued', 'claimed')
+          AND visible_at <= clock_timestamp()
+          AND ((state = 'claimed' AND attempts >= %(max_attempts)s)
+               OR (expires_at IS NOT NULL AND expires_at <= clock_timestamp()))
     ) AS exhausted
 )
 SELECT lapsed.exhausted, c.*, m.*
@@ -164,7 +159,9 @@ FROM lapsed LEFT JOIN (claimed c JOIN messages m ON m.id = c.message_id) ON true
 ORDER BY c.d_priority DESC, c.delivery_id;
 
 -- name: delivery_for_update
-SELECT id, message_id, inbox, state, attempts, receipt, created_at FROM deliveries
+SELECT id, message_id, inbox, state, attempts, receipt, created_at, expires_at,
+       coalesce(expires_at <= clock_timestamp(), false) AS expired
+FROM deliveries
 WHERE id = %s AND inbox = %s FOR UPDATE;
 
 -- name: delivery_history_receipt
@@ -172,7 +169,7 @@ SELECT receipt FROM delivery_history WHERE id = %s AND inbox = %s;
 
 -- name: delivery_dead_letter
 UPDATE deliveries SET state = 'dead', receipt = NULL, last_error = %s,
-    updated_at = clock_timestamp()
+    updated_at = clock_timestamp(), notified_at = NULL
 WHERE id = %s;
 
 -- name: delivery_release
@@ -182,20 +179,59 @@ SET state = 'queued', visible_at = clock_timestamp() + %s, receipt = NULL, last_
 WHERE id = %s;
 
 -- name: delivery_requeue
+-- The operator's decision outlives the sender's expiry; a later dead-lettering notifies again.
 UPDATE deliveries
 SET state = 'queued', attempts = 0, visible_at = clock_timestamp(), receipt = NULL,
-    updated_at = clock_timestamp()
+    updated_at = clock_timestamp(), expires_at = NULL, notified_at = NULL
 WHERE id = %s AND state = 'dead';
+
+-- name: delivery_defer
+-- The recipient could not act: the claim's attempt is given back, the delivery waits.
+UPDATE deliveries
+SET state = 'queued', attempts = greatest(attempts - 1, 0), deferrals = deferrals + 1,
+    visible_at = greatest(%(not_before)s::timestamptz, clock_timestamp()), receipt = NULL,
+    last_error = %(reason)s, updated_at = clock_timestamp()
+WHERE id = %(id)s;
+
+-- name: sweep_dead
+-- Lapsed claims out of attempts, and queued or lapsed deliveries past their expiry, go dead.
+UPDATE deliveries d
+SET state = 'dead', receipt = NULL, updated_at = clock_timestamp(), notified_at = NULL,
+    last_error = CASE WHEN d.expires_at IS NOT NULL AND d.expires_at <= clock_timestamp()
+                      THEN 'expired'
+                      ELSE 'not acknowledged after ' || d.attempts || ' attempts' END
+WHERE d.id IN (
+    SELECT id FROM deliveries
+    WHERE (state = 'claimed' AND visible_at <= clock_timestamp()
+           AND attempts >= %(max_attempts)s)
+       OR (expires_at IS NOT NULL AND expires_at <= clock_timestamp()
+           AND (state = 'queued' OR (state = 'claimed' AND visible_at <= clock_timestamp())))
+    ORDER BY id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED)
+RETURNING d.id, d.inbox, d.attempts, d.last_error;
+
+-- name: dead_unnotified
+SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
+       d.receipt, d.last_error, d.deferrals, d.expires_at AS d_expires_at, m.*
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.state = 'dead' AND d.notified_at IS NULL
+ORDER BY d.id
+LIMIT %s;
+
+-- name: dead_mark_notified
+UPDATE deliveries SET notified_at = clock_timestamp()
+WHERE id = %s AND state = 'dead' AND notified_at IS NULL;
 
 -- name: delivery_with_message
 SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
-       d.receipt, d.last_error, m.*
+       d.receipt, d.last_error, d.deferrals, d.expires_at AS d_expires_at, m.*
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.id = %s;
 
 -- name: dead_letters
 SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
-       d.receipt, d.last_error, m.*
+       d.receipt, d.last_error, d.deferrals, d.expires_at AS d_expires_at, m.*
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.state = 'dead' AND (%(inbox)s::text IS NULL OR d.inbox = %(inbox)s)
 ORDER BY d.id

@@ -74,11 +74,11 @@ SELECT * FROM messages WHERE thread_id = ? ORDER BY id;
 
 -- name: delivery_insert
 INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
-                        created_at, updated_at)
-VALUES (?, ?, ?, 'queued', 0, ?, ?, ?);
+                        created_at, updated_at, expires_at)
+VALUES (?, ?, ?, 'queued', 0, ?, ?, ?, ?);
 
 -- name: claim_candidates
-SELECT id, state, attempts FROM deliveries
+SELECT id, state, attempts, expires_at FROM deliveries
 WHERE inbox = ? AND state IN ('queued', 'claimed') AND visible_at <= ?
 ORDER BY priority DESC, id
 LIMIT ?;
@@ -90,11 +90,11 @@ WHERE id = ?;
 
 -- name: delivery_dead_letter
 UPDATE deliveries
-SET state = 'dead', receipt = NULL, last_error = ?, updated_at = ?
+SET state = 'dead', receipt = NULL, last_error = ?, updated_at = ?, notified_at = NULL
 WHERE id = ?;
 
 -- name: delivery_for_update
-SELECT id, message_id, inbox, state, attempts, receipt, created_at FROM deliveries
+SELECT id, message_id, inbox, state, attempts, receipt, created_at, expires_at FROM deliveries
 WHERE id = ? AND inbox = ?;
 
 -- name: delivery_history_receipt
@@ -113,19 +113,48 @@ SET state = 'queued', visible_at = ?, receipt = NULL, last_error = ?, updated_at
 WHERE id = ?;
 
 -- name: delivery_requeue
+-- The operator's decision outlives the sender's expiry; a later dead-lettering notifies again.
 UPDATE deliveries
-SET state = 'queued', attempts = 0, visible_at = ?, receipt = NULL, updated_at = ?
+SET state = 'queued', attempts = 0, visible_at = ?, receipt = NULL, updated_at = ?,
+    expires_at = NULL, notified_at = NULL
 WHERE id = ? AND state = 'dead';
+
+-- name: delivery_defer
+-- The recipient could not act: the claim's attempt is given back, the delivery waits.
+UPDATE deliveries
+SET state = 'queued', attempts = max(attempts - 1, 0), deferrals = deferrals + 1,
+    visible_at = ?, receipt = NULL, last_error = ?, updated_at = ?
+WHERE id = ?;
+
+-- name: sweep_candidates
+-- Lapsed claims out of attempts, and queued or lapsed deliveries past their expiry.
+SELECT id, inbox, attempts, expires_at FROM deliveries
+WHERE (state = 'claimed' AND visible_at <= :now AND attempts >= :max_attempts)
+   OR (expires_at IS NOT NULL AND expires_at <= :now
+       AND (state = 'queued' OR (state = 'claimed' AND visible_at <= :now)))
+ORDER BY id
+LIMIT :limit;
+
+-- name: dead_unnotified
+SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
+       d.receipt, d.last_error, d.deferrals, d.expires_at AS d_expires_at, m.*
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+WHERE d.state = 'dead' AND d.notified_at IS NULL
+ORDER BY d.id
+LIMIT ?;
+
+-- name: dead_mark_notified
+UPDATE deliveries SET notified_at = ? WHERE id = ? AND state = 'dead' AND notified_at IS NULL;
 
 -- name: delivery_with_message
 SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
-       d.receipt, d.last_error, m.*
+       d.receipt, d.last_error, d.deferrals, d.expires_at AS d_expires_at, m.*
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.id = ?;
 
 -- name: dead_letters
 SELECT d.id AS delivery_id, d.inbox, d.state, d.attempts, d.visible_at AS d_visible_at,
-       d.receipt, d.last_error, m.*
+       d.receipt, d.last_error, d.deferrals, d.expires_at AS d_expires_at, m.*
 FROM deliveries d JOIN messages m ON m.id = d.message_id
 WHERE d.state = 'dead' AND (? IS NULL OR d.inbox = ?)
 ORDER BY d.id
