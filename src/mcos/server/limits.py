@@ -1,10 +1,15 @@
-"""Request body size limit, enforced before the body is read into memory."""
+"""Request limits: the body size, enforced before the body is read into memory, and the
+recent-send windows behind the per-sender message limits and the ping-pong rule."""
 
 from __future__ import annotations
 
 import json
+from collections import defaultdict, deque
+from datetime import datetime, timedelta
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mcos.domain.pingpong import Hop
 
 
 class BodyTooLarge(Exception):
@@ -71,3 +76,54 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class SendWindows:
+    """What each agent sent recently, for the per-sender limits and the ping-pong rule.
+
+    Kept in this Mission Control process's memory (a restart starts the windows afresh; with
+    several servers each judges the messages it saw). Entries older than ``keep`` are dropped.
+    """
+
+    def __init__(self, keep: timedelta = timedelta(hours=1)) -> None:
+        self.keep = keep
+        self.alarms: dict[str, deque[tuple[datetime, str]]] = defaultdict(deque)
+        """Sender → its direct alarms to agents: (when, recipient)."""
+        self.pairs: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
+        """(sender, recipient) → when each message was sent."""
+        self.hops: deque[Hop] = deque()
+        """Messages that reached agents, oldest first (for the ping-pong rule)."""
+        self.since: dict[str, datetime] = {}
+        """Agent → when Mission Control last paused it: earlier hops no longer count for it."""
+
+    def _prune(self, now: datetime) -> None:
+        cut = now - self.keep
+        while self.hops and self.hops[0].at < cut:
+            self.hops.popleft()
+        for key in [k for k, q in self.alarms.items() if not q or q[-1][0] < cut]:
+            del self.alarms[key]
+        for pair in [k for k, times in self.pairs.items() if not times or times[-1] < cut]:
+            del self.pairs[pair]
+
+    def sent(self, now: datetime, sender: str, recipient: str, *, alarm: bool) -> None:
+        """Count a message of an agent to a recipient."""
+        self._prune(now)
+        self.pairs[(sender, recipient)].append(now)
+        if alarm:
+            self.alarms[sender].append((now, recipient))
+
+    def reached(self, hop: Hop) -> None:
+        """A message reached an agent."""
+        self._prune(hop.at)
+        self.hops.append(hop)
+
+    def hops_for_rule(self) -> list[Hop]:
+        """The hops the ping-pong rule may count: none from before an agent's last pause."""
+        return [
+            h
+            for h in self.hops
+            if all(h.at > self.since.get(a, h.at - _EPSILON) for a in (h.sender, h.recipient))
+        ]
+
+
+_EPSILON = timedelta(microseconds=1)
