@@ -140,3 +140,28 @@ async def test_sentinel_cannot_raise_a_p0_through_any_path(business: Business) -
     assert by_action.get("runtime.channel.refused"), "the channel post is not audited"
     assert by_action.get("runtime.recovery.refused"), "the recovery is not audited"
     assert any(r.action == "incident.reported" for r in records)
+
+
+async def test_alarming_many_agents_one_by_one_is_a_broadcast(business: Business) -> None:
+    """Vault's four reports each alarm it (upward, allowed); vault may answer each urgently, but
+    the fourth distinct agent alarmed within the window is a broadcast: refused and audited."""
+    team = ["scout", "ledger", "claw", "pulse"]
+    asked = {}
+    for name in team:
+        sent = await business.client(name).do(
+            Calls.send("vault", "lead went cold", subject="urgent", priority=Priority.URGENT)
+        )
+        asked[name] = sent.message.id
+    vault = business.client("vault")
+    for name in team[:3]:
+        await vault.do(Calls.send(name, "on it", priority=Priority.URGENT, reply_to=asked[name]))
+    with pytest.raises(McosError) as refused:
+        await vault.do(
+            Calls.send("pulse", "on it", priority=Priority.URGENT, reply_to=asked["pulse"])
+        )
+    assert refused.value.status == 403
+    assert "messaging.fanout_max = 3" in refused.value.message
+    # At normal priority the answer goes through: only the alarm is limited.
+    await vault.do(Calls.send("pulse", "on it", reply_to=asked["pulse"]))
+    records = await business.client().do(Calls.audit(actor="agent:vault", action="message.send"))
+    assert [(r.outcome, r.targets.get("to")) for r in records] == [("refused", "pulse")]
