@@ -18,7 +18,8 @@ never trips it, however long it goes on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,16 +51,25 @@ def caught(hops: Sequence[Hop], now: datetime, rule: PingPongRule) -> frozenset[
     ``hops`` are the messages that reached agents, oldest first; those older than the window
     are ignored.
     """
-    recent = [h for h in hops if now - h.at <= rule.window]
-    if not recent:
+    if not hops:
         return frozenset()
-    newest = recent[-1]
-    if newest.outside or newest.sender == newest.recipient:
+    inbound: dict[str, list[Hop]] = {}
+    for h in hops:
+        inbound.setdefault(h.recipient, []).append(h)
+    return caught_by(hops[-1], inbound, now, rule)
+
+
+def caught_by(
+    newest: Hop, inbound: Mapping[str, Sequence[Hop]], now: datetime, rule: PingPongRule
+) -> frozenset[str]:
+    """:func:`caught` over the hops indexed by recipient (each list oldest first), as Mission
+    Control keeps them: the cost is the traffic into the group, not the fleet's."""
+    if newest.outside or newest.sender == newest.recipient or now - newest.at > rule.window:
         return frozenset()
     group = {newest.sender, newest.recipient}
     while True:
-        chain, stranger = _walk(recent, group)
-        if stranger is None or not _wrote_to(recent, group, stranger):
+        chain, stranger = _walk(inbound, group, now - rule.window)
+        if stranger is None or not _wrote_to(inbound, group, stranger, now - rule.window):
             break
         group.add(stranger)
     senders = {h.sender for h in chain}
@@ -69,14 +79,19 @@ def caught(hops: Sequence[Hop], now: datetime, rule: PingPongRule) -> frozenset[
     return frozenset()
 
 
-def _walk(recent: Sequence[Hop], group: set[str]) -> tuple[list[Hop], str | None]:
+def _walk(
+    inbound: Mapping[str, Sequence[Hop]], group: set[str], start: datetime
+) -> tuple[list[Hop], str | None]:
     """The hops that reached ``group`` from within it since the last progress, newest first,
     and the agent outside the group whose message stopped the walk (None: outside input or the
     start of the window stopped it)."""
     chain: list[Hop] = []
-    for h in reversed(recent):
-        if h.recipient not in group:
-            continue
+    newest_first = heapq.merge(
+        *(reversed(inbound.get(a, ())) for a in sorted(group)), key=lambda h: h.at, reverse=True
+    )
+    for h in newest_first:
+        if h.at < start:
+            break
         if h.outside or h.sender == h.recipient:
             return chain, None
         if h.sender not in group:
@@ -85,5 +100,9 @@ def _walk(recent: Sequence[Hop], group: set[str]) -> tuple[list[Hop], str | None
     return chain, None
 
 
-def _wrote_to(recent: Sequence[Hop], group: set[str], agent: str) -> bool:
-    return any(h.sender in group and h.recipient == agent and not h.outside for h in recent)
+def _wrote_to(
+    inbound: Mapping[str, Sequence[Hop]], group: set[str], agent: str, start: datetime
+) -> bool:
+    return any(
+        h.sender in group and not h.outside and h.at >= start for h in inbound.get(agent, ())
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -91,19 +92,31 @@ class SendWindows:
         """Sender → its direct alarms to agents: (when, recipient)."""
         self.pairs: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
         """(sender, recipient) → when each message was sent."""
-        self.hops: deque[Hop] = deque()
-        """Messages that reached agents, oldest first (for the ping-pong rule)."""
-        self.since: dict[str, datetime] = {}
-        """Agent → when Mission Control last paused it: earlier hops no longer count for it."""
+        self.inbound: dict[str, deque[Hop]] = defaultdict(deque)
+        """Agent → the messages that reached it, oldest first (for the ping-pong rule)."""
+        self._pruned_at: datetime | None = None
 
     def _prune(self, now: datetime) -> None:
+        """Drop what is older than ``keep`` (every entry at most once a minute)."""
+        if self._pruned_at is not None and now - self._pruned_at < timedelta(minutes=1):
+            return
+        self._pruned_at = now
         cut = now - self.keep
-        while self.hops and self.hops[0].at < cut:
-            self.hops.popleft()
         for key in [k for k, q in self.alarms.items() if not q or q[-1][0] < cut]:
             del self.alarms[key]
         for pair in [k for k, times in self.pairs.items() if not times or times[-1] < cut]:
             del self.pairs[pair]
+        for agent in [a for a, q in self.inbound.items() if not q or q[-1].at < cut]:
+            del self.inbound[agent]
+        for alarms in self.alarms.values():
+            while alarms and alarms[0][0] < cut:
+                alarms.popleft()
+        for times in self.pairs.values():
+            while times and times[0] < cut:
+                times.popleft()
+        for hops in self.inbound.values():
+            while hops and hops[0].at < cut:
+                hops.popleft()
 
     def sent(self, now: datetime, sender: str, recipient: str, *, alarm: bool) -> None:
         """Count a message of an agent to a recipient."""
@@ -115,15 +128,13 @@ class SendWindows:
     def reached(self, hop: Hop) -> None:
         """A message reached an agent."""
         self._prune(hop.at)
-        self.hops.append(hop)
+        self.inbound[hop.recipient].append(hop)
 
-    def hops_for_rule(self) -> list[Hop]:
-        """The hops the ping-pong rule may count: none from before an agent's last pause."""
-        return [
-            h
-            for h in self.hops
-            if all(h.at > self.since.get(a, h.at - _EPSILON) for a in (h.sender, h.recipient))
-        ]
-
-
-_EPSILON = timedelta(microseconds=1)
+    def forget(self, agents: Iterable[str]) -> None:
+        """Paused agents start afresh: their exchanges so far no longer count for the rule."""
+        gone = set(agents)
+        for a in gone:
+            self.inbound.pop(a, None)
+        for a, hops in self.inbound.items():
+            if any(h.sender in gone for h in hops):
+                self.inbound[a] = deque(h for h in hops if h.sender not in gone)

@@ -16,7 +16,7 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.approvals import ApprovalState
 from mcos.domain.audit import AuditEvent
 from mcos.domain.messages import MessageKind, NewMessage, Priority, RecipientKind, SendResult
-from mcos.domain.pingpong import Hop, caught
+from mcos.domain.pingpong import Hop, caught_by
 from mcos.domain.severity import (
     BROADCAST_ACTION,
     RESERVED_META,
@@ -121,6 +121,9 @@ async def _gate_alarms(
         )
         raise Forbidden(rule, rule=rule)
     for r in alarms:
+        kind = kinds[r.to]
+        if kind is None:
+            continue  # no such recipient: the store answers 404
         answered = None
         if r.reply_to is not None:
             m = await mc.store.get_message(r.reply_to)
@@ -129,7 +132,7 @@ async def _gate_alarms(
             caller.name,
             _manager(mc, caller.name),
             r.to,
-            kinds[r.to] or RecipientKind.AGENT,
+            kind,
             r.priority,
             answered,
         )
@@ -177,7 +180,9 @@ async def after_sends(
 
     Returns the agents paused (empty: none)."""
     now = _now()
-    agents = {a.name: a for a in await mc.store.list_agents()} if results else {}
+    limits, loop = mc.settings.send_limits, mc.settings.pingpong
+    mc.windows.keep = max(limits.fanout_window, limits.pair_window, loop.window)
+    agents = await _agent_names(mc) if results else set()
     from_agent = caller.kind is PrincipalKind.AGENT
     paused: tuple[str, ...] = ()
     for result in results:
@@ -201,10 +206,18 @@ async def after_sends(
             outside = not from_agent or m.sender not in agents or "channel" in m.meta
             mc.windows.reached(Hop(now, m.sender, name, outside=outside))
         if from_agent and m.recipient in agents and not paused:
-            group = caught(mc.windows.hops_for_rule(), now, mc.settings.pingpong)
+            newest = Hop(now, m.sender, m.recipient)
+            group = caught_by(newest, mc.windows.inbound, now, loop)
             if group:
                 paused = await _pause(mc, sorted(group), now)
     return paused
+
+
+async def _agent_names(mc: MissionControl) -> set[str]:
+    """The fleet's agents: the directory's (no store round trip on every send)."""
+    if mc.settings.directory is not None:
+        return {a.name for a in mc.settings.directory.agents}
+    return {a.name for a in await mc.store.list_agents()}
 
 
 def outside_input(mc: MissionControl, agent: str) -> None:
@@ -229,8 +242,8 @@ async def _pause(mc: MissionControl, group: list[str], now: datetime) -> tuple[s
         f"{rule.window} with no outside progress (ping-pong); messages to them wait queued — "
         "resume with `mcos agent resume`"
     )
+    mc.windows.forget(group)
     for a in group:
-        mc.windows.since[a] = now
         await mc.store.set_agent_state(
             a,
             AgentStatus.PAUSED.value,
