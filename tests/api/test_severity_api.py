@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from mcos.api_models import ChannelInboundIn
 from mcos.client import Calls, Client
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import Priority
 from mcos.domain.pingpong import PingPongRule
 from mcos.domain.severity import SendLimits
 from mcos.exceptions import Forbidden, McosError
+from mcos.server.context import ChannelBinding
 from tests.api.conftest import LiveServer, migrate, serve
 from tests.store.conftest import create_pg_database, drop_pg_database
 
@@ -108,6 +110,8 @@ class TestAlarms:
                                meta=ref))  # fmt: skip
             with pytest.raises(Forbidden):
                 gene.do(Calls.send("sentinel", "down", priority=Priority.HIGH, meta=ref))
+        with mc.client("sentinel") as sentinel, pytest.raises(Forbidden):  # not its request
+            sentinel.do(Calls.send("alerts", "P0", priority=Priority.URGENT, meta=ref))
         assert _alarms(mc, "sentinel") == ["web-1"]
 
     def test_an_agent_cannot_mark_its_message_as_an_incident(self, mc: LiveServer) -> None:
@@ -190,3 +194,30 @@ class TestPingPong:
             assert _state(op, "gene")[0] is not AgentStatus.PAUSED
             assert _state(op, "sentinel")[0] is not AgentStatus.PAUSED
         assert self._paused_reports(mc) == []
+
+
+def test_a_channel_item_is_outside_progress(tmp_path: Path) -> None:
+    """Gene and sentinel talk on, but an item from gene's own channel arrives every three
+    messages: never paused. Then the items stop, and four messages later both are."""
+    url = f"sqlite:///{tmp_path}/mcos.db"
+    asyncio.run(migrate(url))
+    channels = {"mail": ChannelBinding("mock", "gene")}
+    with (
+        serve(url, tmp_path, send_limits=LIMITS, pingpong=LOOP, channels=channels) as mc,
+        mc.client("gene") as gene,
+        mc.client("sentinel") as sentinel,
+        mc.client() as op,
+    ):
+        for i in range(9):
+            if i % 3 == 0:
+                item = ChannelInboundIn(sender="customer", text="any news?", ref=f"c{i}",
+                                        at=datetime.now(UTC))  # fmt: skip
+                gene.do(Calls.channel_inbound("mail", item))
+            sender, to = (gene, "sentinel") if i % 2 == 0 else (sentinel, "gene")
+            sender.do(Calls.send(to, f"and you? {i}"))
+        assert _state(op, "gene")[0] is not AgentStatus.PAUSED
+        for i in range(LOOP.turns):
+            sender, to = (gene, "sentinel") if i % 2 == 0 else (sentinel, "gene")
+            sender.do(Calls.send(to, f"still? {i}"))
+        assert _state(op, "gene")[0] is AgentStatus.PAUSED
+        assert _state(op, "sentinel")[0] is AgentStatus.PAUSED
