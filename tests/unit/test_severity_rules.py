@@ -11,6 +11,7 @@ import pytest
 from mcos.config import load_fleet
 from mcos.domain.authority import Matrix, Party
 from mcos.domain.messages import Priority, RecipientKind
+from mcos.domain.pingpong import Hop
 from mcos.domain.severity import (
     BROADCAST_ACTION,
     Answered,
@@ -20,6 +21,7 @@ from mcos.domain.severity import (
     pair_over,
 )
 from mcos.exceptions import ConfigErrors
+from mcos.server.limits import SendWindows
 
 T0 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
 AGENT = RecipientKind.AGENT
@@ -88,11 +90,12 @@ class TestLimits:
     def test_pair_limit(self) -> None:
         """The limit-th message passes, the next is over, and the window forgets."""
         w = timedelta(minutes=10)
-        sent = [T0 + timedelta(seconds=i) for i in range(5)]
+        sent = [(T0 + timedelta(seconds=i), 1) for i in range(3)] + [(T0 + timedelta(seconds=3), 2)]
         now = T0 + timedelta(seconds=10)
-        assert pair_over(sent[:4], now, w, 5) is None
+        assert pair_over(sent[:3], now, w, 5) is None
         assert pair_over(sent, now, w, 5) == 6
         assert pair_over(sent, now, w, 5, adding=0) is None
+        assert pair_over(sent, now, w, 5, adding=100) == 105
         assert pair_over(sent, T0 + timedelta(minutes=11), w, 5) is None
 
 
@@ -161,3 +164,28 @@ class TestConfig:
         keys = sorted(e.details["key"] for e in err.value.errors)
         assert keys == ["messaging.fanout_window", "messaging.pair_max", "messaging.pingpong"]
         assert any("'soon' is not a duration" in e.message for e in err.value.errors)
+
+
+class TestWindows:
+    """Mission Control's in-memory windows stay bounded under a flood."""
+
+    def test_a_flood_keeps_one_count_per_second_and_forgets_the_old(self) -> None:
+        """20 messages a second for 20 minutes: at most one entry per second of the window,
+        and the pair limit still sees every message of the window."""
+        windows = SendWindows()
+        windows.configure(timedelta(minutes=10))
+        for second in range(20 * 60):
+            for _ in range(20):
+                windows.sent(T0 + timedelta(seconds=second), "elon", "gene")
+        counts = windows.pairs[("elon", "gene")]
+        assert len(counts) <= 10 * 60 + 1
+        now = T0 + timedelta(seconds=20 * 60 - 1)
+        seen = pair_over(counts, now, timedelta(minutes=10), 1, adding=0)
+        assert seen == 10 * 60 * 20
+
+    def test_hops_per_agent_are_capped(self) -> None:
+        """However many messages reach one agent, the ping-pong rule keeps the latest few."""
+        windows = SendWindows()
+        for i in range(5000):
+            windows.reached(Hop(T0 + timedelta(milliseconds=i), f"a{i % 7}", "gene"))
+        assert len(windows.inbound["gene"]) == SendWindows.HOPS_PER_AGENT

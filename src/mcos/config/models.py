@@ -140,7 +140,7 @@ class MessagingConfig(_Model):
     """Distinct agents one agent may send urgent/high messages directly within
     ``fanout_window``; more is a broadcast (the governed action ``broadcast_urgent``)."""
     fanout_window: str = "10m"
-    pair_max: int = Field(default=30, ge=1, le=100_000)
+    pair_max: int = Field(default=30, ge=1, le=1_000_000_000)
     """Messages one agent may send one recipient within ``pair_window`` (then 429)."""
     pair_window: str = "10m"
     pingpong_turns: int = Field(default=10, ge=2, le=10_000)

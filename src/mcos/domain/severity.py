@@ -95,11 +95,15 @@ def fanout_over(
 
 
 def pair_over(
-    recent: Sequence[datetime], now: datetime, window: timedelta, limit: int, adding: int = 1
+    recent: Sequence[tuple[datetime, int]],
+    now: datetime,
+    window: timedelta,
+    limit: int,
+    adding: int = 1,
 ) -> int | None:
     """How many messages one sender would have sent one recipient within ``window``, if that
-    passes ``limit``; None otherwise."""
-    count = sum(1 for at in recent if now - at < window) + adding
+    passes ``limit``; None otherwise. ``recent`` holds (when, how many) counts."""
+    count = sum(n for at, n in recent if now - at < window) + adding
     return count if count > limit else None
 
 

@@ -4,7 +4,7 @@ recent-send windows behind the per-sender message limits and the ping-pong rule.
 from __future__ import annotations
 
 import json
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
@@ -83,52 +83,61 @@ class SendWindows:
     """What each agent sent recently, for the per-sender limits and the ping-pong rule.
 
     Kept in this Mission Control process's memory (a restart starts the windows afresh; with
-    several servers each judges the messages it saw). Entries older than ``keep`` are dropped.
+    several servers each judges the messages it saw). Memory stays bounded under any load:
+    entries older than the longest window are dropped, a pair's messages are counted per second,
+    and the ping-pong rule looks at most ``HOPS_PER_AGENT`` messages into each agent.
     """
 
-    def __init__(self, keep: timedelta = timedelta(hours=1)) -> None:
-        self.keep = keep
-        self.alarms: dict[str, deque[tuple[datetime, str]]] = defaultdict(deque)
+    HOPS_PER_AGENT = 256
+
+    def __init__(self) -> None:
+        self.keep = timedelta(hours=1)
+        self.alarms: dict[str, deque[tuple[datetime, str]]] = {}
         """Sender → its direct alarms to agents: (when, recipient)."""
-        self.pairs: dict[tuple[str, str], deque[datetime]] = defaultdict(deque)
-        """(sender, recipient) → when each message was sent."""
-        self.inbound: dict[str, deque[Hop]] = defaultdict(deque)
+        self.pairs: dict[tuple[str, str], deque[tuple[datetime, int]]] = {}
+        """(sender, recipient) → how many messages were sent in each second: (second, count)."""
+        self.inbound: dict[str, deque[Hop]] = {}
         """Agent → the messages that reached it, oldest first (for the ping-pong rule)."""
         self._pruned_at: datetime | None = None
 
+    def configure(self, longest: timedelta) -> None:
+        """Keep entries as long as the longest window."""
+        self.keep = longest
+
     def _prune(self, now: datetime) -> None:
-        """Drop what is older than ``keep`` (every entry at most once a minute)."""
+        """Drop what is older than ``keep`` (a sweep at most once a minute)."""
         if self._pruned_at is not None and now - self._pruned_at < timedelta(minutes=1):
             return
         self._pruned_at = now
         cut = now - self.keep
         for key in [k for k, q in self.alarms.items() if not q or q[-1][0] < cut]:
             del self.alarms[key]
-        for pair in [k for k, times in self.pairs.items() if not times or times[-1] < cut]:
+        for pair in [k for k, counts in self.pairs.items() if not counts or counts[-1][0] < cut]:
             del self.pairs[pair]
         for agent in [a for a, q in self.inbound.items() if not q or q[-1].at < cut]:
             del self.inbound[agent]
-        for alarms in self.alarms.values():
-            while alarms and alarms[0][0] < cut:
-                alarms.popleft()
-        for times in self.pairs.values():
-            while times and times[0] < cut:
-                times.popleft()
-        for hops in self.inbound.values():
-            while hops and hops[0].at < cut:
-                hops.popleft()
 
-    def sent(self, now: datetime, sender: str, recipient: str, *, alarm: bool) -> None:
-        """Count a message of an agent to a recipient."""
+    def sent(self, now: datetime, sender: str, recipient: str, count: int = 1) -> None:
+        """Count messages of an agent to a recipient (before they are stored, so concurrent
+        sends see each other)."""
         self._prune(now)
-        self.pairs[(sender, recipient)].append(now)
-        if alarm:
-            self.alarms[sender].append((now, recipient))
+        counts = self.pairs.setdefault((sender, recipient), deque())
+        second = now.replace(microsecond=0)
+        if counts and counts[-1][0] == second:
+            counts[-1] = (second, counts[-1][1] + count)
+        else:
+            counts.append((second, count))
+        while counts and counts[0][0] < now - self.keep:
+            counts.popleft()
+
+    def alarmed(self, now: datetime, sender: str, recipient: str) -> None:
+        """Count a direct alarm of an agent to another agent."""
+        self.alarms.setdefault(sender, deque(maxlen=1000)).append((now, recipient))
 
     def reached(self, hop: Hop) -> None:
         """A message reached an agent."""
         self._prune(hop.at)
-        self.inbound[hop.recipient].append(hop)
+        self.inbound.setdefault(hop.recipient, deque(maxlen=self.HOPS_PER_AGENT)).append(hop)
 
     def forget(self, agents: Iterable[str]) -> None:
         """Paused agents start afresh: their exchanges so far no longer count for the rule."""
@@ -137,4 +146,5 @@ class SendWindows:
             self.inbound.pop(a, None)
         for a, hops in self.inbound.items():
             if any(h.sender in gone for h in hops):
-                self.inbound[a] = deque(h for h in hops if h.sender not in gone)
+                kept = (h for h in hops if h.sender not in gone)
+                self.inbound[a] = deque(kept, maxlen=self.HOPS_PER_AGENT)

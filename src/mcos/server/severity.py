@@ -21,6 +21,7 @@ from mcos.domain.severity import (
     BROADCAST_ACTION,
     RESERVED_META,
     Answered,
+    SendLimits,
     direct_alarm_refusal,
     fanout_over,
     is_alarm,
@@ -55,10 +56,12 @@ async def gate_sends(
             await mc.refuse(caller, "message.send", rule, to=r.to)
             raise Forbidden(rule, rule=rule, field=where)
     now = _now()
-    await _gate_alarms(mc, caller, requests, now)
-    limits = mc.settings.send_limits
-    for to in dict.fromkeys(r.to for r in requests):
-        adding = sum(1 for r in requests if r.to == to)
+    limits = _configure(mc)
+    alarmed = await _gate_alarms(mc, caller, requests, now)
+    counts: dict[str, int] = {}
+    for r in requests:
+        counts[r.to] = counts.get(r.to, 0) + 1
+    for to, adding in counts.items():
         over = pair_over(
             mc.windows.pairs.get((caller.name, to), ()),
             now,
@@ -73,19 +76,33 @@ async def gate_sends(
             )
             await mc.refuse(caller, "message.send", rule, to=to)
             raise TooManyMessages(f"{caller.name} → {to}: {over} messages; {rule}", rule=rule)
+    for to, adding in counts.items():
+        mc.windows.sent(now, caller.name, to, adding)
+    for to in alarmed:
+        mc.windows.alarmed(now, caller.name, to)
+
+
+def _configure(mc: MissionControl) -> SendLimits:
+    """Size the windows for the settings (cheap; settings do not change while serving)."""
+    limits, loop = mc.settings.send_limits, mc.settings.pingpong
+    longest = max(limits.fanout_window, limits.pair_window, loop.window)
+    mc.windows.configure(longest)
+    return limits
 
 
 async def _gate_alarms(
     mc: MissionControl, caller: Principal, requests: Sequence[SendRequest], now: datetime
-) -> None:
+) -> list[str]:
+    """Refuse the alarms the caller may not send; return the agents it alarms directly (for
+    the fan-out window)."""
     alarms = [r for r in requests if is_alarm(r.priority)]
     if not alarms:
-        return
+        return []
     gov = Governance(mc)
     me = await gov.party(caller)
     refusal = mc.settings.matrix.may_alone(BROADCAST_ACTION, me)
     if refusal is None:
-        return  # the orchestrator (by default) may alarm anyone
+        return []  # the orchestrator (by default) may alarm anyone
     kinds = {r.to: await mc.store.recipient_kind(r.to) for r in alarms}
     agents = [r.to for r in alarms if kinds[r.to] is RecipientKind.AGENT]
     limits = mc.settings.send_limits
@@ -110,7 +127,7 @@ async def _gate_alarms(
         )
     if why:
         if await _approved(mc, caller, alarms):
-            return
+            return []
         rule = f"{why}: {refusal}"
         await mc.refuse(
             caller,
@@ -139,6 +156,7 @@ async def _gate_alarms(
         if reason is not None:
             await mc.refuse(caller, "message.send", reason, governed=BROADCAST_ACTION, to=r.to)
             raise Forbidden(reason, rule=reason)
+    return agents
 
 
 def _manager(mc: MissionControl, agent: str) -> str | None:
@@ -176,12 +194,12 @@ async def _approved(mc: MissionControl, caller: Principal, alarms: Sequence[Send
 async def after_sends(
     mc: MissionControl, caller: Principal, results: Sequence[SendResult]
 ) -> tuple[str, ...]:
-    """Count what was sent and what reached agents; pause a ping-pong loop it closes.
+    """Count what reached agents; pause a ping-pong loop it closes.
 
     Returns the agents paused (empty: none)."""
     now = _now()
-    limits, loop = mc.settings.send_limits, mc.settings.pingpong
-    mc.windows.keep = max(limits.fanout_window, limits.pair_window, loop.window)
+    _configure(mc)
+    loop = mc.settings.pingpong
     agents = await _agent_names(mc) if results else set()
     from_agent = caller.kind is PrincipalKind.AGENT
     paused: tuple[str, ...] = ()
@@ -189,10 +207,6 @@ async def after_sends(
         if not result.created:
             continue
         m = result.message
-        if from_agent:
-            mc.windows.sent(
-                now, m.sender, m.recipient, alarm=is_alarm(m.priority) and m.recipient in agents
-            )
         if m.recipient_kind is RecipientKind.TOPIC:
             directory = mc.settings.directory
             reached = [
