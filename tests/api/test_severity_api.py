@@ -80,11 +80,11 @@ class TestAlarms:
             assert gene.do(Calls.send("alerts", "fyi", subject="fyi")).deliveries == 3
 
     def test_direct_alarms_go_up_or_answer(self, mc: LiveServer) -> None:
-        """Sentinel may alarm jarvis (its manager) but not gene; gene may answer jarvis's urgent
-        message urgently."""
+        """Sentinel may alarm jarvis (its manager) but not gene (a peer); sentinel may answer
+        jarvis's urgent message urgently; jarvis's agents may be alarmed by jarvis."""
         with mc.client("sentinel") as sentinel:
             sentinel.do(Calls.send("jarvis", "look", subject="up", priority=Priority.URGENT))
-            with pytest.raises(Forbidden, match="only to its manager"):
+            with pytest.raises(Forbidden, match="chain of command"):
                 sentinel.do(Calls.send("gene", "P0", subject="P0", priority=Priority.URGENT))
         with mc.client("jarvis") as jarvis:
             asked = jarvis.do(Calls.send("sentinel", "status?", priority=Priority.URGENT))

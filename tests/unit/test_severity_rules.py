@@ -41,6 +41,13 @@ class TestDirectAlarms:
         assert direct_alarm_refusal("sentinel", "jarvis", "jarvis", AGENT, Priority.URGENT,
                                     None) is None  # fmt: skip
 
+    def test_to_ones_own_reports_passes(self) -> None:
+        """A manager (the CTO) may alarm the agents that report to it, not others."""
+        assert direct_alarm_refusal("elon", "jarvis", "forge", AGENT, Priority.URGENT, None,
+                                    reports={"forge"}) is None  # fmt: skip
+        assert direct_alarm_refusal("elon", "jarvis", "gene", AGENT, Priority.URGENT, None,
+                                    reports={"forge"})  # fmt: skip
+
     def test_to_a_peer_is_refused_naming_the_rule(self) -> None:
         """Urgent to a peer is refused; the reason names the manager and the way out."""
         why = direct_alarm_refusal("sentinel", "jarvis", "gene", AGENT, Priority.URGENT, None)

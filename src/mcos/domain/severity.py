@@ -8,8 +8,9 @@ rules bound how far it can carry:
   ``fanout_max`` distinct agents within ``fanout_window``), it is the governed action
   :data:`BROADCAST_ACTION` of the authority matrix (default: the orchestrator or a human alone,
   anyone else with an approved request);
-- **directly** to one agent, it is allowed only to the sender's manager (``reports_to``), or as a
-  reply to a message that recipient sent it, at no higher priority than that message.
+- **directly** to one agent, it is allowed only along the chain of command (to the sender's
+  manager, ``reports_to``, or to an agent that reports to the sender), or as a reply to a
+  message that recipient sent it, at no higher priority than that message.
   A message to a human is never an alarm for the fleet and is not limited here.
 
 Humans and operators are not limited. Messages at ``normal`` or ``low`` priority pass these rules;
@@ -18,7 +19,7 @@ the per-pair limit (:func:`pair_over`) applies to every priority.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -52,15 +53,17 @@ def direct_alarm_refusal(
     recipient_kind: RecipientKind,
     priority: Priority,
     answered: Answered | None,
+    reports: Collection[str] = (),
 ) -> str | None:
     """Why an agent may not send this alarm directly to one recipient; None when it may.
 
-    Only alarms to an agent are judged: its manager, or a reply to that agent's own message at
+    Only alarms to an agent are judged: allowed along the chain of command (to the sender's
+    manager, or to one of its own ``reports``), or as a reply to that agent's own message at
     no higher priority than the message answered.
     """
     if not is_alarm(priority) or recipient_kind is not RecipientKind.AGENT:
         return None
-    if recipient == reports_to:
+    if recipient == reports_to or recipient in reports:
         return None
     if (
         answered is not None
@@ -70,10 +73,10 @@ def direct_alarm_refusal(
     ):
         return None
     return (
-        f"an agent sends {priority.value} messages to another agent only to its manager "
-        f"({reports_to or 'none'}) or as a reply to that agent's message of at least that "
-        f"priority; {recipient} is neither: send it at normal priority, report an incident "
-        "for the gate, or ask for " + BROADCAST_ACTION
+        f"an agent sends {priority.value} messages to another agent only along its chain of "
+        f"command (its manager {reports_to or '(none)'} or its own reports) or as a reply to "
+        f"that agent's message of at least that priority; {recipient} is neither: send it at "
+        "normal priority, report an incident for the gate, or ask for " + BROADCAST_ACTION
     )
 
 

@@ -152,6 +152,7 @@ async def _gate_alarms(
             kind,
             r.priority,
             answered,
+            _reports(mc, caller.name),
         )
         if reason is not None:
             await mc.refuse(caller, "message.send", reason, governed=BROADCAST_ACTION, to=r.to)
@@ -164,6 +165,12 @@ def _manager(mc: MissionControl, agent: str) -> str | None:
     if directory is None:
         return None
     return next((a.reports_to for a in directory.agents if a.name == agent), None)
+
+
+def _reports(mc: MissionControl, agent: str) -> set[str]:
+    """The agents that report to ``agent``."""
+    directory = mc.settings.directory
+    return {a.name for a in (directory.agents if directory else ()) if a.reports_to == agent}
 
 
 async def _approved(mc: MissionControl, caller: Principal, alarms: Sequence[SendRequest]) -> bool:
