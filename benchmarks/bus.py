@@ -249,7 +249,8 @@ class Server:
         agents = "".join(
             f'\n[agents.{a.name}]\nrole = "bench"\nhost = "local"\n' for a in DIRECTORY.agents
         )
-        fleet.write_text(text + agents)
+        # Producers flood their consumers on purpose: lift the per-pair limit for agents.
+        fleet.write_text(text + agents + "\n[messaging]\npair_max = 100000000\n")
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mcos", "server", "-f", str(fleet), "--workers", str(workers)],

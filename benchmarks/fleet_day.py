@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import random
 import re
@@ -45,6 +46,7 @@ from mcos.domain.budget import MICROS, price_of
 from mcos.domain.heartbeat import CacheTTL, Finding, Outcome, next_beat
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import Forbidden
 from mcos.models.anthropic import AnthropicModel
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.checks import CheckResult
@@ -385,11 +387,14 @@ async def drive(
             if e.kind != "message":
                 continue
             meta = {"origin": e.origin} if e.origin else None
-            sent = await clients[e.sender].do(
-                Calls.send(e.target, f"{e.subject}: details follow in the thread.",
-                           subject=e.subject, kind=MessageKind.REQUEST, priority=e.priority,
-                           meta=meta)
+            send = functools.partial(
+                Calls.send, e.target, f"{e.subject}: details follow in the thread.",
+                subject=e.subject, kind=MessageKind.REQUEST, meta=meta,
             )  # fmt: skip
+            try:
+                sent = await clients[e.sender].do(send(priority=e.priority))
+            except Forbidden:  # an alarm off the chain of command: the agent sends it calmly
+                sent = await clients[e.sender].do(send(priority=Priority.NORMAL))
             tracker.sent[sent.message.id] = (e.at, e.target)
             woken.add(e.target)
         for name, rt in runtimes.items():

@@ -235,3 +235,10 @@ class McpUnavailable(McosError):
         self.server = server
         self.where = where
         self.problem = problem
+
+
+class TooManyMessages(McosError):
+    """An agent passed a per-sender message limit (429): too many to one recipient."""
+
+    code = "too_many_messages"
+    status = 429

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from mcos.client import Calls
+from mcos.domain.severity import SendLimits
 from tests.api.conftest import migrate, serve
 from tests.throwaway_pg import ThrowawayCluster
 
@@ -84,7 +85,8 @@ def test_immediate_restart_loses_no_accepted_send(
 ) -> None:
     """`pg_ctl restart -m immediate` mid-load: the server reconnects, nothing 2xx is lost."""
     asyncio.run(migrate(cluster.url))
-    with serve(cluster.url, tmp_path) as server:
+    flood = SendLimits(pair_max=1_000_000)  # one agent flooding one recipient, on purpose
+    with serve(cluster.url, tmp_path, send_limits=flood) as server:
         with Producers(server.url, server.tokens["gene"]) as producers:
             deadline = time.monotonic() + 10
             while len(producers.accepted) < 100 and time.monotonic() < deadline:

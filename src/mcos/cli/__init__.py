@@ -520,7 +520,7 @@ def agent_resume(
     url: UrlOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Resume an agent the no-progress circuit breaker paused."""
+    """Resume an agent paused by its circuit breaker or by Mission Control (ping-pong)."""
     with friendly_errors(), connect(url, token, fleet) as client:
         client.do(Calls.report_state(name, AgentStatus.IDLE, "resumed by an operator"))
     console.print(f"{name}: resumed")

@@ -13,6 +13,8 @@ from mcos.domain.authority import Party
 from mcos.domain.budget import DEFAULT_PRICES, Price
 from mcos.domain.heartbeat import valid_cron
 from mcos.domain.messages import DeliveryPolicy
+from mcos.domain.pingpong import PingPongRule
+from mcos.domain.severity import SendLimits
 from mcos.store.protocol import AgentEntry, Directory
 
 NAME = r"^[a-z][a-z0-9_-]{0,62}$"
@@ -128,6 +130,41 @@ class DeliveryConfig(_Model):
             retry_base=parse_duration(self.retry_base),
             retry_cap=parse_duration(self.retry_cap),
         )
+
+
+class MessagingConfig(_Model):
+    """Per-sender limits on agents' messages and the ping-pong loop breaker (humans and
+    operators are never limited)."""
+
+    fanout_max: int = Field(default=3, ge=1, le=10_000)
+    """Distinct agents one agent may send urgent/high messages directly within
+    ``fanout_window``; more is a broadcast (the governed action ``broadcast_urgent``)."""
+    fanout_window: str = "10m"
+    pair_max: int = Field(default=30, ge=1, le=1_000_000_000)
+    """Messages one agent may send one recipient within ``pair_window`` (then 429)."""
+    pair_window: str = "10m"
+    pingpong_turns: int = Field(default=10, ge=2, le=10_000)
+    """Messages agents exchange only among themselves, with no outside progress, that pause them."""
+    pingpong_window: str = "15m"
+
+    @field_validator("fanout_window", "pair_window", "pingpong_window")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    def limits(self) -> SendLimits:
+        """The per-sender limits these settings describe."""
+        return SendLimits(
+            fanout_max=self.fanout_max,
+            fanout_window=parse_duration(self.fanout_window),
+            pair_max=self.pair_max,
+            pair_window=parse_duration(self.pair_window),
+        )
+
+    def pingpong(self) -> PingPongRule:
+        """The ping-pong rule these settings describe."""
+        return PingPongRule(turns=self.pingpong_turns, window=parse_duration(self.pingpong_window))
 
 
 class SupervisorConfig(_Model):
@@ -609,6 +646,7 @@ class FleetFile(_Model):
     fleet: FleetInfo = FleetInfo()
     server: ServerConfig = ServerConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    messaging: MessagingConfig = MessagingConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
     hosts: dict[Name, HostConfig] = Field(default_factory=dict)
     humans: dict[Name, HumanConfig] = Field(default_factory=dict)

@@ -370,6 +370,7 @@ BUILTIN_ACTIONS = (
     "spend_over_budget",
     "modify_guardrails",
     "issue_directive",
+    "broadcast_urgent",
 )
 _GATED = frozenset({"declare_incident:P2", "declare_incident:P1", "declare_incident:P0"})
 
@@ -394,12 +395,17 @@ DEFAULT_RULES: dict[str, Rule] = {
         _rule("spend_over_budget", ("human",), "human"),
         _rule("modify_guardrails", ("human",), "human"),
         _rule("issue_directive", ("role:orchestrator", "human"), "human"),
+        _rule(
+            "broadcast_urgent", ("role:orchestrator", "human"), "1 of [role:orchestrator, human]"
+        ),
     )
 }
 """The escalation gates and committees of SPEC §3.4; the fleet file's ``[authority]`` overrides.
 
 ``declare_incident:Px`` says who may declare alone and which quorum confirms (the gate);
 ``confirm_incident:Px`` lists in ``alone`` who may cast a confirmation vote at that level.
+``broadcast_urgent`` is an agent's urgent/high message to a topic or to several agents
+(``mcos.domain.severity``).
 """
 
 

@@ -7,6 +7,7 @@ every failure is returned as an error the model can read — never raised into t
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -368,7 +369,16 @@ async def _post(ctx: ToolContext, a: PostToChannel) -> str:
     channel = ctx.channels.get(a.channel)
     if channel is None:
         mine = ", ".join(sorted(ctx.channels)) or "none"
-        return f"error: {a.channel!r} is not one of your channels (yours: {mine})"
+        rule = f"{a.channel!r} is not one of your channels (yours: {mine})"
+        with contextlib.suppress(McosError):  # the refusal stands even if the audit write fails
+            await ctx.client.do(
+                Calls.record_event(
+                    RuntimeEvent(action="runtime.channel.refused",
+                                 targets={"channel": a.channel[:100]},
+                                 detail={"rule": rule, "text": a.text[:300]}, outcome="refused")
+                )
+            )  # fmt: skip
+        return f"error: {rule}"
     ref = await channel.send(Outbound(a.channel, a.text, a.to))
     ctx.actions.append(f"posted to {a.channel}")
     return f"posted to {a.channel} ({ref})"

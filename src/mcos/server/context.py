@@ -12,8 +12,11 @@ from mcos.domain.audit import AuditEvent
 from mcos.domain.authority import Matrix
 from mcos.domain.budget import Limits
 from mcos.domain.paging import PageRoute
+from mcos.domain.pingpong import PingPongRule
+from mcos.domain.severity import SendLimits
 from mcos.domain.tokens import Principal
 from mcos.server.auth import Authenticator
+from mcos.server.limits import SendWindows
 from mcos.server.metrics import Metrics
 from mcos.store import Directory, Store
 
@@ -77,6 +80,10 @@ class ServerSettings:
     max_page_attempts: int = 3
     webhook_secrets: dict[str, str] = field(default_factory=dict)
     """Telegram channels in webhook mode: the secret Telegram must present."""
+    send_limits: SendLimits = field(default_factory=SendLimits)
+    """Per-sender limits on agents' messages (fan-out of alarms, messages per pair)."""
+    pingpong: PingPongRule = field(default_factory=PingPongRule)
+    """When agents messaging only each other are paused together."""
 
 
 @dataclass
@@ -91,6 +98,8 @@ class MissionControl:
     """When each agent's ``last_seen_at`` was last written (monotonic seconds)."""
     pager: Pager | None = None
     """Pages humans on Mission Control's own channels (None: nobody to page)."""
+    windows: SendWindows = field(default_factory=SendWindows)
+    """Recent sends, for the per-sender limits and the ping-pong rule."""
 
     async def refuse(self, principal: Principal, action: str, rule: str, **targets: str) -> None:
         """Audit a refused request before the 403 goes out."""

@@ -65,6 +65,8 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         workspaces={name: str(fleet.workspace_path(name)) for name in fleet.agents},
         channels={name: ChannelBinding(c.kind, c.agent) for name, c in fleet.channels.items()},
         page_routes=page_routes(fleet),
+        send_limits=fleet.messaging.limits(),
+        pingpong=fleet.messaging.pingpong(),
         webhook_secrets={
             name: resolve_key(
                 c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir

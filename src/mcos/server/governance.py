@@ -393,7 +393,10 @@ class Governance:
                     f"{request.requester} asks for {request.action}: {request.rationale}\n"
                     f"Payload: {request.payload}\nCommittee: {request.quorum}. Expires "
                     f"{request.expires_at:%Y-%m-%d %H:%M} UTC. Vote with a rationale.",
-                    priority=Priority.HIGH,
+                    # An agent's request is its claim: it never arrives as an alarm.
+                    priority=Priority.NORMAL
+                    if request.requester.startswith("agent:")
+                    else Priority.HIGH,
                     kind=MessageKind.REQUEST,
                     meta={"approval": str(request.id)},
                 )

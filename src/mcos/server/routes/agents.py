@@ -11,6 +11,7 @@ from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden, NotFound
 from mcos.server.routes.deps import MC, Caller
 from mcos.server.routes.messages import ERRORS
+from mcos.server.severity import held_paused
 
 router = APIRouter(prefix="/v1", tags=["agents"])
 
@@ -70,13 +71,19 @@ async def get_agent(name: str, mc: MC, caller: Caller) -> AgentOut:
 
 @router.put("/agents/{name}/state", response_model=AgentOut, responses=ERRORS)
 async def report_state(name: str, request: StateReport, mc: MC, caller: Caller) -> AgentOut:
-    """An agent's runtime (or an operator) reports its state: running, cooling down, …"""
+    """An agent's runtime (or an operator) reports its state: running, cooling down, …
+
+    While Mission Control holds the agent paused (a ping-pong loop), the agent's own reports
+    change nothing and the answer says ``paused``: only an operator resumes it.
+    """
     if caller.kind is PrincipalKind.AGENT and caller.name != name:
         rule = "an agent may report only its own state"
         await mc.refuse(caller, "agent.state", rule, agent=name)
         raise Forbidden(rule, rule=rule)
     if await mc.store.recipient_kind(name) is None:
         raise NotFound(f"no agent {name!r}", agent=name)
+    if caller.kind is PrincipalKind.AGENT and await held_paused(mc, name):
+        return await get_agent(name, mc, caller)  # the runtime reads the pause in the answer
     await mc.store.set_agent_state(
         name, request.state.value, request.detail, request.until, request.info
     )

@@ -29,6 +29,7 @@ from mcos.exceptions import AuthError, Conflict, Forbidden, InvalidRequest, NotF
 from mcos.server.context import ChannelBinding, MissionControl
 from mcos.server.routes.deps import MC, Caller, require_operator
 from mcos.server.routes.messages import ERRORS
+from mcos.server.severity import outside_input
 
 router = APIRouter(prefix="/v1/channels", tags=["channels"])
 
@@ -109,6 +110,8 @@ async def take_inbound(
             meta=meta,
         )
     )
+    if result.created:
+        outside_input(mc, agent)
     paged = 0
     if result.created and item.urgent and mc.pager is not None:
         paged = await mc.pager.page_urgent_item(channel, agent, item)

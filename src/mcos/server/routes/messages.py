@@ -20,6 +20,7 @@ from mcos.exceptions import Forbidden, IdempotencyConflict
 from mcos.server.context import MissionControl
 from mcos.server.governance import Governance
 from mcos.server.routes.deps import MC, Caller
+from mcos.server.severity import after_sends, gate_sends
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 ERRORS: dict[int | str, dict[str, object]] = {
@@ -32,9 +33,11 @@ async def send(request: SendRequest, mc: MC, caller: Caller, response: Response)
     """Send a message as the caller to an agent, a topic or a human.
 
     A repeat of an idempotency key with the same content returns the original (200); with
-    different content, 409.
+    different content, 409. An agent's alarm (urgent/high) to a topic or to several agents is
+    the governed action ``broadcast_urgent``; see ``mcos.domain.severity`` for every rule.
     """
     await _not_forged(mc, caller, [request])
+    await gate_sends(mc, caller, [request])
     try:
         result = await mc.store.send(_new_message(caller, request))
     except IdempotencyConflict as e:
@@ -42,6 +45,7 @@ async def send(request: SendRequest, mc: MC, caller: Caller, response: Response)
                         key=request.idempotency_key or "")  # fmt: skip
         raise e from None
     _count(mc, request, result)
+    await after_sends(mc, caller, [result])
     if not result.created:
         response.status_code = 200
     elif mc.pager is not None and request.to in mc.settings.human_roles:
@@ -57,9 +61,11 @@ async def send_batch(request: SendBatchRequest, mc: MC, caller: Caller) -> SendB
     stores nothing of the batch.
     """
     await _not_forged(mc, caller, request.messages)
+    await gate_sends(mc, caller, request.messages)
     results = await mc.store.send_many([_new_message(caller, m) for m in request.messages])
     for item, result in zip(request.messages, results, strict=True):
         _count(mc, item, result)
+    await after_sends(mc, caller, results)
     return SendBatchResponse(results=[_send_response(r) for r in results])
 
 

@@ -1,0 +1,121 @@
+"""The ping-pong rule: agents messaging only each other, with no outside progress, are caught
+together; any outside input (a human, a channel, a third agent) is progress."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mcos.domain.pingpong import Hop, PingPongRule, caught
+
+T0 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
+RULE = PingPongRule(turns=6, window=timedelta(minutes=15))
+
+
+def pingpong(n: int, a: str = "elon", b: str = "gene", start: int = 0) -> list[Hop]:
+    """``n`` messages alternating a → b, b → a, one every 10 s."""
+    return [
+        Hop(T0 + timedelta(seconds=10 * (start + i)), *((a, b) if i % 2 == 0 else (b, a)))
+        for i in range(n)
+    ]
+
+
+def at_end(hops: list[Hop]) -> datetime:
+    return hops[-1].at
+
+
+class TestCaught:
+    """What trips it."""
+
+    def test_two_agents_back_and_forth(self) -> None:
+        """Six messages between two agents with nothing else: both are caught together."""
+        hops = pingpong(6)
+        assert caught(hops, at_end(hops), RULE) == {"elon", "gene"}
+
+    def test_one_short_is_not_a_loop(self) -> None:
+        """Five messages are a conversation, not yet a loop."""
+        hops = pingpong(5)
+        assert caught(hops, at_end(hops), RULE) == frozenset()
+
+    def test_a_cycle_of_three(self) -> None:
+        """A → B → C → A → … is caught with all three."""
+        names = ["elon", "gene", "flow"]
+        hops = [Hop(T0 + timedelta(seconds=i), names[i % 3], names[(i + 1) % 3]) for i in range(9)]
+        assert caught(hops, at_end(hops), RULE) == {"elon", "gene", "flow"}
+
+    def test_old_messages_fall_out_of_the_window(self) -> None:
+        """Six messages spread over more than the window are not a loop."""
+        hops = [
+            Hop(T0 + timedelta(minutes=4 * i), *(("elon", "gene") if i % 2 else ("gene", "elon")))
+            for i in range(6)
+        ]
+        assert caught(hops, at_end(hops), RULE) == frozenset()
+
+    def test_one_sided_chatter_is_not_ping_pong(self) -> None:
+        """One agent sending six messages to another that never answers is not a loop (the
+        per-pair limit handles a flood)."""
+        hops = [Hop(T0 + timedelta(seconds=i), "elon", "gene") for i in range(8)]
+        assert caught(hops, at_end(hops), RULE) == frozenset()
+
+    def test_unrelated_traffic_does_not_hide_a_loop(self) -> None:
+        """Other agents talking among themselves are not input to the looping pair."""
+        hops = pingpong(6)
+        noise = [Hop(h.at, "vault", "scout") for h in hops]
+        mixed = sorted([*hops, *noise], key=lambda h: h.at)
+        mixed.append(hops[-1])
+        assert caught(mixed, at_end(mixed), RULE) == {"elon", "gene"}
+
+
+class TestProgress:
+    """What keeps a long exchange legitimate."""
+
+    def test_a_human_in_the_middle_resets_the_count(self) -> None:
+        """The founder's message to one of them is progress: only what follows counts."""
+        hops = [*pingpong(4), Hop(T0 + timedelta(seconds=45), "founder", "gene", outside=True)]
+        hops += pingpong(5, start=5)
+        assert caught(hops, at_end(hops), RULE) == frozenset()
+        hops += pingpong(1, start=10)
+        assert caught(hops, at_end(hops), RULE) == {"elon", "gene"}
+
+    def test_a_channel_item_is_progress(self) -> None:
+        """An item from the agent's own channel (sender = recipient) is outside input."""
+        hops = [*pingpong(5), Hop(T0 + timedelta(seconds=55), "gene", "gene", outside=True)]
+        hops += pingpong(5, start=6)
+        assert caught(hops, at_end(hops), RULE) == frozenset()
+
+    def test_a_third_agent_bringing_news_is_progress(self) -> None:
+        """A third agent the pair never wrote to brings input from outside the loop."""
+        hops = [*pingpong(5), Hop(T0 + timedelta(seconds=55), "atlas", "elon")]
+        hops += pingpong(5, start=6)
+        assert caught(hops, at_end(hops), RULE) == frozenset()
+
+    def test_the_newest_message_from_outside_trips_nothing(self) -> None:
+        """The rule looks at the exchange the newest message continues."""
+        hops = [*pingpong(8), Hop(T0 + timedelta(seconds=90), "founder", "elon", outside=True)]
+        assert caught(hops, at_end(hops), RULE) == frozenset()
+
+    @given(
+        st.integers(min_value=1, max_value=RULE.turns - 1),
+        st.integers(min_value=RULE.turns, max_value=80),
+        st.sampled_from(["human", "channel"]),
+    )
+    def test_a_long_exchange_with_regular_outside_input_never_trips(
+        self, every: int, length: int, source: str
+    ) -> None:
+        """However long two agents talk, outside input at least every ``turns - 1`` messages
+        keeps them free, at every point of the exchange."""
+        hops: list[Hop] = []
+        for i, h in enumerate(pingpong(length)):
+            if i % every == 0:
+                sender = "founder" if source == "human" else h.recipient
+                hops.append(Hop(h.at - timedelta(seconds=1), sender, h.recipient, outside=True))
+            hops.append(h)
+            assert caught(hops, h.at, RULE) == frozenset(), f"tripped at message {i}"
+
+    @given(st.integers(min_value=RULE.turns, max_value=60))
+    def test_without_outside_input_it_always_trips(self, length: int) -> None:
+        """The same exchange with no outside input is caught once it reaches ``turns``."""
+        hops = pingpong(length)
+        assert caught(hops, at_end(hops), RULE) == {"elon", "gene"}
