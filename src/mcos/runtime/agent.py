@@ -16,7 +16,7 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,12 +30,18 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
 from mcos.domain.heartbeat import (
     HEARTBEAT_OK,
+    MAX_COUNTED_FIRES,
     ActiveHours,
     CacheTTL,
+    CronAction,
+    CronSlot,
     Finding,
+    MissedPolicy,
     Outcome,
     Urgency,
     decide,
+    decide_cron,
+    missed,
     needs_flush,
     next_beat,
     next_cron_fire,
@@ -180,6 +186,51 @@ def _append_user(turns: list[Turn], blocks: tuple[TextBlock | ToolResult, ...]) 
         turns.append(Turn("user", blocks))
 
 
+NOT_RUNNING = "the agent was not running"
+_STOPPED = {
+    "over budget": "over budget",
+    "cooling down": "cooling down",
+    "rate_limited": "rate limited (the model answered 429)",
+    "spend_limit_reached": "over budget (the provider's spend limit)",
+}
+"""Why a stopped turn could not run a cron job, by the reason the turn stopped with."""
+
+
+def _slot_json(slot: CronSlot, schedule: str) -> dict[str, Any]:
+    return {
+        "schedule": schedule,
+        "next_fire": slot.next_fire.isoformat(),
+        "missed_at": slot.missed_at.isoformat() if slot.missed_at else None,
+        "missed_count": slot.missed_count,
+        "missed_why": slot.missed_why,
+    }
+
+
+def _slot_from(saved: object, schedule: str) -> CronSlot | None:
+    """A kept slot, if it is readable and for this schedule."""
+    if not isinstance(saved, dict) or saved.get("schedule") != schedule:
+        return None
+    try:
+        at = saved.get("missed_at")
+        return CronSlot(
+            datetime.fromisoformat(saved["next_fire"]),
+            datetime.fromisoformat(at) if at else None,
+            int(saved.get("missed_count", 0)),
+            str(saved.get("missed_why", "")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _miss_text(job: str, slot: CronSlot, now: datetime) -> str:
+    """``cron NAME missed at 23:30 UTC while over budget (3 fires)`` for the daily log."""
+    at = slot.missed_at or now
+    when = f"{at:%H:%M}" if at.date() == now.date() else f"{at:%Y-%m-%d %H:%M}"
+    more = "+" if slot.missed_count >= MAX_COUNTED_FIRES else ""
+    fires = f" ({slot.missed_count}{more} fires)" if slot.missed_count > 1 else ""
+    return f"cron {job} missed at {when} UTC while {slot.missed_why}{fires}"
+
+
 class AgentRuntime:
     """The agent: its inbox, beats, cron jobs and model turns."""
 
@@ -239,10 +290,9 @@ class AgentRuntime:
         self.next_beat_at = clock.now()
         self.promised = self._load_promised()
         """Recurring reports promised under acknowledged directives (kept in the workspace)."""
-        self.cron_next = {
-            j.name: next_cron_fire(j.schedule, clock.now(), j.timezone or zone)
-            for j in (*self.config.cron, *self.promised)
-        }
+        self.cron_slots = self._load_cron()
+        """Each cron job's next fire and any miss owed (kept in the workspace, see
+        ``_cron_path``), so fires missed while the process was not running are made up for."""
         self.cooling_until: datetime | None = None
         self.blocked_day: str | None = None
         """The UTC day on which a cap (ours or the provider's) stopped model calls."""
@@ -736,29 +786,144 @@ class AgentRuntime:
     def promise(self, job: CronJob) -> None:
         """Schedule a recurring job (reports a directive promised); kept across restarts."""
         self.promised = [j for j in self.promised if j.name != job.name] + [job]
-        zone = job.timezone or self.config.heartbeat.timezone or self.fleet.fleet.timezone
-        self.cron_next[job.name] = next_cron_fire(job.schedule, self.clock.now(), zone)
+        self.cron_slots[job.name] = CronSlot(
+            next_cron_fire(job.schedule, self.clock.now(), self._zone(job))
+        )
         self._promised_path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps([j.model_dump() for j in self.promised], indent=2)
         self.workspace.write_atomic(".mcos/promised_reports.json", text)
+        self._save_cron()
+
+    # --- cron jobs: what is due, what was missed --------------------------------------------------
+    @property
+    def cron_next(self) -> dict[str, datetime]:
+        """When each cron job fires next."""
+        return {name: slot.next_fire for name, slot in self.cron_slots.items()}
+
+    def _cron_jobs(self) -> tuple[CronJob, ...]:
+        return (*self.config.cron, *self.promised)
+
+    def _zone(self, job: CronJob) -> str | None:
+        return job.timezone or self.config.heartbeat.timezone or self.fleet.fleet.timezone
+
+    @property
+    def _cron_path(self) -> Path:
+        return self.workspace.root / ".mcos" / "cron_state.json"
+
+    def _load_cron(self) -> dict[str, CronSlot]:
+        """Each job's slot: from the workspace if kept there for the same schedule (fires that
+        passed while the process was not running are then owed), else from now."""
+        saved: dict[str, Any] = {}
+        if self._cron_path.exists():
+            try:
+                saved = json.loads(self._cron_path.read_text())
+            except ValueError as e:
+                log.warning("%s: ignoring unreadable %s (%s)", self.name, self._cron_path, e)
+        now = self.clock.now()
+        slots: dict[str, CronSlot] = {}
+        for job in self._cron_jobs():
+            zone = self._zone(job)
+            slot = _slot_from(saved.get(job.name), job.schedule)
+            if slot is None:  # a new job, or its schedule changed: counted from now
+                slots[job.name] = CronSlot(next_cron_fire(job.schedule, now, zone))
+                continue
+            down = decide_cron(job.schedule, slot, now, blocked=NOT_RUNNING, zone=zone)
+            slots[job.name] = down.slot
+        self.cron_slots = slots
+        self._save_cron()
+        return slots
+
+    def _save_cron(self, owed_now: dict[str, CronSlot] | None = None) -> None:
+        """Keep every job's slot in the workspace (``owed_now``: slots to keep instead, for
+        jobs whose run is under way — a crash mid-run makes it owed at the next start)."""
+        kept = {**self.cron_slots, **(owed_now or {})}
+        jobs = {j.name: j.schedule for j in self._cron_jobs()}
+        text = json.dumps(
+            {name: _slot_json(slot, jobs[name]) for name, slot in kept.items() if name in jobs},
+            indent=2,
+        )
+        self._cron_path.parent.mkdir(parents=True, exist_ok=True)
+        self.workspace.write_atomic(".mcos/cron_state.json", text)
+
+    def _cannot_run(self) -> str | None:
+        """Why the agent cannot run a cron job now, or None."""
+        if self.paused:
+            return "paused"
+        if self.blocked_day == self.clock.now().date().isoformat():
+            return "over budget"
+        if self.cooling():
+            return "cooling down"
+        return None
+
+    def _cron_wake(self) -> datetime | None:
+        """When a job owed a missed run could run: the end of a cooldown or the budget day."""
+        if not any(slot.owed for slot in self.cron_slots.values()):
+            return None
+        if self.cooling():
+            return self.cooling_until
+        now = self.clock.now()
+        if self.blocked_day == now.date().isoformat():
+            return datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+        return None
 
     async def run_due_cron(self) -> int:
-        """Run every cron job whose time has come; isolated ones in a fresh context."""
-        now = self.clock.now()
+        """Run every cron job whose time has come, once; isolated ones in a fresh context.
+
+        A job due while the agent cannot run (paused, over budget, cooling down, the model
+        unavailable so the turn stopped, the process not running) is recorded as missed; by its
+        ``missed`` setting it runs once when the agent can again, however many fires it missed,
+        or the missed fires are skipped. The daily log says which.
+        """
         ran = 0
-        for job in (*self.config.cron, *self.promised):
-            if self.cron_next[job.name] > now:
-                continue
-            zone = job.timezone or self.config.heartbeat.timezone or self.fleet.fleet.timezone
-            self.cron_next[job.name] = next_cron_fire(job.schedule, now, zone)
-            if self.paused or self.blocked_day == now.date().isoformat():
-                continue
-            kind = TurnKind.ISOLATED if job.session == "isolated" else TurnKind.MAIN
-            text = f"- [cron {job.name}] scheduled job\n{job.prompt}"
-            with contextlib.suppress(_TurnStopped):
-                await self.turn(kind, text, main=job.session == "main")
-                ran += 1
+        for job in self._cron_jobs():
+            now = self.clock.now()
+            slot = self.cron_slots[job.name]
+            decision = decide_cron(
+                job.schedule,
+                slot,
+                now,
+                blocked=self._cannot_run(),
+                policy=MissedPolicy(job.missed),
+                zone=self._zone(job),
+            )
+            self.cron_slots[job.name] = decision.slot
+            if decision.missed is not None:
+                verdict = "skipped" if job.missed == "skip" else "running now"
+                self._log(f"{_miss_text(job.name, decision.missed, now)}; {verdict}")
+            if decision.action in (CronAction.RUN, CronAction.CATCH_UP):
+                ran += await self._run_cron(job, slot, decision.missed)
+            elif decision.slot != slot:
+                self._save_cron()
         return ran
+
+    async def _run_cron(self, job: CronJob, before: CronSlot, owed: CronSlot | None) -> int:
+        """Run one job's turn; a turn stopped before it could run leaves the job owed."""
+        first, count, why = (
+            (owed.missed_at, owed.missed_count, owed.missed_why)
+            if owed is not None and owed.missed_at is not None
+            else (before.next_fire, 1, "")
+        )
+        under_way = missed(self.cron_slots[job.name], first, count, why or NOT_RUNNING)
+        self._save_cron({job.name: under_way})
+        kind = TurnKind.ISOLATED if job.session == "isolated" else TurnKind.MAIN
+        text = f"- [cron {job.name}] scheduled job\n{job.prompt}"
+        try:
+            await self.turn(kind, text, main=job.session == "main")
+        except _TurnStopped as e:
+            stopped = why or _STOPPED.get(str(e), f"the model was unavailable ({e})")
+            self.cron_slots[job.name] = missed(self.cron_slots[job.name], first, count, stopped)
+            self._save_cron()
+            return 0
+        except Fenced:
+            raise
+        except McosError:
+            self.cron_slots[job.name] = missed(
+                self.cron_slots[job.name], first, count, why or "Mission Control was unreachable"
+            )
+            self._save_cron()
+            raise
+        self._save_cron()
+        return 1
 
     # --- the loop -------------------------------------------------------------------------------
     def next_wake(self) -> datetime:
@@ -768,6 +933,8 @@ class AgentRuntime:
             times.append(self.first_pending_at + timedelta(seconds=self.settings.batch_window))
         if self.cooling_until is not None:
             times = [max(t, self.cooling_until) for t in times]
+        if (owed := self._cron_wake()) is not None:
+            times.append(owed)
         return min(times)
 
     async def discipline_clock(self, offset: timedelta | None = None) -> None:
@@ -836,6 +1003,7 @@ class AgentRuntime:
                 await self.discipline_clock()
         if self.paused:
             await self._check_resumed()
+            await self.run_due_cron()  # fires due while paused are recorded as missed
             return
         wait = (self.next_wake() - self.clock.now()).total_seconds()
         if self.cooling_until is not None and self.clock.now() < self.cooling_until:
