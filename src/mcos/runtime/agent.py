@@ -629,9 +629,8 @@ class AgentRuntime:
         if own:
             await self.client.do(Calls.ack_many([(d.id, d.receipt or "") for d in own]))
         fresh = [d for d in got.deliveries if not _own(d, self.name)]
-        for d in fresh:
-            if self.future_dated(d):
-                self._log(f"message {d.message.id} is dated ahead of Mission Control's clock")
+        for d in await self.confirm_future_dated(fresh):
+            self._log(f"message {d.message.id} is dated ahead of Mission Control's clock")
         for d in fresh:
             self.pending[d.id] = d
         if fresh and self.first_pending_at is None:
@@ -937,26 +936,50 @@ class AgentRuntime:
             times.append(owed)
         return min(times)
 
+    async def _server_time(self) -> datetime:
+        return (await self.client.do(Calls.time())).now
+
+    async def live_offset(self) -> timedelta | None:
+        """Mission Control's clock asked again now (a fresh round trip), and adopted; None when
+        there is no live clock to ask (a virtual clock is its own authority) or no trustworthy
+        answer came (never flag on a guess)."""
+        if not isinstance(self.clock, MissionClock):
+            return None
+        sample = await self.clock.live(self._server_time)
+        if sample is None:
+            log.warning("%s: no trustworthy reading of Mission Control's clock", self.name)
+            return None
+        return sample.offset
+
     async def discipline_clock(self, offset: timedelta | None = None) -> None:
         """Measure (or take) the offset to Mission Control's clock; report a bad one once.
 
         Every judgement of time already uses Mission Control's clock, so a skewed host only
-        misdates nothing — but it is itself a fault worth fixing, reported as a P3.
+        misdates nothing — but it is itself a fault worth fixing, reported as a P3. Before the
+        P3 is raised, Mission Control's clock is asked again and the live answer must agree:
+        a host clock stepped back into line since the measurement is not flagged.
         """
         if offset is None:
             if not isinstance(self.clock, MissionClock):
                 return
-
-            async def server_time() -> datetime:
-                return (await self.client.do(Calls.time())).now
-
-            offset = (await self.clock.measure(server_time)).offset
+            offset = (await self.clock.measure(self._server_time)).offset
         self.clock_checked_at = self.clock.now()
         if abs(offset) <= self.settings.clock_tolerance:
             self.clock_reported = False
             return
         if self.clock_reported:
             return
+        if isinstance(self.clock, MissionClock):
+            live = await self.live_offset()
+            if live is None or abs(live) <= self.settings.clock_tolerance:
+                log.info(
+                    "%s: clock offset %+.3fs not confirmed by a fresh reading (%s): not flagged",
+                    self.name,
+                    offset.total_seconds(),
+                    "none" if live is None else f"{live.total_seconds():+.3f}s",
+                )
+                return
+            offset = live
         self.clock_reported = True
         host = self.config.host
         with contextlib.suppress(McosError):
@@ -965,16 +988,41 @@ class AgentRuntime:
                     "P3",
                     f"clock unhealthy on host {host}: {offset.total_seconds():+.1f}s",
                     f"{self.name} measured its host's clock {offset.total_seconds():+.3f}s from "
-                    "Mission Control's (round-trip corrected). mcos dates everything on Mission "
-                    "Control's clock, so nothing is misjudged; fix NTP on the host.",
+                    "Mission Control's (round-trip corrected, confirmed by a second reading). "
+                    "mcos dates everything on Mission Control's clock, so nothing is misjudged; "
+                    "fix NTP on the host.",
                     observation=f"clock unhealthy on host {host}",
                 )
             )
         self._log(f"clock unhealthy: {offset.total_seconds():+.3f}s from Mission Control")
 
     def future_dated(self, d: DeliveryOut) -> bool:
-        """A message dated ahead of Mission Control's clock (never judged by the local one)."""
+        """A message dated ahead of Mission Control's clock as it is known now (the offset
+        measured last); only a suspicion until ``confirm_future_dated`` asks the live clock."""
         return d.message.created_at > self.clock.now() + self.settings.clock_tolerance
+
+    async def confirm_future_dated(self, deliveries: list[DeliveryOut]) -> list[DeliveryOut]:
+        """The messages dated ahead of Mission Control's clock, judged on a fresh reading of it.
+
+        The cached offset only raises a suspicion: a host clock stepped since it was measured
+        would make every message look future-dated (the field report's 7-hour false alarms).
+        So Mission Control's clock is asked again, the fresh offset adopted, and only messages
+        still ahead on it are returned; with no trustworthy answer nothing is flagged. A fresh
+        reading far off is the host's fault, so it goes to the clock discipline too.
+        """
+        suspects = [d for d in deliveries if self.future_dated(d)]
+        if not suspects or not isinstance(self.clock, MissionClock):
+            return suspects
+        try:
+            live = await self.live_offset()
+        except McosError as e:
+            log.warning("%s: cannot confirm future-dated messages: %s", self.name, e.message)
+            return []
+        if live is None:
+            return []
+        with contextlib.suppress(McosError):
+            await self.discipline_clock(live)
+        return [d for d in suspects if self.future_dated(d)]
 
     async def start(self) -> None:
         """Check the workspace, measure the clock, announce ourselves."""
