@@ -159,6 +159,33 @@ async def test_a_turn_stopped_by_a_429_runs_once_when_the_cooldown_ends(
     )
 
 
+async def test_a_run_the_model_failed_is_retried_after_a_minute_not_on_every_look(
+    rig_factory: RigFactory, fake: FakeAnthropic
+) -> None:
+    """529 on every retry of the 10:05 run (model unavailable): the job is owed and tried
+    again a minute later, not on each pass of the loop, and then runs once."""
+    rig = rig_factory({"gene": claude_toml(fake)}, tail=job("poll", "*/5 * * * *"))
+    clock = VirtualClock(at(10, 0))
+    gene = gene_on(rig, clock, claude(rig))
+    await gene.heartbeat()  # a quiet beat: the next is at least 15 minutes away
+    fake.script(*[Overloaded()] * 4)  # the provider's four attempts
+    await clock.advance(at(10, 5, 1))
+    assert await gene.run_due_cron() == 0
+    assert len(fake.requests) == 4
+    assert gene.next_wake() == at(10, 6, 1)  # the loop wakes for the retry
+    await clock.advance(at(10, 5, 30))
+    assert await gene.run_due_cron() == 0
+    assert len(fake.requests) == 4  # not hammered
+    fake.script(Text("Polled."))
+    await clock.advance(at(10, 6, 1))
+    assert await gene.run_due_cron() == 1
+    assert len(fake.requests) == 5
+    assert (
+        "cron poll missed at 10:05 UTC while the model was unavailable (model_unavailable); "
+        "running now" in log_of(gene, clock.now())
+    )
+
+
 async def test_skip_drops_a_missed_fire_until_the_next_regular_one(
     rig_factory: RigFactory, fake: FakeAnthropic
 ) -> None:

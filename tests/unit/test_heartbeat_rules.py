@@ -228,6 +228,22 @@ class TestCronCatchUp:
         assert d.action is CronAction.CATCH_UP
         assert d.slot == CronSlot(at(4))
 
+    def test_an_owed_run_waits_for_its_retry_time(self) -> None:
+        """After a model failure the owed run waits for ``not_before``; fires meanwhile are
+        counted into the miss; then it catches up once."""
+        owed = CronSlot(at(2), at(1), 1, "the model was unavailable", not_before=at(1.5))
+        early = decide_cron(HOURLY, owed, at(1.2), blocked=None)
+        assert (early.action, early.slot) == (CronAction.WAIT, owed)
+        late = decide_cron(HOURLY, owed, at(2.1), blocked=None)
+        assert late.action is CronAction.CATCH_UP
+        assert late.slot == CronSlot(at(3))
+        still = CronSlot(at(2), at(1), 1, "the model was unavailable", not_before=at(2.5))
+        counted = decide_cron(HOURLY, still, at(2.1), blocked=None)
+        assert counted.action is CronAction.WAIT
+        assert counted.slot == CronSlot(
+            at(3), at(1), 2, "the model was unavailable", not_before=at(2.5)
+        )
+
     def test_skip_drops_the_missed_fires(self) -> None:
         """``skip``: nothing runs for the misses; the next regular fire runs as usual."""
         owed = CronSlot(at(3), at(1), 2, "paused")

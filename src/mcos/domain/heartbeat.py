@@ -6,7 +6,7 @@ the idle heartbeat that calls the model every beat to find out that nothing happ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -150,6 +150,8 @@ class CronSlot:
     missed_count: int = 0
     missed_why: str = ""
     """Why the agent could not run at ``missed_at``: ``over budget``, ``paused``…"""
+    not_before: datetime | None = None
+    """An owed run waits until then (the model failed: not retried on every look)."""
 
     @property
     def owed(self) -> bool:
@@ -200,8 +202,8 @@ def missed(slot: CronSlot, first: datetime, count: int, why: str) -> CronSlot:
     The earliest miss and its reason are kept: the log says when the job was first missed.
     """
     if slot.missed_at is not None:
-        return CronSlot(slot.next_fire, slot.missed_at, slot.missed_count + count, slot.missed_why)
-    return CronSlot(slot.next_fire, first, count, why)
+        return replace(slot, missed_count=slot.missed_count + count)
+    return replace(slot, missed_at=first, missed_count=count, missed_why=why)
 
 
 def decide_cron(
@@ -216,16 +218,18 @@ def decide_cron(
     """One look at a cron job: what is due, what was missed, what to do.
 
     ``blocked`` says why the agent cannot run now (over budget, paused, cooling down), or is
-    None. Fires due while blocked are recorded as missed, never run; when the agent can run
-    again a job owed a miss runs once (``run-once``) or drops it (``skip``). Fires that came
-    due while the agent could run (its loop was busy) run once together: never N runs for N
-    fires.
+    None; an owed run also waits for its slot's ``not_before``. Fires due while blocked are
+    recorded as missed, never run; when the agent can run again a job owed a miss runs once
+    (``run-once``) or drops it (``skip``). Fires that came due while the agent could run (its
+    loop was busy) run once together: never N runs for N fires.
     """
     count, after = due_fires(expression, slot, now, zone)
+    if blocked is None and slot.owed and slot.not_before is not None and now < slot.not_before:
+        blocked = slot.missed_why  # the owed run waits for its retry time
     if blocked is not None:
         if not count:
             return CronDecision(CronAction.WAIT, slot)
-        moved = CronSlot(after, slot.missed_at, slot.missed_count, slot.missed_why)
+        moved = replace(slot, next_fire=after)
         return CronDecision(CronAction.WAIT, missed(moved, slot.next_fire, count, blocked))
     if not slot.owed:
         action = CronAction.RUN if count else CronAction.WAIT

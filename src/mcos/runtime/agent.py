@@ -15,7 +15,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -105,6 +105,8 @@ class RuntimeSettings:
     """Seconds between looks at whether an operator resumed a paused agent."""
     stop_grace: float = 20.0
     """Seconds a stop waits for a model turn in progress to finish."""
+    cron_retry: timedelta = timedelta(minutes=1)
+    """A cron run the model failed (after its own retries) is tried again no sooner."""
 
 
 class _TurnStopped(Exception):
@@ -203,6 +205,7 @@ def _slot_json(slot: CronSlot, schedule: str) -> dict[str, Any]:
         "missed_at": slot.missed_at.isoformat() if slot.missed_at else None,
         "missed_count": slot.missed_count,
         "missed_why": slot.missed_why,
+        "not_before": slot.not_before.isoformat() if slot.not_before else None,
     }
 
 
@@ -211,12 +214,13 @@ def _slot_from(saved: object, schedule: str) -> CronSlot | None:
     if not isinstance(saved, dict) or saved.get("schedule") != schedule:
         return None
     try:
-        at = saved.get("missed_at")
+        at, retry = saved.get("missed_at"), saved.get("not_before")
         return CronSlot(
             datetime.fromisoformat(saved["next_fire"]),
             datetime.fromisoformat(at) if at else None,
             int(saved.get("missed_count", 0)),
             str(saved.get("missed_why", "")),
+            datetime.fromisoformat(retry) if retry else None,
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -856,8 +860,12 @@ class AgentRuntime:
 
     def _cron_wake(self) -> datetime | None:
         """When a job owed a missed run could run: the end of a cooldown or the budget day."""
-        if not any(slot.owed for slot in self.cron_slots.values()):
+        owed = [slot for slot in self.cron_slots.values() if slot.owed]
+        if not owed:
             return None
+        retries = [s.not_before for s in owed if s.not_before is not None]
+        if retries and self._cannot_run() is None:
+            return min(retries)
         if self.cooling():
             return self.cooling_until
         now = self.clock.now()
@@ -895,6 +903,15 @@ class AgentRuntime:
                 self._save_cron()
         return ran
 
+    def _owe(self, job: CronJob, first: datetime, count: int, why: str, *, retry: bool) -> None:
+        """Keep a run that could not happen as owed; after a failure (not a known block such as
+        a cooldown or the budget) it is retried no sooner than ``cron_retry`` from now."""
+        slot = missed(self.cron_slots[job.name], first, count, why)
+        if retry:
+            slot = replace(slot, not_before=self.clock.now() + self.settings.cron_retry)
+        self.cron_slots[job.name] = slot
+        self._save_cron()
+
     async def _run_cron(self, job: CronJob, before: CronSlot, owed: CronSlot | None) -> int:
         """Run one job's turn; a turn stopped before it could run leaves the job owed."""
         first, count, why = (
@@ -909,17 +926,14 @@ class AgentRuntime:
         try:
             await self.turn(kind, text, main=job.session == "main")
         except _TurnStopped as e:
-            stopped = why or _STOPPED.get(str(e), f"the model was unavailable ({e})")
-            self.cron_slots[job.name] = missed(self.cron_slots[job.name], first, count, stopped)
-            self._save_cron()
+            stopped = _STOPPED.get(str(e))
+            self._owe(job, first, count, why or stopped or f"the model was unavailable ({e})",
+                      retry=stopped is None)  # fmt: skip
             return 0
         except Fenced:
             raise
         except McosError:
-            self.cron_slots[job.name] = missed(
-                self.cron_slots[job.name], first, count, why or "Mission Control was unreachable"
-            )
-            self._save_cron()
+            self._owe(job, first, count, why or "Mission Control was unreachable", retry=True)
             raise
         self._save_cron()
         return 1
