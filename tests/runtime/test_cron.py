@@ -263,6 +263,7 @@ async def test_a_run_cut_short_by_a_crash_is_owed_at_the_next_start(
     restarted = gene_on(rig, VirtualClock(at(9, 10)), claude(rig))
     assert await restarted.run_due_cron() == 1
     assert await restarted.run_due_cron() == 0
-    assert "cron report missed at 09:00 UTC while the agent was not running; running now" in log_of(
-        restarted, at(9, 10)
+    assert (
+        "cron report missed at 09:00 UTC while the agent stopped during the run; running now"
+        in log_of(restarted, at(9, 10))
     )

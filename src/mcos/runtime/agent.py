@@ -189,6 +189,7 @@ def _append_user(turns: list[Turn], blocks: tuple[TextBlock | ToolResult, ...]) 
 
 
 NOT_RUNNING = "the agent was not running"
+STOPPED_MID_RUN = "the agent stopped during the run"
 _STOPPED = {
     "over budget": "over budget",
     "cooling down": "cooling down",
@@ -816,12 +817,14 @@ class AgentRuntime:
     def _load_cron(self) -> dict[str, CronSlot]:
         """Each job's slot: from the workspace if kept there for the same schedule (fires that
         passed while the process was not running are then owed), else from now."""
-        saved: dict[str, Any] = {}
+        saved: object = {}
         if self._cron_path.exists():
             try:
                 saved = json.loads(self._cron_path.read_text())
             except ValueError as e:
                 log.warning("%s: ignoring unreadable %s (%s)", self.name, self._cron_path, e)
+        if not isinstance(saved, dict):
+            saved = {}
         now = self.clock.now()
         slots: dict[str, CronSlot] = {}
         for job in self._cron_jobs():
@@ -919,7 +922,7 @@ class AgentRuntime:
             if owed is not None and owed.missed_at is not None
             else (before.next_fire, 1, "")
         )
-        under_way = missed(self.cron_slots[job.name], first, count, why or NOT_RUNNING)
+        under_way = missed(self.cron_slots[job.name], first, count, why or STOPPED_MID_RUN)
         self._save_cron({job.name: under_way})
         kind = TurnKind.ISOLATED if job.session == "isolated" else TurnKind.MAIN
         text = f"- [cron {job.name}] scheduled job\n{job.prompt}"
@@ -956,10 +959,14 @@ class AgentRuntime:
     async def live_offset(self) -> timedelta | None:
         """Mission Control's clock asked again now (a fresh round trip), and adopted; None when
         there is no live clock to ask (a virtual clock is its own authority) or no trustworthy
-        answer came (never flag on a guess)."""
+        answer came, or Mission Control could not be reached (never flag on a guess)."""
         if not isinstance(self.clock, MissionClock):
             return None
-        sample = await self.clock.live(self._server_time)
+        try:
+            sample = await self.clock.live(self._server_time)
+        except McosError as e:
+            log.warning("%s: cannot read Mission Control's clock: %s", self.name, e.message)
+            return None
         if sample is None:
             log.warning("%s: no trustworthy reading of Mission Control's clock", self.name)
             return None
@@ -1027,11 +1034,7 @@ class AgentRuntime:
         suspects = [d for d in deliveries if self.future_dated(d)]
         if not suspects or not isinstance(self.clock, MissionClock):
             return suspects
-        try:
-            live = await self.live_offset()
-        except McosError as e:
-            log.warning("%s: cannot confirm future-dated messages: %s", self.name, e.message)
-            return []
+        live = await self.live_offset()
         if live is None:
             return []
         with contextlib.suppress(McosError):
