@@ -7,19 +7,23 @@ or is skipped when its fleet-file entry says ``missed = "skip"``; the daily log 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from mcos.client import Calls
+from mcos.domain.agent_state import AgentStatus
 from mcos.models.anthropic import AnthropicModel
 from mcos.models.base import ModelProvider
 from mcos.models.factory import make_provider
 from mcos.models.offline import OfflineModel
-from mcos.runtime.agent import AgentRuntime
+from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import VirtualClock
+from mcos.runtime.workspace import TurnKind
 from tests.fakes.anthropic_server import FakeAnthropic, Overloaded, RateLimited, SpendLimit, Text
 from tests.runtime.conftest import FAST, Rig, RigFactory
 
@@ -267,3 +271,53 @@ async def test_a_run_cut_short_by_a_crash_is_owed_at_the_next_start(
         "cron report missed at 09:00 UTC while the agent stopped during the run; running now"
         in log_of(restarted, at(9, 10))
     )
+
+
+async def _step_through(gene: AgentRuntime, clock: VirtualClock) -> None:
+    """One pass of the agent's loop, its sleep on the virtual clock ended at its wake time."""
+    stepping = asyncio.create_task(gene.step())
+    deadline = time.monotonic() + 30
+    while (wake := clock.next_wake()) is None:  # the loop reached its sleep
+        assert time.monotonic() < deadline, "the loop never went to sleep"
+        assert not stepping.done(), stepping
+        await asyncio.sleep(0.01)
+    await clock.advance(wake)
+    await asyncio.wait_for(stepping, 30)
+
+
+async def test_a_job_missed_while_paused_runs_once_after_the_resume(
+    rig_factory: RigFactory,
+) -> None:
+    """Through the loop: the breaker pauses gene, two fires pass while it is paused (nothing
+    runs), an operator resumes it, and the job runs once with the miss in the log."""
+    rig = rig_factory(tail=job("hourly", "0 * * * *"))
+    clock = VirtualClock(at(8, 50))
+    gene = AgentRuntime(
+        "gene",
+        rig.fleet,
+        rig.client("gene"),
+        OfflineModel(),
+        clock,
+        settings=RuntimeSettings(batch_window=0, visibility=60, breaker_turns=2, pause_poll=60),
+    )
+    rig.runtimes.append(gene)
+    gene.tools.allowed = []  # the offline model has nothing to call: no progress
+    for _ in range(2):
+        await gene.turn(TurnKind.MAIN, "think about it")
+    assert gene.paused
+    turns = gene.stats.turns
+    await clock.advance(at(8, 59, 30))
+    await _step_through(gene, clock)  # looks at 09:00:30, still paused
+    await clock.advance(at(9, 59, 30))
+    await _step_through(gene, clock)  # looks at 10:00:30
+    assert gene.paused
+    assert gene.stats.turns == turns  # nothing ran while paused
+    assert gene.cron_slots["hourly"].missed_count == 2
+    await rig.client().do(Calls.report_state("gene", AgentStatus.IDLE, "resumed by founder"))
+    await _step_through(gene, clock)  # 10:01:30: resumed, the job runs once
+    assert not gene.paused
+    assert gene.stats.turns == turns + 1
+    assert "cron hourly missed at 09:00 UTC while paused (2 fires); running now" in log_of(
+        gene, clock.now()
+    )
+    assert await gene.run_due_cron() == 0  # once, not again
