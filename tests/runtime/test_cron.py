@@ -321,3 +321,39 @@ async def test_a_job_missed_while_paused_runs_once_after_the_resume(
         gene, clock.now()
     )
     assert await gene.run_due_cron() == 0  # once, not again
+
+
+@pytest.mark.parametrize(
+    ("kept", "owed"),
+    [
+        ("not json at all {", False),
+        ('["a list", "not a table"]', False),
+        ('{"hourly": {"schedule": "0 * * * *", "next_fire": "yesterday"}}', False),
+        (
+            '{"hourly": {"schedule": "*/5 * * * *", "next_fire": "2000-01-01T00:00:00+00:00"}}',
+            False,
+        ),
+        ('{"hourly": {"schedule": "0 * * * *", "next_fire": "2000-01-01T00:00:00+00:00"}}', True),
+    ],
+)
+async def test_a_damaged_or_ancient_state_file_never_runs_a_job_more_than_once(
+    rig_factory: RigFactory, kept: str, owed: bool
+) -> None:
+    """Garbage, the wrong shape, a bad date or another schedule: the job counts from now. A
+    state file 26 years old: 1000+ fires owed, and still one run."""
+    rig = rig_factory(tail=job("hourly", "0 * * * *"))
+    state = rig.fleet.workspace_path("gene") / ".mcos" / "cron_state.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(kept)
+    clock = VirtualClock(at(8, 30))
+    gene = gene_on(rig, clock)
+    assert gene.cron_next["hourly"] == at(9)
+    assert await gene.run_due_cron() == (1 if owed else 0)
+    assert await gene.run_due_cron() == 0
+    text = log_of(gene, clock.now())
+    if owed:
+        assert "cron hourly missed at 2000-01-01 00:00 UTC while the agent was not running " in text
+        assert "(1000+ fires); running now" in text
+    else:
+        assert "missed" not in text
+    assert json.loads(state.read_text())["hourly"]["next_fire"] == at(9).isoformat()

@@ -61,7 +61,7 @@ from mcos.models.base import ModelProvider, ModelReply, ModelRequest, TextBlock,
 from mcos.models.offline import FLUSH_MARKER
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import CheckResult, run_check
-from mcos.runtime.clock import Clock, MissionClock
+from mcos.runtime.clock import Clock, MissionClock, OffsetSample
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.tools import UNTRUSTED_MARK, Toolbox, ToolContext, untrusted
@@ -956,7 +956,7 @@ class AgentRuntime:
     async def _server_time(self) -> datetime:
         return (await self.client.do(Calls.time())).now
 
-    async def live_offset(self) -> timedelta | None:
+    async def live_reading(self) -> OffsetSample | None:
         """Mission Control's clock asked again now (a fresh round trip), and adopted; None when
         there is no live clock to ask (a virtual clock is its own authority) or no trustworthy
         answer came, or Mission Control could not be reached (never flag on a guess)."""
@@ -969,8 +969,7 @@ class AgentRuntime:
             return None
         if sample is None:
             log.warning("%s: no trustworthy reading of Mission Control's clock", self.name)
-            return None
-        return sample.offset
+        return sample
 
     async def discipline_clock(self, offset: timedelta | None = None) -> None:
         """Measure (or take) the offset to Mission Control's clock; report a bad one once.
@@ -985,22 +984,24 @@ class AgentRuntime:
                 return
             offset = (await self.clock.measure(self._server_time)).offset
         self.clock_checked_at = self.clock.now()
-        if abs(offset) <= self.settings.clock_tolerance:
+        tolerance = self.settings.clock_tolerance
+        if abs(offset) <= tolerance:
             self.clock_reported = False
             return
         if self.clock_reported:
             return
         if isinstance(self.clock, MissionClock):
-            live = await self.live_offset()
-            if live is None or abs(live) <= self.settings.clock_tolerance:
+            live = await self.live_reading()
+            # The reading is uncertain by half its round trip: flag only beyond that.
+            if live is None or abs(live.offset) - live.round_trip / 2 <= tolerance:
                 log.info(
                     "%s: clock offset %+.3fs not confirmed by a fresh reading (%s): not flagged",
                     self.name,
                     offset.total_seconds(),
-                    "none" if live is None else f"{live.total_seconds():+.3f}s",
+                    "none" if live is None else f"{live.offset.total_seconds():+.3f}s",
                 )
                 return
-            offset = live
+            offset = live.offset
         self.clock_reported = True
         host = self.config.host
         with contextlib.suppress(McosError):
@@ -1017,10 +1018,11 @@ class AgentRuntime:
             )
         self._log(f"clock unhealthy: {offset.total_seconds():+.3f}s from Mission Control")
 
-    def future_dated(self, d: DeliveryOut) -> bool:
+    def future_dated(self, d: DeliveryOut, margin: timedelta = timedelta(0)) -> bool:
         """A message dated ahead of Mission Control's clock as it is known now (the offset
-        measured last); only a suspicion until ``confirm_future_dated`` asks the live clock."""
-        return d.message.created_at > self.clock.now() + self.settings.clock_tolerance
+        measured last) by more than the tolerance (plus ``margin``); only a suspicion until
+        ``confirm_future_dated`` asks the live clock."""
+        return d.message.created_at > self.clock.now() + self.settings.clock_tolerance + margin
 
     async def confirm_future_dated(self, deliveries: list[DeliveryOut]) -> list[DeliveryOut]:
         """The messages dated ahead of Mission Control's clock, judged on a fresh reading of it.
@@ -1034,12 +1036,13 @@ class AgentRuntime:
         suspects = [d for d in deliveries if self.future_dated(d)]
         if not suspects or not isinstance(self.clock, MissionClock):
             return suspects
-        live = await self.live_offset()
+        live = await self.live_reading()
         if live is None:
             return []
         with contextlib.suppress(McosError):
-            await self.discipline_clock(live)
-        return [d for d in suspects if self.future_dated(d)]
+            await self.discipline_clock(live.offset)
+        # The fresh reading is uncertain by half its round trip: flag only beyond that.
+        return [d for d in suspects if self.future_dated(d, live.round_trip / 2)]
 
     async def start(self) -> None:
         """Check the workspace, measure the clock, announce ourselves."""
