@@ -191,3 +191,58 @@ def test_a_host_clock_stepped_between_measurements_raises_no_false_alarm(tmp_pat
         assert _near(logged[0], -7 * 3600), logged
         assert _near(logged[1], 3 * 3600), logged
         assert [r.reports for r in rig.clock_reports()] == [2]  # the same observation, again
+
+
+CRASH_LOOP = """
+import asyncio, pathlib, sys, time
+from datetime import timedelta
+from mcos.client import AsyncClient
+from mcos.config import load_fleet
+from mcos.supervisor.policy import Exit, RestartPolicy
+from mcos.supervisor.supervisor import Supervisor
+
+fleet, host_clock = load_fleet(sys.argv[1]), pathlib.Path(sys.argv[2])
+window = timedelta(seconds=0.5)
+
+async def main() -> None:
+    async with AsyncClient("http://127.0.0.1:9", "unreachable") as client:
+        supervisor = Supervisor(
+            fleet, {fleet.agents["gene"].host}, client,
+            policy=RestartPolicy(max_restarts=2, window=window), say=lambda _: None,
+        )
+        slot = supervisor.slots["gene"]
+        for _ in range(2):
+            await supervisor._after_exit(slot, 1, Exit.CRASHED)
+        spread = time.monotonic() + 2 * window.total_seconds()
+        while time.monotonic() < spread:  # the next crash really comes two windows later
+            await asyncio.sleep(0.05)
+        host_clock.write_text("-1h\\n")  # and NTP steps the wall clock back before it
+        await supervisor._after_exit(slot, 1, Exit.CRASHED)
+        print(slot.status, len(slot.crashes))
+
+asyncio.run(main())
+"""
+
+
+def test_a_wall_clock_step_back_does_not_fail_an_agent_as_a_crash_loop(tmp_path: Path) -> None:
+    """The supervisor's crash-loop judgement (more than N crashes within the window: failed,
+    P2): two crashes, a third two windows later but after the host clock stepped back an hour.
+    On the wall clock all three would fall in one window (a false "failed"); they do not."""
+    _needs_libfaketime()
+    path = init_fleet(tmp_path / "fleet")
+    host_clock = tmp_path / "faketime"
+    host_clock.write_text("+0\n")
+    env = {
+        **os.environ,
+        "LD_PRELOAD": str(LIBFAKETIME),
+        "FAKETIME_TIMESTAMP_FILE": str(host_clock),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", CRASH_LOOP, str(path), str(host_clock)],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    status, crashes = done.stdout.split()
+    assert (status, crashes) == ("restarting", "3")
