@@ -17,6 +17,7 @@ import pytest
 
 from mcos.client import Calls
 from mcos.domain.agent_state import AgentStatus
+from mcos.domain.budget import Limits
 from mcos.models.anthropic import AnthropicModel
 from mcos.models.base import ModelProvider
 from mcos.models.factory import make_provider
@@ -357,3 +358,32 @@ async def test_a_damaged_or_ancient_state_file_never_runs_a_job_more_than_once(
     else:
         assert "missed" not in text
     assert json.loads(state.read_text())["hourly"]["next_fire"] == at(9).isoformat()
+
+
+async def test_over_mission_controls_budget_the_job_waits_for_the_day_to_turn(
+    rig_factory: RigFactory,
+) -> None:
+    """Mission Control refuses the reservation (402): no model call, the job is owed and the
+    loop wakes at UTC midnight for it; while the cap still holds on the new day it stays owed,
+    its first miss kept, and is never run twice."""
+    rig = rig_factory(
+        {"gene": 'heartbeat = { interval = "6h" }'},
+        budgets={"gene": Limits(tokens=500)},
+        tail=job("sweep", "30 23 * * *"),
+    )
+    clock = VirtualClock(at(23, 0))
+    gene = gene_on(rig, clock)
+    await gene.heartbeat()  # a quiet beat: the next is hours away
+    await clock.advance(at(23, 30, 1))
+    assert await gene.run_due_cron() == 0
+    assert gene.stats.model_calls == 0
+    assert (await rig.client().do(Calls.agent("gene"))).state == "over_budget"
+    slot = gene.cron_slots["sweep"]
+    assert (slot.missed_at, slot.missed_why) == (at(23, 30), "over budget")
+    assert gene.next_wake() == at(0, 0, days=1)
+    await clock.advance(at(0, 0, 1, days=1))
+    assert await gene.run_due_cron() == 0  # tried once on the new day: still refused
+    assert gene.stats.model_calls == 0
+    slot = gene.cron_slots["sweep"]
+    assert (slot.missed_at, slot.missed_why, slot.missed_count) == (at(23, 30), "over budget", 1)
+    assert log_of(gene, clock.now()).count("cron sweep missed at") == 1
