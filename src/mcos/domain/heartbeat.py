@@ -1,7 +1,9 @@
 """Heartbeat and context rules: when to wake, whether to call the model, how long to cache.
 
 Plain functions over plain data, time passed in. The costly mistake they exist to prevent is
-the idle heartbeat that calls the model every beat to find out that nothing happened.
+the idle heartbeat that calls the model every beat to find out that nothing happened. The cron
+rules say which fires are due, which were missed while the agent could not run, and that a
+missed job runs once (or is skipped), never once per missed fire.
 """
 
 from __future__ import annotations
