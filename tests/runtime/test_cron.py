@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from mcos.client import Calls
+from mcos.client import AsyncClient, Calls, ServerUnreachable
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import Limits
 from mcos.models.anthropic import AnthropicModel
@@ -387,3 +388,33 @@ async def test_over_mission_controls_budget_the_job_waits_for_the_day_to_turn(
     slot = gene.cron_slots["sweep"]
     assert (slot.missed_at, slot.missed_why, slot.missed_count) == (at(23, 30), "over budget", 1)
     assert log_of(gene, clock.now()).count("cron sweep missed at") == 1
+
+
+async def test_a_run_cut_off_from_mission_control_is_owed_and_made_up_once(
+    rig_factory: RigFactory,
+) -> None:
+    """Mission Control unreachable at the 09:00 run: the error reaches the loop (which backs
+    off), the job is kept owed in the workspace, and the next process, with Mission Control
+    back, runs it once."""
+    rig = rig_factory(tail=job("report", "0 9 * * *"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cut_off = AsyncClient(f"http://127.0.0.1:{port}", "token")
+    rig.clients.append(cut_off)
+    clock = VirtualClock(at(8, 59))
+    gene = AgentRuntime("gene", rig.fleet, cut_off, OfflineModel(), clock, settings=FAST)
+    rig.runtimes.append(gene)
+    await clock.advance(at(9, 0, 1))
+    with pytest.raises(ServerUnreachable):
+        await gene.run_due_cron()
+    slot = gene.cron_slots["report"]
+    assert (slot.missed_at, slot.missed_why) == (at(9), "Mission Control was unreachable")
+    assert slot.not_before == at(9, 1, 1)
+    back = gene_on(rig, VirtualClock(at(9, 5)))
+    assert await back.run_due_cron() == 1
+    assert await back.run_due_cron() == 0
+    assert (
+        "cron report missed at 09:00 UTC while Mission Control was unreachable; running now"
+        in log_of(back, at(9, 5))
+    )
