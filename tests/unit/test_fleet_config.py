@@ -81,6 +81,20 @@ class TestErrors:
         assert "agents.jarvis.hots: unknown key (allowed:" in found[0]
         assert "host" in found[0]
 
+    def test_bad_cron_missed_policy(self, tmp_path: Path) -> None:
+        """A cron job's ``missed`` must be run-once or skip; the error names the job's key."""
+        job = '[[agents.jarvis.cron]]\nname = "r"\nschedule = "0 9 * * *"\nprompt = "x"\n'
+        found = messages(write(tmp_path, BASE + job + 'missed = "twice"\n'))
+        assert found == [
+            f"{tmp_path / 'fleet.toml'}: agents.jarvis.cron.0.missed: "
+            "'twice' is not one of run-once or skip"
+        ]
+        fleet = load_fleet(write(tmp_path, BASE + job + 'missed = "skip"\n'))
+        assert fleet.agents["jarvis"].cron[0].missed == "skip"
+        assert load_fleet(write(tmp_path, BASE + job)).agents["jarvis"].cron[0].missed == (
+            "run-once"
+        )
+
     def test_bad_provider(self, tmp_path: Path) -> None:
         """An unknown model provider lists the known ones."""
         found = messages(write(tmp_path, BASE + 'model = { provider = "gpt" }\n'))

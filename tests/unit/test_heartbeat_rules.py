@@ -8,13 +8,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcos.domain.heartbeat import (
+    MAX_COUNTED_FIRES,
     ActiveHours,
     CacheTTL,
+    CronAction,
+    CronSlot,
     Finding,
+    MissedPolicy,
     Outcome,
     Urgency,
     choose_cache_ttl,
     decide,
+    decide_cron,
+    due_fires,
     needs_flush,
     next_beat,
     next_cron_fire,
@@ -163,3 +169,137 @@ class TestContextBudget:
     def test_flush_threshold(self, used: int, window: int, threshold: float) -> None:
         """A flush is due exactly from the threshold share of the window on."""
         assert needs_flush(used, window, threshold) == (used >= window * threshold)
+
+
+HOURLY = "0 * * * *"
+T0 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
+
+
+def at(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+class TestCronCatchUp:
+    """A cron job missed while its agent could not run runs once when it can, or is skipped."""
+
+    def test_nothing_due_waits(self) -> None:
+        """Before its fire a job waits and its slot is unchanged."""
+        slot = CronSlot(at(1))
+        d = decide_cron(HOURLY, slot, at(0.5), blocked=None)
+        assert (d.action, d.slot, d.missed) == (CronAction.WAIT, slot, None)
+
+    def test_a_regular_fire_runs_once_and_moves_on(self) -> None:
+        """A fire due while the agent can run runs, and the next fire is the following hour."""
+        d = decide_cron(HOURLY, CronSlot(at(1)), at(1) + timedelta(seconds=3), blocked=None)
+        assert d.action is CronAction.RUN
+        assert d.slot == CronSlot(at(2))
+        assert d.missed is None
+
+    def test_fires_passed_while_busy_run_once_not_n_times(self) -> None:
+        """Three fires passed during a long turn: one run, not three, and nothing owed."""
+        d = decide_cron(HOURLY, CronSlot(at(1)), at(3.5), blocked=None)
+        assert d.action is CronAction.RUN
+        assert d.slot == CronSlot(at(4))
+
+    def test_fires_while_blocked_are_recorded_never_run(self) -> None:
+        """Over budget at two fires: nothing runs; the first miss, its reason and the count
+        are kept."""
+        d1 = decide_cron(HOURLY, CronSlot(at(1)), at(1.1), blocked="over budget")
+        assert d1.action is CronAction.WAIT
+        assert d1.slot == CronSlot(at(2), at(1), 1, "over budget")
+        d2 = decide_cron(HOURLY, d1.slot, at(2.1), blocked="cooling down")
+        assert d2.action is CronAction.WAIT
+        assert d2.slot == CronSlot(at(3), at(1), 2, "over budget")  # the first reason stays
+
+    def test_run_once_catches_up_once_when_the_agent_can(self) -> None:
+        """After the block, one catch-up run makes up for every missed fire."""
+        owed = CronSlot(at(3), at(1), 2, "over budget")
+        d = decide_cron(HOURLY, owed, at(2.5), blocked=None)
+        assert d.action is CronAction.CATCH_UP
+        assert d.missed == owed
+        assert d.slot == CronSlot(at(3))
+        again = decide_cron(HOURLY, d.slot, at(2.6), blocked=None)
+        assert again.action is CronAction.WAIT
+
+    def test_a_catch_up_and_a_regular_fire_due_together_run_once(self) -> None:
+        """The block ended as the job fired again: one run covers both."""
+        owed = CronSlot(at(3), at(1), 2, "over budget")
+        d = decide_cron(HOURLY, owed, at(3) + timedelta(seconds=1), blocked=None)
+        assert d.action is CronAction.CATCH_UP
+        assert d.slot == CronSlot(at(4))
+
+    def test_an_owed_run_waits_for_its_retry_time(self) -> None:
+        """After a model failure the owed run waits for ``not_before``; fires meanwhile are
+        counted into the miss; then it catches up once."""
+        owed = CronSlot(at(2), at(1), 1, "the model was unavailable", not_before=at(1.5))
+        early = decide_cron(HOURLY, owed, at(1.2), blocked=None)
+        assert (early.action, early.slot) == (CronAction.WAIT, owed)
+        late = decide_cron(HOURLY, owed, at(2.1), blocked=None)
+        assert late.action is CronAction.CATCH_UP
+        assert late.slot == CronSlot(at(3))
+        still = CronSlot(at(2), at(1), 1, "the model was unavailable", not_before=at(2.5))
+        counted = decide_cron(HOURLY, still, at(2.1), blocked=None)
+        assert counted.action is CronAction.WAIT
+        assert counted.slot == CronSlot(
+            at(3), at(1), 2, "the model was unavailable", not_before=at(2.5)
+        )
+
+    def test_skip_drops_the_missed_fires(self) -> None:
+        """``skip``: nothing runs for the misses; the next regular fire runs as usual."""
+        owed = CronSlot(at(3), at(1), 2, "paused")
+        d = decide_cron(HOURLY, owed, at(2.5), blocked=None, policy=MissedPolicy.SKIP)
+        assert d.action is CronAction.SKIP
+        assert d.missed == owed
+        assert d.slot == CronSlot(at(3))
+        regular = decide_cron(HOURLY, d.slot, at(3.01), blocked=None, policy=MissedPolicy.SKIP)
+        assert regular.action is CronAction.RUN
+
+    def test_skip_still_runs_a_regular_fire_due_now(self) -> None:
+        """``skip`` with a fire due at the first look after the block: that fire is regular."""
+        owed = CronSlot(at(3), at(1), 2, "paused")
+        d = decide_cron(HOURLY, owed, at(3.01), blocked=None, policy=MissedPolicy.SKIP)
+        assert d.action is CronAction.RUN
+        assert d.missed == owed
+
+    def test_a_process_down_for_a_month_counts_at_most_the_cap(self) -> None:
+        """Missed fires are counted up to a cap; the next fire is still the right one."""
+        count, after = due_fires("* * * * *", CronSlot(at(0)), at(24 * 30))
+        assert count == MAX_COUNTED_FIRES
+        assert after == at(24 * 30) + timedelta(minutes=1)
+
+    def test_fires_are_read_in_the_jobs_time_zone(self) -> None:
+        """09:00 in Johannesburg is 07:00 UTC."""
+        count, after = due_fires("0 9 * * *", CronSlot(at(-2)), at(0), "Africa/Johannesburg")
+        assert count == 1
+        assert after == at(22)
+
+    @given(
+        st.lists(
+            st.tuples(st.floats(0.01, 5), st.sampled_from([None, "over budget", "paused"])),
+            min_size=1,
+            max_size=30,
+        ),
+        st.sampled_from(list(MissedPolicy)),
+    )
+    def test_no_fire_is_lost_and_none_runs_twice(
+        self, looks: list[tuple[float, str | None]], policy: MissedPolicy
+    ) -> None:
+        """Over any run of looks: a look runs the job at most once; a look while blocked never
+        runs it; with run-once, every fire that came due is covered by a run or still owed."""
+        slot, now = CronSlot(at(1)), at(0)
+        uncovered = 0
+        for step, blocked in looks:
+            now += timedelta(hours=step)
+            count, _ = due_fires(HOURLY, slot, now)
+            d = decide_cron(HOURLY, slot, now, blocked=blocked, policy=policy)
+            if blocked is not None:
+                assert d.action is CronAction.WAIT
+            if d.action in (CronAction.RUN, CronAction.CATCH_UP):
+                uncovered = 0
+            else:
+                uncovered += count
+                if d.action is CronAction.SKIP:
+                    uncovered = 0
+            if policy is MissedPolicy.RUN_ONCE:
+                assert (uncovered > 0) == d.slot.owed
+            slot = d.slot

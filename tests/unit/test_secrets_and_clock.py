@@ -10,7 +10,7 @@ import pytest
 
 from mcos.config.secrets import resolve_key
 from mcos.exceptions import ConfigError
-from mcos.runtime.clock import MissionClock, VirtualClock, offset_from
+from mcos.runtime.clock import MissionClock, VirtualClock, offset_from, trustworthy
 
 WHERE = "fleet.toml: agents.jarvis"
 
@@ -77,6 +77,54 @@ class TestClocks:
 
         asyncio.run(clock.measure(server_time))
         assert clock.now() == local + timedelta(seconds=30)
+
+    def test_a_live_reading_skips_samples_taken_across_a_step(self) -> None:
+        """The host clock steps 7 h while the first request is in flight: that sample's round
+        trip is 7 h, so it is not trusted; the next one is, and it is adopted."""
+        host = [datetime(2026, 1, 1, 12, tzinfo=UTC)]
+        reads: list[datetime] = []
+
+        def wall() -> datetime:
+            reads.append(host[0])
+            return host[0]
+
+        asked: list[int] = []
+
+        async def server_time() -> datetime:
+            asked.append(1)
+            if len(asked) == 1:
+                host[0] += timedelta(hours=7)  # stepped mid-flight
+            return datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+        clock = MissionClock(wall)
+        sample = asyncio.run(clock.live(server_time))
+        assert sample is not None
+        assert sample.offset == timedelta(hours=-7)
+        assert trustworthy(sample)
+        assert len(asked) == 2
+        assert clock.offset == timedelta(hours=-7)
+
+    def test_no_trustworthy_reading_means_no_answer_and_the_offset_stays(self) -> None:
+        """A host clock that jumps on every read never gives a reading to judge on."""
+        host = [datetime(2026, 1, 1, tzinfo=UTC)]
+
+        def wall() -> datetime:
+            host[0] += timedelta(seconds=30)
+            return host[0]
+
+        async def server_time() -> datetime:
+            return datetime(2026, 1, 1, tzinfo=UTC)
+
+        clock = MissionClock(wall)
+        clock.offset = timedelta(seconds=1)
+        assert asyncio.run(clock.live(server_time, attempts=3)) is None
+        assert clock.offset == timedelta(seconds=1)
+
+    def test_a_round_trip_that_goes_backwards_is_not_trusted(self) -> None:
+        """Received before it was sent: the clock stepped back mid-flight."""
+        sent = datetime(2026, 1, 1, 12, tzinfo=UTC)
+        assert not trustworthy(offset_from(sent, sent, sent - timedelta(hours=1)))
+        assert trustworthy(offset_from(sent, sent, sent + timedelta(milliseconds=3)))
 
     def test_virtual_sleepers_wake_in_order(self) -> None:
         start = datetime(2026, 1, 1, tzinfo=UTC)

@@ -342,6 +342,10 @@ class CronJob(_Model):
     session: Literal["isolated", "main"] = "isolated"
     """``isolated`` runs with a fresh context; ``main`` continues the agent's session."""
     timezone: str | None = None
+    missed: Literal["run-once", "skip"] = "run-once"
+    """Fires missed while the agent could not run (paused, over budget, cooling down, the model
+    unavailable, the process not running): ``run-once`` runs the job once as soon as it can,
+    however many were missed; ``skip`` drops them until the next regular fire."""
 
     @field_validator("schedule")
     @classmethod

@@ -1,12 +1,14 @@
 """Heartbeat and context rules: when to wake, whether to call the model, how long to cache.
 
 Plain functions over plain data, time passed in. The costly mistake they exist to prevent is
-the idle heartbeat that calls the model every beat to find out that nothing happened.
+the idle heartbeat that calls the model every beat to find out that nothing happened. The cron
+rules say which fires are due, which were missed while the agent could not run, and that a
+missed job runs once (or is skipped), never once per missed fire.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -119,6 +121,126 @@ def next_cron_fire(expression: str, after: datetime, zone: str | None = None) ->
 def valid_cron(expression: str) -> bool:
     """Whether croniter accepts the expression."""
     return bool(croniter.is_valid(expression))
+
+
+# --- cron catch-up ------------------------------------------------------------------------------
+class MissedPolicy(StrEnum):
+    """What a cron job does about fires missed while its agent could not run."""
+
+    RUN_ONCE = "run-once"
+    """Run once as soon as the agent can, however many fires were missed."""
+    SKIP = "skip"
+    """Drop the missed fires; the job runs again at its next regular fire."""
+
+
+MAX_COUNTED_FIRES = 1000
+"""Missed fires are counted up to this many (a per-minute job down for a month is "1000+")."""
+
+
+@dataclass(frozen=True)
+class CronSlot:
+    """One cron job's schedule state: its next fire, and a miss not yet made up for.
+
+    Kept durably in the workspace so that fires missed while the process was not running are
+    known at the next start.
+    """
+
+    next_fire: datetime
+    """The earliest fire not yet handled (run, missed or skipped)."""
+    missed_at: datetime | None = None
+    """The first fire missed and not yet made up for (None: nothing owed)."""
+    missed_count: int = 0
+    missed_why: str = ""
+    """Why the agent could not run at ``missed_at``: ``over budget``, ``paused``…"""
+    not_before: datetime | None = None
+    """An owed run waits until then (the model failed: not retried on every look)."""
+
+    @property
+    def owed(self) -> bool:
+        """Whether a missed fire waits to be made up for (or skipped)."""
+        return self.missed_at is not None
+
+
+def due_fires(
+    expression: str, slot: CronSlot, now: datetime, zone: str | None = None
+) -> tuple[int, datetime]:
+    """How many fires from ``slot.next_fire`` up to ``now`` came due (capped), and the first
+    fire after ``now``."""
+    count, fire = 0, slot.next_fire
+    while fire <= now:
+        count += 1
+        if count >= MAX_COUNTED_FIRES:
+            break
+        fire = next_cron_fire(expression, fire, zone)
+    return count, next_cron_fire(expression, now, zone) if fire <= now else fire
+
+
+class CronAction(StrEnum):
+    """What to do with one cron job at one look."""
+
+    WAIT = "wait"
+    """Nothing is due (or the agent cannot run: the miss is recorded in the new slot)."""
+    RUN = "run"
+    """Run the job now, once."""
+    CATCH_UP = "catch-up"
+    """Run the job now, once, to make up for the missed fires."""
+    SKIP = "skip"
+    """The missed fires are dropped (``missed = "skip"``); nothing runs now."""
+
+
+@dataclass(frozen=True)
+class CronDecision:
+    """A cron job's action at one look and its slot afterwards."""
+
+    action: CronAction
+    slot: CronSlot
+    missed: CronSlot | None = None
+    """The miss being made up for or skipped (for the daily log)."""
+
+
+def missed(slot: CronSlot, first: datetime, count: int, why: str) -> CronSlot:
+    """``slot`` with ``count`` more fires missed, the first at ``first``, because ``why``.
+
+    The earliest miss and its reason are kept: the log says when the job was first missed.
+    """
+    if slot.missed_at is not None:
+        return replace(slot, missed_count=slot.missed_count + count)
+    return replace(slot, missed_at=first, missed_count=count, missed_why=why)
+
+
+def decide_cron(
+    expression: str,
+    slot: CronSlot,
+    now: datetime,
+    *,
+    blocked: str | None,
+    policy: MissedPolicy = MissedPolicy.RUN_ONCE,
+    zone: str | None = None,
+) -> CronDecision:
+    """One look at a cron job: what is due, what was missed, what to do.
+
+    ``blocked`` says why the agent cannot run now (over budget, paused, cooling down), or is
+    None; an owed run also waits for its slot's ``not_before``. Fires due while blocked are
+    recorded as missed, never run; when the agent can run again a job owed a miss runs once
+    (``run-once``) or drops it (``skip``). Fires that came due while the agent could run (its
+    loop was busy) run once together: never N runs for N fires.
+    """
+    count, after = due_fires(expression, slot, now, zone)
+    if blocked is None and slot.owed and slot.not_before is not None and now < slot.not_before:
+        blocked = slot.missed_why  # the owed run waits for its retry time
+    if blocked is not None:
+        if not count:
+            return CronDecision(CronAction.WAIT, slot)
+        moved = replace(slot, next_fire=after)
+        return CronDecision(CronAction.WAIT, missed(moved, slot.next_fire, count, blocked))
+    if not slot.owed:
+        action = CronAction.RUN if count else CronAction.WAIT
+        return CronDecision(action, CronSlot(after) if count else slot)
+    if policy is MissedPolicy.RUN_ONCE:
+        action = CronAction.CATCH_UP
+    else:  # a regular fire due now runs; the missed ones are dropped
+        action = CronAction.RUN if count else CronAction.SKIP
+    return CronDecision(action, CronSlot(after), slot)
 
 
 # --- prompt caching -----------------------------------------------------------------------------

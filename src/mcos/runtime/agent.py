@@ -15,8 +15,8 @@ import logging
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -30,12 +30,18 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
 from mcos.domain.heartbeat import (
     HEARTBEAT_OK,
+    MAX_COUNTED_FIRES,
     ActiveHours,
     CacheTTL,
+    CronAction,
+    CronSlot,
     Finding,
+    MissedPolicy,
     Outcome,
     Urgency,
     decide,
+    decide_cron,
+    missed,
     needs_flush,
     next_beat,
     next_cron_fire,
@@ -62,7 +68,7 @@ from mcos.models.base import ModelProvider, ModelReply, ModelRequest, TextBlock,
 from mcos.models.offline import FLUSH_MARKER
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import CheckResult, run_check
-from mcos.runtime.clock import Clock, MissionClock
+from mcos.runtime.clock import Clock, MissionClock, OffsetSample
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.tools import UNTRUSTED_MARK, Toolbox, ToolContext, untrusted
@@ -113,6 +119,8 @@ class RuntimeSettings:
     it doubles with each further failure…"""
     unavailable_cap: timedelta = timedelta(minutes=10)
     """…up to this."""
+    cron_retry: timedelta = timedelta(minutes=1)
+    """A cron run the model failed (after its own retries) is tried again no sooner."""
 
 
 class _TurnStopped(Exception):
@@ -233,6 +241,54 @@ def _append_user(turns: list[Turn], blocks: tuple[TextBlock | ToolResult, ...]) 
         turns.append(Turn("user", blocks))
 
 
+NOT_RUNNING = "the agent was not running"
+STOPPED_MID_RUN = "the agent stopped during the run"
+_STOPPED = {
+    "over budget": "over budget",
+    "cooling down": "cooling down",
+    "rate_limited": "rate limited (the model answered 429)",
+    "spend_limit_reached": "over budget (the provider's spend limit)",
+}
+"""Why a stopped turn could not run a cron job, by the reason the turn stopped with."""
+
+
+def _slot_json(slot: CronSlot, schedule: str) -> dict[str, Any]:
+    return {
+        "schedule": schedule,
+        "next_fire": slot.next_fire.isoformat(),
+        "missed_at": slot.missed_at.isoformat() if slot.missed_at else None,
+        "missed_count": slot.missed_count,
+        "missed_why": slot.missed_why,
+        "not_before": slot.not_before.isoformat() if slot.not_before else None,
+    }
+
+
+def _slot_from(saved: object, schedule: str) -> CronSlot | None:
+    """A kept slot, if it is readable and for this schedule."""
+    if not isinstance(saved, dict) or saved.get("schedule") != schedule:
+        return None
+    try:
+        at, retry = saved.get("missed_at"), saved.get("not_before")
+        return CronSlot(
+            datetime.fromisoformat(saved["next_fire"]),
+            datetime.fromisoformat(at) if at else None,
+            int(saved.get("missed_count", 0)),
+            str(saved.get("missed_why", "")),
+            datetime.fromisoformat(retry) if retry else None,
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _miss_text(job: str, slot: CronSlot, now: datetime) -> str:
+    """``cron NAME missed at 23:30 UTC while over budget (3 fires)`` for the daily log."""
+    at = slot.missed_at or now
+    when = f"{at:%H:%M}" if at.date() == now.date() else f"{at:%Y-%m-%d %H:%M}"
+    more = "+" if slot.missed_count >= MAX_COUNTED_FIRES else ""
+    fires = f" ({slot.missed_count}{more} fires)" if slot.missed_count > 1 else ""
+    return f"cron {job} missed at {when} UTC while {slot.missed_why}{fires}"
+
+
 class AgentRuntime:
     """The agent: its inbox, beats, cron jobs and model turns."""
 
@@ -292,10 +348,9 @@ class AgentRuntime:
         self.next_beat_at = clock.now()
         self.promised = self._load_promised()
         """Recurring reports promised under acknowledged directives (kept in the workspace)."""
-        self.cron_next = {
-            j.name: next_cron_fire(j.schedule, clock.now(), j.timezone or zone)
-            for j in (*self.config.cron, *self.promised)
-        }
+        self.cron_slots = self._load_cron()
+        """Each cron job's next fire and any miss owed (kept in the workspace, see
+        ``_cron_path``), so fires missed while the process was not running are made up for."""
         self.cooling_until: datetime | None = None
         self.resume_at: datetime | None = None
         """When the loop wakes after the cooldown: its end plus a small jitter."""
@@ -673,9 +728,8 @@ class AgentRuntime:
         if own:
             await self.client.do(Calls.ack_many([(d.id, d.receipt or "") for d in own]))
         fresh = [d for d in got.deliveries if not _own(d, self.name)]
-        for d in fresh:
-            if self.future_dated(d):
-                self._log(f"message {d.message.id} is dated ahead of Mission Control's clock")
+        for d in await self.confirm_future_dated(fresh):
+            self._log(f"message {d.message.id} is dated ahead of Mission Control's clock")
         for d in fresh:
             self.pending[d.id] = d
         if fresh and self.first_pending_at is None:
@@ -842,29 +896,156 @@ class AgentRuntime:
     def promise(self, job: CronJob) -> None:
         """Schedule a recurring job (reports a directive promised); kept across restarts."""
         self.promised = [j for j in self.promised if j.name != job.name] + [job]
-        zone = job.timezone or self.config.heartbeat.timezone or self.fleet.fleet.timezone
-        self.cron_next[job.name] = next_cron_fire(job.schedule, self.clock.now(), zone)
+        self.cron_slots[job.name] = CronSlot(
+            next_cron_fire(job.schedule, self.clock.now(), self._zone(job))
+        )
         self._promised_path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps([j.model_dump() for j in self.promised], indent=2)
         self.workspace.write_atomic(".mcos/promised_reports.json", text)
+        self._save_cron()
+
+    # --- cron jobs: what is due, what was missed --------------------------------------------------
+    @property
+    def cron_next(self) -> dict[str, datetime]:
+        """When each cron job fires next."""
+        return {name: slot.next_fire for name, slot in self.cron_slots.items()}
+
+    def _cron_jobs(self) -> tuple[CronJob, ...]:
+        return (*self.config.cron, *self.promised)
+
+    def _zone(self, job: CronJob) -> str | None:
+        return job.timezone or self.config.heartbeat.timezone or self.fleet.fleet.timezone
+
+    @property
+    def _cron_path(self) -> Path:
+        return self.workspace.root / ".mcos" / "cron_state.json"
+
+    def _load_cron(self) -> dict[str, CronSlot]:
+        """Each job's slot: from the workspace if kept there for the same schedule (fires that
+        passed while the process was not running are then owed), else from now."""
+        saved: object = {}
+        if self._cron_path.exists():
+            try:
+                saved = json.loads(self._cron_path.read_text())
+            except ValueError as e:
+                log.warning("%s: ignoring unreadable %s (%s)", self.name, self._cron_path, e)
+        if not isinstance(saved, dict):
+            saved = {}
+        now = self.clock.now()
+        slots: dict[str, CronSlot] = {}
+        for job in self._cron_jobs():
+            zone = self._zone(job)
+            slot = _slot_from(saved.get(job.name), job.schedule)
+            if slot is None:  # a new job, or its schedule changed: counted from now
+                slots[job.name] = CronSlot(next_cron_fire(job.schedule, now, zone))
+                continue
+            down = decide_cron(job.schedule, slot, now, blocked=NOT_RUNNING, zone=zone)
+            slots[job.name] = down.slot
+        self.cron_slots = slots
+        self._save_cron()
+        return slots
+
+    def _save_cron(self, owed_now: dict[str, CronSlot] | None = None) -> None:
+        """Keep every job's slot in the workspace (``owed_now``: slots to keep instead, for
+        jobs whose run is under way — a crash mid-run makes it owed at the next start)."""
+        kept = {**self.cron_slots, **(owed_now or {})}
+        jobs = {j.name: j.schedule for j in self._cron_jobs()}
+        text = json.dumps(
+            {name: _slot_json(slot, jobs[name]) for name, slot in kept.items() if name in jobs},
+            indent=2,
+        )
+        self._cron_path.parent.mkdir(parents=True, exist_ok=True)
+        self.workspace.write_atomic(".mcos/cron_state.json", text)
+
+    def _cannot_run(self) -> str | None:
+        """Why the agent cannot run a cron job now, or None."""
+        if self.paused:
+            return "paused"
+        if self.blocked_day == self.clock.now().date().isoformat():
+            return "over budget"
+        if self.cooling():
+            return "cooling down"
+        return None
+
+    def _cron_wake(self) -> datetime | None:
+        """When a job owed a missed run could run: the end of a cooldown or the budget day."""
+        owed = [slot for slot in self.cron_slots.values() if slot.owed]
+        if not owed:
+            return None
+        retries = [s.not_before for s in owed if s.not_before is not None]
+        if retries and self._cannot_run() is None:
+            return min(retries)
+        if self.cooling():
+            return self.cooling_until
+        now = self.clock.now()
+        if self.blocked_day == now.date().isoformat():
+            return datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)
+        return None
 
     async def run_due_cron(self) -> int:
-        """Run every cron job whose time has come; isolated ones in a fresh context."""
-        now = self.clock.now()
+        """Run every cron job whose time has come, once; isolated ones in a fresh context.
+
+        A job due while the agent cannot run (paused, over budget, cooling down, the model
+        unavailable so the turn stopped, the process not running) is recorded as missed; by its
+        ``missed`` setting it runs once when the agent can again, however many fires it missed,
+        or the missed fires are skipped. The daily log says which.
+        """
         ran = 0
-        for job in (*self.config.cron, *self.promised):
-            if self.cron_next[job.name] > now:
-                continue
-            zone = job.timezone or self.config.heartbeat.timezone or self.fleet.fleet.timezone
-            self.cron_next[job.name] = next_cron_fire(job.schedule, now, zone)
-            if self.paused or self.blocked_day == now.date().isoformat():
-                continue
-            kind = TurnKind.ISOLATED if job.session == "isolated" else TurnKind.MAIN
-            text = f"- [cron {job.name}] scheduled job\n{job.prompt}"
-            with contextlib.suppress(_TurnStopped):
-                await self.turn(kind, text, main=job.session == "main")
-                ran += 1
+        for job in self._cron_jobs():
+            now = self.clock.now()
+            slot = self.cron_slots[job.name]
+            decision = decide_cron(
+                job.schedule,
+                slot,
+                now,
+                blocked=self._cannot_run(),
+                policy=MissedPolicy(job.missed),
+                zone=self._zone(job),
+            )
+            self.cron_slots[job.name] = decision.slot
+            if decision.missed is not None:
+                verdict = "skipped" if job.missed == "skip" else "running now"
+                self._log(f"{_miss_text(job.name, decision.missed, now)}; {verdict}")
+            if decision.action in (CronAction.RUN, CronAction.CATCH_UP):
+                ran += await self._run_cron(job, slot, decision.missed)
+            elif decision.slot != slot:
+                self._save_cron()
         return ran
+
+    def _owe(self, job: CronJob, first: datetime, count: int, why: str, *, retry: bool) -> None:
+        """Keep a run that could not happen as owed; after a failure (not a known block such as
+        a cooldown or the budget) it is retried no sooner than ``cron_retry`` from now."""
+        slot = missed(self.cron_slots[job.name], first, count, why)
+        if retry:
+            slot = replace(slot, not_before=self.clock.now() + self.settings.cron_retry)
+        self.cron_slots[job.name] = slot
+        self._save_cron()
+
+    async def _run_cron(self, job: CronJob, before: CronSlot, owed: CronSlot | None) -> int:
+        """Run one job's turn; a turn stopped before it could run leaves the job owed."""
+        first, count, why = (
+            (owed.missed_at, owed.missed_count, owed.missed_why)
+            if owed is not None and owed.missed_at is not None
+            else (before.next_fire, 1, "")
+        )
+        under_way = missed(self.cron_slots[job.name], first, count, why or STOPPED_MID_RUN)
+        self._save_cron({job.name: under_way})
+        kind = TurnKind.ISOLATED if job.session == "isolated" else TurnKind.MAIN
+        text = f"- [cron {job.name}] scheduled job\n{job.prompt}"
+        try:
+            await self.turn(kind, text, main=job.session == "main")
+        except _TurnStopped as e:
+            stopped = _STOPPED.get(str(e))
+            self._owe(job, first, count, why or stopped or f"the model was unavailable ({e})",
+                      retry=stopped is None)  # fmt: skip
+            return 0
+        except Fenced:
+            raise
+        except McosError:
+            self._owe(job, first, count, why or "Mission Control was unreachable", retry=True)
+            raise
+        self._save_cron()
+        return 1
 
     # --- the loop -------------------------------------------------------------------------------
     def next_wake(self) -> datetime:
@@ -874,6 +1055,8 @@ class AgentRuntime:
             times.append(self.first_pending_at + timedelta(seconds=self.settings.batch_window))
         if self.cooling_until is not None:
             times = [max(t, self.resume_at or self.cooling_until) for t in times]
+        if (owed := self._cron_wake()) is not None:
+            times.append(owed)
         return min(times)
 
     def held_until(self) -> datetime | None:
@@ -887,26 +1070,55 @@ class AgentRuntime:
             return resume_at(midnight, midnight - now, self.rng.random())
         return None
 
+    async def _server_time(self) -> datetime:
+        return (await self.client.do(Calls.time())).now
+
+    async def live_reading(self) -> OffsetSample | None:
+        """Mission Control's clock asked again now (a fresh round trip), and adopted; None when
+        there is no live clock to ask (a virtual clock is its own authority) or no trustworthy
+        answer came, or Mission Control could not be reached (never flag on a guess)."""
+        if not isinstance(self.clock, MissionClock):
+            return None
+        try:
+            sample = await self.clock.live(self._server_time)
+        except McosError as e:
+            log.warning("%s: cannot read Mission Control's clock: %s", self.name, e.message)
+            return None
+        if sample is None:
+            log.warning("%s: no trustworthy reading of Mission Control's clock", self.name)
+        return sample
+
     async def discipline_clock(self, offset: timedelta | None = None) -> None:
         """Measure (or take) the offset to Mission Control's clock; report a bad one once.
 
         Every judgement of time already uses Mission Control's clock, so a skewed host only
-        misdates nothing — but it is itself a fault worth fixing, reported as a P3.
+        misdates nothing — but it is itself a fault worth fixing, reported as a P3. Before the
+        P3 is raised, Mission Control's clock is asked again and the live answer must agree:
+        a host clock stepped back into line since the measurement is not flagged.
         """
         if offset is None:
             if not isinstance(self.clock, MissionClock):
                 return
-
-            async def server_time() -> datetime:
-                return (await self.client.do(Calls.time())).now
-
-            offset = (await self.clock.measure(server_time)).offset
+            offset = (await self.clock.measure(self._server_time)).offset
         self.clock_checked_at = self.clock.now()
-        if abs(offset) <= self.settings.clock_tolerance:
+        tolerance = self.settings.clock_tolerance
+        if abs(offset) <= tolerance:
             self.clock_reported = False
             return
         if self.clock_reported:
             return
+        if isinstance(self.clock, MissionClock):
+            live = await self.live_reading()
+            # The reading is uncertain by half its round trip: flag only beyond that.
+            if live is None or abs(live.offset) - live.round_trip / 2 <= tolerance:
+                log.info(
+                    "%s: clock offset %+.3fs not confirmed by a fresh reading (%s): not flagged",
+                    self.name,
+                    offset.total_seconds(),
+                    "none" if live is None else f"{live.offset.total_seconds():+.3f}s",
+                )
+                return
+            offset = live.offset
         self.clock_reported = True
         host = self.config.host
         with contextlib.suppress(McosError):
@@ -915,16 +1127,39 @@ class AgentRuntime:
                     "P3",
                     f"clock unhealthy on host {host}: {offset.total_seconds():+.1f}s",
                     f"{self.name} measured its host's clock {offset.total_seconds():+.3f}s from "
-                    "Mission Control's (round-trip corrected). mcos dates everything on Mission "
-                    "Control's clock, so nothing is misjudged; fix NTP on the host.",
+                    "Mission Control's (round-trip corrected, confirmed by a second reading). "
+                    "mcos dates everything on Mission Control's clock, so nothing is misjudged; "
+                    "fix NTP on the host.",
                     observation=f"clock unhealthy on host {host}",
                 )
             )
         self._log(f"clock unhealthy: {offset.total_seconds():+.3f}s from Mission Control")
 
-    def future_dated(self, d: DeliveryOut) -> bool:
-        """A message dated ahead of Mission Control's clock (never judged by the local one)."""
-        return d.message.created_at > self.clock.now() + self.settings.clock_tolerance
+    def future_dated(self, d: DeliveryOut, margin: timedelta = timedelta(0)) -> bool:
+        """A message dated ahead of Mission Control's clock as it is known now (the offset
+        measured last) by more than the tolerance (plus ``margin``); only a suspicion until
+        ``confirm_future_dated`` asks the live clock."""
+        return d.message.created_at > self.clock.now() + self.settings.clock_tolerance + margin
+
+    async def confirm_future_dated(self, deliveries: list[DeliveryOut]) -> list[DeliveryOut]:
+        """The messages dated ahead of Mission Control's clock, judged on a fresh reading of it.
+
+        The cached offset only raises a suspicion: a host clock stepped since it was measured
+        would make every message look future-dated (the field report's 7-hour false alarms).
+        So Mission Control's clock is asked again, the fresh offset adopted, and only messages
+        still ahead on it are returned; with no trustworthy answer nothing is flagged. A fresh
+        reading far off is the host's fault, so it goes to the clock discipline too.
+        """
+        suspects = [d for d in deliveries if self.future_dated(d)]
+        if not suspects or not isinstance(self.clock, MissionClock):
+            return suspects
+        live = await self.live_reading()
+        if live is None:
+            return []
+        with contextlib.suppress(McosError):
+            await self.discipline_clock(live.offset)
+        # The fresh reading is uncertain by half its round trip: flag only beyond that.
+        return [d for d in suspects if self.future_dated(d, live.round_trip / 2)]
 
     async def start(self) -> None:
         """Check the workspace, measure the clock, announce ourselves."""
@@ -959,6 +1194,7 @@ class AgentRuntime:
                     self.clock.now() + self.settings.paused_recheck,
                 )
             await self._check_resumed()
+            await self.run_due_cron()  # fires due while paused are recorded as missed
             return
         now = self.clock.now()
         held = self.held_until()

@@ -4,6 +4,11 @@ No runtime logic reads the machine's clock directly. ``MissionClock`` adds the o
 Mission Control's authoritative clock (measured with round-trip correction), so a skewed local
 clock never dates a log entry or judges a deadline; ``VirtualClock`` lets a whole fleet-day run
 in seconds.
+
+The offset is measured at start and every few minutes; a host clock stepped in between (NTP
+catching up, an operator's ``date -s``) leaves the cached offset wrong until the next
+measurement. So nothing is *flagged* on time from the cache: ``MissionClock.live`` asks Mission
+Control again first, and the judgement is made on that fresh answer.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_result, stop_after_attempt
 
 
 class Clock(Protocol):
@@ -37,6 +44,16 @@ class OffsetSample:
     offset: timedelta
     """Mission Control's time minus the local time, at the midpoint of the round trip."""
     round_trip: timedelta
+
+
+MAX_ROUND_TRIP = timedelta(seconds=5)
+"""A measurement whose round trip took longer (or went backwards) is not trusted: the host
+clock stepped while the request was in flight, or the answer was stalled."""
+
+
+def trustworthy(sample: OffsetSample, max_round_trip: timedelta = MAX_ROUND_TRIP) -> bool:
+    """Whether a measurement's round trip is short and forward, so its offset can be judged on."""
+    return timedelta(0) <= sample.round_trip <= max_round_trip
 
 
 def offset_from(sent: datetime, server: datetime, received: datetime) -> OffsetSample:
@@ -76,10 +93,41 @@ class MissionClock:
 
     async def measure(self, server_time: Callable[[], Awaitable[datetime]]) -> OffsetSample:
         """Ask Mission Control for its time and adopt the offset."""
+        sample = await self._sample(server_time)
+        self.adopt(sample)
+        return sample
+
+    async def _sample(self, server_time: Callable[[], Awaitable[datetime]]) -> OffsetSample:
         sent = self._wall()
         server = await server_time()
-        sample = offset_from(sent, server, self._wall())
-        self.adopt(sample)
+        return offset_from(sent, server, self._wall())
+
+    async def live(
+        self,
+        server_time: Callable[[], Awaitable[datetime]],
+        *,
+        attempts: int = 3,
+        max_round_trip: timedelta = MAX_ROUND_TRIP,
+    ) -> OffsetSample | None:
+        """A fresh measurement to judge on, adopted; None if no trustworthy one came.
+
+        Asked before anything is flagged on time. A sample whose round trip went backwards or
+        took too long (the host clock stepped mid-flight) is asked again, up to ``attempts``
+        times; errors reaching Mission Control propagate.
+        """
+
+        def untrusted(state: RetryCallState) -> None:
+            return None
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            retry=retry_if_result(lambda s: not trustworthy(s, max_round_trip)),
+            retry_error_callback=untrusted,
+            reraise=True,
+        )
+        sample: OffsetSample | None = await retrying(self._sample, server_time)
+        if sample is not None:
+            self.adopt(sample)
         return sample
 
 

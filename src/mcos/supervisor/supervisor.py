@@ -36,6 +36,14 @@ from mcos.supervisor.zygote import ForkServer
 RESTARTS_ENV = "MCOS_RESTARTS"
 
 
+def _steady_now() -> datetime:
+    """The instant of a local event, for how far apart such events are (crashes within the
+    restart window), never for dating anything: the monotonic clock, which a step of the
+    wall clock (NTP catching up, ``date -s``) cannot move — a step back would otherwise crowd
+    old crashes into the window and fail the agent with a false P2."""
+    return datetime.fromtimestamp(time.monotonic(), UTC)
+
+
 @dataclass
 class Slot:
     """One agent this supervisor may run, and what it knows about it."""
@@ -56,6 +64,7 @@ class Slot:
     not_before: float = 0.0
     restarts: int = 0
     crashes: list[datetime] = field(default_factory=list)
+    """When it crashed, on the monotonic clock (``_steady_now``): only their spacing counts."""
     status: str = "waiting"
     detail: str = ""
     said: str = ""
@@ -312,7 +321,7 @@ class Supervisor:
         await self._after_exit(slot, code, outcome)
 
     async def _after_exit(self, slot: Slot, code: int, outcome: Exit) -> None:
-        now = datetime.now(UTC)
+        now = _steady_now()
         if outcome is Exit.STOPPED:
             return
         if outcome is Exit.MISCONFIGURED:
