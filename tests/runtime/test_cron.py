@@ -26,6 +26,7 @@ from mcos.models.offline import OfflineModel
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import VirtualClock
 from mcos.runtime.workspace import TurnKind
+from mcos.store.sqlite import simulated_clock
 from tests.fakes.anthropic_server import FakeAnthropic, Overloaded, RateLimited, SpendLimit, Text
 from tests.runtime.conftest import FAST, Rig, RigFactory
 
@@ -111,14 +112,15 @@ async def test_a_job_due_while_over_budget_runs_once_after_midnight(
 ) -> None:
     """The provider's spend limit stops the 23:30 run, 23:45 passes with no call at all, and
     one run after midnight makes up for both; the log says so."""
-    rig = rig_factory({"gene": claude_toml(fake)}, tail=job("sweep", "*/15 * * * *"))
     clock = VirtualClock(at(23, 20))
-    gene = gene_on(rig, clock, claude(rig))
-    fake.script(SpendLimit())
-    await clock.advance(at(23, 30, 1))
-    assert await gene.run_due_cron() == 0
-    assert len(fake.requests) == 1
-    assert (await rig.client().do(Calls.agent("gene"))).state == "over_budget"
+    with simulated_clock(clock.now):  # Mission Control judges the state's "until" on it
+        rig = rig_factory({"gene": claude_toml(fake)}, tail=job("sweep", "*/15 * * * *"))
+        gene = gene_on(rig, clock, claude(rig))
+        fake.script(SpendLimit())
+        await clock.advance(at(23, 30, 1))
+        assert await gene.run_due_cron() == 0
+        assert len(fake.requests) == 1
+        assert (await rig.client().do(Calls.agent("gene"))).state == "over_budget"
     await clock.advance(at(23, 45, 1))
     assert await gene.run_due_cron() == 0
     assert len(fake.requests) == 1  # over budget: no call
@@ -367,18 +369,19 @@ async def test_over_mission_controls_budget_the_job_waits_for_the_day_to_turn(
     """Mission Control refuses the reservation (402): no model call, the job is owed and the
     loop wakes at UTC midnight for it; while the cap still holds on the new day it stays owed,
     its first miss kept, and is never run twice."""
-    rig = rig_factory(
-        {"gene": 'heartbeat = { interval = "6h" }'},
-        budgets={"gene": Limits(tokens=500)},
-        tail=job("sweep", "30 23 * * *"),
-    )
     clock = VirtualClock(at(23, 0))
-    gene = gene_on(rig, clock)
-    await gene.heartbeat()  # a quiet beat: the next is hours away
-    await clock.advance(at(23, 30, 1))
-    assert await gene.run_due_cron() == 0
-    assert gene.stats.model_calls == 0
-    assert (await rig.client().do(Calls.agent("gene"))).state == "over_budget"
+    with simulated_clock(clock.now):  # Mission Control judges the state's "until" on it
+        rig = rig_factory(
+            {"gene": 'heartbeat = { interval = "6h" }'},
+            budgets={"gene": Limits(tokens=500)},
+            tail=job("sweep", "30 23 * * *"),
+        )
+        gene = gene_on(rig, clock)
+        await gene.heartbeat()  # a quiet beat: the next is hours away
+        await clock.advance(at(23, 30, 1))
+        assert await gene.run_due_cron() == 0
+        assert gene.stats.model_calls == 0
+        assert (await rig.client().do(Calls.agent("gene"))).state == "over_budget"
     slot = gene.cron_slots["sweep"]
     assert (slot.missed_at, slot.missed_why) == (at(23, 30), "over budget")
     assert gene.next_wake() == at(0, 0, days=1)

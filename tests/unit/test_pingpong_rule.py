@@ -59,6 +59,15 @@ class TestCaught:
         hops = [Hop(T0 + timedelta(seconds=i), "elon", "gene") for i in range(8)]
         assert caught(hops, at_end(hops), RULE) == frozenset()
 
+    def test_delegation_is_counted_in_turns_not_messages(self) -> None:
+        """A manager handing out tasks in runs and its report answering once per run is four
+        turns however many messages the runs hold: not a loop."""
+        hops = [Hop(T0 + timedelta(seconds=i), "jarvis", "gene") for i in range(5)]
+        hops.append(Hop(T0 + timedelta(seconds=6), "gene", "jarvis"))
+        hops += [Hop(T0 + timedelta(seconds=7 + i), "jarvis", "gene") for i in range(4)]
+        hops.append(Hop(T0 + timedelta(seconds=12), "gene", "jarvis"))
+        assert caught(hops, at_end(hops), RULE) == frozenset()
+
     def test_unrelated_traffic_does_not_hide_a_loop(self) -> None:
         """Other agents talking among themselves are not input to the looping pair."""
         hops = pingpong(6)
@@ -76,7 +85,7 @@ class TestProgress:
         hops = [*pingpong(4), Hop(T0 + timedelta(seconds=45), "founder", "gene", outside=True)]
         hops += pingpong(5, start=5)
         assert caught(hops, at_end(hops), RULE) == frozenset()
-        hops += pingpong(1, start=10)
+        hops.append(Hop(T0 + timedelta(seconds=100), "gene", "elon"))  # the sixth turn
         assert caught(hops, at_end(hops), RULE) == {"elon", "gene"}
 
     def test_a_channel_item_is_progress(self) -> None:

@@ -9,8 +9,10 @@ messages that reached agents within a window:
   time over the messages that reached the group, a message from another agent X lets X join the
   group when the group also wrote to X within the window (a cycle A → B → X → A); otherwise
   it is third-party input, i.e. progress, and the walk stops;
-- the group is caught when at least ``turns`` messages reached it from within the group since the
-  last progress, and every member both sent and received one of them.
+- the group is caught when at least ``turns`` *turns* passed within the group since the last
+  progress, and every member both sent and received one of them. A turn is a run of messages
+  from one sender: a manager handing out five tasks in a row and its report answering once is
+  two turns, not six messages — delegation is not a loop, an answer to every answer is.
 
 A legitimate long exchange that keeps getting input from a human, a channel or a third agent
 never trips it, however long it goes on.
@@ -40,7 +42,8 @@ class PingPongRule:
     """How many messages within which window make a loop."""
 
     turns: int = 8
-    """Messages exchanged within the group, with no outside progress, that make a loop."""
+    """Turns taken within the group (runs of messages from one sender), with no outside
+    progress, that make a loop."""
     window: timedelta = timedelta(minutes=30)
     """Only messages this recent count."""
 
@@ -74,7 +77,7 @@ def caught_by(
         group.add(stranger)
     senders = {h.sender for h in chain}
     receivers = {h.recipient for h in chain}
-    if len(chain) >= rule.turns and group <= senders and group <= receivers:
+    if _turns(chain) >= rule.turns and group <= senders and group <= receivers:
         return frozenset(group)
     return frozenset()
 
@@ -106,3 +109,9 @@ def _wrote_to(
     return any(
         h.sender in group and not h.outside and h.at >= start for h in inbound.get(agent, ())
     )
+
+
+def _turns(chain: Sequence[Hop]) -> int:
+    """How many turns a chain holds: each change of sender starts one (consecutive messages
+    from one agent, e.g. several tasks handed out at once, are a single turn)."""
+    return sum(1 for i, h in enumerate(chain) if i == 0 or h.sender != chain[i - 1].sender)

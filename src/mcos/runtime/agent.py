@@ -976,7 +976,8 @@ class AgentRuntime:
         if retries and self._cannot_run() is None:
             return min(retries)
         if self.cooling():
-            return self.cooling_until
+            assert self.cooling_until is not None
+            return max(self.cooling_until, min(retries)) if retries else self.cooling_until
         now = self.clock.now()
         if self.blocked_day == now.date().isoformat():
             return datetime.combine(now.date() + timedelta(days=1), time(0), tzinfo=UTC)

@@ -223,12 +223,15 @@ async def after_sends(
             ]
         else:
             reached = [m.recipient] if m.recipient in agents else []
+        # Judged on the message's own date (Mission Control's clock, as stored), so the rule
+        # sees the same time as every other judgement of the bus.
+        at = m.created_at
         for name in reached:
             outside = not from_agent or m.sender not in agents or "channel" in m.meta
-            mc.windows.reached(Hop(now, m.sender, name, outside=outside))
+            mc.windows.reached(Hop(at, m.sender, name, outside=outside))
         if from_agent and m.recipient in agents and not paused:
-            newest = Hop(now, m.sender, m.recipient)
-            group = caught_by(newest, mc.windows.inbound, now, loop)
+            newest = Hop(at, m.sender, m.recipient)
+            group = caught_by(newest, mc.windows.inbound, at, loop)
             if group:
                 paused = await _pause(mc, sorted(group), now)
     return paused
@@ -241,9 +244,10 @@ async def _agent_names(mc: MissionControl) -> set[str]:
     return {a.name for a in await mc.store.list_agents()}
 
 
-def outside_input(mc: MissionControl, agent: str) -> None:
-    """Input from outside the fleet's agents (a channel item) reached ``agent``: progress."""
-    mc.windows.reached(Hop(_now(), agent, agent, outside=True))
+def outside_input(mc: MissionControl, agent: str, at: datetime) -> None:
+    """Input from outside the fleet's agents (a channel item, stored ``at``) reached ``agent``:
+    progress."""
+    mc.windows.reached(Hop(at, agent, agent, outside=True))
 
 
 async def _pause(mc: MissionControl, group: list[str], now: datetime) -> tuple[str, ...]:

@@ -111,7 +111,7 @@ async def take_inbound(
         )
     )
     if result.created:
-        outside_input(mc, agent)
+        outside_input(mc, agent, result.message.created_at)
     paged = 0
     if result.created and item.urgent and mc.pager is not None:
         paged = await mc.pager.page_urgent_item(channel, agent, item)
