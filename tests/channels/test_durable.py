@@ -1,0 +1,374 @@
+"""Channels lose nothing: the agent's durable spool and outbox through SIGKILLs and outages.
+
+The agent's channel host runs in its own process (``durable_proc.py``, the same
+``AgentChannels`` the runtime uses) against the local Telegram and Discord fakes driven by the
+real aiogram and discord.py, and a real Mission Control on loopback that the tests stop and
+start again on the same port and database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from mcos.channels.base import Outbound
+from mcos.channels.outbox import Outbox
+from mcos.channels.spool import Spool, SpoolFull
+from mcos.client import Calls, Client
+from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import ChannelError, ChannelRefused
+from mcos.server import ServerSettings, create_app
+from mcos.server.context import ChannelBinding
+from mcos.store import make_store
+from tests.api.conftest import free_port, migrate
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.telegram_server import FakeTelegram
+from tests.store.conftest import DIRECTORY, FAST_POLICY
+
+ROOT = Path(__file__).resolve().parents[2]
+TG = "123456789:AAH-durable_outbox_token_000000000001"
+DC = "MTIzNDU2Nzg5.durable-bot.token-that-must-never-be-written"
+OPS = "100000000000000001"
+CHAT = "77"
+
+
+def wait_for(what: str, condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for observable state, failing with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class MissionControl:
+    """Mission Control on a fixed loopback port, stopped and started again over one store."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.url = f"sqlite:///{tmp_path}/mcos.db"
+        asyncio.run(migrate(self.url))
+        self.settings = ServerSettings(
+            token_key=secrets.token_bytes(32),
+            directory=DIRECTORY,
+            bootstrap_operator="founder",
+            state_dir=str(tmp_path / "state"),
+            poll_fallback_seconds=1.0,
+            human_roles={"founder": "founder"},
+            channels={
+                "tg": ChannelBinding("telegram", "gene"),
+                "dc": ChannelBinding("discord", "gene"),
+                "mock": ChannelBinding("mock", "gene"),
+            },
+        )
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+        self.start()
+        operator = (tmp_path / "state" / "operator.token").read_text().strip()
+        self.operator = Client(self.base, operator)
+        self.gene = self.operator.do(Calls.create_token(PrincipalKind.AGENT, "gene")).token
+
+    def start(self) -> None:
+        app = create_app(make_store(self.url, FAST_POLICY), self.settings)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self.thread.start()
+        server, thread = self.server, self.thread
+        wait_for("Mission Control up", lambda: server.started or not thread.is_alive(), 30)
+        assert server.started, "Mission Control did not start"
+
+    def stop(self) -> None:
+        assert self.server is not None
+        assert self.thread is not None
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+    def channel_items(self) -> Counter[str]:
+        """Every channel item stored for gene, by ``channel:ref`` (as gene claims them)."""
+        found: Counter[str] = Counter()
+        with Client(self.base, self.gene) as gene:
+            while deliveries := gene.do(Calls.inbox(limit=50, visibility=600)).deliveries:
+                for d in deliveries:
+                    found[f"{d.message.meta['channel']}:{d.message.body}"] += 1
+        return found
+
+
+@pytest.fixture
+def mission_control(tmp_path: Path) -> Iterator[MissionControl]:
+    mc = MissionControl(tmp_path)
+    try:
+        yield mc
+    finally:
+        with contextlib.suppress(AssertionError):
+            mc.stop()
+        mc.operator.close()
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    with FakeTelegram({TG: "gene_bot"}) as server:
+        yield server
+
+
+@pytest.fixture
+def discord_fake() -> Iterator[FakeDiscord]:
+    with FakeDiscord({DC: "gene-bot"}, {OPS: "ops"}) as server:
+        yield server
+
+
+class Agent:
+    """The agent's channel host as a process of its own."""
+
+    def __init__(self, spec: dict[str, Any], log: Path) -> None:
+        self.log = log
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(ROOT / "tests/channels/durable_proc.py"), json.dumps(spec)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def agents() -> Iterator[list[Agent]]:
+    made: list[Agent] = []
+    yield made
+    for agent in made:
+        if agent.proc.poll() is None:
+            agent.kill()
+
+
+def spool_counts(path: Path) -> dict[str, int]:
+    """The spool's rows by table and state, read as an outsider would."""
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        found = {}
+        for table in ("inbound", "outbound"):
+            with contextlib.suppress(sqlite3.OperationalError):  # not created yet
+                for state, count in db.execute(
+                    f"SELECT state, count(*) FROM {table} GROUP BY state"
+                ):
+                    found[f"{table}_{state}"] = int(count)
+        return found
+    finally:
+        db.close()
+
+
+def spec(
+    tmp_path: Path,
+    mc: MissionControl,
+    telegram: FakeTelegram,
+    discord_fake: FakeDiscord,
+    posts: list[tuple[str, str, str]] = (),  # type: ignore[assignment]
+) -> dict[str, Any]:
+    return {
+        "mc": mc.base,
+        "token": mc.gene,
+        "spool": str(tmp_path / "gene" / ".mcos" / "channels.sqlite"),
+        "state": str(tmp_path / "state-agent"),
+        "telegram": {"api_url": telegram.url, "token": TG, "chats": [CHAT]},
+        "discord": {"api_url": discord_fake.api_url, "token": DC, "chats": [OPS]},
+        "mock": str(tmp_path / "mock"),
+        "posts": [list(p) for p in posts],
+    }
+
+
+class TestAcrossSigkill:
+    """The agent process SIGKILLed: nothing it held or queued is lost, nothing sent twice."""
+
+    def test_posts_queued_at_the_kill_go_out_once_in_order_after_restart(
+        self,
+        tmp_path: Path,
+        mission_control: MissionControl,
+        telegram: FakeTelegram,
+        discord_fake: FakeDiscord,
+        agents: list[Agent],
+    ) -> None:
+        telegram.flood_every, telegram.retry_after = 1, 30  # every sendMessage: 429, wait 30 s
+        discord_fake.rate_limit_next_post(retry_after=3600)
+        posts = [("tg", CHAT, f"telegram post {i}") for i in range(5)]
+        posts += [("dc", OPS, f"discord post {i}") for i in range(3)]
+        first = spec(tmp_path, mission_control, telegram, discord_fake, posts)
+        spool = Path(first["spool"])
+        agents.append(Agent(first, tmp_path / "agent-1.log"))
+        wait_for("every post queued", lambda: "posted" in agents[0].output())
+        wait_for("both services asked", lambda: telegram.throttled and discord_fake.post_attempts)
+        counts = spool_counts(spool)
+        assert counts.get("outbound_queued", 0) + counts.get("outbound_sending", 0) == 8, counts
+        agents[0].kill()
+        assert telegram.texts(TG) == []
+        assert discord_fake.posted == []
+
+        telegram.flood_every = 0
+        agents.append(
+            Agent(spec(tmp_path, mission_control, telegram, discord_fake), tmp_path / "2")
+        )
+        wait_for(
+            "every post sent",
+            lambda: spool_counts(spool).get("outbound_sent") == 8,
+            timeout=90,
+        )
+        assert spool_counts(spool) == {"outbound_sent": 8}
+        assert telegram.texts(TG, CHAT) == [f"telegram post {i}" for i in range(5)]
+        assert [m["content"] for m in discord_fake.posted] == [
+            f"discord post {i}" for i in range(3)
+        ]
+
+    def test_items_arriving_while_mission_control_is_down_are_stored_once(
+        self,
+        tmp_path: Path,
+        mission_control: MissionControl,
+        telegram: FakeTelegram,
+        discord_fake: FakeDiscord,
+        agents: list[Agent],
+    ) -> None:
+        first = spec(tmp_path, mission_control, telegram, discord_fake)
+        spool = Path(first["spool"])
+        agents.append(Agent(first, tmp_path / "agent-1.log"))
+        wait_for("the Discord session up", lambda: discord_fake.connected == 1)
+        wait_for("Telegram polled", lambda: telegram.polls >= 1)
+
+        mission_control.stop()
+        for i in range(3):
+            discord_fake.inject_message(OPS, "alice", f"discord item {i}")
+        telegram.push(TG, "telegram item 0", chat_id=int(CHAT))
+        inbox = tmp_path / "mock" / "inbox"
+        inbox.mkdir(parents=True, exist_ok=True)
+        (inbox / "1.txt").write_text("From: bob\nmock item 0")
+        wait_for(
+            "the Discord items held in the spool",
+            lambda: spool_counts(spool).get("inbound_waiting") == 3,
+        )
+        agents[0].kill()  # the spool outlives the agent; Telegram and the folder hold theirs
+        assert telegram.bots[TG].updates
+        assert (inbox / "1.txt").exists()
+
+        mission_control.start()
+        agents.append(
+            Agent(spec(tmp_path, mission_control, telegram, discord_fake), tmp_path / "2")
+        )
+        wanted = {f"dc:discord item {i}" for i in range(3)}
+        wanted |= {"tg:telegram item 0", "mock:mock item 0"}
+        stored: Counter[str] = Counter()
+
+        def all_stored() -> bool:
+            stored.update(mission_control.channel_items())
+            return wanted <= set(stored)
+
+        wait_for("every item in gene's inbox", all_stored, timeout=90)
+        wait_for("the spool drained", lambda: spool_counts(spool).get("inbound_waiting", 0) == 0)
+        assert not telegram.bots[TG].updates
+        assert not (inbox / "1.txt").exists()
+        # Claimed with a long visibility: a second copy of any item would be a second delivery.
+        stored.update(mission_control.channel_items())
+        assert {k: n for k, n in stored.items() if n != 1} == {}
+        assert set(stored) == wanted
+
+
+def inbound(ref: str) -> dict[str, Any]:
+    return {"sender": "a", "text": "t", "at": datetime.now(UTC).isoformat(), "ref": ref}
+
+
+class TestSpool:
+    """The spool file on its own: bounded, duplicates held once, damage set aside."""
+
+    def test_an_item_is_held_once_and_a_full_spool_says_so(self, tmp_path: Path) -> None:
+        spool = Spool(tmp_path / "s.sqlite", max_inbound=2, max_outbound=1)
+        assert spool.hold("dc", "1", inbound("1"))
+        assert not spool.hold("dc", "1", inbound("1"))
+        assert spool.hold("dc", "2", inbound("2"))
+        with pytest.raises(SpoolFull, match=r"is full \(2 inbound items wait.*dc item 3"):
+            spool.hold("dc", "3", inbound("3"))
+        spool.queue("tg", CHAT, {"text": "x"})
+        with pytest.raises(SpoolFull, match=r"outbox .* is full"):
+            spool.queue("tg", CHAT, {"text": "y"})
+        assert [h.ref for h in spool.waiting()] == ["1", "2"]
+
+    def test_an_unreadable_file_is_set_aside_not_a_crash(self, tmp_path: Path) -> None:
+        path = tmp_path / "s.sqlite"
+        path.write_bytes(b"this is not a database, it was torn" * 100)
+        spool = Spool(path)
+        assert spool.hold("dc", "1", inbound("1"))
+        assert spool.set_aside is not None
+        assert spool.set_aside.read_bytes().startswith(b"this is not a database")
+
+    async def test_a_corrupt_post_is_reported_and_the_next_goes_out(self, tmp_path: Path) -> None:
+        spool = Spool(tmp_path / "s.sqlite")
+        spool.queue("tg", CHAT, {"text": 17})  # as if a bad write: no text
+        sent: list[str] = []
+        reports: list[tuple[str, str]] = []
+
+        class Recorder:
+            name, kind, redelivers = "tg", "telegram", True
+
+            async def send(self, message: Outbound) -> str:
+                sent.append(message.text)
+                return str(len(sent))
+
+        async def report(what: str, detail: str) -> None:
+            reports.append((what, detail))
+
+        outbox = Outbox(spool, {"tg": Recorder()}, report, settle=5)  # type: ignore[dict-item]
+        assert await outbox.post("tg", Outbound("tg", "after it", to=CHAT)) == "1"
+        assert sent == ["after it"]
+        assert reports[0][0] == "outbox_corrupt"
+        assert spool.counts() == {"outbound_corrupt": 1, "outbound_sent": 1}
+
+    async def test_refused_posts_fail_and_outages_are_retried(self, tmp_path: Path) -> None:
+        spool = Spool(tmp_path / "s.sqlite")
+        answers: list[BaseException | None] = [ChannelError("down"), None]
+        sent: list[str] = []
+
+        class Flaky:
+            name, kind, redelivers = "tg", "telegram", True
+
+            async def send(self, message: Outbound) -> str:
+                if message.text == "refused":
+                    raise ChannelRefused("chat 9 is not one of its chats")
+                error = answers.pop(0)
+                if error is not None:
+                    raise error
+                sent.append(message.text)
+                return "m1"
+
+        async def report(what: str, detail: str) -> None:
+            pass
+
+        outbox = Outbox(spool, {"tg": Flaky()}, report, settle=5, backoff=(0.01, 0.05))  # type: ignore[dict-item]
+        with pytest.raises(ChannelRefused, match="not one of its chats"):
+            await outbox.post("tg", Outbound("tg", "refused", to="9"))
+        assert await outbox.post("tg", Outbound("tg", "ok", to=CHAT)) == "m1"
+        assert sent == ["ok"]
+        assert spool.counts() == {"outbound_failed": 1, "outbound_sent": 1}
