@@ -44,14 +44,21 @@ async def main(spec: dict[str, Any]) -> None:
     if mock := spec.get("mock"):
         channels["mock"] = MockChannel("mock", Path(mock), poll=0.2)
     client = AsyncClient(spec["mc"], spec["token"], timeout=10)
-    host = AgentChannels(
-        "gene", channels, client, report, spool=Path(spec["spool"]), settle=0.2, backoff=(0.2, 1.0)
-    )
+    try:
+        host = AgentChannels(
+            "gene", channels, client, report, spool=Path(spec["spool"]), backoff=(0.2, 1.0)
+        )
+    except TypeError:  # the code before the spool: run as it did, to show what it loses
+        host = AgentChannels("gene", channels, client, report)
     host.start()
-    for channel, chat, text in spec.get("posts", []):
-        said = await host.posting[channel].send(Outbound(channel, text, to=chat))
-        print(f"post {text!r}: {said}", flush=True)
-    print("posted", flush=True)
+    posting: dict[str, Channel] = getattr(host, "posting", channels)
+    # Posted as a turn's tool calls would be, each one in order; none waits for the others.
+    sends = [
+        asyncio.create_task(posting[channel].send(Outbound(channel, text, to=chat)))
+        for channel, chat, text in spec.get("posts", [])
+    ]
+    await asyncio.sleep(0)
+    print(f"posted {len(sends)}", flush=True)
     await asyncio.Event().wait()
 
 

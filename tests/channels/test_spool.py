@@ -1,0 +1,94 @@
+"""The spool and outbox on their own: bounded, duplicates held once, damage set aside, refusals
+told and outages retried. (Through SIGKILLs and outages: test_durable.py.)"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcos.channels.base import Outbound
+from mcos.channels.outbox import Outbox
+from mcos.channels.spool import Spool, SpoolFull
+from mcos.exceptions import ChannelError, ChannelRefused
+
+CHAT = "77"
+
+
+def inbound(ref: str) -> dict[str, Any]:
+    return {"sender": "a", "text": "t", "at": datetime.now(UTC).isoformat(), "ref": ref}
+
+
+class TestSpool:
+    """The spool file on its own: bounded, duplicates held once, damage set aside."""
+
+    def test_an_item_is_held_once_and_a_full_spool_says_so(self, tmp_path: Path) -> None:
+        spool = Spool(tmp_path / "s.sqlite", max_inbound=2, max_outbound=1)
+        assert spool.hold("dc", "1", inbound("1"))
+        assert not spool.hold("dc", "1", inbound("1"))
+        assert spool.hold("dc", "2", inbound("2"))
+        with pytest.raises(SpoolFull, match=r"is full \(2 inbound items wait.*dc item 3"):
+            spool.hold("dc", "3", inbound("3"))
+        spool.queue("tg", CHAT, {"text": "x"})
+        with pytest.raises(SpoolFull, match=r"outbox .* is full"):
+            spool.queue("tg", CHAT, {"text": "y"})
+        assert [h.ref for h in spool.waiting()] == ["1", "2"]
+
+    def test_an_unreadable_file_is_set_aside_not_a_crash(self, tmp_path: Path) -> None:
+        path = tmp_path / "s.sqlite"
+        path.write_bytes(b"this is not a database, it was torn" * 100)
+        spool = Spool(path)
+        assert spool.hold("dc", "1", inbound("1"))
+        assert spool.set_aside is not None
+        assert spool.set_aside.read_bytes().startswith(b"this is not a database")
+
+    async def test_a_corrupt_post_is_reported_and_the_next_goes_out(self, tmp_path: Path) -> None:
+        spool = Spool(tmp_path / "s.sqlite")
+        spool.queue("tg", CHAT, {"text": 17})  # as if a bad write: no text
+        sent: list[str] = []
+        reports: list[tuple[str, str]] = []
+
+        class Recorder:
+            name, kind, redelivers = "tg", "telegram", True
+
+            async def send(self, message: Outbound) -> str:
+                sent.append(message.text)
+                return str(len(sent))
+
+        async def report(what: str, detail: str) -> None:
+            reports.append((what, detail))
+
+        outbox = Outbox(spool, {"tg": Recorder()}, report, settle=5)
+        assert await outbox.post("tg", Outbound("tg", "after it", to=CHAT)) == "1"
+        assert sent == ["after it"]
+        assert reports[0][0] == "outbox_corrupt"
+        assert spool.counts() == {"outbound_corrupt": 1, "outbound_sent": 1}
+
+    async def test_refused_posts_fail_and_outages_are_retried(self, tmp_path: Path) -> None:
+        spool = Spool(tmp_path / "s.sqlite")
+        answers: list[BaseException | None] = [ChannelError("down"), None]
+        sent: list[str] = []
+
+        class Flaky:
+            name, kind, redelivers = "tg", "telegram", True
+
+            async def send(self, message: Outbound) -> str:
+                if message.text == "refused":
+                    raise ChannelRefused("chat 9 is not one of its chats")
+                error = answers.pop(0)
+                if error is not None:
+                    raise error
+                sent.append(message.text)
+                return "m1"
+
+        async def report(what: str, detail: str) -> None:
+            pass
+
+        outbox = Outbox(spool, {"tg": Flaky()}, report, settle=5, backoff=(0.01, 0.05))
+        with pytest.raises(ChannelRefused, match="not one of its chats"):
+            await outbox.post("tg", Outbound("tg", "refused", to="9"))
+        assert await outbox.post("tg", Outbound("tg", "ok", to=CHAT)) == "m1"
+        assert sent == ["ok"]
+        assert spool.counts() == {"outbound_failed": 1, "outbound_sent": 1}
