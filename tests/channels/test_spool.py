@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
-from mcos.channels.base import Outbound
-from mcos.channels.outbox import Outbox
+from mcos.channels.base import Inbound, Outbound
+from mcos.channels.outbox import Outbox, OutboxedChannel
 from mcos.channels.spool import Spool, SpoolFull
 from mcos.exceptions import ChannelError, ChannelRefused
+from mcos.models.base import ToolCall
+from tests.fakes.telegram_server import FakeTelegram
+from tests.runtime.conftest import RigFactory, rig_factory  # noqa: F401 (the fixture)
 
 CHAT = "77"
 
@@ -92,3 +95,46 @@ class TestSpool:
         assert await outbox.post("tg", Outbound("tg", "ok", to=CHAT)) == "m1"
         assert sent == ["ok"]
         assert spool.counts() == {"outbound_failed": 1, "outbound_sent": 1}
+
+
+def test_a_spool_over_its_byte_bound_refuses(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "s.sqlite", max_bytes=1)
+    with pytest.raises(SpoolFull, match=r"bytes\): dc item 1 was not taken"):
+        spool.hold("dc", "1", inbound("1"))
+    with pytest.raises(SpoolFull, match="the post to tg was not queued"):
+        spool.queue("tg", CHAT, {"text": "x"})
+
+
+TG = "123456789:AAH-runtime_outbox_token_00000000001"
+
+
+async def test_the_agents_posts_and_replies_go_through_its_outbox(
+    rig_factory: RigFactory,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The runtime's ``post_to_channel`` (and a reply to a Telegram item, which goes back out
+    on the channel) is queued in the workspace's spool and marked sent once Telegram took it."""
+    monkeypatch.setenv("MCOS_TEST_TG_TOKEN", TG)
+    with FakeTelegram({TG: "gene_bot"}) as telegram:
+        rig = rig_factory(
+            tail=f'[channels.tg]\nkind = "telegram"\nagent = "gene"\n'
+            f'token = "env:MCOS_TEST_TG_TOKEN"\napi_url = "{telegram.url}"\nchats = ["{CHAT}"]\n'
+        )
+        gene = rig.runtime("gene")
+        assert isinstance(gene.ctx.channels["tg"], OutboxedChannel)
+        posted = await gene.tools.call(
+            ToolCall("t1", "post_to_channel", {"channel": "tg", "text": "hello", "to": CHAT})
+        )
+        assert posted.content == "posted to tg (1)"
+        item = Inbound("tg", "@founder", "are we up?", datetime.now(UTC), ref="9", reply_to=CHAT)
+        await gene.channel_host.deliver_to("tg")(item)
+        assert await gene.claim()
+        (delivery,) = gene.pending.values()
+        replied = await gene.tools.call(
+            ToolCall("t2", "reply", {"message_id": delivery.message.id, "body": "we are up"})
+        )
+        assert replied.content == "posted to tg (2)"
+        assert telegram.texts(TG, CHAT) == ["hello", "we are up"]
+        spool = Spool(gene.workspace.root / ".mcos" / "channels.sqlite")
+        assert spool.counts() == {"outbound_sent": 2}
+        await gene.channel_host.stop()

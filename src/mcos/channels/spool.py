@@ -102,11 +102,20 @@ class Spool:
     """The spool file; opened on first use, so an agent without such channels has none."""
 
     def __init__(
-        self, path: Path, *, max_inbound: int = 10_000, max_outbound: int = 10_000
+        self,
+        path: Path,
+        *,
+        max_inbound: int = 10_000,
+        max_outbound: int = 10_000,
+        max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
+        """At most ``max_inbound`` items waiting, ``max_outbound`` posts unsent, and a file of
+        ``max_bytes``: past any of them a new item or post is refused with :class:`SpoolFull`
+        (a channel's flood must not fill the disk the agent's workspace lives on)."""
         self.path = path
         self.max_inbound = max_inbound
         self.max_outbound = max_outbound
+        self.max_bytes = max_bytes
         self._db: sqlite3.Connection | None = None
         self.set_aside: Path | None = None
         """Where an unreadable spool file was moved on open, if one was."""
@@ -163,6 +172,12 @@ class Spool:
             raise
         db.execute("COMMIT")
 
+    @staticmethod
+    def _bytes(db: sqlite3.Connection) -> int:
+        (pages,) = db.execute("PRAGMA page_count").fetchone()
+        (size,) = db.execute("PRAGMA page_size").fetchone()
+        return int(pages) * int(size)
+
     def close(self) -> None:
         """Close the file (it is reopened on next use)."""
         if self._db is not None:
@@ -178,10 +193,11 @@ class Spool:
         """
         with self._tx() as db:
             (count,) = db.execute("SELECT count(*) FROM inbound WHERE state = 'waiting'").fetchone()
-            if count >= self.max_inbound:
+            if count >= self.max_inbound or self._bytes(db) >= self.max_bytes:
                 msg = (
                     f"channel spool {self.path} is full ({count} inbound items wait for "
-                    f"Mission Control): {channel} item {ref} was not taken"
+                    f"Mission Control, {self._bytes(db)} bytes): {channel} item {ref} was not "
+                    "taken"
                 )
                 raise SpoolFull(msg, channel=channel, ref=ref, waiting=count)
             cursor = db.execute(
@@ -236,10 +252,10 @@ class Spool:
             (count,) = db.execute(
                 "SELECT count(*) FROM outbound WHERE state IN ('queued', 'sending')"
             ).fetchone()
-            if count >= self.max_outbound:
+            if count >= self.max_outbound or self._bytes(db) >= self.max_bytes:
                 msg = (
-                    f"channel outbox {self.path} is full ({count} posts not yet sent): the post "
-                    f"to {channel} was not queued"
+                    f"channel outbox {self.path} is full ({count} posts not yet sent, "
+                    f"{self._bytes(db)} bytes): the post to {channel} was not queued"
                 )
                 raise SpoolFull(msg, channel=channel, unsent=count)
             cursor = db.execute(

@@ -30,7 +30,7 @@ from mcos.channels.outbox import Outbox, OutboxedChannel
 from mcos.channels.runner import ChannelRunner, Report
 from mcos.channels.spool import Held, Spool, SpoolFull
 from mcos.client import AsyncClient, Calls
-from mcos.exceptions import InvalidRequest, McosError
+from mcos.exceptions import IdempotencyConflict, InvalidRequest, McosError
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,9 @@ class AgentChannels:
                 )
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception(lambda e: not isinstance(e, InvalidRequest)),
+            retry=retry_if_exception(
+                lambda e: not isinstance(e, InvalidRequest | IdempotencyConflict)
+            ),
             wait=wait_exponential_jitter(multiplier=low, max=high),
             before_sleep=waiting,
             reraise=True,
@@ -214,6 +216,8 @@ class AgentChannels:
             async for attempt in retrying:
                 with attempt:
                     await self.client.do(Calls.channel_inbound(item.channel, body))
+        except IdempotencyConflict as e:  # stored before, under this ref: taken all the same
+            log.warning("channel %s: item %s was stored before (%s)", item.channel, item.ref, e)
         except InvalidRequest as e:
             self.spool.set_inbound(item.id, "refused", e.message)
             await self.report(
