@@ -263,6 +263,14 @@ class TestAcrossSigkill:
         wait_for("Telegram polled", lambda: telegram.polls >= 1)
 
         mission_control.stop()
+        # Past the first failed lease renewal (a third of the 15 s TTL): the Discord receiver
+        # keeps receiving into the spool instead of stopping. (Soft, as below.)
+        wait_for(
+            "the Discord receiver to notice the outage",
+            lambda: "report unconfirmed: channel dc" in agents[0].output(),
+            timeout=20,
+            required=False,
+        )
         for i in range(3):
             discord_fake.inject_message(OPS, "alice", f"discord item {i}")
         telegram.push(TG, "telegram item 0", chat_id=int(CHAT))

@@ -11,7 +11,7 @@ import pytest
 
 from mcos.channels.base import Inbound, Outbound
 from mcos.channels.outbox import Outbox, OutboxedChannel
-from mcos.channels.spool import Spool, SpoolFull
+from mcos.channels.spool import Spool, SpoolError, SpoolFull
 from mcos.exceptions import ChannelError, ChannelRefused
 from mcos.models.base import ToolCall
 from tests.fakes.telegram_server import FakeTelegram
@@ -138,3 +138,14 @@ async def test_the_agents_posts_and_replies_go_through_its_outbox(
         spool = Spool(gene.workspace.root / ".mcos" / "channels.sqlite")
         assert spool.counts() == {"outbound_sent": 2}
         await gene.channel_host.stop()
+
+
+def test_a_spool_it_cannot_write_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    """A disk the spool cannot be written on: a ChannelError naming the file (the tool answers
+    with it, a receiver logs it), never a crash."""
+    (tmp_path / "not-a-folder").write_text("a file where the .mcos folder should be")
+    spool = Spool(tmp_path / "not-a-folder" / "channels.sqlite")
+    with pytest.raises(SpoolError, match=r"channel spool .*not-a-folder/channels.sqlite"):
+        spool.hold("dc", "1", inbound("1"))
+    with pytest.raises(SpoolError, match="channel spool"):
+        spool.queue("tg", CHAT, {"text": "x"})

@@ -29,8 +29,14 @@ from typing import Any
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential_jitter
 
 from mcos.channels.base import Channel, Deliver, Outbound
-from mcos.channels.spool import Post, Spool
-from mcos.exceptions import AuthError, ChannelRefused, Forbidden, InvalidRequest, McosError
+from mcos.channels.spool import Post, Spool, SpoolError
+from mcos.exceptions import (
+    AuthError,
+    ChannelRefused,
+    Forbidden,
+    InvalidRequest,
+    McosError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +138,23 @@ class Outbox:
             )
 
     async def _drain(self, channel: str, chat: str) -> None:
-        """Send one chat's unsent posts in order until none is left."""
+        """Send one chat's unsent posts in order until none is left (the spool file's own
+        trouble is reported and tried again: the posts are still in it)."""
         target = self.channels[channel]
-        while posts := self.spool.unsent(channel, chat):
-            for post in posts:
-                await self._send(target, post)
+        failures = 0
+        while True:
+            try:
+                posts = self.spool.unsent(channel, chat)
+                if not posts:
+                    return
+                for post in posts:
+                    await self._send(target, post)
+                failures = 0
+            except SpoolError as e:
+                failures += 1
+                await self.report("spool_failed", e.message)
+                low, high = self.backoff
+                await asyncio.sleep(min(high, low * 2.0 ** min(failures, 16)))
 
     async def _send(self, target: Channel, post: Post) -> None:
         try:

@@ -67,6 +67,10 @@ KEEP_SENT = timedelta(days=7)
 """Sent posts are kept this long (for ``sent`` counts and inspection), then pruned on open."""
 
 
+class SpoolError(ChannelError):
+    """The spool file could not be read or written (a full or read-only disk, a lock)."""
+
+
 class SpoolFull(ChannelError):
     """The spool holds as many items as it may; the item was not taken."""
 
@@ -163,14 +167,25 @@ class Spool:
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._open()
-        db.execute("BEGIN IMMEDIATE")
+        with self._errors():
+            db = self._open()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """SQLite's and the disk's errors (full, read-only, locked) as a SpoolError naming the
+        file: a tool answers with it, a receiver logs it; nothing crashes the agent."""
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            yield
+        except (sqlite3.Error, OSError) as e:
+            msg = f"channel spool {self.path}: {type(e).__name__}: {e}"
+            raise SpoolError(msg, path=str(self.path)) from e
 
     @staticmethod
     def _bytes(db: sqlite3.Connection) -> int:
@@ -209,7 +224,12 @@ class Spool:
 
     def waiting(self, limit: int = 100) -> list[Held]:
         """Inbound items waiting, oldest first."""
-        rows = (
+        with self._errors():
+            rows = self._waiting_rows(limit)
+        return [Held(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
+
+    def _waiting_rows(self, limit: int) -> list[Any]:
+        return (
             self._open()
             .execute(
                 "SELECT id, channel, ref, body, attempts FROM inbound WHERE state = 'waiting' "
@@ -218,7 +238,6 @@ class Spool:
             )
             .fetchall()
         )
-        return [Held(int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4])) for r in rows]
 
     def taken(self, item_id: int) -> None:
         """Mission Control stored it: forget it."""
@@ -266,7 +285,14 @@ class Spool:
 
     def unsent(self, channel: str | None = None, chat: str | None = None) -> list[Post]:
         """Posts queued or in flight, in the order they were queued."""
-        rows = (
+        with self._errors():
+            rows = self._unsent_rows(channel, chat)
+        return [
+            Post(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), int(r[5])) for r in rows
+        ]
+
+    def _unsent_rows(self, channel: str | None, chat: str | None) -> list[Any]:
+        return (
             self._open()
             .execute(
                 "SELECT id, channel, chat, body, state, attempts FROM outbound "
@@ -276,9 +302,6 @@ class Spool:
             )
             .fetchall()
         )
-        return [
-            Post(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), int(r[5])) for r in rows
-        ]
 
     def sending(self, post_id: int) -> None:
         """About to call the service for this post."""
@@ -315,11 +338,12 @@ class Spool:
 
     def counts(self) -> dict[str, int]:
         """``inbound_<state>`` and ``outbound_<state>`` counts, for status and tests."""
-        db = self._open()
         found: dict[str, int] = {}
-        for table in ("inbound", "outbound"):
-            for state, count in db.execute(
-                f"SELECT state, count(*) FROM {table} GROUP BY state"  # noqa: S608
-            ):
-                found[f"{table}_{state}"] = int(count)
+        with self._errors():
+            db = self._open()
+            for table in ("inbound", "outbound"):
+                for state, count in db.execute(
+                    f"SELECT state, count(*) FROM {table} GROUP BY state"  # noqa: S608
+                ):
+                    found[f"{table}_{state}"] = int(count)
         return found

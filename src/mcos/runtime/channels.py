@@ -28,7 +28,7 @@ from mcos.api_models import ChannelInboundIn
 from mcos.channels.base import Channel, Deliver, Inbound
 from mcos.channels.outbox import Outbox, OutboxedChannel
 from mcos.channels.runner import ChannelRunner, Report
-from mcos.channels.spool import Held, Spool, SpoolFull
+from mcos.channels.spool import Held, Spool, SpoolError, SpoolFull
 from mcos.client import AsyncClient, Calls
 from mcos.exceptions import IdempotencyConflict, InvalidRequest, McosError
 
@@ -172,13 +172,24 @@ class AgentChannels:
             self.drainer = asyncio.create_task(self._drain(), name=f"{self.agent}-channel-spool")
 
     async def _drain(self) -> None:
-        """Post every held item to Mission Control in order, waiting out its outages."""
+        """Post every held item to Mission Control in order, waiting out its outages (and the
+        spool file's own trouble: a full or read-only disk is reported and tried again)."""
+        failures = 0
         while True:
             await self._held.wait()
             self._held.clear()
-            while held := self.spool.waiting():
-                for item in held:
-                    await self._take(item)
+            try:
+                while held := self.spool.waiting():
+                    for item in held:
+                        await self._take(item)
+                failures = 0
+            except SpoolError as e:
+                failures += 1
+                await self.report("spool_failed", e.message)
+                self._held.set()
+                await asyncio.sleep(
+                    min(self.backoff[1], self.backoff[0] * 2.0 ** min(failures, 16))
+                )
 
     async def _take(self, item: Held) -> None:
         """One held item into Mission Control; retried until it is stored or refused."""
