@@ -11,8 +11,8 @@ restart the unsent posts go out first; sent ones never again.
 
 **The one duplicate window**: the spool marks a post ``sending`` before the call and ``sent``
 right after it returned. If the process dies after the service accepted the post and before
-that mark is on disk (the time of one response parse and one fsync'd SQLite commit — about a
-millisecond), the post is sent again on restart: at most one duplicate per chat per crash.
+that mark is on disk (the time of one response parse and one fsync'd SQLite commit — a
+millisecond or two), the post is sent again on restart: at most one duplicate per chat per crash.
 Neither Telegram's ``sendMessage`` nor a Discord post has an idempotency key mcos could use to
 close it.
 """

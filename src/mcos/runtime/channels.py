@@ -158,9 +158,12 @@ class AgentChannels:
         return hold if channel is not None and not channel.redelivers else deliver
 
     def start(self) -> None:
-        """Drain what a previous run held and left unsent, then start every receiver."""
-        self._start_drainer()
-        self.outbox.start()
+        """Drain what a previous run held and left unsent, then start every receiver. (An
+        agent without Discord, Telegram or another spooled channel never opens the file.)"""
+        if any(not c.redelivers for c in self.channels.values()):
+            self._start_drainer()
+        if self.outbox.channels:
+            self.outbox.start()
         self.tasks = [
             asyncio.create_task(runner.run(), name=f"{self.agent}-channel-{name}")
             for name, runner in self.runners.items()
