@@ -135,8 +135,10 @@ async def test_the_agents_posts_and_replies_go_through_its_outbox(
         )
         assert replied.content == "posted to tg (2)"
         assert telegram.texts(TG, CHAT) == ["hello", "we are up"]
-        spool = Spool(gene.workspace.root / ".mcos" / "channels.sqlite")
-        assert spool.counts() == {"outbound_sent": 2}
+        assert gene.channel_host.spooled() == {"outbound_sent": 2}
+        other = Spool(gene.workspace.root / ".mcos" / "channels.sqlite")
+        with pytest.raises(SpoolError, match=r"in use by another process \(pid \d+\)"):
+            other.counts()  # a second sender from one outbox would send twice
         await gene.channel_host.stop()
 
 

@@ -21,6 +21,7 @@ set aside as ``corrupt`` and reported, never retried, never a crash.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -121,6 +122,7 @@ class Spool:
         self.max_outbound = max_outbound
         self.max_bytes = max_bytes
         self._db: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
         self.set_aside: Path | None = None
         """Where an unreadable spool file was moved on open, if one was."""
 
@@ -130,6 +132,7 @@ class Spool:
         if self._db is not None:
             return self._db
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
         try:
             db = self._connect()
         except sqlite3.DatabaseError as e:
@@ -148,6 +151,26 @@ class Spool:
             db = self._connect()
         self._db = db
         return db
+
+    def _lock(self) -> None:
+        """One process per spool: two would send the same queued post twice. The lock is the
+        kernel's (``flock``), so it goes with its process, SIGKILL included."""
+        if self._lock_fd is not None or str(self.path) == ":memory:":
+            return
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            msg = (
+                f"channel spool {self.path} is in use by another process (pid {holder}); "
+                "waiting for it to end"
+            )
+            raise SpoolError(msg, path=str(self.path)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
@@ -198,6 +221,9 @@ class Spool:
         if self._db is not None:
             self._db.close()
             self._db = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     # -- inbound -----------------------------------------------------------------------------
 

@@ -267,6 +267,7 @@ class AgentChannels:
                 await channel.aclose()
             except (McosError, OSError) as e:
                 log.warning("channel %s: closing: %s", channel.name, e)
+        self.spool.close()  # and its lock: the next instance of this agent sends from it
 
     def receiving(self) -> dict[str, bool]:
         """Which channels are receiving now (for the state report)."""
