@@ -101,10 +101,26 @@ class Outbox:
         self.backoff = backoff
         self.workers: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.waiters: dict[int, asyncio.Future[str]] = {}
+        self.resuming: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Send what a previous run left unsent (and whatever is posted from now on)."""
-        for post in self.spool.unsent():
+        if self.resuming is None or self.resuming.done():
+            self.resuming = asyncio.create_task(self._resume(), name="outbox-resume")
+
+    async def _resume(self) -> None:
+        failures = 0
+        while True:
+            try:
+                unsent = self.spool.unsent()
+            except SpoolError as e:  # another instance holds it, or the disk is in trouble
+                failures += 1
+                await self.report("spool_failed", e.message)
+                low, high = self.backoff
+                await asyncio.sleep(min(high, low * 2.0 ** min(failures, 16)))
+                continue
+            break
+        for post in unsent:
             if post.channel not in self.channels:
                 log.warning(
                     "outbox: post %d is for channel %s, which this agent no longer has; kept",
@@ -179,7 +195,12 @@ class Outbox:
                     ref = await target.send(message)
         except Exception as e:  # refused for good (the only way out of the retrying)
             self.spool.set_outbound(post.id, "failed", str(e))
-            log.warning("outbox: post %d to %s refused: %s", post.id, post.channel, e)
+            if post.id in self.waiters:
+                log.warning("outbox: post %d to %s refused: %s", post.id, post.channel, e)
+            else:  # nobody waits for the answer any more: the agent's log must say it
+                await self.report(
+                    "outbox_failed", f"channel {post.channel}: post {post.id} refused: {e}"
+                )
             self._settle(post.id, error=e)
             return
         self.spool.sent(post.id, ref)
@@ -205,6 +226,11 @@ class Outbox:
     async def stop(self, timeout: float = 10.0) -> None:
         """Let the senders finish what they hold (up to ``timeout``), then stop them; what is
         left stays queued for the next start."""
+        if self.resuming is not None:
+            self.resuming.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.resuming
+            self.resuming = None
         workers = [w for w in self.workers.values() if not w.done()]
         if workers:
             await asyncio.wait(workers, timeout=timeout)
