@@ -28,6 +28,7 @@ import pytest
 import uvicorn
 
 from mcos.client import Calls, Client
+from mcos.config import load_fleet
 from mcos.domain.tokens import PrincipalKind
 from mcos.server import ServerSettings, create_app
 from mcos.server.context import ChannelBinding
@@ -36,6 +37,9 @@ from tests.api.conftest import free_port, migrate
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.telegram_server import FakeTelegram
 from tests.store.conftest import DIRECTORY, FAST_POLICY
+from tests.supervisor.conftest import RigFactory as FleetRigFactory
+from tests.supervisor.conftest import agent_pids, fleet_rig_factory  # noqa: F401 (the fixture)
+from tests.supervisor.test_faults import AGENTS as FLEET_AGENTS
 
 ROOT = Path(__file__).resolve().parents[2]
 TG = "123456789:AAH-durable_outbox_token_000000000001"
@@ -206,6 +210,7 @@ def spec(
     }
 
 
+@pytest.mark.slow
 class TestAcrossSigkill:
     """The agent process SIGKILLed: nothing it held or queued is lost, nothing sent twice."""
 
@@ -310,3 +315,50 @@ class TestAcrossSigkill:
         stored.update(mission_control.channel_items())
         assert {k: n for k, n in stored.items() if n != 1} == {}
         assert set(stored) == wanted
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_the_agent_sigkilled_with_replies_queued_sends_each_once_after_restart(
+    fleet_rig_factory: FleetRigFactory,  # noqa: F811
+    telegram: FakeTelegram,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole agent under ``mcos up`` (Mission Control on PostgreSQL): gene's offline model
+    answers three Telegram messages while Telegram answers 429 to every send; gene is
+    SIGKILLed with the three replies queued, the supervisor restarts it, and each reply
+    arrives exactly once."""
+    monkeypatch.setenv("MCOS_TEST_TG_TOKEN", TG)
+    telegram.flood_every, telegram.retry_after = 1, 30
+    channel = (
+        f'\n[channels.tg]\nkind = "telegram"\nagent = "gene"\ntoken = "env:MCOS_TEST_TG_TOKEN"\n'
+        f'api_url = "{telegram.url}"\nchats = ["{CHAT}"]\n'
+    )
+    rig = fleet_rig_factory(FLEET_AGENTS + channel)
+    rig.up("mini")
+    wait_for("gene running", lambda: len(agent_pids(rig.fleet, "gene").get("gene", [])) == 1)
+    spool = load_fleet(rig.fleet).workspace_path("gene") / ".mcos" / "channels.sqlite"
+    for i in range(3):
+        telegram.push(TG, f"question {i}", chat_id=int(CHAT))
+
+    def turn_done_with_replies_queued() -> bool:
+        with rig.client() as operator:
+            gene = operator.do(Calls.agent("gene"))
+        counts = spool_counts(spool)
+        unsent = counts.get("outbound_queued", 0) + counts.get("outbound_sending", 0)
+        return unsent == 3 and gene.queued == 0 and gene.claimed == 0
+
+    # Acked in Mission Control first, so the restarted agent has nothing to answer again.
+    wait_for("three replies queued, the messages done", turn_done_with_replies_queued, 90)
+    (pid,) = agent_pids(rig.fleet, "gene")["gene"]
+    os.kill(pid, signal.SIGKILL)
+    assert telegram.texts(TG) == []
+    telegram.flood_every = 0
+    wait_for(
+        "a new gene",
+        lambda: [p for p in agent_pids(rig.fleet, "gene").get("gene", []) if p != pid] != [],
+    )
+    wait_for("the replies sent", lambda: spool_counts(spool) == {"outbound_sent": 3}, 90)
+    replies = telegram.texts(TG, CHAT)
+    assert len(replies) == 3, replies
+    assert all(r.startswith("Acknowledged: telegram message from Founder") for r in replies)
