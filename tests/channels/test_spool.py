@@ -3,6 +3,8 @@ told and outages retried. (Through SIGKILLs and outages: test_durable.py.)"""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,13 @@ from typing import Any
 import pytest
 
 from mcos.channels.base import Inbound, Outbound
+from mcos.channels.factory import open_channel
 from mcos.channels.outbox import Outbox, OutboxedChannel
 from mcos.channels.spool import Spool, SpoolError, SpoolFull
+from mcos.client import Calls
 from mcos.exceptions import ChannelError, ChannelRefused
 from mcos.models.base import ToolCall
+from mcos.runtime.channels import AgentChannels
 from tests.fakes.telegram_server import FakeTelegram
 from tests.runtime.conftest import RigFactory, rig_factory  # noqa: F401 (the fixture)
 
@@ -151,3 +156,44 @@ def test_a_spool_it_cannot_write_is_an_error_naming_the_file(tmp_path: Path) -> 
         spool.hold("dc", "1", inbound("1"))
     with pytest.raises(SpoolError, match="channel spool"):
         spool.queue("tg", CHAT, {"text": "x"})
+
+
+async def test_a_corrupt_held_item_is_set_aside_and_the_next_is_stored(
+    rig_factory: RigFactory,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A held Discord item whose row cannot be read (a torn write, a hand edit) is reported and
+    set aside; the item after it still reaches Mission Control and the agent, once."""
+    monkeypatch.setenv("MCOS_TEST_DC_TOKEN", "MTIz.spool-test.token")
+    rig = rig_factory(
+        tail='[channels.dc]\nkind = "discord"\nagent = "gene"\n'
+        'token = "env:MCOS_TEST_DC_TOKEN"\nchats = ["1"]\n'
+    )
+    channel = open_channel("dc", rig.fleet)
+    reports: list[tuple[str, str]] = []
+
+    async def report(what: str, detail: str) -> None:
+        reports.append((what, detail))
+
+    path = tmp_path / "gene-spool.sqlite"
+    spool = Spool(path)
+    spool.hold("dc", "41", inbound("41"))
+    spool.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE inbound SET body = '{torn' WHERE ref = '41'")
+    host = AgentChannels("gene", {"dc": channel}, rig.client("gene"), report, spool=path)
+    try:
+        item = Inbound("dc", "alice", "after the torn one", datetime.now(UTC), ref="42")
+        await host.deliver_to("dc")(item)
+        await host.deliver_to("dc")(item)  # a repeat of the same item is held once
+        async with asyncio.timeout(30):
+            while host.spooled().get("inbound_waiting", 0):  # noqa: ASYNC110 (a file)
+                await asyncio.sleep(0.05)
+        assert host.spooled() == {"inbound_corrupt": 1}
+        assert [w for w, _ in reports] == ["spool_corrupt"]
+        assert "spooled item 41 is unreadable" in reports[0][1]
+        inbox = await rig.client("gene").do(Calls.inbox(limit=10))
+        assert [d.message.body for d in inbox.deliveries] == ["after the torn one"]
+    finally:
+        await host.stop()
