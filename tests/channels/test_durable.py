@@ -309,8 +309,9 @@ class TestAcrossSigkill:
 
         wait_for("every item in gene's inbox", all_stored, timeout=90)
         wait_for("the spool drained", lambda: spool_counts(spool).get("inbound_waiting", 0) == 0)
-        assert not telegram.bots[TG].updates
-        assert not (inbox / "1.txt").exists()
+        # Confirmed to their sources once stored (the next getUpdates, the file moved aside).
+        wait_for("Telegram's offset past the item", lambda: not telegram.bots[TG].updates)
+        wait_for("the mock file taken", lambda: not (inbox / "1.txt").exists())
         # Claimed with a long visibility: a second copy of any item would be a second delivery.
         stored.update(mission_control.channel_items())
         assert {k: n for k, n in stored.items() if n != 1} == {}
