@@ -162,7 +162,8 @@ class TestReceive:
     async def test_deliver_failure_is_logged_and_the_run_goes_on(
         self, fake: FakeDiscord, harness: Harness, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """Discord cannot redeliver: a refused message is logged as lost, the next one arrives."""
+        """Discord cannot redeliver: a message not taken (the agent's spool full) is logged as
+        such, the next one arrives."""
         ch = harness.channel()
         received: list[str] = []
 
@@ -177,7 +178,7 @@ class TestReceive:
         fake.inject_message(OPS, "alice", "second")
         await until(lambda: received == ["second"])
         await stop(task)
-        assert "lost to this run" in caplog.text
+        assert "was not taken (Discord does not redeliver" in caplog.text
 
     async def test_dropped_connection_resumes_without_identify(
         self, fake: FakeDiscord, harness: Harness

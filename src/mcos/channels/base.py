@@ -65,6 +65,10 @@ class Channel(Protocol):
 
     name: str
     kind: str
+    redelivers: bool
+    """Whether the service offers an item again until it is confirmed (Telegram's offset, an
+    IMAP keyword, a file left in the inbox). A channel whose service does not (Discord's
+    gateway) has each item held in the agent's durable spool until Mission Control stored it."""
 
     def exclusive_key(self) -> str | None:
         """The lease key that makes this account's receiver unique across hosts, if any."""

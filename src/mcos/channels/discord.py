@@ -114,6 +114,7 @@ class DiscordChannel:
     """One Discord bot account: receives in its configured channels, posts in them."""
 
     kind = "discord"
+    redelivers = False
 
     def __init__(
         self,
@@ -160,9 +161,10 @@ class DiscordChannel:
     async def run(self, deliver: Deliver) -> None:
         """Receive until cancelled, handing each message of a configured channel to ``deliver``.
 
-        Discord has no redelivery: a message ``deliver`` raised on is logged and lost to this
-        run (the channel's history still holds it). A refused token raises :class:`AuthError`
-        at once, before any IDENTIFY, instead of looping.
+        Discord has no redelivery, so ``deliver`` is the agent's durable spool (see
+        :mod:`mcos.runtime.channels`), which holds the item until Mission Control stored it; a
+        message ``deliver`` still raised on (the spool full) is logged. A refused token raises
+        :class:`AuthError` at once, before any IDENTIFY, instead of looping.
         """
         client = _GatewayClient(self, deliver, self._intents)
         self._gateway = client
@@ -337,8 +339,8 @@ class DiscordChannel:
             await deliver(inbound)
         except Exception:
             log.exception(
-                "discord channel %s: message %s was not taken; Discord does not redeliver, "
-                "so it is lost to this run",
+                "discord channel %s: message %s was not taken (Discord does not redeliver; "
+                "it stays only in the channel's history)",
                 self.name,
                 message.id,
             )

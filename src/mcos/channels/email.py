@@ -434,6 +434,7 @@ class EmailChannel:
     """One mailbox: its folders watched over IMAP, its replies sent over SMTP."""
 
     kind = "email"
+    redelivers = True
     reconnect_first = 1.0
     """Seconds before the first reconnect; doubled on each failure up to ``reconnect_cap``."""
     reconnect_cap = 300.0

@@ -27,6 +27,7 @@ class MockChannel:
     """A channel that is a folder."""
 
     kind = "mock"
+    redelivers = True
 
     def __init__(self, name: str, root: Path, *, poll: float = 1.0) -> None:
         self.name = name

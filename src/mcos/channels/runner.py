@@ -144,7 +144,14 @@ class ChannelRunner:
         return pause
 
     async def _keep(self, key: str, fence: int) -> None:
-        """Renew every third of the TTL; return (ending the receiver) when renewal fails."""
+        """Renew every third of the TTL; return (ending the receiver) when renewal fails.
+
+        A channel whose service does not offer items again (Discord) keeps receiving into the
+        agent's durable spool while Mission Control does not answer — stopping would lose what
+        arrives meanwhile, and nobody can be granted the lease from an unreachable Mission
+        Control; it stops once Mission Control answers that the lease passed on.
+        """
+        unanswered = False
         while True:
             await self.sleep(self.ttl / 3)
             try:
@@ -152,6 +159,20 @@ class ChannelRunner:
             except LeaseLost:
                 return
             except McosError as e:
-                log.warning("channel %s: lease renewal failed: %s", self.channel.name, e.message)
-                return
+                if self.channel.redelivers or getattr(e, "status", None) not in (0, 502, 503, 504):
+                    log.warning(
+                        "channel %s: lease renewal failed: %s", self.channel.name, e.message
+                    )
+                    return
+                if not unanswered:
+                    unanswered = True
+                    await self.report(
+                        "unconfirmed",
+                        f"channel {self.channel.name}: Mission Control does not answer "
+                        f"({e.message}); still receiving, items held in the spool",
+                    )
+                continue
+            if unanswered:
+                unanswered = False
+                log.info("channel %s: lease renewed again", self.channel.name)
             self.failures = 0

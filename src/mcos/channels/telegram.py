@@ -123,6 +123,7 @@ class TelegramChannel:
     """One bot token."""
 
     kind = "telegram"
+    redelivers = True
 
     def __init__(
         self,

@@ -332,10 +332,14 @@ class AgentRuntime:
         )
         self.ctx.schedule = self.promise
         self.ctx.recoverer = self.recoverer = Recoverer(name, dict(fleet.recovery), client, clock)
-        self.ctx.channels = {
+        channels = {
             c: open_channel(c, fleet) for c, cfg in fleet.channels.items() if cfg.agent == name
         }
-        self.channel_host = AgentChannels(name, self.ctx.channels, client, self._channel_event)
+        self.channel_host = AgentChannels(
+            name, channels, client, self._channel_event,
+            spool=self.workspace.root / ".mcos" / "channels.sqlite",
+        )  # fmt: skip
+        self.ctx.channels = self.channel_host.posting  # posts: durable outbox, sent once
         self.tools = Toolbox(self.ctx, self.config.allowed_tools)
         hb = self.config.heartbeat
         self.interval = parse_duration(hb.interval)
