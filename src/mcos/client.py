@@ -77,6 +77,7 @@ _ERRORS: dict[str, type[exc.McosError]] = {
         exc.LeaseLost,
         exc.Fenced,
         exc.TooManyReports,
+        exc.TooManyMessages,
         exc.StoreUnavailable,
         exc.SchemaOutOfDate,
     )

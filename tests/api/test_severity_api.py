@@ -21,7 +21,7 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import Priority
 from mcos.domain.pingpong import PingPongRule
 from mcos.domain.severity import SendLimits
-from mcos.exceptions import Forbidden, McosError
+from mcos.exceptions import Forbidden, TooManyMessages
 from mcos.server.context import ChannelBinding
 from tests.api.conftest import LiveServer, migrate, serve
 from tests.store.conftest import create_pg_database, drop_pg_database
@@ -135,7 +135,7 @@ class TestPairLimit:
         with mc.client("gene") as gene:
             for i in range(LIMITS.pair_max):
                 gene.do(Calls.send("founder", f"note {i}"))
-            with pytest.raises(McosError) as refused:
+            with pytest.raises(TooManyMessages) as refused:
                 gene.do(Calls.send("founder", "one more"))
             gene.do(Calls.send("jarvis", "still fine"))
         assert refused.value.status == 429
