@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 from mcos.channels.base import Channel, Inbound, Outbound
 from mcos.channels.email import ChannelError, EmailChannel, html_to_text, parse_mail
 from mcos.config.models import ChannelConfig, TriageRule
+from tests import waiting
 from tests.channels.conftest import (
     Dovecot,
     SmtpServer,
@@ -77,16 +77,12 @@ class Collector:
         return [item.subject for item in self.items]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
     """Wait until ``check`` holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        await asyncio.sleep(0.05)
+    await waiting.eventually("the mailbox to reach the state", check, timeout)
 
 
-async def delivered(collector: Collector, count: int, timeout: float = 10.0) -> None:
+async def delivered(collector: Collector, count: int, timeout: float = 30.0) -> None:
     """Wait until ``count`` items were delivered."""
 
     async def check() -> bool:
@@ -96,7 +92,7 @@ async def delivered(collector: Collector, count: int, timeout: float = 10.0) -> 
 
 
 async def folder_holds(
-    server: Dovecot, user: str, folder: str, count: int, timeout: float = 10.0
+    server: Dovecot, user: str, folder: str, count: int, timeout: float = 30.0
 ) -> list[Stored]:
     """Wait until ``folder`` holds ``count`` messages, all triaged; those messages."""
     found: list[Stored] = []

@@ -24,6 +24,7 @@ from tests.fakes.anthropic_server import (
 )
 from tests.fakes.openai_server import FakeOpenAI
 from tests.runtime.conftest import Rig, RigFactory
+from tests.waiting import eventually
 
 KEY = "sk-ant-test-gene"
 MODEL = "claude-sonnet-4-6"
@@ -148,10 +149,11 @@ async def test_429_cools_the_agent_down_visibly_then_it_recovers(
     assert len(fake.requests) == 1  # no hammering
     assert not await gene.handle_messages()  # still cooling: no call at all
     assert len(fake.requests) == 1
-    await asyncio.sleep(1.1)
-    assert await gene.claim(wait=5) == 1  # the message came back after the cooldown
+    # The message comes back once the retry-after is over, and gene takes it as soon as it can.
+    assert await eventually("the message back after the cooldown", lambda: gene.claim(wait=5)) == 1
     fake.script(Text("All fine."))
-    assert await gene.handle_messages()
+    assert await eventually("gene to handle it once cooled", gene.handle_messages)
+    assert len(fake.requests) == 2  # one call after the cooldown, none during it
     assert (await jarvis.do(Calls.agent("gene"))).state == "idle"
 
 

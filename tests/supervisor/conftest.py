@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from mcos.config.scaffold import init_fleet
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import MCOS, ServerProcess, start_server
 from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.waiting import wait_until
 
 SUPERVISOR = """
 [supervisor]
@@ -64,12 +64,7 @@ def agent_pids(fleet: Path, agent: str | None = None) -> dict[str, list[int]]:
 
 def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
     """Poll ``check`` until it holds (the test fails after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+    wait_until(what, check, timeout=timeout, interval=0.1)
 
 
 @dataclass
