@@ -37,7 +37,7 @@ system-deps:  ## Debian packages the tests use (systemd-analyze, faketime, chrom
 	fi
 
 pytest: $(BIN)/mcos system-deps  ## the whole test suite (PostgreSQL tests fail, not skip, under CI=true)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 test: lint typecheck pytest  ## everything CI runs
 

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import discord.http
 import pytest
+from discord.gateway import DiscordWebSocket
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_URL = os.environ.get("MCOS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+if "PYTEST_XDIST_WORKER" in os.environ and os.environ.get("COLUMNS") == "80":
+    # An xdist worker finds COLUMNS=80/LINES=24 in its environment (GNU readline sets them when
+    # something in the worker initialises it). The `mcos` commands the tests start would then wrap
+    # their output at 80 columns, where a plain pytest run leaves it at 200 (cli/common.py).
+    # Tests that need a width set COLUMNS for the command themselves.
+    os.environ.pop("COLUMNS")
+    os.environ.pop("LINES", None)
 
 
 def pg_unreachable(reason: str) -> None:
@@ -16,3 +27,17 @@ def pg_unreachable(reason: str) -> None:
     if IN_CI:
         pytest.fail(message + " (CI=true: PostgreSQL tests never skip)")
     pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _restore_discord_globals() -> Iterator[None]:
+    """Give discord.py's process-wide API base and gateway back after every test.
+
+    ``DiscordChannel`` points ``discord.http.Route.BASE`` (and the gateway URL) at whatever
+    ``api_url`` it was given — in tests, a fake that is gone when the test ends. Restored in
+    teardown, which pytest-timeout's ``signal`` method still runs after a timeout, so a test that
+    times out cannot leave the next ones talking to a dead fake.
+    """
+    base, gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    yield
+    discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = base, gateway

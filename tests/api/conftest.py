@@ -6,10 +6,9 @@ import asyncio
 import secrets
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from mcos.domain.tokens import PrincipalKind
 from mcos.server import ServerSettings, create_app
 from mcos.store import make_store
 from tests.store.conftest import DIRECTORY, FAST_POLICY, create_pg_database, drop_pg_database
+from tests.waiting import wait_until
 
 
 def free_port() -> int:
@@ -40,6 +40,15 @@ class LiveServer:
     state_dir: Path
     operator_token: str
     tokens: dict[str, str]
+    server: uvicorn.Server | None = field(default=None, repr=False)
+
+    def requests_in_flight(self) -> int:
+        """Requests the server is handling right now (uvicorn's own count of request tasks).
+
+        What a test waits on to know a long-poll is parked in the server, or has returned.
+        """
+        assert self.server is not None
+        return len(self.server.server_state.tasks)
 
     def client(self, name: str | None = None, token: str | None = None) -> Client:
         """A client acting as agent ``name``, as the operator (no name), or with ``token``."""
@@ -76,18 +85,20 @@ def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("the server did not start")
-        time.sleep(0.02)
-    operator = (tmp_path / "state" / "operator.token").read_text().strip()
-    tokens: dict[str, str] = {}
-    with Client(base, operator) as c:
-        for agent in ("jarvis", "gene", "sentinel"):
-            tokens[agent] = c.do(Calls.create_token(PrincipalKind.AGENT, agent)).token
+
+    def started() -> bool:
+        if not thread.is_alive():
+            pytest.fail("the server thread ended before it started")
+        return server.started
+
     try:
-        yield LiveServer(base, tmp_path / "state", operator, tokens)
+        wait_until("the server to start", started, timeout=30, interval=0.02)
+        operator = (tmp_path / "state" / "operator.token").read_text().strip()
+        tokens: dict[str, str] = {}
+        with Client(base, operator) as c:
+            for agent in ("jarvis", "gene", "sentinel"):
+                tokens[agent] = c.do(Calls.create_token(PrincipalKind.AGENT, agent)).token
+        yield LiveServer(base, tmp_path / "state", operator, tokens, server)
     finally:
         server.should_exit = True
         thread.join(15)

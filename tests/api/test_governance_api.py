@@ -32,6 +32,7 @@ from tests.channels.test_paging import (
 )
 from tests.fakes.telegram_server import FakeTelegram
 from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.waiting import wait_until
 
 # The test directory: jarvis (orchestrator), gene (ops), sentinel (security); founder (human).
 
@@ -257,7 +258,6 @@ class TestExpiry:
 
     def test_vote_on_an_expired_request(self, tmp_path_factory: pytest.TempPathFactory) -> None:
         import asyncio
-        import time
         from datetime import timedelta
 
         from tests.api.conftest import migrate, serve
@@ -268,8 +268,12 @@ class TestExpiry:
         with serve(url, tmp, approval_expiry=timedelta(seconds=1)) as server:
             with server.client("jarvis") as jarvis:
                 req = jarvis.do(Calls.request_approval("production_deploy", {"v": 2}, "ready"))
-            time.sleep(1.2)
             with server.client() as founder:
+                # The request's 1 s is over on Mission Control's clock.
+                wait_until(
+                    f"Mission Control's clock past {req.expires_at}",
+                    lambda: founder.do(Calls.time()).now > req.expires_at,
+                )
                 with pytest.raises(Forbidden, match="expired: votes are closed"):
                     founder.do(Calls.vote(req.id, "approve", "too late"))
                 got = founder.do(Calls.inbox(inbox="founder", limit=20))
@@ -282,7 +286,6 @@ class TestExpiry:
         self, tmp_path_factory: pytest.TempPathFactory
     ) -> None:
         import asyncio
-        import time
         from datetime import timedelta
 
         from tests.api.conftest import migrate, serve
@@ -293,14 +296,15 @@ class TestExpiry:
         with serve(url, tmp, approval_expiry=timedelta(seconds=3), sweep_seconds=0.2) as server:
             with server.client("jarvis") as jarvis:
                 req = jarvis.do(Calls.request_approval("production_deploy", {"v": 3}, "ready"))
-            deadline = time.monotonic() + 10
             subjects: list[str] = []
             with server.client() as founder:
-                while time.monotonic() < deadline:
+
+                def expired() -> bool:
                     got = founder.do(Calls.inbox(inbox="founder", limit=20, wait=1))
-                    subjects += [d.message.subject for d in got.deliveries]
-                    if any(s.startswith("Expired without a decision") for s in subjects):
-                        break
+                    subjects.extend(d.message.subject for d in got.deliveries)
+                    return any(s.startswith("Expired without a decision") for s in subjects)
+
+                wait_until("the expiry notice in the founder's inbox", expired, interval=0)
                 assert subjects[0].startswith("Approval needed: production_deploy")
                 assert any(
                     s.startswith("Reminder: your vote on production_deploy") for s in subjects

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from mcos.client import Calls, Client
 from mcos.exceptions import Fenced, Forbidden, LeaseHeld, LeaseLost, NotFound
 from tests.api.conftest import LiveServer, raw
+from tests.waiting import wait_until
 
 
 def test_one_holder_at_a_time_and_the_refusal_names_it(live_server: LiveServer) -> None:
@@ -30,7 +29,11 @@ def test_a_stale_instance_is_fenced_out(live_server: LiveServer) -> None:
         old = op.do(Calls.acquire_lease("gene", "sup-a", "mini", 1))
         with Client(live_server.url, live_server.tokens["gene"], fence=old.fence) as gene_old:
             gene_old.do(Calls.inbox())  # the current instance may act
-            time.sleep(1.2)  # sup-a stalled past its TTL…
+            # sup-a stalls past its TTL (1 s)…
+            wait_until(
+                "sup-a's lease to lapse",
+                lambda: not any(x.live for x in op.do(Calls.leases()) if x.agent == "gene"),
+            )
             new = op.do(Calls.acquire_lease("gene", "sup-b", "vps", 15))  # …sup-b took over
             assert new.fence == old.fence + 1
             with pytest.raises(Fenced, match="sup-b on vps runs it now"):

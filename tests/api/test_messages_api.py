@@ -15,6 +15,7 @@ from mcos.client import Calls
 from mcos.domain.messages import MessageKind, Priority
 from mcos.exceptions import IdempotencyConflict, InvalidRequest, StaleReceipt
 from tests.api.conftest import LiveServer, raw
+from tests.waiting import eventually, wait_until
 
 
 class TestSendAndReceive:
@@ -244,7 +245,7 @@ class TestLongPoll:
 
         waiter = threading.Thread(target=wait)
         waiter.start()
-        time.sleep(0.3)
+        wait_until("jarvis's long-poll parked in the server", live_server.requests_in_flight)
         with live_server.client("gene") as gene:
             gene.do(Calls.send("jarvis", "wake up"))
         waiter.join(15)
@@ -264,14 +265,20 @@ async def test_a_long_poll_whose_client_hung_up_claims_nothing(live_server: Live
     headers = {"Authorization": f"Bearer {live_server.tokens['gene']}"}
     async with httpx.AsyncClient(base_url=live_server.url, headers=headers) as gene:
         waiting = asyncio.create_task(gene.get("/v1/inbox", params={"wait": 20}, timeout=30))
-        await asyncio.sleep(0.5)
+        await eventually("gene's long-poll parked in the server", live_server.requests_in_flight)
         waiting.cancel()  # the client goes away mid-wait; its connection closes
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
-    await asyncio.sleep(1.5)  # longer than the server's re-check slice
+    # The server notices at the end of its re-check slice (1 s) and ends the request, claiming
+    # nothing; a claim for nobody would hide the next message for its visibility (30 s).
+    # (10 s: ten slices, and half the 20 s wait: a long-poll that missed the hang-up fails here.)
+    await eventually(
+        "the abandoned long-poll to end",
+        lambda: not live_server.requests_in_flight(),
+        timeout=10,
+    )
     with live_server.client("jarvis") as jarvis:
         jarvis.do(Calls.send("gene", "after the hang-up"))
-    await asyncio.sleep(0.5)
     with live_server.client("gene") as gene_again:
-        got = gene_again.do(Calls.inbox(wait=0))
+        got = gene_again.do(Calls.inbox(wait=5))
     assert [d.message.body for d in got.deliveries] == ["after the hang-up"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from mcos.client import Calls
 from mcos.domain.severity import SendLimits
 from tests.api.conftest import migrate, serve
 from tests.throwaway_pg import ThrowawayCluster
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -88,20 +88,18 @@ def test_immediate_restart_loses_no_accepted_send(
     flood = SendLimits(pair_max=1_000_000)  # one agent flooding one recipient, on purpose
     with serve(cluster.url, tmp_path, send_limits=flood) as server:
         with Producers(server.url, server.tokens["gene"]) as producers:
-            deadline = time.monotonic() + 10
-            while len(producers.accepted) < 100 and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until("the producers to get going", lambda: len(producers.accepted) >= 100)
             accepted_before = len(producers.accepted)
             cluster.restart_immediate()
             producers.restarted.set()
-            deadline = time.monotonic() + 30
-            while producers.accepted_after_restart < 100 and time.monotonic() < deadline:
-                time.sleep(0.05)
-        assert accepted_before >= 100, "the producers never got going"
-        assert producers.accepted_after_restart >= 100, (
-            f"sends did not recover after the restart: refused {producers.refused}, "
-            f"{producers.transport_errors} transport errors"
-        )
+            wait_until(
+                lambda: (
+                    "sends to recover after the restart: refused "
+                    f"{producers.refused}, {producers.transport_errors} transport errors"
+                ),
+                lambda: producers.accepted_after_restart >= 100,
+                timeout=60,
+            )
         # While the database was down the server answered 503 (retry-safe), nothing else.
         assert set(producers.refused) <= {503}, producers.refused
 

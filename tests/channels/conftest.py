@@ -34,8 +34,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from tests.conftest import IN_CI
+from tests.waiting import wait_until
 
 DOVECOT = "/usr/sbin/dovecot"
 ACCOUNTS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
@@ -123,14 +125,12 @@ service anvil {{
 """
 
 
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float) -> bool:
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as s:
-            if s.recv(100).startswith(b"* OK"):  # the greeting: auth is ready too
-                return True
-        time.sleep(0.05)
+def _greets(port: int, proc: subprocess.Popen[bytes], stderr: Path) -> bool:
+    """Whether dovecot answers with its greeting (then auth is ready too); fails if it exited."""
+    if proc.poll() is not None:
+        pytest.fail(f"dovecot exited ({proc.returncode}):\n{stderr.read_text(errors='replace')}")
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2) as s:
+        return s.recv(100).startswith(b"* OK")
     return False
 
 
@@ -140,9 +140,13 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(5)
-    deadline = time.monotonic() + 5  # children may outlive the master for a moment
-    while (left := _group(proc.pid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # Children may outlive the master for a moment: wait up to 5 s, then kill what is left.
+    left = Retrying(
+        retry=retry_if_result(bool),
+        stop=stop_after_delay(5),
+        wait=wait_fixed(0.05),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else [],
+    )(_group, proc.pid)
     for child in left:
         with contextlib.suppress(psutil.Error):
             child.kill()
@@ -192,9 +196,11 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
     )
     server = Dovecot("127.0.0.1", port, dict(ACCOUNTS), log, conf)
     try:
-        if not _wait_listening(port, proc, time.monotonic() + 20):
-            stderr = (base / "stderr").read_text(errors="replace")
-            pytest.fail(f"dovecot did not start on port {port}:\n{stderr}\n{server.log_tail()}")
+        wait_until(
+            f"dovecot to greet on port {port}",
+            lambda: _greets(port, proc, base / "stderr"),
+            timeout=30,
+        )
         yield server
     finally:
         _stop(proc)

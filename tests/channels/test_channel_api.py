@@ -4,7 +4,6 @@ the bound agent, and Telegram's webhook with its secret-token header checked."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +21,7 @@ from mcos.runtime.channels import inbound_body
 from mcos.server.context import ChannelBinding
 from tests.api.conftest import LiveServer, migrate, serve
 from tests.api.test_dashboard import _sign_in
+from tests.waiting import stays, wait_until
 
 SECRET = "webhook-secret-0123456789"
 KEY = account_key("telegram", "123:ABC")
@@ -145,11 +145,9 @@ def test_an_unacknowledged_page_is_sent_again_then_stops(tmp_path: Path) -> None
         def posts() -> list[str]:
             return pager.outbox.read_text().splitlines() if pager.outbox.exists() else []
 
-        deadline = time.monotonic() + 15
-        while len(posts()) < 3 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)
-        assert len(posts()) == 3  # the page and two reminders, then no more
+        wait_until("the page and two reminders", lambda: len(posts()) >= 3)
+        # Then no more: watch for twice the re-page interval (sweeps every 0.2 s).
+        stays("no fourth post", lambda: len(posts()) == 3, duration=1.0)
         assert "[REMINDER, URGENT]" in posts()[1]
         (page,) = operator.do(Calls.pages())
         assert (page.attempts, page.state) == (3, "sent")

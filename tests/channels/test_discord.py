@@ -9,15 +9,14 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import discord.http
 import pytest
-from discord.gateway import DiscordWebSocket
 
 from mcos.channels.base import Inbound, Outbound, account_key
 from mcos.channels.discord import DiscordChannel
 from mcos.config.models import ChannelConfig
 from mcos.exceptions import AuthError, InvalidRequest
 from tests.fakes.discord_server import FakeDiscord
+from tests.waiting import eventually
 
 TOKEN = "MTIzNDU2Nzg5.fake-bot.token-that-must-never-be-written"
 OPS, ALERTS, RANDOM = "100000000000000001", "100000000000000002", "100000000000000003"
@@ -39,20 +38,9 @@ class Clock:
         await asyncio.sleep(0)
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for observable state, failing after ``timeout``."""
-    # The fake's state lives on its own thread, where an asyncio.Event cannot be set from.
-    async with asyncio.timeout(timeout):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-
-
-@pytest.fixture(autouse=True)
-def _restore_discord_globals() -> Iterator[None]:
-    """The channel points discord.py's process-wide API base at the fake; put it back."""
-    base, gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
-    yield
-    discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
+async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait for observable state (the fake's, on its own thread), failing after ``timeout``."""
+    await eventually("the fake Discord to reach the state", condition, timeout=timeout)
 
 
 def make_fake(**options: object) -> FakeDiscord:

@@ -4,8 +4,7 @@ with buttons whose presses go through the governance API — only from the found
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from mcos.exceptions import Conflict, Forbidden
 from mcos.server.context import ChannelBinding
 from tests.api.conftest import LiveServer, migrate, serve
 from tests.fakes.telegram_server import FakeTelegram
+from tests.waiting import wait_until
 
 TOKEN = "222222222:AAH-paging_bot_token_for_the_local_fake01"
 FOUNDER = 555
@@ -44,13 +44,8 @@ def paged(tmp_path: Path) -> Iterator[tuple[LiveServer, FakeTelegram]]:
             yield server, telegram
 
 
-def wait_for(predicate: object, timeout: float = 15.0) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail("timed out waiting")
-        time.sleep(0.05)
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    wait_until("the page, the button or the vote", predicate, timeout)
 
 
 def buttons(telegram: FakeTelegram) -> list[list[str]]:

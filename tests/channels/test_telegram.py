@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from mcos.config.models import ChannelConfig
 from mcos.server.app import StoreLeases
 from mcos.store import Store, make_store
 from tests.fakes.telegram_server import FakeTelegram
+from tests.waiting import eventually
 
 TOKEN = "123456789:AAH-test_token_for_the_local_fake_0001"
 OTHER = "987654321:AAH-test_token_for_the_local_fake_0002"
@@ -48,13 +49,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
-async def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    assert callable(predicate)
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail("timed out waiting")
-        await asyncio.sleep(0.02)
+async def wait_for(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    await eventually("the fake Telegram or the channel to reach the state", predicate, timeout)
 
 
 class TestReceiving:
@@ -191,15 +187,14 @@ class TestOnePoller:
         runner = ChannelRunner(tg, deliver, StoreLeases(store), "host-a:1", report, sleep=sleep)
         task = asyncio.create_task(runner.run())
         await wait_for(lambda: runner.receiving)
-        await asyncio.sleep(0.3)  # our getUpdates is in flight
+        await wait_for(lambda: telegram.bots[TOKEN].polling)  # our getUpdates is in flight
         outsider = channel(telegram)
         polling = asyncio.create_task(outsider.bot.get_updates(timeout=2))
         await wait_for(lambda: any(w == "fenced" for w, _ in events))
         await asyncio.gather(polling, return_exceptions=True)
-        polls = telegram.polls
-        await asyncio.sleep(0.5)
-        assert telegram.polls == polls  # stopped polling
-        assert 60.0 in pauses  # waits at least a full minute before trying again
+        # It waits at least a full minute before trying again, and meanwhile does not poll.
+        await wait_for(lambda: 60.0 in pauses)
+        assert not telegram.bots[TOKEN].polling
         fenced = next(d for w, d in events if w == "fenced")
         assert "terminated by other getUpdates" in fenced
         task.cancel()

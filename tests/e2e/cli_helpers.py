@@ -6,12 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 MCOS = [sys.executable, "-m", "mcos"]
 
@@ -74,18 +74,25 @@ def start_server(fleet: Path, port: int, log_path: Path, *extra: str) -> ServerP
     )
     url = f"http://127.0.0.1:{port}"
     server = ServerProcess(process, url, log_path, log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def healthy() -> bool:
         if process.poll() is not None:
             server.log.close()
             msg = f"mcos server exited {process.returncode}:\n{server.output()}"
             raise AssertionError(msg)
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return server
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
+            return False
+
+    healthy_in_time = Retrying(
+        retry=retry_if_result(lambda ok: not ok),
+        stop=stop_after_delay(60),
+        wait=wait_fixed(0.1),
+        retry_error_callback=lambda _: False,
+    )(healthy)
+    if healthy_in_time:
+        return server
     server.stop()
     msg = f"mcos server did not become healthy:\n{server.output()}"
     raise AssertionError(msg)

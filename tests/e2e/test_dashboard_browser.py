@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from mcos.domain.tokens import PrincipalKind
 from tests.api.conftest import free_port
 from tests.conftest import IN_CI
 from tests.e2e.cli_helpers import MCOS
+from tests.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -46,22 +46,29 @@ def fleet_running(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     )
     url = f"http://127.0.0.1:{port}"
     token = home / "state" / "operator.token"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if token.exists():
-            with Client(url, token.read_text().strip()) as op:
-                try:
-                    agents = op.do(Calls.agents())
-                except Exception:
-                    agents = []
-                if len(agents) == 12 and all(a.state == "idle" for a in agents):
-                    break
-        time.sleep(0.3)
+
+    def all_idle() -> bool:
+        if run.poll() is not None:
+            pytest.fail(f"mcos run exited {run.returncode}")
+        if not token.exists():
+            return False
+        with Client(url, token.read_text().strip()) as op:
+            try:
+                agents = op.do(Calls.agents())
+            except Exception:
+                return False
+        return len(agents) == 12 and all(a.state == "idle" for a in agents)
+
     try:
+        wait_until("the twelve agents idle", all_idle, timeout=90, interval=0.3)
         yield url, home
     finally:
         run.send_signal(signal.SIGINT)
-        run.wait(60)
+        try:
+            run.wait(60)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.wait()
         out.close()
 
 

@@ -3,9 +3,7 @@ real Mission Control, real agent runtimes (offline model), real messages."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ from mcos.runtime.clock import MissionClock
 from mcos.server.factory import build_app
 from mcos.store import make_store
 from tests.api.conftest import free_port
+from tests.waiting import eventually
 
 FAST = RuntimeSettings(batch_window=0, visibility=60)
 
@@ -65,10 +64,7 @@ async def business(tmp_path: Path) -> AsyncIterator[Business]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "Mission Control did not start"
-        await asyncio.sleep(0.05)
+    await eventually("Mission Control to start", lambda: server.started, timeout=30)
     url = f"http://127.0.0.1:{port}"
     operator = (fleet.state_dir / "operator.token").read_text().strip()
     with Client(url, operator) as op:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,15 +17,11 @@ from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import MCOS, mcos, mcos_json
+from tests.waiting import wait_until
 
 
-def _wait(what: str, check: object, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(what: str, check: Callable[[], object], timeout: float = 60) -> None:
+    wait_until(what, check, timeout=timeout, interval=0.2)
 
 
 def _alive(pid: int) -> bool:

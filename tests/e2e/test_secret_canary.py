@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,8 +17,10 @@ from mcos.client import Calls, Client
 from mcos.config.scaffold import init_fleet
 from mcos.domain.messages import Priority
 from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import McosError
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import MCOS
+from tests.waiting import wait_until
 
 CANARY = "canary-7f3c9e1a2b4d6f80-do-not-leak"
 
@@ -74,23 +75,33 @@ def test_the_canary_never_leaks(tmp_path: Path) -> None:
     responses: list[str] = []
     try:
         token_file = home / "state" / "operator.token"
-        deadline = time.monotonic() + 60
-        while not token_file.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until("the operator token", token_file.exists, timeout=60)
         operator = token_file.read_text().strip()
         with Client(url, operator) as op:
-            while time.monotonic() < deadline:
-                if all(a.state == "idle" for a in op.do(Calls.agents())):
-                    break
-                time.sleep(0.3)
+
+            def all_idle() -> bool:
+                try:
+                    return all(a.state == "idle" for a in op.do(Calls.agents()))
+                except McosError:
+                    return False
+
+            wait_until("every agent idle", all_idle, timeout=60, interval=0.3)
             jarvis = op.do(Calls.create_token(PrincipalKind.AGENT, "jarvis")).token
             with Client(url, jarvis) as j:
                 j.do(
                     Calls.send("gene", "check the disks", subject="disks", priority=Priority.URGENT)
                 )
-            while time.monotonic() < deadline and not EchoingApi.seen:
-                time.sleep(0.2)
-            time.sleep(1.0)  # let the failure be logged and reported
+            wait_until("the key at its API", lambda: EchoingApi.seen, timeout=60)
+            # The failure logged (daily log) and reported (gene's state), before looking for leaks.
+            memory = home / "agents" / "gene" / "memory"
+            wait_until(
+                "gene's daily log to record the refusal",
+                lambda: any("Incorrect API key" in p.read_text() for p in memory.glob("*.md")),
+            )
+            wait_until(
+                "gene to report the failed call",
+                lambda: "Incorrect API key" in op.do(Calls.agent("gene")).state_detail,
+            )
             for call in (
                 Calls.agents(),
                 Calls.incidents(),
@@ -103,7 +114,11 @@ def test_the_canary_never_leaks(tmp_path: Path) -> None:
             responses.append(op.do(Calls.metrics()))
     finally:
         run.send_signal(signal.SIGINT)
-        run.wait(60)
+        try:
+            run.wait(60)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            run.wait()
         out.close()
         api.shutdown()
     assert CANARY in EchoingApi.seen, "the key never reached its API: the test proves nothing"

@@ -32,6 +32,7 @@ from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from tests.api.conftest import free_port
+from tests.fakes.serving import wait_serving
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
 GUILDS = 1 << 0
@@ -747,12 +748,9 @@ class FakeDiscord:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started or self._loop is None:
-            if time.monotonic() > deadline:
-                msg = "the fake Discord server did not start"
-                raise RuntimeError(msg)
-            time.sleep(0.02)
+        wait_serving(
+            self._server, self._thread, "the fake Discord server", lambda: self._loop is not None
+        )
         return self
 
     def stop(self) -> None:

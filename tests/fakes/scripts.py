@@ -12,7 +12,6 @@ import math
 import secrets
 import string
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.api.conftest import free_port
+from tests.fakes.serving import wait_serving
 
 JSON = dict[str, Any]
 
@@ -238,12 +238,7 @@ class ScriptedServer:
         )
         thread = threading.Thread(target=server.run, name=type(self).__name__, daemon=True)
         thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                server.should_exit = True
-                raise RuntimeError(f"{type(self).__name__} did not start on port {port}")
-            time.sleep(0.005)
+        wait_serving(server, thread, f"{type(self).__name__} on port {port}")
         self._server, self._thread, self._port = server, thread, port
         return self
 

@@ -21,6 +21,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from tests.api.conftest import free_port
+from tests.fakes.serving import wait_serving
 
 CONFLICT = (
     "Conflict: terminated by other getUpdates request; make sure that only one bot instance "
@@ -280,12 +281,7 @@ class FakeTelegram:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                msg = "the fake Telegram server did not start"
-                raise RuntimeError(msg)
-            time.sleep(0.02)
+        wait_serving(self._server, self._thread, "the fake Telegram server")
         return self
 
     def stop(self) -> None:

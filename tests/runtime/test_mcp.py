@@ -22,6 +22,7 @@ from mcos.runtime.workspace import TurnKind
 from tests.api.conftest import free_port
 from tests.fakes.anthropic_server import FakeAnthropic, Text, ToolUse
 from tests.runtime.conftest import RigFactory, write_fleet
+from tests.waiting import wait_until
 
 TIME = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
 """The reference time server from PyPI (``mcp-server-time``), over stdio."""
@@ -61,12 +62,11 @@ def no_stray_processes() -> Iterator[None]:
     """Every process a test starts (servers over stdio, the HTTP server) is gone after it."""
     before = set(_children())
     yield
-    deadline = time.monotonic() + 10
-    while (stray := {p: c for p, c in _children().items() if p not in before}) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    assert stray == {}
+
+    def stray() -> dict[int, str]:
+        return {p: c for p, c in _children().items() if p not in before}
+
+    wait_until("no stray process", lambda: not stray(), timeout=10)
 
 
 @pytest.fixture
@@ -81,14 +81,13 @@ def calc_url(tmp_path: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def listening() -> bool:
             assert process.poll() is None, (tmp_path / "calc.log").read_text()
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline, "the MCP HTTP server did not start"
-            time.sleep(0.05)
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until("the MCP HTTP server to listen", listening)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         process.terminate()

@@ -24,6 +24,7 @@ from tests.fakes.anthropic_server import (
 )
 from tests.fakes.openai_server import FakeOpenAI
 from tests.runtime.conftest import Rig, RigFactory
+from tests.waiting import eventually
 
 KEY = "sk-ant-test-gene"
 MODEL = "claude-sonnet-4-6"
@@ -155,7 +156,8 @@ async def test_429_cools_the_agent_down_visibly_then_it_recovers(
     [back] = gene.pending.values()
     assert (back.attempts, back.deferrals) == (1, 1)  # deferred: the 429 used no attempt
     fake.script(Text("All fine."))
-    assert await gene.handle_messages()
+    assert await eventually("gene to handle it once cooled", gene.handle_messages)
+    assert len(fake.requests) == 2  # one call after the cooldown, none during it
     assert (await jarvis.do(Calls.agent("gene"))).state == "idle"
 
 

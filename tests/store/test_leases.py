@@ -9,6 +9,7 @@ import pytest
 
 from mcos.exceptions import LeaseHeld, LeaseLost
 from mcos.store import Store
+from tests.waiting import past
 
 TTL = timedelta(seconds=15)
 SHORT = timedelta(milliseconds=300)
@@ -43,7 +44,7 @@ class TestLeases:
 
     async def test_after_expiry_another_holder_gets_a_newer_token(self, store: Store) -> None:
         old = await store.acquire_lease("gene", "sup-a", "mini", SHORT)
-        await asyncio.sleep(0.4)
+        await past(store.now, old.expires_at)
         new = await store.acquire_lease("gene", "sup-b", "vps", TTL)
         assert new.fence == old.fence + 1
         with pytest.raises(LeaseLost, match="now belongs to sup-b"):
@@ -51,7 +52,7 @@ class TestLeases:
 
     async def test_a_late_renewal_is_lost_even_if_nobody_took_over(self, store: Store) -> None:
         old = await store.acquire_lease("gene", "sup-a", "mini", SHORT)
-        await asyncio.sleep(0.4)
+        await past(store.now, old.expires_at)
         with pytest.raises(LeaseLost, match="expired"):
             await store.renew_lease("gene", "sup-a", old.fence, TTL)
 

@@ -10,10 +10,17 @@ import pytest
 from mcos.domain.messages import DeliveryState, MessageKind, NewMessage, Priority, RecipientKind
 from mcos.exceptions import IdempotencyConflict, InvalidRequest, NotFound, StaleReceipt
 from mcos.store import Store
+from tests.waiting import eventually, past
 
 
 def msg(sender: str = "gene", to: str = "jarvis", **kw: object) -> NewMessage:
     return NewMessage(sender=sender, recipient=to, **kw)  # type: ignore[arg-type]
+
+
+async def waiting_on(store: Store, inbox: str) -> None:
+    """Until a long-poll waiter on ``inbox`` is registered (the store's in-process waiters)."""
+    waiters = store._waiters._waiting  # type: ignore[attr-defined]
+    await eventually(f"a waiter on {inbox}", lambda: waiters.get(inbox))
 
 
 class TestSend:
@@ -139,7 +146,8 @@ class TestClaimAndAck:
         await store.send(msg())
         [d] = await store.claim("jarvis", visibility=timedelta(milliseconds=50))
         await store.ack("jarvis", d.id, d.receipt or "")
-        await asyncio.sleep(0.1)
+        assert d.deadline is not None
+        await past(store.now, d.deadline)
         assert await store.claim("jarvis") == []
 
     async def test_ack_twice_is_harmless(self, store: Store) -> None:
@@ -153,7 +161,8 @@ class TestClaimAndAck:
         """When the deadline passes the delivery is offered again, with a new receipt."""
         await store.send(msg())
         [first] = await store.claim("jarvis", visibility=timedelta(milliseconds=50))
-        await asyncio.sleep(0.1)
+        assert first.deadline is not None
+        await past(store.now, first.deadline)
         [second] = await store.claim("jarvis")
         assert second.id == first.id
         assert second.attempts == 2
@@ -182,7 +191,8 @@ class TestClaimAndAck:
         """An ack after the deadline but before anyone reclaimed is accepted."""
         await store.send(msg())
         [d] = await store.claim("jarvis", visibility=timedelta(milliseconds=20))
-        await asyncio.sleep(0.05)
+        assert d.deadline is not None
+        await past(store.now, d.deadline)
         await store.ack("jarvis", d.id, d.receipt or "")
         assert await store.claim("jarvis") == []
 
@@ -200,7 +210,7 @@ class TestRetriesAndDeadLetters:
         assert back.state is DeliveryState.QUEUED
         assert back.last_error == "busy"
         assert await store.claim("jarvis") == []
-        await asyncio.sleep(0.12)
+        await past(store.now, back.visible_at)
         [again] = await store.claim("jarvis")
         assert again.attempts == 2
 
@@ -229,7 +239,8 @@ class TestRetriesAndDeadLetters:
         await store.send(msg())
         for _ in range(3):
             [d] = await store.claim("jarvis", visibility=timedelta(milliseconds=10))
-            await asyncio.sleep(0.02)
+            assert d.deadline is not None
+            await past(store.now, d.deadline)
         assert await store.claim("jarvis") == []
         [dead] = await store.dead_letters()
         assert dead.id == d.id
@@ -347,7 +358,7 @@ class TestWait:
     async def test_send_wakes_waiter(self, store: Store) -> None:
         """A waiter on an inbox wakes when a message is sent to it."""
         waiter = asyncio.create_task(store.wait("jarvis", 5), name="waiter")
-        await asyncio.sleep(0.05)
+        await waiting_on(store, "jarvis")
         await store.send(msg())
         assert await asyncio.wait_for(waiter, 2)
 
@@ -358,7 +369,7 @@ class TestWait:
     async def test_other_inbox_does_not_wake(self, store: Store) -> None:
         """A send to another inbox does not wake this one's waiter."""
         waiter = asyncio.create_task(store.wait("gene", 0.3), name="waiter")
-        await asyncio.sleep(0.05)
+        await waiting_on(store, "gene")
         await store.send(msg(to="jarvis"))
         assert not await waiter
 

@@ -6,10 +6,10 @@ import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -18,11 +18,14 @@ from mcos.config.scaffold import init_fleet
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import MCOS, ServerProcess, start_server
 from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.waiting import wait_until
 
+# Fast, but not so fast that a loaded 2-core machine trips them: a supervisor starved for 2 s
+# lost a 3 s lease, and an agent slow to start was killed as hung by a 4 s watchdog.
 SUPERVISOR = """
 [supervisor]
-lease_ttl = "3s"
-watchdog = "4s"
+lease_ttl = "6s"
+watchdog = "8s"
 restart_first = "1s"
 restart_cap = "1s"
 max_restarts = 5
@@ -36,6 +39,8 @@ address = "127.0.0.1"
 address = "127.0.0.2"
 """
 
+
+T = TypeVar("T")
 
 TITLE = re.compile(r"^mcos agent (?P<name>\S+) --fleet (?P<fleet>\S+)")
 
@@ -62,14 +67,9 @@ def agent_pids(fleet: Path, agent: str | None = None) -> dict[str, list[int]]:
     return found
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
-    """Poll ``check`` until it holds (the test fails after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+def wait_for(what: str, check: Callable[[], T], timeout: float = 30) -> T:
+    """Poll ``check`` until it holds and return its value (the test fails after ``timeout``)."""
+    return wait_until(what, check, timeout=timeout, interval=0.1)
 
 
 @dataclass

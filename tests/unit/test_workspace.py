@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mcos.runtime.workspace import (
     guardrail_entries,
     is_effectively_empty,
 )
+from tests.waiting import wait_until
 
 OPENCLAW = Path(__file__).parent.parent / "fixtures" / "openclaw_workspace"
 
@@ -179,14 +179,35 @@ class TestFiles:
         ws.write_atomic("WORKSTATE.md", old)
         new = "# WORKSTATE\n" + "next steps\n" * 2_000_000
         ctx = multiprocessing.get_context("fork")
-        for delay in (0.0, 0.005, 0.02):
+        current = tmp_path / "WORKSTATE.md"
+        # The kill lands at points seen on disk: a rewrite begun, half written, and a rewrite
+        # after one that completed.
+        points = [
+            ("a rewrite begun", lambda tmp: _size(tmp) >= 0),
+            ("half the text written", lambda tmp: _size(tmp) > len(new) // 2),
+            (
+                "a rewrite after one done",
+                lambda tmp: _size(current) == len(new) and _size(tmp) >= 0,
+            ),
+        ]
+        for what, reached in points:
             child = ctx.Process(target=_rewrite_forever, args=(tmp_path, new))
             child.start()
-            time.sleep(0.05 + delay)
             assert child.pid is not None
-            os.kill(child.pid, signal.SIGKILL)
-            child.join()
-            assert (tmp_path / "WORKSTATE.md").read_text() in (old, new)
+            tmp = tmp_path / f".WORKSTATE.md.tmp-{child.pid}"
+            try:
+                wait_until(what, lambda reached=reached, tmp=tmp: reached(tmp), interval=0.001)
+            finally:
+                os.kill(child.pid, signal.SIGKILL)
+                child.join()
+            assert current.read_text() in (old, new)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # replaced or not yet there
+        return -1
 
 
 def _rewrite_forever(root: Path, text: str) -> None:
