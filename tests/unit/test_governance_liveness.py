@@ -191,32 +191,58 @@ class TestLiveness:
         assert m.decided("declare_incident:P0", [jarvis], [founder])
         assert not m.decided("declare_incident:P0", [sentinel], [jarvis])  # needs a human
 
+    def test_where_another_human_exists_a_humans_p0_needs_them(self) -> None:
+        """The reporter's seat is for liveness only: with a second human, the founder's own P0
+        is confirmed by the orchestrator *and* that human, not by the orchestrator alone."""
+        jarvis, sentinel = Party.agent("jarvis", "orchestrator"), Party.agent("s", "security")
+        founder, cofounder = Party.human("founder", "founder"), Party.human("ana", "human")
+        fleet = [jarvis, sentinel, founder, cofounder]
+        m, p0 = Matrix.build({}), "declare_incident:P0"
+        assert not m.decided(p0, [jarvis], [founder], fleet)
+        assert m.decided(p0, [jarvis, cofounder], [founder], fleet)
+        assert m.decidable(p0, founder, fleet)
+        assert m.decided(p0, [jarvis], [founder], [jarvis, sentinel, founder])  # the only human
+
 
 def _without_reporter_seat(
-    quorum: Quorum, voters: Sequence[Party], reporters: Sequence[Party] = ()
+    quorum: Quorum,
+    voters: Sequence[Party],
+    reporters: Sequence[Party] = (),
+    *,
+    others_suffice: bool = False,
 ) -> bool:
     """The old rule: reporters excluded, their report counts for nothing."""
+    del others_suffice
     keys = {r.key for r in reporters}
     return satisfied(quorum, [v for v in voters if v.key not in keys])
 
 
 def _seat_without_a_second(
-    quorum: Quorum, voters: Sequence[Party], reporters: Sequence[Party] = ()
+    quorum: Quorum,
+    voters: Sequence[Party],
+    reporters: Sequence[Party] = (),
+    *,
+    others_suffice: bool = False,
 ) -> bool:
     """Weakened: the reporter's seat counts even when nobody else voted."""
+    del others_suffice
     keys = {r.key for r in reporters}
     return satisfied(quorum, [*reporters, *(v for v in voters if v.key not in keys)])
 
 
 def _reporter_votes(
-    quorum: Quorum, voters: Sequence[Party], reporters: Sequence[Party] = ()
+    quorum: Quorum,
+    voters: Sequence[Party],
+    reporters: Sequence[Party] = (),
+    *,
+    others_suffice: bool = False,
 ) -> bool:
     """Weakened: the reporter's own vote counts."""
-    del reporters
+    del reporters, others_suffice
     return satisfied(quorum, voters)
 
 
-Mutant = Callable[[Quorum, Sequence[Party], Sequence[Party]], bool]
+Mutant = Callable[..., bool]
 
 
 class TestTheHarnessCatchesWeakenedRules:

@@ -281,21 +281,29 @@ def satisfied(
     return sum(1 for v in distinct if quorum.admits(v)) >= quorum.need
 
 
-def decides(quorum: Quorum, voters: Sequence[Party], reporters: Sequence[Party] = ()) -> bool:
+def decides(
+    quorum: Quorum,
+    voters: Sequence[Party],
+    reporters: Sequence[Party] = (),
+    *,
+    others_suffice: bool = False,
+) -> bool:
     """Whether the ``voters`` decide an item that ``reporters`` raised (reported, requested).
 
-    A reporter never votes on its own item: its votes among ``voters`` do not count. Its report
-    may fill the one seat it could have filled as a voter — pass only reporters who are
+    A reporter never votes on its own item: its votes among ``voters`` do not count. Where the
+    rest of the fleet could not meet the quorum without it (``others_suffice`` False), its
+    report fills the one seat it could have filled as a voter — pass only reporters who are
     eligible voters — but never alone: at least one other voter must have voted, and reporter
-    plus voters together must meet the quorum. So an orchestrator's own P1 is confirmed by
-    another orchestrator or by any other P1 confirmer (a human), a human's own P0 by the
-    orchestrator, and no item is ever decided by one principal. Pass only eligible voters.
+    plus voters together must meet the quorum. So where another human exists, a human's own P0
+    needs the orchestrator *and* that human; the only human's P0 is confirmed by the
+    orchestrator; the only orchestrator's P1 by any other P1 confirmer (a human); and no item is
+    ever decided by one principal. Pass only eligible voters.
     """
     exclude = {r.key for r in reporters}
     others = _distinct(voters, exclude)
     if satisfied(quorum, others):
         return True
-    if not others:
+    if not others or others_suffice:
         return False
     return any(quorum.admits(r) and satisfied(quorum, [r, *others]) for r in reporters)
 
@@ -493,22 +501,33 @@ class Matrix:
         voters other than the reporter (a reporter never votes on its own item)."""
         return [p for p in parties if p.key != reporter.key and self.eligible(item, p)]
 
-    def decided(self, item: str, voters: Sequence[Party], reporters: Sequence[Party] = ()) -> bool:
+    def decided(
+        self,
+        item: str,
+        voters: Sequence[Party],
+        reporters: Sequence[Party] = (),
+        parties: Sequence[Party] | None = None,
+    ) -> bool:
         """Whether the yes-votes of ``voters`` decide ``item`` raised by ``reporters``
-        (see :func:`decides`); votes and reports of ineligible parties do not count."""
+        (see :func:`decides`); votes and reports of ineligible parties do not count. Given the
+        fleet's ``parties``, a reporter's seat counts only when the rest of the fleet could not
+        meet the quorum without it."""
         quorum = self.rule(item).approve
         if quorum is None:
             return False
+        raised = {r.key for r in reporters}
+        rest = [p for p in parties or () if p.key not in raised and self.eligible(item, p)]
         return decides(
             quorum,
             [v for v in voters if self.eligible(item, v)],
             [r for r in reporters if self.eligible(item, r)],
+            others_suffice=parties is not None and satisfied(quorum, rest),
         )
 
     def decidable(self, item: str, reporter: Party, parties: Sequence[Party]) -> bool:
         """Whether ``item`` raised by ``reporter`` can be decided by the rest of the fleet:
         all its other confirmers voting yes would decide it."""
-        return self.decided(item, self.confirmers(item, reporter, parties), [reporter])
+        return self.decided(item, self.confirmers(item, reporter, parties), [reporter], parties)
 
 
 def vote_action(item: str) -> str:

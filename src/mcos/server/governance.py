@@ -270,7 +270,9 @@ class Governance:
         raised = [
             p for a in sorted(claimed(events, target)) if (p := self._actor_party(a, parties))
         ]
-        if gate is None or not self.matrix.decided(f"declare_incident:{target}", voters, raised):
+        if gate is None or not self.matrix.decided(
+            f"declare_incident:{target}", voters, raised, parties
+        ):
             return Outcome(incident=incident, gate_met=False)
         new_state = (
             IncidentState.CONFIRMED
@@ -441,7 +443,7 @@ class Governance:
         ]
         voted = {v.voter for v in votes}
         requester = [p for p in parties if _actor(p) == request.requester]
-        if self.matrix.decided(request.action, yes, requester):
+        if self.matrix.decided(request.action, yes, requester, parties):
             done = await self.mc.store.decide_approval(
                 request.id, "approved", caller.actor, "quorum met"
             )
@@ -450,7 +452,7 @@ class Governance:
         undecided = [
             p for p in parties if _actor(p) not in voted and _actor(p) != request.requester
         ]
-        if not self.matrix.decided(request.action, yes + undecided, requester):
+        if not self.matrix.decided(request.action, yes + undecided, requester, parties):
             done = await self.mc.store.decide_approval(
                 request.id, "denied", caller.actor, "the quorum can no longer be met"
             )
