@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,14 +21,7 @@ from mcos.exceptions import InvalidRequest, McosError, StaleReceipt
 from mcos.server.context import ChannelBinding
 from tests.api.conftest import LiveServer, migrate, raw, serve
 from tests.store.conftest import create_pg_database, drop_pg_database
-
-
-def wait_for(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.waiting import wait_until
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -157,9 +149,9 @@ class TestDeadLettersAreNeverSilent:
             assert len(dead) == 2
             assert {a.name: a.dead for a in op.do(Calls.agents())}["gene"] == 2
             seen: list[str] = []
-            wait_for(lambda: seen.extend(notices(jarvis)) or len(seen) >= 2, "the notices")
+            wait_until("the notices", lambda: seen.extend(notices(jarvis)) or len(seen) >= 2)
             assert all("for gene dead-lettered" in s for s in seen)
-            wait_for(lambda: pages(outbox), "the page")
+            wait_until("the page", lambda: pages(outbox))
             told = [
                 r
                 for r in op.do(Calls.audit(action="dead_letter.notified"))
@@ -183,13 +175,13 @@ class TestDeadLettersAreNeverSilent:
         with server.client("sentinel") as sentinel, server.client() as op:
             sentinel.do(Calls.send("gene", "stale soon", subject="ephemeral", ttl_seconds=0.3))
             sentinel.do(Calls.send("gene", "kept", subject="no expiry"))
-            wait_for(lambda: op.do(Calls.dead_letters(inbox="gene")), "the expiry")
+            wait_until("the expiry", lambda: op.do(Calls.dead_letters(inbox="gene")))
             [dead] = op.do(Calls.dead_letters(inbox="gene"))
             assert dead.last_error == "expired"
             assert dead.message.subject == "ephemeral"
         with server.client("jarvis") as jarvis:
-            wait_for(lambda: notices(jarvis), "the notice")
-        wait_for(lambda: pages(outbox), "the page")
+            wait_until("the notice", lambda: notices(jarvis))
+        wait_until("the page", lambda: pages(outbox))
 
     def test_bad_expiry_input_is_refused(self, paged: tuple[LiveServer, Path]) -> None:
         """Both an expiry and a TTL, or a negative TTL, is a 422 naming the field."""

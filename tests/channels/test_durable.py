@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.store.conftest import DIRECTORY, FAST_POLICY
 from tests.supervisor.conftest import RigFactory as FleetRigFactory
 from tests.supervisor.conftest import agent_pids, fleet_rig_factory  # noqa: F401 (the fixture)
 from tests.supervisor.test_faults import AGENTS as FLEET_AGENTS
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 TG = "123456789:AAH-durable_outbox_token_000000000001"
@@ -51,15 +51,15 @@ CHAT = "77"
 def wait_for(
     what: str, condition: Callable[[], bool], timeout: float = 60.0, *, required: bool = True
 ) -> bool:
-    """Wait for observable state, failing with ``what`` after ``timeout`` (or, when not
-    ``required``, answering False)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            if required:
-                pytest.fail(f"timed out waiting for {what}")
+    """Wait for observable state (``wait_until``), failing with ``what`` after ``timeout`` (or,
+    when not ``required``, answering False)."""
+    if not required:
+        try:
+            wait_until(what, condition, timeout)
+        except pytest.fail.Exception:
             return False
-        time.sleep(0.05)
+        return True
+    wait_until(what, condition, timeout)
     return True
 
 

@@ -3,7 +3,6 @@ told and outages retried. (Through SIGKILLs and outages: test_durable.py.)"""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from mcos.models.base import ToolCall
 from mcos.runtime.channels import AgentChannels
 from tests.fakes.telegram_server import FakeTelegram
 from tests.runtime.conftest import RigFactory, rig_factory  # noqa: F401 (the fixture)
+from tests.waiting import eventually
 
 CHAT = "77"
 
@@ -187,9 +187,10 @@ async def test_a_corrupt_held_item_is_set_aside_and_the_next_is_stored(
         item = Inbound("dc", "alice", "after the torn one", datetime.now(UTC), ref="42")
         await host.deliver_to("dc")(item)
         await host.deliver_to("dc")(item)  # a repeat of the same item is held once
-        async with asyncio.timeout(30):
-            while host.spooled().get("inbound_waiting", 0):  # noqa: ASYNC110 (a file)
-                await asyncio.sleep(0.05)
+        await eventually(
+            "the held items delivered or set aside",
+            lambda: not host.spooled().get("inbound_waiting", 0),
+        )
         assert host.spooled() == {"inbound_corrupt": 1}
         assert [w for w, _ in reports] == ["spool_corrupt"]
         assert "spooled item 41 is unreadable" in reports[0][1]

@@ -10,8 +10,7 @@ import re
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,19 +29,12 @@ from mcos.domain.tokens import PrincipalKind
 from mcos.server.factory import build_app
 from tests.api.conftest import free_port, migrate
 from tests.conftest import IN_CI
+from tests.waiting import wait_until
 
+ROOT = Path(__file__).resolve().parents[2]
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 SECONDS = re.compile(r"clock unhealthy on host \S+: ([+-]\d+(?:\.\d+)?)s")
 LOGGED = re.compile(r"clock unhealthy: ([+-]\d+(?:\.\d+)?)s from Mission Control")
-
-
-def _wait(what: str, check: Callable[[], object], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 def _needs_libfaketime() -> None:
@@ -80,7 +72,7 @@ class SkewedAgent:
         return path.read_text() if path.exists() else ""
 
     def wait_handled(self, subject: str) -> None:
-        _wait(f"gene handling {subject!r}", lambda: subject in self.today())
+        wait_until(f"gene handling {subject!r}", lambda: subject in self.today())
 
 
 @contextmanager
@@ -97,7 +89,7 @@ def skewed_agent(tmp_path: Path, faketime: dict[str, str]) -> Iterator[SkewedAge
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    _wait("Mission Control", lambda: server.started)
+    wait_until("Mission Control", lambda: server.started)
     url = f"http://127.0.0.1:{port}"
     operator = (fleet.state_dir / "operator.token").read_text().strip()
     with Client(url, operator) as op:
@@ -132,7 +124,7 @@ def _near(seconds: float, expected: float, within: float = 60) -> bool:
 def test_a_host_seven_hours_ahead_misdates_nothing(tmp_path: Path) -> None:
     _needs_libfaketime()
     with skewed_agent(tmp_path, {"FAKETIME": "+7h"}) as rig:
-        _wait("the clock report", lambda: rig.clock_reports() != [])
+        wait_until("the clock report", lambda: rig.clock_reports() != [], interval=0.2)
         rig.send("backups")
         rig.wait_handled("backups")
         reports = rig.clock_reports()
@@ -165,7 +157,7 @@ def test_a_host_clock_stepped_between_measurements_raises_no_false_alarm(tmp_pat
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",  # as with NTP, a wall-clock step moves no timers
     }
     with skewed_agent(tmp_path, faketime) as rig:
-        _wait("the clock report", lambda: rig.clock_reports() != [])
+        wait_until("the clock report", lambda: rig.clock_reports() != [], interval=0.2)
         first = rig.clock_reports()[0]
         found = SECONDS.search(first.summary)
         assert found is not None, first.summary
@@ -194,14 +186,19 @@ def test_a_host_clock_stepped_between_measurements_raises_no_false_alarm(tmp_pat
 
 
 CRASH_LOOP = """
-import asyncio, pathlib, sys, time
+import asyncio, pathlib, sys
 from datetime import timedelta
 from mcos.client import AsyncClient
 from mcos.config import load_fleet
 from mcos.supervisor.policy import Exit, RestartPolicy
-from mcos.supervisor.supervisor import Supervisor
+from mcos.supervisor.supervisor import Supervisor, _steady_now
 
 fleet, host_clock = load_fleet(sys.argv[1]), pathlib.Path(sys.argv[2])
+sys.path.insert(0, sys.argv[3])  # the repository, for the suite's wait helpers
+from tests.waiting import past
+
+async def steady_now():  # the clock the supervisor spaces crashes on (monotonic)
+    return _steady_now()
 window = timedelta(seconds=0.5)
 
 async def main() -> None:
@@ -213,9 +210,8 @@ async def main() -> None:
         slot = supervisor.slots["gene"]
         for _ in range(2):
             await supervisor._after_exit(slot, 1, Exit.CRASHED)
-        spread = time.monotonic() + 2 * window.total_seconds()
-        while time.monotonic() < spread:  # the next crash really comes two windows later
-            await asyncio.sleep(0.05)
+        # the next crash really comes two windows later, on the supervisor's clock
+        await past(steady_now, slot.crashes[-1] + 2 * window)
         host_clock.write_text("-1h\\n")  # and NTP steps the wall clock back before it
         await supervisor._after_exit(slot, 1, Exit.CRASHED)
         print(slot.status, len(slot.crashes))
@@ -240,7 +236,7 @@ def test_a_wall_clock_step_back_does_not_fail_an_agent_as_a_crash_loop(tmp_path:
         "FAKETIME_DONT_FAKE_MONOTONIC": "1",
     }
     done = subprocess.run(
-        [sys.executable, "-P", "-c", CRASH_LOOP, str(path), str(host_clock)],
+        [sys.executable, "-P", "-c", CRASH_LOOP, str(path), str(host_clock), str(ROOT)],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -29,6 +28,7 @@ from mcos.runtime.workspace import TurnKind
 from mcos.store.sqlite import simulated_clock
 from tests.fakes.anthropic_server import FakeAnthropic, Overloaded, RateLimited, SpendLimit, Text
 from tests.runtime.conftest import FAST, Rig, RigFactory
+from tests.waiting import eventually
 
 KEY = "sk-ant-test-gene"
 MODEL = "claude-sonnet-4-6"
@@ -280,11 +280,13 @@ async def test_a_run_cut_short_by_a_crash_is_owed_at_the_next_start(
 async def _step_through(gene: AgentRuntime, clock: VirtualClock) -> None:
     """One pass of the agent's loop, its sleep on the virtual clock ended at its wake time."""
     stepping = asyncio.create_task(gene.step())
-    deadline = time.monotonic() + 30
-    while (wake := clock.next_wake()) is None:  # the loop reached its sleep
-        assert time.monotonic() < deadline, "the loop never went to sleep"
+
+    def asleep() -> datetime | None:
+        """The loop's wake time once it reached its sleep (it must not end before)."""
         assert not stepping.done(), stepping
-        await asyncio.sleep(0.01)
+        return clock.next_wake()
+
+    wake = await eventually("the loop to go to sleep", asleep)
     await clock.advance(wake)
     await asyncio.wait_for(stepping, 30)
 

@@ -14,7 +14,7 @@ import asyncio
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,6 +41,7 @@ from tests.fakes.anthropic_server import (
 )
 from tests.fakes.scripts import JSON, Scripted
 from tests.runtime.conftest import FAST, Rig, RigFactory
+from tests.waiting import eventually
 
 KEY = "sk-ant-test-gene"
 MODEL = "claude-sonnet-4-6"
@@ -232,14 +233,6 @@ def posts(outbox: Path) -> list[dict[str, str]]:
     return [json.loads(line) for line in outbox.read_text().splitlines() if line.strip()]
 
 
-async def wait_until(check: Callable[[], object], what: str, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_real_failures_dead_letter_and_tell_the_manager_and_the_humans(
     rig_factory: RigFactory, fake: FakeAnthropic, tmp_path: Path
 ) -> None:
@@ -276,12 +269,9 @@ async def test_real_failures_dead_letter_and_tell_the_manager_and_the_humans(
         told.extend(d.message.subject for d in got if d.message.sender == "mission-control")
         return bool(told)
 
-    deadline = loop.time() + 30
-    while not await notices():
-        assert loop.time() < deadline, "jarvis was never told"
-        await asyncio.sleep(0.05)
+    await eventually("jarvis to be told", notices)
     assert any("for gene dead-lettered" in s for s in told)
-    await wait_until(lambda: posts(pager / "outbox" / "posts.jsonl"), "the founder's page")
+    await eventually("the founder's page", lambda: posts(pager / "outbox" / "posts.jsonl"))
     [page] = posts(pager / "outbox" / "posts.jsonl")
     assert page["to"] == "founder"
     assert "gene" in page["text"]
@@ -296,7 +286,7 @@ async def test_a_stopping_agent_hands_its_claims_back_at_once(rig: Rig) -> None:
         await jarvis.do(Calls.send("gene", f"job {n}", subject=f"job {n}"))
     stop = asyncio.Event()
     running = asyncio.create_task(gene.run(stop), name="gene")
-    await wait_until(lambda: len(gene.pending) == 3, "gene to claim the batch")
+    await eventually("gene to claim the batch", lambda: len(gene.pending) == 3)
     assert (await operator.do(Calls.agent("gene"))).claimed == 3
     stop.set()
     await asyncio.wait_for(running, 60)

@@ -5,8 +5,6 @@ work, nothing is lost) until an operator resumes them."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import timedelta
 
@@ -17,6 +15,7 @@ from mcos.models.base import ModelReply, ModelRequest, TextBlock, Turn
 from mcos.models.offline import OfflineModel
 from mcos.runtime.agent import AgentRuntime
 from tests.runtime.conftest import FAST, RigFactory
+from tests.waiting import eventually
 
 LOOP = PingPongRule(turns=6, window=timedelta(minutes=15))
 SETTINGS = replace(FAST, pause_poll=0.2)
@@ -40,13 +39,6 @@ class ChattyModel(OfflineModel):
         return await super().complete(replace(request, turns=tuple(turns)))
 
 
-async def _until(what: str, check: Callable[[], Awaitable[bool]], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        await asyncio.sleep(0.05)
-
-
 async def test_two_agents_ping_ponging_are_paused_together(rig_factory: RigFactory) -> None:
     """Gene and sentinel answer each other without end; after the rule's six messages both
     are paused (in Mission Control and in their runtimes), jarvis hears once, nothing is
@@ -63,9 +55,9 @@ async def test_two_agents_ping_ponging_are_paused_together(rig_factory: RigFacto
         return all(a.state is AgentStatus.PAUSED for a in shown) and gene.paused and sentinel.paused
 
     try:
-        await _until("gene and sentinel started", lambda: _started(op))
+        await eventually("gene and sentinel started", lambda: _started(op), timeout=60)
         await rig.client("gene").do(Calls.send("sentinel", "is the disk fine?", subject="disk"))
-        await _until("both are paused", both_paused)
+        await eventually("both are paused", both_paused, timeout=60)
         shown = await op.do(Calls.agent("gene"))
         assert "ping-pong" in shown.state_detail
         assert shown.state_info["with"] == ["sentinel"]
@@ -73,7 +65,7 @@ async def test_two_agents_ping_ponging_are_paused_together(rig_factory: RigFacto
         turns_when_paused = gene_turns + sentinel.stats.turns
         # Paused runtimes take no work: a message to gene waits queued, not handled, not lost.
         await rig.client("jarvis").do(Calls.send("gene", "hold on", subject="hold"))
-        await _until("the message waits", lambda: _queued(op, "gene"))
+        await eventually("the message waits", lambda: _queued(op, "gene"), timeout=60)
         assert gene.stats.turns + sentinel.stats.turns == turns_when_paused
         for name in ("gene", "sentinel"):
             assert (await op.do(Calls.agent(name))).dead == 0
@@ -84,8 +76,8 @@ async def test_two_agents_ping_ponging_are_paused_together(rig_factory: RigFacto
         # `mcos agent resume` sets the state as an operator: the runtimes take work again.
         for name in ("gene", "sentinel"):
             await op.do(Calls.report_state(name, AgentStatus.IDLE, "resumed by an operator"))
-        await _until("gene resumed", lambda: _not(gene))
-        await _until("gene handles what waited", lambda: _handled(gene, gene_turns))
+        await eventually("gene resumed", lambda: _not(gene), timeout=60)
+        await eventually("gene handles what waited", lambda: _handled(gene, gene_turns), timeout=60)
     finally:
         stop.set()
         await asyncio.gather(*loops, return_exceptions=True)

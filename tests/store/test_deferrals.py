@@ -7,7 +7,6 @@ at 3 attempts (``FAST_POLICY``).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import timedelta
 
@@ -16,6 +15,7 @@ import pytest
 from mcos.domain.messages import EXPIRED, Delivery, DeliveryState, NewMessage
 from mcos.exceptions import InvalidRequest, StaleReceipt
 from mcos.store import Store
+from tests.waiting import eventually, past
 
 LATER = timedelta(hours=1)
 
@@ -138,10 +138,7 @@ class TestExpiry:
         await store.send(NewMessage(sender="gene", recipient="jarvis", subject="old",
                                     expires_at=now + timedelta(seconds=0.2)))  # fmt: skip
         await store.send(NewMessage(sender="gene", recipient="jarvis", subject="fresh"))
-        deadline = time.monotonic() + 10
-        while await store.now() < now + timedelta(seconds=0.2):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await past(store.now, now + timedelta(seconds=0.2))
         got = await store.claim("jarvis", limit=5)
         assert [d.message.subject for d in got] == ["fresh"]
         await store.sweep_dead_letters()
@@ -157,10 +154,7 @@ class TestExpiry:
                                     expires_at=now + timedelta(seconds=0.2)))  # fmt: skip
         d = await claim_one(store)
         await store.defer("jarvis", [(d.id, d.receipt or "")], not_before=now + LATER, reason="x")
-        deadline = time.monotonic() + 10
-        while not await store.sweep_dead_letters():
-            assert time.monotonic() < deadline, "never swept"
-            await asyncio.sleep(0.05)
+        await eventually("the sweep to dead-letter it", store.sweep_dead_letters)
         [dead] = await store.dead_letters("jarvis")
         assert dead.last_error == EXPIRED
 
@@ -175,10 +169,7 @@ class TestExpiry:
         assert len(held) == 2
         expires = held["acked late"].expires_at
         assert expires is not None
-        deadline = time.monotonic() + 10
-        while await store.now() < expires + timedelta(milliseconds=50):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await past(store.now, expires + timedelta(milliseconds=50))
         assert await store.sweep_dead_letters() == 0
         a, b = held["acked late"], held["nacked late"]
         await store.ack("jarvis", a.id, a.receipt or "")
@@ -204,10 +195,7 @@ class TestExpiry:
         now = await store.now()
         await store.send(NewMessage(sender="gene", recipient="jarvis",
                                     expires_at=now + timedelta(seconds=0.1)))  # fmt: skip
-        deadline = time.monotonic() + 10
-        while not await store.sweep_dead_letters():
-            assert time.monotonic() < deadline, "never swept"
-            await asyncio.sleep(0.05)
+        await eventually("the sweep to dead-letter it", store.sweep_dead_letters)
         [dead] = await store.dead_letters("jarvis")
         back = await store.requeue(dead.id)
         assert back.expires_at is None
@@ -241,15 +229,16 @@ class TestNotification:
         nobody claims that inbox again, and are then waiting to be told."""
         await store.send(NewMessage(sender="gene", recipient="sentinel"))
         short = timedelta(seconds=0.1)
-        deadline = time.monotonic() + 20
         taken = 0
-        while taken < store.policy.max_attempts:
-            assert time.monotonic() < deadline, f"only {taken} claims"
+
+        async def claimed_every_attempt() -> bool:
+            """Claim again each time the last claim lapsed, until every attempt is used."""
+            nonlocal taken
             taken += len(await store.claim("sentinel", visibility=short))
-            await asyncio.sleep(0.05)
-        while not await store.sweep_dead_letters():
-            assert time.monotonic() < deadline, "the lapsed claim was never swept"
-            await asyncio.sleep(0.05)
+            return taken >= store.policy.max_attempts
+
+        await eventually(lambda: f"every attempt claimed (only {taken})", claimed_every_attempt)
+        await eventually("the lapsed claim swept", store.sweep_dead_letters)
         [dead] = await store.unnotified_dead_letters()
         assert dead.inbox == "sentinel"
         assert dead.last_error == f"not acknowledged after {store.policy.max_attempts} attempts"

@@ -102,8 +102,6 @@ def test_no_fixed_sleeps_in_tests() -> None:
         # an injected sleep recording the channel's backoff; a poller script's retry pause
         "tests/channels/test_telegram.py",
         "tests/supervisor/test_faults.py",
-        # owned by the runtime work (issue 14): its _wait helper is being rewritten there
-        "tests/e2e/test_clock_skew.py",
         # this file names the pattern
         "tests/unit/test_suite_hygiene.py",
     }
