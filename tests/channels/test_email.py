@@ -284,6 +284,31 @@ class TestRestart:
         assert retry.subjects() == ["refused"]
 
 
+class TestStopping:
+    """A cancelled run() ends, whatever became of the cancellation on the way."""
+
+    async def test_a_cancellation_lost_in_deliver_still_stops_the_run(
+        self, dovecot: Dovecot
+    ) -> None:
+        """deliver turns the cancellation into an error (as Python 3.11's wait_for can drop
+        one that lands as a command completes): the watcher still stops at its next pass
+        instead of polling on after cancel()."""
+        await append(dovecot, "alice", make_mail("lost cancel"))
+        entered = asyncio.Event()
+
+        class Swallowing(Collector):
+            async def __call__(self, item: Inbound) -> None:
+                entered.set()
+                try:
+                    await asyncio.Event().wait()  # until cancelled
+                except asyncio.CancelledError:
+                    msg = "store unavailable"
+                    raise RuntimeError(msg) from None
+
+        async with running(channel_for(dovecot, "alice", poll="1s"), Swallowing()):
+            await asyncio.wait_for(entered.wait(), 30)
+
+
 class TestReconnect:
     """A dropped connection is re-opened; mail that came meanwhile is delivered."""
 

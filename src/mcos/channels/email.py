@@ -219,7 +219,8 @@ class _Imap:
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds`` (or until the line drops), then NOOP so the server reports news."""
         try:
-            await asyncio.wait_for(self.lost.wait(), seconds)
+            async with asyncio.timeout(seconds):  # unlike 3.11's wait_for, never eats a cancel
+                await self.lost.wait()
         except TimeoutError:
             self._check("NOOP", await self._client.noop())
             return
@@ -240,6 +241,19 @@ class _Imap:
             transport = getattr(self._client.protocol, "transport", None)
             if transport is not None:
                 transport.close()
+
+
+def _stop_if_cancelled() -> None:
+    """Stop a task that was asked to stop, even if the request got lost on the way.
+
+    Python 3.11's ``asyncio.wait_for`` (aioimaplib runs every command through it) drops a
+    cancellation that lands just as the command completes; the watcher would then poll on
+    forever after ``cancel()``. The request is still recorded on the task, so each pass of a
+    loop checks it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _reply_text(response: object) -> str:
@@ -485,6 +499,7 @@ class EmailChannel:
     async def _watch(self, folder: str, deliver: Deliver) -> None:
         backoff = _Backoff(self.reconnect_first, self.reconnect_cap)
         while not self._closing:
+            _stop_if_cancelled()
             try:
                 await self._session(folder, deliver, backoff)
             except (OSError, TimeoutError, ChannelError, aioimaplib.AioImapException) as exc:
@@ -523,6 +538,7 @@ class EmailChannel:
                 "IDLE" if idle else f"every {poll:g}s",
             )
             while not self._closing:
+                _stop_if_cancelled()
                 kept = await self._look(imap, folder, uidvalidity, deliver)
                 backoff.reset()
                 if idle:
