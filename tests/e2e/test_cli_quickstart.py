@@ -122,7 +122,7 @@ class TestSecretsStayOut:
         mcos("token", "revoke", str(token_id), env=env)
         httpx.get(server.url + "/v1/inbox", headers=auth)  # revoked
         operator = (fleet.parent / "state" / "operator.token").read_text().strip()
-        secret_part = canary.rsplit("_", 1)[1]
+        secret_part = canary.split("_", 2)[2]  # mcos_PREFIX_SECRET; SECRET may hold "_" too
         audit = mcos("audit", "export", "--format", "json", env=env).stdout
         server.stop()
         log = server.output()
