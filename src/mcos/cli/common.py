@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mcos.client import Client, ServerUnreachable
@@ -32,7 +33,9 @@ OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name)
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error for a person and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Escaped: messages quote quorums and keys in brackets ("1 of [role:orchestrator, human]"),
+    # which Rich would otherwise take for markup and drop.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -43,7 +46,7 @@ def friendly_errors() -> Iterator[None]:
         yield
     except ConfigErrors as e:
         for error in e.errors:
-            err_console.print(f"[bold red]error:[/] {error.message}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
         raise typer.Exit(EX_CONFIG) from None
     except ConfigError as e:
         fail(e.message, EX_CONFIG)
