@@ -16,13 +16,14 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 
 from mcos.channels.mock import MockChannel
 from mcos.client import AsyncClient, Calls
+from mcos.domain.budget import Limits
 from mcos.domain.paging import PageRoute
 from mcos.models.anthropic import AnthropicModel
 from mcos.models.factory import make_provider
@@ -347,3 +348,39 @@ async def test_messages_held_when_a_cooldown_starts_are_deferred_to_its_end(
         assert clock.now() >= until
         [back] = (await operator.do(Calls.inbox(inbox="gene"))).deliveries
         assert (back.attempts, back.deferrals) == (1, 1)
+
+
+async def test_over_mission_controls_own_budget_messages_wait_for_days_unattempted(
+    rig_factory: RigFactory, fake: FakeAnthropic
+) -> None:
+    """Mission Control's own daily cap (not the provider's) refuses every reservation for
+    three days: the four waiting messages are never dead-lettered (the bus dead-letters at 3
+    attempts), no attempt is used, the model is never called, and they are all still there."""
+    clock = SteppedClock(datetime.now(UTC) + timedelta(days=2))
+    with simulated_clock(clock.now):
+        rig = rig_factory({"gene": claude_toml(fake)}, budgets={"gene": Limits(tokens=500)})
+        gene = AgentRuntime("gene", rig.fleet, rig.client("gene"), claude(rig, clock), clock,
+                            settings=FAST)  # fmt: skip
+        rig.runtimes.append(gene)
+        jarvis, operator = rig.client("jarvis"), rig.client()
+        for n in range(4):
+            await jarvis.do(Calls.send("gene", f"task {n}", subject=f"task {n}"))
+        await gene.start()
+        end = clock.now() + timedelta(days=3)
+        days = set()
+        while clock.now() < end:
+            await step_until_asleep(gene, clock)
+            days.add(clock.now().date())
+        assert len(days) >= 3  # the loop slept through day after day, waking each midnight
+        assert fake.requests == []  # refused by Mission Control: the model was never called
+        assert await operator.do(Calls.dead_letters()) == []
+        me = await operator.do(Calls.agent("gene"))
+        assert (me.queued + me.claimed, me.dead) == (4, 0)
+        assert me.state == "over_budget"
+        # deferred to the next UTC midnight (plus a jitter of at most 0.5 s): look just after
+        midnight = datetime.combine(clock.now().date() + timedelta(days=1), time(0), tzinfo=UTC)
+        await clock.advance(midnight + timedelta(seconds=1))
+        waiting = (await operator.do(Calls.inbox(inbox="gene", limit=10, visibility=1))).deliveries
+        assert len(waiting) == 4
+        assert all(d.attempts == 1 for d in waiting)  # only this look's claim: none used before
+        assert all(d.deferrals >= 3 for d in waiting)  # deferred at least once a day
