@@ -198,11 +198,18 @@ class _Imap:
 
     async def idle(self, timeout: float) -> None:
         """IDLE until the server reports a change, ``timeout`` passes or the line drops."""
-        idle = await asyncio.wait_for(self._client.idle_start(timeout=timeout), COMMAND_TIMEOUT)
+        async with asyncio.timeout(COMMAND_TIMEOUT):  # unlike 3.11's wait_for, keeps a cancel
+            idle = await self._client.idle_start(timeout=timeout)
         push = asyncio.ensure_future(self._client.wait_server_push(timeout=timeout + 5))
         dropped = asyncio.ensure_future(self.lost.wait())
         try:
-            await asyncio.wait({push, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            # Looked at each second: a cancellation aioimaplib's own wait_for dropped while IDLE
+            # started would otherwise leave us waiting out the whole IDLE (up to IDLE_RENEW).
+            while not (push.done() or dropped.done()):
+                await asyncio.wait(
+                    {push, dropped}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                _stop_if_cancelled()
         finally:
             for waiter in (push, dropped):
                 if waiter.done() and not waiter.cancelled():
