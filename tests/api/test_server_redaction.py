@@ -4,24 +4,38 @@ and agent states are stored."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from mcos.api_models import RuntimeEvent
+from mcos.channels.base import Inbound
 from mcos.client import Calls
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.redaction import REDACTED
 from mcos.exceptions import Forbidden
-from tests.api.conftest import LiveServer
+from mcos.runtime.channels import inbound_body
+from mcos.server.context import ChannelBinding
+from tests.api.conftest import LiveServer, migrate, serve
 
 ANTHROPIC = "sk-ant-api03-Zx9Qw8Er7Ty6Ui5Op4As3Df2Gh1Jk0LzXcVbNm"
 OPENAI = "sk-proj-Q1w2E3r4T5y6U7i8O9p0AaSsDdFfGgHh"
 
 
-@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
-def test_secret_shapes_are_cut_before_anything_is_stored(live_server: LiveServer) -> None:
-    server = live_server
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LiveServer]:
+    """Mission Control (SQLite, scanned as a file below) with gene bound to a Telegram bot."""
+    url = f"sqlite:///{tmp_path}/mcos.db"
+    asyncio.run(migrate(url))
+    with serve(url, tmp_path, channels={"tg": ChannelBinding("telegram", "gene")}) as live:
+        yield live
+
+
+def test_secret_shapes_are_cut_before_anything_is_stored(server: LiveServer) -> None:
     token = server.tokens["jarvis"]  # an mcos token, pasted by another agent
     leaked = f"keys: {ANTHROPIC}, {OPENAI} and Bearer {token}"
     secrets = (ANTHROPIC, OPENAI, token, token.split("_")[2])
@@ -52,6 +66,11 @@ def test_secret_shapes_are_cut_before_anything_is_stored(live_server: LiveServer
                 constraints=leaked,
             )
         )  # fmt: skip
+        pasted = Inbound(
+            "tg", "alice", f"here is my key: {OPENAI}", datetime.now(UTC), ref="1", sender_id="1",
+            reply_to="1", subject=f"key {ANTHROPIC}",
+        )  # fmt: skip
+        inbound = gene.do(Calls.channel_inbound("tg", inbound_body(pasted)))
         incident = gene.do(Calls.report_incident("P2", f"disk {ANTHROPIC}", leaked, leaked))
         gene.do(Calls.report_state("gene", AgentStatus.IDLE, leaked, info={"why": leaked}))
         with server.client() as op:
@@ -74,6 +93,9 @@ def test_secret_shapes_are_cut_before_anything_is_stored(live_server: LiveServer
     assert approval.payload["body"] == sent.message.body
     assert approval.rationale == sent.message.body
     assert incident.summary == f"disk {REDACTED}"
+    with server.client("gene") as gene:
+        chat = gene.do(Calls.message(inbound.message_id))
+    assert (chat.subject, chat.body) == (f"key {REDACTED}", f"here is my key: {REDACTED}")
     with server.client() as op:
         shown = [
             str(op.do(call))

@@ -14,16 +14,23 @@ import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from mcos.client import Calls
+from mcos.client import AsyncClient, Calls
 from mcos.config.models import BUILTIN_TOOLS
-from mcos.domain.redaction import REDACTED, RedactingFilter
+from mcos.domain.redaction import REDACTED, RedactingFilter, remember
+from mcos.models.base import ToolCall
 from mcos.models.factory import make_provider
+from mcos.runtime.clock import MissionClock
+from mcos.runtime.mcp import McpTools
+from mcos.runtime.tools import Toolbox, ToolContext
+from mcos.runtime.workspace import Workspace
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, Text, ToolUse
 from tests.runtime import conftest as runtime_rig
+from tests.runtime import test_mcp as mcp_tests
 from tests.runtime.conftest import RigFactory
 
 rig_factory = runtime_rig.rig_factory
@@ -206,3 +213,38 @@ async def _every_tool(
         assert [m[:200] for m in said if secret in m] == []
         assert len(results) > 2 * len(_tool_uses(secret, 0))
         assert not [r for r in results if secret in r], "a tool result quoted the secret"
+
+
+calc_url = mcp_tests.calc_url
+"""A real MCP server over streamable HTTP (``tests/fakes/mcp_http_server.py``), in a process."""
+
+
+async def test_mcp_tool_arguments_reach_the_server_redacted(
+    tmp_path: Path, calc_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an MCP server receives went through the gate: its echo proves nothing (results are
+    redacted too), so the arguments are read on their way to the real server."""
+    fleet = mcp_tests.mcp_fleet(
+        tmp_path, ["calc__explode"], mcp_tests.server_toml("calc", url=calc_url)
+    )
+    remember(KEY)
+    mcp = await McpTools.open(fleet, "gene")
+    sent: list[dict[str, object]] = []
+    run = mcp._run
+
+    async def spy(conn: Any, session: Any, tool: Any, args: dict[str, object]) -> Any:
+        sent.append(args)
+        return await run(conn, session, tool, args)
+
+    monkeypatch.setattr(mcp, "_run", spy)
+    async with AsyncClient("http://127.0.0.1:9", "unused") as client:
+        ctx = ToolContext("gene", None, client, Workspace(tmp_path), MissionClock())
+        toolbox = Toolbox(ctx, [], mcp)
+        try:
+            result = await toolbox.call(
+                ToolCall("c1", "calc__explode", {"reason": f"key {KEY}", KEY: "x"})
+            )
+        finally:
+            await mcp.aclose()
+    assert sent == [{"reason": f"key {REDACTED}", REDACTED: "x"}]
+    assert f"exploded: key {REDACTED}" in result.content  # the real server ran with it
