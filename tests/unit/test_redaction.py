@@ -11,6 +11,7 @@ import pytest
 from mcos.domain.redaction import (
     MAX_DEPTH,
     REDACTED,
+    SHAPE,
     TOO_DEEP,
     RedactingFilter,
     redact,
@@ -94,3 +95,13 @@ def test_workspace_writes_and_the_memory_index_never_hold_a_secret(tmp_path: Pat
     assert "remembered-secret" not in hit.snippet
     assert REDACTED in hit.snippet
     assert b"remembered-secret" not in (tmp_path / ".mcos" / "memory.db").read_bytes()
+
+
+def test_shapes_are_cut_word_by_word_as_the_whole_pattern_would() -> None:
+    key = "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUv"
+    text = f"{key} then url=https://x.example/?k={key}&v=1 and again {key}\nend"
+    assert redact(text) == SHAPE.sub(REDACTED, text)
+    assert key not in redact(text)
+    assert redact(f"curl -H 'Authorization: Bearer {'z' * 20}' {key}") == (
+        f"curl -H 'Authorization: Bearer {REDACTED}' {REDACTED}"
+    )
