@@ -39,6 +39,7 @@ from mcos.domain.messages import (
     expired,
 )
 from mcos.domain.paging import Page, PageKind
+from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.exceptions import (
     Conflict,
@@ -1407,6 +1408,54 @@ class SqliteStore:
             )
 
         return await self._run(read)
+
+    # --- dashboard sessions --------------------------------------------------------------------
+    @staticmethod
+    def _session(row: sqlite3.Row) -> DashboardSession:
+        return DashboardSession(
+            id=row["id"],
+            id_hash=row["id_hash"],
+            token_id=row["token_id"],
+            operator=row["operator"],
+            created_at=_dt(row["created_at"]),
+            expires_at=_dt(row["expires_at"]),
+            ended_at=_opt_dt(row["ended_at"]),
+        )
+
+    async def create_session(
+        self, id_hash: str, token_id: int, operator: str, lifetime: timedelta
+    ) -> DashboardSession:
+        """Open a dashboard session."""
+
+        def write(conn: sqlite3.Connection) -> DashboardSession:
+            now = _now_us()
+            expires = now + int(lifetime.total_seconds() * 1_000_000)
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["dashboard_session_insert"], (id_hash, token_id, operator, now, expires)
+                ).fetchone()
+                return self._session(row)
+
+        return await self._run(write)
+
+    async def find_session(self, id_hash: str) -> DashboardSession | None:
+        """The session with this id hash, or None."""
+
+        def read(conn: sqlite3.Connection) -> DashboardSession | None:
+            row = conn.execute(Q["dashboard_session_by_hash"], (id_hash,)).fetchone()
+            return None if row is None else self._session(row)
+
+        return await self._run(read)
+
+    async def end_session(self, id_hash: str) -> DashboardSession | None:
+        """End a session from now on; ending twice keeps the first time."""
+
+        def write(conn: sqlite3.Connection) -> DashboardSession | None:
+            with self._tx(conn):
+                row = conn.execute(Q["dashboard_session_end"], (_now_us(), id_hash)).fetchone()
+                return None if row is None else self._session(row)
+
+        return await self._run(write)
 
 
 def _with_targets(event: AuditEvent, targets: dict[str, Any]) -> AuditEvent:
