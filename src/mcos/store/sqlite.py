@@ -52,6 +52,7 @@ from mcos.exceptions import (
     StoreError,
     in_batch,
 )
+from mcos.ops.filemodes import private_database
 from mcos.store import rows
 from mcos.store.migrations import latest, migrations
 from mcos.store.notify import Waiters
@@ -220,7 +221,8 @@ class SqliteStore:
 
     # --- plumbing ----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(self.path) != ":memory:":
+            private_database(self.path)  # 0600, and its folder 0700 when created here
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode = WAL")
