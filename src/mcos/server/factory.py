@@ -121,4 +121,3 @@ def proxy_options(fleet: Fleet) -> dict[str, object]:
     believed only from those addresses (uvicorn otherwise trusts 127.0.0.1, where agents run)."""
     trusted = fleet.server.trusted_proxies
     return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) or None}
-
