@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -15,6 +16,7 @@ from mcos.domain.paging import PageRoute
 from mcos.domain.pingpong import PingPongRule
 from mcos.domain.severity import SendLimits
 from mcos.domain.tokens import Principal
+from mcos.ops.filemodes import private_dir
 from mcos.server.auth import Authenticator
 from mcos.server.limits import SendWindows
 from mcos.server.metrics import Metrics
@@ -112,6 +114,8 @@ class MissionControl:
     """Failed sign-ins per client address and per token prefix."""
 
     def __post_init__(self) -> None:
+        if self.settings.state_dir is not None:
+            private_dir(Path(self.settings.state_dir))  # 0700: keys, tokens, checkpoints
         self.throttle = FailureThrottle(
             client=self.settings.login_failures_per_client,
             prefix=self.settings.login_failures_per_prefix,
