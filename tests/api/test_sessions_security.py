@@ -45,11 +45,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             drop_pg_database(url)
 
 
-@pytest.fixture
-def server(store_url: str, tmp_path: Path) -> Iterator[LiveServer]:
-    """Mission Control with a known token key, a metrics token and tight login limits."""
+def _serve(url: str, tmp_path: Path) -> Iterator[LiveServer]:
     with serve(
-        store_url,
+        url,
         tmp_path,
         token_key=KEY,
         metrics_token=METRICS_TOKEN,
@@ -57,6 +55,21 @@ def server(store_url: str, tmp_path: Path) -> Iterator[LiveServer]:
         login_failures_per_prefix="2/minute",
     ) as live:
         yield live
+
+
+@pytest.fixture
+def server(store_url: str, tmp_path: Path) -> Iterator[LiveServer]:
+    """Mission Control on each store, with a known token key, a metrics token and tight login
+    limits (for what the store keeps: sessions)."""
+    yield from _serve(store_url, tmp_path)
+
+
+@pytest.fixture
+def one_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The same on SQLite only, for what lives in the server process (limits, headers)."""
+    url = f"sqlite:///{tmp_path}/mcos.db"
+    asyncio.run(migrate(url))
+    yield from _serve(url, tmp_path)
 
 
 def _sign_in(server: LiveServer, web: httpx.Client, token: str | None = None) -> str:
@@ -176,55 +189,49 @@ def _metric(server: LiveServer, name: str, labels: str = "") -> float:
 
 
 def test_failed_sign_ins_are_throttled_per_prefix_and_per_client_audited_and_counted(
-    server: LiveServer, store_url: str
+    one_server: LiveServer,
 ) -> None:
-    if "postgres" in store_url:
-        pytest.skip("throttling lives in the server process; one store shows it")
-    op_prefix = tokens.parse_prefix(server.operator_token)
+    op_prefix = tokens.parse_prefix(one_server.operator_token)
     assert op_prefix is not None
     guesses = [f"mcos_{op_prefix}_{secrets.token_urlsafe(32)}" for _ in range(3)]
-    with _web(server) as web:
+    with _web(one_server) as web:
         for guess in guesses[:2]:  # two wrong secrets for the operator's own prefix
             assert "not+valid" in web.post("/login", data={"token": guess}).headers["location"]
         third = web.post("/login", data={"token": guesses[2]})
         assert third.status_code == 429
         assert 1 <= int(third.headers["retry-after"]) <= 60
         # that prefix is locked, whoever presents it — even with the right secret
-        assert web.post("/login", data={"token": server.operator_token}).status_code == 429
+        assert web.post("/login", data={"token": one_server.operator_token}).status_code == 429
         # another operator token still signs in from this client (2 failures of 4)
-        with server.client() as op:
+        with one_server.client() as op:
             other = op.do(Calls.create_token(PrincipalKind.OPERATOR, "founder")).token
         assert web.post("/login", data={"token": other}).status_code == 303
         for _ in range(2):  # two more failures: the client reaches its limit
             assert web.post("/login", data={"token": "nope"}).status_code == 303
         assert web.post("/login", data={"token": other}).status_code == 429
-    with server.client() as op:
+    with one_server.client() as op:
         failed = op.do(Calls.audit(action="dashboard.login_failed"))
     assert [r.outcome for r in failed] == ["refused"] * 4
     assert [r.targets["prefix"] for r in failed] == [op_prefix, op_prefix] + ["(malformed)"] * 2
     assert failed[0].actor == "client:127.0.0.1"
     dumped = repr([(r.targets, r.detail) for r in failed])
     assert not any(g.split("_", 2)[2] in dumped for g in guesses)  # never the secret
-    assert _metric(server, "mcos_login_failures_total", '{reason="bad_token"}') == 4
-    assert _metric(server, "mcos_login_failures_total", '{reason="throttled"}') == 3
+    assert _metric(one_server, "mcos_login_failures_total", '{reason="bad_token"}') == 4
+    assert _metric(one_server, "mcos_login_failures_total", '{reason="throttled"}') == 3
 
 
-def test_bad_bearer_tokens_on_the_api_are_counted(server: LiveServer, store_url: str) -> None:
-    if "postgres" in store_url:
-        pytest.skip("a metric of the server process; one store shows it")
-    before = _metric(server, "mcos_auth_failures_total")
+def test_bad_bearer_tokens_on_the_api_are_counted(one_server: LiveServer) -> None:
+    before = _metric(one_server, "mcos_auth_failures_total")
     for token in ("nope", "mcos_aaaaaaaaaaaa_" + "x" * 43):
-        r = httpx.get(server.url + "/v1/agents", headers={"Authorization": f"Bearer {token}"})
+        r = httpx.get(one_server.url + "/v1/agents", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 401
-    assert _metric(server, "mcos_auth_failures_total") == before + 2
+    assert _metric(one_server, "mcos_auth_failures_total") == before + 2
 
 
 # --- headers -------------------------------------------------------------------------------------
-def test_every_response_carries_the_security_headers(server: LiveServer, store_url: str) -> None:
-    if "postgres" in store_url:
-        pytest.skip("headers do not depend on the store")
-    with _web(server) as web:
-        csrf = _sign_in(server, web)
+def test_every_response_carries_the_security_headers(one_server: LiveServer) -> None:
+    with _web(one_server) as web:
+        csrf = _sign_in(one_server, web)
         responses = {
             "dashboard page": web.get("/"),
             "login page": web.get("/login"),
@@ -251,16 +258,14 @@ def test_every_response_carries_the_security_headers(server: LiveServer, store_u
 
 
 def test_the_cookie_is_secure_over_https_from_a_trusted_proxy(
-    server: LiveServer, store_url: str, tmp_path: Path
+    one_server: LiveServer, tmp_path: Path
 ) -> None:
-    if "postgres" in store_url:
-        pytest.skip("cookies do not depend on the store")
-    # the test server runs uvicorn's defaults: X-Forwarded-Proto believed from 127.0.0.1
-    with _web(server) as web:
-        plain = web.post("/login", data={"token": server.operator_token})
+    # the test one_server runs uvicorn's defaults: X-Forwarded-Proto believed from 127.0.0.1
+    with _web(one_server) as web:
+        plain = web.post("/login", data={"token": one_server.operator_token})
         proxied = web.post(
             "/login",
-            data={"token": server.operator_token},
+            data={"token": one_server.operator_token},
             headers={"X-Forwarded-Proto": "https"},
         )
     assert "secure" not in plain.headers["set-cookie"].lower()
@@ -277,13 +282,11 @@ def test_the_cookie_is_secure_over_https_from_a_trusted_proxy(
 
 
 # --- /metrics ------------------------------------------------------------------------------------
-def test_metrics_need_the_metrics_token_when_one_is_set(server: LiveServer, store_url: str) -> None:
-    if "postgres" in store_url:
-        pytest.skip("the check does not depend on the store")
-    url = server.url + "/metrics"
+def test_metrics_need_the_metrics_token_when_one_is_set(one_server: LiveServer) -> None:
+    url = one_server.url + "/metrics"
     assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
-    agent = httpx.get(url, headers={"Authorization": f"Bearer {server.tokens['gene']}"})
+    agent = httpx.get(url, headers={"Authorization": f"Bearer {one_server.tokens['gene']}"})
     assert agent.status_code == 401
     assert "mcos_model_cost_usd_today" not in agent.text
     ok = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
