@@ -42,6 +42,7 @@ from mcos.server.routes import (
     tokens,
     usage,
 )
+from mcos.server.security_headers import SecurityHeaders
 from mcos.store import Store
 
 log = logging.getLogger("mcos.server")
@@ -246,4 +247,5 @@ def create_app(
     dashboard.install(app)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app
