@@ -21,6 +21,7 @@ from mcos.server.metrics import Metrics
 from mcos.store import Directory, Store
 
 if TYPE_CHECKING:
+    from mcos.server.audit_checkpoint import AuditCheckpoints
     from mcos.server.paging import Pager
 
 
@@ -84,6 +85,8 @@ class ServerSettings:
     """Per-sender limits on agents' messages (fan-out of alarms, messages per pair)."""
     pingpong: PingPongRule = field(default_factory=PingPongRule)
     """When agents messaging only each other are paused together."""
+    audit_checkpoint_seconds: float = 2.0
+    """How often the audit head is checkpointed to ``STATE/audit.checkpoint`` (and at shutdown)."""
 
 
 @dataclass
@@ -100,6 +103,8 @@ class MissionControl:
     """Pages humans on Mission Control's own channels (None: nobody to page)."""
     windows: SendWindows = field(default_factory=SendWindows)
     """Recent sends, for the per-sender limits and the ping-pong rule."""
+    checkpoints: AuditCheckpoints | None = None
+    """Signed checkpoints of the audit head, kept in the state directory."""
 
     async def refuse(self, principal: Principal, action: str, rule: str, **targets: str) -> None:
         """Audit a refused request before the 403 goes out."""
