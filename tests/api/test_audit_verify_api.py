@@ -118,3 +118,24 @@ async def test_checkpoint_at_start_and_shutdown(tmp_path: Path) -> None:
         assert file.latest.seq == (await store.audit_tip()).seq
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("audited", ["sqlite"], indirect=True)
+def test_agents_neither_read_nor_forge_the_log(audited: tuple[LiveServer, str]) -> None:
+    """An agent cannot read or verify the log (403), cannot write a record that looks like
+    Mission Control's own or claim another actor (422), and what it may write (`runtime.*`,
+    stamped with its own name) is chained like every other record."""
+    server, _ = audited
+    gene = {"Authorization": f"Bearer {server.tokens['gene']}"}
+    with httpx.Client(base_url=server.url, headers=gene) as c:
+        assert c.get("/v1/audit").status_code == 403
+        assert c.get("/v1/audit/verify").status_code == 403
+        forged = {"action": "token.revoke", "targets": {"token": "1"}}
+        assert c.post("/v1/audit/events", json=forged).status_code == 422
+        as_jarvis = {"action": "runtime.tool.refused", "actor": "agent:jarvis"}
+        assert c.post("/v1/audit/events", json=as_jarvis).status_code == 422
+        ok = c.post("/v1/audit/events", json={"action": "runtime.tool.refused"})
+        assert ok.status_code == 201
+        assert ok.json()["actor"] == "agent:gene"
+    with server.client() as op:
+        assert op.do(Calls.audit_verify()).intact

@@ -120,7 +120,7 @@ def record_hash(
     ).encode()
     if key is None:
         return hashlib.sha256(body).hexdigest()
-    return hmac.new(key, body, hashlib.sha256).hexdigest()
+    return hmac.digest(key, body, "sha256").hex()
 
 
 @dataclass(frozen=True)
