@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from mcos.config.scaffold import init_fleet  # noqa: E402
+from mcos.domain.audit import audit_key  # noqa: E402
 from mcos.domain.messages import NewMessage  # noqa: E402
 from mcos.store import Directory, Store, make_store  # noqa: E402
 from mcos.store.protocol import AgentEntry  # noqa: E402
@@ -207,7 +208,7 @@ async def pgqueuer_rate(url: str, seconds: float) -> float:
 
 # --- 3. the mcos store alone --------------------------------------------------------------------
 async def store_rate(url: str, seconds: float, batch: int, send_batch: int = 1) -> float:
-    store: Store = make_store(url)
+    store: Store = make_store(url, audit_key=audit_key(b"benchmark token key"))
     await store.upgrade()
     await store.open()
     await store.sync_directory(DIRECTORY)

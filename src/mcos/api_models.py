@@ -559,13 +559,53 @@ class AuditOut(_Out):
         )
 
 
-class AuditVerifyResponse(_Out):
-    """Outcome of walking the audit chain."""
+class AuditFinding(_Out):
+    """One thing audit verification found wrong."""
+
+    kind: Literal[
+        "gap",
+        "broken_link",
+        "rewritten",
+        "truncated",
+        "head_moved_back",
+        "triggers_missing",
+        "checkpoint_bad_signature",
+        "checkpoint_missing",
+    ]
+    """What was found (see docs/api.md, "Audit log")."""
+    seq: int | None
+    """The record concerned, when there is one."""
+    message: str
+
+
+class AuditCheckpointInfo(_Out):
+    """The signed checkpoint file the store was compared with."""
+
+    path: str | None
+    """Where it is (``STATE/audit.checkpoint``); None when the server has no state directory."""
+    lines: int
+    """Lines whose signature verified."""
+    first_seq: int | None
+    """The head when the file was begun: records up to it are covered only by the chain."""
+    first_at: datetime | None
+    latest_seq: int | None
+    latest_hash: str | None
+    latest_at: datetime | None
+
+
+class AuditVerifyResult(_Out):
+    """Outcome of walking the audit chain and comparing it with the checkpoint file."""
 
     intact: bool
+    """True when there are no findings."""
     records: int
     head_seq: int
-    breaks: list[tuple[int, str]]
+    keyed_from: int
+    """The first record hashed with HMAC-SHA256 under the server's audit key."""
+    legacy_records: int
+    """Records before ``keyed_from`` (written by an older mcos), verified as plain SHA-256."""
+    findings: list[AuditFinding]
+    checkpoint: AuditCheckpointInfo
 
 
 class HealthResponse(_Out):

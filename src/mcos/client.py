@@ -22,7 +22,7 @@ from mcos.api_models import (
     ApprovalOut,
     ApprovalRequest,
     AuditOut,
-    AuditVerifyResponse,
+    AuditVerifyResult,
     AuthorizeOut,
     CallReport,
     ChannelInboundIn,
@@ -165,7 +165,7 @@ _AUTHORIZE = TypeAdapter(AuthorizeOut)
 _APPROVALS = TypeAdapter(list[ApprovalOut])
 _INBOUND = TypeAdapter(ChannelInboundOut)
 _LEASES = TypeAdapter(list[LeaseOut])
-_VERIFY = TypeAdapter(AuditVerifyResponse)
+_VERIFY = TypeAdapter(AuditVerifyResult)
 _ACKED = TypeAdapter(AckBatchResponse)
 _DEFERRED = TypeAdapter(DeferBatchResponse)
 _RESERVATION = TypeAdapter(ReservationOut)
@@ -600,7 +600,7 @@ class Calls:
         return Call("GET", "/v1/audit", _text, params=params)
 
     @staticmethod
-    def audit_verify() -> Call[AuditVerifyResponse]:
+    def audit_verify() -> Call[AuditVerifyResult]:
         return Call("GET", "/v1/audit/verify", _model(_VERIFY))
 
 

@@ -20,6 +20,7 @@ from mcos.config.models import ChannelConfig
 from mcos.server.app import StoreLeases
 from mcos.store import Store, make_store
 from tests.fakes.telegram_server import FakeTelegram
+from tests.store.conftest import AUDIT_KEY
 from tests.waiting import eventually
 
 TOKEN = "123456789:AAH-test_token_for_the_local_fake_0001"
@@ -42,7 +43,7 @@ def channel(fake: FakeTelegram, token: str = TOKEN, **settings: object) -> Teleg
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     url = f"sqlite:///{tmp_path}/leases.db"
-    s = make_store(url)
+    s = make_store(url, audit_key=AUDIT_KEY)
     await s.upgrade()
     await s.open()
     yield s

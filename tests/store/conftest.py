@@ -13,6 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from mcos.domain.audit import audit_key
 from mcos.domain.messages import DeliveryPolicy
 from mcos.store import Directory, Store, make_store
 from mcos.store.protocol import AgentEntry
@@ -29,6 +30,8 @@ DIRECTORY = Directory(
 )
 
 FAST_POLICY = DeliveryPolicy(max_attempts=3)
+AUDIT_KEY = audit_key(b"t" * 32)
+"""The audit chain's key of test stores (a server derives it from its token key)."""
 
 
 def pg_admin_url(database: str = "postgres") -> str:
@@ -69,7 +72,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
     """A migrated, opened store with the test directory loaded."""
-    s = make_store(store_url, FAST_POLICY)
+    s = make_store(store_url, FAST_POLICY, audit_key=AUDIT_KEY)
     await s.upgrade()
     await s.open()
     await s.sync_directory(DIRECTORY)

@@ -9,7 +9,7 @@ import pytest
 
 from mcos.domain.messages import NewMessage
 from mcos.store import Store, make_store
-from tests.store.conftest import DIRECTORY, FAST_POLICY
+from tests.store.conftest import AUDIT_KEY, DIRECTORY, FAST_POLICY
 
 MESSAGES = 10_000
 CONSUMERS = 8
@@ -22,13 +22,13 @@ class TestConcurrentConsumers:
 
     async def test_eight_consumers_ten_thousand_messages(self, store_url: str) -> None:
         """8 consumers on their own connections drain 10,000 messages: each exactly once."""
-        setup = make_store(store_url, FAST_POLICY)
+        setup = make_store(store_url, FAST_POLICY, audit_key=AUDIT_KEY)
         await setup.upgrade()
         await setup.open()
         await setup.sync_directory(DIRECTORY)
         consumers: list[Store] = []
         for _ in range(CONSUMERS):
-            s = make_store(store_url, FAST_POLICY)
+            s = make_store(store_url, FAST_POLICY, audit_key=AUDIT_KEY)
             await s.open()
             consumers.append(s)
         claimed: Counter[int] = Counter()

@@ -21,6 +21,7 @@ from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.governance import Governance
 from mcos.store import make_store
 from mcos.store.protocol import AgentEntry, Directory, NewIncident
+from tests.store.conftest import AUDIT_KEY
 
 ROLES = st.sampled_from(["ops", "security", "cto", "comms", "orchestrator"])
 SEVERITY = st.sampled_from(["P3", "P2", "P1", "P0"])
@@ -38,7 +39,7 @@ async def _play(
 ) -> tuple[int, int]:
     """Run the actions; (confirmed P0 incidents, approved revocations)."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = make_store(f"sqlite:///{Path(tmp) / 'g.db'}")
+        store = make_store(f"sqlite:///{Path(tmp) / 'g.db'}", audit_key=AUDIT_KEY)
         await store.upgrade()
         await store.open()
         agents = [AgentEntry(f"a{i}", role, "h") for i, role in enumerate(roles)]
@@ -134,7 +135,7 @@ async def _settle(
     ``order`` (``decide``), a human vetoes half-way (``veto``), or nobody acts and the sweeper
     runs past the expiry (``expire``). The item's final state."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = make_store(f"sqlite:///{Path(tmp) / 'g.db'}")
+        store = make_store(f"sqlite:///{Path(tmp) / 'g.db'}", audit_key=AUDIT_KEY)
         await store.upgrade()
         await store.open()
         agents = [AgentEntry(f"a{i}", role, "h") for i, role in enumerate(roles)]
@@ -224,7 +225,7 @@ async def _sweep_many(approvals: int, incidents: int) -> tuple[int, list[str]]:
     """Overdue requests and stale reports beyond the sweeper's batch; one sweep's count and
     the states left."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = make_store(f"sqlite:///{Path(tmp) / 'g.db'}")
+        store = make_store(f"sqlite:///{Path(tmp) / 'g.db'}", audit_key=AUDIT_KEY)
         await store.upgrade()
         await store.open()
         agents = [AgentEntry("a0", "orchestrator", "h"), AgentEntry("a1", "security", "h")]

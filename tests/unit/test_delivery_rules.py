@@ -39,7 +39,7 @@ from mcos.domain.messages import (
 )
 from mcos.domain.tokens import digest, matches, new_token, parse_prefix, redact
 from mcos.store import make_store
-from tests.store.conftest import DIRECTORY
+from tests.store.conftest import AUDIT_KEY, DIRECTORY
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 instants = st.integers(min_value=0, max_value=10**9).map(lambda s: EPOCH + timedelta(seconds=s))
@@ -140,7 +140,7 @@ class TestOrder:
         """The embedded store hands out any batch in exactly the order the rule gives."""
 
         async def run(path: str) -> tuple[list[int], list[int]]:
-            store = make_store(f"sqlite:///{path}/p.db")
+            store = make_store(f"sqlite:///{path}/p.db", audit_key=AUDIT_KEY)
             await store.upgrade()
             await store.open()
             try:

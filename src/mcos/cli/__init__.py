@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import typer
 import uvicorn
 from fastapi import FastAPI
+from rich.markup import escape
 
 from mcos.api_models import AgentOut, LeaseOut
 from mcos.cli import common
@@ -628,15 +629,35 @@ def token_revoke(
 
 # --- audit -----------------------------------------------------------------------------------
 @audit_app.command("verify")
-def audit_verify(fleet: FleetOpt = None, url: UrlOpt = None, token: TokenOpt = None) -> None:
-    """Walk the audit chain; exit 1 and name each break if anything was edited or deleted."""
+def audit_verify(
+    fleet: FleetOpt = None, url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Walk the audit chain and compare it with the signed checkpoint file; exit 1 and name
+    each finding (gap, rewritten, truncated, head moved back, triggers missing, checkpoint)."""
     with friendly_errors(), connect(url, token, fleet) as client:
         result = client.do(Calls.audit_verify())
+    if as_json:
+        print_json(result)
+        if not result.intact:
+            raise typer.Exit(1)
+        return
+    cp = result.checkpoint
+    keyed = f"HMAC-SHA256 from seq {result.keyed_from}"
+    if result.legacy_records:
+        keyed += f"; records 1..{result.legacy_records} are unkeyed SHA-256 (older mcos)"
+    checkpoint = (
+        f"checkpoint {cp.path}: {cp.lines} signed lines, latest seq {cp.latest_seq} "
+        f"at {cp.latest_at}, begun at seq {cp.first_seq}"
+        if cp.lines
+        else f"checkpoint {cp.path}: no signed lines"
+    )
+    console.print(escape(f"{keyed}; {checkpoint}"))
     if result.intact:
         console.print(f"audit log intact: {result.records} records, head {result.head_seq}")
         return
-    for seq, problem in result.breaks:
-        common.err_console.print(f"[bold red]record {seq}:[/] {problem}")
+    for f in result.findings:
+        where = f"record {f.seq}" if f.seq is not None else "audit log"
+        common.err_console.print(f"[bold red]{f.kind}[/] ({where}): {escape(f.message)}")
     raise typer.Exit(1)
 
 

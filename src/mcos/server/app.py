@@ -19,10 +19,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mcos import __version__
 from mcos.channels.base import Channel, Inbound, Outbound
 from mcos.channels.runner import ChannelRunner
-from mcos.domain.audit import AuditEvent
+from mcos.domain.audit import AuditEvent, audit_key, checkpoint_key
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
 from mcos.server import dashboard, dead_letters, errors
+from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.governance import Governance
@@ -182,6 +183,12 @@ def create_app(
     )
     if own_channels or settings.page_routes:
         mc.pager = Pager(mc, dict(own_channels or {}))
+    store.use_audit_key(audit_key(settings.token_key))
+    checkpoints = mc.checkpoints = AuditCheckpoints(
+        store,
+        Path(settings.state_dir) / CHECKPOINT_FILE if settings.state_dir else None,
+        checkpoint_key(settings.token_key),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -201,7 +208,13 @@ def create_app(
                 ),
             )
         await bootstrap_operator(mc)
+        await checkpoints.begin()
         tasks = [asyncio.create_task(_sweep_governance(mc), name="governance-sweep")]
+        tasks.append(
+            asyncio.create_task(
+                checkpoints.run(settings.audit_checkpoint_seconds), name="audit-checkpoints"
+            )
+        )
         tasks.append(asyncio.create_task(_sweep_deliveries(mc), name="delivery-sweep"))
         tasks += [
             asyncio.create_task(runner.run(), name=f"channel-{name}")
@@ -219,6 +232,10 @@ def create_app(
                 for channel in mc.pager.channels.values():
                     with contextlib.suppress(Exception):
                         await channel.aclose()
+            try:
+                await checkpoints.checkpoint()
+            except (McosError, OSError) as e:
+                log.warning("audit checkpoint at shutdown failed: %s", e)
             await store.close()
 
     app = FastAPI(

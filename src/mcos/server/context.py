@@ -24,6 +24,7 @@ from mcos.server.throttle import FailureThrottle
 from mcos.store import Directory, Store
 
 if TYPE_CHECKING:
+    from mcos.server.audit_checkpoint import AuditCheckpoints
     from mcos.server.paging import Pager
 
 
@@ -94,6 +95,8 @@ class ServerSettings:
     """Failed dashboard sign-ins naming one token prefix before that prefix is refused (429)."""
     metrics_token: str | None = None
     """When set, ``/metrics`` needs ``Authorization: Bearer <this>`` (compared in constant time)."""
+    audit_checkpoint_seconds: float = 2.0
+    """How often the audit head is checkpointed to ``STATE/audit.checkpoint`` (and at shutdown)."""
 
 
 @dataclass
@@ -110,6 +113,8 @@ class MissionControl:
     """Pages humans on Mission Control's own channels (None: nobody to page)."""
     windows: SendWindows = field(default_factory=SendWindows)
     """Recent sends, for the per-sender limits and the ping-pong rule."""
+    checkpoints: AuditCheckpoints | None = None
+    """Signed checkpoints of the audit head, kept in the state directory."""
     throttle: FailureThrottle = field(init=False)
     """Failed sign-ins per client address and per token prefix."""
 

@@ -26,8 +26,13 @@ __all__ = [
 ]
 
 
-def make_store(url: str, policy: DeliveryPolicy | None = None) -> Store:
+def make_store(
+    url: str, policy: DeliveryPolicy | None = None, *, audit_key: bytes | None = None
+) -> Store:
     """The store a URL names: ``sqlite:///path/to/file.db`` or ``postgresql://…``.
+
+    ``audit_key`` (:func:`mcos.domain.audit.audit_key` of the server's token key) is needed to
+    write or verify audit records; a store without it can read and migrate.
 
     Not yet opened: call ``await store.open()`` (after ``upgrade()`` where wanted).
     """
@@ -42,11 +47,11 @@ def make_store(url: str, policy: DeliveryPolicy | None = None) -> Store:
             raise InvalidRequest(f"store URL {url!r} names no file: use sqlite:///path/to/mcos.db")
         options = parse_qs(parts.query)
         synchronous = options.get("synchronous", ["full"])[0]
-        return SqliteStore(path, policy, synchronous=synchronous)
+        return SqliteStore(path, policy, synchronous=synchronous, audit_key=audit_key)
     if parts.scheme in {"postgresql", "postgres"}:
         from mcos.store.postgres import PostgresStore  # noqa: PLC0415 (load one backend only)
 
-        return PostgresStore(url, policy)
+        return PostgresStore(url, policy, audit_key=audit_key)
     raise InvalidRequest(
         f"store URL {url!r}: unknown scheme {parts.scheme!r} (use sqlite:/// or postgresql://)"
     )

@@ -25,7 +25,16 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from mcos.domain.approvals import Approval, ApprovalState, Vote, duplicate_request
-from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
+from mcos.domain.audit import (
+    GENESIS,
+    AuditEvent,
+    AuditRecord,
+    ChainState,
+    Checkpoint,
+    canonical,
+    record_hash,
+    verify,
+)
 from mcos.domain.budget import Committed, Limits, check_reservation
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
@@ -234,8 +243,14 @@ class PostgresStore:
     dialect = "postgres"
 
     def __init__(
-        self, url: str, policy: DeliveryPolicy | None = None, *, pool_size: int = 10
+        self,
+        url: str,
+        policy: DeliveryPolicy | None = None,
+        *,
+        pool_size: int = 10,
+        audit_key: bytes | None = None,
     ) -> None:
+        self._audit_key = audit_key
         self.url = url
         self.policy = policy or DeliveryPolicy()
         self._pool = AsyncConnectionPool(
@@ -1276,6 +1291,7 @@ class PostgresStore:
     # --- audit -------------------------------------------------------------------------------
     async def _append_audit(self, conn: Conn, event: AuditEvent) -> AuditRecord:
         """Append to the chain inside the caller's transaction (the head row lock orders it)."""
+        key = _need_key(self._audit_key)
         head = await (await conn.execute(Q["audit_head"])).fetchone()
         assert head is not None
         seq = head["seq"] + 1
@@ -1289,6 +1305,7 @@ class PostgresStore:
             detail=event.detail,
             outcome=event.outcome,
             prev_hash=head["hash"],
+            key=key,
         )
         row = await (
             await conn.execute(
@@ -1329,15 +1346,51 @@ class PostgresStore:
             result = await (await conn.execute(Q["audit_query"], params)).fetchall()
         return [rows.audit(r, _utc(r["at"])) for r in result]
 
-    async def verify_audit(self) -> AuditVerification:
-        """Walk the whole chain."""
-        async with self._conn() as conn:
+    async def verify_audit(self, checkpoints: list[Checkpoint] | None = None) -> AuditVerification:
+        """Walk the whole chain, check the append-only triggers, compare with ``checkpoints``."""
+        key = _need_key(self._audit_key)
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             result = await (await conn.execute(Q["audit_all"])).fetchall()
-            head = await (await conn.execute(Q["audit_head_read"])).fetchone()
+            head = await (await conn.execute(Q["audit_chain_head"])).fetchone()
+            triggers = await (await conn.execute(Q["audit_triggers"])).fetchall()
         assert head is not None
-        records = [rows.audit(r, _utc(r["at"])) for r in result]
-        breaks = verify_chain(records, head["seq"])
-        return AuditVerification(len(records), head["seq"], [(b.seq, b.problem) for b in breaks])
+        state = ChainState(
+            [rows.audit(r, _utc(r["at"])) for r in result],
+            head["seq"],
+            head["hash"],
+            head["keyed_from"],
+            sorted(AUDIT_TRIGGERS - {t["name"] for t in triggers}),
+        )
+        findings = verify(state, key, checkpoints)
+        return AuditVerification(len(state.records), state.head_seq, findings, state.keyed_from)
+
+    def use_audit_key(self, key: bytes) -> None:
+        """Key the chain's HMAC from now on."""
+        self._audit_key = key
+
+    async def audit_tip(self) -> Checkpoint:
+        """The newest record and where keyed hashing began, timed now."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["audit_tip"])).fetchone()
+        assert row is not None
+        return Checkpoint(
+            row["seq"] or 0, row["hash"] or GENESIS, datetime.now(UTC), row["keyed_from"]
+        )
+
+
+AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_truncate"})
+"""The triggers that make the audit table append-only (verification checks they are enabled)."""
+
+
+def _need_key(key: bytes | None) -> bytes:
+    if key is None:
+        msg = (
+            "this store has no audit key, so it cannot write or verify the keyed audit chain: "
+            "build it with audit_key=mcos.domain.audit.audit_key(token key)"
+        )
+        raise StoreError(msg)
+    return key
 
     # --- dashboard sessions --------------------------------------------------------------------
     async def create_session(

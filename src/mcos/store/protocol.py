@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from mcos.domain.approvals import Approval, Vote
-from mcos.domain.audit import AuditEvent, AuditRecord
+from mcos.domain.audit import AuditEvent, AuditRecord, Checkpoint, Finding
 from mcos.domain.budget import Committed, Limits, Usage, Verdict
 from mcos.domain.incidents import Incident, IncidentEvent
 from mcos.domain.leases import Lease
@@ -163,16 +163,23 @@ class AuditQuery:
 
 @dataclass(frozen=True)
 class AuditVerification:
-    """The outcome of walking the audit chain."""
+    """The outcome of walking the audit chain (and comparing it with the checkpoints given)."""
 
     records: int
     head_seq: int
-    breaks: list[tuple[int, str]]
+    findings: list[Finding]
+    keyed_from: int = 1
+    """The first record hashed with the audit key; those before it carry plain SHA-256."""
 
     @property
     def intact(self) -> bool:
-        """True when no record was edited, deleted or reordered."""
-        return not self.breaks
+        """True when nothing was found: no record edited, deleted, reordered or cut off."""
+        return not self.findings
+
+    @property
+    def breaks(self) -> list[tuple[int, str]]:
+        """Each finding as (seq, message), 0 where it concerns no one record."""
+        return [(f.seq or 0, f.message) for f in self.findings]
 
 
 @runtime_checkable
@@ -491,8 +498,16 @@ class Store(Protocol):
     async def audit(self, query: AuditQuery) -> list[AuditRecord]:
         """Audit records matching ``query``, in chain order."""
 
-    async def verify_audit(self) -> AuditVerification:
-        """Walk the whole chain and report every break."""
+    async def verify_audit(self, checkpoints: list[Checkpoint] | None = None) -> AuditVerification:
+        """Walk the whole chain and report every finding, comparing it with ``checkpoints``
+        (signed heads kept outside the store) when given."""
+
+    def use_audit_key(self, key: bytes) -> None:
+        """Key the chain's HMAC (see :func:`mcos.domain.audit.audit_key`); needed to write."""
+
+    async def audit_tip(self) -> Checkpoint:
+        """The newest record's seq and hash (0 and the genesis hash when there is none), and
+        where keyed hashing began, timed now: what a checkpoint records."""
 
     # --- dashboard sessions ----------------------------------------------------------------
     async def create_session(

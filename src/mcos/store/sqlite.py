@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from mcos.domain.approvals import Approval, ApprovalState, Vote, duplicate_request
-from mcos.domain.audit import AuditEvent, AuditRecord, canonical, record_hash, verify_chain
+from mcos.domain.audit import (
+    GENESIS,
+    AuditEvent,
+    AuditRecord,
+    ChainState,
+    Checkpoint,
+    canonical,
+    record_hash,
+    verify,
+)
 from mcos.domain.budget import Committed, Limits, check_reservation
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
@@ -206,7 +215,9 @@ class SqliteStore:
         policy: DeliveryPolicy | None = None,
         *,
         synchronous: str = "full",
+        audit_key: bytes | None = None,
     ) -> None:
+        self._audit_key = audit_key
         if synchronous not in _SYNCHRONOUS:
             msg = f"synchronous must be one of {sorted(_SYNCHRONOUS)}, not {synchronous!r}"
             raise ValueError(msg)
@@ -1337,6 +1348,7 @@ class SqliteStore:
     # --- audit ---------------------------------------------------------------------------------
     def _append_audit(self, conn: sqlite3.Connection, event: AuditEvent, now: int) -> AuditRecord:
         """Append ``event`` to the chain inside the caller's transaction."""
+        key = _need_key(self._audit_key)
         head = conn.execute(Q["audit_head"]).fetchone()
         seq = head["seq"] + 1
         at = _dt(now)
@@ -1349,6 +1361,7 @@ class SqliteStore:
             detail=event.detail,
             outcome=event.outcome,
             prev_hash=head["hash"],
+            key=key,
         )
         row = conn.execute(
             Q["audit_insert"],
@@ -1398,15 +1411,41 @@ class SqliteStore:
 
         return await self._run(read)
 
-    async def verify_audit(self) -> AuditVerification:
-        """Walk the whole chain."""
+    async def verify_audit(self, checkpoints: list[Checkpoint] | None = None) -> AuditVerification:
+        """Walk the whole chain, check the append-only triggers, compare with ``checkpoints``."""
+        key = _need_key(self._audit_key)
 
-        def read(conn: sqlite3.Connection) -> AuditVerification:
-            records = [rows.audit(r, _dt(r["at"])) for r in conn.execute(Q["audit_all"])]
-            head = conn.execute(Q["audit_head"]).fetchone()
-            breaks = verify_chain(records, head["seq"])
-            return AuditVerification(
-                len(records), head["seq"], [(b.seq, b.problem) for b in breaks]
+        def read(conn: sqlite3.Connection) -> ChainState:
+            conn.execute("BEGIN")  # one snapshot of rows, head and triggers
+            try:
+                records = [rows.audit(r, _dt(r["at"])) for r in conn.execute(Q["audit_all"])]
+                head = conn.execute(Q["audit_chain_head"]).fetchone()
+                triggers = {r["name"] for r in conn.execute(Q["audit_triggers"])}
+            finally:
+                conn.execute("COMMIT")
+            return ChainState(
+                records,
+                head["seq"],
+                head["hash"],
+                head["keyed_from"],
+                sorted(AUDIT_TRIGGERS - triggers),
+            )
+
+        state = await self._run(read)
+        findings = verify(state, key, checkpoints)
+        return AuditVerification(len(state.records), state.head_seq, findings, state.keyed_from)
+
+    def use_audit_key(self, key: bytes) -> None:
+        """Key the chain's HMAC from now on."""
+        self._audit_key = key
+
+    async def audit_tip(self) -> Checkpoint:
+        """The newest record and where keyed hashing began, timed now."""
+
+        def read(conn: sqlite3.Connection) -> Checkpoint:
+            row = conn.execute(Q["audit_tip"]).fetchone()
+            return Checkpoint(
+                row["seq"] or 0, row["hash"] or GENESIS, datetime.now(UTC), row["keyed_from"]
             )
 
         return await self._run(read)
@@ -1458,6 +1497,20 @@ class SqliteStore:
                 return None if row is None else self._session(row)
 
         return await self._run(write)
+
+
+AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_delete"})
+"""The triggers that make the audit table append-only (verification checks they are there)."""
+
+
+def _need_key(key: bytes | None) -> bytes:
+    if key is None:
+        msg = (
+            "this store has no audit key, so it cannot write or verify the keyed audit chain: "
+            "build it with audit_key=mcos.domain.audit.audit_key(token key)"
+        )
+        raise StoreError(msg)
+    return key
 
 
 def _with_targets(event: AuditEvent, targets: dict[str, Any]) -> AuditEvent:

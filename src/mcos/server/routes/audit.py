@@ -11,11 +11,18 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from mcos.api_models import AuditOut, AuditVerifyResponse, RuntimeEvent
+from mcos.api_models import (
+    AuditCheckpointInfo,
+    AuditFinding,
+    AuditOut,
+    AuditVerifyResult,
+    RuntimeEvent,
+)
 from mcos.domain.audit import AuditEvent
 from mcos.domain.redaction import scrub
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden
+from mcos.server.audit_checkpoint import AuditCheckpoints
 from mcos.server.routes.deps import MC, Caller, require_operator
 from mcos.server.routes.messages import ERRORS
 from mcos.store import AuditQuery
@@ -57,13 +64,33 @@ async def read_audit(
     return Response(buffer.getvalue(), media_type="text/csv")
 
 
-@router.get("/audit/verify", response_model=AuditVerifyResponse, responses=ERRORS)
-async def verify(mc: MC, caller: Caller) -> AuditVerifyResponse:
-    """Walk the whole chain: every edited, deleted or reordered record is reported."""
+@router.get("/audit/verify", response_model=AuditVerifyResult, responses=ERRORS)
+async def verify(mc: MC, caller: Caller) -> AuditVerifyResult:
+    """Walk the whole chain and compare it with the signed checkpoint file: every edited,
+    deleted, reordered or cut-off record, a moved-back head, a dropped trigger and an edited
+    or missing checkpoint file is reported by kind."""
     await require_operator(mc, caller, "audit.verify")
-    result = await mc.store.verify_audit()
-    return AuditVerifyResponse(
-        intact=result.intact, records=result.records, head_seq=result.head_seq, breaks=result.breaks
+    checkpoints = mc.checkpoints or AuditCheckpoints(mc.store, None, b"")
+    file = await checkpoints.read()
+    result = await mc.store.verify_audit(file.checkpoints if file.exists else None)
+    findings = [*result.findings, *file.problems]
+    first, latest = file.first, file.latest
+    return AuditVerifyResult(
+        intact=not findings,
+        records=result.records,
+        head_seq=result.head_seq,
+        keyed_from=result.keyed_from,
+        legacy_records=min(result.records, result.keyed_from - 1),
+        findings=[AuditFinding(kind=f.kind, seq=f.seq, message=f.message) for f in findings],
+        checkpoint=AuditCheckpointInfo(
+            path=None if file.path is None else str(file.path),
+            lines=len(file.checkpoints),
+            first_seq=first.seq if first else None,
+            first_at=first.at if first else None,
+            latest_seq=latest.seq if latest else None,
+            latest_hash=latest.hash if latest else None,
+            latest_at=latest.at if latest else None,
+        ),
     )
 
 

@@ -292,6 +292,20 @@ SELECT * FROM audit ORDER BY seq;
 -- name: audit_head_read
 SELECT seq, hash FROM audit_head WHERE id = 1;
 
+-- name: audit_chain_head
+SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1;
+
+-- name: audit_tip
+-- The newest record and where keyed hashing began: what a checkpoint records.
+SELECT a.seq, a.hash, h.keyed_from
+FROM audit_head h LEFT JOIN (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) a ON true
+WHERE h.id = 1;
+
+-- name: audit_triggers
+-- Enabled user triggers of the audit table ('D': disabled by ALTER TABLE ... DISABLE TRIGGER).
+SELECT tgname AS name FROM pg_trigger
+WHERE tgrelid = 'audit'::regclass AND NOT tgisinternal AND tgenabled <> 'D';
+
 -- name: deliveries_ack_all
 -- All or nothing in one statement: the batch is acked only if every item is held with its
 -- receipt; otherwise nothing changes and the caller sorts the items out in a transaction.

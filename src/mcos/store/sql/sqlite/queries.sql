@@ -211,6 +211,18 @@ LIMIT ?;
 -- name: audit_all
 SELECT * FROM audit ORDER BY seq;
 
+-- name: audit_chain_head
+SELECT seq, hash, keyed_from FROM audit_head WHERE id = 1;
+
+-- name: audit_tip
+-- The newest record and where keyed hashing began: what a checkpoint records.
+SELECT a.seq, a.hash, h.keyed_from
+FROM audit_head h LEFT JOIN (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) a ON 1 = 1
+WHERE h.id = 1;
+
+-- name: audit_triggers
+SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit';
+
 -- name: committed_agent
 SELECT
   (SELECT coalesce(sum(cost_micros), 0) FROM model_calls WHERE day = :day AND agent = :agent)
