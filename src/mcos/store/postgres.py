@@ -1378,20 +1378,6 @@ class PostgresStore:
             row["seq"] or 0, row["hash"] or GENESIS, datetime.now(UTC), row["keyed_from"]
         )
 
-
-AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_truncate"})
-"""The triggers that make the audit table append-only (verification checks they are enabled)."""
-
-
-def _need_key(key: bytes | None) -> bytes:
-    if key is None:
-        msg = (
-            "this store has no audit key, so it cannot write or verify the keyed audit chain: "
-            "build it with audit_key=mcos.domain.audit.audit_key(token key)"
-        )
-        raise StoreError(msg)
-    return key
-
     # --- dashboard sessions --------------------------------------------------------------------
     async def create_session(
         self, id_hash: str, token_id: int, operator: str, lifetime: timedelta
@@ -1420,3 +1406,17 @@ def _need_key(key: bytes | None) -> bytes:
 
 
 __all__ = ["PostgresStore"]
+
+
+AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_truncate"})
+"""The triggers that make the audit table append-only (verification checks they are enabled)."""
+
+
+def _need_key(key: bytes | None) -> bytes:
+    if key is None:
+        msg = (
+            "this store has no audit key, so it cannot write or verify the keyed audit chain: "
+            "build it with audit_key=mcos.domain.audit.audit_key(token key)"
+        )
+        raise StoreError(msg)
+    return key
