@@ -84,6 +84,9 @@ class ServerSettings:
     """Per-sender limits on agents' messages (fan-out of alarms, messages per pair)."""
     pingpong: PingPongRule = field(default_factory=PingPongRule)
     """When agents messaging only each other are paused together."""
+    host_agents: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Each host of the fleet and the agents its supervisor may run (placed there or failing
+    over to it): all a host token may touch."""
 
 
 @dataclass

@@ -26,7 +26,6 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import Fleet, parse_duration
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.leases import DEFAULT_TTL
-from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import LeaseHeld, LeaseLost, McosError
 from mcos.supervisor.policy import Exit, RestartPolicy, classify_exit
@@ -135,6 +134,8 @@ class Supervisor:
         """Supervise until ``stop`` is set, then stop every agent and give the leases back."""
         await self.forks.start()
         for slot in self.slots.values():
+            # With its host token: Mission Control revokes this host's previous token for the
+            # agent as it hands this one over, so restarts leave one active token per agent.
             created = await self.client.do(
                 Calls.create_token(
                     PrincipalKind.AGENT, slot.name, label=f"supervisor {self.holder}"[:100],
@@ -370,23 +371,16 @@ class Supervisor:
         )
         self._say(slot, f"{slot.name} failed: {slot.detail}; not restarting it")
         await self._release(slot)
+        # Mission Control tells whom the agent reports to (P2, crash loop): a host token sends
+        # no messages of its own.
         with contextlib.suppress(McosError):
-            await self.client.do(Calls.report_state(slot.name, AgentStatus.FAILED, slot.detail))
-        target = self.fleet.agents[slot.name].reports_to or next(iter(self.fleet.humans), None)
-        if target is not None:
-            with contextlib.suppress(McosError):
-                await self.client.do(
-                    Calls.send(
-                        target,
-                        f"{slot.name} crashed {len(slot.crashes)} times and was stopped: "
-                        f"{slot.detail}. Its log: {self.logs / (slot.name + '.log')}. Fix the "
-                        "cause, then restart the supervisor.",
-                        subject=f"P2: {slot.name} failed (crash loop)",
-                        kind=MessageKind.REPORT,
-                        priority=Priority.URGENT,
-                        meta={"incident": "P2", "agent": slot.name},
-                    )
+            await self.client.do(
+                Calls.report_state(
+                    slot.name,
+                    AgentStatus.FAILED,
+                    f"{slot.detail}; its log: {self.logs / (slot.name + '.log')}",
                 )
+            )
 
     async def _release(self, slot: Slot) -> None:
         if slot.lease is not None:

@@ -544,3 +544,10 @@ SELECT * FROM pages WHERE id = %s;
 SELECT * FROM pages
 WHERE (%(human)s::text IS NULL OR human = %(human)s) AND (%(state)s::text IS NULL OR state = %(state)s)
 ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: operator_tokens_active
+SELECT id FROM tokens
+WHERE kind = 'operator' AND revoked_at IS NULL
+  AND (expires_at IS NULL OR expires_at > clock_timestamp())
+ORDER BY id
+FOR UPDATE;

@@ -421,3 +421,8 @@ SELECT * FROM pages WHERE id = ?;
 SELECT * FROM pages
 WHERE (:human IS NULL OR human = :human) AND (:state IS NULL OR state = :state)
 ORDER BY id DESC LIMIT :limit;
+
+-- name: operator_tokens_active
+SELECT id FROM tokens
+WHERE kind = 'operator' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
+ORDER BY id;
