@@ -51,6 +51,8 @@ class Slot:
     primary: bool
     """Placed on this host by the fleet file (else a failover host for it)."""
     token: str = ""
+    token_id: int | None = None
+    """The agent token handed to the running instance (minted as it starts)."""
     lease: LeaseOut | None = None
     renew_at: float = 0.0
     kill_at: float = 0.0
@@ -124,7 +126,6 @@ class Supervisor:
             for name, a in sorted(fleet.agents.items())
             if a.host in hosts or hosts & set(a.failover_hosts)
         }
-        self.token_ids: list[int] = []
         self.notifier = Notifier.from_env()
         self.forks = ForkServer(self._on_exit)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -133,17 +134,6 @@ class Supervisor:
     async def run(self, stop: asyncio.Event, *, tick: float = 0.25) -> None:
         """Supervise until ``stop`` is set, then stop every agent and give the leases back."""
         await self.forks.start()
-        for slot in self.slots.values():
-            # With its host token: Mission Control revokes this host's previous token for the
-            # agent as it hands this one over, so restarts leave one active token per agent.
-            created = await self.client.do(
-                Calls.create_token(
-                    PrincipalKind.AGENT, slot.name, label=f"supervisor {self.holder}"[:100],
-                    expires_in_seconds=30 * 86400,
-                )
-            )  # fmt: skip
-            slot.token = created.token
-            self.token_ids.append(created.record.id)
         self.notifier.ready()
         try:
             while not stop.is_set():
@@ -174,9 +164,11 @@ class Supervisor:
                         Calls.release_lease(slot.name, self.holder, slot.lease.fence)
                     )
                 slot.lease = None
-        for token_id in self.token_ids:
-            with contextlib.suppress(McosError):
-                await self.client.do(Calls.revoke_token(token_id))
+        for slot in self.slots.values():
+            if slot.token_id is not None:
+                with contextlib.suppress(McosError):
+                    await self.client.do(Calls.revoke_token(slot.token_id))
+                slot.token_id = None
 
     async def _reap(self, slot: Slot) -> None:
         try:
@@ -258,8 +250,21 @@ class Supervisor:
         slot.next_acquire = time.monotonic() + self.ttl.total_seconds()
         _signal_group(slot, signal.SIGKILL)
 
+    async def _mint(self, slot: Slot) -> None:
+        """A fresh token for the instance about to start, under the lease. Minted with the host
+        token, it replaces this host's previous token for the agent (Mission Control revokes
+        that one as it hands this over): restarts leave one active token per agent and host."""
+        created = await self.client.do(
+            Calls.create_token(
+                PrincipalKind.AGENT, slot.name, label=f"supervisor {self.holder}"[:100],
+                expires_in_seconds=30 * 86400,
+            )
+        )  # fmt: skip
+        slot.token, slot.token_id = created.token, created.record.id
+
     async def _start(self, slot: Slot) -> None:
         assert slot.lease is not None
+        await self._mint(slot)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         self.logs.mkdir(parents=True, exist_ok=True)
