@@ -76,6 +76,7 @@ _ERRORS: dict[str, type[exc.McosError]] = {
         exc.LeaseHeld,
         exc.LeaseLost,
         exc.Fenced,
+        exc.LastOperatorToken,
         exc.TooManyReports,
         exc.TooManyMessages,
         exc.StoreUnavailable,

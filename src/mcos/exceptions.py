@@ -185,6 +185,12 @@ class LeaseLost(Conflict):
     code = "lease_lost"
 
 
+class LastOperatorToken(Conflict):
+    """Revoking this token would leave no active operator token: humans would be locked out."""
+
+    code = "last_operator_token"
+
+
 class Fenced(Conflict):
     """A call carried a fencing token older than the agent's current lease (409)."""
 

@@ -15,6 +15,7 @@ import pytest
 
 from mcos.client import Calls, Client
 from mcos.config.scaffold import init_fleet
+from mcos.domain.tokens import PrincipalKind
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import MCOS, ServerProcess, start_server
 from tests.store.conftest import create_pg_database, drop_pg_database
@@ -95,14 +96,21 @@ class FleetRig:
     def client(self) -> Client:
         return Client(self.server.url, self.token)
 
-    def up(self, host: str) -> Supervised:
+    def host_token(self, host: str) -> str:
+        """A new host token for ``host``'s supervisor, minted by the operator."""
+        with self.client() as c:
+            return c.do(Calls.create_token(PrincipalKind.HOST, host)).token
+
+    def up(self, host: str, env: dict[str, str] | None = None) -> Supervised:
+        """`mcos up --host HOST` with a new host token in $MCOS_HOST_TOKEN (or ``env``)."""
         log = self.fleet.parent / f"up-{host}-{len(self.supervisors)}.log"
+        given = {"MCOS_HOST_TOKEN": self.host_token(host)} if env is None else env
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [*MCOS, "up", "--host", host, "-f", str(self.fleet)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "MCOS_TOKEN": self.token, "COLUMNS": "200"},
+                env={**os.environ, "COLUMNS": "200", **given},
             )
         sup = Supervised(process, log)
         self.supervisors.append(sup)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 from rich.markup import escape
 
-from mcos.api_models import AgentOut, LeaseOut
+from mcos.api_models import AgentOut, LeaseOut, TokenOut
 from mcos.cli import common
 from mcos.cli.common import age, connect, console, friendly_errors, print_json, table
 from mcos.client import AsyncClient, Calls
@@ -28,8 +29,9 @@ from mcos.config.scaffold import init_fleet
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import install_log_redaction
-from mcos.domain.tokens import PrincipalKind
+from mcos.domain.tokens import PrincipalKind, parse_prefix
 from mcos.ops.doctor import diagnose
+from mcos.ops.recover import RECOVERED, recover_operator
 from mcos.runtime.main import title
 from mcos.runtime.process import run_agent
 from mcos.server.factory import FLEET_ENV, build_app, proxy_options
@@ -221,23 +223,58 @@ def _run_local(loaded: Fleet) -> None:
             f"{'s' if len(providers) > 1 else ''}); logs in {local.logs}/\n"
             f"In another terminal: MCOS_FLEET={loaded.path} mcos status · Ctrl-C stops everything"
         )
-        token = (loaded.state_dir / common.OPERATOR_TOKEN_FILE).read_text().strip()
-        asyncio.run(_supervise(loaded, set(loaded.hosts), loaded.server.url, token))
+        hosts = _local_host_tokens(loaded, local)
+        asyncio.run(_supervise_hosts(loaded, hosts, loaded.server.url))
     finally:
         console.print("stopping Mission Control…")
         local.stop()
         console.print("stopped")
 
 
-async def _supervise(loaded: Fleet, hosts: set[str], url: str, token: str) -> None:
-    """Run a supervisor for ``hosts`` until SIGINT or SIGTERM."""
+def _local_host_tokens(loaded: Fleet, local: LocalFleet) -> dict[str, str]:
+    """`mcos run`: each host's own token, kept in STATE/hosts/HOST.token — minted at the first
+    run (or when the kept one no longer works) with the operator token of the one who runs it.
+    The supervisors never hold the operator token."""
+    found: dict[str, str] = {}
+    with local.operator() as operator:
+        for host in loaded.hosts:
+            path = common.host_token_file(loaded, host)
+            kept = common.read_host_token(path)
+            prefix = None if kept is None else parse_prefix(kept)
+            live = {
+                t.prefix
+                for t in operator.do(Calls.tokens(host))
+                if t.kind is PrincipalKind.HOST and t.revoked_at is None
+            }
+            if kept is None or prefix not in live:
+                created = operator.do(
+                    Calls.create_token(PrincipalKind.HOST, host, label="mcos run")
+                )
+                common.write_secret(path, created.token)
+                kept = created.token
+            found[host] = kept
+    return found
+
+
+async def _supervise_hosts(loaded: Fleet, hosts: dict[str, str], url: str) -> None:
+    """Run one supervisor per host, each with that host's token, until SIGINT or SIGTERM.
+    An agent is supervised once: by its own host when that host runs here."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with AsyncClient(url, token, timeout=30) as client:
-        supervisor = Supervisor.for_fleet(loaded, hosts, client, console.print)
-        await supervisor.run(stop)
+    async with contextlib.AsyncExitStack() as stack:
+        supervisors = []
+        for host, token in sorted(hosts.items()):
+            client = await stack.enter_async_context(AsyncClient(url, token, timeout=30))
+            supervisor = Supervisor.for_fleet(loaded, {host}, client, console.print)
+            supervisor.slots = {
+                n: s
+                for n, s in supervisor.slots.items()
+                if s.primary or loaded.agents[n].host not in hosts
+            }
+            supervisors.append(supervisor)
+        await asyncio.gather(*(s.run(stop) for s in supervisors))
     console.print("agents stopped")
 
 
@@ -246,21 +283,33 @@ def up(
     host: Annotated[str, typer.Option(help="Run the agents the fleet file places on this host.")],
     fleet: FleetOpt = None,
     url: UrlOpt = None,
-    token: TokenOpt = None,
+    token: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--token",
+            help="This host's token (default: $MCOS_HOST_TOKEN, then STATE/hosts/HOST.token).",
+        ),
+    ] = None,
 ) -> None:
-    """Supervise this host's agents: one live instance each (leases), restarts that back off."""
+    """Supervise this host's agents: one live instance each (leases), restarts that back off.
+
+    It acts with the host's own token (`mcos token create --host HOST --save`), never an
+    operator's: it may hold its agents' leases, report their state and mint their tokens."""
     with friendly_errors():
         loaded = common.load(fleet)
         if host not in loaded.hosts:
             common.fail(f"no host {host!r} in {loaded.path} (known: {', '.join(loaded.hosts)})")
-        secret = token or os.environ.get("MCOS_TOKEN")
+        token_file = common.host_token_file(loaded, host)
+        secret = (
+            token or os.environ.get(common.HOST_TOKEN_ENV) or common.read_host_token(token_file)
+        )
         if not secret:
-            token_file = loaded.state_dir / common.OPERATOR_TOKEN_FILE
-            secret = token_file.read_text().strip() if token_file.exists() else None
-        if not secret:
-            common.fail("no token: pass --token or set MCOS_TOKEN (an operator token)")
+            common.fail(
+                f"no host token: pass --token, set {common.HOST_TOKEN_ENV}, or have an operator "
+                f"run `mcos token create --host {host} --save` (writes {token_file})"
+            )
         console.print(f"supervising host {host} of {loaded.path}")
-        asyncio.run(_supervise(loaded, {host}, url or loaded.server.url, secret))
+        asyncio.run(_supervise_hosts(loaded, {host: secret}, url or loaded.server.url))
 
 
 @systemd_app.command("generate")
@@ -533,21 +582,46 @@ def agent_resume(
 def token_create(
     agent: Annotated[Optional[str], typer.Option(help="For this agent.")] = None,  # noqa: UP045
     operator: Annotated[
-        Optional[str], typer.Option(help="For this operator.")  # noqa: UP045
+        Optional[str],  # noqa: UP045
+        typer.Option(help="For this operator (a configured human votes as that human)."),
+    ] = None,
+    host: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="For the supervisor (`mcos up`) of this host of the fleet."),
     ] = None,
     label: Annotated[str, typer.Option()] = "",
     expires: Annotated[
         Optional[str], typer.Option(help="Lifetime, e.g. 30d, 12h.")  # noqa: UP045
     ] = None,
+    save: Annotated[
+        bool,
+        typer.Option(help="With --host: write it to STATE/hosts/HOST.token (0600) for `mcos up`."),
+    ] = False,
+    local: Annotated[
+        bool,
+        typer.Option(
+            help="With --operator: recover a locked-out fleet on the server's machine — write "
+            "the token straight into the store with the server's key (no server needed)."
+        ),
+    ] = False,
     fleet: FleetOpt = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a token; it is printed once and never shown again."""
-    if (agent is None) == (operator is None):
-        common.fail("give exactly one of --agent NAME or --operator NAME")
-    kind, name = (PrincipalKind.AGENT, agent) if agent else (PrincipalKind.OPERATOR, operator)
+    given = [(k, n) for k, n in ((PrincipalKind.AGENT, agent), (PrincipalKind.OPERATOR, operator),
+                                 (PrincipalKind.HOST, host)) if n is not None]  # fmt: skip
+    if len(given) != 1:
+        common.fail("give exactly one of --agent NAME, --operator NAME or --host NAME")
+    kind, name = given[0]
+    if local and kind is not PrincipalKind.OPERATOR:
+        common.fail("--local recovers an operator token: use it with --operator NAME")
+    if save and kind is not PrincipalKind.HOST:
+        common.fail("--save writes a host token: use it with --host NAME")
+    if local:
+        _recover(name, label, fleet, as_json)
+        return
     lifetime = None
     if expires is not None:
         try:
@@ -559,11 +633,32 @@ def token_create(
         created = client.do(
             Calls.create_token(kind, name, label=label, expires_in_seconds=lifetime)
         )
+    if save:
+        with friendly_errors():
+            path = common.host_token_file(common.load(fleet), name)
+        common.write_secret(path, created.token)
+        console.print(f"token {created.record.id} for host {name} written to {path} (mode 0600)")
+        return
     if as_json:
         print_json(created)
         return
     console.print(f"token {created.record.id} for {kind} {name} (shown once, store it now):")
     sys.stdout.write(created.token + "\n")
+
+
+def _recover(name: str, label: str, fleet: Path | None, as_json: bool) -> None:
+    """`mcos token create --operator NAME --local`: straight into the store, audited."""
+    with friendly_errors():
+        loaded = common.load(fleet)
+        recovered = asyncio.run(recover_operator(loaded, name, label))
+    if as_json:
+        print_json({"token": recovered.token, "record": TokenOut.of(recovered.record)})
+        return
+    console.print(
+        f"token {recovered.record.id} for operator {name}, written to the store locally "
+        f"(audited as {RECOVERED}; shown once, store it now):"
+    )
+    sys.stdout.write(recovered.token + "\n")
 
 
 def _duration(text: str) -> timedelta:

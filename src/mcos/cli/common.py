@@ -29,6 +29,8 @@ err_console = Console(stderr=True, width=_WIDTH)
 EX_UNAVAILABLE = 69
 DEMO_DIR = "mcos-demo"
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name)
+HOST_TOKEN_ENV = "MCOS_HOST_TOKEN"  # noqa: S105 (a variable name)
+HOSTS_DIR = "hosts"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -129,3 +131,32 @@ def age(then: datetime | None, now: datetime) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{seconds}s ago"
+
+
+def host_token_file(fleet: Fleet, host: str) -> Path:
+    """Where a host's supervisor token is kept: ``STATE/hosts/HOST.token`` (mode 0600)."""
+    return fleet.state_dir / HOSTS_DIR / f"{host}.token"
+
+
+def read_host_token(path: Path) -> str | None:
+    """The token in a host token file; None if there is none. Refused (exit 78) when others
+    than its owner may read it: a supervisor's token is not for the agents' eyes."""
+    if not path.exists():
+        return None
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        fail(
+            f"{path}: mode {mode:04o} lets others read the host token; chmod 600 {path}",
+            EX_CONFIG,
+        )
+    return path.read_text().strip() or None
+
+
+def write_secret(path: Path, secret: str) -> None:
+    """Write ``secret`` to ``path`` (folder 0700, file 0600), replacing what was there."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    tmp.replace(path)

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
-PartyKind = Literal["agent", "human"]
+PartyKind = Literal["agent", "human", "operator"]
+"""``operator``: an operator token whose name is no configured human — no spec matches it."""
 SpecKind = Literal["founder", "human", "named_human", "role", "agent", "named_agent"]
 
 SPEC_FORMS = "founder, human, human:NAME, role:ROLE, agent:NAME, agent:* or a bare agent NAME"
@@ -98,7 +99,7 @@ class _Spec:
         return (self.side, self.value) if self.kind in ("named_human", "named_agent") else None
 
     def admits(self, party: Party) -> bool:
-        if party.kind != self.side:
+        if party.kind != self.side:  # a plain operator (no configured human) matches no spec
             return False
         if self.kind in ("named_human", "named_agent"):
             return party.name == self.value

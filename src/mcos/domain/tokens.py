@@ -25,6 +25,17 @@ class PrincipalKind(StrEnum):
 
     AGENT = "agent"
     OPERATOR = "operator"
+    HOST = "host"
+    """A supervisor (`mcos up`) for one host: its agents' leases, state and tokens, nothing else."""
+
+
+HOST_LABEL = "host:"
+"""Agent tokens a host mints are labelled ``host:NAME …``; a new one replaces the previous."""
+
+
+def minted_by_host(label: str, host: str) -> bool:
+    """Whether a token with ``label`` was minted at start by the supervisor of ``host``."""
+    return label.split(" ", 1)[0] == f"{HOST_LABEL}{host}"
 
 
 @dataclass(frozen=True)

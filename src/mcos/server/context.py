@@ -97,6 +97,9 @@ class ServerSettings:
     """When set, ``/metrics`` needs ``Authorization: Bearer <this>`` (compared in constant time)."""
     audit_checkpoint_seconds: float = 2.0
     """How often the audit head is checkpointed to ``STATE/audit.checkpoint`` (and at shutdown)."""
+    host_agents: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Each host of the fleet and the agents its supervisor may run (placed there or failing
+    over to it): all a host token may touch."""
 
 
 @dataclass

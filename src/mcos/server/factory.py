@@ -79,6 +79,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
                 base_dir=fleet.base_dir,
             )
         ),
+        host_agents=host_agents(fleet),
         webhook_secrets={
             name: resolve_key(
                 c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir
@@ -87,6 +88,16 @@ def settings_for(fleet: Fleet) -> ServerSettings:
             if c.kind == "telegram" and c.mode == "webhook" and c.webhook_secret
         },
     )
+
+
+def host_agents(fleet: Fleet) -> dict[str, frozenset[str]]:
+    """Each host and the agents it may run: placed on it, or failing over to it."""
+    return {
+        host: frozenset(
+            n for n, a in fleet.agents.items() if a.host == host or host in a.failover_hosts
+        )
+        for host in fleet.hosts
+    }
 
 
 def page_routes(fleet: Fleet) -> dict[str, tuple[PageRoute, ...]]:

@@ -64,11 +64,14 @@ class Governance:
         return agents + humans
 
     async def party(self, caller: Principal) -> Party:
-        """The caller as the matrix sees it."""
+        """The caller as the matrix sees it. An operator token named X is human X only when X
+        is a configured human; any other operator is a plain operator, whom no member spec
+        matches (it votes, vetoes and acts alone on governed actions as nobody)."""
         if caller.kind is PrincipalKind.OPERATOR:
-            return Party(
-                "human", caller.name, self.mc.settings.human_roles.get(caller.name, "operator")
-            )
+            role = self.mc.settings.human_roles.get(caller.name)
+            if role is None:
+                return Party("operator", caller.name, "operator")
+            return Party("human", caller.name, role)
         for a in await self.mc.store.list_agents():
             if a.name == caller.name:
                 return Party("agent", a.name, a.role)

@@ -57,6 +57,7 @@ from mcos.exceptions import (
     Conflict,
     IdempotencyConflict,
     InvalidRequest,
+    LastOperatorToken,
     McosError,
     NotFound,
     SchemaOutOfDate,
@@ -1281,6 +1282,12 @@ class PostgresStore:
     async def revoke_token(self, token_id: int, audit: AuditEvent | None = None) -> TokenRecord:
         """Revoke a token; revoking twice keeps the first time."""
         async with self._tx() as conn:
+            # Locks the active operator tokens (in id order): two revocations of the last two
+            # are serialised, and the second sees that only its own token is left.
+            cursor = await conn.execute(Q["operator_tokens_active"])
+            active = [r["id"] for r in await cursor.fetchall()]
+            if token_id in active and len(active) == 1:
+                raise last_operator_refusal(token_id)
             row = await (await conn.execute(Q["token_revoke"], (token_id,))).fetchone()
             if row is None:
                 raise NotFound(f"no token {token_id}", token_id=token_id)
@@ -1420,3 +1427,12 @@ def _need_key(key: bytes | None) -> bytes:
         )
         raise StoreError(msg)
     return key
+
+
+def last_operator_refusal(token_id: int) -> LastOperatorToken:
+    """The 409 for revoking the only active operator token (humans would be locked out)."""
+    return LastOperatorToken(
+        f"token {token_id} is the last active operator token: revoking it would lock every human "
+        "out; create another operator token first (mcos token create --operator NAME)",
+        token_id=token_id,
+    )

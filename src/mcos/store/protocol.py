@@ -489,7 +489,8 @@ class Store(Protocol):
         """Every token, or those of one principal."""
 
     async def revoke_token(self, token_id: int, audit: AuditEvent | None = None) -> TokenRecord:
-        """Mark a token revoked from now on (idempotent)."""
+        """Mark a token revoked from now on (idempotent); ``LastOperatorToken`` (409) if it is
+        the last active operator token, checked in the same transaction."""
 
     # --- audit -----------------------------------------------------------------------------
     async def record(self, event: AuditEvent) -> AuditRecord:

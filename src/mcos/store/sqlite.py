@@ -54,6 +54,7 @@ from mcos.exceptions import (
     Conflict,
     IdempotencyConflict,
     InvalidRequest,
+    LastOperatorToken,
     McosError,
     NotFound,
     SchemaOutOfDate,
@@ -1336,6 +1337,10 @@ class SqliteStore:
         def write(conn: sqlite3.Connection) -> TokenRecord:
             now = _now_us()
             with self._tx(conn):
+                # The write lock is held (BEGIN IMMEDIATE): no other revocation can interleave.
+                active = [r["id"] for r in conn.execute(Q["operator_tokens_active"], (now,))]
+                if token_id in active and len(active) == 1:
+                    raise last_operator_refusal(token_id)
                 row = conn.execute(Q["token_revoke"], (now, token_id)).fetchone()
                 if row is None:
                     raise NotFound(f"no token {token_id}", token_id=token_id)
@@ -1515,3 +1520,12 @@ def _need_key(key: bytes | None) -> bytes:
 
 def _with_targets(event: AuditEvent, targets: dict[str, Any]) -> AuditEvent:
     return AuditEvent(event.actor, event.action, targets, event.detail, event.outcome)
+
+
+def last_operator_refusal(token_id: int) -> LastOperatorToken:
+    """The 409 for revoking the only active operator token (humans would be locked out)."""
+    return LastOperatorToken(
+        f"token {token_id} is the last active operator token: revoking it would lock every human "
+        "out; create another operator token first (mcos token create --operator NAME)",
+        token_id=token_id,
+    )

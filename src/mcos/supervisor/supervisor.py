@@ -26,7 +26,6 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import Fleet, parse_duration
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.leases import DEFAULT_TTL
-from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import LeaseHeld, LeaseLost, McosError
 from mcos.supervisor.policy import Exit, RestartPolicy, classify_exit
@@ -52,6 +51,8 @@ class Slot:
     primary: bool
     """Placed on this host by the fleet file (else a failover host for it)."""
     token: str = ""
+    token_id: int | None = None
+    """The agent token handed to the running instance (minted as it starts)."""
     lease: LeaseOut | None = None
     renew_at: float = 0.0
     kill_at: float = 0.0
@@ -125,7 +126,6 @@ class Supervisor:
             for name, a in sorted(fleet.agents.items())
             if a.host in hosts or hosts & set(a.failover_hosts)
         }
-        self.token_ids: list[int] = []
         self.notifier = Notifier.from_env()
         self.forks = ForkServer(self._on_exit)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -134,15 +134,6 @@ class Supervisor:
     async def run(self, stop: asyncio.Event, *, tick: float = 0.25) -> None:
         """Supervise until ``stop`` is set, then stop every agent and give the leases back."""
         await self.forks.start()
-        for slot in self.slots.values():
-            created = await self.client.do(
-                Calls.create_token(
-                    PrincipalKind.AGENT, slot.name, label=f"supervisor {self.holder}"[:100],
-                    expires_in_seconds=30 * 86400,
-                )
-            )  # fmt: skip
-            slot.token = created.token
-            self.token_ids.append(created.record.id)
         self.notifier.ready()
         try:
             while not stop.is_set():
@@ -173,9 +164,11 @@ class Supervisor:
                         Calls.release_lease(slot.name, self.holder, slot.lease.fence)
                     )
                 slot.lease = None
-        for token_id in self.token_ids:
-            with contextlib.suppress(McosError):
-                await self.client.do(Calls.revoke_token(token_id))
+        for slot in self.slots.values():
+            if slot.token_id is not None:
+                with contextlib.suppress(McosError):
+                    await self.client.do(Calls.revoke_token(slot.token_id))
+                slot.token_id = None
 
     async def _reap(self, slot: Slot) -> None:
         try:
@@ -257,8 +250,21 @@ class Supervisor:
         slot.next_acquire = time.monotonic() + self.ttl.total_seconds()
         _signal_group(slot, signal.SIGKILL)
 
+    async def _mint(self, slot: Slot) -> None:
+        """A fresh token for the instance about to start, under the lease. Minted with the host
+        token, it replaces this host's previous token for the agent (Mission Control revokes
+        that one as it hands this over): restarts leave one active token per agent and host."""
+        created = await self.client.do(
+            Calls.create_token(
+                PrincipalKind.AGENT, slot.name, label=f"supervisor {self.holder}"[:100],
+                expires_in_seconds=30 * 86400,
+            )
+        )  # fmt: skip
+        slot.token, slot.token_id = created.token, created.record.id
+
     async def _start(self, slot: Slot) -> None:
         assert slot.lease is not None
+        await self._mint(slot)
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -370,23 +376,16 @@ class Supervisor:
         )
         self._say(slot, f"{slot.name} failed: {slot.detail}; not restarting it")
         await self._release(slot)
+        # Mission Control tells whom the agent reports to (P2, crash loop): a host token sends
+        # no messages of its own.
         with contextlib.suppress(McosError):
-            await self.client.do(Calls.report_state(slot.name, AgentStatus.FAILED, slot.detail))
-        target = self.fleet.agents[slot.name].reports_to or next(iter(self.fleet.humans), None)
-        if target is not None:
-            with contextlib.suppress(McosError):
-                await self.client.do(
-                    Calls.send(
-                        target,
-                        f"{slot.name} crashed {len(slot.crashes)} times and was stopped: "
-                        f"{slot.detail}. Its log: {self.logs / (slot.name + '.log')}. Fix the "
-                        "cause, then restart the supervisor.",
-                        subject=f"P2: {slot.name} failed (crash loop)",
-                        kind=MessageKind.REPORT,
-                        priority=Priority.URGENT,
-                        meta={"incident": "P2", "agent": slot.name},
-                    )
+            await self.client.do(
+                Calls.report_state(
+                    slot.name,
+                    AgentStatus.FAILED,
+                    f"{slot.detail}; its log: {self.logs / (slot.name + '.log')}",
                 )
+            )
 
     async def _release(self, slot: Slot) -> None:
         if slot.lease is not None:

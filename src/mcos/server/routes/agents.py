@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mcos.api_models import AgentOut, StateReport
-from mcos.domain.agent_state import current
+from mcos.domain.agent_state import AgentStatus, current
 from mcos.domain.budget import MICROS
+from mcos.domain.messages import MessageKind, NewMessage, Priority
 from mcos.domain.redaction import redact, scrub
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden, NotFound
-from mcos.server.routes.deps import MC, Caller
+from mcos.server.governance import SYSTEM
+from mcos.server.routes.deps import MC, Caller, require_supervisor
 from mcos.server.routes.messages import ERRORS
 from mcos.server.severity import held_paused
 
@@ -63,7 +65,9 @@ async def list_agents(mc: MC, caller: Caller) -> list[AgentOut]:
 
 @router.get("/agents/{name}", response_model=AgentOut, responses=ERRORS)
 async def get_agent(name: str, mc: MC, caller: Caller) -> AgentOut:
-    """One agent."""
+    """One agent (a host token: only one it may run)."""
+    if caller.kind is PrincipalKind.HOST:
+        await require_supervisor(mc, caller, "agent.read", name)
     for agent in await list_agents(mc, caller):
         if agent.name == name:
             return agent
@@ -81,11 +85,39 @@ async def report_state(name: str, request: StateReport, mc: MC, caller: Caller) 
         rule = "an agent may report only its own state"
         await mc.refuse(caller, "agent.state", rule, agent=name)
         raise Forbidden(rule, rule=rule)
+    if caller.kind is PrincipalKind.HOST:
+        await require_supervisor(mc, caller, "agent.state", name)
     if await mc.store.recipient_kind(name) is None:
         raise NotFound(f"no agent {name!r}", agent=name)
-    if caller.kind is PrincipalKind.AGENT and await held_paused(mc, name):
+    # Only an operator resumes a paused agent: its supervisor's reports change nothing either.
+    if caller.kind is not PrincipalKind.OPERATOR and await held_paused(mc, name):
         return await get_agent(name, mc, caller)  # the runtime reads the pause in the answer
     await mc.store.set_agent_state(
         name, request.state.value, redact(request.detail), request.until, scrub(request.info)
     )
+    if caller.kind is PrincipalKind.HOST and request.state is AgentStatus.FAILED:
+        await _report_failure(mc, caller.name, name, request.detail)
     return await get_agent(name, mc, caller)
+
+
+async def _report_failure(mc: MC, host: str, name: str, detail: str) -> None:
+    """A supervisor gave up on an agent: Mission Control tells whom it reports to (or the first
+    human) — a host token sends no messages of its own."""
+    agent = next((a for a in await mc.store.list_agents() if a.name == name), None)
+    target = (agent.reports_to if agent else None) or next(iter(mc.settings.human_roles), None)
+    if target is None:
+        return
+    sent = await mc.store.send(
+        NewMessage(
+            sender=SYSTEM,
+            recipient=target,
+            kind=MessageKind.REPORT,
+            priority=Priority.URGENT,
+            subject=f"P2: {name} failed (crash loop)",
+            body=f"{name} was stopped by the supervisor of host {host}: {detail}. Fix the cause, "
+            "then restart the supervisor.",
+            meta={"incident": "P2", "agent": name, "host": host},
+        )
+    )
+    if mc.pager is not None and target in mc.settings.human_roles:
+        await mc.pager.message_to_human(sent.message)

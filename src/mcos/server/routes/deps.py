@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 
 from mcos.domain.audit import AuditEvent
 from mcos.domain.leases import stale
@@ -15,8 +15,34 @@ from mcos.server.context import MissionControl, mission_control
 MC = Annotated[MissionControl, Depends(mission_control)]
 
 
+HOST_ROUTES = frozenset(
+    {
+        ("POST", "/v1/leases/{agent}/acquire"),
+        ("POST", "/v1/leases/{agent}/renew"),
+        ("POST", "/v1/leases/{agent}/release"),
+        ("PUT", "/v1/agents/{name}/state"),
+        ("GET", "/v1/agents/{name}"),
+        ("POST", "/v1/tokens"),
+        ("POST", "/v1/tokens/{token_id}/revoke"),
+    }
+)
+"""Everything a host principal (a supervisor) may call; each route then checks the agent is one
+the host may run. Every other route refuses a host token (403, audited)."""
+
+
+async def _host_route(mc: MissionControl, principal: Principal, request: Request) -> None:
+    """Refuse a host token anywhere but the supervisor's routes (403, audited)."""
+    route = getattr(request.scope.get("route"), "path", request.url.path)
+    if (request.method, route) in HOST_ROUTES:
+        return
+    rule = "a host token may only hold its agents' leases, report their state and mint their tokens"
+    await mc.refuse(principal, "host.route", rule, route=f"{request.method} {route}")
+    raise Forbidden(f"{rule}; not {request.method} {route}", rule=rule)
+
+
 async def current_principal(
     mc: MC,
+    request: Request,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_mcos_fence: Annotated[
         int | None,
@@ -26,6 +52,8 @@ async def current_principal(
     """The authenticated caller (401 otherwise); an agent instance whose fencing token is older
     than its agent's current lease is refused (409 ``fenced``) — another instance took over."""
     principal = await mc.auth.principal(authorization)
+    if principal.kind is PrincipalKind.HOST:
+        await _host_route(mc, principal, request)
     if x_mcos_fence is not None and principal.kind is PrincipalKind.AGENT:
         current = await mc.store.lease(principal.name)
         if stale(x_mcos_fence, current):
@@ -56,6 +84,21 @@ async def require_operator(mc: MC, caller: Caller, action: str) -> None:
         rule = f"{action} is for operators only"
         await mc.refuse(caller, action, rule)
         raise Forbidden(rule, rule=rule)
+
+
+async def require_supervisor(mc: MC, caller: Caller, action: str, agent: str) -> None:
+    """Refuse (403, audited) unless the caller is an operator, or the host principal of a host
+    that may run ``agent`` (placed there or failing over to it)."""
+    if caller.kind is PrincipalKind.OPERATOR:
+        return
+    if caller.kind is PrincipalKind.HOST:
+        if agent in mc.settings.host_agents.get(caller.name, frozenset()):
+            return
+        rule = f"host {caller.name} may act only for the agents it may run"
+    else:
+        rule = f"{action} is for operators and supervisors (host tokens) only"
+    await mc.refuse(caller, action, rule, agent=agent)
+    raise Forbidden(rule, rule=rule)
 
 
 async def inbox_of(mc: MissionControl, caller: Principal, inbox: str | None, action: str) -> str:

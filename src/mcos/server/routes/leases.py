@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from mcos.api_models import LeaseAcquire, LeaseOut, LeaseRelease, LeaseRenew
 from mcos.domain.audit import AuditEvent
 from mcos.exceptions import NotFound
-from mcos.server.routes.deps import MC, Caller, require_operator
+from mcos.server.routes.deps import MC, Caller, require_supervisor
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1/leases", tags=["leases"])
@@ -23,7 +23,7 @@ async def _agent(mc: MC, agent: str) -> None:
 @router.post("/{agent}/acquire", response_model=LeaseOut, responses=ERRORS)
 async def acquire(agent: str, request: LeaseAcquire, mc: MC, caller: Caller) -> LeaseOut:
     """Take (or keep) the right to run ``agent``; 409 ``lease_held`` names the holder."""
-    await require_operator(mc, caller, "lease.acquire")
+    await require_supervisor(mc, caller, "lease.acquire", agent)
     await _agent(mc, agent)
     before = await mc.store.lease(agent)
     lease = await mc.store.acquire_lease(
@@ -44,7 +44,7 @@ async def acquire(agent: str, request: LeaseAcquire, mc: MC, caller: Caller) -> 
 @router.post("/{agent}/renew", response_model=LeaseOut, responses=ERRORS)
 async def renew(agent: str, request: LeaseRenew, mc: MC, caller: Caller) -> LeaseOut:
     """Extend a live lease; 409 ``lease_lost`` means: stop the agent now."""
-    await require_operator(mc, caller, "lease.renew")
+    await require_supervisor(mc, caller, "lease.renew", agent)
     lease = await mc.store.renew_lease(
         agent, request.holder, request.fence, timedelta(seconds=request.ttl_seconds)
     )
@@ -54,7 +54,7 @@ async def renew(agent: str, request: LeaseRenew, mc: MC, caller: Caller) -> Leas
 @router.post("/{agent}/release", status_code=204, responses=ERRORS)
 async def release(agent: str, request: LeaseRelease, mc: MC, caller: Caller) -> None:
     """Give the lease up (the agent stopped), so another supervisor need not wait for expiry."""
-    await require_operator(mc, caller, "lease.release")
+    await require_supervisor(mc, caller, "lease.release", agent)
     await mc.store.release_lease(agent, request.holder, request.fence)
 
 

@@ -11,9 +11,9 @@ from mcos.api_models import TokenCreated, TokenCreateRequest, TokenOut
 from mcos.domain import tokens
 from mcos.domain.audit import AuditEvent
 from mcos.domain.tokens import Principal, PrincipalKind
-from mcos.exceptions import Forbidden, InvalidRequest
+from mcos.exceptions import Forbidden, InvalidRequest, LastOperatorToken
 from mcos.server.context import MissionControl
-from mcos.server.routes.deps import MC, Caller, require_operator
+from mcos.server.routes.deps import MC, Caller, require_operator, require_supervisor
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -45,18 +45,66 @@ async def issue(
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated, responses=ERRORS)
 async def create(request: TokenCreateRequest, mc: MC, caller: Caller) -> TokenCreated:
-    """Create a token for an agent or an operator (operators only). Shown once."""
-    await require_operator(mc, caller, "token.create")
+    """Create a token for an agent, an operator or a host (operators only). Shown once.
+
+    A host principal (a supervisor) may create only agent tokens, only for agents it may run;
+    each replaces the agent's previous token from the same host (revoked at once), so tokens
+    minted at every supervisor start do not pile up."""
+    if caller.kind is PrincipalKind.HOST:
+        if request.kind is not PrincipalKind.AGENT:
+            rule = "a host may create only its agents' tokens"
+            asked = f"{request.kind}:{request.name}"
+            await mc.refuse(caller, "token.create", rule, requested=asked)
+            raise Forbidden(rule, rule=rule)
+        await require_supervisor(mc, caller, "token.create", request.name)
+    else:
+        await require_operator(mc, caller, "token.create")
     if request.kind is PrincipalKind.AGENT:
         agents = {a.name for a in await mc.store.list_agents()}
         if request.name not in agents:
             raise InvalidRequest(f"name: no agent {request.name!r} in the fleet file", field="name")
+    if request.kind is PrincipalKind.HOST and request.name not in mc.settings.host_agents:
+        known = ", ".join(sorted(mc.settings.host_agents)) or "none"
+        raise InvalidRequest(
+            f"name: no host {request.name!r} in the fleet file (hosts: {known})", field="name"
+        )
     expires = (
         None
         if request.expires_in_seconds is None
         else timedelta(seconds=request.expires_in_seconds)
     )
+    if caller.kind is PrincipalKind.HOST:
+        return await _replace_agent_token(mc, caller, request.name, request.label, expires)
     return await issue(mc, caller.actor, request.kind, request.name, request.label, expires)
+
+
+async def _replace_agent_token(
+    mc: MissionControl, host: Principal, agent: str, label: str, expires: timedelta | None
+) -> TokenCreated:
+    """A host's new token for ``agent``; the agent's earlier tokens from this host are revoked."""
+    tag = f"{tokens.HOST_LABEL}{host.name}"
+    created = await issue(
+        mc, host.actor, PrincipalKind.AGENT, agent, f"{tag} {label}".strip()[:200], expires
+    )
+    now = await mc.store.now()
+    for old in await mc.store.list_tokens(agent):
+        if (
+            old.kind is PrincipalKind.AGENT
+            and old.id != created.record.id
+            and old.usable(now)
+            and tokens.minted_by_host(old.label, host.name)
+        ):
+            await mc.store.revoke_token(
+                old.id,
+                audit=AuditEvent(
+                    host.actor,
+                    "token.revoke",
+                    {"token": old.id},
+                    {"replaced_by": created.record.id},
+                ),
+            )
+            mc.auth.forget(old.prefix)
+    return created
 
 
 @router.get("/tokens", response_model=list[TokenOut], responses=ERRORS)
@@ -109,12 +157,25 @@ async def revoke(
     ] = None,
 ) -> TokenOut:
     """Revoke a token from now on: a human operator always may; an agent only with an approved
-    ``revoke_token`` request (its committee's quorum) whose payload names this token."""
-    if caller.kind is not PrincipalKind.OPERATOR:
+    ``revoke_token`` request (its committee's quorum) whose payload names this token; a host
+    only its agents' tokens. The last active operator token is never revoked (409
+    ``last_operator_token``, audited), whoever asks and whatever approved it."""
+    if caller.kind is PrincipalKind.HOST:
+        target = await mc.store.get_token(token_id)
+        if target.kind is not PrincipalKind.AGENT:
+            rule = "a host may revoke only its agents' tokens"
+            await mc.refuse(caller, "token.revoke", rule, token=str(token_id))
+            raise Forbidden(rule, rule=rule)
+        await require_supervisor(mc, caller, "token.revoke", target.name)
+    elif caller.kind is not PrincipalKind.OPERATOR:
         await _approved_revocation(mc, caller, token_id, approval)
-    record = await mc.store.revoke_token(
-        token_id, audit=AuditEvent(caller.actor, "token.revoke", {"token": token_id})
-    )
+    try:
+        record = await mc.store.revoke_token(
+            token_id, audit=AuditEvent(caller.actor, "token.revoke", {"token": token_id})
+        )
+    except LastOperatorToken as e:
+        await mc.refuse(caller, "token.revoke", e.message, token=str(token_id))
+        raise
     mc.auth.forget(record.prefix)
     return TokenOut.of(record)
 

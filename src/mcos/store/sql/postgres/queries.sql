@@ -570,3 +570,10 @@ SELECT * FROM dashboard_sessions WHERE id_hash = %s;
 -- name: dashboard_session_end
 UPDATE dashboard_sessions SET ended_at = coalesce(ended_at, clock_timestamp())
 WHERE id_hash = %s RETURNING *;
+
+-- name: operator_tokens_active
+SELECT id FROM tokens
+WHERE kind = 'operator' AND revoked_at IS NULL
+  AND (expires_at IS NULL OR expires_at > clock_timestamp())
+ORDER BY id
+FOR UPDATE;

@@ -444,3 +444,8 @@ SELECT * FROM dashboard_sessions WHERE id_hash = ?;
 
 -- name: dashboard_session_end
 UPDATE dashboard_sessions SET ended_at = coalesce(ended_at, ?) WHERE id_hash = ? RETURNING *;
+
+-- name: operator_tokens_active
+SELECT id FROM tokens
+WHERE kind = 'operator' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
+ORDER BY id;
