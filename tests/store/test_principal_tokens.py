@@ -91,6 +91,7 @@ async def test_host_tokens_are_stored_and_earlier_tokens_survive_migration_0010(
             prefix=prefix, digest=tokens.digest(KEY, clear), kind=PrincipalKind.AGENT, name="gene"
         )
         assert await s.upgrade(target=10) == [10]
+        await s.upgrade()  # and every later migration keeps it
         await s.open()
         assert await s.find_token(prefix) == before
         host = await _token(s, PrincipalKind.HOST, "mini")
