@@ -634,8 +634,8 @@ def audit_verify(fleet: FleetOpt = None, url: UrlOpt = None, token: TokenOpt = N
     if result.intact:
         console.print(f"audit log intact: {result.records} records, head {result.head_seq}")
         return
-    for seq, problem in result.breaks:
-        common.err_console.print(f"[bold red]record {seq}:[/] {problem}")
+    for b in result.breaks:
+        common.err_console.print(f"[bold red]record {b.seq}:[/] {b.problem}")
     raise typer.Exit(1)
 
 

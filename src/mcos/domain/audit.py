@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mcos.domain.bounded import StoredJson
+
 GENESIS = "0" * 64
 
 
@@ -44,6 +46,8 @@ class AuditRecord:
 
 def canonical(value: Any) -> str:
     """The one JSON encoding hashed and stored, so both stores hash identical bytes."""
+    if isinstance(value, StoredJson):
+        return value.text  # stored by this very function; kept as text since too deep to show
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

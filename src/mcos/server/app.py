@@ -20,13 +20,14 @@ from mcos import __version__
 from mcos.channels.base import Channel, Inbound, Outbound
 from mcos.channels.runner import ChannelRunner
 from mcos.domain.audit import AuditEvent
+from mcos.domain.bounded import PARSE_DEPTH
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
 from mcos.server import dashboard, dead_letters, errors
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.governance import Governance
-from mcos.server.limits import BodySizeLimit
+from mcos.server.limits import BodySizeLimit, JsonBodyGuard
 from mcos.server.metrics import Metrics
 from mcos.server.paging import Pager
 from mcos.server.routes import (
@@ -245,5 +246,6 @@ def create_app(
     app.include_router(channels.pages)
     dashboard.install(app)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
+    app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     return app

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from mcos.api_models import AuditOut, AuditVerifyResponse, RuntimeEvent
+from mcos.api_models import MAX_ID, AuditBreak, AuditOut, AuditVerifyResponse, RuntimeEvent
 from mcos.domain.audit import AuditEvent
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden
@@ -31,7 +31,7 @@ async def read_audit(
     action: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    after: Annotated[int, Query(ge=0, description="Only records after this seq.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Only records after this seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     format: Literal["json", "csv"] = "json",
 ) -> Response | list[AuditOut]:
@@ -61,8 +61,9 @@ async def verify(mc: MC, caller: Caller) -> AuditVerifyResponse:
     """Walk the whole chain: every edited, deleted or reordered record is reported."""
     await require_operator(mc, caller, "audit.verify")
     result = await mc.store.verify_audit()
+    breaks = [AuditBreak(seq=seq, problem=problem) for seq, problem in result.breaks]
     return AuditVerifyResponse(
-        intact=result.intact, records=result.records, head_seq=result.head_seq, breaks=result.breaks
+        intact=result.intact, records=result.records, head_seq=result.head_seq, breaks=breaks
     )
 
 
