@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -12,7 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from mcos.api_models import MAX_ID, AuditBreak, AuditOut, AuditVerifyResponse, RuntimeEvent
-from mcos.domain.audit import AuditEvent
+from mcos.domain.audit import AuditEvent, canonical
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden
 from mcos.server.routes.deps import MC, Caller, require_operator
@@ -48,10 +47,11 @@ async def read_audit(
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS)
     writer.writeheader()
-    for r in out:
+    for r, record in zip(out, records, strict=True):
         row = r.model_dump(mode="json")
-        row["targets"] = json.dumps(row["targets"], sort_keys=True)
-        row["detail"] = json.dumps(row["detail"], sort_keys=True)
+        # The stored text itself: a value too deep to show is exported whole, not as placeholder.
+        row["targets"] = canonical(record.targets)
+        row["detail"] = canonical(record.detail)
         writer.writerow(row)
     return Response(buffer.getvalue(), media_type="text/csv")
 
