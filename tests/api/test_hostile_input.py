@@ -307,3 +307,15 @@ def test_the_openapi_document_is_valid_and_says_what_the_server_accepts(
     for value in ("0", str(MAX_ID)):
         r = raw(live_server, "GET", "/v1/agents", jarvis, headers={"x-mcos-fence": value})
         assert r.status_code == 200, r.text
+
+
+def test_measuring_nesting_stays_linear_on_hostile_strings() -> None:
+    """The guard's scan of a 256 KiB body of escaped quotes (no closing one) takes milliseconds:
+    a string pattern that needs its closing quote retried from every quote (quadratic: minutes)."""
+    import time
+
+    for body in (b'"' + b'\\"' * 128_000, b'["' + b'\\"' * 128_000 + b"\\", b"[" * 256_000):
+        started = time.perf_counter()
+        bounded.text_depth(body)
+        assert time.perf_counter() - started < 3, len(body)
+    assert bounded.text_depth(b'["]", {"a\\"[": [[1]]}]') == 4
