@@ -24,7 +24,7 @@ from mcos.server.severity import after_sends, gate_sends
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 422)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422)
 }
 
 
