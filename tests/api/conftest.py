@@ -68,7 +68,7 @@ def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
     """Mission Control on a real uvicorn over the store at ``url`` (already migrated)."""
     own_channels = overrides.pop("own_channels", None)
     settings = ServerSettings(
-        token_key=secrets.token_bytes(32),
+        token_key=overrides.pop("token_key", None) or secrets.token_bytes(32),
         directory=DIRECTORY,
         bootstrap_operator="founder",
         state_dir=str(tmp_path / "state"),

@@ -31,7 +31,7 @@ from mcos.domain.tokens import PrincipalKind
 from mcos.ops.doctor import diagnose
 from mcos.runtime.main import title
 from mcos.runtime.process import run_agent
-from mcos.server.factory import FLEET_ENV, build_app
+from mcos.server.factory import FLEET_ENV, build_app, proxy_options
 from mcos.store import make_store
 from mcos.supervisor import systemd
 from mcos.supervisor.local import LocalFleet
@@ -160,6 +160,7 @@ def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, wor
         "port": bind_port,
         "log_level": "info",
         "access_log": False,
+        **proxy_options(loaded),
     }
     if workers > 1:
         # Once, before the workers start: the shared token key, the directory sync and the

@@ -94,6 +94,12 @@ class ServerConfig(_Model):
     """``sqlite:///relative/or/absolute.db`` or ``postgresql://user@host:5432/db``."""
     state_dir: Path = Path("state")
     """Token key and bootstrap operator token; relative to the fleet file's folder."""
+    metrics_token: str | None = None
+    """A key reference (``env:MCOS_METRICS_TOKEN``, ``file:…``, ``credential:…``): when set,
+    ``/metrics`` answers only ``Authorization: Bearer <that secret>``."""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    """Addresses of reverse proxies whose ``X-Forwarded-For``/``-Proto`` are believed (uvicorn's
+    ``forwarded_allow_ips``); empty: those headers are ignored from everyone."""
 
     @field_validator("store")
     @classmethod
@@ -101,6 +107,13 @@ class ServerConfig(_Model):
         if not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
             msg = f"{v.split(':', 1)[0]!r} is not a store (use sqlite:///path or postgresql://...)"
             raise ValueError(msg)
+        return v
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_key_ref(v)
         return v
 
 

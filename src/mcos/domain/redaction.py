@@ -10,17 +10,27 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import Any
 
 REDACTED = "[redacted]"
 SHAPES = (
-    re.compile(r"mcos_[a-z0-9]{12}_[A-Za-z0-9_-]{43}"),  # mcos bearer tokens
-    re.compile(r"sk-ant-[A-Za-z0-9_-]{16,}"),  # Anthropic keys
-    re.compile(r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_-]{20,}"),  # OpenAI-style keys
-    re.compile(r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b"),  # Telegram bot tokens
-    re.compile(r"\b[MN][A-Za-z\d]{23,25}\.[\w-]{6}\.[\w-]{27,38}\b"),  # Discord bot tokens
-    re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
-    re.compile(r"(?i)(?<=bearer )[A-Za-z0-9._~+/=-]{16,}"),  # any bearer credential
+    r"mcos_[a-z0-9]{12}_[A-Za-z0-9_-]{43}",  # mcos bearer tokens
+    r"sk-ant-[A-Za-z0-9_-]{16,}",  # Anthropic keys
+    r"\bsk-(?:proj-|svcacct-)?[A-Za-z0-9_-]{20,}",  # OpenAI-style keys
+    r"\b\d{6,12}:[A-Za-z0-9_-]{30,}\b",  # Telegram bot tokens
+    r"\b[MN][A-Za-z\d]{23,25}\.[\w-]{6}\.[\w-]{27,38}\b",  # Discord bot tokens
+    r"\bAKIA[0-9A-Z]{16}\b",  # AWS access key ids
+    r"(?<=(?i:bearer) )[A-Za-z0-9._~+/=-]{16,}",  # any bearer credential
 )
+SHAPE = re.compile("|".join(f"(?:{s})" for s in SHAPES))
+"""Every known secret shape as one compiled pattern: one pass over the text."""
+SHORTEST = 16
+"""Every shape is a run of at least this many non-space characters, so only the words of a
+text that are this long can hold one: ``str.split`` (C speed) finds them, the pattern runs
+over them alone, and ordinary prose never reaches it."""
+MAX_DEPTH = 64
+"""How deep :func:`scrub` follows nested values; anything deeper is replaced, not walked."""
+TOO_DEEP = "[too deeply nested]"
 _known: set[str] = set()
 _lock = threading.Lock()
 
@@ -40,9 +50,35 @@ def redact(text: str) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
-    for shape in SHAPES:
-        text = shape.sub(REDACTED, text)
+    long = {word for word in text.split() if len(word) >= SHORTEST}
+    if not long:
+        return text
+    if "bearer" in text.casefold():  # the one shape that looks at the word before it
+        return SHAPE.sub(REDACTED, text)
+    # Each long word on its own: the pattern runs over a few words, not the whole text.
+    for word in sorted(long, key=len, reverse=True):
+        cut = SHAPE.sub(REDACTED, word)
+        if cut != word:
+            text = text.replace(word, cut)
     return text
+
+
+def scrub(value: Any, _depth: int = 0) -> Any:
+    """A JSON-like value (tool arguments, a payload, message meta) with every string in it —
+    dictionary keys too — redacted; numbers, booleans and None pass as they are.
+
+    Values nested deeper than :data:`MAX_DEPTH` are replaced by a marker (never walked: no
+    recursion error, no secret let through unread).
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if _depth >= MAX_DEPTH and isinstance(value, dict | list | tuple):
+        return TOO_DEEP
+    if isinstance(value, dict):
+        return {scrub(k, _depth + 1): scrub(v, _depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(scrub(v, _depth + 1) for v in value)
+    return value
 
 
 class RedactingFilter(logging.Filter):

@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from mcos.config.models import AgentConfig
 from mcos.domain.budget import FREE, Price, price_of
+from mcos.domain.redaction import remember
 from mcos.models.base import ModelProvider
 from mcos.models.offline import OfflineModel
 
@@ -19,6 +20,8 @@ def make_provider(
 ) -> ModelProvider:
     """Anthropic, OpenAI-compatible or offline; an unpriced model counts as free (and says so)."""
     model = agent.model
+    if key is not None:
+        remember(key)  # whoever built the provider, its key is redacted wherever it surfaces
     price = price_of(model.id, prices) or FREE
     if model.provider == "offline":
         return OfflineModel(model.id, price)

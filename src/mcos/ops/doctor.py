@@ -7,12 +7,15 @@ values are never printed — only that they are present and how long they are.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -195,6 +198,24 @@ def _mission_control(fleet: Fleet) -> list[Verdict]:
     return out
 
 
+def _metrics_exposure(fleet: Fleet) -> list[Verdict]:
+    """``/metrics`` shows per-agent spend and queue depths: beyond loopback it wants a token."""
+    host = urlsplit(fleet.server.url).hostname or ""
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if loopback or fleet.server.metrics_token is not None:
+        return []
+    return [
+        Verdict(
+            "metrics",
+            "warn",
+            f"/metrics is open to anyone who reaches {host} (per-agent spend, queue depths)",
+            'set [server] metrics_token = "env:MCOS_METRICS_TOKEN" (see docs/ops.md)',
+        )
+    ]
+
+
 def _channels(fleet: Fleet) -> list[Verdict]:
     """Each channel's credentials resolve (never echoed); a mock channel's folder is writable."""
     if not fleet.channels:
@@ -257,6 +278,7 @@ async def diagnose(
     verdicts += await _secrets(fleet, live=live)
     verdicts.append(await _store(fleet))
     verdicts += _mission_control(fleet)
+    verdicts += _metrics_exposure(fleet)
     verdicts += _channels(fleet)
     verdicts += _units(units or [])
     verdicts.append(_disk(fleet))

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
+from mcos.domain.redaction import redact
 from mcos.exceptions import ConfigError
 from mcos.runtime.workspace import NOT_LOADED, strip_frontmatter
 
@@ -455,7 +456,9 @@ class MemoryIndex:
             conn.execute("DELETE FROM chunks WHERE path = ?", (file.path,))
             conn.executemany(
                 "INSERT INTO chunks (path, line, text) VALUES (?, ?, ?)",
-                [(file.path, c.line, c.text) for c in chunks],
+                # A secret a human pasted into a file is not copied into the index nor shown
+                # in a search result (the file itself is the human's).
+                [(file.path, c.line, redact(c.text)) for c in chunks],
             )
             conn.execute(
                 "INSERT OR REPLACE INTO files (path, size, mtime_ns, sha256) VALUES (?, ?, ?, ?)",

@@ -13,6 +13,7 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import Fleet
 from mcos.config.secrets import resolve_key
 from mcos.domain.agent_state import AgentStatus
+from mcos.domain.redaction import remember
 from mcos.exceptions import EX_CONFIG, ConfigError, Fenced, McosError
 from mcos.models.factory import make_provider
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
@@ -56,6 +57,7 @@ async def run_agent(
     """Run agent ``name`` until SIGTERM or SIGINT; the exit code (78: misconfigured, 75:
     fenced out by another instance)."""
     config = fleet.agents[name]
+    remember(token)  # the agent's own Mission Control token: redacted wherever it surfaces
     beating: asyncio.Task[None] | None = None
     if liveness_fd is not None:
         os.set_blocking(liveness_fd, False)

@@ -21,7 +21,7 @@ from mcos.channels.base import Channel, Outbound
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
-from mcos.domain.redaction import redact
+from mcos.domain.redaction import redact, scrub
 from mcos.exceptions import McosError
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.checks import run_check
@@ -498,6 +498,12 @@ TOOLS: dict[str, Tool] = {
 }
 
 
+def redacted_call(call: ToolCall) -> ToolCall:
+    """``call`` with every string of its name and arguments (keys and nested values too)
+    redacted: what a model writes into a tool never carries a secret anywhere."""
+    return ToolCall(call.id, redact(call.name), scrub(call.input))
+
+
 class Toolbox:
     """The tools one agent may use, and the gate every call passes through."""
 
@@ -515,14 +521,21 @@ class Toolbox:
     async def call(  # noqa: PLR0911 (one gate, one answer per outcome)
         self, call: ToolCall, *, extra: tuple[str, ...] = ()
     ) -> ToolResult:
-        """Run one call if allowed; every problem comes back as an error result."""
+        """Run one call if allowed; every problem comes back as an error result.
+
+        Secrets never pass this gate: every string of the arguments is redacted before any
+        tool (MCP tools too) or audit record sees it, and every result before the model does.
+        """
+        call = redacted_call(call)
         mcp = self.mcp is not None and self.mcp.offers(call.name)
         if call.name not in self.allowed and call.name not in extra and not mcp:
             await self._audit_refusal(call)
             return ToolResult(
                 call.id,
-                f"refused: tool {call.name!r} is not allowed for {self.ctx.agent} "
-                f"(allowed: {', '.join(self.allowed) or 'none'})",
+                redact(
+                    f"refused: tool {call.name!r} is not allowed for {self.ctx.agent} "
+                    f"(allowed: {', '.join(self.allowed) or 'none'})"
+                ),
                 is_error=True,
             )
         if mcp and self.mcp is not None:
@@ -537,7 +550,9 @@ class Toolbox:
                 f"{'.'.join(str(p) for p in err['loc']) or 'input'}: {err['msg']}"
                 for err in e.errors()
             )
-            return ToolResult(call.id, f"error: invalid input for {call.name}: {problems}", True)
+            return ToolResult(
+                call.id, redact(f"error: invalid input for {call.name}: {problems}"), True
+            )
         try:
             out = await tool.run(self.ctx, args)
         except McosError as e:

@@ -16,6 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
+from mcos.domain.redaction import redact
 from mcos.exceptions import ConfigError
 
 ORDER = (
@@ -230,11 +231,11 @@ class Workspace:
         """Append one timestamped entry to today's log (``now`` from Mission Control's clock).
 
         Append-only: opened with O_APPEND and written in one call, so concurrent writers and
-        crashes never rewrite what is there.
+        crashes never rewrite what is there. Nothing secret-shaped or known secret is written.
         """
         path = self.daily_log(now)
         path.parent.mkdir(parents=True, exist_ok=True)
-        entry = f"- {now:%H:%M:%S} {text.strip()}\n".encode()
+        entry = f"- {now:%H:%M:%S} {redact(text).strip()}\n".encode()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, entry)
@@ -244,7 +245,8 @@ class Workspace:
 
     def write_atomic(self, name: str, text: str) -> None:
         """Replace a workspace file (``name`` may be a relative path) so a crash leaves either
-        the old or the new one, whole."""
+        the old or the new one, whole. Nothing secret-shaped or known secret is written."""
+        text = redact(text)
         path = self.root / name
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -43,6 +43,7 @@ from mcos.server.routes import (
     tokens,
     usage,
 )
+from mcos.server.security_headers import SecurityHeaders
 from mcos.store import Store
 
 log = logging.getLogger("mcos.server")
@@ -248,4 +249,5 @@ def create_app(
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     return app

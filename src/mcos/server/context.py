@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -15,9 +16,11 @@ from mcos.domain.paging import PageRoute
 from mcos.domain.pingpong import PingPongRule
 from mcos.domain.severity import SendLimits
 from mcos.domain.tokens import Principal
+from mcos.ops.filemodes import private_dir
 from mcos.server.auth import Authenticator
 from mcos.server.limits import SendWindows
 from mcos.server.metrics import Metrics
+from mcos.server.throttle import FailureThrottle
 from mcos.store import Directory, Store
 
 if TYPE_CHECKING:
@@ -84,6 +87,13 @@ class ServerSettings:
     """Per-sender limits on agents' messages (fan-out of alarms, messages per pair)."""
     pingpong: PingPongRule = field(default_factory=PingPongRule)
     """When agents messaging only each other are paused together."""
+    login_failures_per_client: str = "10/minute"
+    """Failed dashboard sign-ins (and bad bearer tokens) one client address may make in a moving
+    window before it is refused with 429 (``limits`` notation)."""
+    login_failures_per_prefix: str = "5/minute"
+    """Failed dashboard sign-ins naming one token prefix before that prefix is refused (429)."""
+    metrics_token: str | None = None
+    """When set, ``/metrics`` needs ``Authorization: Bearer <this>`` (compared in constant time)."""
 
 
 @dataclass
@@ -100,6 +110,16 @@ class MissionControl:
     """Pages humans on Mission Control's own channels (None: nobody to page)."""
     windows: SendWindows = field(default_factory=SendWindows)
     """Recent sends, for the per-sender limits and the ping-pong rule."""
+    throttle: FailureThrottle = field(init=False)
+    """Failed sign-ins per client address and per token prefix."""
+
+    def __post_init__(self) -> None:
+        if self.settings.state_dir is not None:
+            private_dir(Path(self.settings.state_dir))  # 0700: keys, tokens, checkpoints
+        self.throttle = FailureThrottle(
+            client=self.settings.login_failures_per_client,
+            prefix=self.settings.login_failures_per_prefix,
+        )
 
     async def refuse(self, principal: Principal, action: str, rule: str, **targets: str) -> None:
         """Audit a refused request before the 403 goes out."""

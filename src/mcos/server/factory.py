@@ -15,7 +15,8 @@ from mcos.domain.authority import Matrix
 from mcos.domain.budget import Limits
 from mcos.domain.paging import PageRoute
 from mcos.exceptions import ConfigError
-from mcos.server.app import create_app
+from mcos.ops.filemodes import private_dir, private_file
+from mcos.server.app import OPERATOR_TOKEN_FILE, create_app
 from mcos.server.context import ChannelBinding, ServerSettings
 from mcos.store import make_store
 
@@ -30,6 +31,7 @@ def token_key(state_dir: Path) -> bytes:
     """
     path = Path(os.environ.get("MCOS_TOKEN_KEY_FILE", state_dir / TOKEN_KEY_FILE))
     if path.exists():
+        private_file(path)
         key = path.read_bytes().strip()
         if len(key) < 32:
             raise ConfigError(str(path), "", "the token key file holds fewer than 32 bytes")
@@ -49,7 +51,8 @@ def settings_for(fleet: Fleet) -> ServerSettings:
     """Server settings from the fleet file: directory, token key, bootstrap operator."""
     founders = [n for n, h in fleet.humans.items() if h.role == "founder"]
     operator = (founders or sorted(fleet.humans) or ["admin"])[0]
-    state_dir = fleet.state_dir
+    state_dir = private_dir(fleet.state_dir)
+    private_file(state_dir / OPERATOR_TOKEN_FILE)
     return ServerSettings(
         token_key=token_key(state_dir),
         directory=fleet.directory(),
@@ -67,6 +70,15 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         page_routes=page_routes(fleet),
         send_limits=fleet.messaging.limits(),
         pingpong=fleet.messaging.pingpong(),
+        metrics_token=(
+            None
+            if fleet.server.metrics_token is None
+            else resolve_key(
+                fleet.server.metrics_token,
+                where=f"{fleet.path}: server.metrics_token",
+                base_dir=fleet.base_dir,
+            )
+        ),
         webhook_secrets={
             name: resolve_key(
                 c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir
@@ -102,3 +114,10 @@ def build_app(fleet: Fleet) -> FastAPI:
 def app_from_env() -> FastAPI:
     """Uvicorn factory for worker processes: the fleet file comes from ``$MCOS_FLEET``."""
     return build_app(load_fleet(os.environ[FLEET_ENV]))
+
+
+def proxy_options(fleet: Fleet) -> dict[str, object]:
+    """Uvicorn's proxy settings from ``[server] trusted_proxies``: X-Forwarded-For/-Proto are
+    believed only from those addresses (uvicorn otherwise trusts 127.0.0.1, where agents run)."""
+    trusted = fleet.server.trusted_proxies
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) or None}

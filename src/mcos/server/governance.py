@@ -28,6 +28,7 @@ from mcos.domain.incidents import (
 )
 from mcos.domain.messages import MessageKind, NewMessage, Priority
 from mcos.domain.paging import PageKind
+from mcos.domain.redaction import redact, scrub
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Conflict, Forbidden, InvalidRequest, NotFound, TooManyReports
 from mcos.server.context import MissionControl
@@ -112,6 +113,7 @@ class Governance:
         self, caller: Principal, severity: str, summary: str, evidence: str, observation: str
     ) -> Outcome:
         """A report: P3 is logged by the reporter alone; above it, a hypothesis for the gate."""
+        summary, evidence, observation = redact(summary), redact(evidence), redact(observation)
         if severity not in SEVERITIES:
             raise InvalidRequest(
                 f"severity: {severity!r} is not one of P3, P2, P1, P0", field="severity"
@@ -229,6 +231,7 @@ class Governance:
     ) -> Outcome:
         """A confirmation vote; when the gate's quorum is met, the incident is confirmed (or
         escalated) and, from P1 up, reaches the fleet."""
+        reason = redact(reason)
         incident = await self._incident(incident_id)
         target = severity or incident.severity
         if target not in SEVERITIES[1:]:
@@ -292,6 +295,7 @@ class Governance:
 
     async def close(self, caller: Principal, incident_id: int, state: str, reason: str) -> Outcome:
         """Resolve or dismiss: the incident's gate confirmers or a human, with a reason."""
+        reason = redact(reason)
         incident = await self._incident(incident_id)
         if incident.state not in OPEN:
             rule = f"incident {incident_id} is already {incident.state.value}"
@@ -345,7 +349,11 @@ class Governance:
         constraints: str,
         report_every: str | None = None,
     ) -> Outcome:
-        """A request for a governed action, to the committee the matrix names."""
+        """A request for a governed action, to the committee the matrix names.
+
+        No secret-shaped string is stored: the payload is redacted first, so a payload that
+        carries one can never be authorized (it no longer matches what was approved)."""
+        payload, rationale, constraints = scrub(payload), redact(rationale), redact(constraints)
         rule = self.matrix.rule(action)
         if rule.approve is None:
             refusal = (
@@ -407,6 +415,7 @@ class Governance:
 
     async def vote(self, caller: Principal, approval_id: int, vote: str, rationale: str) -> Outcome:
         """A member's vote, once, with its rationale; the quorum decides."""
+        rationale = redact(rationale)
         request = await self._approval(approval_id)
         request = await self._expire_if_due(request)
         if request.state is not ApprovalState.PENDING:
@@ -532,6 +541,7 @@ class Governance:
         executing agent acknowledges its directive — the directive is then withdrawn and the
         executor told. Once acknowledged, the veto is refused (409) with the reason: stopping
         work under way is a new directive, not a veto."""
+        reason = redact(reason)
         me = await self.party(caller)
         if me.kind != "human":
             await self.refuse(

@@ -44,6 +44,12 @@ class Metrics:
         self.auth_failures = Counter(
             "mcos_auth_failures", "Requests refused for missing or bad credentials.", registry=r
         )
+        self.login_failures = Counter(
+            "mcos_login_failures",
+            "Dashboard sign-ins refused: bad or unusable token, agent token, or throttled (429).",
+            ["reason"],
+            registry=r,
+        )
         self.refusals = Counter(
             "mcos_authorization_refusals",
             "Authenticated requests refused (each is audited).",

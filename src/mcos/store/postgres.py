@@ -43,6 +43,7 @@ from mcos.domain.messages import (
     defer_until,
 )
 from mcos.domain.paging import Page, PageKind
+from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.exceptions import (
     Conflict,
@@ -214,6 +215,18 @@ def _lease(r: DictRow) -> Lease:
 def _token(row: DictRow) -> TokenRecord:
     return rows.token(
         row, _utc(row["created_at"]), _opt(row["expires_at"]), _opt(row["revoked_at"])
+    )
+
+
+def _session(row: DictRow) -> DashboardSession:
+    return DashboardSession(
+        id=int(row["id"]),
+        id_hash=row["id_hash"],
+        token_id=int(row["token_id"]),
+        operator=row["operator"],
+        created_at=_utc(row["created_at"]),
+        expires_at=_utc(row["expires_at"]),
+        ended_at=_opt(row["ended_at"]),
     )
 
 
@@ -1327,6 +1340,32 @@ class PostgresStore:
         records = [rows.audit(r, _utc(r["at"])) for r in result]
         breaks = verify_chain(records, head["seq"])
         return AuditVerification(len(records), head["seq"], [(b.seq, b.problem) for b in breaks])
+
+    # --- dashboard sessions --------------------------------------------------------------------
+    async def create_session(
+        self, id_hash: str, token_id: int, operator: str, lifetime: timedelta
+    ) -> DashboardSession:
+        """Open a dashboard session (times from the database's clock)."""
+        async with self._tx() as conn:
+            row = await (
+                await conn.execute(
+                    Q["dashboard_session_insert"], (id_hash, token_id, operator, lifetime)
+                )
+            ).fetchone()
+        assert row is not None
+        return _session(row)
+
+    async def find_session(self, id_hash: str) -> DashboardSession | None:
+        """The session with this id hash, or None."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["dashboard_session_by_hash"], (id_hash,))).fetchone()
+        return None if row is None else _session(row)
+
+    async def end_session(self, id_hash: str) -> DashboardSession | None:
+        """End a session from now on; ending twice keeps the first time."""
+        async with self._tx() as conn:
+            row = await (await conn.execute(Q["dashboard_session_end"], (id_hash,))).fetchone()
+        return None if row is None else _session(row)
 
 
 __all__ = ["PostgresStore"]

@@ -22,6 +22,7 @@ from mcos.domain.incidents import Incident, IncidentEvent
 from mcos.domain.leases import Lease
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.paging import Page, PageKind
+from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 
 
@@ -492,3 +493,15 @@ class Store(Protocol):
 
     async def verify_audit(self) -> AuditVerification:
         """Walk the whole chain and report every break."""
+
+    # --- dashboard sessions ----------------------------------------------------------------
+    async def create_session(
+        self, id_hash: str, token_id: int, operator: str, lifetime: timedelta
+    ) -> DashboardSession:
+        """Open a dashboard session (the id itself is never stored, only its hash)."""
+
+    async def find_session(self, id_hash: str) -> DashboardSession | None:
+        """The session with this id hash, ended or not."""
+
+    async def end_session(self, id_hash: str) -> DashboardSession | None:
+        """Mark a session ended from now on (idempotent); None when there is no such session."""

@@ -39,6 +39,7 @@ from mcos.domain.messages import (
     expired,
 )
 from mcos.domain.paging import Page, PageKind
+from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.exceptions import (
     Conflict,
@@ -51,6 +52,7 @@ from mcos.exceptions import (
     StoreError,
     in_batch,
 )
+from mcos.ops.filemodes import private_database
 from mcos.store import rows
 from mcos.store.migrations import latest, migrations
 from mcos.store.notify import Waiters
@@ -219,7 +221,8 @@ class SqliteStore:
 
     # --- plumbing ----------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if str(self.path) != ":memory:":
+            private_database(self.path)  # 0600, and its folder 0700 when created here
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode = WAL")
@@ -1407,6 +1410,54 @@ class SqliteStore:
             )
 
         return await self._run(read)
+
+    # --- dashboard sessions --------------------------------------------------------------------
+    @staticmethod
+    def _session(row: sqlite3.Row) -> DashboardSession:
+        return DashboardSession(
+            id=row["id"],
+            id_hash=row["id_hash"],
+            token_id=row["token_id"],
+            operator=row["operator"],
+            created_at=_dt(row["created_at"]),
+            expires_at=_dt(row["expires_at"]),
+            ended_at=_opt_dt(row["ended_at"]),
+        )
+
+    async def create_session(
+        self, id_hash: str, token_id: int, operator: str, lifetime: timedelta
+    ) -> DashboardSession:
+        """Open a dashboard session."""
+
+        def write(conn: sqlite3.Connection) -> DashboardSession:
+            now = _now_us()
+            expires = now + int(lifetime.total_seconds() * 1_000_000)
+            with self._tx(conn):
+                row = conn.execute(
+                    Q["dashboard_session_insert"], (id_hash, token_id, operator, now, expires)
+                ).fetchone()
+                return self._session(row)
+
+        return await self._run(write)
+
+    async def find_session(self, id_hash: str) -> DashboardSession | None:
+        """The session with this id hash, or None."""
+
+        def read(conn: sqlite3.Connection) -> DashboardSession | None:
+            row = conn.execute(Q["dashboard_session_by_hash"], (id_hash,)).fetchone()
+            return None if row is None else self._session(row)
+
+        return await self._run(read)
+
+    async def end_session(self, id_hash: str) -> DashboardSession | None:
+        """End a session from now on; ending twice keeps the first time."""
+
+        def write(conn: sqlite3.Connection) -> DashboardSession | None:
+            with self._tx(conn):
+                row = conn.execute(Q["dashboard_session_end"], (_now_us(), id_hash)).fetchone()
+                return None if row is None else self._session(row)
+
+        return await self._run(write)
 
 
 def _with_targets(event: AuditEvent, targets: dict[str, Any]) -> AuditEvent:

@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from mcos.domain import tokens
 from mcos.domain.audit import AuditEvent
 from mcos.domain.budget import MICROS
 from mcos.domain.tokens import Principal, PrincipalKind
@@ -59,28 +60,39 @@ class NotSignedIn(Exception):
     """Redirect to the login page."""
 
 
-async def _session(request: Request, mc: MissionControl) -> tuple[session.Session, Principal]:
-    s = session.read(mc.settings.token_key, request.cookies.get(session.COOKIE))
-    if s is None:
+async def _session(request: Request, mc: MissionControl) -> tuple[str, Principal]:
+    """The live session of this request and its operator, or ``NotSignedIn``.
+
+    Looked up in the store on every request: a session ends at sign-out, at its expiry, and the
+    moment its token expires or is revoked (the session is then marked ended too).
+    """
+    sid = session.session_id(mc.settings.token_key, request.cookies.get(session.COOKIE))
+    if sid is None:
+        raise NotSignedIn
+    digest = session.id_hash(sid)
+    found = await mc.store.find_session(digest)
+    now = await mc.store.now()
+    if found is None or not found.live(now):
         raise NotSignedIn
     try:
-        record = await mc.store.get_token(s.token_id)
+        record = await mc.store.get_token(found.token_id)
     except McosError:
         raise NotSignedIn from None
-    if record.revoked_at is not None or record.kind is not PrincipalKind.OPERATOR:
+    if record.kind is not PrincipalKind.OPERATOR or not record.usable(now):
+        await mc.store.end_session(digest)
         raise NotSignedIn
-    return s, Principal(PrincipalKind.OPERATOR, s.name, s.token_id)
+    return sid, Principal(PrincipalKind.OPERATOR, found.operator, found.token_id)
 
 
 async def _page(request: Request, template: str, **context: Any) -> Response:
     mc = mission_control(request)
     try:
-        s, who = await _session(request, mc)
+        sid, who = await _session(request, mc)
     except NotSignedIn:
         return RedirectResponse("/login", status_code=303)
     html = templates.get_template(template).render(
         who=who,
-        csrf=session.csrf_token(mc.settings.token_key, s),
+        csrf=session.csrf_token(mc.settings.token_key, sid),
         now=await mc.store.now(),
         path=request.url.path,
         **context,
@@ -91,8 +103,8 @@ async def _page(request: Request, template: str, **context: Any) -> Response:
 async def _form_guard(request: Request, csrf: str | None) -> tuple[MissionControl, Principal]:
     """A state-changing form: signed in, and carrying this session's CSRF token."""
     mc = mission_control(request)
-    s, who = await _session(request, mc)
-    if not session.csrf_ok(mc.settings.token_key, s, csrf):
+    sid, who = await _session(request, mc)
+    if not session.csrf_ok(mc.settings.token_key, sid, csrf):
         rule = "a form must carry the session's CSRF token"
         await mc.refuse(who, "dashboard.form", rule, path=request.url.path)
         raise CsrfRefused(rule)
@@ -127,26 +139,56 @@ async def login_page(request: Request, error: str = "") -> Response:
     return HTMLResponse(html)
 
 
+def _client(request: Request) -> str:
+    """The caller's address (a trusted proxy's X-Forwarded-For only when the server is told to
+    trust that proxy: see ``[server] trusted_proxies``)."""
+    return request.client.host if request.client else "unknown"
+
+
 @router.post("/login")
 async def login(request: Request, token: Annotated[str, Form()]) -> Response:
-    """Exchange an operator token for a session cookie."""
+    """Exchange an operator token for a session; failures are throttled, audited and counted."""
     mc = mission_control(request)
+    clear = token.strip()
+    client, prefix = _client(request), tokens.parse_prefix(clear)
+    wait = mc.throttle.retry_after(client=client, prefix=prefix)
+    if wait is not None:
+        mc.metrics.login_failures.labels(reason="throttled").inc()
+        html = templates.get_template("login.html").render(
+            error=f"Too many failed sign-ins: try again in {wait} s.", who=None, path="/login"
+        )
+        return HTMLResponse(html, status_code=429, headers={"Retry-After": str(wait)})
     try:
-        who = await mc.auth.principal(f"Bearer {token.strip()}")
-    except AuthError:
+        who = await mc.auth.principal(f"Bearer {clear}")
+    except AuthError as e:
+        mc.throttle.failed(client=client, prefix=prefix)
+        mc.metrics.login_failures.labels(reason="bad_token").inc()
+        await mc.store.record(
+            AuditEvent(
+                actor=f"client:{client}",
+                action="dashboard.login_failed",
+                targets={"prefix": prefix or "(malformed)"},
+                detail={"reason": e.message},
+                outcome="refused",
+            )
+        )
         return RedirectResponse("/login?error=That+token+is+not+valid.", status_code=303)
     if who.kind is not PrincipalKind.OPERATOR:
+        mc.metrics.login_failures.labels(reason="agent_token").inc()
         await mc.refuse(who, "dashboard.login", "agents' tokens cannot open the dashboard")
         return RedirectResponse(
             "/login?error=Agent+tokens+cannot+open+the+dashboard.", status_code=303
         )
     assert who.token_id is not None
-    cookie = session.issue(mc.settings.token_key, who.name, who.token_id)
+    sid = session.new_id()
+    await mc.store.create_session(
+        session.id_hash(sid), who.token_id, who.name, timedelta(seconds=session.LIFETIME)
+    )
     await mc.store.record(AuditEvent(actor=who.actor, action="dashboard.login"))
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         session.COOKIE,
-        cookie,
+        session.cookie(mc.settings.token_key, sid),
         max_age=session.LIFETIME,
         httponly=True,
         samesite="strict",
@@ -158,8 +200,12 @@ async def login(request: Request, token: Annotated[str, Form()]) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, csrf: Annotated[str | None, Form()] = None) -> Response:
-    """End the session."""
-    await _form_guard(request, csrf)
+    """End the session: its id is refused from now on, whoever still holds the cookie."""
+    mc, who = await _form_guard(request, csrf)
+    sid = session.session_id(mc.settings.token_key, request.cookies.get(session.COOKIE))
+    assert sid is not None
+    await mc.store.end_session(session.id_hash(sid))
+    await mc.store.record(AuditEvent(actor=who.actor, action="dashboard.logout"))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(session.COOKIE, path="/")
     return response
@@ -393,6 +439,10 @@ async def events(request: Request) -> Response:
         last = ""
         yield "retry: 2000\n\n"
         while not await request.is_disconnected():
+            try:
+                await _session(request, mc)  # signed out or token gone: the stream ends
+            except NotSignedIn:
+                return
             marker = await _version(mc)
             if marker != last:
                 if last:

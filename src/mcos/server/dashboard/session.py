@@ -1,62 +1,69 @@
-"""Dashboard sessions: an operator token exchanged for a signed, HttpOnly cookie, and CSRF
-tokens bound to it. Agents' tokens never open the dashboard."""
+"""Dashboard sessions: an operator token exchanged for a server-side session.
+
+The cookie carries only a random session id, signed with itsdangerous; the store keeps the id's
+SHA-256, the operator token the session was opened with, when it expires and when it ended. Every
+dashboard request looks the session up: signing out, the session's expiry, and the expiry or
+revocation of its token each end it at once. CSRF tokens are bound to the session id. Agents'
+tokens never open the dashboard.
+"""
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import hmac
-import json
-import time
-from dataclasses import dataclass
+import secrets
+
+from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
+from itsdangerous.encoding import base64_decode, base64_encode
 
 COOKIE = "mcos_session"
 LIFETIME = 12 * 3600
 
 
-@dataclass(frozen=True)
-class Session:
-    """An operator signed in: who, with which token, until when."""
-
-    name: str
-    token_id: int
-    expires: int
-    cookie: str
+def new_id() -> str:
+    """A fresh session id: 256 random bits."""
+    return secrets.token_urlsafe(32)
 
 
-def _sign(key: bytes, payload: bytes) -> str:
-    return hmac.new(key, b"session|" + payload, hashlib.sha256).hexdigest()
+def id_hash(session_id: str) -> str:
+    """What the store keeps of a session id (a stolen database opens no session)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-def issue(key: bytes, name: str, token_id: int, now: float | None = None) -> str:
-    """The cookie value for a new session."""
-    expires = int((now or time.time()) + LIFETIME)
-    payload = json.dumps({"n": name, "t": token_id, "e": expires}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + _sign(key, payload)
+def _cookies(key: bytes) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(key, salt="mcos.dashboard.session")
 
 
-def read(key: bytes, cookie: str | None, now: float | None = None) -> Session | None:
-    """The session a cookie carries, or None if it is missing, forged or expired."""
-    if not cookie or "." not in cookie:
+def cookie(key: bytes, session_id: str) -> str:
+    """The cookie value carrying ``session_id``."""
+    return _cookies(key).dumps(session_id)
+
+
+def session_id(key: bytes, value: str | None) -> str | None:
+    """The session id a cookie carries, or None if it is missing, forged or too old."""
+    if not value:
         return None
-    encoded, signature = cookie.rsplit(".", 1)
     try:
-        payload = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-        data = json.loads(payload)
-    except (ValueError, json.JSONDecodeError):
+        found = _cookies(key).loads(value, max_age=LIFETIME)
+    except BadSignature:  # also SignatureExpired
         return None
-    if not hmac.compare_digest(_sign(key, payload), signature):
-        return None
-    if int(data.get("e", 0)) < (now or time.time()):
-        return None
-    return Session(str(data["n"]), int(data["t"]), int(data["e"]), cookie)
+    return found if isinstance(found, str) else None
 
 
-def csrf_token(key: bytes, session: Session) -> str:
-    """The token every state-changing form of this session must carry."""
-    return hmac.new(key, b"csrf|" + session.cookie.encode(), hashlib.sha256).hexdigest()[:40]
+def _csrf_signer(key: bytes) -> Signer:
+    return Signer(key, salt="mcos.dashboard.csrf")
 
 
-def csrf_ok(key: bytes, session: Session, presented: str | None) -> bool:
-    """Whether a form carried this session's CSRF token."""
-    return bool(presented) and hmac.compare_digest(csrf_token(key, session), presented or "")
+def csrf_token(key: bytes, session_id: str) -> str:
+    """The token every state-changing form of this session must carry (hex)."""
+    return base64_decode(_csrf_signer(key).get_signature(session_id)).hex()
+
+
+def csrf_ok(key: bytes, session_id: str, presented: str | None) -> bool:
+    """Whether a form carried this session's CSRF token (compared in constant time)."""
+    if not presented:
+        return False
+    try:
+        signature = base64_encode(bytes.fromhex(presented))
+    except ValueError:
+        return False
+    return _csrf_signer(key).verify_signature(session_id.encode(), signature)

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from mcos.api_models import AgentOut, StateReport
 from mcos.domain.agent_state import current
 from mcos.domain.budget import MICROS
+from mcos.domain.redaction import redact, scrub
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden, NotFound
 from mcos.server.routes.deps import MC, Caller
@@ -85,6 +86,6 @@ async def report_state(name: str, request: StateReport, mc: MC, caller: Caller) 
     if caller.kind is PrincipalKind.AGENT and await held_paused(mc, name):
         return await get_agent(name, mc, caller)  # the runtime reads the pause in the answer
     await mc.store.set_agent_state(
-        name, request.state.value, request.detail, request.until, request.info
+        name, request.state.value, redact(request.detail), request.until, scrub(request.info)
     )
     return await get_agent(name, mc, caller)

@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from mcos.api_models import MAX_ID, AuditBreak, AuditOut, AuditVerifyResponse, RuntimeEvent
 from mcos.domain.audit import AuditEvent, canonical
+from mcos.domain.redaction import scrub
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden
 from mcos.server.routes.deps import MC, Caller, require_operator
@@ -81,8 +82,8 @@ async def record_runtime_event(event: RuntimeEvent, mc: MC, caller: Caller) -> A
         AuditEvent(
             actor=caller.actor,
             action=event.action,
-            targets=dict(event.targets),
-            detail=dict(event.detail),
+            targets=scrub(dict(event.targets)),
+            detail=scrub(dict(event.detail)),  # no secret-shaped string is ever stored
             outcome=event.outcome,
         )
     )

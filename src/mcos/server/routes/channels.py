@@ -24,6 +24,7 @@ from mcos.api_models import (
 )
 from mcos.domain.audit import AuditEvent
 from mcos.domain.messages import MessageKind, NewMessage, Priority
+from mcos.domain.redaction import redact
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import AuthError, Conflict, Forbidden, InvalidRequest, NotFound
 from mcos.server.context import ChannelBinding, MissionControl
@@ -104,8 +105,8 @@ async def take_inbound(
             recipient=agent,
             kind=MessageKind.REQUEST,
             priority=Priority.URGENT if item.urgent else Priority.NORMAL,
-            subject=(item.subject or f"{binding.kind} message from {item.sender}")[:500],
-            body=item.text,
+            subject=redact(item.subject or f"{binding.kind} message from {item.sender}")[:500],
+            body=redact(item.text),  # a secret pasted into a chat or an e-mail is not stored
             idempotency_key=f"channel:{channel}:{item.ref}"[:200],
             meta=meta,
         )

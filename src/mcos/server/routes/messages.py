@@ -15,6 +15,7 @@ from mcos.api_models import (
     SendResponse,
 )
 from mcos.domain.messages import Message, MessageKind, NewMessage, RecipientKind, SendResult
+from mcos.domain.redaction import redact, scrub
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Forbidden, IdempotencyConflict
 from mcos.server.context import MissionControl
@@ -89,16 +90,18 @@ async def _not_forged(mc: MC, caller: Principal, requests: list[SendRequest]) ->
 
 
 def _new_message(caller: Principal, request: SendRequest) -> NewMessage:
+    # Defence in depth: a secret-shaped string in a message is never stored (the runtime cuts
+    # them from tool arguments first; this catches every other client).
     return NewMessage(
         sender=caller.name,
         recipient=request.to,
         kind=request.kind,
         priority=request.priority,
-        subject=request.subject,
-        body=request.body,
+        subject=redact(request.subject),
+        body=redact(request.body),
         reply_to=request.reply_to,
         idempotency_key=request.idempotency_key,
-        meta=request.meta,
+        meta=scrub(request.meta),
         expires_at=request.expires_at,
         ttl=None if request.ttl_seconds is None else timedelta(seconds=request.ttl_seconds),
     )

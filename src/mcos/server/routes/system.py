@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
 from collections import Counter
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mcos.api_models import HealthResponse, TimeResponse
-from mcos.exceptions import StoreError
+from mcos.exceptions import AuthError, StoreError
 from mcos.server.routes.deps import MC
 
 router = APIRouter(tags=["system"])
@@ -33,9 +35,25 @@ async def healthz(mc: MC, response: Response) -> HealthResponse:
     return HealthResponse(status="ok", store=mc.store.dialect, schema_version=version)
 
 
+def _check_metrics_token(mc: MC, authorization: str | None) -> None:
+    """With ``[server] metrics_token`` set, a scrape must carry it (compared in constant time)."""
+    wanted = mc.settings.metrics_token
+    if wanted is None:
+        return
+    scheme, _, presented = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(
+        presented.strip().encode(), wanted.encode()
+    ):
+        raise AuthError("/metrics needs `Authorization: Bearer <the [server] metrics_token>`")
+
+
 @router.get("/metrics", include_in_schema=False)
-async def metrics(mc: MC) -> Response:
-    """Prometheus metrics; queue depths are read from the store at scrape time."""
+async def metrics(
+    mc: MC, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
+) -> Response:
+    """Prometheus metrics (behind ``[server] metrics_token`` when set); queue depths are read
+    from the store at scrape time."""
+    _check_metrics_token(mc, authorization)
     gauge = mc.metrics.queue_depth
     gauge.clear()
     for d in await mc.store.inbox_depths():

@@ -544,3 +544,15 @@ SELECT * FROM pages WHERE id = %s;
 SELECT * FROM pages
 WHERE (%(human)s::text IS NULL OR human = %(human)s) AND (%(state)s::text IS NULL OR state = %(state)s)
 ORDER BY id DESC LIMIT %(limit)s;
+
+-- name: dashboard_session_insert
+INSERT INTO dashboard_sessions (id_hash, token_id, operator, created_at, expires_at)
+VALUES (%s, %s, %s, clock_timestamp(), clock_timestamp() + %s)
+RETURNING *;
+
+-- name: dashboard_session_by_hash
+SELECT * FROM dashboard_sessions WHERE id_hash = %s;
+
+-- name: dashboard_session_end
+UPDATE dashboard_sessions SET ended_at = coalesce(ended_at, clock_timestamp())
+WHERE id_hash = %s RETURNING *;

@@ -421,3 +421,14 @@ SELECT * FROM pages WHERE id = ?;
 SELECT * FROM pages
 WHERE (:human IS NULL OR human = :human) AND (:state IS NULL OR state = :state)
 ORDER BY id DESC LIMIT :limit;
+
+-- name: dashboard_session_insert
+INSERT INTO dashboard_sessions (id_hash, token_id, operator, created_at, expires_at)
+VALUES (?, ?, ?, ?, ?)
+RETURNING *;
+
+-- name: dashboard_session_by_hash
+SELECT * FROM dashboard_sessions WHERE id_hash = ?;
+
+-- name: dashboard_session_end
+UPDATE dashboard_sessions SET ended_at = coalesce(ended_at, ?) WHERE id_hash = ? RETURNING *;

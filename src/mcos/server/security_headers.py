@@ -1,0 +1,59 @@
+"""Security headers on every response of Mission Control, API and dashboard alike.
+
+The dashboard has no inline script or style (its one script is ``/static/live.js``), so the
+policy allows scripts, styles, fetches and form posts from Mission Control's own origin only, and
+no framing at all. FastAPI's interactive API docs (``/docs``, ``/redoc``) load their script from a
+CDN and start it with an inline script: those two pages alone get a policy that allows that.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+DOCS_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    "https://cdn.redoc.ly; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+def headers_for(path: str) -> list[tuple[bytes, bytes]]:
+    """The security headers of a response to ``path``."""
+    policy = DOCS_POLICY if path in DOCS_PATHS else POLICY
+    return [
+        (b"content-security-policy", policy.encode()),
+        (b"x-frame-options", b"DENY"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"same-origin"),
+    ]
+
+
+class SecurityHeaders:
+    """Adds the security headers to every HTTP response (a route may not have set them)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = headers_for(scope.get("path", ""))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                message["headers"] = list(message.get("headers", [])) + [
+                    (name, value) for name, value in extra if name not in present
+                ]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
