@@ -7,10 +7,19 @@ server's validation and the client's parsing cannot drift apart.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
+from mcos.domain import bounded
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.audit import AuditRecord
 from mcos.domain.heartbeat import valid_cron
@@ -27,6 +36,18 @@ from mcos.domain.paging import Page
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+MAX_ID = 2**63 - 1
+"""The largest id, sequence number or fence either store can hold (a signed 64-bit integer)."""
+
+FreeJson = Annotated[
+    dict[str, Any],
+    AfterValidator(bounded.check),
+    Field(
+        description=f"Any JSON object of at most {bounded.LIMITS.depth} levels, "
+        f"{bounded.LIMITS.keys} keys in all and {bounded.LIMITS.size} bytes."
+    ),
+]
+"""A free-form JSON object from a request, held to :data:`mcos.domain.bounded.LIMITS`."""
 
 
 class _In(BaseModel):
@@ -59,9 +80,11 @@ class SendRequest(_In):
     priority: Priority = Priority.NORMAL
     subject: str = Field(default="", max_length=500)
     body: str = Field(default="", max_length=200_000)
-    reply_to: int | None = Field(default=None, ge=1)
+    reply_to: int | None = Field(default=None, ge=1, le=MAX_ID)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
-    meta: dict[str, str] = Field(default_factory=dict, max_length=50)
+    meta: Annotated[dict[str, str], AfterValidator(bounded.check)] = Field(
+        default_factory=dict, max_length=50
+    )
     sender: str | None = Field(
         default=None,
         description="Refused unless it is the caller: the sender is stamped from the token.",
@@ -195,7 +218,7 @@ class AckRequest(_In):
 class AckItem(_In):
     """One delivery to ack in a batch."""
 
-    id: int = Field(ge=1)
+    id: int = Field(ge=1, le=MAX_ID)
     receipt: str = Field(min_length=1, max_length=100)
 
 
@@ -296,7 +319,7 @@ class TokenCreateRequest(_In):
     kind: PrincipalKind
     name: str = Field(pattern=NAME_PATTERN)
     label: str = Field(default="", max_length=200)
-    expires_in_seconds: int | None = Field(default=None, ge=60)
+    expires_in_seconds: int | None = Field(default=None, ge=60, le=10 * 366 * 86_400)
 
 
 class TokenOut(_Out):
@@ -345,7 +368,7 @@ class LeaseRenew(_In):
     """A supervisor keeps running an agent."""
 
     holder: str = Field(min_length=1, max_length=200)
-    fence: int = Field(ge=1)
+    fence: int = Field(ge=1, le=MAX_ID)
     ttl_seconds: float = Field(default=15, ge=1, le=600)
 
 
@@ -353,7 +376,7 @@ class LeaseRelease(_In):
     """A supervisor stopped an agent."""
 
     holder: str = Field(min_length=1, max_length=200)
-    fence: int = Field(ge=1)
+    fence: int = Field(ge=1, le=MAX_ID)
 
 
 class LeaseOut(_Out):
@@ -440,7 +463,7 @@ class ApprovalRequest(_In):
     """A request for a governed action."""
 
     action: str = Field(pattern=r"^[a-z][a-z0-9_.:-]*$", max_length=100)
-    payload: dict[str, Any] = Field(default_factory=dict)
+    payload: FreeJson = Field(default_factory=dict)
     rationale: str = Field(min_length=1, max_length=4000)
     executor: str | None = Field(default=None, description="The agent a directive goes to.")
     constraints: str = Field(default="", max_length=4000)
@@ -463,8 +486,8 @@ class AuthorizeRequest(_In):
     """Ask before acting: may the caller do this governed action now?"""
 
     action: str = Field(pattern=r"^[a-z][a-z0-9_.:-]*$", max_length=100)
-    payload: dict[str, Any] = Field(default_factory=dict)
-    approval_id: int | None = Field(default=None, ge=1)
+    payload: FreeJson = Field(default_factory=dict)
+    approval_id: int | None = Field(default=None, ge=1, le=MAX_ID)
 
 
 class AuthorizeOut(_Out):
@@ -525,8 +548,10 @@ class RuntimeEvent(_In):
     """Something an agent's runtime did or refused, for the audit log (``runtime.*``)."""
 
     action: str = Field(pattern=r"^runtime\.[a-z_]+(\.[a-z_]+)*$", max_length=100)
-    targets: dict[str, str] = Field(default_factory=dict, max_length=20)
-    detail: dict[str, Any] = Field(default_factory=dict, max_length=20)
+    targets: Annotated[dict[str, str], AfterValidator(bounded.check)] = Field(
+        default_factory=dict, max_length=20
+    )
+    detail: FreeJson = Field(default_factory=dict, max_length=20)
     outcome: Literal["ok", "refused", "failed"] = "ok"
 
 
@@ -640,14 +665,14 @@ class ReservationOut(_Out):
 class CallReport(_In):
     """One model call's actual usage, settling its reservation (if any)."""
 
-    reservation_id: int | None = Field(default=None, ge=1)
+    reservation_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     provider: str = Field(max_length=50)
     model: str = Field(max_length=200)
     purpose: str = Field(default="", max_length=100)
-    input_tokens: int = Field(ge=0)
-    output_tokens: int = Field(ge=0)
-    cache_read_tokens: int = Field(default=0, ge=0)
-    cache_write_tokens: int = Field(default=0, ge=0)
+    input_tokens: int = Field(ge=0, le=100_000_000)
+    output_tokens: int = Field(ge=0, le=100_000_000)
+    cache_read_tokens: int = Field(default=0, ge=0, le=100_000_000)
+    cache_write_tokens: int = Field(default=0, ge=0, le=100_000_000)
     cost_usd: float = Field(ge=0, le=10_000)
 
 
@@ -671,7 +696,7 @@ class StateReport(_In):
     state: AgentStatus
     detail: str = Field(default="", max_length=2000)
     until: datetime | None = None
-    info: dict[str, Any] = Field(default_factory=dict)
+    info: FreeJson = Field(default_factory=dict)
 
 
 # --- channels ----------------------------------------------------------------------------------

@@ -19,9 +19,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
+
+from mcos.domain.bounded import StoredJson
 
 GENESIS = "0" * 64
 _AUDIT_LABEL = b"mcos audit chain v1"
@@ -89,6 +92,17 @@ class AuditRecord:
 
 def canonical(value: Any) -> str:
     """The one JSON encoding hashed and stored, so both stores hash identical bytes."""
+    if isinstance(value, StoredJson):
+        return value.text  # stored by this very function; kept as text since too deep to show
+    if isinstance(value, dict) and any(isinstance(v, StoredJson) for v in value.values()):
+        # A record holding such a value: its text goes in where a one-off marker was encoded.
+        marker = f"\0{secrets.token_hex(16)}:"
+        texts = {marker + k: v.text for k, v in value.items() if isinstance(v, StoredJson)}
+        marked = {k: marker + k if isinstance(v, StoredJson) else v for k, v in value.items()}
+        encoded = canonical(marked)
+        for placeholder, text in texts.items():
+            encoded = encoded.replace(canonical(placeholder), text)
+        return encoded
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -423,6 +423,15 @@ def _where(action: str, key: str | None = None) -> str:
     return f'authority."{action}"' + (f".{key}" if key else "")
 
 
+class UnknownAction(ValueError):
+    """An action name the matrix has no rule for; ``known`` lists the ones it has."""
+
+    def __init__(self, action: str, known: Sequence[str]) -> None:
+        self.action = action
+        self.known = sorted(known)
+        super().__init__(f"unknown action {action!r}; known actions: {', '.join(self.known)}")
+
+
 @dataclass(frozen=True)
 class Matrix:
     """Every governed action's rule: the defaults with the fleet file's overrides on top."""
@@ -442,12 +451,11 @@ class Matrix:
         return cls(rules)
 
     def rule(self, action: str) -> Rule:
-        """The rule of ``action``; ValueError lists the known ones."""
+        """The rule of ``action``; :class:`UnknownAction` (a ValueError) lists the known ones."""
         try:
             return self.rules[action]
         except KeyError:
-            msg = f"unknown action {action!r}; known actions: {', '.join(sorted(self.rules))}"
-            raise ValueError(msg) from None
+            raise UnknownAction(action, list(self.rules)) from None
 
     def may_alone(self, action: str, party: Party) -> str | None:
         """None when ``party`` may do ``action`` without approval, else why not (names the rule)."""

@@ -20,6 +20,7 @@ from mcos import __version__
 from mcos.channels.base import Channel, Inbound, Outbound
 from mcos.channels.runner import ChannelRunner
 from mcos.domain.audit import AuditEvent, audit_key, checkpoint_key
+from mcos.domain.bounded import PARSE_DEPTH
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
 from mcos.server import dashboard, dead_letters, errors
@@ -27,7 +28,7 @@ from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.governance import Governance
-from mcos.server.limits import BodySizeLimit
+from mcos.server.limits import BodySizeLimit, JsonBodyGuard
 from mcos.server.metrics import Metrics
 from mcos.server.paging import Pager
 from mcos.server.routes import (
@@ -263,6 +264,7 @@ def create_app(
     app.include_router(channels.pages)
     dashboard.install(app)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
+    app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
     return app

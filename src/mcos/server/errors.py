@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mcos.domain.authority import UnknownAction
 from mcos.domain.tokens import redact
 from mcos.exceptions import AuthError, McosError
 
@@ -64,9 +65,17 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        fields = [{"field": _field(tuple(e["loc"])), "problem": e["msg"]} for e in exc.errors()]
+        fields = [
+            {"field": _field(tuple(e["loc"])), "problem": e["msg"].removeprefix("Value error, ")}
+            for e in exc.errors()
+        ]
         summary = "; ".join(f"{f['field']}: {f['problem']}" for f in fields)
         return error_response(422, "invalid_request", summary, {"fields": fields})
+
+    @app.exception_handler(UnknownAction)
+    async def unknown_action(request: Request, exc: UnknownAction) -> JSONResponse:
+        details = {"field": "action", "action": exc.action, "known": exc.known}
+        return error_response(422, "invalid_request", f"action: {exc}", details)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mcos.domain.bounded import text_depth
 from mcos.domain.pingpong import Hop
 
 
@@ -18,7 +19,12 @@ class BodyTooLarge(Exception):
 
 
 class BodySizeLimit:
-    """Refuses request bodies over ``limit`` bytes with 413 in the one error shape."""
+    """Refuses request bodies over ``limit`` bytes with 413 in the one error shape.
+
+    A declared ``Content-Length`` over the limit is refused before reading; a chunked body is
+    counted as it streams. Whoever reads it and however they handle the error (FastAPI turns any
+    failure while reading into its own 400), the response is this 413.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -34,18 +40,25 @@ class BodySizeLimit:
                 return
         seen = 0
         started = False
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, too_large
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    too_large = True
                     raise BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if too_large:
+                if message["type"] == "http.response.start" and not started:
+                    started = True
+                    await self._refuse(send, seen)
+                return  # whatever the app answered to a body it could not read is replaced
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -77,6 +90,90 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class JsonBodyGuard:
+    """Refuses, before parsing, a JSON body that is not UTF-8 (400) or nests deeper than
+    ``depth`` levels (422): the parser would recurse once per level, and a body nested a
+    thousand deep fails inside it (FastAPI answers a bare 400) rather than reaching validation.
+
+    Sits inside :class:`BodySizeLimit`, so the body it reads is already bounded.
+    """
+
+    def __init__(self, app: ASGIApp, depth: int) -> None:
+        self.app = app
+        self.depth = depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        kind = dict(scope["headers"]).get(b"content-type", b"application/json").lower()
+        if not (kind.startswith(b"application/json") or b"+json" in kind):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = _json_problem(body, self.depth)
+        if problem is not None:
+            status, code, text = problem
+            await _send_error(send, status, code, text, {"field": "body"})
+            return
+        replayed: Message = {"type": "http.request", "body": body, "more_body": False}
+        await self.app(scope, _replay([replayed], receive), send)
+
+
+def _json_problem(body: bytes, depth: int) -> tuple[int, str, str] | None:
+    """``(status, code, message)`` when ``body`` cannot be a JSON body we accept."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return (
+            400,
+            "bad_encoding",
+            f"request body is not UTF-8 (invalid byte at offset {e.start}); send JSON as UTF-8",
+        )
+    nesting = text_depth(body)
+    if nesting > depth:
+        return 422, "invalid_request", f"body: JSON nested {nesting} levels; the limit is {depth}"
+    return None
+
+
+def _replay(first: list[Message], receive: Receive) -> Receive:
+    """A receive that hands out ``first``, then whatever ``receive`` does (a disconnect)."""
+    pending = list(first)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def _send_error(
+    send: Send, status: int, code: str, message: str, details: dict[str, object]
+) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "details": details}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 class SendWindows:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from mcos.domain.approvals import Approval, ApprovalState, Vote, duplicate_request
@@ -35,6 +35,7 @@ from mcos.domain.audit import (
     record_hash,
     verify,
 )
+from mcos.domain.bounded import decode_stored
 from mcos.domain.budget import Committed, Limits, check_reservation
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
@@ -91,6 +92,7 @@ Q = queries("postgres")
 CHANNEL = "mcos_inbox"
 log = logging.getLogger("mcos.store.postgres")
 Conn = psycopg.AsyncConnection[DictRow]
+set_json_loads(decode_stored)  # json/jsonb columns too deep to show stay text, in a placeholder
 
 
 def _safe(url: str) -> str:

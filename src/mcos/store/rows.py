@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any, Protocol
 
 from mcos.domain.audit import AuditRecord
+from mcos.domain.bounded import decode_stored
 from mcos.domain.budget import Usage
 from mcos.domain.messages import (
     Delivery,
@@ -27,10 +27,15 @@ class Row(Protocol):
 
 
 def _json(value: Any) -> Any:
-    """Decode a JSON column that one driver returns as text and another as objects."""
+    """Decode a JSON column that one driver returns as text and another as objects (JSON
+    too deep to show stays text, in a placeholder: see :func:`decode_stored`)."""
     if isinstance(value, str):
-        return json.loads(value)
+        return decode_stored(value)
     return value
+
+
+json_column = _json
+"""The public name of :func:`_json`, for the stores' own row readers."""
 
 
 def message(row: Row, created_at: datetime) -> Message:

@@ -152,7 +152,7 @@ def _incident_event(r: sqlite3.Row) -> IncidentEvent:
 
 def _approval(r: sqlite3.Row) -> Approval:
     return Approval(
-        id=r["id"], action=r["action"], payload=json.loads(r["payload"]),
+        id=r["id"], action=r["action"], payload=rows.json_column(r["payload"]),
         requester=r["requester"], rationale=r["rationale"], quorum=r["quorum"],
         state=ApprovalState(r["state"]), executor=r["executor"], constraints=r["constraints"],
         report_every=r["report_every"],
@@ -193,7 +193,7 @@ def _agent_state(r: sqlite3.Row) -> AgentState:
         state=r["state"],
         detail=r["detail"],
         until=_opt_dt(r["until"]),
-        info=json.loads(r["info"]),
+        info=rows.json_column(r["info"]),
         updated_at=_dt(r["updated_at"]),
     )
 
@@ -370,7 +370,7 @@ class SqliteStore:
                     host=r["host"],
                     reports_to=r["reports_to"],
                     last_seen_at=_opt_dt(r["last_seen_at"]),
-                    info=json.loads(r["info"]),
+                    info=rows.json_column(r["info"]),
                 )
                 for r in conn.execute(Q["agents_list"])
             ]

@@ -18,7 +18,7 @@ from mcos.api_models import (
 from mcos.domain.approvals import Approval
 from mcos.exceptions import NotFound
 from mcos.server.governance import Governance, Outcome
-from mcos.server.routes.deps import MC, Caller
+from mcos.server.routes.deps import MC, Caller, RowId
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1/approvals", tags=["approvals"])
@@ -80,7 +80,7 @@ async def list_approvals(
 
 
 @router.get("/{approval_id}", response_model=ApprovalOut, responses=ERRORS)
-async def get_approval(approval_id: int, mc: MC, caller: Caller) -> ApprovalOut:
+async def get_approval(approval_id: RowId, mc: MC, caller: Caller) -> ApprovalOut:
     """One request with its votes."""
     gov = Governance(mc)
     found = await mc.store.approval(approval_id)
@@ -90,7 +90,7 @@ async def get_approval(approval_id: int, mc: MC, caller: Caller) -> ApprovalOut:
 
 
 @router.post("/{approval_id}/votes", response_model=ApprovalOut, responses=ERRORS)
-async def vote(approval_id: int, request: VoteRequest, mc: MC, caller: Caller) -> ApprovalOut:
+async def vote(approval_id: RowId, request: VoteRequest, mc: MC, caller: Caller) -> ApprovalOut:
     """A committee member votes once, with a rationale."""
     gov = Governance(mc)
     outcome = await gov.vote(caller, approval_id, request.vote, request.rationale)
@@ -100,7 +100,7 @@ async def vote(approval_id: int, request: VoteRequest, mc: MC, caller: Caller) -
 
 
 @router.post("/{approval_id}/veto", response_model=ApprovalOut, responses=ERRORS)
-async def veto(approval_id: int, request: VetoRequest, mc: MC, caller: Caller) -> ApprovalOut:
+async def veto(approval_id: RowId, request: VetoRequest, mc: MC, caller: Caller) -> ApprovalOut:
     """A human vetoes a request: pending, or approved until its directive is acknowledged (the
     directive is withdrawn and the executor told); after the acknowledgement, 409 saying so."""
     gov = Governance(mc)
@@ -121,7 +121,7 @@ async def authorize(request: AuthorizeRequest, mc: MC, caller: Caller) -> Author
 
 
 @router.post("/{approval_id}/acknowledge", response_model=ApprovalOut, responses=ERRORS)
-async def acknowledge(approval_id: int, mc: MC, caller: Caller) -> ApprovalOut:
+async def acknowledge(approval_id: RowId, mc: MC, caller: Caller) -> ApprovalOut:
     """The executing agent acknowledges the directive an approval issued."""
     gov = Governance(mc)
     outcome = await gov.acknowledge(caller, approval_id)

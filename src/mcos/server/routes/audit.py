@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -12,13 +11,14 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from mcos.api_models import (
+    MAX_ID,
     AuditCheckpointInfo,
     AuditFinding,
     AuditOut,
     AuditVerifyResult,
     RuntimeEvent,
 )
-from mcos.domain.audit import AuditEvent
+from mcos.domain.audit import AuditEvent, canonical
 from mcos.domain.redaction import scrub
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden
@@ -39,7 +39,7 @@ async def read_audit(
     action: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    after: Annotated[int, Query(ge=0, description="Only records after this seq.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID, description="Only records after this seq.")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     format: Literal["json", "csv"] = "json",
 ) -> Response | list[AuditOut]:
@@ -56,10 +56,11 @@ async def read_audit(
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=_CSV_FIELDS)
     writer.writeheader()
-    for r in out:
+    for r, record in zip(out, records, strict=True):
         row = r.model_dump(mode="json")
-        row["targets"] = json.dumps(row["targets"], sort_keys=True)
-        row["detail"] = json.dumps(row["detail"], sort_keys=True)
+        # The stored text itself: a value too deep to show is exported whole, not as placeholder.
+        row["targets"] = canonical(record.targets)
+        row["detail"] = canonical(record.detail)
         writer.writerow(row)
     return Response(buffer.getvalue(), media_type="text/csv")
 

@@ -28,7 +28,7 @@ from mcos.domain.redaction import redact
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import AuthError, Conflict, Forbidden, InvalidRequest, NotFound
 from mcos.server.context import ChannelBinding, MissionControl
-from mcos.server.routes.deps import MC, Caller, require_operator
+from mcos.server.routes.deps import MC, Caller, RowId, require_operator
 from mcos.server.routes.messages import ERRORS
 from mcos.server.severity import outside_input
 
@@ -189,7 +189,7 @@ async def list_pages(
 
 
 @pages.post("/{page_id}/ack", response_model=PageOut, responses=ERRORS)
-async def ack_page(page_id: int, mc: MC, caller: Caller) -> PageOut:
+async def ack_page(page_id: RowId, mc: MC, caller: Caller) -> PageOut:
     """The paged person acknowledges (from the CLI or dashboard); 409 when already done."""
     await require_operator(mc, caller, "page.ack")
     page = await mc.store.page(page_id)

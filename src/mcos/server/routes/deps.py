@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
+from pydantic import WithJsonSchema
 
+from mcos.api_models import MAX_ID
 from mcos.domain.audit import AuditEvent
 from mcos.domain.leases import stale
 from mcos.domain.tokens import Principal, PrincipalKind
@@ -13,6 +15,10 @@ from mcos.exceptions import Fenced, Forbidden
 from mcos.server.context import MissionControl, mission_control
 
 MC = Annotated[MissionControl, Depends(mission_control)]
+RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="A stored id (1 to 2^63-1).")]
+"""An id in a path: out of range is a 422, never an overflow in the store."""
+FENCE_SCHEMA = WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_ID})
+"""The fence header is an integer when sent (a header cannot be null; leave it out instead)."""
 
 
 HOST_ROUTES = frozenset(
@@ -46,7 +52,12 @@ async def current_principal(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
     x_mcos_fence: Annotated[
         int | None,
-        Header(description="The agent instance's fencing token (from its supervisor's lease)."),
+        Header(
+            ge=0,
+            le=MAX_ID,
+            description="The agent instance's fencing token (from its supervisor's lease).",
+        ),
+        FENCE_SCHEMA,
     ] = None,
 ) -> Principal:
     """The authenticated caller (401 otherwise); an agent instance whose fencing token is older

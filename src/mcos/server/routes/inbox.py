@@ -26,7 +26,7 @@ from mcos.domain.audit import AuditEvent
 from mcos.domain.messages import Delivery
 from mcos.server.context import MissionControl
 from mcos.server.dead_letters import after_dead_lettering
-from mcos.server.routes.deps import MC, Caller, inbox_of, require_operator
+from mcos.server.routes.deps import MC, Caller, RowId, inbox_of, require_operator
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1", tags=["inbox"])
@@ -98,7 +98,7 @@ async def claim(
 
 @router.post("/deliveries/{delivery_id}/ack", status_code=204, responses=ERRORS)
 async def ack(
-    delivery_id: int,
+    delivery_id: RowId,
     request: AckRequest,
     mc: MC,
     caller: Caller,
@@ -126,7 +126,7 @@ async def ack_batch(
 
 @router.post("/deliveries/{delivery_id}/nack", response_model=DeliveryOut, responses=ERRORS)
 async def nack(
-    delivery_id: int,
+    delivery_id: RowId,
     request: NackRequest,
     mc: MC,
     caller: Caller,
@@ -161,7 +161,7 @@ async def _defer(
 
 @router.post("/deliveries/{delivery_id}/defer", response_model=DeliveryOut, responses=ERRORS)
 async def defer(
-    delivery_id: int,
+    delivery_id: RowId,
     request: DeferRequest,
     mc: MC,
     caller: Caller,
@@ -217,7 +217,7 @@ async def dead_letters(
 
 
 @router.post("/dead-letters/{delivery_id}/requeue", response_model=DeliveryOut, responses=ERRORS)
-async def requeue(delivery_id: int, mc: MC, caller: Caller) -> DeliveryOut:
+async def requeue(delivery_id: RowId, mc: MC, caller: Caller) -> DeliveryOut:
     """Put a dead letter back in its inbox with a fresh attempt count (operators)."""
     await require_operator(mc, caller, "dead_letter.requeue")
     result = await mc.store.requeue(

@@ -11,7 +11,7 @@ from mcos.domain.incidents import Incident, IncidentState, broadcast, reporters
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import NotFound
 from mcos.server.governance import Governance, Outcome
-from mcos.server.routes.deps import MC, Caller
+from mcos.server.routes.deps import MC, Caller, RowId
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
@@ -86,7 +86,7 @@ async def list_incidents(
 
 
 @router.get("/{incident_id}", response_model=IncidentOut, responses=ERRORS)
-async def get_incident(incident_id: int, mc: MC, caller: Caller) -> IncidentOut:
+async def get_incident(incident_id: RowId, mc: MC, caller: Caller) -> IncidentOut:
     """One incident with its timeline (404 to those it has not reached)."""
     gov = Governance(mc)
     found = await mc.store.incident(incident_id)
@@ -97,7 +97,7 @@ async def get_incident(incident_id: int, mc: MC, caller: Caller) -> IncidentOut:
 
 @router.post("/{incident_id}/confirm", response_model=IncidentOut, responses=ERRORS)
 async def confirm(
-    incident_id: int, request: IncidentDecision, mc: MC, caller: Caller
+    incident_id: RowId, request: IncidentDecision, mc: MC, caller: Caller
 ) -> IncidentOut:
     """Vote to confirm (at ``severity``, default the reported one); the gate decides."""
     gov = Governance(mc)
@@ -112,7 +112,7 @@ async def confirm(
 
 @router.post("/{incident_id}/resolve", response_model=IncidentOut, responses=ERRORS)
 async def resolve(
-    incident_id: int, request: IncidentDecision, mc: MC, caller: Caller
+    incident_id: RowId, request: IncidentDecision, mc: MC, caller: Caller
 ) -> IncidentOut:
     """Mark it resolved, with the reason."""
     gov = Governance(mc)
@@ -123,7 +123,7 @@ async def resolve(
 
 @router.post("/{incident_id}/dismiss", response_model=IncidentOut, responses=ERRORS)
 async def dismiss(
-    incident_id: int, request: IncidentDecision, mc: MC, caller: Caller
+    incident_id: RowId, request: IncidentDecision, mc: MC, caller: Caller
 ) -> IncidentOut:
     """Dismiss it (a false alarm), with the reason."""
     gov = Governance(mc)

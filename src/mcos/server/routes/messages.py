@@ -20,12 +20,12 @@ from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Forbidden, IdempotencyConflict
 from mcos.server.context import MissionControl
 from mcos.server.governance import Governance
-from mcos.server.routes.deps import MC, Caller
+from mcos.server.routes.deps import MC, Caller, RowId
 from mcos.server.severity import after_sends, gate_sends
 
 router = APIRouter(prefix="/v1", tags=["messages"])
 ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 413, 422)
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422)
 }
 
 
@@ -129,7 +129,7 @@ async def _may_read(mc: MissionControl, caller: Principal, m: Message) -> bool:
 
 
 @router.get("/messages/{message_id}", response_model=MessageOut, responses=ERRORS)
-async def get_message(message_id: int, mc: MC, caller: Caller) -> MessageOut:
+async def get_message(message_id: RowId, mc: MC, caller: Caller) -> MessageOut:
     """One message: to its sender, its recipients, and operators."""
     m = await mc.store.get_message(message_id)
     if not await _may_read(mc, caller, m):
@@ -140,7 +140,7 @@ async def get_message(message_id: int, mc: MC, caller: Caller) -> MessageOut:
 
 
 @router.get("/threads/{thread_id}", response_model=list[MessageOut], responses=ERRORS)
-async def get_thread(thread_id: int, mc: MC, caller: Caller) -> list[MessageOut]:
+async def get_thread(thread_id: RowId, mc: MC, caller: Caller) -> list[MessageOut]:
     """The messages of a thread that the caller may read, oldest first."""
     visible = [m for m in await mc.store.thread(thread_id) if await _may_read(mc, caller, m)]
     return [MessageOut.of(m) for m in visible]

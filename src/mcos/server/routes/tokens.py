@@ -7,13 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from mcos.api_models import TokenCreated, TokenCreateRequest, TokenOut
+from mcos.api_models import MAX_ID, TokenCreated, TokenCreateRequest, TokenOut
 from mcos.domain import tokens
 from mcos.domain.audit import AuditEvent
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Forbidden, InvalidRequest, LastOperatorToken
 from mcos.server.context import MissionControl
-from mcos.server.routes.deps import MC, Caller, require_operator, require_supervisor
+from mcos.server.routes.deps import MC, Caller, RowId, require_operator, require_supervisor
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1", tags=["tokens"])
@@ -149,11 +149,12 @@ async def _owned(mc: MissionControl, caller: Principal, token_id: int, action: s
 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenOut, responses=ERRORS)
 async def revoke(
-    token_id: int,
+    token_id: RowId,
     mc: MC,
     caller: Caller,
     approval: Annotated[
-        int | None, Query(description="An approved revoke_token request naming this token.")
+        int | None,
+        Query(ge=1, le=MAX_ID, description="An approved revoke_token request naming this token."),
     ] = None,
 ) -> TokenOut:
     """Revoke a token from now on: a human operator always may; an agent only with an approved
@@ -183,7 +184,7 @@ async def revoke(
 @router.post(
     "/tokens/{token_id}/rotate", status_code=201, response_model=TokenCreated, responses=ERRORS
 )
-async def rotate(token_id: int, mc: MC, caller: Caller) -> TokenCreated:
+async def rotate(token_id: RowId, mc: MC, caller: Caller) -> TokenCreated:
     """Issue a new token for the same principal and revoke this one."""
     await _owned(mc, caller, token_id, "token.rotate")
     old = await mc.store.get_token(token_id)
