@@ -11,6 +11,7 @@ import asyncio
 import csv
 import io
 import json
+import secrets
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from mcos.api_models import MAX_ID
 from mcos.cli import app as cli
 from mcos.client import Calls
 from mcos.domain import bounded
-from mcos.domain.audit import AuditEvent, canonical
+from mcos.domain.audit import AuditEvent, audit_key, canonical
 from mcos.store import make_store
 from mcos.store.protocol import NewApproval
 from tests.api.conftest import LiveServer, migrate, raw, serve
@@ -47,6 +48,10 @@ def nested_text(levels: int) -> str:
     return '{"a":' * levels + "1" + "}" * levels
 
 
+TOKEN_KEY = secrets.token_bytes(32)
+"""The live server's token key, so rows written "by an older version" join its keyed chain."""
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def server_and_url(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -55,7 +60,7 @@ def server_and_url(
     url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
     asyncio.run(migrate(url))
     try:
-        with serve(url, tmp_path) as server:
+        with serve(url, tmp_path, token_key=TOKEN_KEY) as server:
             yield server, url
     finally:
         if request.param == "postgres":
@@ -154,7 +159,7 @@ def test_size_limit_of_a_free_form_field() -> None:
 async def _write_like_an_older_version(url: str, levels: int) -> str:
     """What an older Mission Control stored unchecked: an audit detail, an approval payload and
     an agent's state info nested ``levels`` deep. Returns the audit detail's stored text."""
-    store = make_store(url)
+    store = make_store(url, audit_key=audit_key(TOKEN_KEY))  # the server's key: a keyed chain
     await store.open()
     try:
         deep = nested(levels)
