@@ -167,7 +167,13 @@ async def _settle(
                         and i == len(others) // 2
                         and p.kind is PrincipalKind.OPERATOR
                     ):
-                        await gov.veto(p, number, "stop")
+                        # A human stops it: a request is vetoed, a report dismissed (an incident
+                        # has no veto; before, this "vetoed" nothing and, were that human the
+                        # only confirmer left, the report waited for its expiry).
+                        if item.startswith("P"):
+                            await gov.close(p, number, "dismissed", "stop")
+                        else:
+                            await gov.veto(p, number, "stop")
                     elif item.startswith("P"):
                         await gov.confirm(p, number, None, "checked")
                     else:
@@ -215,7 +221,7 @@ def test_every_item_reaches_a_terminal_state(
     state = asyncio.run(_settle(roles, humans, reporter, item, ending, order))
     terminal = {
         "decide": {"confirmed", "approved"},
-        "veto": {"confirmed", "approved", "vetoed"},
+        "veto": {"confirmed", "approved", "vetoed", "dismissed"},
         "expire": {"dismissed", "expired"},
     }[ending]
     assert state in terminal
