@@ -200,7 +200,9 @@ async def ack_page(page_id: int, mc: MC, caller: Caller) -> PageOut:
         raise Forbidden(f"{rule} ({page.human})", rule=rule)
     done = await mc.store.ack_page(page_id, caller.name)
     if done is None:
-        raise Conflict(f"page {page_id} was already acknowledged", page=page_id)
+        rule = f"page {page_id} was already acknowledged"
+        await mc.refuse(caller, "page.ack", rule, page=str(page_id))
+        raise Conflict(rule, page=page_id)
     await mc.store.record(
         AuditEvent(
             actor=caller.actor,
