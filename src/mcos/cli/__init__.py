@@ -116,7 +116,7 @@ def config_check(fleet: FleetOpt = None) -> None:
     with friendly_errors():
         warnings = check_fleet(path)
     for w in warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(common.styled("warning:", "yellow", w))
     console.print(f"{path}: ok")
 
 
@@ -290,7 +290,7 @@ def systemd_check(
             common.fail(f"{path}: no such file")
         problems += systemd.check(path)
     for p in problems:
-        console.print(f"[red]{p.describe()}[/]", highlight=False)
+        console.print(p.describe(), style="red", highlight=False)
     if problems:
         raise typer.Exit(1)
     console.print(f"{len(files)} unit file(s): ok")
@@ -635,7 +635,7 @@ def audit_verify(fleet: FleetOpt = None, url: UrlOpt = None, token: TokenOpt = N
         console.print(f"audit log intact: {result.records} records, head {result.head_seq}")
         return
     for seq, problem in result.breaks:
-        common.err_console.print(f"[bold red]record {seq}:[/] {problem}")
+        common.err_console.print(common.styled(f"record {seq}:", "bold red", problem))
     raise typer.Exit(1)
 
 
@@ -823,10 +823,11 @@ def doctor(
     if as_json:
         print_json([v.as_dict() for v in verdicts])
     else:
-        marks = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+        marks = {"ok": ("ok  ", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
         for v in verdicts:
             fix = f" — fix: {v.fix}" if v.fix and v.status != "ok" else ""
-            console.print(f"{marks[v.status]} {v.check}: {v.detail}{fix}", highlight=False)
+            line = common.styled(*marks[v.status], f"{v.check}: {v.detail}{fix}")
+            console.print(line, highlight=False)
     failed = sum(v.failed for v in verdicts)
     if failed:
         if not as_json:
