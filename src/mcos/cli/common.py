@@ -97,7 +97,10 @@ def connect(url: str | None, token: str | None, fleet: Path | None) -> Client:
             "no token: pass --token, set MCOS_TOKEN, or start `mcos server` once so it writes "
             "the first operator token to the fleet's state folder"
         )
-    return Client(url, token)
+    # Run from inside a supervised agent (a sidecar, a tool): its instance's fence goes along,
+    # or Mission Control refuses the agent's writes once it was leased.
+    fence = os.environ.get("MCOS_FENCE", "").strip()
+    return Client(url, token, fence=int(fence) if fence.isdigit() else None)
 
 
 def print_json(value: Any) -> None:
