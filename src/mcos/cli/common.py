@@ -53,7 +53,9 @@ def friendly_errors() -> Iterator[None]:
         yield
     except ConfigErrors as e:
         for error in e.errors:
-            err_console.print(styled("error:", "bold red", error.message), highlight=False)
+            err_console.print(
+                styled("error:", "bold red", error.message), highlight=False, soft_wrap=True
+            )
         raise typer.Exit(EX_CONFIG) from None
     except ConfigError as e:
         fail(e.message, EX_CONFIG)
