@@ -269,6 +269,11 @@ class TestConfigCheck:
         assert "outside the fleet folder" in problems[0]
         assert f"{path}: channels.notes.path: '/etc' resolves to /etc" in problems[1]
         assert load_fleet(write(tmp_path, '[fleet]\nallow_paths = ["/etc"]\n' + text))
+        store = '[server]\nstore = "sqlite:////var/lib/elsewhere/mcos.db?synchronous=normal"\n'
+        assert (
+            "server.store: 'sqlite:////var/lib/elsewhere/mcos.db"
+            in messages(write(tmp_path, store + BASE))[0]
+        )
 
     def test_a_symlink_out_of_the_folder_is_followed(self, tmp_path: Path) -> None:
         """The default workspace agents/jarvis, a symlink to /etc, is outside all the same; a

@@ -294,7 +294,13 @@ def _paths(fleet: Fleet, file: str) -> list[ConfigError]:
     ]
     store = fleet.store_url
     if store.startswith("sqlite:///") and ":memory:" not in store:
-        places.append(("server.store", fleet.server.store, Path(store.removeprefix("sqlite:///"))))
+        places.append(
+            (
+                "server.store",
+                fleet.server.store,
+                Path(store.removeprefix("sqlite:///").partition("?")[0]),
+            )
+        )
     for name, a in sorted(fleet.agents.items()):
         workspace = fleet.workspace_path(name)
         places.append((f"agents.{name}.workspace", a.workspace or f"agents/{name}", workspace))
