@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
+from mcos.cli import app
 from mcos.client import Calls, Client
 from mcos.exceptions import Fenced, Forbidden, LeaseHeld, LeaseLost, NotFound
 from tests.api.conftest import LiveServer, raw
@@ -99,3 +101,20 @@ def test_once_fenced_an_agents_writes_must_carry_the_fence(live_server: LiveServ
             assert [d.message.body for d in got] == ["from the instance"]
         fenced = op.do(Calls.audit(action="lease.fenced"))
         assert [r.detail for r in fenced] == [{"presented": "none", "current": 1}] * 3
+
+
+def test_the_cli_sends_the_fence_of_its_environment(live_server: LiveServer) -> None:
+    """`mcos send` as a leased agent: refused without $MCOS_FENCE (exit 1, the missing header
+    named), accepted with the instance's fence — what a sidecar of a supervised agent has."""
+    with live_server.client() as op:
+        lease = op.do(Calls.acquire_lease("gene", "sup-a", "mini", 15))
+    args = ["send", "jarvis", "from a sidecar", "--url", live_server.url]
+    env = {"MCOS_TOKEN": live_server.tokens["gene"], "COLUMNS": "300"}
+    bare = CliRunner().invoke(app, args, env=env)
+    assert bare.exit_code == 1
+    assert "X-Mcos-Fence missing" in bare.output
+    fenced = CliRunner().invoke(app, args, env={**env, "MCOS_FENCE": str(lease.fence)})
+    assert fenced.exit_code == 0, fenced.output
+    status = CliRunner().invoke(app, ["status", "--url", live_server.url], env=env)
+    assert status.exit_code == 0, status.output  # without the lease column's holders
+    assert "sup-a" not in status.output
