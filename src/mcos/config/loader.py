@@ -325,8 +325,8 @@ def _paths(fleet: Fleet, file: str) -> list[ConfigError]:
                 ConfigError(
                     file,
                     where,
-                    f"{configured!r} resolves to {target}, outside the fleet folder {base}; to "
-                    f'allow it, list its folder in [fleet] allow_paths (e.g. ["{target.parent}"])',
+                    f"{configured!r} resolves to {target}, outside the fleet folder {base}; "
+                    f'to allow it, add it (or a parent) to [fleet] allow_paths (["{target}"])',
                 )
             )
     return errors
