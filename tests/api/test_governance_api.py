@@ -625,3 +625,37 @@ class TestSeatAttacks:
             assert founder.do(Calls.incident(made.id)).state == "reported"
             done = founder.do(Calls.decide_incident(made.id, "confirm", "verified"))
         assert (done.state, done.severity) == ("confirmed", "P0")
+
+
+class TestConflictsAudited:
+    """A 409 is a refusal too: audited with its rule, like every 403."""
+
+    def test_second_vote_second_confirmation_and_duplicate_request_are_audited(
+        self, live_server: LiveServer
+    ) -> None:
+        """Before: each answered 409 and left no trace in the audit log."""
+        with live_server.client("gene") as gene:
+            req = gene.do(Calls.request_approval("revoke_token", {"token_id": 998}, "leaked"))
+            with pytest.raises(Conflict, match="already pending"):
+                gene.do(Calls.request_approval("revoke_token", {"token_id": 998}, "again"))
+        with live_server.client("sentinel") as sentinel:
+            p0 = sentinel.do(Calls.report_incident("P0", "backups deleted", "ls /backups"))
+        with live_server.client("jarvis") as jarvis:
+            jarvis.do(Calls.vote(req.id, "approve", "leak confirmed"))
+            second = raw(live_server, "POST", f"/v1/approvals/{req.id}/votes",
+                         live_server.tokens["jarvis"],
+                         json={"vote": "approve", "rationale": "again"})  # fmt: skip
+            assert second.status_code == 409
+            jarvis.do(Calls.decide_incident(p0.id, "confirm", "gone"))
+            with pytest.raises(Conflict, match="counts once"):
+                jarvis.do(Calls.decide_incident(p0.id, "confirm", "really gone"))
+        assert _refusals(live_server, "approval.vote") == [
+            f"agent:jarvis already voted on request {req.id} (a member votes once)"
+        ]
+        assert any("counts once" in r for r in _refusals(live_server, "incident.confirm"))
+        assert any("already pending" in r for r in _refusals(live_server, "approval.request"))
+        with live_server.client() as op:
+            refused = op.do(Calls.audit(action="approval.vote"))
+            assert [(r.actor, r.targets) for r in refused if r.outcome == "refused"] == [
+                ("agent:jarvis", {"approval": str(req.id)})
+            ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
+from mcos.cli import app
 from mcos.client import Calls, Client
 from mcos.exceptions import Fenced, Forbidden, LeaseHeld, LeaseLost, NotFound
 from tests.api.conftest import LiveServer, raw
@@ -62,3 +64,57 @@ def test_only_operators_hold_leases_and_only_for_agents(live_server: LiveServer)
         gene.do(Calls.acquire_lease("gene", "me", "h", 15))
     with live_server.client() as op, pytest.raises(NotFound):
         op.do(Calls.acquire_lease("alerts", "sup-a", "h", 15))
+
+
+def test_agents_may_not_list_leases(live_server: LiveServer) -> None:
+    """Before: gene read every agent's holder and host (200). Now 403, audited; operators read."""
+    with live_server.client() as op:
+        op.do(Calls.acquire_lease("jarvis", "sup-a", "mini", 15))
+        with live_server.client("gene") as gene, pytest.raises(Forbidden, match="operators only"):
+            gene.do(Calls.leases())
+        assert [x.agent for x in op.do(Calls.leases())] == ["jarvis"]
+        refused = op.do(Calls.audit(action="lease.list"))
+        assert [(r.actor, r.outcome) for r in refused] == [("agent:gene", "refused")]
+
+
+def test_once_fenced_an_agents_writes_must_carry_the_fence(live_server: LiveServer) -> None:
+    """Before: while sup-a held gene's lease, a write with gene's token and no fence header
+    was accepted. Now 409 naming the missing header, audited; reads stay open, the fenced
+    instance writes, and an agent never leased (jarvis, run by hand) writes as before."""
+    with live_server.client() as op:
+        lease = op.do(Calls.acquire_lease("gene", "sup-a", "mini", 15))
+        with live_server.client("gene") as bare:
+            bare.do(Calls.inbox(wait=0))  # a read
+            with pytest.raises(Fenced, match="without a fencing token \\(X-Mcos-Fence missing\\)"):
+                bare.do(Calls.send("jarvis", "from outside the instance"))
+        response = raw(live_server, "POST", "/v1/messages", live_server.tokens["gene"],
+                       json={"to": "jarvis", "body": "raw"})  # fmt: skip
+        assert (response.status_code, response.json()["error"]["code"]) == (409, "fenced")
+        with Client(live_server.url, live_server.tokens["gene"], fence=lease.fence) as gene:
+            gene.do(Calls.send("jarvis", "from the instance"))
+        op.do(Calls.release_lease("gene", "sup-a", lease.fence))
+        with live_server.client("gene") as bare, pytest.raises(Fenced):
+            bare.do(Calls.send("jarvis", "after the release: still needs its fence"))
+        with live_server.client("jarvis") as jarvis:
+            jarvis.do(Calls.send("gene", "never leased, no fence"))
+            got = jarvis.do(Calls.inbox(wait=0)).deliveries
+            assert [d.message.body for d in got] == ["from the instance"]
+        fenced = op.do(Calls.audit(action="lease.fenced"))
+        assert [r.detail for r in fenced] == [{"presented": "none", "current": 1}] * 3
+
+
+def test_the_cli_sends_the_fence_of_its_environment(live_server: LiveServer) -> None:
+    """`mcos send` as a leased agent: refused without $MCOS_FENCE (exit 1, the missing header
+    named), accepted with the instance's fence — what a sidecar of a supervised agent has."""
+    with live_server.client() as op:
+        lease = op.do(Calls.acquire_lease("gene", "sup-a", "mini", 15))
+    args = ["send", "jarvis", "from a sidecar", "--url", live_server.url]
+    env = {"MCOS_TOKEN": live_server.tokens["gene"], "COLUMNS": "300"}
+    bare = CliRunner().invoke(app, args, env=env)
+    assert bare.exit_code == 1
+    assert "X-Mcos-Fence missing" in bare.output
+    fenced = CliRunner().invoke(app, args, env={**env, "MCOS_FENCE": str(lease.fence)})
+    assert fenced.exit_code == 0, fenced.output
+    status = CliRunner().invoke(app, ["status", "--url", live_server.url], env=env)
+    assert status.exit_code == 0, status.output  # without the lease column's holders
+    assert "sup-a" not in status.output

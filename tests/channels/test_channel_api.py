@@ -12,19 +12,24 @@ import httpx
 import pytest
 
 from mcos.channels.base import Inbound, account_key
+from mcos.channels.factory import lease_key, open_channel
 from mcos.channels.mock import MockChannel
 from mcos.client import Calls
+from mcos.config import load_fleet
 from mcos.domain.messages import Priority
 from mcos.domain.paging import PageRoute
 from mcos.exceptions import Forbidden, LeaseHeld, NotFound
 from mcos.runtime.channels import inbound_body
 from mcos.server.context import ChannelBinding
+from mcos.server.factory import channel_bindings
 from tests.api.conftest import LiveServer, migrate, serve
 from tests.api.test_dashboard import _sign_in
 from tests.waiting import stays, wait_until
 
 SECRET = "webhook-secret-0123456789"
 KEY = account_key("telegram", "123:ABC")
+OTHER = account_key("telegram", "456:DEF")
+UNRESOLVED = "env:OPS_TG: the variable OPS_TG is not set"
 
 
 @pytest.fixture
@@ -35,8 +40,10 @@ def server(tmp_path: Path) -> Iterator[LiveServer]:
         url,
         tmp_path,
         channels={
-            "tg": ChannelBinding("telegram", "gene"),
+            "tg": ChannelBinding("telegram", "gene", KEY),
             "hook": ChannelBinding("telegram", "gene"),
+            "notes": ChannelBinding("mock", "gene"),
+            "ops-tg": ChannelBinding("telegram", "jarvis", lease_key_problem=UNRESOLVED),
         },
         webhook_secrets={"hook": SECRET},
     ) as live:
@@ -57,6 +64,71 @@ def test_one_receiver_per_account_over_http(server: LiveServer) -> None:
             jarvis.do(Calls.acquire_channel_lease("tg", KEY, "jarvis@a:1", "a", 15))
         with pytest.raises(NotFound):
             gene.do(Calls.acquire_channel_lease("nope", KEY, "gene@a:1", "a", 15))
+
+
+def test_a_channel_leases_only_its_own_accounts_key(server: LiveServer) -> None:
+    """Before: gene, bound to the mock channel notes, took the Telegram account's lease through
+    it (200), and through tg the lease of any other Telegram account. Now 403, audited."""
+    with server.client("gene") as gene, server.client("jarvis") as jarvis:
+        with pytest.raises(Forbidden, match="channel notes \\(mock\\) takes no lease"):
+            gene.do(Calls.acquire_channel_lease("notes", KEY, "gene@a:1", "a", 15))
+        with pytest.raises(Forbidden, match="for its own account's key only"):
+            gene.do(Calls.acquire_channel_lease("tg", OTHER, "gene@a:1", "a", 15))
+        with pytest.raises(Forbidden, match="for its own account's key only"):
+            gene.do(Calls.renew_channel_lease("tg", OTHER, "gene@a:1", 1, 15))
+        with pytest.raises(Forbidden, match="for its own account's key only"):
+            gene.do(Calls.release_channel_lease("tg", OTHER, "gene@a:1", 1))
+        with pytest.raises(Forbidden, match="cannot derive channel ops-tg's lease key"):
+            jarvis.do(Calls.acquire_channel_lease("ops-tg", OTHER, "jarvis@a:1", "a", 15))
+        assert gene.do(Calls.acquire_channel_lease("tg", KEY, "gene@a:1", "a", 15)).fence == 1
+    with server.client() as operator:
+        refused = [r for r in operator.do(Calls.audit(action="channel.lease"))
+                   if r.outcome == "refused"]  # fmt: skip
+        assert len(refused) == 5
+        assert {"channel": "notes", "key": KEY} in [r.targets for r in refused]
+        assert OTHER not in {lease.agent for lease in operator.do(Calls.leases())}
+
+
+def test_mission_control_derives_each_key_as_the_channel_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key Mission Control expects is the one the channel's receiver asks for; a token it
+    cannot resolve leaves the key unknown and says why."""
+    monkeypatch.setenv("MCOS_TEST_LEASE_TG", "123:ABC")
+    monkeypatch.setenv("MCOS_TEST_LEASE_HOOK", "456:DEF")
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text(
+        '[hosts.a]\n[agents.gene]\nrole = "ops"\nhost = "a"\n'
+        '[channels.tg]\nkind = "telegram"\nagent = "gene"\ntoken = "env:MCOS_TEST_LEASE_TG"\n'
+        '[channels.hook]\nkind = "telegram"\nagent = "gene"\ntoken = "env:MCOS_TEST_LEASE_HOOK"\n'
+        'mode = "webhook"\nwebhook_secret = "env:MCOS_TEST_LEASE_HOOK"\n'
+        '[channels.mail]\nkind = "email"\nagent = "gene"\nimap_host = "imap.example"\n'
+        'username = "gene"\npassword = "env:MCOS_TEST_LEASE_TG"\naddress = "g@example"\n'
+        '[channels.notes]\nkind = "mock"\nagent = "gene"\n'
+        '[channels.lost]\nkind = "telegram"\nagent = "gene"\ntoken = "env:MCOS_TEST_UNSET"\n'
+    )
+    fleet = load_fleet(fleet_file)
+
+    async def opened() -> dict[str, str | None]:
+        keys = {}
+        for name in ("tg", "hook", "mail", "notes"):
+            channel = open_channel(name, fleet)
+            keys[name] = channel.exclusive_key()
+            close = getattr(channel, "aclose", None)
+            if close is not None and name != "mail":
+                await close()
+        return keys
+
+    assert {n: lease_key(n, fleet) for n in ("tg", "hook", "mail", "notes")} == asyncio.run(
+        opened()
+    )
+    bindings = channel_bindings(fleet)
+    assert bindings["tg"].lease_key == KEY
+    assert bindings["notes"].lease_key is None
+    assert (bindings["lost"].lease_key, bindings["lost"].lease_key_problem) == (
+        None,
+        "env:MCOS_TEST_UNSET: the variable MCOS_TEST_UNSET is not set",
+    )
 
 
 def test_the_webhook_checks_telegrams_secret(server: LiveServer) -> None:

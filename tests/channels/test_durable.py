@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from mcos.channels.base import account_key
 from mcos.client import Calls, Client
 from mcos.config import load_fleet
 from mcos.domain.tokens import PrincipalKind
@@ -77,8 +78,8 @@ class MissionControl:
             poll_fallback_seconds=1.0,
             human_roles={"founder": "founder"},
             channels={
-                "tg": ChannelBinding("telegram", "gene"),
-                "dc": ChannelBinding("discord", "gene"),
+                "tg": ChannelBinding("telegram", "gene", account_key("telegram", TG)),
+                "dc": ChannelBinding("discord", "gene", account_key("discord", DC)),
                 "mock": ChannelBinding("mock", "gene"),
             },
         )

@@ -123,6 +123,8 @@ def test_p0_and_urgent_pages_once_each_with_acknowledgement(
         assert founder.do(Calls.ack_page(urgent.id)).acked_by == "founder"
         with pytest.raises(Conflict, match="already acknowledged"):
             founder.do(Calls.ack_page(urgent.id))
+        refused = [r for r in founder.do(Calls.audit(action="page.ack")) if r.outcome == "refused"]
+        assert [r.detail["rule"] for r in refused] == [f"page {urgent.id} was already acknowledged"]
     with Client(server.url, server.operator_token) as founder:
         assert {p.state for p in founder.do(Calls.pages())} == {"acked"}
 

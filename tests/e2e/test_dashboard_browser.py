@@ -84,6 +84,8 @@ def test_the_dashboard_in_a_browser(fleet_running: tuple[str, Path], tmp_path: P
             n: op.do(Calls.create_token(PrincipalKind.AGENT, n)).token
             for n in ("sentinel", "jarvis")
         }
+        # Supervised agents write under their instance's fence (409 fenced without it).
+        fences = {x.agent: x.fence for x in op.do(Calls.leases())}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -109,9 +111,9 @@ def test_the_dashboard_in_a_browser(fleet_running: tuple[str, Path], tmp_path: P
         page.screenshot(path=str(shots / "fleet.png"), full_page=True)
 
         # An incident from an agent, through its gates: the orchestrator, then this human.
-        with Client(url, tokens["sentinel"]) as sentinel:
+        with Client(url, tokens["sentinel"], fence=fences["sentinel"]) as sentinel:
             made = sentinel.do(Calls.report_incident("P0", "metric directories missing", "ls"))
-        with Client(url, tokens["jarvis"]) as jarvis:
+        with Client(url, tokens["jarvis"], fence=fences["jarvis"]) as jarvis:
             jarvis.do(Calls.decide_incident(made.id, "confirm", "checked two hosts"))
         page.goto(url + "/incidents")
         card = page.locator(f"#incident-{made.id}")
@@ -123,7 +125,7 @@ def test_the_dashboard_in_a_browser(fleet_running: tuple[str, Path], tmp_path: P
 
         # A request waiting for a human; the directive reaches the agent, whose runtime
         # acknowledges it, and the page shows it without being reloaded.
-        with Client(url, tokens["jarvis"]) as jarvis:
+        with Client(url, tokens["jarvis"], fence=fences["jarvis"]) as jarvis:
             req = jarvis.do(
                 Calls.request_approval(
                     "issue_directive",

@@ -104,3 +104,28 @@ def test_live_checks_call_the_provider_once(
         in out
     )
     assert "revoked-key" not in out
+
+
+def test_config_check_judges_keys_as_doctor_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: `mcos config check` said ok where doctor failed (an empty variable, a literal
+    ${ANTHROPIC_KEY}). Now both fail, config check with exit 78 naming agent and reference."""
+    path = init_fleet(tmp_path / "fleet")
+    monkeypatch.setenv("MCOS_CHECK_EMPTY", "")
+    monkeypatch.setenv("MCOS_CHECK_LITERAL", "${ANTHROPIC_KEY}")
+    text = path.read_text()
+    for agent, var in (("jarvis", "MCOS_CHECK_EMPTY"), ("gene", "MCOS_CHECK_LITERAL")):
+        text = text.replace(f"[agents.{agent}]\nrole", f'[agents.{agent}]\nkey = "env:{var}"\nrole')
+    path.write_text(text)
+    checked = runner.invoke(app, ["config", "check", "-f", str(path)], env={"COLUMNS": "300"})
+    assert checked.exit_code == 78
+    assert "agents.jarvis.key: agent jarvis: env:MCOS_CHECK_EMPTY is empty" in checked.output
+    assert (
+        "agents.gene.key: agent gene: env:MCOS_CHECK_LITERAL holds an unexpanded variable "
+        "(${ANTHROPIC_KEY}), not a key" in checked.output
+    )
+    code, out = _doctor("-f", str(path))
+    assert code == 1
+    assert "FAIL secret jarvis: env:MCOS_CHECK_EMPTY is empty" in out
+    assert "FAIL secret gene: env:MCOS_CHECK_LITERAL holds an unexpanded variable" in out

@@ -54,7 +54,9 @@ def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(tmp_path:
         operator_token = (home / "state" / "operator.token").read_text().strip()
         with Client(f"http://127.0.0.1:{port}", operator_token) as operator:
             jarvis_token = operator.do(Calls.create_token(PrincipalKind.AGENT, "jarvis")).token
-        with Client(f"http://127.0.0.1:{port}", jarvis_token) as jarvis:
+            # Supervised, jarvis writes under its instance's fence (409 fenced without it).
+            fence = next(x.fence for x in operator.do(Calls.leases()) if x.agent == "jarvis")
+        with Client(f"http://127.0.0.1:{port}", jarvis_token, fence=fence) as jarvis:
             sent = jarvis.do(
                 Calls.send("elon", "Ship the billing fix before Friday.",
                            subject="Billing fix", kind=MessageKind.DIRECTIVE)
@@ -138,7 +140,8 @@ def _rehearse_revenue_team(home: Path, port: int, operator_token: str) -> None:
         for channel, agent in REVENUE_CHANNELS.items():  # the state shows who receives
             assert operator.do(Calls.agent(agent)).state_info["channels"] == {channel: True}
         vault = operator.do(Calls.create_token(PrincipalKind.AGENT, "vault")).token
-        with Client(f"http://127.0.0.1:{port}", vault) as client:
+        fence = next(x.fence for x in operator.do(Calls.leases()) if x.agent == "vault")
+        with Client(f"http://127.0.0.1:{port}", vault, fence=fence) as client:
             client.do(
                 Calls.send("founder", "A buyer wants a call today.", subject="hot lead",
                            priority=Priority.URGENT)

@@ -87,7 +87,9 @@ def test_the_canary_never_leaks(tmp_path: Path) -> None:
 
             wait_until("every agent idle", all_idle, timeout=60, interval=0.3)
             jarvis = op.do(Calls.create_token(PrincipalKind.AGENT, "jarvis")).token
-            with Client(url, jarvis) as j:
+            # Supervised, jarvis writes under its instance's fence (409 fenced without it).
+            fence = next(x.fence for x in op.do(Calls.leases()) if x.agent == "jarvis")
+            with Client(url, jarvis, fence=fence) as j:
                 j.do(
                     Calls.send("gene", "check the disks", subject="disks", priority=Priority.URGENT)
                 )

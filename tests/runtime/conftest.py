@@ -19,8 +19,7 @@ from mcos.models.base import ModelProvider
 from mcos.models.offline import OfflineModel
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
-from mcos.server.context import ChannelBinding
-from mcos.server.factory import page_routes
+from mcos.server.factory import channel_bindings, page_routes
 from tests.api.conftest import LiveServer, migrate, serve
 
 FAST = RuntimeSettings(batch_window=0, visibility=60)
@@ -99,7 +98,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
         fleet = write_fleet(tmp_path / "fleet", agent_extra, tail)
         url = f"sqlite:///{tmp_path}/mcos.db"
         _migrate_sync(url)
-        channels = {n: ChannelBinding(c.kind, c.agent) for n, c in fleet.channels.items()}
+        channels = channel_bindings(fleet)
         cm = serve(
             url,
             tmp_path,

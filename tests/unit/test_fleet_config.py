@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcos.config import load_fleet, parse_duration
+from mcos.config import check_fleet, load_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
 from mcos.exceptions import ConfigError, ConfigErrors
 
@@ -186,3 +186,111 @@ class TestScaffold:
         with pytest.raises(ConfigError, match="already exists"):
             init_fleet(tmp_path)
         init_fleet(tmp_path, force=True)
+
+
+CLAUDE = 'model = { provider = "anthropic", id = "claude-sonnet-4-6" }'
+TWO = (
+    BASE
+    + f'{CLAUDE}\nkey = "env:MCOS_TEST_KEY_A"\n'
+    + f'[agents.gene]\nrole = "ops"\nhost = "mini"\n{CLAUDE}\nkey = "env:MCOS_TEST_KEY_B"\n'
+)
+
+
+def checked(path: Path) -> list[str]:
+    with pytest.raises(ConfigErrors) as err:
+        check_fleet(path)
+    return [e.message for e in err.value.errors]
+
+
+class TestConfigCheck:
+    """`mcos config check` judges every key reference as `mcos doctor` does, refuses one key
+    shared by two agents unless each says so, and keeps paths inside the fleet folder."""
+
+    def test_key_references_resolve_like_doctor(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Before: 'ok' for an empty variable, a literal ${ANTHROPIC_KEY} and an unset one."""
+        monkeypatch.setenv("MCOS_TEST_KEY_A", "")
+        monkeypatch.setenv("MCOS_TEST_KEY_B", "${ANTHROPIC_KEY}")
+        monkeypatch.delenv("MCOS_TEST_TG_UNSET", raising=False)
+        path = write(
+            tmp_path,
+            TWO + '[channels.tg]\nkind = "telegram"\nagent = "gene"\n'
+            'token = "env:MCOS_TEST_TG_UNSET"\n',
+        )
+        assert checked(path) == [
+            f"{path}: agents.gene.key: agent gene: env:MCOS_TEST_KEY_B holds an unexpanded "
+            "variable (${ANTHROPIC_KEY}), not a key",
+            f"{path}: agents.jarvis.key: agent jarvis: env:MCOS_TEST_KEY_A is empty",
+            f"{path}: channels.tg.token: channel tg: env:MCOS_TEST_TG_UNSET: the variable "
+            "MCOS_TEST_TG_UNSET is not set",
+        ]
+        monkeypatch.setenv("MCOS_TEST_KEY_A", "sk-ant-a-0123456789")
+        monkeypatch.setenv("MCOS_TEST_KEY_B", "sk-ant-b-0123456789")
+        monkeypatch.setenv("MCOS_TEST_TG_UNSET", "123:ABC")
+        assert isinstance(check_fleet(path), list)
+
+    def test_two_agents_on_one_key_are_refused_unless_both_say_shared(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Before: two agents on env:MCOS_TEST_KEY_A passed. One reference, or two references
+        holding one key: refused, naming both; shared_key = true on each: a warning."""
+        monkeypatch.setenv("MCOS_TEST_KEY_A", "sk-ant-same-0123456789")
+        monkeypatch.setenv("MCOS_TEST_KEY_B", "sk-ant-same-0123456789")
+        one = write(tmp_path, TWO.replace("MCOS_TEST_KEY_B", "MCOS_TEST_KEY_A"))
+        assert messages(one) == [
+            f"{one}: agents.gene.key: the key reference env:MCOS_TEST_KEY_A is also the key of "
+            "jarvis: one key per agent, so that one can be revoked alone (or write "
+            "shared_key = true on each of them)",
+            f"{one}: agents.jarvis.key: the key reference env:MCOS_TEST_KEY_A is also the key "
+            "of gene: one key per agent, so that one can be revoked alone (or write "
+            "shared_key = true on each of them)",
+        ]
+        two = write(tmp_path, TWO)
+        assert load_fleet(two)  # the file alone cannot tell
+        assert checked(two)[0].split(": ", 2)[1:] == [
+            "agents.gene.key",
+            "the key behind env:MCOS_TEST_KEY_A and env:MCOS_TEST_KEY_B is also the key of "
+            "jarvis: one key per agent, so that one can be revoked alone (or write "
+            "shared_key = true on each of them)",
+        ]
+        marked = write(tmp_path, TWO.replace("key = ", "shared_key = true\nkey = "))
+        assert any("share the key behind" in w for w in check_fleet(marked))
+
+    def test_paths_stay_in_the_fleet_folder(self, tmp_path: Path) -> None:
+        """Before: workspace = '../../../../etc' and a mock channel at /etc loaded."""
+        text = (
+            BASE.replace('host = "mini"\n', 'host = "mini"\nworkspace = "../../../../etc"\n', 1)
+            + '[channels.notes]\nkind = "mock"\nagent = "jarvis"\npath = "/etc"\n'
+        )
+        path = write(tmp_path, text)
+        problems = messages(path)
+        outside = (tmp_path / "../../../../etc").resolve()  # /etc, or near it under xdist
+        assert (
+            f"{path}: agents.jarvis.workspace: '../../../../etc' resolves to {outside},"
+            in (problems[0])
+        )
+        assert "outside the fleet folder" in problems[0]
+        assert f"{path}: channels.notes.path: '/etc' resolves to /etc" in problems[1]
+        allowed = f'[fleet]\nallow_paths = ["/etc", "{outside}"]\n'
+        assert load_fleet(write(tmp_path, allowed + text))
+        store = '[server]\nstore = "sqlite:////var/lib/elsewhere/mcos.db?synchronous=normal"\n'
+        assert (
+            "server.store: 'sqlite:////var/lib/elsewhere/mcos.db"
+            in messages(write(tmp_path, store + BASE))[0]
+        )
+
+    def test_a_symlink_out_of_the_folder_is_followed(self, tmp_path: Path) -> None:
+        """The default workspace agents/jarvis, a symlink to /etc, is outside all the same; a
+        workspace holding the state folder is refused; allow_paths must be absolute."""
+        (tmp_path / "agents").mkdir()
+        (tmp_path / "agents" / "jarvis").symlink_to("/etc")
+        path = write(tmp_path, BASE)
+        assert "agents.jarvis.workspace: 'agents/jarvis' resolves to /etc" in messages(path)[0]
+        (tmp_path / "agents" / "jarvis").unlink()
+        text = BASE.replace('host = "mini"\n', 'host = "mini"\nworkspace = "."\n', 1)
+        assert "holds the state folder" in messages(write(tmp_path, text))[0]
+        relative = '[fleet]\nallow_paths = ["srv"]\n' + BASE
+        assert messages(write(tmp_path, relative)) == [
+            f"{tmp_path / 'fleet.toml'}: fleet.allow_paths.0: 'srv' is not an absolute path"
+        ]

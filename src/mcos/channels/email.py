@@ -46,6 +46,14 @@ IDLE_RENEW = 29 * 60.0
 COMMAND_TIMEOUT = 15.0
 """Seconds an IMAP command (or the greeting) may take before the connection is given up."""
 IMAP_PORTS: Final = {"ssl": 993, "starttls": 143, "none": 143}
+
+
+def mailbox_key(config: ChannelConfig) -> str:
+    """The lease key of an IMAP mailbox: one receiver per account across hosts."""
+    port = config.imap_port or IMAP_PORTS[config.imap_tls]
+    return account_key("email", f"{config.username}@{config.imap_host}:{port}")
+
+
 SMTP_PORTS: Final = {"ssl": 465, "starttls": 587, "none": 25}
 
 Tls = Literal["ssl", "starttls", "none"]
@@ -493,7 +501,7 @@ class EmailChannel:
 
     def exclusive_key(self) -> str | None:
         """One receiver per mailbox across hosts (the keyword makes two harmless, not cheap)."""
-        return account_key("email", f"{self._username}@{self._host}:{self._port}")
+        return mailbox_key(self.config)
 
     # receiving
 

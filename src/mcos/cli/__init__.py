@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import typer
 import uvicorn
 from fastapi import FastAPI
-from rich.markup import escape
 
 from mcos.api_models import AgentOut, LeaseOut, TokenOut
 from mcos.cli import common
@@ -30,6 +29,7 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import install_log_redaction
 from mcos.domain.tokens import PrincipalKind, parse_prefix
+from mcos.exceptions import Forbidden
 from mcos.ops.doctor import diagnose
 from mcos.ops.recover import RECOVERED, recover_operator
 from mcos.runtime.main import title
@@ -119,7 +119,7 @@ def config_check(fleet: FleetOpt = None) -> None:
     with friendly_errors():
         warnings = check_fleet(path)
     for w in warnings:
-        console.print(f"[yellow]warning:[/] {w}")
+        console.print(common.styled("warning:", "yellow", w))
     console.print(f"{path}: ok")
 
 
@@ -341,7 +341,7 @@ def systemd_check(
             common.fail(f"{path}: no such file")
         problems += systemd.check(path)
     for p in problems:
-        console.print(f"[red]{p.describe()}[/]", highlight=False)
+        console.print(p.describe(), style="red", highlight=False)
     if problems:
         raise typer.Exit(1)
     console.print(f"{len(files)} unit file(s): ok")
@@ -459,7 +459,10 @@ def status(
         health = client.do(Calls.health())
         now = client.do(Calls.time()).now
         agents = client.do(Calls.agents())
-        leases = {x.agent: x for x in client.do(Calls.leases())}
+        try:
+            leases = {x.agent: x for x in client.do(Calls.leases())}
+        except Forbidden:  # an agent's token: who holds which agent is the operators' business
+            leases = {}
     if as_json:
         print_json({"health": health, "now": now, "agents": agents, "leases": leases})
         return
@@ -746,13 +749,13 @@ def audit_verify(
         if cp.lines
         else f"checkpoint {cp.path}: no signed lines"
     )
-    console.print(escape(f"{keyed}; {checkpoint}"))
+    console.print(f"{keyed}; {checkpoint}")
     if result.intact:
         console.print(f"audit log intact: {result.records} records, head {result.head_seq}")
         return
     for f in result.findings:
         where = f"record {f.seq}" if f.seq is not None else "audit log"
-        common.err_console.print(f"[bold red]{f.kind}[/] ({where}): {escape(f.message)}")
+        common.err_console.print(common.styled(f"{f.kind} ({where}):", "bold red", f.message))
     raise typer.Exit(1)
 
 
@@ -940,10 +943,11 @@ def doctor(
     if as_json:
         print_json([v.as_dict() for v in verdicts])
     else:
-        marks = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[red]FAIL[/]"}
+        marks = {"ok": ("ok  ", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red")}
         for v in verdicts:
             fix = f" — fix: {v.fix}" if v.fix and v.status != "ok" else ""
-            console.print(f"{marks[v.status]} {v.check}: {v.detail}{fix}", highlight=False)
+            line = common.styled(*marks[v.status], f"{v.check}: {v.detail}{fix}")
+            console.print(line, highlight=False)
     failed = sum(v.failed for v in verdicts)
     if failed:
         if not as_json:

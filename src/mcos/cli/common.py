@@ -14,8 +14,8 @@ from typing import Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from mcos.client import Client, ServerUnreachable
 from mcos.config import Fleet, load_fleet
@@ -23,8 +23,12 @@ from mcos.exceptions import EX_CONFIG, ConfigError, ConfigErrors, McosError
 
 # Piped output (scripts, logs, CI) gets whole lines rather than an 80-column terminal's cuts.
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS", "200"))
-console = Console(width=_WIDTH)
-err_console = Console(stderr=True, width=_WIDTH)
+# No markup: what the CLI prints is mostly someone else's text (the fleet file, the server's
+# refusals, message subjects, a unit file's [Service]), and Rich would take its brackets for
+# markup and drop them ("needs 1 of [role:orchestrator, human]" printed as "needs 1 of ").
+# Style with ``styled()`` or ``style=``, never with markup in the string.
+console = Console(width=_WIDTH, markup=False)
+err_console = Console(stderr=True, width=_WIDTH, markup=False)
 
 EX_UNAVAILABLE = 69
 DEMO_DIR = "mcos-demo"
@@ -33,11 +37,14 @@ HOST_TOKEN_ENV = "MCOS_HOST_TOKEN"  # noqa: S105 (a variable name)
 HOSTS_DIR = "hosts"
 
 
+def styled(label: str, style: str, text: str = "") -> Text:
+    """``label`` in ``style``, then ``text`` printed as written (brackets and all)."""
+    return Text.assemble((label, style), f" {text}" if text else "")
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error for a person and exit with ``code``."""
-    # Escaped: messages quote quorums and keys in brackets ("1 of [role:orchestrator, human]"),
-    # which Rich would otherwise take for markup and drop.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(styled("error:", "bold red", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -48,7 +55,9 @@ def friendly_errors() -> Iterator[None]:
         yield
     except ConfigErrors as e:
         for error in e.errors:
-            err_console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False)
+            err_console.print(
+                styled("error:", "bold red", error.message), highlight=False, soft_wrap=True
+            )
         raise typer.Exit(EX_CONFIG) from None
     except ConfigError as e:
         fail(e.message, EX_CONFIG)
@@ -92,7 +101,10 @@ def connect(url: str | None, token: str | None, fleet: Path | None) -> Client:
             "no token: pass --token, set MCOS_TOKEN, or start `mcos server` once so it writes "
             "the first operator token to the fleet's state folder"
         )
-    return Client(url, token)
+    # Run from inside a supervised agent (a sidecar, a tool): its instance's fence goes along,
+    # or Mission Control refuses the agent's writes once it was leased.
+    fence = os.environ.get("MCOS_FENCE", "").strip()
+    return Client(url, token, fence=int(fence) if fence.isdigit() else None)
 
 
 def print_json(value: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mcos.config.models import BUILTIN_TOOLS, OPTIONAL_TOOLS, Fleet, FleetFile
+from mcos.config.secrets import Resolved, resolve_all
 from mcos.domain.authority import Matrix, concerns, validate
 from mcos.exceptions import ConfigError, ConfigErrors
 
@@ -158,6 +160,8 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
             seen.append(current)
             current = fleet.agents[current].reports_to
     errors.extend(_authority(fleet, file))
+    errors.extend(_shared_keys(fleet, file))
+    errors.extend(_paths(fleet, file))
     errors.extend(_channels(fleet, file))
     errors.extend(_mcp_tools(fleet, file))
     for topic, config in fleet.topics.items():
@@ -208,8 +212,124 @@ def load_fleet(path: str | Path) -> Fleet:
 
 
 def check_fleet(path: str | Path) -> list[str]:
-    """Warnings of a fleet file that loads; raises ``ConfigErrors`` when it does not."""
-    return load_fleet(path).warnings
+    """Warnings of a fleet file that loads and whose every key reference resolves to a key, as
+    ``mcos doctor`` judges them; raises ``ConfigErrors`` naming each problem otherwise."""
+    fleet = load_fleet(path)
+    file = str(path)
+    resolved = resolve_all(fleet)
+    errors = [
+        ConfigError(file, r.use.where, f"{r.use.owner}: {r.problem}") for r in resolved if r.problem
+    ]
+    errors.extend(shared_key_values(fleet, file, resolved))
+    if errors:
+        raise ConfigErrors(errors)
+    return fleet.warnings
+
+
+def _shared(fleet: Fleet, file: str, names: list[str], what: str) -> list[ConfigError]:
+    """Agents ``names`` share one key: refused, unless every one of them says shared_key."""
+    unmarked = [n for n in names if not fleet.agents[n].shared_key]
+    if not unmarked:
+        fleet._warnings.append(
+            f"agents {', '.join(names)} share {what} (shared_key = true): revoking it stops them "
+            "all, and the audit log cannot tell them apart at the provider"
+        )
+        return []
+    return [
+        ConfigError(
+            file,
+            f"agents.{n}.key",
+            f"{what} is also the key of {', '.join(m for m in names if m != n)}: one key per "
+            "agent, so that one can be revoked alone (or write shared_key = true on each of them)",
+        )
+        for n in unmarked
+    ]
+
+
+def _shared_keys(fleet: Fleet, file: str) -> list[ConfigError]:
+    """Two agents never name one key reference unless each says ``shared_key = true``."""
+    by_ref: dict[str, list[str]] = {}
+    for name, a in sorted(fleet.agents.items()):
+        if a.key is not None:
+            by_ref.setdefault(a.key, []).append(name)
+    errors: list[ConfigError] = []
+    for ref, names in by_ref.items():
+        if len(names) > 1:
+            errors.extend(_shared(fleet, file, names, f"the key reference {ref}"))
+    return errors
+
+
+def shared_key_values(fleet: Fleet, file: str, resolved: list[Resolved]) -> list[ConfigError]:
+    """Different references of two agents that hold one key are one key shared all the same
+    (for `mcos config check` and `mcos doctor`, which resolve the references)."""
+    by_value: dict[str, list[tuple[str, str]]] = {}
+    for r in resolved:
+        if r.value and r.use.where.startswith("agents."):
+            digest = hashlib.sha256(r.value.encode()).hexdigest()
+            by_value.setdefault(digest, []).append((r.use.where.split(".")[1], r.use.reference))
+    errors: list[ConfigError] = []
+    for holders in by_value.values():
+        if len({ref for _, ref in holders}) > 1:  # one reference is _shared_keys's case
+            what = "the key behind " + " and ".join(sorted({ref for _, ref in holders}))
+            errors.extend(_shared(fleet, file, [n for n, _ in holders], what))
+    return errors
+
+
+def _paths(fleet: Fleet, file: str) -> list[ConfigError]:
+    """Workspaces, mock channel folders, the state folder and a SQLite store resolve (symlinks
+    followed) inside the fleet file's folder or a folder of ``[fleet] allow_paths``; and no
+    workspace holds the state folder (the token key and the operator token)."""
+    base = fleet.base_dir.resolve()
+    roots = [base]
+    errors = []
+    for i, allowed in enumerate(fleet.fleet.allow_paths):
+        if Path(allowed).is_absolute():
+            roots.append(Path(allowed).resolve())
+        else:
+            errors.append(
+                ConfigError(file, f"fleet.allow_paths.{i}", f"{allowed!r} is not an absolute path")
+            )
+    places: list[tuple[str, str, Path]] = [
+        ("server.state_dir", str(fleet.server.state_dir), fleet.state_dir)
+    ]
+    store = fleet.store_url
+    if store.startswith("sqlite:///") and ":memory:" not in store:
+        places.append(
+            (
+                "server.store",
+                fleet.server.store,
+                Path(store.removeprefix("sqlite:///").partition("?")[0]),
+            )
+        )
+    for name, a in sorted(fleet.agents.items()):
+        workspace = fleet.workspace_path(name)
+        places.append((f"agents.{name}.workspace", a.workspace or f"agents/{name}", workspace))
+        if fleet.state_dir.is_relative_to(workspace):
+            errors.append(
+                ConfigError(
+                    file,
+                    f"agents.{name}.workspace",
+                    f"{workspace} holds the state folder {fleet.state_dir} (the token key and "
+                    "the operator token): the agent could read them; give it a folder of its own",
+                )
+            )
+    for name, c in sorted(fleet.channels.items()):
+        if c.kind == "mock":
+            places.append(
+                (f"channels.{name}.path", c.path or f"channels/{name}", fleet.channel_path(name))
+            )
+    for where, configured, resolved in places:
+        target = resolved.resolve()
+        if not any(target.is_relative_to(root) for root in roots):
+            errors.append(
+                ConfigError(
+                    file,
+                    where,
+                    f"{configured!r} resolves to {target}, outside the fleet folder {base}; "
+                    f'to allow it, add it (or a parent) to [fleet] allow_paths (["{target}"])',
+                )
+            )
+    return errors
 
 
 _ADDRESS_FIELD = {"telegram": "telegram", "discord": "discord", "email": "email"}

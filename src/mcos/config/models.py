@@ -71,6 +71,10 @@ class FleetInfo(_Model):
     daily_usd: float | None = Field(default=None, ge=0)
     """The whole fleet's daily model spend cap, on top of each agent's."""
     daily_tokens: int | None = Field(default=None, ge=0)
+    allow_paths: list[str] = Field(default_factory=list)
+    """Absolute folders outside the fleet file's folder that configured paths (workspaces, mock
+    channel folders, the state folder, a SQLite store) may lie in; every other path must resolve
+    (symlinks followed) inside the fleet file's folder."""
 
     @field_validator("timezone")
     @classmethod
@@ -435,6 +439,9 @@ class AgentConfig(_Model):
     model: ModelConfig = ModelConfig()
     key: str | None = None
     """Key reference: ``env:VAR``, ``file:PATH`` or ``credential:NAME``."""
+    shared_key: bool = False
+    """Knowingly share this agent's key with other agents that say so too (a warning); without
+    it two agents on one key are refused: one token per agent, so one can be revoked alone."""
     host: Name
     workspace: str | None = None
     """Relative to the fleet file's folder; default ``agents/<name>``."""

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from mcos.config.models import parse_key_ref
+from mcos.config.models import Fleet, parse_key_ref
 from mcos.domain.redaction import remember
 from mcos.exceptions import ConfigError
 
@@ -72,3 +73,66 @@ def resolve_key(
             where, "key", f"{reference}: cannot read {path} ({e.__class__.__name__})"
         ) from None
     return _check(text, where, reference)
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """One key reference written in the fleet file, and where."""
+
+    owner: str
+    """``agent jarvis``, ``channel tg``, ``MCP server github``: who uses it."""
+    where: str
+    """The key path: ``agents.jarvis.key``, ``channels.tg.token``, ``mcp.github.env.TOKEN``."""
+    reference: str
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A key reference with its value, or why it has none (never the value in ``problem``)."""
+
+    use: KeyUse
+    value: str = ""
+    problem: str = ""
+
+
+def key_uses(fleet: Fleet) -> list[KeyUse]:
+    """Every key reference of the fleet file: agents' keys, channels' secrets, MCP servers'
+    environment values written as references."""
+    uses = [
+        KeyUse(f"agent {name}", f"agents.{name}.key", a.key)
+        for name, a in sorted(fleet.agents.items())
+        if a.key is not None
+    ]
+    for name, c in sorted(fleet.channels.items()):
+        for field in ("token", "password", "smtp_password", "webhook_secret"):
+            ref = getattr(c, field)
+            if ref is not None:
+                uses.append(KeyUse(f"channel {name}", f"channels.{name}.{field}", ref))
+    for name, m in sorted(fleet.mcp.items()):
+        for var, value in sorted(m.env.items()):
+            if _is_reference(value):
+                uses.append(KeyUse(f"MCP server {name}", f"mcp.{name}.env.{var}", value))
+    return uses
+
+
+def resolve_all(fleet: Fleet, env: Mapping[str, str] | None = None) -> list[Resolved]:
+    """Each key reference resolved as an agent or channel resolves it at start: `mcos config
+    check` and `mcos doctor` both judge a fleet's secrets by this, one rule for both."""
+    out = []
+    for use in key_uses(fleet):
+        try:
+            value = resolve_key(use.reference, where=use.where, env=env, base_dir=fleet.base_dir)
+        except ConfigError as e:
+            out.append(Resolved(use, problem=e.problem))
+        else:
+            out.append(Resolved(use, value=value))
+    return out
+
+
+def _is_reference(value: str) -> bool:
+    """Whether an MCP environment value is a key reference (else a literal, passed as is)."""
+    try:
+        parse_key_ref(value)
+    except ValueError:
+        return False
+    return True

@@ -20,10 +20,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from mcos.config import load_fleet
+from mcos.config.loader import shared_key_values
 from mcos.config.models import Fleet
-from mcos.config.secrets import resolve_key
+from mcos.config.secrets import Resolved, resolve_all
 from mcos.domain.redaction import redact
-from mcos.exceptions import ConfigError, ConfigErrors, McosError
+from mcos.exceptions import ConfigErrors, McosError
 from mcos.runtime.clock import offset_from
 from mcos.store import make_store
 from mcos.store.migrations import latest
@@ -90,7 +91,8 @@ async def live_check(provider: str, key: str, base_url: str | None) -> str:
     return ""
 
 
-async def _secrets(fleet: Fleet, *, live: bool = False) -> list[Verdict]:
+async def _secrets(fleet: Fleet, resolved: list[Resolved], *, live: bool = False) -> list[Verdict]:
+    keys = {r.use.where: r for r in resolved}
     out = []
     for name, agent in sorted(fleet.agents.items()):
         if agent.key is None:
@@ -104,11 +106,11 @@ async def _secrets(fleet: Fleet, *, live: bool = False) -> list[Verdict]:
                     )
                 )
             continue
-        try:
-            value = resolve_key(agent.key, where=f"agents.{name}", base_dir=fleet.base_dir)
-        except ConfigError as e:
-            out.append(Verdict(f"secret {name}", "fail", e.problem, _secret_fix(agent.key)))
+        key = keys[f"agents.{name}.key"]
+        if key.problem:
+            out.append(Verdict(f"secret {name}", "fail", key.problem, _secret_fix(agent.key)))
             continue
+        value = key.value
         detail = f"{agent.key} present ({len(value)} chars)"
         if live:
             problem = await live_check(agent.model.provider, value, agent.model.base_url)
@@ -216,19 +218,19 @@ def _metrics_exposure(fleet: Fleet) -> list[Verdict]:
     ]
 
 
-def _channels(fleet: Fleet) -> list[Verdict]:
+def _channels(fleet: Fleet, resolved: list[Resolved]) -> list[Verdict]:
     """Each channel's credentials resolve (never echoed); a mock channel's folder is writable."""
     if not fleet.channels:
         return [Verdict("channels", "ok", "no channel accounts configured")]
     out = []
     for name, c in sorted(fleet.channels.items()):
         owner = f"for {c.agent}" if c.agent else "Mission Control's own (paging)"
-        refs = [r for r in (c.token, c.password, c.smtp_password, c.webhook_secret) if r]
-        try:
-            for ref in refs:
-                resolve_key(ref, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir)
-        except ConfigError as e:
-            out.append(Verdict(f"channel {name}", "fail", e.message, "set the secret it names"))
+        mine = [r for r in resolved if r.use.where.startswith(f"channels.{name}.")]
+        refs = [r.use.reference for r in mine]
+        broken = next((r for r in mine if r.problem), None)
+        if broken is not None:
+            detail = f"{fleet.path}: {broken.use.where}: {broken.problem}"
+            out.append(Verdict(f"channel {name}", "fail", detail, "set the secret it names"))
             continue
         if c.kind == "mock":
             folder = fleet.channel_path(name)
@@ -239,6 +241,20 @@ def _channels(fleet: Fleet) -> list[Verdict]:
         secrets = f"{len(refs)} secret(s) resolved" if refs else "no secrets"
         out.append(Verdict(f"channel {name}", "ok", f"{c.kind} {owner}: {secrets}"))
     return out
+
+
+def _mcp_secrets(fleet: Fleet, resolved: list[Resolved]) -> list[Verdict]:
+    """MCP servers' environment values written as key references resolve (never echoed)."""
+    return [
+        Verdict(
+            f"mcp {r.use.where.split('.')[1]}",
+            "fail" if r.problem else "ok",
+            f"{r.use.where}: {r.problem or f'{r.use.reference} present ({len(r.value)} chars)'}",
+            "set the secret it names" if r.problem else "",
+        )
+        for r in resolved
+        if r.use.where.startswith("mcp.")
+    ]
 
 
 def _disk(fleet: Fleet) -> Verdict:
@@ -275,11 +291,17 @@ async def diagnose(
     fleet, verdicts = _config(fleet_path)
     if fleet is None:
         return verdicts
-    verdicts += await _secrets(fleet, live=live)
+    resolved = resolve_all(fleet)  # the same judgement as `mcos config check`
+    verdicts += [
+        Verdict("config", "fail", e.message, "one key per agent, or shared_key = true on each")
+        for e in shared_key_values(fleet, str(fleet.path), resolved)
+    ]
+    verdicts += await _secrets(fleet, resolved, live=live)
     verdicts.append(await _store(fleet))
     verdicts += _mission_control(fleet)
     verdicts += _metrics_exposure(fleet)
-    verdicts += _channels(fleet)
+    verdicts += _channels(fleet, resolved)
+    verdicts += _mcp_secrets(fleet, resolved)
     verdicts += _units(units or [])
     verdicts.append(_disk(fleet))
     return verdicts

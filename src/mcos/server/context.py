@@ -35,6 +35,11 @@ class ChannelBinding:
     kind: str
     agent: str | None
     """The bound agent; None: Mission Control's own (paging humans)."""
+    lease_key: str | None = None
+    """The one lease key its receiver may hold (:func:`mcos.channels.factory.lease_key`);
+    None: none is granted (a mock folder or a webhook needs no lease, or the key is unknown)."""
+    lease_key_problem: str = ""
+    """Why Mission Control could not derive ``lease_key`` (a bot token it cannot resolve)."""
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from mcos.channels.factory import open_channel
+from mcos.channels.factory import lease_key, open_channel
 from mcos.config import Fleet, load_fleet
 from mcos.config.secrets import resolve_key
 from mcos.domain.authority import Matrix
@@ -19,6 +20,8 @@ from mcos.ops.filemodes import private_dir, private_file
 from mcos.server.app import OPERATOR_TOKEN_FILE, create_app
 from mcos.server.context import ChannelBinding, ServerSettings
 from mcos.store import make_store
+
+log = logging.getLogger(__name__)
 
 TOKEN_KEY_FILE = "server.key"  # noqa: S105 (a file name)
 FLEET_ENV = "MCOS_FLEET"
@@ -66,7 +69,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         matrix=Matrix.build(fleet.authority),
         human_roles={name: h.role for name, h in fleet.humans.items()},
         workspaces={name: str(fleet.workspace_path(name)) for name in fleet.agents},
-        channels={name: ChannelBinding(c.kind, c.agent) for name, c in fleet.channels.items()},
+        channels=channel_bindings(fleet),
         page_routes=page_routes(fleet),
         send_limits=fleet.messaging.limits(),
         pingpong=fleet.messaging.pingpong(),
@@ -98,6 +101,21 @@ def host_agents(fleet: Fleet) -> dict[str, frozenset[str]]:
         )
         for host in fleet.hosts
     }
+
+
+def channel_bindings(fleet: Fleet) -> dict[str, ChannelBinding]:
+    """Each channel's agent and the one lease key its receiver may hold. A bot token that does
+    not resolve where Mission Control runs leaves the key unknown: that channel's leases are
+    refused, saying so, until the token is given to Mission Control too."""
+    out = {}
+    for name, c in fleet.channels.items():
+        try:
+            key, problem = lease_key(name, fleet), ""
+        except ConfigError as e:
+            key, problem = None, e.problem
+            log.warning("channel %s: no lease can be granted: %s", name, problem)
+        out[name] = ChannelBinding(c.kind, c.agent, key, problem)
+    return out
 
 
 def page_routes(fleet: Fleet) -> dict[str, tuple[PageRoute, ...]]:

@@ -8,6 +8,7 @@ sends the messages a decision implies (to a gate's confirmers, to the fleet, to 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +88,18 @@ class Governance:
         await self.mc.refuse(caller, action, rule, **targets)
         raise Forbidden(rule, rule=rule)
 
+    @contextlib.asynccontextmanager
+    async def conflicts_audited(
+        self, caller: Principal, action: str, **targets: str
+    ) -> AsyncIterator[None]:
+        """A 409 from the store (a second vote, a second confirmation, a duplicate request, a
+        race lost to another decision) is audited as refused, like a 403, then raised."""
+        try:
+            yield
+        except Conflict as e:
+            await self.mc.refuse(caller, action, e.message, **targets)
+            raise
+
     async def _send(
         self,
         to: str,
@@ -131,14 +144,15 @@ class Governance:
         key = fingerprint(observation or summary)
         open_ = await self.mc.store.open_incident(key)
         if open_ is not None:
-            grouped = await self.mc.store.transition_incident(
-                open_.id,
-                open_.state,
-                open_.state,
-                open_.severity,
-                (caller.actor, "grouped", f"{severity}: {summary}"),
-                more_reports=1,
-            )
+            async with self.conflicts_audited(caller, "incident.report", incident=str(open_.id)):
+                grouped = await self.mc.store.transition_incident(
+                    open_.id,
+                    open_.state,
+                    open_.state,
+                    open_.severity,
+                    (caller.actor, "grouped", f"{severity}: {summary}"),
+                    more_reports=1,
+                )
             await self._audit(caller, "incident.grouped", grouped, severity=severity)
             return Outcome(incident=grouped, grouped=True)
         me = await self.party(caller)
@@ -261,9 +275,10 @@ class Governance:
                 f"confirm_incident:{target} is not for {caller.actor}"
             )
             await self.refuse(caller, "incident.confirm", rule, incident=str(incident_id))
-        await self.mc.store.record_incident_event(
-            incident_id, caller.actor, "confirm", target, reason
-        )
+        async with self.conflicts_audited(caller, "incident.confirm", incident=str(incident_id)):
+            await self.mc.store.record_incident_event(
+                incident_id, caller.actor, "confirm", target, reason
+            )
         await self._audit(caller, "incident.confirm_vote", incident, severity=target)
         events = await self.mc.store.incident_events(incident_id)
         parties = await self.parties()
@@ -285,13 +300,14 @@ class Governance:
             if incident.state is IncidentState.REPORTED
             else IncidentState.ESCALATED
         )
-        moved = await self.mc.store.transition_incident(
-            incident_id,
-            incident.state.value,
-            new_state.value,
-            target,
-            (caller.actor, new_state.value, f"gate {target} met: {gate.describe()}"),
-        )
+        async with self.conflicts_audited(caller, "incident.confirm", incident=str(incident_id)):
+            moved = await self.mc.store.transition_incident(
+                incident_id,
+                incident.state.value,
+                new_state.value,
+                target,
+                (caller.actor, new_state.value, f"gate {target} met: {gate.describe()}"),
+            )
         await self._audit(caller, f"incident.{new_state.value}", moved, severity=target)
         notified = await self._broadcast(moved) if broadcast(target) else ()
         return Outcome(incident=moved, gate_met=True, notified=notified)
@@ -313,13 +329,14 @@ class Governance:
         if me.kind != "human" and not self.matrix.may_vote(f"confirm_incident:{level}", me):
             rule = f"only a {level} confirmer or a human may mark incident {incident_id} {state}"
             await self.refuse(caller, f"incident.{state}", rule, incident=str(incident_id))
-        moved = await self.mc.store.transition_incident(
-            incident_id,
-            incident.state.value,
-            state,
-            incident.severity,
-            (caller.actor, state, reason),
-        )
+        async with self.conflicts_audited(caller, f"incident.{state}", incident=str(incident_id)):
+            moved = await self.mc.store.transition_incident(
+                incident_id,
+                incident.state.value,
+                state,
+                incident.severity,
+                (caller.actor, state, reason),
+            )
         await self._audit(caller, f"incident.{state}", moved, severity=incident.severity)
         return Outcome(incident=moved)
 
@@ -366,20 +383,21 @@ class Governance:
         assert rule.approve is not None
         if executor is not None and await self.mc.store.recipient_kind(executor) != "agent":
             raise InvalidRequest(f"executor: no agent {executor!r}", field="executor")
-        made = await self.mc.store.create_approval(
-            NewApproval(
-                action,
-                payload,
-                payload_hash(action, payload),
-                caller.actor,
-                rationale,
-                rule.approve.describe(),
-                executor,
-                constraints,
-                self.mc.settings.approval_expiry,
-                report_every,
+        async with self.conflicts_audited(caller, "approval.request"):
+            made = await self.mc.store.create_approval(
+                NewApproval(
+                    action,
+                    payload,
+                    payload_hash(action, payload),
+                    caller.actor,
+                    rationale,
+                    rule.approve.describe(),
+                    executor,
+                    constraints,
+                    self.mc.settings.approval_expiry,
+                    report_every,
+                )
             )
-        )
         await self.mc.store.record(
             AuditEvent(
                 actor=caller.actor,
@@ -433,7 +451,8 @@ class Governance:
             rule = f"{caller.actor} is not on the committee for {request.action} ({request.quorum})"
             await self.refuse(caller, "approval.vote", rule, approval=str(approval_id))
         assert quorum is not None
-        await self.mc.store.add_vote(approval_id, caller.actor, vote, rationale)
+        async with self.conflicts_audited(caller, "approval.vote", approval=str(approval_id)):
+            await self.mc.store.add_vote(approval_id, caller.actor, vote, rationale)
         await self.mc.store.record(
             AuditEvent(
                 actor=caller.actor,
@@ -442,7 +461,8 @@ class Governance:
                 detail={"vote": vote, "rationale": rationale[:500]},
             )
         )
-        return await self._tally(request, quorum, caller)
+        async with self.conflicts_audited(caller, "approval.vote", approval=str(approval_id)):
+            return await self._tally(request, quorum, caller)
 
     async def _tally(self, request: Approval, quorum: Quorum, caller: Principal) -> Outcome:
         """Approved when the yes-votes decide it (the requester's request may fill its own

@@ -47,10 +47,30 @@ async def bound(mc: MissionControl, caller: Principal, channel: str, action: str
     raise Forbidden(rule, rule=rule)
 
 
+async def own_key(mc: MissionControl, caller: Principal, channel: str, key: str) -> None:
+    """Refuse (403, audited) a lease key other than the channel's own account's: bound to one
+    channel, an agent must not take (and so block) the receiver lease of another account."""
+    binding = await bound(mc, caller, channel, "channel.lease")
+    if binding.lease_key is not None and hmac.compare_digest(key, binding.lease_key):
+        return
+    if binding.lease_key is not None:
+        rule = f"a lease of channel {channel} is for its own account's key only"
+    elif binding.lease_key_problem:
+        rule = (
+            f"Mission Control cannot derive channel {channel}'s lease key "
+            f"({binding.lease_key_problem}): give it the channel's token too"
+        )
+    else:
+        rule = f"channel {channel} ({binding.kind}) takes no lease: its receiver needs none"
+    await mc.refuse(caller, "channel.lease", rule, channel=channel, key=key)
+    raise Forbidden(f"{rule} (asked for {key})", rule=rule, channel=channel)
+
+
 @router.post("/{channel}/lease/acquire", response_model=LeaseOut, responses=ERRORS)
 async def acquire(channel: str, request: ChannelLeaseAcquire, mc: MC, caller: Caller) -> LeaseOut:
-    """Become the one receiver of the account; 409 ``lease_held`` names who is."""
-    await bound(mc, caller, channel, "channel.lease")
+    """Become the one receiver of the account (403 for any key but the channel's own account's,
+    audited); 409 ``lease_held`` names who is."""
+    await own_key(mc, caller, channel, request.key)
     before = await mc.store.lease(request.key)
     lease = await mc.store.acquire_lease(
         request.key, request.holder, request.host, timedelta(seconds=request.ttl_seconds)
@@ -70,7 +90,7 @@ async def acquire(channel: str, request: ChannelLeaseAcquire, mc: MC, caller: Ca
 @router.post("/{channel}/lease/renew", response_model=LeaseOut, responses=ERRORS)
 async def renew(channel: str, request: ChannelLeaseRenew, mc: MC, caller: Caller) -> LeaseOut:
     """Keep receiving; 409 ``lease_lost`` means: stop polling now."""
-    await bound(mc, caller, channel, "channel.lease")
+    await own_key(mc, caller, channel, request.key)
     lease = await mc.store.renew_lease(
         request.key, request.holder, request.fence, timedelta(seconds=request.ttl_seconds)
     )
@@ -80,7 +100,7 @@ async def renew(channel: str, request: ChannelLeaseRenew, mc: MC, caller: Caller
 @router.post("/{channel}/lease/release", status_code=204, responses=ERRORS)
 async def release(channel: str, request: ChannelLeaseRelease, mc: MC, caller: Caller) -> None:
     """Stop receiving, so another process need not wait for the lease to expire."""
-    await bound(mc, caller, channel, "channel.lease")
+    await own_key(mc, caller, channel, request.key)
     await mc.store.release_lease(request.key, request.holder, request.fence)
 
 
@@ -201,7 +221,9 @@ async def ack_page(page_id: RowId, mc: MC, caller: Caller) -> PageOut:
         raise Forbidden(f"{rule} ({page.human})", rule=rule)
     done = await mc.store.ack_page(page_id, caller.name)
     if done is None:
-        raise Conflict(f"page {page_id} was already acknowledged", page=page_id)
+        rule = f"page {page_id} was already acknowledged"
+        await mc.refuse(caller, "page.ack", rule, page=str(page_id))
+        raise Conflict(rule, page=page_id)
     await mc.store.record(
         AuditEvent(
             actor=caller.actor,

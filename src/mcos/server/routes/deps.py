@@ -9,7 +9,7 @@ from pydantic import WithJsonSchema
 
 from mcos.api_models import MAX_ID
 from mcos.domain.audit import AuditEvent
-from mcos.domain.leases import stale
+from mcos.domain.leases import FENCE_HEADER, stale
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Fenced, Forbidden
 from mcos.server.context import MissionControl, mission_control
@@ -46,6 +46,9 @@ async def _host_route(mc: MissionControl, principal: Principal, request: Request
     raise Forbidden(f"{rule}; not {request.method} {route}", rule=rule)
 
 
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def current_principal(
     mc: MC,
     request: Request,
@@ -61,10 +64,17 @@ async def current_principal(
     ] = None,
 ) -> Principal:
     """The authenticated caller (401 otherwise); an agent instance whose fencing token is older
-    than its agent's current lease is refused (409 ``fenced``) — another instance took over."""
+    than its agent's current lease is refused (409 ``fenced``) — another instance took over —
+    and so is an agent's write without a fencing token once one was issued for the agent."""
     principal = await mc.auth.principal(authorization)
     if principal.kind is PrincipalKind.HOST:
         await _host_route(mc, principal, request)
+    if (
+        x_mcos_fence is None
+        and principal.kind is PrincipalKind.AGENT
+        and request.method not in READS
+    ):
+        await unfenced_write(mc, principal)
     if x_mcos_fence is not None and principal.kind is PrincipalKind.AGENT:
         current = await mc.store.lease(principal.name)
         if stale(x_mcos_fence, current):
@@ -87,6 +97,31 @@ async def current_principal(
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
+
+
+async def unfenced_write(mc: MissionControl, principal: Principal) -> None:
+    """Refuse (409 ``fenced``, audited) a write of an agent without a fencing token once a
+    lease was granted for it: under a supervisor every instance carries its fence, so a write
+    without one comes from outside the one live instance. An agent never leased (run by hand,
+    embedded) writes without a fence as before."""
+    current = await mc.store.lease(principal.name)
+    if current is None or current.fence <= 0:
+        return
+    await mc.store.record(
+        AuditEvent(
+            actor=principal.actor,
+            action="lease.fenced",
+            targets={"agent": principal.name},
+            detail={"presented": "none", "current": current.fence},
+            outcome="refused",
+        )
+    )
+    msg = (
+        f"a write of {principal.name} without a fencing token ({FENCE_HEADER} missing): "
+        f"a fence was issued for it ({current.holder} on {current.host or '?'}, fence "
+        f"{current.fence}); send the instance's current fence"
+    )
+    raise Fenced(msg, presented=None, current=current.fence, missing=FENCE_HEADER)
 
 
 async def require_operator(mc: MC, caller: Caller, action: str) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from mcos.api_models import LeaseAcquire, LeaseOut, LeaseRelease, LeaseRenew
 from mcos.domain.audit import AuditEvent
 from mcos.exceptions import NotFound
-from mcos.server.routes.deps import MC, Caller, require_supervisor
+from mcos.server.routes.deps import MC, Caller, require_operator, require_supervisor
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1/leases", tags=["leases"])
@@ -60,6 +60,11 @@ async def release(agent: str, request: LeaseRelease, mc: MC, caller: Caller) -> 
 
 @router.get("", response_model=list[LeaseOut], responses=ERRORS)
 async def list_leases(mc: MC, caller: Caller) -> list[LeaseOut]:
-    """Every agent's current (or last) lease, with Mission Control's time to judge it by."""
+    """Every agent's current (or last) lease, with Mission Control's time to judge it by
+    (operators: 403 for agents, audited — who runs where is not an agent's business)."""
+    # Hook for the host principal: the supervisor does not read this route today (it learns
+    # its own leases from acquire/renew answers; only `mcos status` lists them). Should a host
+    # ever need it, answer it its own agents' leases only, never the fleet's.
+    await require_operator(mc, caller, "lease.list")
     now = await mc.store.now()
     return [LeaseOut.of(x, now) for x in await mc.store.leases()]
