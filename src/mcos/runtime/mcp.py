@@ -67,9 +67,9 @@ approved ``mcp_call`` request a turn holding untrusted content must name."""
 MAX_DESCRIPTION = 2_000
 """Characters of a server's tool description kept inside its fence."""
 
-Gate = Callable[[str, dict[str, Any], int | None], Awaitable[str | None]]
-"""The runtime's gate for one writing call (exposed name, payload, approval id): None to go
-on, else the refusal the model reads; ``Forbidden`` when Mission Control refused."""
+Gate = Callable[[str, dict[str, Any], int | None], Awaitable[None]]
+"""The runtime's gate for one writing call (exposed name, payload, approval id): returns to go
+on, raises ``Forbidden`` with the refusal the model reads."""
 
 
 def writes(tool: mcp_types.Tool) -> bool:
@@ -430,12 +430,12 @@ class McpTools:
         if approval is not None and (isinstance(approval, bool) or not isinstance(approval, int)):
             return ToolResult(call.id, f"error: {APPROVAL_ARG} must be an integer", True)
         try:
-            refused = await self.gate(call.name, mcp_payload(call.name, args), approval)
+            await self.gate(call.name, mcp_payload(call.name, args), approval)
         except McosError as e:
             return ToolResult(call.id, redact(f"error: {e.message}"), is_error=True)
         except (httpx.HTTPError, OSError) as e:  # Mission Control unreachable: not allowed
             return ToolResult(call.id, redact(f"error: {e.__class__.__name__}: {e}"), True)
-        return None if refused is None else ToolResult(call.id, refused, is_error=True)
+        return None
 
     async def _run(
         self, conn: _Connection, session: ClientSession, tool: McpTool, args: dict[str, object]

@@ -22,7 +22,7 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact
-from mcos.exceptions import McosError
+from mcos.exceptions import Forbidden, McosError
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock
@@ -197,17 +197,17 @@ Handler = Callable[[ToolContext, Any], Awaitable[str]]
 
 async def untrusted_gate(
     ctx: ToolContext, tool: str, action: str, payload: dict[str, Any], approval_id: int | None
-) -> str | None:
+) -> None:
     """The one gate of every outbound or governed act a tool does (channel posts and replies,
-    external e-mail, directives, recoveries, MCP tools that write): None when it may go on,
-    else the refusal the model reads.
+    external e-mail, directives, recoveries, MCP tools that write): returns when it may go on,
+    else raises ``Forbidden`` with the refusal the model reads (as an error result).
 
     From a turn holding untrusted content (``ctx.tainted``) only an approved request for
     ``action`` and exactly ``payload`` allows it: without ``approval_id`` it is refused here,
     audited, before Mission Control is even asked (defence in depth). Otherwise Mission Control
     decides (``POST /v1/approvals/authorize``, told the turn is tainted): alone where the
     matrix lets the agent and the turn is clean, else only with that approved request — a
-    refusal there is its 403 (audited by Mission Control), raised as ``Forbidden``.
+    refusal there is its 403 (audited by Mission Control).
     """
     if ctx.tainted and approval_id is None:
         rule = (
@@ -226,12 +226,12 @@ async def untrusted_gate(
                     )
                 )
             )
-        return (
+        raise Forbidden(
             f"refused: {rule} (request_approval with action {action!r} and payload {shown}, "
-            f"then call {tool} again with its approval_id)"
+            f"then call {tool} again with its approval_id)",
+            rule=rule,
         )
     await ctx.client.do(Calls.authorize(action, payload, approval_id, tainted=ctx.tainted))
-    return None
 
 
 @dataclass(frozen=True)
@@ -253,10 +253,7 @@ class Tool:
 async def _send(ctx: ToolContext, a: SendMessage) -> str:
     if a.kind == "directive":  # a governed act (issue_directive): through the gate
         payload = {"to": a.to, "subject": a.subject, "body": a.body}
-        if refused := await untrusted_gate(
-            ctx, "send_message", "issue_directive", payload, a.approval_id
-        ):
-            return refused
+        await untrusted_gate(ctx, "send_message", "issue_directive", payload, a.approval_id)
     sent = await ctx.client.do(
         Calls.send(
             a.to, a.body, subject=a.subject, kind=MessageKind(a.kind), priority=Priority(a.priority)
@@ -426,8 +423,7 @@ async def _run_check(ctx: ToolContext, a: RunCheck) -> str:
 async def _recover(ctx: ToolContext, a: Recover) -> str:
     if ctx.recoverer is None:
         return "recovery is not available"
-    if refused := await untrusted_gate(ctx, "recover", "recover", {"name": a.name}, a.approval_id):
-        return refused
+    await untrusted_gate(ctx, "recover", "recover", {"name": a.name}, a.approval_id)
     run = await ctx.recoverer.run(a.name, a.reason)
     if run.ran:
         ctx.actions.append(f"ran recovery {a.name}")
@@ -453,10 +449,7 @@ async def _post(ctx: ToolContext, a: PostToChannel, *, tool: str = "post_to_chan
                 )
             )  # fmt: skip
         return f"error: {rule}"
-    if refused := await untrusted_gate(
-        ctx, tool, "post_to_channel", post_payload(a), a.approval_id
-    ):
-        return refused
+    await untrusted_gate(ctx, tool, "post_to_channel", post_payload(a), a.approval_id)
     ref = await channel.send(Outbound(a.channel, a.text, a.to))
     ctx.actions.append(f"posted to {a.channel}")
     return f"posted to {a.channel} ({ref})"
@@ -469,10 +462,7 @@ async def _send_external_email(ctx: ToolContext, a: SendExternalEmail) -> str:
         return f"error: {a.channel!r} is not one of your e-mail channels (yours: {mine or 'none'})"
     payload = {"to": a.to, "subject": a.subject, "body": a.body}
     # Mission Control decides: alone if the matrix lets this agent, else the approved request.
-    if refused := await untrusted_gate(
-        ctx, "send_external_email", "send_external_email", payload, a.approval_id
-    ):
-        return refused
+    await untrusted_gate(ctx, "send_external_email", "send_external_email", payload, a.approval_id)
     ref = await channel.send(Outbound(a.channel, a.body, to=a.to, subject=a.subject))
     ctx.actions.append(f"e-mailed {a.to}")
     return f"sent e-mail to {a.to} ({ref})"
@@ -586,8 +576,8 @@ class Toolbox:
         self._mcp = tools
         if tools is not None:
 
-            async def gate(name: str, payload: dict[str, Any], approval: int | None) -> str | None:
-                return await untrusted_gate(self.ctx, name, "mcp_call", payload, approval)
+            async def gate(name: str, payload: dict[str, Any], approval: int | None) -> None:
+                await untrusted_gate(self.ctx, name, "mcp_call", payload, approval)
 
             tools.gate = gate
 
