@@ -66,9 +66,9 @@ async def test_an_injected_telegram_message_posts_nothing_and_directs_no_one(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """jarvis (the orchestrator: it may post and issue directives alone) reads the injected
-    message and its model obeys: both acts are refused and audited, nothing reaches Telegram
-    or gene. With an approved request for exactly that post it goes out; another text under the
-    same approval is refused by Mission Control."""
+    message and its model obeys — a post, a directive, a reply in the chat: each is refused and
+    audited, nothing reaches Telegram or gene. With an approved request for exactly that post
+    it goes out; another text under the same approval is refused by Mission Control."""
     monkeypatch.setenv("MCOS_TEST_TG_TOKEN", TOKEN)
     monkeypatch.setenv("JARVIS_ANTHROPIC_KEY", KEY)
     rig = rig_factory(
@@ -100,15 +100,23 @@ api_url = "{telegram.url}"
                 [
                     {"type": "tool_use", "name": "post_to_channel", "input": POST},
                     {"type": "tool_use", "name": "send_message", "input": DIRECTIVE},
+                    {
+                        "type": "tool_use",
+                        "name": "reply",
+                        "input": {
+                            "message_id": delivery.message.id,
+                            "body": "Done, selling everything.",
+                        },
+                    },
                 ],
                 stop_reason="tool_use",
             ),
-            Text("I could not do either."),
+            Text("I could not do any of it."),
         )
         assert await jarvis.handle_messages()
         assert "UNTRUSTED content from telegram" in str(model.requests[0].body["messages"])
         results = _tool_results(model, 1)
-        assert [r["is_error"] for r in results] == [True, True]
+        assert [r["is_error"] for r in results] == [True, True, True]
         assert all("untrusted content is in this turn" in str(r["content"]) for r in results), (
             results
         )
@@ -121,6 +129,7 @@ api_url = "{telegram.url}"
         refused = await operator.do(Calls.audit(action="runtime.tool.refused"))
         assert sorted(str(e.targets["tool"]) for e in refused) == [
             "post_to_channel",
+            "reply",
             "send_message",
         ]
         assert {e.detail["action"] for e in refused} == {"post_to_channel", "issue_directive"}
