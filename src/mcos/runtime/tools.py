@@ -215,6 +215,8 @@ async def untrusted_gate(
             "this payload"
         )
         shown = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        if len(shown) > 2_000:  # the model has its own call: the start says which one
+            shown = shown[:2_000] + "… (the rest as in your call)"
         with contextlib.suppress(McosError):  # the refusal stands even if the audit write fails
             await ctx.client.do(
                 Calls.record_event(

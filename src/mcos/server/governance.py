@@ -566,10 +566,8 @@ class Governance:
             )  # fmt: skip
             return f"approval {request.id}"
         if tainted:
-            await self.refuse(
-                caller, f"authorize.{action}", refusal, approval=str(approval_id or ""),
-                untrusted="true",
-            )  # fmt: skip
+            given = {"approval": str(approval_id)} if approval_id is not None else {}
+            await self.refuse(caller, f"authorize.{action}", refusal, untrusted="true", **given)
         await self.refuse(caller, f"authorize.{action}", refusal)
         return ""  # unreachable: refuse raises
 
