@@ -451,6 +451,8 @@ async def _post(ctx: ToolContext, a: PostToChannel, *, tool: str = "post_to_chan
                 )
             )  # fmt: skip
         return f"error: {rule}"
+    if channel.kind == "email" and tool == "post_to_channel":
+        return f"error: {a.channel} is an e-mail channel: use send_external_email (governed)"
     await untrusted_gate(ctx, tool, "post_to_channel", post_payload(a), a.approval_id)
     ref = await channel.send(Outbound(a.channel, a.text, a.to))
     ctx.actions.append(f"posted to {a.channel}")

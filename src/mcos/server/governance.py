@@ -8,6 +8,7 @@ sends the messages a decision implies (to a gate's confirmers, to the fleet, to 
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -519,7 +520,13 @@ class Governance:
         await self._send(
             name,
             f"Request {request.id} {request.state.value}: {request.action}",
-            f"{request.action} was {request.state.value} ({request.reason or request.quorum}).",
+            f"{request.action} was {request.state.value} ({request.reason or request.quorum})."
+            # The exact payload approved: what the requester acts on with this approval's id.
+            + (
+                f"\nPayload: {json.dumps(request.payload, ensure_ascii=False, sort_keys=True)}"
+                if request.state is ApprovalState.APPROVED
+                else ""
+            ),
             priority=Priority.NORMAL,
             kind=MessageKind.REPORT,
             meta={"approval": str(request.id)},
