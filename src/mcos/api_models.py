@@ -472,6 +472,11 @@ class ApprovalRequest(_In):
         description="Cron schedule of the reports the executor promises (e.g. weekly: "
         "'0 9 * * 1'); its runtime schedules them when it acknowledges the directive.",
     )
+    tainted: bool = Field(
+        default=False,
+        description="Raised from a turn holding untrusted content: marked so for the "
+        "committee, and the requester's own seat never counts towards its quorum.",
+    )
 
     @field_validator("report_every")
     @classmethod
@@ -488,6 +493,11 @@ class AuthorizeRequest(_In):
     action: str = Field(pattern=r"^[a-z][a-z0-9_.:-]*$", max_length=100)
     payload: FreeJson = Field(default_factory=dict)
     approval_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    tainted: bool = Field(
+        default=False,
+        description="The caller's turn holds untrusted content: only an approved request for "
+        "exactly this action and payload allows it, even where the caller may act alone.",
+    )
 
 
 class AuthorizeOut(_Out):

@@ -485,12 +485,15 @@ class Calls:
         executor: str | None = None,
         constraints: str = "",
         report_every: str | None = None,
+        tainted: bool = False,
     ) -> Call[ApprovalOut]:
-        """Ask the committee for a governed action."""
+        """Ask the committee for a governed action (``tainted``: from a turn holding untrusted
+        content)."""
         body = ApprovalRequest(
             action=action, payload=payload, rationale=rationale, executor=executor,
             constraints=constraints,
             report_every=report_every,
+            tainted=tainted,
         )  # fmt: skip
         return Call("POST", "/v1/approvals", _model(_APPROVAL), json=body.model_dump())
 
@@ -513,10 +516,17 @@ class Calls:
 
     @staticmethod
     def authorize(
-        action: str, payload: dict[str, Any] | None = None, approval_id: int | None = None
+        action: str,
+        payload: dict[str, Any] | None = None,
+        approval_id: int | None = None,
+        *,
+        tainted: bool = False,
     ) -> Call[AuthorizeOut]:
-        """May I do this governed action now? (``Forbidden`` with the rule if not.)"""
+        """May I do this governed action now? (``Forbidden`` with the rule if not.) ``tainted``:
+        my turn holds untrusted content, so only an approved request for this payload will do."""
         body = {"action": action, "payload": payload or {}, "approval_id": approval_id}
+        if tainted:
+            body["tainted"] = True
         return Call("POST", "/v1/approvals/authorize", _model(_AUTHORIZE), json=body)
 
     @staticmethod

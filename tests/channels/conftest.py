@@ -218,9 +218,13 @@ def make_mail(
     to: str = "alice@example.com",
     *,
     html: str | None = None,
+    auth_results: tuple[str, ...] = (),
 ) -> bytes:
-    """An RFC 5322 message as bytes."""
+    """An RFC 5322 message as bytes; ``auth_results``: Authentication-Results headers (the
+    receiving server's first), as a server that checked DKIM/SPF/DMARC adds them."""
     mail = EmailMessage()
+    for result in auth_results:
+        mail["Authentication-Results"] = result
     mail["From"] = sender
     mail["To"] = to
     mail["Subject"] = subject

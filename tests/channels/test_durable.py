@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from mcos.api_models import ApprovalOut
 from mcos.channels.base import account_key
 from mcos.client import Calls, Client
 from mcos.config import load_fleet
@@ -327,7 +328,8 @@ def test_the_agent_sigkilled_with_replies_queued_sends_each_once_after_restart(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The whole agent under ``mcos up`` (Mission Control on PostgreSQL): gene's offline model
-    answers three Telegram messages while Telegram answers 429 to every send; gene is
+    answers three Telegram messages (each answer approved by a human) while Telegram answers
+    429 to every send; gene is
     SIGKILLed with the three replies queued, the supervisor restarts it, and each reply
     arrives exactly once."""
     monkeypatch.setenv("MCOS_TEST_TG_TOKEN", TG)
@@ -342,6 +344,18 @@ def test_the_agent_sigkilled_with_replies_queued_sends_each_once_after_restart(
     spool = load_fleet(rig.fleet).workspace_path("gene") / ".mcos" / "channels.sqlite"
     for i in range(3):
         telegram.push(TG, f"question {i}", chat_id=int(CHAT))
+
+    # Each answer comes from a turn holding the chat's untrusted text: gene asks for approval of
+    # exactly that reply, and a human approves each (then gene posts it with the approval).
+    def asked() -> list[ApprovalOut]:
+        with rig.client() as operator:
+            return operator.do(Calls.approvals(state="pending"))
+
+    wait_for("three answers asked for", lambda: len(asked()) == 3, 90)
+    with rig.client() as operator:
+        for request in asked():
+            assert request.action == "post_to_channel"
+            operator.do(Calls.vote(request.id, "approve", "a fine answer"))
 
     def turn_done_with_replies_queued() -> bool:
         with rig.client() as operator:

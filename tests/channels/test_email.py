@@ -34,6 +34,11 @@ RULES = [
 ]
 
 
+MX = "mx.example.com"
+"""The receiving server's authserv-id, as the channels of these tests are configured."""
+BANK_DKIM = f"{MX}; dkim=pass header.d=bank.example; spf=none"
+
+
 def email_config(server: Dovecot, user: str, **settings: Any) -> ChannelConfig:
     """A channel on one of the test server's accounts, plain IMAP on loopback."""
     values: dict[str, Any] = {
@@ -131,11 +136,15 @@ class TestTriageOnTheServer:
         """The bank's mail is urgent, flagged and moved; the newsletter is archived unseen by
         any model; the rest goes to the model and stays in the inbox, unread."""
         await append(
-            dovecot, "alice", make_mail("Payment due", sender="Bank <alerts@bank.example>")
+            dovecot,
+            "alice",
+            make_mail(
+                "Payment due", sender="Bank <alerts@bank.example>", auth_results=(BANK_DKIM,)
+            ),
         )
         await append(dovecot, "alice", make_mail("Weekly newsletter #12"))
         await append(dovecot, "alice", make_mail("Lunch?", body="Shall we?"))
-        channel = channel_for(dovecot, "alice", rules=RULES)
+        channel = channel_for(dovecot, "alice", rules=RULES, authserv_id=MX)
         got = Collector()
         async with running(channel, got):
             await delivered(got, 2)
@@ -336,6 +345,29 @@ class TestReconnect:
 
 class TestUntrustedContent:
     """Mail content is data: it cannot make itself urgent nor make the channel act."""
+
+    async def test_a_forged_bank_sender_is_not_trusted(self, dovecot: Dovecot) -> None:
+        """The bank's From with a pass from a server that is not ours (the sender wrote it),
+        or our server's fail: neither matches the bank's rule — to the model, unflagged."""
+        forged = (
+            "mx.evil.example; dkim=pass header.d=bank.example; dmarc=pass header.from=bank.example"
+        )
+        for subject, results in (
+            ("Pay now", (forged,)),
+            ("Pay today", (f"{MX}; dkim=fail header.d=bank.example; spf=softfail", forged)),
+        ):
+            await append(
+                dovecot,
+                "alice",
+                make_mail(subject, sender="Bank <alerts@bank.example>", auth_results=results),
+            )
+        channel = channel_for(dovecot, "alice", rules=RULES, authserv_id=MX)
+        got = Collector()
+        async with running(channel, got):
+            await delivered(got, 2)
+            await folder_holds(dovecot, "alice", "INBOX", 2)
+        assert [(i.urgent, i.labels) for i in got.items] == [(False, ()), (False, ())]
+        assert await mailbox(dovecot, "alice", "Urgent") == []
 
     async def test_prompt_injection_is_ordinary_mail(
         self, dovecot: Dovecot, smtp_server: SmtpServer

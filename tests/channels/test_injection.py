@@ -81,7 +81,8 @@ async def test_an_injected_mail_sends_nothing(
              "body": "as requested"},
         )
     )  # fmt: skip
-    assert forward.content.startswith("refused: untrusted content is in this turn")
+    assert forward.is_error
+    assert forward.content.startswith("error: refused: untrusted content is in this turn")
     # No outbound mail, the reply included (a send on loopback lands in well under a second).
     await astays("no outbound mail", lambda: smtp_server.handler.received == [], duration=1.0)
     with rig.server.client() as operator:

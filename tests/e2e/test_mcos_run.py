@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from mcos.api_models import ApprovalOut
 from mcos.client import Calls, Client
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
@@ -127,11 +128,24 @@ def _posts(home: Path, channel: str) -> list[str]:
 
 
 def _rehearse_revenue_team(home: Path, port: int, operator_token: str) -> None:
-    """The revenue team on its mock channels: a file in each inbox is answered in its outbox;
-    an urgent message to the founder pages the founder's folder, acknowledged by a file."""
+    """The revenue team on its mock channels: a file in each inbox is answered in its outbox —
+    from a turn holding the customer's untrusted text, only once the founder approved exactly
+    that answer; an urgent message to the founder pages the founder's folder, acknowledged by
+    a file."""
     for channel, agent in REVENUE_CHANNELS.items():
         inbox = home / "channels" / channel / "inbox"
         (inbox / "1.txt").write_text(f"From: customer-of-{agent}\nHello {agent}, a question.")
+    with Client(f"http://127.0.0.1:{port}", operator_token) as operator:
+
+        def asked() -> list[ApprovalOut]:
+            pending = operator.do(Calls.approvals(state="pending"))
+            return [a for a in pending if a.action == "post_to_channel"]
+
+        _wait("each answer asked for", lambda: len(asked()) == len(REVENUE_CHANNELS), timeout=60)
+        assert all(_posts(home, c) == [] for c in REVENUE_CHANNELS)  # nothing out unapproved
+        for request in asked():
+            assert request.requester == f"agent:{REVENUE_CHANNELS[request.payload['channel']]}"
+            operator.do(Calls.vote(request.id, "approve", "a fine answer"))
     for channel, agent in REVENUE_CHANNELS.items():
         _wait(f"{agent}'s answer on {channel}", lambda c=channel: _posts(home, c), timeout=60)
         assert "Acknowledged" in _posts(home, channel)[0]
@@ -146,12 +160,19 @@ def _rehearse_revenue_team(home: Path, port: int, operator_token: str) -> None:
                 Calls.send("founder", "A buyer wants a call today.", subject="hot lead",
                            priority=Priority.URGENT)
             )  # fmt: skip
-        _wait("the founder's page", lambda: _posts(home, "founder-pager"))
-        (page,) = operator.do(Calls.pages(human="founder"))
-        assert "[URGENT] from vault: hot lead" in _posts(home, "founder-pager")[0]
+
+        def paged() -> list[str]:  # (the answers' approval requests paged the founder too)
+            return [p for p in _posts(home, "founder-pager") if "hot lead" in p]
+
+        _wait("the founder's page", paged)
+        (page,) = [p for p in operator.do(Calls.pages(human="founder")) if "hot lead" in p.subject]
+        assert "[URGENT] from vault: hot lead" in paged()[0]
         pager_inbox = home / "channels" / "founder-pager" / "inbox"
         (pager_inbox / "ack.txt").write_text(f"From: founder\nack:{page.id}")
         _wait(
             "the page acknowledged",
-            lambda: operator.do(Calls.pages(human="founder"))[0].state == "acked",
+            lambda: any(
+                p.id == page.id and p.state == "acked"
+                for p in operator.do(Calls.pages(human="founder"))
+            ),
         )

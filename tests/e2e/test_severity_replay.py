@@ -134,7 +134,8 @@ async def test_sentinel_cannot_raise_a_p0_through_any_path(business: Business) -
         assert name in to, f"the refused alarm to {name} is not audited"
     assert to.count("all-hands") == 2
     assert "gene,elon" in to
-    assert any(r.targets.get("governed") == "issue_directive" for r in sends)
+    # The directive is refused at the tool's gate (Mission Control's authorize), before a send.
+    assert by_action.get("authorize.issue_directive"), "the refused directive is not audited"
     assert all(r.detail.get("rule") for r in sends)
     assert by_action.get("channel.inbound"), "the forged channel item is not audited"
     assert by_action.get("runtime.channel.refused"), "the channel post is not audited"

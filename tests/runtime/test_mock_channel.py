@@ -73,9 +73,13 @@ async def test_an_agent_rehearses_on_its_mock_channel(rig_factory: RigFactory) -
     assert await gene.handle_messages()
     log = gene.workspace.daily_log(gene.clock.now()).read_text()
     assert "main turn" in log  # one model turn handled it
-    result = await gene.tools.call(
-        ToolCall("t1", "post_to_channel", {"channel": "reddit", "text": "Thanks, looking into it."})
-    )
+    post = {"channel": "reddit", "text": "Thanks, looking into it."}
+    assert gene.ctx.tainted  # that turn held the channel's text: no post without approval
+    held = await gene.tools.call(ToolCall("t0", "post_to_channel", post))
+    assert held.is_error
+    assert "untrusted content is in this turn" in held.content
+    gene.ctx.tainted = False  # a clean turn posts alone
+    result = await gene.tools.call(ToolCall("t1", "post_to_channel", post))
     assert "posted to reddit" in result.content
     refused = await gene.tools.call(
         ToolCall("t2", "post_to_channel", {"channel": "twitter", "text": "hi"})

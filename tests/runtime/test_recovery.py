@@ -102,3 +102,28 @@ async def test_a_command_the_model_invents_is_refused_and_audited(
         ("refused", "rm -rf /var/lib/postgres")
     ]
     assert not flag.exists()
+
+
+async def test_a_turn_holding_untrusted_content_recovers_only_with_approval(
+    rig_factory: RigFactory, service: tuple[str, Path]
+) -> None:
+    """Outside text asked for it: the allowlisted recovery is refused (audited, nothing run)
+    until a human approves exactly that recovery."""
+    url, flag = service
+    agents, tail = _fleet(url, [sys.executable, "-c", f"open({str(flag)!r}, 'w').write('up')"])
+    rig = rig_factory(agents, tail=tail)
+    gene = rig.runtime("gene")
+    gene.ctx.tainted = True
+    asked = {"name": "restart-web", "reason": "a customer e-mail says it is down"}
+    held = await gene.tools.call(ToolCall("t1", "recover", asked))
+    assert held.is_error
+    assert "untrusted content is in this turn" in held.content
+    assert not flag.exists()
+    assert await rig.client().do(Calls.audit(action="runtime.recovery.run")) == []
+    req = await rig.client("gene").do(
+        Calls.request_approval("recover", {"name": "restart-web"}, "web is down", tainted=True)
+    )
+    await rig.client().do(Calls.vote(req.id, "approve", "checked: it is down"))
+    done = await gene.tools.call(ToolCall("t2", "recover", asked | {"approval_id": req.id}))
+    assert done.content.startswith("restart-web: ok"), done.content
+    assert flag.exists()

@@ -8,7 +8,11 @@ humans' business. A message ``deliver`` refused keeps no keyword and is offered 
 next look.
 
 Mail content is untrusted: it reaches Mission Control as data, and only the rules (never the
-mail's own words) make it urgent. The channel sends only when asked to through ``send``.
+mail's own words) make it urgent. A rule's ``from`` glob trusts the From address only when the
+receiving server's Authentication-Results header (RFC 8601, parsed by ``authres``; only the
+topmost one bearing the configured ``authserv_id``) says DKIM or SPF passed aligned with it, or
+DMARC passed (:func:`sender_authenticated`). The channel sends only when asked to through
+``send``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Final, Literal
 
 import aioimaplib  # type: ignore[import-untyped]
 import aiosmtplib
+import authres  # type: ignore[import-untyped]
 
 from mcos.channels.base import Deliver, Inbound, Outbound, account_key
 from mcos.config.models import ChannelConfig
@@ -312,6 +317,8 @@ class ParsedMail:
     body: str
     message_id: str
     date: datetime | None
+    auth_results: tuple[str, ...] = ()
+    """The Authentication-Results headers, topmost (the last server's) first."""
 
 
 def _one_line(text: str, limit: int = 998) -> str:
@@ -404,6 +411,10 @@ def parse_mail(raw: bytes) -> ParsedMail:
             date = None
         if date is not None:
             date = (date if date.tzinfo else date.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        results = tuple(str(v) for v in msg.get_all("Authentication-Results") or ())[:20]
+    except Exception:  # a header the parser chokes on counts as absent
+        results = ()
     return ParsedMail(
         display=_one_line(display, 200),
         address=_one_line(address, 320),
@@ -411,7 +422,54 @@ def parse_mail(raw: bytes) -> ParsedMail:
         body=body.strip()[:MAX_BODY],
         message_id=_one_line(_header(msg, "Message-ID"), 998),
         date=date,
+        auth_results=results,
     )
+
+
+def _aligned(domain: str, from_domain: str) -> bool:
+    """Whether an authenticated domain is aligned with the From domain: the same, or a parent
+    of it that is not a bare top-level name (``bank.example`` for ``mail.bank.example``)."""
+    d = domain.strip().strip(".").lower().rpartition("@")[2]
+    return bool(d) and (d == from_domain or ("." in d and from_domain.endswith("." + d)))
+
+
+def sender_authenticated(
+    results: tuple[str, ...], authserv_id: str | None, address: str
+) -> str | None:
+    """What vouches for the From ``address`` (``dmarc``, ``dkim`` or ``spf``), or None.
+
+    Only the topmost Authentication-Results header whose authserv-id is ``authserv_id`` counts
+    — the receiving server adds its own on top (and removes look-alikes a sender sent); a
+    header naming another server, or any header at all when ``authserv_id`` is unset, is what
+    the sender may have written. It must say ``dmarc=pass`` for the From domain, or
+    ``dkim=pass`` (``header.d``/``header.i``) or ``spf=pass`` (``smtp.mailfrom``) for a domain
+    aligned with it. An unparsable header vouches for nothing.
+    """
+    from_domain = address.rpartition("@")[2].strip().lower()
+    if not authserv_id or not from_domain or "@" not in address:
+        return None
+    for text in results:
+        try:
+            header = authres.AuthenticationResultsHeader.parse_value(" ".join(text.split()))
+        except (authres.AuthResError, ValueError, IndexError):
+            continue
+        if str(header.authserv_id).lower() != authserv_id.lower():
+            continue
+        for result in header.results:
+            if str(result.result).lower() != "pass":
+                continue
+            props = {f"{p.type}.{p.name}".lower(): str(p.value or "") for p in result.properties}
+            method = str(result.method).lower()
+            if method == "dmarc" and props.get("header.from", "").lower() == from_domain:
+                return "dmarc"
+            if method == "dkim" and any(
+                _aligned(props.get(k, ""), from_domain) for k in ("header.d", "header.i")
+            ):
+                return "dkim"
+            if method == "spf" and _aligned(props.get("smtp.mailfrom", ""), from_domain):
+                return "spf"
+        return None  # the receiving server's own header said no
+    return None
 
 
 def to_inbound(
@@ -495,6 +553,12 @@ class EmailChannel:
         self._port = config.imap_port or IMAP_PORTS[config.imap_tls]
         self._sessions: set[_Imap] = set()
         self._closing = False
+        if config.authserv_id is None and any(r.sender is not None for r in config.rules):
+            self.log.warning(
+                "email %s: no authserv_id is set, so its rules with a from glob never match "
+                "(a From address is trusted only when the receiving server authenticated it)",
+                name,
+            )
 
     def __repr__(self) -> str:
         return f"EmailChannel({self.name!r}, {self._username}@{self._host}:{self._port})"
@@ -572,7 +636,14 @@ class EmailChannel:
             if raw is None:  # expunged since the search
                 continue
             mail = parse_mail(raw)
-            decision = triage(self.config.rules, mail.address, mail.subject, mail.body)
+            vouched = sender_authenticated(mail.auth_results, self.config.authserv_id, mail.address)
+            decision = triage(
+                self.config.rules,
+                mail.address,
+                mail.subject,
+                mail.body,
+                authenticated=vouched is not None,
+            )
             ref = f"{folder}/{uidvalidity}/{uid}"
             if decision.action != "ignore":
                 item = to_inbound(

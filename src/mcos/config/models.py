@@ -530,6 +530,7 @@ _CHANNEL_FIELDS: dict[str, frozenset[str]] = {
             "smtp_password",
             "address",
             "rules",
+            "authserv_id",
         }
     ),
 }
@@ -598,6 +599,11 @@ class ChannelConfig(_Model):
     """The account's own address (From: of what it sends)."""
     rules: list[TriageRule] = Field(default_factory=list)
     """Triage rules, first match wins; a message no rule matches goes to the model."""
+    authserv_id: str | None = Field(default=None, max_length=255)
+    """The receiving mail server's authserv-id (RFC 8601: the first word of the
+    Authentication-Results header it adds, e.g. ``mx.example.com``). Only its header is
+    believed; a ``from`` rule matches only a From address it says passed DKIM or SPF aligned
+    with From, or DMARC. Unset: no ``from`` rule ever matches."""
 
     @field_validator("token", "password", "smtp_password", "webhook_secret")
     @classmethod

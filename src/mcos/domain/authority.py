@@ -380,6 +380,9 @@ BUILTIN_ACTIONS = (
     "modify_guardrails",
     "issue_directive",
     "broadcast_urgent",
+    "post_to_channel",
+    "recover",
+    "mcp_call",
 )
 _GATED = frozenset({"declare_incident:P2", "declare_incident:P1", "declare_incident:P0"})
 
@@ -407,6 +410,11 @@ DEFAULT_RULES: dict[str, Rule] = {
         _rule(
             "broadcast_urgent", ("role:orchestrator", "human"), "1 of [role:orchestrator, human]"
         ),
+        # Outbound acts every agent does alone from a clean turn; from a turn holding untrusted
+        # content they need an approved request for the exact payload (a human's, by default).
+        _rule("post_to_channel", ("agent:*", "human"), "human"),
+        _rule("recover", ("agent:*", "human"), "human"),
+        _rule("mcp_call", ("agent:*", "human"), "human"),
     )
 }
 """The escalation gates and committees of SPEC §3.4; the fleet file's ``[authority]`` overrides.
@@ -414,7 +422,9 @@ DEFAULT_RULES: dict[str, Rule] = {
 ``declare_incident:Px`` says who may declare alone and which quorum confirms (the gate);
 ``confirm_incident:Px`` lists in ``alone`` who may cast a confirmation vote at that level.
 ``broadcast_urgent`` is an agent's urgent/high message to a topic or to several agents
-(``mcos.domain.severity``).
+(``mcos.domain.severity``). ``post_to_channel`` (a post or a reply on a channel), ``recover``
+(an allowlisted recovery) and ``mcp_call`` (an MCP tool that writes) are what an agent does
+alone — unless its turn holds untrusted content (``mcos.runtime.tools.untrusted_gate``).
 """
 
 

@@ -1,13 +1,16 @@
 """The offline model: deterministic, free, no network — for demos, rehearsals and tests.
 
 It does what a diligent agent would do with the runtime's findings, by rule: acknowledge each
-message in its thread, note failing checks and cron jobs in the daily log, and write
+message in its thread — one that came in on a channel by asking for approval of exactly that
+answer (the turn holds untrusted content), and posting it once the request is approved — note
+failing checks and cron jobs in the daily log, and write
 WORKSTATE.md when asked to flush. Everything it writes says "offline model", so nobody mistakes
 its output for a real model's judgement. Its token counts are estimates (4 bytes a token).
 """
 
 from __future__ import annotations
 
+import json
 import re
 
 from mcos.domain.budget import FREE, Price, Usage
@@ -22,6 +25,9 @@ _MESSAGE = re.compile(
     re.MULTILINE,
 )
 _APPROVAL_TAG = re.compile(r"\[approval (\d+)\]")
+_TAG = re.compile(r"\[(?P<key>[a-z_]+) (?P<value>[^\]]+)\]")
+_APPROVED_POST = re.compile(r"^Request (?P<id>\d+) approved: post_to_channel$")
+_PAYLOAD = re.compile(r"^Payload: (?P<json>\{.*\})$", re.MULTILINE)
 SYSTEM_SENDER = "mission-control"
 """Messages from Mission Control itself (gates, committees, directives) are not replied to."""
 _OTHER = re.compile(
@@ -64,10 +70,35 @@ class OfflineModel:
             if m["kind"] == "directive" and approval and "acknowledge_directive" in offered:
                 calls.append(("acknowledge_directive", {"approval_id": int(approval[1])}))
             if m["sender"] == SYSTEM_SENDER:
+                if (post := _approved_post(m, text)) is not None and "post_to_channel" in offered:
+                    calls.append(("post_to_channel", post))
                 notes.append(f"message {m['id']} from Mission Control ({m['kind']}): {subject}")
                 continue
-            if "reply" in offered and m["kind"] != "reply":
-                body = f"Acknowledged: {subject}. Handled by rule ({LABEL})."
+            tags = {t["key"]: t["value"] for t in _TAG.finditer(m["tags"] or "")}
+            body = f"Acknowledged: {subject}. Handled by rule ({LABEL})."
+            by_email = "content from email channel" in _segment(text, m)  # e-mail: governed apart
+            if (
+                "channel" in tags
+                and not by_email
+                and "request_approval" in offered
+                and m["kind"] != "reply"
+            ):
+                # An answer going out on a channel, from a turn holding its untrusted text:
+                # only with an approved request for exactly that post (asked for here).
+                # (naming the message: two answers alike would be one request, 409 the other)
+                answer = f"Acknowledged: {subject} (message {m['id']}). Handled by rule ({LABEL})."
+                post = {"channel": tags["channel"], "to": tags.get("reply_to", ""), "text": answer}
+                calls.append(
+                    (
+                        "request_approval",
+                        {
+                            "action": "post_to_channel",
+                            "payload": post,
+                            "rationale": f"answer to message {m['id']}",
+                        },
+                    )
+                )
+            elif "reply" in offered and m["kind"] != "reply":
                 calls.append(("reply", {"message_id": int(m["id"]), "body": body}))
             notes.append(f"message {m['id']} from {m['sender']} ({m['kind']}): {subject}")
         notes.extend(f"{m['source']}: {m['rest'].strip()[:160]}" for m in _OTHER.finditer(text))
@@ -98,6 +129,28 @@ class OfflineModel:
 
     async def aclose(self) -> None:
         """Nothing to release."""
+
+
+def _segment(text: str, m: re.Match[str]) -> str:
+    """The lines of the message whose header ``m`` matched, up to the next item."""
+    end = text.find("\n- [", m.end())
+    return text[m.end() : end if end >= 0 else len(text)]
+
+
+def _approved_post(m: re.Match[str], text: str) -> dict[str, object] | None:
+    """The post an approved ``post_to_channel`` request names (with its id), from Mission
+    Control's report of the approval: its payload line follows the message's header."""
+    approved = _APPROVED_POST.match(m["subject"].strip())
+    found = _PAYLOAD.search(_segment(text, m))
+    if approved is None or found is None:
+        return None
+    try:
+        payload = json.loads(found["json"])
+    except ValueError:
+        return None
+    if not isinstance(payload, dict):
+        return None
+    return {**payload, "approval_id": int(approved["id"])}
 
 
 def _workstate(request: ModelRequest) -> dict[str, object]:

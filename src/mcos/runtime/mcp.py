@@ -8,9 +8,12 @@ session through its streams from any task.
 
 A server that cannot be started, reached or initialised is left out and its reason logged
 (and kept in :attr:`McpTools.failures`): the agent runs on without that server's tools. What a
-server returns is outside content, fenced with :func:`~mcos.runtime.tools.untrusted`; its
-failures, timeouts and a dropped connection come back to the model as error results, never
-raised into the runtime.
+server returns is outside content, fenced with :func:`~mcos.runtime.tools.untrusted`; so is
+each tool's description (a server writes it: tool poisoning). A tool not annotated
+``readOnlyHint: true`` counts as writing: each call passes the runtime's one gate
+(:attr:`McpTools.gate`, the action ``mcp_call``), so from a turn holding untrusted content it
+runs only with an approved request for exactly that call. Failures, timeouts and a dropped
+connection come back to the model as error results, never raised into the runtime.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ import logging
 import os
 import re
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
 import mcp_types
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -56,6 +61,26 @@ _MAX_PAGES = 20
 _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 _ROOM = MAX_RESULT_CHARS - 400
 """Characters of a result kept inside the untrusted fence (the fence itself takes the rest)."""
+APPROVAL_ARG = "mcos_approval_id"
+"""The argument mcos adds to a writing tool's schema (and takes out before the call): the
+approved ``mcp_call`` request a turn holding untrusted content must name."""
+MAX_DESCRIPTION = 2_000
+"""Characters of a server's tool description kept inside its fence."""
+
+Gate = Callable[[str, dict[str, Any], int | None], Awaitable[None]]
+"""The runtime's gate for one writing call (exposed name, payload, approval id): returns to go
+on, raises ``Forbidden`` with the refusal the model reads."""
+
+
+def writes(tool: mcp_types.Tool) -> bool:
+    """Whether a tool may change something: all but those annotated ``readOnlyHint: true``
+    (an annotation is the server's claim, so only the safe reading is taken on its word)."""
+    return tool.annotations is None or tool.annotations.read_only_hint is not True
+
+
+def mcp_payload(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """What an approved ``mcp_call`` request must name: the tool and exactly its arguments."""
+    return {"tool": name, "arguments": arguments}
 
 
 def exposed_name(server: str, tool: str) -> str:
@@ -130,6 +155,8 @@ class McpTool:
     tool: str
     """The tool's name on its server."""
     spec: ToolSpec
+    writes: bool = True
+    """Not annotated read-only: every call passes the gate."""
 
 
 @dataclass
@@ -242,6 +269,8 @@ class McpTools:
         """By the name the model sees."""
         self.failures: dict[str, str] = {}
         """Servers left out, with the reason (naming the command or URL)."""
+        self.gate: Gate | None = None
+        """What every call of a writing tool passes first (set by the agent's ``Toolbox``)."""
         self._connections: dict[str, _Connection] = {}
 
     @staticmethod
@@ -327,8 +356,28 @@ class McpTools:
                 name = f"{name[: MAX_NAME - 9]}_{digest[:8]}"
             schema = dict(tool.input_schema)
             schema.setdefault("type", "object")
-            description = tool.description or tool.title or f"{tool.name} of MCP server {server}"
-            self.tools[name] = McpTool(name, server, tool.name, ToolSpec(name, description, schema))
+            written = tool.description or tool.title
+            # The server wrote the description: the model reads it as data (tool poisoning).
+            description = (
+                untrusted(f"MCP server {server}", written[:MAX_DESCRIPTION])
+                if written
+                else f"{tool.name} of MCP server {server}"
+            )
+            writing = writes(tool)
+            if writing:
+                properties = dict(schema.get("properties") or {})
+                properties.setdefault(
+                    APPROVAL_ARG,
+                    {
+                        "type": "integer",
+                        "description": "Only from a turn holding untrusted content: the "
+                        "approved mcp_call request covering exactly this call.",
+                    },
+                )
+                schema["properties"] = properties
+            self.tools[name] = McpTool(
+                name, server, tool.name, ToolSpec(name, description, schema), writing
+            )
         for entry in self.allowed:
             named, sep, wanted = entry.partition(SEPARATOR)
             if (
@@ -356,14 +405,37 @@ class McpTools:
             return ToolResult(call.id, f"error: no MCP tool {call.name!r}", is_error=True)
         if INVALID_ARGUMENTS in call.input:
             return ToolResult(call.id, "error: the tool arguments were not valid JSON", True)
+        args = dict(call.input)
+        if refused := await self._gated(call, tool, args):
+            return refused
         conn = self._connections.get(tool.server)
         if conn is None or conn.session is None:
             return ToolResult(
                 call.id, f"error: MCP server {tool.server} is not connected", is_error=True
             )
-        text, is_error = await self._run(conn, conn.session, tool, call.input)
+        text, is_error = await self._run(conn, conn.session, tool, args)
         # Nothing secret-shaped reaches the model's context, whatever a server returned.
         return ToolResult(call.id, redact(text), is_error)
+
+    async def _gated(
+        self, call: ToolCall, tool: McpTool, args: dict[str, Any]
+    ) -> ToolResult | None:
+        """A writing tool's call through the gate (its approval argument taken out of
+        ``args``): None to go on, else the refusal as an error result."""
+        if not tool.writes:
+            return None
+        approval = args.pop(APPROVAL_ARG, None)
+        if self.gate is None:
+            return None
+        if approval is not None and (isinstance(approval, bool) or not isinstance(approval, int)):
+            return ToolResult(call.id, f"error: {APPROVAL_ARG} must be an integer", True)
+        try:
+            await self.gate(call.name, mcp_payload(call.name, args), approval)
+        except McosError as e:
+            return ToolResult(call.id, redact(f"error: {e.message}"), is_error=True)
+        except (httpx.HTTPError, OSError) as e:  # Mission Control unreachable: not allowed
+            return ToolResult(call.id, redact(f"error: {e.__class__.__name__}: {e}"), True)
+        return None
 
     async def _run(
         self, conn: _Connection, session: ClientSession, tool: McpTool, args: dict[str, object]

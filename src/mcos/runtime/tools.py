@@ -22,7 +22,7 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact, scrub
-from mcos.exceptions import McosError
+from mcos.exceptions import Forbidden, McosError
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock
@@ -77,17 +77,27 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+APPROVAL_ID = (
+    "Only from a turn holding untrusted content: the approved request that covers exactly "
+    "this action and payload."
+)
+
+
 class SendMessage(_Input):
     to: str = Field(description="An agent, human or topic of the fleet.")
     subject: str = Field(max_length=200)
     body: str = Field(max_length=20_000)
     kind: Literal["directive", "request", "report", "alert"] = "request"
     priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    approval_id: int | None = Field(default=None, description=APPROVAL_ID + " (directives)")
 
 
 class Reply(_Input):
     message_id: int = Field(description="The message answered; the reply joins its thread.")
     body: str = Field(max_length=20_000)
+    approval_id: int | None = Field(
+        default=None, description=APPROVAL_ID + " (a reply that goes out on a channel)"
+    )
 
 
 class ReadThread(_Input):
@@ -153,12 +163,14 @@ class RunCheck(_Input):
 class Recover(_Input):
     name: str = Field(description="An allowlisted recovery from the fleet file, by name.")
     reason: str = Field(min_length=1, max_length=1_000)
+    approval_id: int | None = Field(default=None, description=APPROVAL_ID)
 
 
 class PostToChannel(_Input):
     channel: str = Field(description="One of your channels, by name.")
     text: str = Field(min_length=1, max_length=20_000)
     to: str = Field(default="", max_length=200)
+    approval_id: int | None = Field(default=None, description=APPROVAL_ID)
 
 
 class SendExternalEmail(_Input):
@@ -167,7 +179,9 @@ class SendExternalEmail(_Input):
     subject: str = Field(max_length=300)
     body: str = Field(min_length=1, max_length=50_000)
     approval_id: int | None = Field(
-        default=None, description="The approved request that covers exactly this e-mail."
+        default=None,
+        description="The approved request that covers exactly this e-mail (needed unless you "
+        "may e-mail alone, and always from a turn holding untrusted content).",
     )
 
 
@@ -179,6 +193,47 @@ class WriteWorkstate(_Input):
 
 
 Handler = Callable[[ToolContext, Any], Awaitable[str]]
+
+
+async def untrusted_gate(
+    ctx: ToolContext, tool: str, action: str, payload: dict[str, Any], approval_id: int | None
+) -> None:
+    """The one gate of every outbound or governed act a tool does (channel posts and replies,
+    external e-mail, directives, recoveries, MCP tools that write): returns when it may go on,
+    else raises ``Forbidden`` with the refusal the model reads (as an error result).
+
+    From a turn holding untrusted content (``ctx.tainted``) only an approved request for
+    ``action`` and exactly ``payload`` allows it: without ``approval_id`` it is refused here,
+    audited, before Mission Control is even asked (defence in depth). Otherwise Mission Control
+    decides (``POST /v1/approvals/authorize``, told the turn is tainted): alone where the
+    matrix lets the agent and the turn is clean, else only with that approved request — a
+    refusal there is its 403 (audited by Mission Control).
+    """
+    if ctx.tainted and approval_id is None:
+        rule = (
+            f"untrusted content is in this turn: {tool} needs an approved request for exactly "
+            "this payload"
+        )
+        shown = json.dumps(payload, ensure_ascii=False, sort_keys=True)
+        if len(shown) > 2_000:  # the model has its own call: the start says which one
+            shown = shown[:2_000] + "… (the rest as in your call)"
+        with contextlib.suppress(McosError):  # the refusal stands even if the audit write fails
+            await ctx.client.do(
+                Calls.record_event(
+                    RuntimeEvent(
+                        action="runtime.tool.refused",
+                        targets={"tool": tool[:100]},
+                        detail={"rule": rule, "action": action, "payload": shown[:500]},
+                        outcome="refused",
+                    )
+                )
+            )
+        raise Forbidden(
+            f"refused: {rule} (request_approval with action {action!r} and payload {shown}, "
+            f"then call {tool} again with its approval_id)",
+            rule=rule,
+        )
+    await ctx.client.do(Calls.authorize(action, payload, approval_id, tainted=ctx.tainted))
 
 
 @dataclass(frozen=True)
@@ -198,6 +253,9 @@ class Tool:
 
 
 async def _send(ctx: ToolContext, a: SendMessage) -> str:
+    if a.kind == "directive":  # a governed act (issue_directive): through the gate
+        payload = {"to": a.to, "subject": a.subject, "body": a.body}
+        await untrusted_gate(ctx, "send_message", "issue_directive", payload, a.approval_id)
     sent = await ctx.client.do(
         Calls.send(
             a.to, a.body, subject=a.subject, kind=MessageKind(a.kind), priority=Priority(a.priority)
@@ -222,9 +280,12 @@ async def _reply(ctx: ToolContext, a: Reply) -> str:
             )
             return await _send_external_email(
                 ctx, SendExternalEmail(channel=channel.name, to=to, subject=subject[:300],
-                                       body=a.body)
+                                       body=a.body, approval_id=a.approval_id)
             )  # fmt: skip
-        return await _post(ctx, PostToChannel(channel=channel.name, text=a.body, to=to))
+        return await _post(
+            ctx, PostToChannel(channel=channel.name, text=a.body, to=to,
+                               approval_id=a.approval_id), tool="reply"
+        )  # fmt: skip
     sent = await ctx.client.do(
         Calls.send(
             original.sender,
@@ -298,6 +359,9 @@ async def _confirm_incident(ctx: ToolContext, a: ConfirmIncident) -> str:
 
 
 async def _request_approval(ctx: ToolContext, a: RequestApproval) -> str:
+    # From a tainted turn a request may still be raised (it is how such a turn gets the
+    # approval its act needs), but it never serves itself: Mission Control marks it for the
+    # committee and its requester's own seat never counts (``Governance.request``).
     made = await ctx.client.do(
         Calls.request_approval(
             a.action,
@@ -306,10 +370,12 @@ async def _request_approval(ctx: ToolContext, a: RequestApproval) -> str:
             executor=a.executor,
             constraints=a.constraints,
             report_every=a.report_every,
+            tainted=ctx.tainted,
         )
     )
     ctx.actions.append(f"requested approval {made.id}")
-    return f"request {made.id} for {made.action} is pending with {made.quorum}"
+    marked = " (marked as raised from untrusted content)" if ctx.tainted else ""
+    return f"request {made.id} for {made.action} is pending with {made.quorum}{marked}"
 
 
 async def _vote(ctx: ToolContext, a: CastVote) -> str:
@@ -359,13 +425,19 @@ async def _run_check(ctx: ToolContext, a: RunCheck) -> str:
 async def _recover(ctx: ToolContext, a: Recover) -> str:
     if ctx.recoverer is None:
         return "recovery is not available"
+    await untrusted_gate(ctx, "recover", "recover", {"name": a.name}, a.approval_id)
     run = await ctx.recoverer.run(a.name, a.reason)
     if run.ran:
         ctx.actions.append(f"ran recovery {a.name}")
     return f"{a.name}: {'ok' if run.ok else 'failed'} — {run.detail}"
 
 
-async def _post(ctx: ToolContext, a: PostToChannel) -> str:
+def post_payload(a: PostToChannel) -> dict[str, Any]:
+    """What an approved ``post_to_channel`` request must name: channel, recipient, text."""
+    return {"channel": a.channel, "to": a.to, "text": a.text}
+
+
+async def _post(ctx: ToolContext, a: PostToChannel, *, tool: str = "post_to_channel") -> str:
     channel = ctx.channels.get(a.channel)
     if channel is None:
         mine = ", ".join(sorted(ctx.channels)) or "none"
@@ -379,6 +451,9 @@ async def _post(ctx: ToolContext, a: PostToChannel) -> str:
                 )
             )  # fmt: skip
         return f"error: {rule}"
+    if channel.kind == "email" and tool == "post_to_channel":
+        return f"error: {a.channel} is an e-mail channel: use send_external_email (governed)"
+    await untrusted_gate(ctx, tool, "post_to_channel", post_payload(a), a.approval_id)
     ref = await channel.send(Outbound(a.channel, a.text, a.to))
     ctx.actions.append(f"posted to {a.channel}")
     return f"posted to {a.channel} ({ref})"
@@ -390,21 +465,8 @@ async def _send_external_email(ctx: ToolContext, a: SendExternalEmail) -> str:
         mine = ", ".join(sorted(n for n, c in ctx.channels.items() if c.kind == "email"))
         return f"error: {a.channel!r} is not one of your e-mail channels (yours: {mine or 'none'})"
     payload = {"to": a.to, "subject": a.subject, "body": a.body}
-    if ctx.tainted and a.approval_id is None:
-        rule = "untrusted content is in this turn: external e-mail needs an approved request"
-        await ctx.client.do(
-            Calls.record_event(
-                RuntimeEvent(
-                    action="runtime.tool.refused",
-                    targets={"tool": "send_external_email"},
-                    detail={"rule": rule, "to": a.to[:200]},
-                    outcome="refused",
-                )
-            )
-        )
-        return f"refused: {rule} (request_approval with this payload, then send with its id)"
     # Mission Control decides: alone if the matrix lets this agent, else the approved request.
-    await ctx.client.do(Calls.authorize("send_external_email", payload, a.approval_id))
+    await untrusted_gate(ctx, "send_external_email", "send_external_email", payload, a.approval_id)
     ref = await channel.send(Outbound(a.channel, a.body, to=a.to, subject=a.subject))
     ctx.actions.append(f"e-mailed {a.to}")
     return f"sent e-mail to {a.to} ({ref})"
@@ -510,8 +572,24 @@ class Toolbox:
     def __init__(self, ctx: ToolContext, allowed: list[str], mcp: McpTools | None = None) -> None:
         self.ctx = ctx
         self.allowed = [name for name in allowed if name in TOOLS]
+        self._mcp: McpTools | None = None
         self.mcp = mcp
+
+    @property
+    def mcp(self) -> McpTools | None:
         """The MCP servers' tools (``SERVER__TOOL``) the allowlist lets this agent use."""
+        return self._mcp
+
+    @mcp.setter
+    def mcp(self, tools: McpTools | None) -> None:
+        """Set them, their writing tools behind this agent's gate (:func:`untrusted_gate`)."""
+        self._mcp = tools
+        if tools is not None:
+
+            async def gate(name: str, payload: dict[str, Any], approval: int | None) -> None:
+                await untrusted_gate(self.ctx, name, "mcp_call", payload, approval)
+
+            tools.gate = gate
 
     def specs(self, *, extra: tuple[str, ...] = ()) -> tuple[ToolSpec, ...]:
         """The definitions offered to the model in this turn."""

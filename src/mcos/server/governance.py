@@ -8,6 +8,7 @@ sends the messages a decision implies (to a gate's confirmers, to the fleet, to 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,15 @@ from mcos.store.protocol import NewApproval, NewIncident
 
 SYSTEM = "mission-control"
 PENDING = ApprovalState.PENDING
+UNTRUSTED_REQUEST = "[raised from a turn holding untrusted content] "
+"""The mark on the rationale of a request raised from a tainted turn (``tainted``): the
+committee reads it (and, for agents, the request fenced as untrusted), and the requester's own
+seat never counts towards its quorum."""
+
+
+def raised_from_untrusted(request: Approval) -> bool:
+    """Whether a request was raised from a turn holding untrusted content."""
+    return request.rationale.startswith(UNTRUSTED_REQUEST)
 
 
 @dataclass(frozen=True)
@@ -368,13 +378,22 @@ class Governance:
         executor: str | None,
         constraints: str,
         report_every: str | None = None,
+        *,
+        tainted: bool = False,
     ) -> Outcome:
         """A request for a governed action, to the committee the matrix names.
 
         No secret-shaped string is stored: the payload is redacted first, so a payload that
-        carries one can never be authorized (it no longer matches what was approved)."""
+        carries one can never be authorized (it no longer matches what was approved).
+
+        ``tainted``: raised from a turn holding untrusted content. It may be raised (it is how
+        such a turn gets the approval its action needs) but never serves itself: its rationale
+        carries :data:`UNTRUSTED_REQUEST`, agents on the committee read it fenced as untrusted,
+        and the requester's own seat never counts towards the quorum."""
         payload, rationale, constraints = scrub(payload), redact(rationale), redact(constraints)
         rule = self.matrix.rule(action)
+        if tainted and not rationale.startswith(UNTRUSTED_REQUEST):
+            rationale = UNTRUSTED_REQUEST + rationale
         if rule.approve is None:
             refusal = (
                 f"{action} has no committee: only {', '.join(rule.alone) or 'nobody'} may do it"
@@ -403,7 +422,8 @@ class Governance:
                 actor=caller.actor,
                 action="approval.requested",
                 targets={"approval": str(made.id)},
-                detail={"action": action, "quorum": made.quorum},
+                detail={"action": action, "quorum": made.quorum}
+                | ({"untrusted": "true"} if tainted else {}),
             )
         )
         told = await self._ask_committee(made, rule.approve, exclude=caller.actor)
@@ -429,8 +449,11 @@ class Governance:
                     if request.requester.startswith("agent:")
                     else Priority.HIGH,
                     kind=MessageKind.REQUEST,
-                    meta={"approval": str(request.id)},
-                )
+                    meta={"approval": str(request.id)}
+                    # Its payload and rationale came from outside: fenced for an agent voter.
+                    | ({"origin": "an approval request raised from untrusted content"}
+                       if raised_from_untrusted(request) else {}),
+                )  # fmt: skip
                 told.append(p.name)
         return tuple(told)
 
@@ -474,7 +497,11 @@ class Governance:
             p for v in votes if v.vote == "approve" if (p := self._actor_party(v.voter, parties))
         ]
         voted = {v.voter for v in votes}
-        requester = [p for p in parties if _actor(p) == request.requester]
+        requester = [
+            p
+            for p in parties
+            if _actor(p) == request.requester and not raised_from_untrusted(request)
+        ]  # a request raised from untrusted content never fills its requester's seat
         if self.matrix.decided(request.action, yes, requester, parties):
             done = await self.mc.store.decide_approval(
                 request.id, "approved", caller.actor, "quorum met"
@@ -525,19 +552,39 @@ class Governance:
         await self._send(
             name,
             f"Request {request.id} {request.state.value}: {request.action}",
-            f"{request.action} was {request.state.value} ({request.reason or request.quorum}).",
+            f"{request.action} was {request.state.value} ({request.reason or request.quorum})."
+            # The exact payload approved: what the requester acts on with this approval's id.
+            + (
+                f"\nPayload: {json.dumps(request.payload, ensure_ascii=False, sort_keys=True)}"
+                if request.state is ApprovalState.APPROVED
+                else ""
+            ),
             priority=Priority.NORMAL,
             kind=MessageKind.REPORT,
             meta={"approval": str(request.id)},
         )
 
     async def authorize(
-        self, caller: Principal, action: str, payload: dict[str, Any], approval_id: int | None
+        self,
+        caller: Principal,
+        action: str,
+        payload: dict[str, Any],
+        approval_id: int | None,
+        *,
+        tainted: bool = False,
     ) -> str:
-        """``alone`` or ``approval N`` if the caller may do ``action`` now; else 403, audited."""
+        """``alone`` or ``approval N`` if the caller may do ``action`` now; else 403, audited.
+
+        ``tainted`` (the caller's turn holds untrusted content): acting alone is not enough —
+        only an approved request for this action and exactly this payload allows it."""
         me = await self.party(caller)
         refusal = self.matrix.may_alone(action, me)
-        if refusal is None:
+        if tainted:
+            refusal = (
+                f"untrusted content is in {caller.actor}'s turn: {action} needs an approved "
+                "request for exactly this payload" + ("" if refusal is None else f" ({refusal})")
+            )
+        elif refusal is None:
             await self.mc.store.record(
                 AuditEvent(actor=caller.actor, action=f"authorized.{action}",
                            detail={"by": "alone"})
@@ -553,9 +600,13 @@ class Governance:
         ):
             await self.mc.store.record(
                 AuditEvent(actor=caller.actor, action=f"authorized.{action}",
-                           targets={"approval": str(request.id)}, detail={"by": "approval"})
+                           targets={"approval": str(request.id)},
+                           detail={"by": "approval", "untrusted": str(tainted).lower()})
             )  # fmt: skip
             return f"approval {request.id}"
+        if tainted:
+            given = {"approval": str(approval_id)} if approval_id is not None else {}
+            await self.refuse(caller, f"authorize.{action}", refusal, untrusted="true", **given)
         await self.refuse(caller, f"authorize.{action}", refusal)
         return ""  # unreachable: refuse raises
 

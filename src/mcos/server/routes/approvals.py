@@ -61,6 +61,7 @@ async def request_approval(request: ApprovalRequest, mc: MC, caller: Caller) -> 
         request.executor,
         request.constraints,
         request.report_every,
+        tainted=request.tainted,
     )
     assert outcome.approval is not None
     return await _out(gov, outcome.approval, outcome)
@@ -114,9 +115,12 @@ async def authorize(request: AuthorizeRequest, mc: MC, caller: Caller) -> Author
     """May the caller do ``action`` now? Alone if the matrix lets it; else only with an
     approved request for that action and payload that it asked for or executes. A refusal is
     403 with the rule, audited. Tools that act outside Mission Control (sending external
-    e-mail, deploying) ask here first: complete mediation."""
+    e-mail, deploying) ask here first: complete mediation. With ``tainted`` (the caller's turn
+    holds untrusted content) being allowed alone does not count: only such a request does."""
     gov = Governance(mc)
-    how = await gov.authorize(caller, request.action, request.payload, request.approval_id)
+    how = await gov.authorize(
+        caller, request.action, request.payload, request.approval_id, tainted=request.tainted
+    )
     return AuthorizeOut(action=request.action, allowed=True, by=how)
 
 
