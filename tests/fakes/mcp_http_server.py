@@ -27,7 +27,7 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
-@server.tool()
+@server.tool(annotations=ToolAnnotations(read_only_hint=True))  # reads nothing, writes nothing
 def explode(reason: str) -> str:
     """Always fails, with the reason given."""
     raise ToolError(f"exploded: {reason}")
