@@ -338,7 +338,11 @@ def test_the_agent_sigkilled_with_replies_queued_sends_each_once_after_restart(
         f'\n[channels.tg]\nkind = "telegram"\nagent = "gene"\ntoken = "env:MCOS_TEST_TG_TOKEN"\n'
         f'api_url = "{telegram.url}"\nchats = ["{CHAT}"]\n'
     )
-    rig = fleet_rig_factory(FLEET_AGENTS + channel)
+    # Answers wait two batch windows (the question, then the approval's report): keep them short.
+    placed = 'failover_hosts = ["vps"]\n'
+    agents = FLEET_AGENTS.replace(placed, placed + 'heartbeat = { batch = "1s" }\n')
+    assert agents != FLEET_AGENTS
+    rig = fleet_rig_factory(agents + channel)
     rig.up("mini")
     wait_for("gene running", lambda: len(agent_pids(rig.fleet, "gene").get("gene", [])) == 1)
     spool = load_fleet(rig.fleet).workspace_path("gene") / ".mcos" / "channels.sqlite"

@@ -249,8 +249,11 @@ class HeartbeatConfig(_Model):
     """``HH:MM-HH:MM`` in ``timezone``; outside them the heartbeat sleeps."""
     timezone: str | None = None
     jitter: str = "30s"
+    batch: str = "20s"
+    """How long a normal-priority message waits so others can be handled in the same model turn
+    (urgent ones wake the agent at once). Shorter answers sooner and costs more turns."""
 
-    @field_validator("interval", "jitter")
+    @field_validator("interval", "jitter", "batch")
     @classmethod
     def _duration(cls, v: str) -> str:
         parse_duration(v)

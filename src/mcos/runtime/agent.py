@@ -314,7 +314,8 @@ class AgentRuntime:
         self.client = client
         self.provider = provider
         self.clock = clock
-        self.settings = settings or RuntimeSettings()
+        batch = parse_duration(self.config.heartbeat.batch).total_seconds()
+        self.settings = settings or RuntimeSettings(batch_window=batch)
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self.workspace = Workspace(fleet.workspace_path(name), self.settings.limits)
         self.memory = MemoryIndex(self.workspace.root)
