@@ -42,9 +42,10 @@ from mcos.client import AsyncClient, Calls, Client
 from mcos.config import load_fleet
 from mcos.config.models import CheckConfig, Fleet
 from mcos.config.scaffold import init_fleet
-from mcos.domain.budget import MICROS, price_of
+from mcos.domain.budget import MICROS
 from mcos.domain.heartbeat import CacheTTL, Finding, Outcome, next_beat
 from mcos.domain.messages import MessageKind, Priority
+from mcos.domain.prices import price_for
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden
 from mcos.models.anthropic import AnthropicModel
@@ -336,7 +337,7 @@ async def run_day(
     fake.default = respond
     events = day_events(fleet)
     tracker = Tracker(outages=[e for e in events if e.kind == "outage"])
-    price = price_of(MODEL, fleet.price_table())
+    price = price_for("anthropic", MODEL, fleet.price_table())
     assert price is not None
     clients: dict[str, AsyncClient] = {}
     for who in [*fleet.agents, "founder"]:

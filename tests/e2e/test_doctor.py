@@ -129,3 +129,41 @@ def test_config_check_judges_keys_as_doctor_does(
     assert code == 1
     assert "FAIL secret jarvis: env:MCOS_CHECK_EMPTY is empty" in out
     assert "FAIL secret gene: env:MCOS_CHECK_LITERAL holds an unexpanded variable" in out
+
+
+def test_doctor_names_a_deprecated_model_and_how_each_is_priced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deprecated id is a warning naming its replacement (doctor still passes: the model
+    answers); a current one says where its price comes from."""
+    path = init_fleet(tmp_path / "fleet")
+    offline = 'model = { provider = "offline", id = "offline-1", context_window = 200000 }'
+    text = path.read_text()
+    for agent, model in (("jarvis", "claude-sonnet-4-5"), ("gene", "claude-sonnet-5-5")):
+        var = f"MCOS_DOCTOR_{agent.upper()}"
+        monkeypatch.setenv(var, f"sk-ant-{agent}-0123456789")
+        start = text.index(f"[agents.{agent}]")
+        claude = f'model = {{ provider = "anthropic", id = "{model}" }}\nkey = "env:{var}"'
+        text = text[:start] + text[start:].replace(offline, claude, 1)
+    path.write_text(text)
+    assert runner.invoke(app, ["db", "upgrade", "-f", str(path)]).exit_code == 0
+    code, out = _doctor("-f", str(path), "--json")
+    assert code == 0, out
+    models = {v["check"]: v for v in json.loads(out) if v["check"].startswith("model ")}
+    assert models == {
+        "model jarvis": {
+            "check": "model jarvis",
+            "status": "warn",
+            "detail": "claude-sonnet-4-5 is deprecated since 2026-11-30; use claude-sonnet-5-5 "
+            "(priced by genai-prices (anthropic claude-sonnet-4-5): 3 in / 15 out USD per "
+            "million tokens)",
+            "fix": 'set agents.jarvis.model.id = "claude-sonnet-5-5"',
+        },
+        "model gene": {
+            "check": "model gene",
+            "status": "ok",
+            "detail": "claude-sonnet-5-5: priced by genai-prices (anthropic claude-sonnet-5-5): "
+            "2 in / 10 out USD per million tokens",
+            "fix": "",
+        },
+    }

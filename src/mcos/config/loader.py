@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from pydantic import ValidationError
 from mcos.config.models import BUILTIN_TOOLS, OPTIONAL_TOOLS, Fleet, FleetFile
 from mcos.config.secrets import Resolved, resolve_all
 from mcos.domain.authority import Matrix, concerns, validate
+from mcos.domain.prices import deprecation_of
 from mcos.exceptions import ConfigError, ConfigErrors
 
 
@@ -164,6 +166,7 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
     errors.extend(_paths(fleet, file))
     errors.extend(_channels(fleet, file))
     errors.extend(_mcp_tools(fleet, file))
+    errors.extend(_prices(fleet, file))
     for topic, config in fleet.topics.items():
         for i, s in enumerate(config.subscribers):
             if s not in people:
@@ -211,6 +214,52 @@ def load_fleet(path: str | Path) -> Fleet:
     return fleet
 
 
+def _prices(fleet: Fleet, file: str) -> list[ConfigError]:
+    """A dollar budget needs a price: an agent whose model neither genai-prices nor ``[prices]``
+    knows would spend uncounted (priced at zero) — refused when it or the fleet has a
+    ``daily_usd``, a warning otherwise."""
+    errors = []
+    for name, agent in sorted(fleet.agents.items()):
+        if fleet.pricing(name) is not None:
+            continue
+        model = agent.model
+        capped = [
+            where
+            for where, cap in (
+                (f"agents.{name}.budget.daily_usd", agent.budget.daily_usd),
+                ("fleet.daily_usd", fleet.fleet.daily_usd),
+            )
+            if cap is not None
+        ]
+        problem = (
+            f"{name}: no price is known for model {model.id!r} ({model.provider}) — neither "
+            f"genai-prices nor [prices] has it"
+        )
+        fix = f'add [prices."{model.id}"] input = …, output = … (USD per million tokens)'
+        if capped:
+            errors.append(
+                ConfigError(
+                    file,
+                    f"agents.{name}.model.id",
+                    f"{problem}, so {' and '.join(capped)} cannot be kept; {fix}",
+                )
+            )
+        else:
+            fleet._warnings.append(f"{problem}: its calls are counted as free; {fix}")
+    return errors
+
+
+def deprecation_warnings(fleet: Fleet, today: date | None = None) -> list[str]:
+    """One line per agent whose model id is deprecated or retired, naming the replacement."""
+    today = today or datetime.now(UTC).date()
+    out = []
+    for name, agent in sorted(fleet.agents.items()):
+        found = deprecation_of(agent.model.provider, agent.model.id, agent.model.base_url)
+        if found is not None:
+            out.append(f"agents.{name}.model.id: {found.message(today)}")
+    return out
+
+
 def check_fleet(path: str | Path) -> list[str]:
     """Warnings of a fleet file that loads and whose every key reference resolves to a key, as
     ``mcos doctor`` judges them; raises ``ConfigErrors`` naming each problem otherwise."""
@@ -223,7 +272,7 @@ def check_fleet(path: str | Path) -> list[str]:
     errors.extend(shared_key_values(fleet, file, resolved))
     if errors:
         raise ConfigErrors(errors)
-    return fleet.warnings
+    return fleet.warnings + deprecation_warnings(fleet)
 
 
 def _shared(fleet: Fleet, file: str, names: list[str], what: str) -> list[ConfigError]:

@@ -10,10 +10,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from mcos.domain.authority import Party
-from mcos.domain.budget import DEFAULT_PRICES, Price
+from mcos.domain.budget import DEFAULT_PRICES, Price, Pricing
 from mcos.domain.heartbeat import valid_cron
 from mcos.domain.messages import DeliveryPolicy
 from mcos.domain.pingpong import PingPongRule
+from mcos.domain.prices import price_for
 from mcos.domain.severity import SendLimits
 from mcos.store.protocol import AgentEntry, Directory
 
@@ -686,7 +687,7 @@ class FleetFile(_Model):
     agents: dict[Name, AgentConfig] = Field(default_factory=dict)
     topics: dict[Name, TopicConfig] = Field(default_factory=dict)
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
-    """Model id (or prefix) → price, overriding the built-in list prices."""
+    """Model id (or prefix) → price, overriding genai-prices' list prices."""
     channels: dict[Name, ChannelConfig] = Field(default_factory=dict)
     """Channel accounts; inbound content is always untrusted."""
     mcp: dict[Name, McpServerConfig] = Field(default_factory=dict)
@@ -750,8 +751,14 @@ class Fleet(FleetFile):
         ]
 
     def price_table(self) -> dict[str, Price]:
-        """Built-in list prices with the fleet file's overrides on top."""
+        """The fleet file's ``[prices]`` and the free offline model: what overrides genai-prices."""
         return DEFAULT_PRICES | {model: p.price() for model, p in self.prices.items()}
+
+    def pricing(self, agent: str) -> Pricing | None:
+        """How ``agent``'s model calls are priced: ``[prices]``, else genai-prices; None when
+        nothing prices its model."""
+        model = self.agents[agent].model
+        return price_for(model.provider, model.id, self.price_table(), model.base_url)
 
     def recipient_names(self) -> set[str]:
         """Every name a message may be addressed to."""

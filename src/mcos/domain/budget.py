@@ -6,7 +6,9 @@ Money is counted in integer micro-dollars (millionths of a dollar), so sums are 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from mcos.exceptions import OverBudget
 
@@ -33,16 +35,40 @@ class Price:
         """A provider without prompt caching (OpenAI-compatible servers, local models)."""
         return cls(input_, output, input_, input_, input_)
 
+    def cost(self, usage: Usage, at: datetime | None = None) -> int:
+        """What ``usage`` costs at these rates, in micro-dollars (rounded up)."""
+        five_minute = usage.cache_write - usage.cache_write_1h
+        micros = (
+            usage.input * self.input
+            + usage.output * self.output
+            + usage.cache_read * self.cache_read
+            + five_minute * self.cache_write_5m
+            + usage.cache_write_1h * self.cache_write_1h
+        )
+        return -(-round(micros * 1_000_000) // 1_000_000)
+
+    def ceiling(self, prompt_tokens: int, at: datetime | None = None) -> Price:
+        """The rates a call of at most ``prompt_tokens`` can be billed at: these."""
+        return self
+
+
+class Pricing(Protocol):
+    """A model's price: fixed rates (``Price``) or a price list with tiers and dates."""
+
+    def cost(self, usage: Usage, at: datetime | None = None) -> int:
+        """What ``usage`` cost at time ``at`` (now when None), in micro-dollars, rounded up."""
+        ...
+
+    def ceiling(self, prompt_tokens: int, at: datetime | None = None) -> Price:
+        """The highest rates a call whose prompt is at most ``prompt_tokens`` can be billed at
+        (the dearest tier it may reach, at the price valid at ``at``): never low."""
+        ...
+
 
 FREE = Price(0, 0, 0, 0, 0)
-DEFAULT_PRICES: dict[str, Price] = {
-    "claude-opus-4-5": Price.anthropic(5.0, 25.0),
-    "claude-opus-4-6": Price.anthropic(5.0, 25.0),
-    "claude-sonnet-4": Price.anthropic(3.0, 15.0),
-    "claude-haiku-4-5": Price.anthropic(1.0, 5.0),
-    "offline": FREE,
-}
-"""Built-in list prices (USD per million tokens); the fleet file's ``[prices]`` overrides them."""
+DEFAULT_PRICES: dict[str, Price] = {"offline": FREE}
+"""Prices no price list holds: the offline model is free by definition. Every other model is
+priced by genai-prices (``mcos.domain.prices``); the fleet file's ``[prices]`` overrides both."""
 
 
 def price_of(model: str, table: dict[str, Price]) -> Price | None:
@@ -75,29 +101,26 @@ class Usage:
         return self.input + self.cache_read + self.cache_write
 
 
-def cost_micros(usage: Usage, price: Price) -> int:
-    """What a call cost, in micro-dollars (rounded up: a budget never undercounts)."""
-    five_minute = usage.cache_write - usage.cache_write_1h
-    dollars_per_million = (
-        usage.input * price.input
-        + usage.output * price.output
-        + usage.cache_read * price.cache_read
-        + five_minute * price.cache_write_5m
-        + usage.cache_write_1h * price.cache_write_1h
-    )
-    return -(-round(dollars_per_million * 1_000_000) // 1_000_000)
+def cost_micros(usage: Usage, price: Pricing, at: datetime | None = None) -> int:
+    """What a call made at ``at`` (now when None) cost, in micro-dollars (rounded up: a budget
+    never undercounts)."""
+    return price.cost(usage, at)
 
 
-def worst_case_micros(prompt_bytes: int, max_output: int, price: Price) -> int:
-    """The most a call can cost before it is made.
+def worst_case_micros(
+    prompt_bytes: int, max_output: int, price: Pricing, at: datetime | None = None
+) -> int:
+    """The most a call made at ``at`` can cost before it is made.
 
     A byte-level tokenizer never yields more tokens than the UTF-8 bytes it reads, so the
     prompt's byte length bounds its input tokens; priced at the dearest input rate (a 1-hour
-    cache write) plus ``max_output`` output tokens, no call can cost more.
+    cache write) of the dearest tier a prompt that long can reach, plus ``max_output`` output
+    tokens at that tier's output rate, no call can cost more.
     """
-    dearest = max(price.input, price.cache_write_5m, price.cache_write_1h, price.cache_read)
-    return cost_micros(Usage(input=prompt_bytes), Price.flat(dearest, 0)) + cost_micros(
-        Usage(output=max_output), price
+    rates = price.ceiling(prompt_bytes, at)
+    dearest = max(rates.input, rates.cache_write_5m, rates.cache_write_1h, rates.cache_read)
+    return Price.flat(dearest, 0).cost(Usage(input=prompt_bytes)) + rates.cost(
+        Usage(output=max_output)
     )
 
 

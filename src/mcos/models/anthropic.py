@@ -18,7 +18,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from mcos.domain.budget import Price, Usage
+from mcos.domain.budget import Pricing, Usage
 from mcos.domain.heartbeat import CacheTTL
 from mcos.domain.redaction import redact
 from mcos.exceptions import (
@@ -164,7 +164,7 @@ class AnthropicModel:
         self,
         model: str,
         api_key: str,
-        price: Price,
+        price: Pricing,
         *,
         base_url: str | None = None,
         attempts: int = 4,

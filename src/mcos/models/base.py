@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from mcos.domain.budget import Price, Usage
+from mcos.domain.budget import Pricing, Usage
 from mcos.domain.heartbeat import CacheTTL
 
 INVALID_ARGUMENTS = "__invalid_json__"
@@ -129,7 +129,7 @@ class ModelProvider(Protocol):
     model: str
     label: str
     """How output is labelled where people see it (``offline model`` for the offline one)."""
-    price: Price
+    price: Pricing
     caches: bool
     """Whether ``cache_ttl`` means anything to this provider."""
 

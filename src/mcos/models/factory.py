@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from mcos.config.models import AgentConfig
-from mcos.domain.budget import FREE, Price, price_of
+from mcos.domain.budget import FREE, Price
+from mcos.domain.prices import price_for
 from mcos.domain.redaction import remember
 from mcos.models.base import ModelProvider
 from mcos.models.offline import OfflineModel
@@ -18,11 +19,13 @@ def make_provider(
     *,
     sleep: Callable[[float], Awaitable[None]] | None = None,
 ) -> ModelProvider:
-    """Anthropic, OpenAI-compatible or offline; an unpriced model counts as free (and says so)."""
+    """Anthropic, OpenAI-compatible or offline, priced by ``prices`` (the fleet file's ``[prices]``)
+    first, then genai-prices. A model nothing prices counts as free: the fleet file is refused
+    at load when such a model has a dollar budget to keep (``mcos.config.loader``)."""
     model = agent.model
     if key is not None:
         remember(key)  # whoever built the provider, its key is redacted wherever it surfaces
-    price = price_of(model.id, prices) or FREE
+    price = price_for(model.provider, model.id, prices, model.base_url) or FREE
     if model.provider == "offline":
         return OfflineModel(model.id, price)
     # Each SDK is imported only by the agents that use it: an offline agent starts in a

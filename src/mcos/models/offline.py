@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from mcos.domain.budget import FREE, Price, Usage
+from mcos.domain.budget import FREE, Pricing, Usage
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult
 
 LABEL = "offline model"
@@ -46,7 +46,7 @@ class OfflineModel:
     caches = False
     label = LABEL
 
-    def __init__(self, model: str = "offline-1", price: Price = FREE) -> None:
+    def __init__(self, model: str = "offline-1", price: Pricing = FREE) -> None:
         self.model = model
         self.price = price
         self._calls = 0

@@ -15,7 +15,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from mcos.domain.budget import Price, Usage
+from mcos.domain.budget import Pricing, Usage
 from mcos.domain.redaction import redact
 from mcos.exceptions import (
     ModelError,
@@ -118,7 +118,7 @@ class OpenAICompatModel:
         self,
         model: str,
         api_key: str | None,
-        price: Price,
+        price: Pricing,
         *,
         base_url: str | None = None,
         attempts: int = 4,

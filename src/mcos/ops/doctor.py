@@ -13,7 +13,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,6 +23,7 @@ from mcos.config import load_fleet
 from mcos.config.loader import shared_key_values
 from mcos.config.models import Fleet
 from mcos.config.secrets import Resolved, resolve_all
+from mcos.domain.prices import ListedPrice, deprecation_of
 from mcos.domain.redaction import redact
 from mcos.exceptions import ConfigErrors, McosError
 from mcos.runtime.clock import offset_from
@@ -257,6 +258,47 @@ def _mcp_secrets(fleet: Fleet, resolved: list[Resolved]) -> list[Verdict]:
     ]
 
 
+def _models(fleet: Fleet, today: date) -> list[Verdict]:
+    """Each hosted model: how it is priced today, and whether its id is deprecated or retired
+    (with the replacement). An unpriced model with a dollar budget never gets here: the fleet
+    file is refused at load."""
+    out = []
+    for name, agent in sorted(fleet.agents.items()):
+        model = agent.model
+        if model.provider == "offline":
+            continue
+        price = fleet.pricing(name)
+        if price is None:
+            source = "no price known: its calls count as free"
+        else:
+            rates = price.ceiling(0, datetime.combine(today, datetime.min.time(), UTC))
+            origin = (
+                f"genai-prices ({price.provider} {price.model})"
+                if isinstance(price, ListedPrice)
+                else "[prices]"
+            )
+            source = (
+                f"priced by {origin}: {rates.input:g} in / {rates.output:g} out USD per "
+                "million tokens"
+            )
+        found = deprecation_of(model.provider, model.id, model.base_url)
+        if found is not None:
+            out.append(
+                Verdict(
+                    f"model {name}",
+                    "warn",
+                    f"{found.message(today)} ({source})",
+                    f'set agents.{name}.model.id = "{found.replacement}"'
+                    if found.replacement
+                    else "move to a current model",
+                )
+            )
+        else:
+            status = "ok" if price is not None else "warn"
+            out.append(Verdict(f"model {name}", status, f"{model.id}: {source}"))
+    return out
+
+
 def _disk(fleet: Fleet) -> Verdict:
     folder = fleet.state_dir if fleet.state_dir.exists() else fleet.base_dir
     usage = shutil.disk_usage(folder)
@@ -302,6 +344,7 @@ async def diagnose(
     verdicts += _metrics_exposure(fleet)
     verdicts += _channels(fleet, resolved)
     verdicts += _mcp_secrets(fleet, resolved)
+    verdicts += _models(fleet, datetime.now(UTC).date())
     verdicts += _units(units or [])
     verdicts.append(_disk(fleet))
     return verdicts

@@ -454,7 +454,7 @@ class AgentRuntime:
         if self.cooling_until is not None and now < self.cooling_until:
             raise _TurnStopped("cooling down", self.cooling_until)
         price = self.provider.price
-        worst = worst_case_micros(request.prompt_bytes, request.max_output, price)
+        worst = worst_case_micros(request.prompt_bytes, request.max_output, price, now)
         try:
             held = await self.client.do(
                 Calls.reserve(
@@ -485,7 +485,7 @@ class AgentRuntime:
 
     async def _settle(self, reservation: int, reply: ModelReply | None, purpose: str) -> None:
         usage = reply.usage if reply else None
-        cost = cost_micros(usage, self.provider.price) if usage else 0
+        cost = cost_micros(usage, self.provider.price, self.clock.now()) if usage else 0
         self.stats.model_calls += 1 if reply else 0
         self.stats.cost_micros += cost
         if usage is not None:
