@@ -21,7 +21,7 @@ from pydantic import (
 
 from mcos.domain import bounded
 from mcos.domain.agent_state import AgentStatus
-from mcos.domain.audit import AuditRecord
+from mcos.domain.audit import AuditRecord, FindingKind
 from mcos.domain.heartbeat import valid_cron
 from mcos.domain.leases import Lease
 from mcos.domain.messages import (
@@ -597,16 +597,7 @@ class AuditOut(_Out):
 class AuditFinding(_Out):
     """One thing audit verification found wrong."""
 
-    kind: Literal[
-        "gap",
-        "broken_link",
-        "rewritten",
-        "truncated",
-        "head_moved_back",
-        "triggers_missing",
-        "checkpoint_bad_signature",
-        "checkpoint_missing",
-    ]
+    kind: FindingKind
     """What was found (see docs/api.md, "Audit log")."""
     seq: int | None
     """The record concerned, when there is one."""

@@ -104,17 +104,25 @@ def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
         thread.join(15)
 
 
+@contextmanager
+def serve_on(store: str, tmp_path: Path, **overrides: Any) -> Iterator[tuple[LiveServer, str]]:
+    """:func:`serve` on a fresh, migrated ``store`` ("sqlite" or "postgres", dropped after), and
+    that store's URL (to write into it as another process would)."""
+    url = f"sqlite:///{tmp_path}/mcos.db" if store == "sqlite" else create_pg_database()
+    asyncio.run(migrate(url))
+    try:
+        with serve(url, tmp_path, **overrides) as server:
+            yield server, url
+    finally:
+        if store == "postgres":
+            drop_pg_database(url)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def live_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
     """Mission Control on a real uvicorn, with tokens for jarvis, gene and sentinel."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
-    try:
-        with serve(url, tmp_path) as server:
-            yield server
-    finally:
-        if request.param == "postgres":
-            drop_pg_database(url)
+    with serve_on(request.param, tmp_path) as (server, _):
+        yield server
 
 
 def raw(

@@ -29,9 +29,8 @@ from mcos.domain import bounded
 from mcos.domain.audit import AuditEvent, audit_key, canonical
 from mcos.store import make_store
 from mcos.store.protocol import NewApproval
-from tests.api.conftest import LiveServer, migrate, raw, serve
+from tests.api.conftest import LiveServer, raw, serve_on
 from tests.api.test_dashboard import _signed_in
-from tests.store.conftest import create_pg_database, drop_pg_database
 
 runner = CliRunner()
 
@@ -57,14 +56,8 @@ def server_and_url(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> Iterator[tuple[LiveServer, str]]:
     """A live server and its store's URL, to write rows as an older version would have."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
-    try:
-        with serve(url, tmp_path, token_key=TOKEN_KEY) as server:
-            yield server, url
-    finally:
-        if request.param == "postgres":
-            drop_pg_database(url)
+    with serve_on(request.param, tmp_path, token_key=TOKEN_KEY) as served:
+        yield served
 
 
 @pytest.fixture(
@@ -74,15 +67,8 @@ def live_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LiveServer]:
     """One server per store for the tests below, which are all refused (they store nothing)."""
-    tmp_path = tmp_path_factory.mktemp("hostile")
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
-    try:
-        with serve(url, tmp_path) as server:
-            yield server
-    finally:
-        if request.param == "postgres":
-            drop_pg_database(url)
+    with serve_on(request.param, tmp_path_factory.mktemp("hostile")) as (server, _):
+        yield server
 
 
 def _error(r: httpx.Response, status: int) -> dict[str, Any]:
