@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -69,13 +70,14 @@ def no_stray_processes() -> Iterator[None]:
     wait_until("no stray process", lambda: not stray(), timeout=10)
 
 
-@pytest.fixture
-def calc_url(tmp_path: Path) -> Iterator[str]:
-    """A real MCP server over streamable HTTP (``tests/fakes/mcp_http_server.py``)."""
+@contextmanager
+def mcp_server(tmp_path: Path, *args: str) -> Iterator[str]:
+    """The fake MCP server (``tests/fakes/mcp_http_server.py``, with ``args`` after its port)
+    over streamable HTTP; its URL once it listens."""
     port = free_port()
     with (tmp_path / "calc.log").open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.mcp_http_server", str(port)],
+            [sys.executable, "-m", "tests.fakes.mcp_http_server", str(port), *args],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -96,6 +98,13 @@ def calc_url(tmp_path: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def calc_url(tmp_path: Path) -> Iterator[str]:
+    """A real MCP server over streamable HTTP (``tests/fakes/mcp_http_server.py``)."""
+    with mcp_server(tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

@@ -4,9 +4,6 @@ exactly that call (issue 15, item 6). A real MCP server over HTTP, Mission Contr
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,40 +12,16 @@ import pytest
 from mcos.client import Calls
 from mcos.models.base import ToolCall
 from mcos.runtime.mcp import APPROVAL_ARG, McpTools
-from tests.api.conftest import free_port
 from tests.fakes.mcp_http_server import POISON
 from tests.runtime.conftest import RigFactory
-from tests.runtime.test_mcp import REPO, server_toml
-from tests.waiting import wait_until
+from tests.runtime.test_mcp import mcp_server, server_toml
 
 
 @pytest.fixture
 def hostile_url(tmp_path: Path) -> Iterator[str]:
     """The fake MCP server with its hostile tools (``publish``, a poisoned ``published``)."""
-    port = free_port()
-    with (tmp_path / "calc.log").open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fakes.mcp_http_server", str(port), "hostile"],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-
-        def listening() -> bool:
-            assert process.poll() is None, (tmp_path / "calc.log").read_text()
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", port)) == 0
-
-        wait_until("the MCP HTTP server to listen", listening)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with mcp_server(tmp_path, "hostile") as url:
+        yield url
 
 
 async def test_descriptions_are_fenced_and_writes_need_approval(
