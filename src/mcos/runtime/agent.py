@@ -27,7 +27,7 @@ from mcos.channels.factory import open_channel
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import AgentConfig, CheckConfig, CronJob, Fleet, parse_duration
 from mcos.domain.agent_state import AgentStatus
-from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
+from mcos.domain.budget import cost_micros
 from mcos.domain.heartbeat import (
     HEARTBEAT_OK,
     MAX_COUNTED_FIRES,
@@ -453,12 +453,14 @@ class AgentRuntime:
             raise _TurnStopped("over budget", next_utc_day(now))
         if self.cooling_until is not None and now < self.cooling_until:
             raise _TurnStopped("cooling down", self.cooling_until)
-        price = self.provider.price
-        worst = worst_case_micros(request.prompt_bytes, request.max_output, price, now)
         try:
             held = await self.client.do(
                 Calls.reserve(
-                    worst / MICROS, request.prompt_bytes + request.max_output, purpose[:100]
+                    self.provider.model,
+                    request.prompt_bytes,
+                    request.max_output,
+                    cache_ttl=request.cache_ttl,
+                    purpose=purpose[:100],
                 )
             )
         except OverBudget as e:
@@ -473,6 +475,8 @@ class AgentRuntime:
                 f"{held.budget_tokens} tokens).",
                 Priority.NORMAL,
             )
+        if held.max_output < request.max_output:  # what the rest of the budget pays for
+            request = replace(request, max_output=held.max_output)
         try:
             reply = await self.provider.complete(request)
         except ModelError as e:
@@ -495,13 +499,13 @@ class AgentRuntime:
         report = CallReport(
             reservation_id=reservation,
             provider=self.provider.provider,
-            model=reply.model if reply else self.provider.model,
+            model=self.provider.model,
             purpose=purpose[:100],
             input_tokens=usage.input if usage else 0,
             output_tokens=usage.output if usage else 0,
             cache_read_tokens=usage.cache_read if usage else 0,
             cache_write_tokens=usage.cache_write if usage else 0,
-            cost_usd=cost / MICROS,
+            cache_write_1h_tokens=usage.cache_write_1h if usage else 0,
         )
         try:
             await self.client.do(Calls.report_call(report))
