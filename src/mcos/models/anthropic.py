@@ -159,6 +159,7 @@ class AnthropicModel:
 
     provider = PROVIDER
     caches = True
+    metered = False
 
     def __init__(
         self,
