@@ -2,7 +2,9 @@
 fake Messages API: repeated turns until the first refusal use the cap to at least 90% and never
 pass it; a runtime that lies (declares its own price or cost, reports without a reservation or
 for another model, settles twice) cannot move the recorded spend off what Mission Control
-computes. (The gateway variant, where the runtime holds no key, is the gateway's test.)"""
+computes; a provider Mission Control meters is neither reserved nor reported, and its refusal
+stops the turn like a refused reservation. (The gateway variant, where the runtime holds no key,
+is the gateway's test.)"""
 
 from __future__ import annotations
 
@@ -16,8 +18,11 @@ import pytest
 from mcos.client import Calls
 from mcos.domain.budget import MICROS, Limits, Usage
 from mcos.domain.prices import listed
+from mcos.exceptions import OverBudget
 from mcos.models.anthropic import AnthropicModel
+from mcos.models.base import ModelReply, ModelRequest
 from mcos.models.factory import make_provider
+from mcos.models.offline import OfflineModel
 from mcos.runtime.agent import AgentRuntime
 from mcos.runtime.turns import TurnStopped
 from mcos.runtime.workspace import TurnKind
@@ -163,3 +168,38 @@ async def test_a_lying_runtime_cannot_move_the_recorded_spend(
     assert await _recorded(capped) == (spent, 1_000 // 10 + 100 // 2)  # $0.10 / $0.50 per M
     audit = await capped.client().do(Calls.audit(actor="agent:gene"))
     assert sum(a.outcome == "refused" for a in audit) == 2
+
+
+class GatewayModel(OfflineModel):
+    """A provider Mission Control meters (as the gateway's is): the runtime neither reserves nor
+    reports; past ``allowed`` calls the gateway answers over budget (``OverBudget``)."""
+
+    metered = True
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__()
+        self.allowed = allowed
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        self.calls += 1
+        if self.calls > self.allowed:
+            raise OverBudget("gene is at its daily budget", scope="agent")
+        return await super().complete(request)
+
+
+async def test_a_metered_provider_is_neither_reserved_nor_reported_and_its_refusal_stops_turns(
+    rig: Rig,
+) -> None:
+    model = GatewayModel(allowed=2)
+    gene = rig.runtime("gene", model, replace(FAST, breaker_turns=1_000))
+    for _ in range(2):
+        await gene.turn(TurnKind.MAIN, "check the disks", main=False)
+    assert gene.stats.model_calls == 2
+    assert await rig.client().do(Calls.usage(agent="gene")) == []  # the gateway records them
+    with pytest.raises(TurnStopped, match="over budget"):
+        await gene.turn(TurnKind.MAIN, "check the disks", main=False)
+    assert (await rig.client().do(Calls.agent("gene"))).state == "over_budget"
+    with pytest.raises(TurnStopped, match="over budget"):
+        await gene.turn(TurnKind.MAIN, "and again", main=False)
+    assert model.calls == 3  # blocked until the day turns: no further call
