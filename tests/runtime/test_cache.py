@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from mcos.client import Calls
+from mcos.domain.agent_state import AgentStatus
 from mcos.models.anthropic import AnthropicModel
 from mcos.models.factory import make_provider
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
@@ -301,3 +303,25 @@ def last_block(body: dict[str, Any]) -> dict[str, Any]:
 
 def log_of(gene: AgentRuntime) -> str:
     return gene.workspace.daily_log(gene.clock.now()).read_text()
+
+
+async def test_cuts_are_still_reported_and_the_cut_prefix_is_the_same_for_every_kind(
+    rig_factory: RigFactory, fake: FakeAnthropic
+) -> None:
+    gene = gene_on(rig_factory, fake)
+    gene.turn_gap = timedelta(minutes=2)
+    root = gene.workspace.root
+    (root / "MEMORY.md").write_text("# MEMORY\n" + "- a distilled fact\n" * 2_000)
+    (root / "HEARTBEAT.md").write_text("# HEARTBEAT\n" + "- check the queue\n" * 1_500)
+    fake.script(Text("HEARTBEAT_OK"), Text("Replied."))
+    await gene.turn(TurnKind.HEARTBEAT, "- [check queue] 40 jobs waiting")
+    await gene.turn(TurnKind.MAIN, "- [message 3] from jarvis (request, normal): queue?")
+    beat, message = (r.body for r in fake.requests)
+    assert beat["system"] == message["system"]
+    assert "mcos cut" in beat["system"][0]["text"]
+    assert "mcos cut" in last_block(beat)["text"]  # HEARTBEAT.md, cut, after the breakpoints
+    await gene.report(AgentStatus.IDLE)
+    shown = await gene.client.do(Calls.agent("gene"))
+    cut = " ".join(shown.state_info["truncations"])
+    assert "MEMORY.md: kept" in cut
+    assert "HEARTBEAT.md: kept" in cut
