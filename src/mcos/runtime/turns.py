@@ -251,6 +251,7 @@ class TurnLoop(AgentState):
         extra = self._workstate_tools() if main else ()
         actions_before = len(self.ctx.actions)
         calls = 0
+        flush_tried = False
         await self._report_running(kind)
         learned = self._turn_starts(now)
         self.busy = True
@@ -267,7 +268,8 @@ class TurnLoop(AgentState):
                 append_user(turns, results)
                 if self.settings.end_on_actions and only_done_actions(reply, results):
                     break  # the results reach the model at the start of its next turn
-                if self._context_full():  # before the next round, not only after the turn
+                if not flush_tried and self._context_full():  # before the next round
+                    flush_tried = True  # once a turn: a model that will not save is not asked again
                     turns = await self._flush_mid_turn(prompt, turns, isolated=not main)
             else:
                 self._log(f"{kind.value} turn stopped at {self.config.max_tool_rounds} tool rounds")
