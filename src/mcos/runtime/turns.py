@@ -251,7 +251,7 @@ class TurnLoop(AgentState):
         extra = self._workstate_tools() if main else ()
         actions_before = len(self.ctx.actions)
         calls = 0
-        flush_tried = False
+        flush_tried = seen_untrusted = False
         await self._report_running(kind)
         learned = self._turn_starts(now)
         self.busy = True
@@ -263,7 +263,9 @@ class TurnLoop(AgentState):
                 turns.append(reply.turn)
                 if not reply.tool_calls:
                     break
-                self.ctx.tainted = tainted(turns)
+                # Outside content seen in this turn taints the rest of it, a compaction included.
+                seen_untrusted = seen_untrusted or tainted(turns)
+                self.ctx.tainted = seen_untrusted
                 results = tuple([await self.tools.call(c, extra=extra) for c in reply.tool_calls])
                 append_user(turns, results)
                 if self.settings.end_on_actions and only_done_actions(reply, results):
