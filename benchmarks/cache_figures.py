@@ -84,7 +84,8 @@ def prepare(root: Path, fake: FakeAnthropic) -> Fleet:
         if line.split("=", 1)[0].strip() not in ("model", "key")
     ]
     ours = [
-        f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}" }}',
+        f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}", '
+        'route = "direct" }',
         'key = "env:GENE_ANTHROPIC_KEY"',
     ]
     path.write_text(text[:start] + "\n".join([*ours, *kept]) + text[end:])
