@@ -329,3 +329,24 @@ class TestCuration:
         assert again.curator.mark == mark
         await beats_until(again, clock, at(20))
         assert again.stats.model_calls == 0
+
+
+async def test_a_simulated_day(rig_factory: RigFactory) -> None:
+    """From 06:00 to 07:15 the next day, beats every 30 minutes, active 07:00-23:00: mail
+    hourly (07:00 … 22:00, and 07:00 the next day) and calendar every 4 hours (riding along at
+    10, 14, 18, 22 and 07) make 17 routine turns; the curation runs once, at 07:00 the next day
+    (the first active beat after 24 hours); and no other beat calls the model."""
+    rig = rig_factory(hb(', active_hours = "07:00-23:00"'))
+    workspace_file(rig, "HEARTBEAT.md", HEARTBEAT.replace("interval: 2h", "interval: 4h"))
+    workspace_file(rig, "MEMORY.md", MEMORY)
+    clock = VirtualClock(at(6) + timedelta(seconds=10))  # beats drift a second early at most
+    gene = gene_on(rig, clock)
+    outcomes = await beats_until(gene, clock, at(7, days=1) + timedelta(minutes=15))
+    stats = gene.stats
+    assert len(outcomes) == stats.beats == 51
+    assert outcomes.count(Outcome.INACTIVE) == 18  # 06:00, 06:30, then 23:00 … 06:30
+    assert (stats.routine_turns, stats.curation_turns) == (17, 1)
+    assert stats.model_calls == stats.turns == 18
+    log = log_of(gene) + log_of(gene, days=1)
+    assert log.count("calendar (4h)") == 5
+    assert "curation (cadence)" in log_of(gene, days=1)
