@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mcos.client import Calls
 from mcos.domain.curation import guardrail_lines
 from mcos.domain.heartbeat import Outcome
+from mcos.domain.messages import Priority
 from mcos.models.anthropic import AnthropicModel
 from mcos.models.base import ModelProvider
 from mcos.models.factory import make_provider
@@ -350,3 +352,23 @@ async def test_a_simulated_day(rig_factory: RigFactory) -> None:
     log = log_of(gene) + log_of(gene, days=1)
     assert log.count("calendar (4h)") == 5
     assert "curation (cadence)" in log_of(gene, days=1)
+
+
+async def test_an_urgent_finding_at_night_does_not_bring_the_routine_along(
+    rig_factory: RigFactory,
+) -> None:
+    """Outside active hours an urgent message wakes the model, alone: the items due by then
+    (mail, calendar) wait for the first active beat."""
+    rig = rig_factory(hb(', active_hours = "07:00-23:00"'))
+    workspace_file(rig, "HEARTBEAT.md", HEARTBEAT)
+    clock = VirtualClock(at(21) + timedelta(seconds=10))  # beats drift a second early at most
+    gene = gene_on(rig, clock)
+    await beats_until(gene, clock, at(23, 0) + timedelta(minutes=45))
+    assert gene.stats.routine_turns == 1  # mail at 22:00; 23:00 is outside active hours
+    await rig.client().do(
+        Calls.send("gene", "The site is down.", subject="down", priority=Priority.URGENT)
+    )
+    assert await gene.claim() == 1
+    assert await gene.heartbeat() is Outcome.TURN
+    assert (gene.stats.turns, gene.stats.routine_turns) == (2, 1)
+    assert log_of(gene).count("looked at routine") == 1
