@@ -286,6 +286,12 @@ class TestCuration:
         )
         await beats_until(gene, clock, at(10) + timedelta(minutes=5))
         assert len(fake.requests) == 3
+        first = fake.requests[0].body
+        assert [t["name"] for t in first["tools"]] == ["curate_memory"]
+        asked = str(first["messages"][0])
+        assert "CURATE MEMORY" in asked
+        assert "decided: the shop ships with free returns" in asked
+        assert all(line in asked for line in guardrail_lines(MEMORY))
         root = rig.fleet.workspace_path("gene")
         assert (root / "MEMORY.md").read_text() == MEMORY
         assert not (root / PREVIOUS).exists()
