@@ -80,7 +80,10 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 def claude_toml(fake: FakeAnthropic, extra: str = "") -> dict[str, str]:
-    model = f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}" }}'
+    model = (
+        f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}", '
+        'route = "direct" }'
+    )
     heartbeat = hb(extra)["gene"]
     return {"gene": f'{model}\nkey = "env:GENE_ANTHROPIC_KEY"\n{heartbeat}'}
 

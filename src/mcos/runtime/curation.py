@@ -309,7 +309,7 @@ async def curate(agent: AgentState, reason: Reason) -> bool:
     agent.busy = True
     try:
         for _ in range(MAX_ROUNDS):
-            base = agent._request(TurnKind.MAIN, turns, ())
+            base = agent._request(agent.workspace.prompt(TurnKind.MAIN), turns)
             request = replace(
                 base, tools=(SPEC,), max_output=max(base.max_output, curator.cap // 3 + 1_024)
             )
