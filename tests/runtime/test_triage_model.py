@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mcos.cli import _notes
 from mcos.client import AsyncClient, Calls
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import Limits, Usage, cost_micros
@@ -347,3 +348,4 @@ async def test_status_shows_the_first_looks_counts(triaged: Rig, fake: FakeAnthr
     shown = await jarvis.do(Calls.agent("gene"))
     assert shown.state_info["triage"]["settled"] == 1
     assert shown.state_info["triage"]["calls"] == 1
+    assert "first look: 1 settled, 0 to the main model, 0 straight to it" in _notes(shown)
