@@ -22,6 +22,7 @@ from mcos.domain.prices import price_for
 from mcos.models.factory import make_provider
 from mcos.models.openai_compat import OpenAICompatModel
 from mcos.runtime.agent import AgentRuntime
+from mcos.server.severity import PAUSED_BY
 from tests.fakes.anthropic_server import ApiError, FakeAnthropic, RateLimited, Text, ToolUse
 from tests.fakes.openai_server import FakeOpenAI
 from tests.runtime.conftest import Rig, RigFactory
@@ -275,6 +276,20 @@ async def test_a_rate_limited_first_look_cools_the_agent_down_without_a_main_cal
     me = await jarvis.do(Calls.agent("gene"))
     assert me.state == "cooling_down"
     assert (me.queued, me.claimed, me.dead) == (1, 0, 0)
+
+
+async def test_a_pause_mission_control_holds_stops_the_first_look_before_its_call(
+    triaged: Rig, fake: FakeAnthropic
+) -> None:
+    rig = triaged
+    gene = gene_of(rig)
+    held = {"paused_by": PAUSED_BY}  # as Mission Control holds a ping-pong pair
+    await rig.client().do(Calls.report_state("gene", AgentStatus.PAUSED, "ping-pong", info=held))
+    await fyi(rig.client("jarvis"), "nightly backup done")
+    await gene.claim()
+    assert not await gene.handle_messages()
+    assert gene.paused
+    assert fake.requests == []
 
 
 async def test_settled_messages_are_named_to_the_main_model_at_its_next_turn(
