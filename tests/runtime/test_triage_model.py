@@ -25,6 +25,7 @@ from mcos.runtime.agent import AgentRuntime
 from mcos.server.severity import PAUSED_BY
 from tests.fakes.anthropic_server import ApiError, FakeAnthropic, RateLimited, Text, ToolUse
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.scripts import Scripted, ScriptedServer
 from tests.runtime.conftest import Rig, RigFactory
 
 KEY = "sk-ant-test-gene"
@@ -82,6 +83,14 @@ async def fyi(jarvis: AsyncClient, subject: str, body: str = "All green.") -> in
     return sent.message.id
 
 
+async def wake(gene: AgentRuntime, fake: ScriptedServer | None = None, *answers: Scripted) -> bool:
+    """Gene claims its inbox and handles what it holds, the model API answering ``answers``."""
+    if fake is not None:
+        fake.script(*answers)
+    await gene.claim()
+    return await gene.handle_messages()
+
+
 def daily_log(gene: AgentRuntime) -> str:
     return gene.workspace.daily_log(gene.clock.now()).read_text()
 
@@ -98,8 +107,7 @@ async def test_fyi_messages_are_settled_by_one_cheap_call_and_no_main_call(
         decision(False, "status news only", (first, False, "backup report"),
                  (second, False, "deploy report"))
     )  # fmt: skip
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake)
 
     assert len(fake.requests) == 1  # the first look, and no main call
     body = fake.requests[0].body
@@ -126,9 +134,7 @@ async def test_the_triage_call_is_metered_at_the_triage_models_price(
     gene = gene_of(rig)
     jarvis = rig.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
-    fake.script(decision(False, "news", (first, False, "backup report")))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake, decision(False, "news", (first, False, "backup report")))
     billed = fake.requests[0].usage
     assert billed is not None
     usage = Usage(input=billed["input_tokens"], output=billed["output_tokens"])
@@ -169,9 +175,7 @@ async def test_what_must_reach_the_main_model_skips_the_first_look(
     sent = await rig.client(sender).do(
         Calls.send("gene", "Look at this.", subject="the vps", kind=kind, priority=priority)
     )
-    fake.script(Text("handled"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake, Text("handled"))
     assert [r.body["model"] for r in fake.requests] == [MAIN]
     assert "tool_choice" not in fake.requests[0].body
     assert f"[message {sent.message.id}]" in str(fake.requests[0].body["messages"])
@@ -193,8 +197,7 @@ async def test_the_main_model_runs_when_the_first_look_says_so(
                  (second, True, "a disk about to fill needs a decision")),
         Text("I will ask for a bigger disk."),
     )  # fmt: skip
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake)
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
     shown = str(fake.requests[1].body["messages"])
     assert f"[message {first}]" in shown  # the main model sees the whole batch
@@ -222,9 +225,7 @@ async def test_an_unusable_first_look_lets_the_main_model_decide(
     gene = gene_of(rig)
     jarvis = rig.client("jarvis")
     await fyi(jarvis, "nightly backup done")
-    fake.script(answer, Text("noted"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake, answer, Text("noted"))
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
     assert "the main model decides" in daily_log(gene)
     assert gene.triage_stats.unusable == 1
@@ -240,9 +241,9 @@ async def test_a_batch_with_an_item_left_undecided_goes_to_the_main_model(
     jarvis = rig.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     second = await fyi(jarvis, "deploy 41 finished")
-    fake.script(decision(False, "news", (first, False, "backup report")), Text("noted"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(
+        gene, fake, decision(False, "news", (first, False, "backup report")), Text("noted")
+    )
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
     assert f"no decision for message {second}" in daily_log(gene)
 
@@ -254,8 +255,7 @@ async def test_a_first_look_over_budget_calls_neither_model(
     gene = gene_of(rig)
     jarvis = rig.client("jarvis")
     await fyi(jarvis, "nightly backup done")
-    await gene.claim()
-    assert not await gene.handle_messages()
+    assert not await wake(gene, fake)
     assert fake.requests == []  # the triage reservation was refused: no call, and no bypass
     me = await jarvis.do(Calls.agent("gene"))
     assert me.state == "over_budget"
@@ -269,9 +269,7 @@ async def test_a_rate_limited_first_look_cools_the_agent_down_without_a_main_cal
     gene = gene_of(rig)
     jarvis = rig.client("jarvis")
     await fyi(jarvis, "nightly backup done")
-    fake.script(RateLimited(retry_after=30))
-    await gene.claim()
-    assert not await gene.handle_messages()
+    assert not await wake(gene, fake, RateLimited(retry_after=30))
     assert [r.body["model"] for r in fake.requests] == [TRIAGE]
     me = await jarvis.do(Calls.agent("gene"))
     assert me.state == "cooling_down"
@@ -286,8 +284,7 @@ async def test_a_pause_mission_control_holds_stops_the_first_look_before_its_cal
     held = {"paused_by": PAUSED_BY}  # as Mission Control holds a ping-pong pair
     await rig.client().do(Calls.report_state("gene", AgentStatus.PAUSED, "ping-pong", info=held))
     await fyi(rig.client("jarvis"), "nightly backup done")
-    await gene.claim()
-    assert not await gene.handle_messages()
+    assert not await wake(gene, fake)
     assert gene.paused
     assert fake.requests == []
 
@@ -299,12 +296,11 @@ async def test_settled_messages_are_named_to_the_main_model_at_its_next_turn(
     gene = gene_of(rig)
     jarvis = rig.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
-    fake.script(decision(False, "news", (first, False, "backup report")), Text("on it"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(
+        gene, fake, decision(False, "news", (first, False, "backup report")), Text("on it")
+    )
     await jarvis.do(Calls.send("gene", "Rotate the keys?", subject="keys"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake)
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
     text = fake.requests[1].body["messages"][-1]["content"][-1]["text"]
     assert f"message {first} from jarvis (report): nightly backup done — backup report" in text
@@ -316,13 +312,11 @@ async def test_the_offline_model_takes_a_first_look_by_rule(rig_factory: RigFact
     gene = rig.runtime("gene")
     jarvis = rig.client("jarvis")
     await fyi(jarvis, "nightly backup done")
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene)
     assert gene.stats.turns == 0  # settled: no main turn
     assert "main model not needed — only news, nothing to act on (offline model)" in daily_log(gene)
     await fyi(jarvis, "backup size", "It doubled overnight: should we look?")
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene)
     assert gene.stats.turns == 1  # a question: the main (offline) model answered
     assert gene.triage_stats.settled == 1
     assert gene.triage_stats.to_main == 1
@@ -341,9 +335,7 @@ async def test_an_openai_compatible_triage_model_is_forced_to_call_the_decision_
         gene = rig.runtime("gene", main)
         jarvis = rig.client("jarvis")
         first = await fyi(jarvis, "nightly backup done")
-        server.script(decision(False, "news", (first, False, "backup report")))
-        await gene.claim()
-        assert await gene.handle_messages()
+        assert await wake(gene, server, decision(False, "news", (first, False, "backup report")))
         body = server.requests[0].body
         assert body["model"] == "llama3.2:3b"
         assert body["tool_choice"] == {"type": "function", "function": {"name": TOOL}}
@@ -356,9 +348,7 @@ async def test_status_shows_the_first_looks_counts(triaged: Rig, fake: FakeAnthr
     gene = gene_of(rig)
     jarvis = rig.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
-    fake.script(decision(False, "news", (first, False, "backup report")))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake, decision(False, "news", (first, False, "backup report")))
     await gene.report(AgentStatus.IDLE)
     shown = await jarvis.do(Calls.agent("gene"))
     assert shown.state_info["triage"]["settled"] == 1
