@@ -98,9 +98,7 @@ def daily_log(gene: AgentRuntime) -> str:
 async def test_fyi_messages_are_settled_by_one_cheap_call_and_no_main_call(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     second = await fyi(jarvis, "deploy 41 finished", "Deploy 41 is live; nothing to do.")
     fake.script(
@@ -131,8 +129,7 @@ async def test_the_triage_call_is_metered_at_the_triage_models_price(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
     rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     assert await wake(gene, fake, decision(False, "news", (first, False, "backup report")))
     billed = fake.requests[0].usage
@@ -187,9 +184,7 @@ async def test_what_must_reach_the_main_model_skips_the_first_look(
 async def test_the_main_model_runs_when_the_first_look_says_so(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     second = await fyi(jarvis, "disk", "The backup disk is at 97%; it fails tomorrow.")
     fake.script(
@@ -221,9 +216,7 @@ async def test_the_main_model_runs_when_the_first_look_says_so(
 async def test_an_unusable_first_look_lets_the_main_model_decide(
     triaged: Rig, fake: FakeAnthropic, answer: Any
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     await fyi(jarvis, "nightly backup done")
     assert await wake(gene, fake, answer, Text("noted"))
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
@@ -236,9 +229,7 @@ async def test_an_unusable_first_look_lets_the_main_model_decide(
 async def test_a_batch_with_an_item_left_undecided_goes_to_the_main_model(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     second = await fyi(jarvis, "deploy 41 finished")
     assert await wake(
@@ -265,9 +256,7 @@ async def test_a_first_look_over_budget_calls_neither_model(
 async def test_a_rate_limited_first_look_cools_the_agent_down_without_a_main_call(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     await fyi(jarvis, "nightly backup done")
     assert not await wake(gene, fake, RateLimited(retry_after=30))
     assert [r.body["model"] for r in fake.requests] == [TRIAGE]
@@ -292,9 +281,7 @@ async def test_a_pause_mission_control_holds_stops_the_first_look_before_its_cal
 async def test_settled_messages_are_named_to_the_main_model_at_its_next_turn(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     assert await wake(
         gene, fake, decision(False, "news", (first, False, "backup report")), Text("on it")
@@ -344,9 +331,7 @@ async def test_an_openai_compatible_triage_model_is_forced_to_call_the_decision_
 
 
 async def test_status_shows_the_first_looks_counts(triaged: Rig, fake: FakeAnthropic) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     assert await wake(gene, fake, decision(False, "news", (first, False, "backup report")))
     await gene.report(AgentStatus.IDLE)
