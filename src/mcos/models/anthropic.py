@@ -161,6 +161,7 @@ class AnthropicModel:
 
     provider = PROVIDER
     caches = True
+    metered = False
 
     def __init__(
         self,
