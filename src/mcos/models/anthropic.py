@@ -146,6 +146,8 @@ def request_body(model: str, request: ModelRequest) -> dict[str, Any]:
             messages[-1]["content"].append(volatile)  # after any tool_result, as the API wants
         else:
             messages.append({"role": "user", "content": [volatile]})
+    if request.tool_choice is not None:
+        body["tool_choice"] = {"type": "tool", "name": request.tool_choice}
     return body
 
 

@@ -84,6 +84,9 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         ),
         host_agents=host_agents(fleet),
         models={name: a.model for name, a in fleet.agents.items()},
+        triage_models={
+            name: a.triage_model for name, a in fleet.agents.items() if a.triage_model is not None
+        },
         prices=fleet.price_table(),
         webhook_secrets={
             name: resolve_key(
