@@ -291,7 +291,8 @@ async def test_settled_messages_are_named_to_the_main_model_at_its_next_turn(
     await jarvis.do(Calls.send("gene", "Rotate the keys?", subject="keys"))
     assert await wake(gene, fake)
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
-    text = fake.requests[1].body["messages"][-1]["content"][-1]["text"]
+    last = fake.requests[1].body["messages"][-1]["content"]  # the turn's text, then the time
+    text = "\n".join(b["text"] for b in last if b["type"] == "text")
     assert f"message {first} from jarvis (report): nightly backup done — backup report" in text
     assert gene.settled_notes == []  # named once
 
