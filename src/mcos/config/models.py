@@ -240,6 +240,9 @@ class ModelConfig(_Model):
     """Tokens the model accepts."""
     base_url: str | None = None
     """Override the provider's endpoint (OpenAI-compatible servers, proxies)."""
+    route: Literal["gateway", "direct"] = "gateway"
+    """How the agent reaches its model: through Mission Control (holds the key, meters every
+    call) or directly with its own key (weaker: the runtime reports its usage)."""
 
 
 class HeartbeatConfig(_Model):
@@ -462,6 +465,9 @@ class AgentConfig(_Model):
     max_tool_rounds: int = Field(default=8, ge=1, le=50)
     """Model calls one turn may make while it keeps asking for tools."""
     sidecars: list[SidecarConfig] = Field(default_factory=list)
+    triage_model: ModelConfig | None = None
+    """A cheaper model that first reads what woke the agent and decides whether the main model
+    is needed (None: always the main model)."""
 
     @field_validator("key")
     @classmethod
