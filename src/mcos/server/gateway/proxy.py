@@ -27,6 +27,7 @@ from mcos.domain.budget import Usage
 from mcos.domain.redaction import redact
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import ConfigError, McosError, OverBudget
+from mcos.models.gateway import PURPOSE_HEADER
 from mcos.server.gateway.dialect import JSON, Dialect
 from mcos.server.gateway.keys import GatewayAgent, UpstreamKey, resolve
 from mcos.server.gateway.ratelimits import Cooldowns, wait_after_429
@@ -41,8 +42,6 @@ OVER_BUDGET = "mcos_over_budget"
 """The error type of a call the budget cannot pay for (HTTP 402, in the provider's shape)."""
 MISCONFIGURED = "mcos_misconfigured"
 """The error type of a call Mission Control cannot make for want of a key (HTTP 500)."""
-PURPOSE_HEADER = "x-mcos-purpose"
-"""What the call is for (``heartbeat``, ``message``…), recorded with its usage."""
 
 
 class Refusal(Exception):
@@ -104,7 +103,7 @@ class Gateway:
         if config is None:
             rule = (
                 f"{caller.name} does not call its model through Mission Control "
-                "(an offline model, or model.route = \"direct\")"
+                '(an offline model, or model.route = "direct")'
             )
             await self.mc.refuse(caller, "gateway.call", rule)
             raise Refusal(403, "permission_error", rule)
@@ -148,10 +147,15 @@ class Gateway:
             "rate_limit_error" if dialect.provider == "anthropic" else "rate_limit_exceeded",
             f"the provider rate-limited this key: Mission Control holds every call on it for "
             f"{seconds:.3f}s more",
-            {"retry-after": str(max(math.ceil(seconds), 1)), "retry-after-ms": str(math.ceil(seconds * 1000))},
+            {
+                "retry-after": str(max(math.ceil(seconds), 1)),
+                "retry-after-ms": str(math.ceil(seconds * 1000)),
+            },
         )
 
-    async def note_answer(self, call: Call, dialect: Dialect, answer: httpx.Response, body: JSON) -> None:
+    async def note_answer(
+        self, call: Call, dialect: Dialect, answer: httpx.Response, body: JSON
+    ) -> None:
         """Learn from an answer: a 429 (not a spend limit) rests the key for as long as asked."""
         if answer.status_code != 429 or dialect.spend_limit(429, body):
             return
@@ -240,7 +244,9 @@ class Gateway:
                 else:
                     await settle(None)
 
-            return RelayedStream(answer, answer_headers(answer.headers, call.secret), reader.feed, finish)
+            return RelayedStream(
+                answer, answer_headers(answer.headers, call.secret), reader.feed, finish
+            )
         content = await answer.aread()
         await answer.aclose()
         parsed = parse_object(content)
@@ -248,7 +254,9 @@ class Gateway:
         if answer.is_success:
             usage = dialect.usage(parsed)
             if usage is None:
-                log.warning("gateway: %s's answer carried no usage: counted at its worst case", call.agent)
+                log.warning(
+                    "gateway: %s's answer carried no usage: counted at its worst case", call.agent
+                )
             await settle(usage or worst)
         else:
             await settle(None)
@@ -277,7 +285,9 @@ class Gateway:
             )
         except httpx.HTTPError as e:
             return dialect.error(
-                502, "api_error", f"Mission Control could not reach {call.base_url} ({type(e).__name__})"
+                502,
+                "api_error",
+                f"Mission Control could not reach {call.base_url} ({type(e).__name__})",
             )
         return Response(
             without_key(answer.content, call.secret),
@@ -287,7 +297,13 @@ class Gateway:
 
 
 def _with_output(usage: Usage, output: int) -> Usage:
-    return Usage(usage.input, max(usage.output, output), usage.cache_read, usage.cache_write, usage.cache_write_1h)
+    return Usage(
+        usage.input,
+        max(usage.output, output),
+        usage.cache_read,
+        usage.cache_write,
+        usage.cache_write_1h,
+    )
 
 
 async def read_body(request: Request) -> JSON:

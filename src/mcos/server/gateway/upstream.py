@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 
 import anyio
 import httpx
@@ -120,7 +120,7 @@ class RelayedStream(StreamingResponse):
             media_type=upstream.headers.get("content-type", "text/event-stream"),
         )
 
-    async def _chunks(self) -> AsyncIterator[bytes]:
+    async def _chunks(self) -> AsyncGenerator[bytes, None]:
         async for chunk in self._upstream.aiter_bytes():
             self._watch(chunk)
             yield chunk
