@@ -271,11 +271,11 @@ class Gateway:
     async def unmetered(
         self, request: Request, caller: Principal, dialect: Dialect, endpoint: str
     ) -> Response:
-        """A call that costs nothing (counting tokens): checked and forwarded, not metered."""
+        """A call that costs nothing (counting tokens): checked and forwarded, not metered (nor
+        held by a key's rest: the provider limits it apart)."""
         try:
             body = await read_body(request)
             call = await self.open_call(caller, dialect, body)
-            await self.check_cooldown(call, dialect)
         except Refusal as r:
             return dialect.error(r.status, r.kind, r.message, r.headers)
         headers = dialect.outgoing_headers(request.headers, call.secret)
