@@ -14,11 +14,6 @@ from mcos.models.gateway import GatewayAccess
 from mcos.models.offline import OfflineModel
 
 
-def through_gateway(agent: AgentConfig) -> bool:
-    """Whether the agent's model calls go through Mission Control (it then holds no key)."""
-    return agent.model.provider != "offline" and agent.model.route == "gateway"
-
-
 def make_provider(
     agent: AgentConfig,
     key: str | None,

@@ -16,7 +16,7 @@ from mcos.config.secrets import resolve_key
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.redaction import remember
 from mcos.exceptions import EX_CONFIG, ConfigError, Fenced, McosError
-from mcos.models.factory import make_provider, through_gateway
+from mcos.models.factory import make_provider
 from mcos.models.gateway import GatewayAccess
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
@@ -78,7 +78,7 @@ async def run_agent(
     async with AsyncClient(fleet.server.url, token, timeout=45, fence=fence) as client:
         try:
             key, gateway = None, None
-            if through_gateway(config):  # Mission Control holds the key: this process has none
+            if config.model.through_gateway:  # Mission Control holds the key: this process has none
                 gateway = GatewayAccess(fleet.server.url, token, fence)
                 forget_key_variable(config.key)
             elif config.key is not None:

@@ -50,7 +50,7 @@ def gateway_agents(fleet: Fleet) -> dict[str, GatewayAgent]:
     out = {}
     for name, agent in fleet.agents.items():
         model = agent.model
-        if model.provider == "offline" or model.route != "gateway":
+        if not model.through_gateway:
             continue
         models = {model.id: model}
         triage = agent.triage_model
