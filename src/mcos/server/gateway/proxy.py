@@ -79,6 +79,39 @@ class Call:
         return self.key.fingerprint if self.key is not None else f"nokey:{self.base_url}"
 
 
+@dataclass(frozen=True)
+class Held:
+    """A call's reservation, and how to settle it."""
+
+    mc: MissionControl
+    call: Call
+    provider: str
+    id: int
+    max_output: int
+    """The output the budget pays for: the body's limit is lowered to it."""
+    prompt: int
+    purpose: str
+
+    @property
+    def worst(self) -> Usage:
+        """What a call whose usage is unknown is counted at: the whole prompt and output."""
+        return Usage(input=self.prompt, output=self.max_output)
+
+    async def settle(self, usage: Usage | None) -> None:
+        """Record ``usage`` (None: nothing billed) and release the rest of the hold."""
+        try:
+            await self.mc.meter.settle(
+                self.call.agent,
+                self.call.model,
+                self.id,
+                usage,
+                self.purpose,
+                provider=self.provider,
+            )
+        except McosError as e:  # the hold stays reserved until it lapses: never undercounted
+            log.warning("gateway: could not record %s's call: %s", self.call.agent, e.message)
+
+
 class Gateway:
     """Mission Control's model gateway: the shared upstream client and the keys' cooldowns."""
 
@@ -187,34 +220,11 @@ class Gateway:
         self, request: Request, call: Call, dialect: Dialect, endpoint: str, body: JSON
     ) -> Response:
         headers = dialect.outgoing_headers(request.headers, call.secret)
-        prompt = await dialect.prompt_tokens(self.upstream, call.base_url, headers, body)
-        asked = dialect.max_output(body, call.config.max_output)
-        purpose = purpose_of(request)
-        try:
-            hold = await self.mc.meter.reserve(
-                call.agent,
-                call.model,
-                prompt_tokens=prompt,
-                max_output=asked,
-                cache_ttl=dialect.cache_ttl(body),
-                purpose=purpose,
-            )
-        except OverBudget as e:
-            raise Refusal(402, OVER_BUDGET, e.message) from None
-        dialect.limit_output(body, hold.max_output)
+        held = await self._hold(request, call, dialect, headers, body)
+        dialect.limit_output(body, held.max_output)
         stream = body.get("stream") is True
         if stream:
             dialect.prepare_stream(body)
-        worst = Usage(input=prompt, output=hold.max_output)
-
-        async def settle(usage: Usage | None) -> None:
-            try:
-                await self.mc.meter.settle(
-                    call.agent, call.model, hold.id, usage, purpose, provider=dialect.provider
-                )
-            except McosError as e:  # the hold stays reserved until it lapses: never undercounted
-                log.warning("gateway: could not record %s's call: %s", call.agent, e.message)
-
         try:
             answer = await self.upstream.send(
                 dialect.url(call.base_url, endpoint),
@@ -223,7 +233,7 @@ class Gateway:
                 stream=stream,
             )
         except httpx.HTTPError as e:
-            await settle(None)
+            await held.settle(None)
             raise Refusal(
                 502,
                 "api_error",
@@ -231,24 +241,65 @@ class Gateway:
             ) from None
         except asyncio.CancelledError:
             with anyio.CancelScope(shield=True):  # the agent hung up: the provider may bill
-                await settle(worst)
+                await held.settle(held.worst)
             raise
         if stream and answer.status_code == 200:
-            reader = dialect.stream_usage()
+            return self._relay(call, dialect, answer, held)
+        return await self._whole(call, dialect, answer, held)
 
-            async def finish(complete: bool) -> None:
-                if reader.finished:
-                    await settle(reader.usage())
-                elif reader.started:  # cut short: the output it made is unknown, so the most
-                    await settle(_with_output(reader.usage(), hold.max_output))
-                else:
-                    await settle(None)
-
-            return RelayedStream(
-                answer, answer_headers(answer.headers, call.secret), reader.feed, finish
+    async def _hold(
+        self,
+        request: Request,
+        call: Call,
+        dialect: Dialect,
+        headers: Mapping[str, str],
+        body: JSON,
+    ) -> Held:
+        """Count the prompt and reserve the call's worst case: ``Refusal`` 402 over budget."""
+        prompt = await dialect.prompt_tokens(self.upstream, call.base_url, headers, body)
+        purpose = purpose_of(request)
+        try:
+            hold = await self.mc.meter.reserve(
+                call.agent,
+                call.model,
+                prompt_tokens=prompt,
+                max_output=dialect.max_output(body, call.config.max_output),
+                cache_ttl=dialect.cache_ttl(body),
+                purpose=purpose,
             )
-        content = await answer.aread()
-        await answer.aclose()
+        except OverBudget as e:
+            raise Refusal(402, OVER_BUDGET, e.message) from None
+        return Held(self.mc, call, dialect.provider, hold.id, hold.max_output, prompt, purpose)
+
+    def _relay(self, call: Call, dialect: Dialect, answer: httpx.Response, held: Held) -> Response:
+        """A streamed answer passed on as it arrives, settled from its events at the end."""
+        reader = dialect.stream_usage()
+
+        async def finish(complete: bool) -> None:
+            if reader.finished:
+                await held.settle(reader.usage())
+            elif reader.started:  # cut short: the output it made is unknown, so the most
+                await held.settle(_with_output(reader.usage(), held.max_output))
+            else:
+                await held.settle(None)
+
+        return RelayedStream(
+            answer, answer_headers(answer.headers, call.secret), reader.feed, finish
+        )
+
+    async def _whole(
+        self, call: Call, dialect: Dialect, answer: httpx.Response, held: Held
+    ) -> Response:
+        """A whole answer: read, learnt from (a 429), settled from its usage, passed on."""
+        try:
+            content = await answer.aread()
+        except httpx.HTTPError as e:  # cut off mid-answer: the provider may have billed it all
+            await held.settle(held.worst)
+            raise Refusal(
+                502, "api_error", f"{call.base_url} broke off its answer ({type(e).__name__})"
+            ) from None
+        finally:
+            await answer.aclose()
         parsed = parse_object(content)
         await self.note_answer(call, dialect, answer, parsed)
         if answer.is_success:
@@ -257,9 +308,9 @@ class Gateway:
                 log.warning(
                     "gateway: %s's answer carried no usage: counted at its worst case", call.agent
                 )
-            await settle(usage or worst)
+            await held.settle(usage or held.worst)
         else:
-            await settle(None)
+            await held.settle(None)
         return Response(
             without_key(content, call.secret),
             status_code=answer.status_code,
