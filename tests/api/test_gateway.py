@@ -11,6 +11,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from mcos.models.base import ModelRequest, Turn
 from mcos.models.factory import make_provider
 from mcos.models.gateway import GatewayAccess
 from mcos.server.gateway.keys import GatewayAgent
-from tests.api.conftest import LiveServer, raw, serve_on
+from tests.api.conftest import LiveServer, migrate, raw, serve
 from tests.fakes.anthropic_server import (
     ApiError,
     FakeAnthropic,
@@ -40,6 +41,7 @@ from tests.fakes.anthropic_server import (
 from tests.fakes.anthropic_server import RateLimited as Limited
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripts import JSON, count_tokens
+from tests.store.conftest import create_pg_database, drop_pg_database
 from tests.waiting import eventually
 
 KEY = "sk-ant-gateway-shared-key-0123456789abcdef"
@@ -89,15 +91,23 @@ def gateway(
     store: str = "sqlite",
     **overrides: Any,
 ) -> Iterator[LiveServer]:
-    """Mission Control routing ``agents``' model calls."""
-    with serve_on(
-        store,
-        tmp_path,
-        gateway={name: g for name, (_, g) in agents.items()},
-        models={name: m for name, (m, _) in agents.items()},
-        **overrides,
-    ) as (server, _):
-        yield server
+    """Mission Control routing ``agents``' model calls, on a fresh store (migrated on a worker
+    thread: the tests' own event loop is running)."""
+    url = f"sqlite:///{tmp_path}/mcos.db" if store == "sqlite" else create_pg_database()
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, migrate(url)).result()
+    try:
+        with serve(
+            url,
+            tmp_path,
+            gateway={name: g for name, (_, g) in agents.items()},
+            models={name: m for name, (m, _) in agents.items()},
+            **overrides,
+        ) as server:
+            yield server
+    finally:
+        if store == "postgres":
+            drop_pg_database(url)
 
 
 @contextmanager
@@ -123,6 +133,7 @@ def claude(
         base_url=f"{server.url}/v1/gateway/anthropic",
         auth_token=server.tokens[agent],
         max_retries=0,
+        timeout=60,  # given: the SDK then lets a non-streamed call ask for any max_tokens
     )
     opened.append(client)
     return client
@@ -509,12 +520,12 @@ class TestStreaming:
                     if event.type == "content_block_delta":
                         # The provider holds the rest until the gate opens: this event came
                         # through the gateway as it was sent, not after the whole answer.
-                        assert not gate.is_set()
                         gate.set()
                 message = await stream.get_final_message()
             calls, usage, cost = await usage_of(server, "jarvis")
         assert message.content[0].type == "text"
         assert message.content[0].text == words
+        assert fake.gate_opened == [True], "a delta arrived while the provider held the rest"
         assert seen[0] == "message_start"
         assert seen[-1] == "message_stop"
         (provider_usage,) = (anthropic_usage(u) for u in billed(fake))

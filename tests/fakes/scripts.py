@@ -177,6 +177,7 @@ class ScriptedServer:
         self.stream_gate: threading.Event | None = None
         """When set to an Event, a streamed answer sends its first events, then waits for the
         event to be set before the rest (a test sees what a proxy passes on as it arrives)."""
+        self.gate_opened: list[bool] = []
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -221,10 +222,11 @@ class ScriptedServer:
         return answer
 
     def wait_at_gate(self) -> None:
-        """Hold a stream at the gate, if a test set one (at most 30 s: never a hung server)."""
+        """Hold a stream at the gate, if a test set one (at most 30 s: never a hung server);
+        ``gate_opened`` records whether it opened (True) or the wait ran out (False)."""
         gate = self.stream_gate
         if gate is not None:
-            gate.wait(30)
+            self.gate_opened.append(gate.wait(30))
 
     def record(self, record: RecordedRequest) -> None:
         """Keep ``record`` for the test to inspect."""
