@@ -166,6 +166,7 @@ class AnthropicModel:
 
     provider = PROVIDER
     caches = True
+    metered = False
 
     def __init__(
         self,
