@@ -29,7 +29,7 @@ from mcos.exceptions import (
     SpendLimitReached,
 )
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
-from mcos.models.gateway import gateway_error
+from mcos.models.gateway import gateway_error, purpose_headers
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -214,6 +214,8 @@ class AnthropicModel:
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One Messages call; overloads and server errors retried with jittered backoff."""
         body = request_body(self.model, request)
+        if headers := purpose_headers(self.metered, request.purpose):
+            body["extra_headers"] = headers
         extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),

@@ -45,6 +45,13 @@ class GatewayAccess:
         return {} if self.fence is None else {FENCE_HEADER: str(self.fence)}
 
 
+def purpose_headers(metered: bool, purpose: str) -> dict[str, str]:
+    """The header naming a metered call's purpose (ASCII: it is an HTTP header), if any."""
+    if not (metered and purpose):
+        return {}
+    return {PURPOSE_HEADER: purpose.encode("ascii", "replace").decode()[:100]}
+
+
 def gateway_error(error: Exception) -> McosError | None:
     """Mission Control's own answer through its gateway, as the error it stands for: the
     budget cannot pay for the call (402 ``mcos_over_budget``), Mission Control has no key for

@@ -32,7 +32,7 @@ from mcos.models.base import (
     ToolCall,
     ToolResult,
 )
-from mcos.models.gateway import gateway_error
+from mcos.models.gateway import gateway_error, purpose_headers
 
 PROVIDER = "openai"
 DEFAULT_RETRY_AFTER = 60.0
@@ -173,6 +173,8 @@ class OpenAICompatModel:
             "messages": chat_messages(request),
             "max_tokens": request.max_output,
         }
+        if headers := purpose_headers(self.metered, request.purpose):
+            body["extra_headers"] = headers
         if request.tools:
             body["tools"] = [
                 {
