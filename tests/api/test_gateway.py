@@ -51,6 +51,8 @@ MODEL = "claude-haiku-4-5"
 DEARER = "claude-opus-4-6"
 LOCAL = "llama3.1:8b"
 HELLO: list[Any] = [{"role": "user", "content": "Status report, please."}]
+ASK: Any = {"model": MODEL, "max_tokens": 10, "messages": HELLO}
+"""The smallest call of the agent's own model."""
 LONG = "word " * 200_000
 """An answer longer than any output limit: every call uses all the output it was granted."""
 
@@ -381,9 +383,7 @@ class TestWhoMayCall:
         with gateway(tmp_path, agents) as server:
             for agent in ("gene", "sentinel"):
                 with pytest.raises(anthropic.PermissionDeniedError):
-                    await claude(server, agent, sdk_clients).messages.create(
-                        model=MODEL, max_tokens=10, messages=HELLO
-                    )
+                    await claude(server, agent, sdk_clients).messages.create(**ASK)
             path = "/v1/gateway/anthropic/v1/messages"
             body = {"model": MODEL, "max_tokens": 10, "messages": HELLO}
             as_operator = raw(server, "POST", path, server.operator_token, json=body)
@@ -414,16 +414,10 @@ class TestRateLimits:
         }
         with gateway(tmp_path, agents) as server:
             with pytest.raises(anthropic.RateLimitError) as first:
-                await claude(server, "jarvis", sdk_clients).messages.create(
-                    model=MODEL, max_tokens=10, messages=HELLO
-                )
+                await claude(server, "jarvis", sdk_clients).messages.create(**ASK)
             with pytest.raises(anthropic.RateLimitError) as second:
-                await claude(server, "gene", sdk_clients).messages.create(
-                    model=MODEL, max_tokens=10, messages=HELLO
-                )
-            elsewhere = await claude(server, "sentinel", sdk_clients).messages.create(
-                model=MODEL, max_tokens=10, messages=HELLO
-            )
+                await claude(server, "gene", sdk_clients).messages.create(**ASK)
+            elsewhere = await claude(server, "sentinel", sdk_clients).messages.create(**ASK)
             calls, _, _ = await usage_of(server, "gene")
         assert first.value.response.headers["retry-after"] == "30"
         waited = int(second.value.response.headers["retry-after"])
@@ -446,13 +440,11 @@ class TestRateLimits:
         with jarvis_on(tmp_path, fake) as server:
             client = claude(server, "jarvis", sdk_clients)
             with pytest.raises(anthropic.RateLimitError):
-                await client.messages.create(model=MODEL, max_tokens=10, messages=HELLO)
+                await client.messages.create(**ASK)
 
             async def answered() -> str | None:
                 try:
-                    message = await client.messages.create(
-                        model=MODEL, max_tokens=10, messages=HELLO
-                    )
+                    message = await client.messages.create(**ASK)
                 except anthropic.RateLimitError:
                     return None
                 block = message.content[0]
@@ -593,9 +585,7 @@ class TestKeys:
         agents = {"jarvis": claude_agent(fake, key="env:GW_TEST_KEY_NOBODY_SET")}
         with gateway(tmp_path, agents) as server:
             with pytest.raises(anthropic.InternalServerError) as caught:
-                await claude(server, "jarvis", sdk_clients).messages.create(
-                    model=MODEL, max_tokens=10, messages=HELLO
-                )
+                await claude(server, "jarvis", sdk_clients).messages.create(**ASK)
             provider = gateway_provider(server, "jarvis")
             try:
                 with pytest.raises(KeyUnavailable) as unavailable:

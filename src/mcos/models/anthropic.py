@@ -29,7 +29,7 @@ from mcos.exceptions import (
     SpendLimitReached,
 )
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
-from mcos.models.gateway import gateway_error, purpose_headers
+from mcos.models.gateway import gateway_error, precise_wait, purpose_headers
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -53,10 +53,8 @@ class _Retryable(Exception):
 
 def _retry_after(error: anthropic.APIStatusError) -> float:
     headers = error.response.headers
-    try:  # Mission Control's gateway says it to the millisecond
-        return max(float(headers.get("retry-after-ms", "")) / 1000, 0.001)
-    except ValueError:
-        pass
+    if (precise := precise_wait(headers)) is not None:  # Mission Control's gateway
+        return precise
     for name in ("retry-after", "anthropic-ratelimit-requests-reset"):
         value = headers.get(name)
         if value is None:
