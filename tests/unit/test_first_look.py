@@ -146,6 +146,15 @@ class TestRoutes:
         assert problem is not None
         assert problem.startswith(f"a {triage} triage model needs the agent's model on {triage}")
 
+    def test_a_server_of_its_own_is_not_reachable_through_the_gateway(self) -> None:
+        """The gateway meters only the agent's own model server: a triage model elsewhere
+        would be called with no meter at all, so the fleet file is refused."""
+        local = "http://127.0.0.1:11434/v1"
+        problem = route_problem("anthropic", "openai", local, None, "gateway")
+        assert problem is not None
+        assert 'route = "direct"' in problem
+        assert route_problem("anthropic", "openai", local, None, "direct") is None
+
 
 def _fleet(tmp_path: Path, gene: str) -> Fleet:
     """The small template's fleet with ``gene``'s lines given (they replace the same keys)."""

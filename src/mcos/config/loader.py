@@ -260,7 +260,11 @@ def _triage_models(fleet: Fleet, file: str) -> list[ConfigError]:
         if triage is None:
             continue
         problem = route_problem(
-            agent.model.provider, triage.provider, triage.base_url, agent.model.base_url
+            agent.model.provider,
+            triage.provider,
+            triage.base_url,
+            agent.model.base_url,
+            agent.model.route,
         )
         if problem is not None:
             errors.append(ConfigError(file, f"{where}.provider", f"{name}: {problem}"))
@@ -303,7 +307,9 @@ def check_fleet(path: str | Path) -> list[str]:
     file = str(path)
     resolved = resolve_all(fleet)
     errors = [
-        ConfigError(file, r.use.where, f"{r.use.owner}: {r.problem}") for r in resolved if r.problem
+        ConfigError(file, r.use.where, f"{r.use.owner}: {r.problem}{r.use.note}")
+        for r in resolved
+        if r.problem
     ]
     errors.extend(shared_key_values(fleet, file, resolved))
     if errors:

@@ -101,15 +101,25 @@ def route_problem(
     triage_provider: str,
     triage_base_url: str | None,
     main_base_url: str | None,
+    main_route: str = "direct",
 ) -> str | None:
     """Why a triage model on ``triage_provider`` cannot be reached by an agent whose model is
     on ``main_provider``; None when it can. The triage model is called with the agent's own
     credential and route (its key, or Mission Control's gateway), so it must be on the same
     provider — except the offline model (no network) and an OpenAI-compatible server of its
-    own (``base_url``: a local server that needs no key)."""
+    own (``base_url``: a local server that needs no key) — and that one only for an agent
+    that calls its model directly: through the gateway, Mission Control meters every call and
+    reaches only the agent's own model server."""
     if triage_provider in ("offline", main_provider):
         return None
     if triage_provider == "openai" and triage_base_url and triage_base_url != main_base_url:
+        if main_route == "gateway":
+            return (
+                "a triage model on an OpenAI-compatible server of its own cannot be reached "
+                "through Mission Control's gateway (it meters only the agent's own model "
+                'server): set route = "direct" on the agent\'s model, or use a '
+                f"{main_provider} or the offline model"
+            )
         return None
     return (
         f"a {triage_provider} triage model needs the agent's model on {triage_provider} too: "

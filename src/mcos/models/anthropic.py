@@ -7,7 +7,7 @@ agent cools down visibly, and a spend-limit answer is never retried.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anthropic
@@ -30,6 +30,7 @@ from mcos.exceptions import (
 )
 from mcos.models.anthropic_cache import place_breakpoints
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
+from mcos.models.gateway import gateway_error, precise_wait, purpose_headers
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -53,6 +54,8 @@ class _Retryable(Exception):
 
 def _retry_after(error: anthropic.APIStatusError) -> float:
     headers = error.response.headers
+    if (precise := precise_wait(headers)) is not None:  # Mission Control's gateway
+        return precise
     for name in ("retry-after", "anthropic-ratelimit-requests-reset"):
         value = headers.get(name)
         if value is None:
@@ -165,7 +168,9 @@ def _usage(usage: anthropic.types.Usage) -> Usage:
 
 
 class AnthropicModel:
-    """Claude through ``anthropic.AsyncAnthropic``, with the agent's own key."""
+    """Claude through ``anthropic.AsyncAnthropic``: with the agent's own key (direct mode), or
+    through Mission Control's gateway with the agent's Mission Control token and no key
+    (``auth_token``; ``metered``: Mission Control meters each call)."""
 
     provider = PROVIDER
     caches = True
@@ -174,7 +179,7 @@ class AnthropicModel:
     def __init__(
         self,
         model: str,
-        api_key: str,
+        api_key: str | None,
         price: Pricing,
         *,
         base_url: str | None = None,
@@ -182,28 +187,43 @@ class AnthropicModel:
         backoff_cap: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         timeout: float = 600.0,
+        auth_token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        metered: bool = False,
     ) -> None:
+        if (api_key is None) == (auth_token is None):
+            msg = "an anthropic model needs either a key or (through the gateway) a token"
+            raise ValueError(msg)
         self.model = model
         self.label = model
         self.price = price
+        self.metered = metered
         self._attempts = attempts
         self._backoff_cap = backoff_cap
         self._sleep = sleep
-        # base_url None lets the SDK read ANTHROPIC_BASE_URL, then its default.
+        # base_url None lets the SDK read ANTHROPIC_BASE_URL, then its default. An explicit
+        # credential keeps the SDK from reading any key from the environment.
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key,
+            auth_token=auth_token,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            default_headers=dict(headers or {}),
         )
 
     async def _once(self, body: dict[str, Any]) -> anthropic.types.Message:
         try:
             message: anthropic.types.Message = await self._client.messages.create(**body)
         except anthropic.APIError as e:
-            raise _classify(e) from e
+            raise (gateway_error(e) or _classify(e)) from e
         return message
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One Messages call; overloads and server errors retried with jittered backoff."""
         body = request_body(self.model, request)
+        if headers := purpose_headers(self.metered, request.purpose):
+            body["extra_headers"] = headers
         extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),

@@ -27,6 +27,7 @@ from mcos.store import Directory, Store
 
 if TYPE_CHECKING:
     from mcos.server.audit_checkpoint import AuditCheckpoints
+    from mcos.server.gateway.keys import GatewayAgent
     from mcos.server.paging import Pager
 
 
@@ -107,6 +108,12 @@ class ServerSettings:
     host_agents: dict[str, frozenset[str]] = field(default_factory=dict)
     """Each host of the fleet and the agents its supervisor may run (placed there or failing
     over to it): all a host token may touch."""
+    gateway: dict[str, GatewayAgent] = field(default_factory=dict)
+    """The agents whose model calls go through Mission Control: their models and key references
+    (resolved here, at each call)."""
+    max_model_body_bytes: int = 32 * 1024 * 1024
+    """The body limit of the model gateway's routes (a long conversation; the providers'
+    own limit)."""
     models: dict[str, ModelConfig] = field(default_factory=dict)
     """Each agent's model: with its triage model, the only ones Mission Control meters (prices
     and reserves) for it."""

@@ -19,6 +19,7 @@ from mcos.exceptions import ConfigError
 from mcos.ops.filemodes import private_dir, private_file
 from mcos.server.app import OPERATOR_TOKEN_FILE, create_app
 from mcos.server.context import ChannelBinding, ServerSettings
+from mcos.server.gateway.keys import gateway_agents
 from mcos.store import make_store
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
             )
         ),
         host_agents=host_agents(fleet),
+        gateway=gateway_agents(fleet),
         models={name: a.model for name, a in fleet.agents.items()},
         triage_models={
             name: a.triage_model for name, a in fleet.agents.items() if a.triage_model is not None
