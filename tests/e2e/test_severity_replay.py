@@ -17,7 +17,7 @@ from mcos.client import Calls
 from mcos.domain.messages import MessageKind, Priority
 from mcos.exceptions import McosError
 from mcos.models.base import ToolCall
-from mcos.runtime.agent import _format_message
+from mcos.runtime.context import format_message
 from tests.e2e import test_governance_replays as replays
 from tests.e2e.test_governance_replays import Business
 
@@ -107,7 +107,7 @@ async def test_sentinel_cannot_raise_a_p0_through_any_path(business: Business) -
         await rt.claim()
         for d in rt.pending.values():
             m = d.message
-            text = _format_message(d, biz.fleet.agents)
+            text = format_message(d, biz.fleet.agents)
             assert "CONFIRMED INCIDENT" not in text, f"{name}: {text}"
             if name in confirmers:
                 continue
@@ -118,7 +118,7 @@ async def test_sentinel_cannot_raise_a_p0_through_any_path(business: Business) -
     jarvis = next(rt for rt in biz.runtimes if rt.name == "jarvis")
     gate = [d for d in jarvis.pending.values() if d.message.meta.get("incident")]
     assert len(gate) == 1
-    assert "NOT CONFIRMED" in _format_message(gate[0], biz.fleet.agents)
+    assert "NOT CONFIRMED" in format_message(gate[0], biz.fleet.agents)
     incidents = await biz.client().do(Calls.incidents())
     assert [(i.severity, i.state) for i in incidents] == [("P0", "reported")]
 

@@ -14,7 +14,8 @@ from mcos.channels.mock import MockChannel
 from mcos.cli import app
 from mcos.exceptions import Forbidden
 from mcos.models.base import ToolCall
-from mcos.runtime.agent import AgentRuntime, _format_message
+from mcos.runtime.agent import AgentRuntime
+from mcos.runtime.context import format_message
 from tests.runtime.conftest import RigFactory
 
 CHANNEL = '[channels.reddit]\nkind = "mock"\nagent = "gene"\n'
@@ -114,7 +115,7 @@ async def test_the_prompt_fences_channel_content_as_untrusted(rig_factory: RigFa
     await _take(gene, "reddit")
     await gene.claim()
     (delivery,) = gene.pending.values()
-    text = _format_message(delivery)
+    text = format_message(delivery)
     assert "<<<UNTRUSTED content from mock channel reddit (from u/mallory)" in text
     assert "[channel reddit] [reply_to u/mallory]" in text
 

@@ -1,0 +1,323 @@
+"""The turn loop: one model turn at a time, every call within the budget.
+
+A turn is the tool loop — call the model, run the tools it asks for, call it again — until the
+model stops asking or a round of actions ends it. Each call reserves its worst case with Mission
+Control first and settles the real usage after; a 429, an outage or a spent budget stops the
+turn (``TurnStopped``) and cools the agent down. A no-progress breaker pauses a looping agent,
+and a context nearly full is flushed to WORKSTATE.md and compacted.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mcos.api_models import CallReport
+from mcos.client import Calls
+from mcos.domain.agent_state import AgentStatus
+from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
+from mcos.domain.heartbeat import HEARTBEAT_OK, CacheTTL, needs_flush
+from mcos.domain.messages import Priority, next_utc_day, resume_at, unavailable_backoff
+from mcos.exceptions import (
+    McosError,
+    ModelError,
+    ModelUnavailable,
+    OverBudget,
+    RateLimited,
+    SpendLimitReached,
+)
+from mcos.models.base import ModelReply, ModelRequest, TextBlock, Turn
+from mcos.runtime.context import (
+    append_user,
+    build_request,
+    cache_ttl,
+    compacted,
+    flush_text,
+    only_done_actions,
+    tainted,
+)
+from mcos.runtime.state import AgentState
+from mcos.runtime.workspace import TurnKind
+
+log = logging.getLogger("mcos.runtime")
+
+
+class TurnStopped(Exception):
+    """A turn ended early: over budget, cooling down, or the model failed.
+
+    ``until`` set: the agent *could not act* and its messages are deferred to then (no attempt
+    used); None: the turn was tried and failed, and its messages are nacked.
+    """
+
+    def __init__(self, why: str, until: datetime | None = None) -> None:
+        super().__init__(why)
+        self.until = until
+
+
+@dataclass
+class Stats:
+    """What the agent did, for status and the fleet-day benchmark."""
+
+    beats: int = 0
+    beats_ok: int = 0
+    turns: int = 0
+    model_calls: int = 0
+    flushes: int = 0
+    handled: int = 0
+    cost_micros: int = 0
+    tokens: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
+    )
+
+
+class TurnLoop(AgentState):
+    """The turn loop and the model calls it makes, each within the budget."""
+
+    # --- model calls with budget ----------------------------------------------------------------
+    async def _call_model(self, request: ModelRequest, purpose: str) -> ModelReply:
+        """Reserve the worst case, call, settle the actual usage."""
+        now = self.clock.now()
+        day = now.date().isoformat()
+        if self.blocked_day == day:
+            raise TurnStopped("over budget", next_utc_day(now))
+        if self.cooling_until is not None and now < self.cooling_until:
+            raise TurnStopped("cooling down", self.cooling_until)
+        price = self.provider.price
+        worst = worst_case_micros(request.prompt_bytes, request.max_output, price, now)
+        try:
+            held = await self.client.do(
+                Calls.reserve(
+                    worst / MICROS, request.prompt_bytes + request.max_output, purpose[:100]
+                )
+            )
+        except OverBudget as e:
+            await self._over_budget(day, e.message)
+            raise TurnStopped("over budget", next_utc_day(now)) from e
+        if held.warning and day not in self.warned_days:
+            self.warned_days.add(day)
+            await self._tell_manager(
+                f"{self.name}: 80% of today's model budget used",
+                f"{self.name} has committed {held.committed_usd:.2f} USD / "
+                f"{held.committed_tokens:,} tokens today (budget: {held.budget_usd} USD, "
+                f"{held.budget_tokens} tokens).",
+                Priority.NORMAL,
+            )
+        try:
+            reply = await self.provider.complete(request)
+        except ModelError as e:
+            await self._settle(held.id, None, f"failed:{e.code}")
+            until = await self._model_failed(e)
+            raise TurnStopped(e.code, until) from e
+        self.unavailable = 0
+        await self._settle(held.id, reply, purpose)
+        return reply
+
+    async def _settle(self, reservation: int, reply: ModelReply | None, purpose: str) -> None:
+        usage = reply.usage if reply else None
+        cost = cost_micros(usage, self.provider.price, self.clock.now()) if usage else 0
+        self.stats.model_calls += 1 if reply else 0
+        self.stats.cost_micros += cost
+        if usage is not None:
+            for kind in self.stats.tokens:
+                self.stats.tokens[kind] += getattr(usage, kind)
+            self.context_tokens = usage.context
+        report = CallReport(
+            reservation_id=reservation,
+            provider=self.provider.provider,
+            model=reply.model if reply else self.provider.model,
+            purpose=purpose[:100],
+            input_tokens=usage.input if usage else 0,
+            output_tokens=usage.output if usage else 0,
+            cache_read_tokens=usage.cache_read if usage else 0,
+            cache_write_tokens=usage.cache_write if usage else 0,
+            cost_usd=cost / MICROS,
+        )
+        try:
+            await self.client.do(Calls.report_call(report))
+        except McosError as e:
+            log.warning("%s: could not record a model call: %s", self.name, e.message)
+
+    async def _over_budget(self, day: str, why: str) -> None:
+        self.blocked_day = day
+        await self.report(AgentStatus.OVER_BUDGET, why, until=next_utc_day(self.clock.now()))
+        if day not in self.reported_days:
+            self.reported_days.add(day)
+            self._log(f"over budget: no model calls until the day turns ({why})")
+            await self._tell_manager(
+                f"{self.name} is over budget",
+                f"{why}\nNo model calls until the day turns.",
+                Priority.HIGH,
+            )
+
+    def _cool_down(self, now: datetime, length: timedelta) -> datetime:
+        """Cool down for ``length``; the loop wakes just after (jittered, never 30 s late)."""
+        self.cooling_until = now + length
+        self.resume_at = resume_at(self.cooling_until, length, self.rng.random())
+        return self.cooling_until
+
+    async def _model_failed(self, error: ModelError) -> datetime | None:
+        """Record a failed model call; when the agent could not act, until when (its messages
+        are deferred to then), else None (the turn failed: its messages are nacked)."""
+        now = self.clock.now()
+        if isinstance(error, RateLimited):
+            until = self._cool_down(now, timedelta(seconds=error.retry_after))
+            self._log(f"rate limited: cooling down until {until:%H:%M:%S}")
+            await self.report(AgentStatus.COOLING_DOWN, error.message, until=until)
+            return until
+        if isinstance(error, ModelUnavailable):
+            self.unavailable += 1
+            wait = unavailable_backoff(
+                self.unavailable, self.settings.unavailable_base, self.settings.unavailable_cap
+            )
+            until = self._cool_down(now, wait)
+            self._log(f"model unavailable ({error.message}): next try at {until:%H:%M:%S}")
+            await self.report(
+                AgentStatus.COOLING_DOWN, f"model unavailable: {error.message}", until=until
+            )
+            return until
+        if isinstance(error, SpendLimitReached):
+            day = now.date().isoformat()
+            self.blocked_day = day
+            self._log(f"provider spend limit reached: {error.message}")
+            await self.report(AgentStatus.OVER_BUDGET, error.message, until=next_utc_day(now))
+            if f"spend:{day}" not in self.reported_days:
+                self.reported_days.add(f"spend:{day}")
+                await self._tell_manager(
+                    f"ALERT: {self.name}'s model account hit its spend limit",
+                    f"{error.message}\nThe agent makes no model calls until the day turns or "
+                    "it is restarted after the limit is raised.",
+                    Priority.URGENT,
+                )
+            return next_utc_day(now)
+        self._log(f"model call failed: {error.message}")
+        await self.report(AgentStatus.IDLE, f"last model call failed: {error.message}")
+        return None
+
+    def _cache_ttl(self) -> CacheTTL:
+        """The cache lifetime for this turn's calls (the benchmark's strategies override it)."""
+        return cache_ttl(self.provider.caches, self.turn_gap, self.calls_per_turn)
+
+    def _request(
+        self, kind: TurnKind, turns: list[Turn], extra_tools: tuple[str, ...]
+    ) -> ModelRequest:
+        return build_request(
+            self.workspace,
+            self.config,
+            self.name,
+            kind,
+            self.clock.now(),
+            turns,
+            self.tools.specs(extra=extra_tools),
+            self._cache_ttl(),
+        )
+
+    # --- turns ----------------------------------------------------------------------------------
+    async def turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str:
+        """One model turn: the tool loop until the model stops asking, bounded in rounds."""
+        now = self.clock.now()
+        if self.blocked_day == now.date().isoformat():
+            raise TurnStopped("over budget", next_utc_day(now))
+        if self.cooling() and self.cooling_until is not None:
+            raise TurnStopped("cooling down", self.cooling_until)
+        if self.last_turn_at is not None:
+            gap = now - self.last_turn_at
+            self.turn_gap = (self.turn_gap * 3 + gap) / 4
+        self.last_turn_at = now
+        turns = list(self.history) if main else []
+        append_user(turns, (TextBlock(text),))
+        actions_before = len(self.ctx.actions)
+        calls = 0
+        await self._report_running(kind)
+        self.busy = True
+        reply: ModelReply | None = None
+        try:
+            for _ in range(self.config.max_tool_rounds):
+                reply = await self._call_model(self._request(kind, turns, ()), kind.value)
+                calls += 1
+                turns.append(reply.turn)
+                if not reply.tool_calls:
+                    break
+                self.ctx.tainted = tainted(turns)
+                results = tuple([await self.tools.call(c) for c in reply.tool_calls])
+                append_user(turns, results)
+                if self.settings.end_on_actions and only_done_actions(reply, results):
+                    break  # the results reach the model at the start of its next turn
+            else:
+                self._log(f"{kind.value} turn stopped at {self.config.max_tool_rounds} tool rounds")
+        finally:
+            self.busy = False
+            self.stats.turns += 1
+            self.calls_per_turn = (self.calls_per_turn * 3 + max(calls, 1)) / 4
+        final = reply.text.strip() if reply else ""
+        self._log(f"{kind.value} turn ({self.provider.label}): {final[:300] or '(no text)'}")
+        was_paused = self.paused
+        self._breaker(now, progressed=len(self.ctx.actions) > actions_before, text=final)
+        if self.paused and not was_paused:
+            await self._paused_report()
+        if main:
+            self.history = turns
+            if needs_flush(
+                self.context_tokens, self.config.model.context_window, self.settings.flush_threshold
+            ):
+                await self.flush_and_compact()
+        if not self.paused and self._state and self._state[0] is AgentStatus.RUNNING:
+            await self.report(AgentStatus.IDLE)
+        return final
+
+    async def _report_running(self, kind: TurnKind) -> None:
+        """Say a turn starts; a pause Mission Control holds stops it before any model call."""
+        await self.report(AgentStatus.RUNNING, f"{kind.value} turn")
+        if self.paused:
+            raise TurnStopped("paused by Mission Control")
+
+    def _breaker(self, now: datetime, *, progressed: bool, text: str) -> None:
+        if progressed or text.startswith(HEARTBEAT_OK):
+            self.no_progress.clear()
+            return
+        self.no_progress.append(now)
+        while self.no_progress and now - self.no_progress[0] > self.settings.breaker_window:
+            self.no_progress.popleft()
+        if len(self.no_progress) >= self.settings.breaker_turns:
+            self.paused = True
+
+    async def _paused_report(self) -> None:
+        why = (
+            f"paused by the circuit breaker: {len(self.no_progress)} turns in "
+            f"{self.settings.breaker_window} without a tool call, message or log entry"
+        )
+        self._log(why)
+        await self.report(AgentStatus.PAUSED, why + " — resume with `mcos agent resume`")
+        await self._tell_manager(f"{self.name} paused (no-progress loop)", why, Priority.HIGH)
+
+    async def flush_and_compact(self) -> None:
+        """Write WORKSTATE.md through the model, then keep a summary and the recent turns."""
+        used = self.context_tokens / self.config.model.context_window
+        turns = list(self.history)
+        append_user(turns, (TextBlock(flush_text(used)),))
+        before = (
+            (self.workspace.root / "WORKSTATE.md").stat().st_mtime_ns
+            if (self.workspace.root / "WORKSTATE.md").exists()
+            else None
+        )
+        for _ in range(3):
+            reply = await self._call_model(
+                self._request(TurnKind.MAIN, turns, ("write_workstate",)), "flush"
+            )
+            turns.append(reply.turn)
+            if not reply.tool_calls:
+                break
+            results = tuple(
+                [await self.tools.call(c, extra=("write_workstate",)) for c in reply.tool_calls]
+            )
+            append_user(turns, results)
+        path = self.workspace.root / "WORKSTATE.md"
+        if not path.exists() or path.stat().st_mtime_ns == before:
+            self._log("flush turn did not write WORKSTATE.md; context kept, not compacted")
+            return
+        self.stats.flushes += 1
+        self.history = compacted(
+            self.history, self.settings.keep_turns, path.read_text(encoding="utf-8")
+        )
+        self.context_tokens = 0
+        self._log(f"context {used:.0%} full: WORKSTATE.md written, session compacted")
