@@ -13,6 +13,10 @@ from typing import Protocol
 from mcos.exceptions import OverBudget
 
 MICROS = 1_000_000
+BATCH_DISCOUNT = 0.5
+"""What a batch call costs of the standard rates when the price comes from the fleet file's
+``[prices]`` (Anthropic's Message Batches and OpenAI's Batch API both bill 50% of every rate,
+cache reads and writes included); genai-prices' own batch prices are used when it has them."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,17 @@ class Price:
         """The rates a call of at most ``prompt_tokens`` can be billed at: these."""
         return self
 
+    def batched(self) -> Price:
+        """These rates for a batch call: ``BATCH_DISCOUNT`` of each."""
+        d = BATCH_DISCOUNT
+        return Price(
+            self.input * d,
+            self.output * d,
+            self.cache_read * d,
+            self.cache_write_5m * d,
+            self.cache_write_1h * d,
+        )
+
 
 class Pricing(Protocol):
     """A model's price: fixed rates (``Price``) or a price list with tiers and dates."""
@@ -62,6 +77,10 @@ class Pricing(Protocol):
     def ceiling(self, prompt_tokens: int, at: datetime | None = None) -> Price:
         """The highest rates a call whose prompt is at most ``prompt_tokens`` can be billed at
         (the dearest tier it may reach, at the price valid at ``at``): never low."""
+        ...
+
+    def batched(self) -> Pricing:
+        """The same model's price for a batch call (Message Batches), never below its real one."""
         ...
 
 

@@ -7,7 +7,7 @@ results in the next user turn) because it is the richest; each adapter translate
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from mcos.domain.budget import Pricing, Usage
 from mcos.domain.heartbeat import CacheTTL
@@ -139,4 +139,32 @@ class ModelProvider(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """How a one-request batch ended: the reply when it succeeded, else why not."""
+
+    status: Literal["succeeded", "errored", "canceled", "expired"]
+    reply: ModelReply | None = None
+    detail: str = ""
+    """The provider's words when the request errored."""
+
+
+@runtime_checkable
+class BatchingProvider(ModelProvider, Protocol):
+    """A provider with a batch API (Anthropic's Message Batches): calls that may wait hours,
+    billed at a discount. Errors are ``mcos.exceptions.ModelError`` subclasses."""
+
+    async def submit(self, request: ModelRequest, custom_id: str) -> str:
+        """Send ``request`` as a batch of one, named ``custom_id``; the batch's id."""
+        ...
+
+    async def outcome(self, batch_id: str, custom_id: str) -> BatchOutcome | None:
+        """The request's outcome once the batch has ended; None while it is in progress."""
+        ...
+
+    async def cancel(self, batch_id: str) -> None:
+        """Stop the batch (one that has ended meanwhile is left as it is)."""
         ...

@@ -33,6 +33,7 @@ from mcos.runtime.tools import Toolbox, ToolContext
 from mcos.runtime.workspace import TurnKind, Workspace
 
 if TYPE_CHECKING:
+    from mcos.runtime.batched import ParkedTurn
     from mcos.runtime.turns import Stats
 
 CheckRunner = Callable[[CheckConfig], Awaitable[CheckResult]]
@@ -99,6 +100,8 @@ class AgentState:
     last_turn_at: datetime | None
     stats: Stats
     busy: bool
+    parked: list[ParkedTurn]
+    """Cron runs waiting for a batch's answer (kept in the workspace, see ``batched.py``)."""
 
     # --- reporting and the clock
     _state: tuple[AgentStatus, str] | None
@@ -127,3 +130,13 @@ class AgentState:
         async def turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str: ...  # turns
 
         def cooling(self) -> bool: ...  # schedule.py
+
+        def batch_deadline(  # batched.py
+            self, job: CronJob, fired: datetime
+        ) -> datetime | None: ...
+
+        async def park(  # batched.py
+            self, job: CronJob, text: str, fired: datetime, deadline: datetime
+        ) -> None: ...
+
+        def parked_wake(self) -> datetime | None: ...  # batched.py

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from mcos.api_models import CallReport
 from mcos.client import Calls
 from mcos.domain.agent_state import AgentStatus
-from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
+from mcos.domain.budget import MICROS, Pricing, cost_micros, worst_case_micros
 from mcos.domain.heartbeat import HEARTBEAT_OK, CacheTTL, needs_flush
 from mcos.domain.messages import Priority, next_utc_day, resume_at, unavailable_backoff
 from mcos.exceptions import (
@@ -66,6 +66,10 @@ class Stats:
     flushes: int = 0
     handled: int = 0
     cost_micros: int = 0
+    batch_calls: int = 0
+    """Model calls answered through a batch API (cron jobs with a deadline)."""
+    batch_saved_micros: int = 0
+    """What those calls cost less than direct calls would have."""
     tokens: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
     )
@@ -77,13 +81,31 @@ class TurnLoop(AgentState):
     # --- model calls with budget ----------------------------------------------------------------
     async def _call_model(self, request: ModelRequest, purpose: str) -> ModelReply:
         """Reserve the worst case, call, settle the actual usage."""
+        held = await self._reserve(request, purpose)
+        try:
+            reply = await self.provider.complete(request)
+        except ModelError as e:
+            await self._settle(held, None, f"failed:{e.code}")
+            until = await self._model_failed(e)
+            raise TurnStopped(e.code, until) from e
+        self.unavailable = 0
+        await self._settle(held, reply, purpose)
+        return reply
+
+    def _price(self, *, batch: bool) -> Pricing:
+        """The provider's price; a batch call's at the batch rates."""
+        return self.provider.price.batched() if batch else self.provider.price
+
+    async def _reserve(self, request: ModelRequest, purpose: str, *, batch: bool = False) -> int:
+        """Hold the call's worst case with Mission Control (a batch call's at the batch rates);
+        the reservation's id. A spent budget or a cooldown stops the turn first."""
         now = self.clock.now()
         day = now.date().isoformat()
         if self.blocked_day == day:
             raise TurnStopped("over budget", next_utc_day(now))
         if self.cooling_until is not None and now < self.cooling_until:
             raise TurnStopped("cooling down", self.cooling_until)
-        price = self.provider.price
+        price = self._price(batch=batch)
         worst = worst_case_micros(request.prompt_bytes, request.max_output, price, now)
         try:
             held = await self.client.do(
@@ -103,19 +125,14 @@ class TurnLoop(AgentState):
                 f"{held.budget_tokens} tokens).",
                 Priority.NORMAL,
             )
-        try:
-            reply = await self.provider.complete(request)
-        except ModelError as e:
-            await self._settle(held.id, None, f"failed:{e.code}")
-            until = await self._model_failed(e)
-            raise TurnStopped(e.code, until) from e
-        self.unavailable = 0
-        await self._settle(held.id, reply, purpose)
-        return reply
+        return held.id
 
-    async def _settle(self, reservation: int, reply: ModelReply | None, purpose: str) -> None:
+    async def _settle(
+        self, reservation: int, reply: ModelReply | None, purpose: str, *, batch: bool = False
+    ) -> int:
+        """Report the call's usage (a batch call's priced at the batch rates); its cost."""
         usage = reply.usage if reply else None
-        cost = cost_micros(usage, self.provider.price, self.clock.now()) if usage else 0
+        cost = cost_micros(usage, self._price(batch=batch), self.clock.now()) if usage else 0
         self.stats.model_calls += 1 if reply else 0
         self.stats.cost_micros += cost
         if usage is not None:
@@ -137,6 +154,7 @@ class TurnLoop(AgentState):
             await self.client.do(Calls.report_call(report))
         except McosError as e:
             log.warning("%s: could not record a model call: %s", self.name, e.message)
+        return cost
 
     async def _over_budget(self, day: str, why: str) -> None:
         self.blocked_day = day
@@ -236,13 +254,8 @@ class TurnLoop(AgentState):
                 reply = await self._call_model(self._request(kind, turns, ()), kind.value)
                 calls += 1
                 turns.append(reply.turn)
-                if not reply.tool_calls:
+                if not reply.tool_calls or await self._tool_round(turns, reply):
                     break
-                self.ctx.tainted = tainted(turns)
-                results = tuple([await self.tools.call(c) for c in reply.tool_calls])
-                append_user(turns, results)
-                if self.settings.end_on_actions and only_done_actions(reply, results):
-                    break  # the results reach the model at the start of its next turn
             else:
                 self._log(f"{kind.value} turn stopped at {self.config.max_tool_rounds} tool rounds")
         finally:
@@ -250,11 +263,7 @@ class TurnLoop(AgentState):
             self.stats.turns += 1
             self.calls_per_turn = (self.calls_per_turn * 3 + max(calls, 1)) / 4
         final = reply.text.strip() if reply else ""
-        self._log(f"{kind.value} turn ({self.provider.label}): {final[:300] or '(no text)'}")
-        was_paused = self.paused
-        self._breaker(now, progressed=len(self.ctx.actions) > actions_before, text=final)
-        if self.paused and not was_paused:
-            await self._paused_report()
+        await self._turn_ended(kind, now, final, progressed=len(self.ctx.actions) > actions_before)
         if main:
             self.history = turns
             if needs_flush(
@@ -264,6 +273,24 @@ class TurnLoop(AgentState):
         if not self.paused and self._state and self._state[0] is AgentStatus.RUNNING:
             await self.report(AgentStatus.IDLE)
         return final
+
+    async def _tool_round(self, turns: list[Turn], reply: ModelReply) -> bool:
+        """Run the tools ``reply`` asks for and add their results to ``turns``; whether that
+        ends the turn (a round of actions only: the results reach the model next turn)."""
+        self.ctx.tainted = tainted(turns)
+        results = tuple([await self.tools.call(c) for c in reply.tool_calls])
+        append_user(turns, results)
+        return self.settings.end_on_actions and only_done_actions(reply, results)
+
+    async def _turn_ended(
+        self, kind: TurnKind, began: datetime, final: str, *, progressed: bool
+    ) -> None:
+        """Log the turn's last words and count it for the no-progress breaker."""
+        self._log(f"{kind.value} turn ({self.provider.label}): {final[:300] or '(no text)'}")
+        was_paused = self.paused
+        self._breaker(began, progressed=progressed, text=final)
+        if self.paused and not was_paused:
+            await self._paused_report()
 
     async def _report_running(self, kind: TurnKind) -> None:
         """Say a turn starts; a pause Mission Control holds stops it before any model call."""
