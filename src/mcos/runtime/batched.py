@@ -313,7 +313,7 @@ class BatchedTurns(TurnLoop):
             f"({_dollars(parked.batch_micros)}, {_dollars(parked.saved_micros)} less than "
             f"direct calls), {parked.direct_calls} direct"
             if parked.batch_calls
-            else f"all {parked.direct_calls} model calls direct"
+            else f"direct model calls only ({parked.direct_calls})"
         )
         notes = "".join(f"; {n}" for n in parked.notes)
         self._log(f"cron {parked.job} done: {path}{notes}")
