@@ -21,7 +21,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -905,25 +905,13 @@ class FakeAnthropic(ScriptedServer):
             query = dict(request.query_params)
             return await run_in_threadpool(self.list_batches, dict(request.headers), query)
 
-        @app.get("/v1/messages/batches/{batch_id}")
-        async def retrieve_batch(request: Request, batch_id: str) -> Response:
-            headers = dict(request.headers)
-            return await run_in_threadpool(self.batch_call, headers, batch_id, "retrieve")
-
-        @app.post("/v1/messages/batches/{batch_id}/cancel")
-        async def cancel_batch(request: Request, batch_id: str) -> Response:
-            headers = dict(request.headers)
-            return await run_in_threadpool(self.batch_call, headers, batch_id, "cancel")
-
-        @app.get("/v1/messages/batches/{batch_id}/results")
-        async def batch_results(request: Request, batch_id: str) -> Response:
-            headers = dict(request.headers)
-            return await run_in_threadpool(self.batch_call, headers, batch_id, "results")
-
-        @app.delete("/v1/messages/batches/{batch_id}")
-        async def delete_batch(request: Request, batch_id: str) -> Response:
-            headers = dict(request.headers)
-            return await run_in_threadpool(self.batch_call, headers, batch_id, "delete")
+        for method, path, action in (
+            ("GET", "/v1/messages/batches/{batch_id}", "retrieve"),
+            ("POST", "/v1/messages/batches/{batch_id}/cancel", "cancel"),
+            ("GET", "/v1/messages/batches/{batch_id}/results", "results"),
+            ("DELETE", "/v1/messages/batches/{batch_id}", "delete"),
+        ):
+            app.add_api_route(path, self.batch_route(action), methods=[method])
 
         @app.exception_handler(StarletteHTTPException)
         async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
@@ -1139,6 +1127,15 @@ class FakeAnthropic(ScriptedServer):
             },
             headers={"request-id": rid},
         )
+
+    def batch_route(self, action: str) -> Callable[[Request, str], Awaitable[Response]]:
+        """The route that does ``action`` to the batch its path names."""
+
+        async def route(request: Request, batch_id: str) -> Response:
+            headers = dict(request.headers)
+            return await run_in_threadpool(self.batch_call, headers, batch_id, action)
+
+        return route
 
     def batch_call(self, headers: dict[str, str], batch_id: str, action: str) -> Response:
         """Retrieve, cancel, read the results of, or delete one batch."""
