@@ -290,3 +290,28 @@ def price_rates() -> Price:
     price = price_for("anthropic", MODEL, {})
     assert price is not None
     return price.rates(0, MONDAY)
+
+
+async def test_a_run_parked_but_still_owed_after_a_crash_is_not_sent_twice(
+    rig_factory: RigFactory, fake: FakeAnthropic
+) -> None:
+    """A process killed after parking the run but before saving the job as done leaves the
+    fire owed; the next process finds the run parked for that fire and sends nothing new."""
+    rig = rig_factory(on_claude(fake), tail=weekly())
+    clock = VirtualClock(at(5, 59))
+    first = gene_on(rig, clock)
+    await clock.advance(at(6, 0, 1))
+    assert await first.run_due_cron() == 1
+    state = first.workspace.root / ".mcos" / "cron_state.json"
+    kept = json.loads(state.read_text())
+    kept["weekly-report"] |= {
+        "missed_at": at(6).isoformat(),
+        "missed_count": 1,
+        "missed_why": "the agent stopped during the run",
+    }
+    state.write_text(json.dumps(kept))  # as a kill between the two writes leaves it
+    restarted = gene_on(rig, VirtualClock(at(6, 20)))
+    await restarted.run_due_cron()
+    assert len(fake.batches()) == 1
+    assert len(restarted.parked) == 1
+    assert "the run for 2026-11-30 06:00 UTC is parked already" in log_of(restarted)

@@ -135,6 +135,11 @@ class BatchedTurns(TurnLoop):
         The run is kept in the workspace before anything is sent, so a restart finds it; a
         budget or cooldown that stops the first call raises ``TurnStopped`` (the fire is owed).
         """
+        if any(p.job == job.name and p.fired == fired for p in self.parked):
+            # Owed by a process that stopped between parking the run and saving the job as
+            # done: the run is parked already, and goes on from there.
+            self._log(f"cron {job.name}: the run for {fired:%Y-%m-%d %H:%M} UTC is parked already")
+            return
         turns: list[Turn] = []
         append_user(turns, (TextBlock(text),))
         window = parse_duration(job.batch_window)
