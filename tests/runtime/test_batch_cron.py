@@ -239,7 +239,9 @@ async def test_an_errored_or_expired_batch_is_replaced_by_a_direct_call(
     assert await gene.run_due_cron() == 1
     fake.script(Overloaded(), Text(REPORT))
     fake.end_batches()
-    await look_until_done(gene, clock)
+    assert await look_until_done(gene, clock) == 1  # the direct call follows at once
+    assert clock.now() == at(6, 0, 31)
+    assert len(fake.batches()) == 1
     assert [(r.batch_id is None, r.response_status) for r in fake.requests] == [
         (False, 529),
         (True, 200),
@@ -249,7 +251,8 @@ async def test_an_errored_or_expired_batch_is_replaced_by_a_direct_call(
     assert await gene.run_due_cron() == 1
     fake.end_batches(outcome="expired")
     fake.script(Text(REPORT))
-    await look_until_done(gene, clock)
+    assert await look_until_done(gene, clock) == 1
+    assert len(fake.batches()) == 2
     assert "expired; the call is made directly" in log_of(gene)
     assert [r.batch_id is None for r in fake.requests] == [False, True, True]
     spent, held = await recorded_micros(rig)

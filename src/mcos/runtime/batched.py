@@ -62,6 +62,8 @@ class ParkedTurn:
     looks: int = 0
     direct_only: bool = False
     """Set once a batch was given up on: the rest of the turn is made with direct calls."""
+    direct_next: bool = False
+    """Set when a batch errored or expired: its call is made again directly."""
     batch_calls: int = 0
     direct_calls: int = 0
     batch_micros: int = 0
@@ -224,7 +226,9 @@ class BatchedTurns(TurnLoop):
         """Send the run's next call as a batch of one, if the deadline leaves room; whether it
         was sent (else the call is to be made directly)."""
         now = self.clock.now()
-        give_up = None if parked.direct_only else batch_until(parked.deadline, parked.window, now)
+        direct = parked.direct_only or parked.direct_next
+        parked.direct_next = False
+        give_up = None if direct else batch_until(parked.deadline, parked.window, now)
         if give_up is None:
             return False
         provider = self._batcher()
@@ -282,6 +286,7 @@ class BatchedTurns(TurnLoop):
         status = outcome.status if outcome is not None else "canceled"
         await self._settle(parked.hold, None, f"failed:batch-{status}", batch=True)
         if outcome is not None and outcome.status != "canceled":
+            parked.direct_next = True
             why = f"batch {batch_id} {status}" + (f" ({outcome.detail})" if outcome.detail else "")
             parked.notes.append(why)
             self._log(f"cron {parked.job}: {why}; the call is made directly")
