@@ -59,8 +59,13 @@ def weekly(deadline: str = "12h", extra: str = "") -> str:
     )
 
 
-def on_claude(fake: FakeAnthropic) -> dict[str, str]:
-    model = f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}" }}'
+def on_claude(fake: FakeAnthropic, route: str = "direct") -> dict[str, str]:
+    """Gene on Claude, served by ``fake``: calling it with its own key (``direct``) or through
+    Mission Control (``gateway``)."""
+    model = (
+        f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}", '
+        f'route = "{route}" }}'
+    )
     return {"gene": f'{model}\nkey = "env:GENE_ANTHROPIC_KEY"'}
 
 

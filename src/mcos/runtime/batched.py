@@ -232,9 +232,12 @@ class BatchedTurns(TurnLoop):
         if give_up is None:
             return False
         provider = self._batcher()
-        request = self._request(TurnKind.ISOLATED, parked.turns, ())
         custom_id = f"call-{parked.calls + 1}"
-        hold = await self._reserve(request, f"cron {parked.job} (batch)", batch=True)
+        hold, request = await self._reserve(
+            self._request(TurnKind.ISOLATED, parked.turns, ()),
+            f"cron {parked.job} (batch)",
+            batch=True,
+        )
         try:
             batch_id = await provider.submit(request, custom_id)
         except ModelError as e:

@@ -10,13 +10,13 @@ and a context nearly full is flushed to WORKSTATE.md and compacted.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mcos.api_models import CallReport
 from mcos.client import Calls
 from mcos.domain.agent_state import AgentStatus
-from mcos.domain.budget import MICROS, Pricing, cost_micros, worst_case_micros
+from mcos.domain.budget import Pricing, cost_micros
 from mcos.domain.heartbeat import HEARTBEAT_OK, CacheTTL, needs_flush
 from mcos.domain.messages import Priority, next_utc_day, resume_at, unavailable_backoff
 from mcos.exceptions import (
@@ -81,7 +81,7 @@ class TurnLoop(AgentState):
     # --- model calls with budget ----------------------------------------------------------------
     async def _call_model(self, request: ModelRequest, purpose: str) -> ModelReply:
         """Reserve the worst case, call, settle the actual usage."""
-        held = await self._reserve(request, purpose)
+        held, request = await self._reserve(request, purpose)
         try:
             reply = await self.provider.complete(request)
         except ModelError as e:
@@ -96,21 +96,27 @@ class TurnLoop(AgentState):
         """The provider's price; a batch call's at the batch rates."""
         return self.provider.price.batched() if batch else self.provider.price
 
-    async def _reserve(self, request: ModelRequest, purpose: str, *, batch: bool = False) -> int:
-        """Hold the call's worst case with Mission Control (a batch call's at the batch rates);
-        the reservation's id. A spent budget or a cooldown stops the turn first."""
+    async def _reserve(
+        self, request: ModelRequest, purpose: str, *, batch: bool = False
+    ) -> tuple[int, ModelRequest]:
+        """Hold the call's worst case with Mission Control (a batch call's at the batch rates):
+        the reservation's id, and the request with the output the budget pays for. A spent
+        budget or a cooldown stops the turn first."""
         now = self.clock.now()
         day = now.date().isoformat()
         if self.blocked_day == day:
             raise TurnStopped("over budget", next_utc_day(now))
         if self.cooling_until is not None and now < self.cooling_until:
             raise TurnStopped("cooling down", self.cooling_until)
-        price = self._price(batch=batch)
-        worst = worst_case_micros(request.prompt_bytes, request.max_output, price, now)
         try:
             held = await self.client.do(
                 Calls.reserve(
-                    worst / MICROS, request.prompt_bytes + request.max_output, purpose[:100]
+                    self.provider.model,
+                    request.prompt_bytes,
+                    request.max_output,
+                    cache_ttl=request.cache_ttl,
+                    purpose=purpose[:100],
+                    batch=batch,
                 )
             )
         except OverBudget as e:
@@ -125,7 +131,9 @@ class TurnLoop(AgentState):
                 f"{held.budget_tokens} tokens).",
                 Priority.NORMAL,
             )
-        return held.id
+        if held.max_output < request.max_output:  # what the rest of the budget pays for
+            request = replace(request, max_output=held.max_output)
+        return held.id, request
 
     async def _settle(
         self, reservation: int, reply: ModelReply | None, purpose: str, *, batch: bool = False
@@ -142,13 +150,14 @@ class TurnLoop(AgentState):
         report = CallReport(
             reservation_id=reservation,
             provider=self.provider.provider,
-            model=reply.model if reply else self.provider.model,
+            model=self.provider.model,
             purpose=purpose[:100],
             input_tokens=usage.input if usage else 0,
             output_tokens=usage.output if usage else 0,
             cache_read_tokens=usage.cache_read if usage else 0,
             cache_write_tokens=usage.cache_write if usage else 0,
-            cost_usd=cost / MICROS,
+            cache_write_1h_tokens=usage.cache_write_1h if usage else 0,
+            batch=batch,
         )
         try:
             await self.client.do(Calls.report_call(report))
