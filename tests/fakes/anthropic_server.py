@@ -21,13 +21,13 @@ import json
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -45,7 +45,9 @@ from tests.fakes.scripts import (
     count_tokens,
     dumps,
     new_id,
+    pieces,
     seconds_header,
+    sse,
 )
 
 __all__ = [
@@ -474,8 +476,8 @@ def check_request(body: JSON, *, count_only: bool) -> None:
             raise invalid("max_tokens", "Input should be a valid integer")
         if max_tokens < 1:
             raise invalid("max_tokens", "Input should be greater than or equal to 1")
-        if body.get("stream"):
-            raise invalid("stream", "streaming is not supported by this fake")
+        if not isinstance(body.get("stream", False), bool):
+            raise invalid("stream", "Input should be a valid boolean")
     if body.get("cache_control") is not None:
         check_cache_control(body["cache_control"], "cache_control")
     check_messages(body.get("messages"))
@@ -936,6 +938,12 @@ class FakeAnthropic(ScriptedServer):
             return error_response(refusal, rid)
         message = self.reply(body, segments, answer)
         self.record(RecordedRequest(body, headers, 200, message["usage"]))
+        if body.get("stream"):
+            return StreamingResponse(
+                self.stream_events(message),
+                media_type="text/event-stream",
+                headers={"request-id": rid, "cache-control": "no-cache"},
+            )
         return JSONResponse(message, headers={"request-id": rid})
 
     def reply(
@@ -962,6 +970,52 @@ class FakeAnthropic(ScriptedServer):
             "stop_sequence": None,
             "usage": usage,
         }
+
+    def stream_events(self, message: JSON) -> Iterator[bytes]:
+        """A message as the real API streams it: ``message_start`` (the input usage),
+        each block's start, deltas and stop, ``message_delta`` (stop reason, cumulative usage
+        with the output tokens), ``message_stop``; a ``ping`` after the start."""
+        usage = message["usage"]
+        first_usage = {**usage, "output_tokens": 1}
+        start = {**message, "content": [], "stop_reason": None, "usage": first_usage}
+        yield sse({"type": "message_start", "message": start}, "message_start")
+        yield sse({"type": "ping"}, "ping")
+        gated = False
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "tool_use":
+                opening = {**block, "input": {}}
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": part}
+                    for part in pieces(json.dumps(block["input"]))
+                ]
+            else:
+                opening = {**block, "text": ""}
+                deltas = [{"type": "text_delta", "text": part} for part in pieces(block["text"])]
+            yield sse(
+                {"type": "content_block_start", "index": index, "content_block": opening},
+                "content_block_start",
+            )
+            for delta in deltas:
+                yield sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    "content_block_delta",
+                )
+                if not gated:
+                    gated = True
+                    self.wait_at_gate()
+            yield sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+        final_usage = {
+            k: v for k, v in usage.items() if k not in ("cache_creation", "service_tier")
+        }
+        yield sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": final_usage,
+            },
+            "message_delta",
+        )
+        yield sse({"type": "message_stop"}, "message_stop")
 
     def count_message_tokens(self, headers: dict[str, str], raw: bytes) -> Response:
         """``POST /v1/messages/count_tokens``: the prompt's tokens, with no cache effect."""
@@ -1236,6 +1290,8 @@ class FakeAnthropic(ScriptedServer):
         at the batch discount (``service_tier: batch``); a refusal is its ``errored`` result."""
         try:
             check_request(params, count_only=False)
+            if params.get("stream"):
+                raise invalid("stream", "a request in a batch cannot be streamed")
             segments = layout(params)
             answer = self.next_answer(params)
             if isinstance(answer, RateLimited | Overloaded | SpendLimit | ApiError):

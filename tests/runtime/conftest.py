@@ -20,6 +20,7 @@ from mcos.models.offline import OfflineModel
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
 from mcos.server.factory import channel_bindings, page_routes
+from mcos.server.gateway.keys import gateway_agents
 from tests.api.conftest import LiveServer, migrate, serve
 
 FAST = RuntimeSettings(batch_window=0, visibility=60)
@@ -107,6 +108,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             page_routes=overrides.pop("page_routes", None) or page_routes(fleet),
             models=overrides.pop("models", None) or {n: a.model for n, a in fleet.agents.items()},
             prices=overrides.pop("prices", None) or fleet.price_table(),
+            gateway=overrides.pop("gateway", None) or gateway_agents(fleet),
             **overrides,
         )
         server = cm.__enter__()

@@ -244,6 +244,11 @@ class ModelConfig(_Model):
     """How the agent reaches its model: through Mission Control (holds the key, meters every
     call) or directly with its own key (weaker: the runtime reports its usage)."""
 
+    @property
+    def through_gateway(self) -> bool:
+        """Whether calls go through Mission Control (the offline model calls nothing)."""
+        return self.provider != "offline" and self.route == "gateway"
+
 
 class HeartbeatConfig(_Model):
     """When an agent wakes on its own."""
@@ -498,6 +503,9 @@ class AgentConfig(_Model):
     max_tool_rounds: int = Field(default=8, ge=1, le=50)
     """Model calls one turn may make while it keeps asking for tools."""
     sidecars: list[SidecarConfig] = Field(default_factory=list)
+    triage_model: ModelConfig | None = None
+    """A cheaper model that first reads what woke the agent and decides whether the main model
+    is needed (None: always the main model)."""
 
     @field_validator("key")
     @classmethod

@@ -7,7 +7,7 @@ agent cools down visibly, and a spend-limit answer is never retried.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anthropic
@@ -22,6 +22,7 @@ from mcos.domain.budget import Pricing, Usage
 from mcos.domain.heartbeat import CacheTTL
 from mcos.domain.redaction import redact
 from mcos.exceptions import (
+    McosError,
     ModelError,
     ModelRequestRejected,
     ModelUnavailable,
@@ -37,6 +38,7 @@ from mcos.models.base import (
     ToolResult,
     Turn,
 )
+from mcos.models.gateway import gateway_error
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -60,6 +62,10 @@ class _Retryable(Exception):
 
 def _retry_after(error: anthropic.APIStatusError) -> float:
     headers = error.response.headers
+    try:  # Mission Control's gateway says it to the millisecond
+        return max(float(headers.get("retry-after-ms", "")) / 1000, 0.001)
+    except ValueError:
+        pass
     for name in ("retry-after", "anthropic-ratelimit-requests-reset"):
         value = headers.get(name)
         if value is None:
@@ -191,14 +197,17 @@ def _outcome(result: anthropic.types.messages.MessageBatchResult) -> BatchOutcom
     return BatchOutcome(result.type)
 
 
-def _unretried(error: anthropic.APIError) -> ModelError:
-    """The SDK's error as one of ours, for calls the runtime does not retry here."""
-    classified = _classify(error)
+def _unretried(error: anthropic.APIError) -> McosError:
+    """The SDK's error as one of ours, for calls the runtime does not retry here (Mission
+    Control's own answers through the gateway first: over budget, no key, fenced)."""
+    classified = gateway_error(error) or _classify(error)
     return classified.error if isinstance(classified, _Retryable) else classified
 
 
 class AnthropicModel:
-    """Claude through ``anthropic.AsyncAnthropic``, with the agent's own key."""
+    """Claude through ``anthropic.AsyncAnthropic``: with the agent's own key (direct mode), or
+    through Mission Control's gateway with the agent's Mission Control token and no key
+    (``auth_token``; ``metered``: Mission Control meters each call)."""
 
     provider = PROVIDER
     caches = True
@@ -206,7 +215,7 @@ class AnthropicModel:
     def __init__(
         self,
         model: str,
-        api_key: str,
+        api_key: str | None,
         price: Pricing,
         *,
         base_url: str | None = None,
@@ -214,23 +223,36 @@ class AnthropicModel:
         backoff_cap: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         timeout: float = 600.0,
+        auth_token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        metered: bool = False,
     ) -> None:
+        if (api_key is None) == (auth_token is None):
+            msg = "an anthropic model needs either a key or (through the gateway) a token"
+            raise ValueError(msg)
         self.model = model
         self.label = model
         self.price = price
+        self.metered = metered
         self._attempts = attempts
         self._backoff_cap = backoff_cap
         self._sleep = sleep
-        # base_url None lets the SDK read ANTHROPIC_BASE_URL, then its default.
+        # base_url None lets the SDK read ANTHROPIC_BASE_URL, then its default. An explicit
+        # credential keeps the SDK from reading any key from the environment.
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key,
+            auth_token=auth_token,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            default_headers=dict(headers or {}),
         )
 
     async def _once(self, body: dict[str, Any]) -> anthropic.types.Message:
         try:
             message: anthropic.types.Message = await self._client.messages.create(**body)
         except anthropic.APIError as e:
-            raise _classify(e) from e
+            raise (gateway_error(e) or _classify(e)) from e
         return message
 
     async def complete(self, request: ModelRequest) -> ModelReply:

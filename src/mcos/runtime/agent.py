@@ -31,7 +31,7 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.heartbeat import ActiveHours, Finding, next_beat
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact
-from mcos.exceptions import Fenced, McosError
+from mcos.exceptions import Fenced, KeyUnavailable, McosError
 from mcos.models.base import ModelProvider
 from mcos.runtime.batched import BatchedTurns
 from mcos.runtime.channels import AgentChannels
@@ -498,6 +498,8 @@ class AgentRuntime(BatchedTurns, TurnLoop, Schedule):
                     stepping.result()
                 except Fenced:
                     raise  # another instance runs this agent now: stop at once
+                except KeyUnavailable:
+                    raise  # no model call can succeed: stop, reported misconfigured
                 except McosError as e:
                     log.warning("%s: %s", self.name, e.message)
                     await self.clock.sleep(2)

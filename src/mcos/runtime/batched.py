@@ -26,7 +26,7 @@ from pydantic import TypeAdapter, ValidationError
 from mcos.config.models import CronJob, parse_duration
 from mcos.domain.batching import batch_until, next_look
 from mcos.domain.budget import MICROS, cost_micros
-from mcos.exceptions import ModelError
+from mcos.exceptions import ModelError, OverBudget
 from mcos.models.base import BatchingProvider, BatchOutcome, ModelReply, TextBlock, Turn
 from mcos.runtime.context import append_user
 from mcos.runtime.turns import TurnLoop, TurnStopped
@@ -240,6 +240,8 @@ class BatchedTurns(TurnLoop):
         )
         try:
             batch_id = await provider.submit(request, custom_id)
+        except OverBudget as e:  # the gateway's refusal: the budget cannot pay for it
+            raise await self._refused(e) from e
         except ModelError as e:
             await self._settle(hold, None, f"failed:{e.code}", batch=True)
             parked.notes.append(f"the batch API refused call {parked.calls + 1} ({e.message})")

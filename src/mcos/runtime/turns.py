@@ -88,9 +88,24 @@ class TurnLoop(AgentState):
             await self._settle(held, None, f"failed:{e.code}")
             until = await self._model_failed(e)
             raise TurnStopped(e.code, until) from e
+        except OverBudget as e:  # the gateway's refusal: the budget cannot pay for the call
+            raise await self._refused(e) from e
         self.unavailable = 0
         await self._settle(held, reply, purpose)
         return reply
+
+    @property
+    def _metered(self) -> bool:
+        """Whether Mission Control meters the provider's calls (the gateway): the runtime then
+        neither reserves nor reports them."""
+        return bool(getattr(self.provider, "metered", False))
+
+    async def _refused(self, error: OverBudget) -> TurnStopped:
+        """Stop for the day: the budget cannot pay for the call (a refused reservation, or the
+        gateway's 402)."""
+        now = self.clock.now()
+        await self._over_budget(now.date().isoformat(), error.message)
+        return TurnStopped("over budget", next_utc_day(now))
 
     def _price(self, *, batch: bool) -> Pricing:
         """The provider's price; a batch call's at the batch rates."""
@@ -108,6 +123,8 @@ class TurnLoop(AgentState):
             raise TurnStopped("over budget", next_utc_day(now))
         if self.cooling_until is not None and now < self.cooling_until:
             raise TurnStopped("cooling down", self.cooling_until)
+        if self._metered:  # Mission Control reserves it, at the gateway
+            return 0, request
         try:
             held = await self.client.do(
                 Calls.reserve(
@@ -120,8 +137,7 @@ class TurnLoop(AgentState):
                 )
             )
         except OverBudget as e:
-            await self._over_budget(day, e.message)
-            raise TurnStopped("over budget", next_utc_day(now)) from e
+            raise await self._refused(e) from e
         if held.warning and day not in self.warned_days:
             self.warned_days.add(day)
             await self._tell_manager(
@@ -147,6 +163,8 @@ class TurnLoop(AgentState):
             for kind in self.stats.tokens:
                 self.stats.tokens[kind] += getattr(usage, kind)
             self.context_tokens = usage.context
+        if self._metered:  # Mission Control recorded it, at the gateway
+            return cost
         report = CallReport(
             reservation_id=reservation,
             provider=self.provider.provider,

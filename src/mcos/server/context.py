@@ -27,6 +27,7 @@ from mcos.store import Directory, Store
 
 if TYPE_CHECKING:
     from mcos.server.audit_checkpoint import AuditCheckpoints
+    from mcos.server.gateway.keys import GatewayAgent
     from mcos.server.paging import Pager
 
 
@@ -114,6 +115,12 @@ class ServerSettings:
     min_output_tokens: int = MIN_OUTPUT_TOKENS
     """The least output a reservation is clamped to when a cap has less left than the call's
     whole worst case (below it the call is refused)."""
+    gateway: dict[str, GatewayAgent] = field(default_factory=dict)
+    """The agents whose model calls go through Mission Control: their models and key references
+    (resolved here, at each call)."""
+    max_model_body_bytes: int = 32 * 1024 * 1024
+    """The body limit of the model gateway's routes (a long conversation; the providers'
+    own limit)."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from mcos.exceptions import ConfigError
 from mcos.ops.filemodes import private_dir, private_file
 from mcos.server.app import OPERATOR_TOKEN_FILE, create_app
 from mcos.server.context import ChannelBinding, ServerSettings
+from mcos.server.gateway.keys import gateway_agents
 from mcos.store import make_store
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         host_agents=host_agents(fleet),
         models={name: a.model for name, a in fleet.agents.items()},
         prices=fleet.price_table(),
+        gateway=gateway_agents(fleet),
         webhook_secrets={
             name: resolve_key(
                 c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir
