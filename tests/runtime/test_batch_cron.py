@@ -22,6 +22,7 @@ from mcos.domain.messages import Priority
 from mcos.domain.prices import price_for
 from mcos.models.anthropic import AnthropicModel
 from mcos.models.factory import make_provider
+from mcos.models.gateway import GatewayAccess
 from mcos.runtime.agent import AgentRuntime
 from mcos.runtime.clock import VirtualClock
 from tests.fakes.anthropic_server import (
@@ -74,10 +75,16 @@ async def _no_sleep(_: float) -> None:
 
 
 def gene_on(rig: Rig, clock: VirtualClock) -> AgentRuntime:
-    """Gene on Claude (the fake) and a virtual clock; Mission Control stays real."""
-    provider = make_provider(
-        rig.fleet.agents["gene"], KEY, rig.fleet.price_table(), sleep=_no_sleep
-    )
+    """Gene on Claude (the fake) and a virtual clock; Mission Control stays real. In gateway
+    mode the provider holds gene's token and no key: Mission Control calls the fake."""
+    config = rig.fleet.agents["gene"]
+    if config.model.through_gateway:
+        access = GatewayAccess(rig.server.url, rig.server.tokens["gene"])
+        provider = make_provider(
+            config, None, rig.fleet.price_table(), sleep=_no_sleep, gateway=access
+        )
+    else:
+        provider = make_provider(config, KEY, rig.fleet.price_table(), sleep=_no_sleep)
     assert isinstance(provider, AnthropicModel)
     gene = AgentRuntime("gene", rig.fleet, rig.client("gene"), provider, clock, settings=FAST)
     rig.runtimes.append(gene)
@@ -121,15 +128,19 @@ async def look_until_done(gene: AgentRuntime, clock: VirtualClock) -> int:
     return looks
 
 
+@pytest.mark.parametrize("route", ["direct", "gateway"])
 async def test_the_weekly_report_goes_by_batch_while_the_agent_works(
-    rig_factory: RigFactory, fake: FakeAnthropic
+    rig_factory: RigFactory, fake: FakeAnthropic, route: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """06:00 Monday: the report's first call is sent as a batch and the run parked; an urgent
     message meanwhile is answered directly at once; the batch's answer (a memory search) is
     resumed and the next call batched again; the report is done from the second batch. The
     batch calls are billed at half the direct price — Mission Control's record equals the
-    fake API's own bill — and the daily log says the path and the saving."""
-    rig = rig_factory(on_claude(fake), tail=weekly())
+    fake API's own bill — and the daily log says the path and the saving. The same with the
+    agent holding its key (``direct``: it reserves and reports) and through Mission Control's
+    gateway (``gateway``: Mission Control holds the key and meters each batch request)."""
+    monkeypatch.setenv("GENE_ANTHROPIC_KEY", KEY)  # where Mission Control runs
+    rig = rig_factory(on_claude(fake, route), tail=weekly())
     clock = VirtualClock(at(5, 59))
     gene = gene_on(rig, clock)
     await clock.advance(at(6, 0, 1))
@@ -171,6 +182,10 @@ async def test_the_weekly_report_goes_by_batch_while_the_agent_works(
     assert rates(batch_rates) == {k: v / 2 for k, v in rates(standard).items()}
     spent, held = await recorded_micros(rig)
     assert spent == fake.spend_micros(rates(standard))  # the API's bill, batch at half
+    if route == "gateway":  # the provider saw Mission Control's key, never gene's token
+        token = rig.server.tokens["gene"]
+        assert all(r.headers.get("x-api-key") == KEY for r in fake.requests)
+        assert all(token not in str(r.headers) for r in fake.requests)
     batched_usage = [r.usage for r in fake.requests if r.batch_id and r.usage]
     saved = sum(
         micros_at(u, rates(standard), Fraction(1)) - micros_at(u, rates(standard), BATCH_DISCOUNT)

@@ -10,7 +10,7 @@ canceling are passed through for the agent's own batches only (another's is a 40
 existence shows); ``results_url`` points back at the gateway. Reading the results settles each
 request's hold with its usage at the batch rates, once: a hold settles one time only, so a
 second read of the results counts nothing. A batch whose results are never read keeps its holds
-until they lapse.
+(they count against the day they were made in).
 """
 
 from __future__ import annotations
