@@ -19,7 +19,7 @@ import pytest
 from mcos.client import AsyncClient, Calls
 from mcos.domain.budget import MICROS, Limits, Usage
 from mcos.domain.prices import price_for
-from tests.api.conftest import LiveServer, migrate, serve
+from tests.api.conftest import LiveServer, migrate, raw, serve
 from tests.api.test_gateway import anthropic_usage, claude_agent, gateway, usage_of
 from tests.fakes.anthropic_server import BATCH_DISCOUNT, FakeAnthropic, Text, micros_at
 
@@ -140,6 +140,41 @@ class TestBatchMetering:
         assert [r.result.type for r in results] == ["canceled"]
         assert spent == 0
         assert fake.requests == []
+
+
+class TestBadBatches:
+    """A batch the gateway cannot meter is refused before anything is held or sent."""
+
+    @pytest.mark.parametrize(
+        ("body", "problem"),
+        [
+            ({"requests": []}, "requests: a non-empty list is required"),
+            ({"requests": [{"custom_id": "a"}]}, "requests.0: needs a custom_id"),
+            ({"requests": one(), "stream": True}, "stream: Extra inputs are not permitted"),
+            (
+                {"requests": [{"custom_id": "a", "params": {"model": "claude-opus-4-6"}}]},
+                "may call only its configured models",
+            ),
+        ],
+    )
+    async def test_refused_with_the_problem_named(
+        self, keys: None, fake: FakeAnthropic, tmp_path: Path, body: Any, problem: str
+    ) -> None:
+        """Each refusal names what is wrong, in Anthropic's error shape."""
+        with gateway(tmp_path, {"jarvis": claude_agent(fake)}) as server:
+            answer = await asyncio.to_thread(
+                raw,
+                server,
+                "POST",
+                "/v1/gateway/anthropic/v1/messages/batches",
+                server.tokens["jarvis"],
+                json=body,
+            )
+            assert await held_micros(server, "jarvis") == 0
+        assert answer.status_code in (400, 403)
+        assert answer.json()["type"] == "error"
+        assert problem in answer.json()["error"]["message"]
+        assert fake.batches() == []
 
 
 class TestOwnBatchesOnly:

@@ -6,6 +6,11 @@ rules and error shapes, and a prompt cache that bills ``cache_creation_input_tok
 lookback, expiry refreshed on read). Tests script what the model answers; the rest behaves like
 the service, so code that passes here has met the rules the real API enforces.
 
+It speaks Message Batches too (``/v1/messages/batches``: create, retrieve, list, cancel, delete,
+JSONL results): a batch stays in progress until the test ends it (``end_batches``) or
+``batch_delay`` passes on the fake's clock, expires after 24 hours, and bills its requests as
+``service_tier: batch`` — ``spend_micros`` counts them at half, as the provider's invoice does.
+
 Usage::
 
     with FakeAnthropic(api_key="sk-ant-test") as fake:
