@@ -106,9 +106,9 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             budgets=budgets or {},
             channels=channels | overrides.pop("channels", {}),
             page_routes=overrides.pop("page_routes", None) or page_routes(fleet),
+            gateway=overrides.pop("gateway", None) or gateway_agents(fleet),
             models=overrides.pop("models", None) or {n: a.model for n, a in fleet.agents.items()},
             prices=overrides.pop("prices", None) or fleet.price_table(),
-            gateway=overrides.pop("gateway", None) or gateway_agents(fleet),
             **overrides,
         )
         server = cm.__enter__()

@@ -211,6 +211,7 @@ class AnthropicModel:
 
     provider = PROVIDER
     caches = True
+    metered = False
 
     def __init__(
         self,

@@ -54,8 +54,9 @@ class ParkedTurn:
     batch_id: str | None = None
     """The batch holding the call in flight; None between calls."""
     custom_id: str = ""
-    hold: int = 0
-    """Mission Control's reservation for the call in flight (at the batch rates)."""
+    hold: int | None = None
+    """Mission Control's reservation for the call in flight (at the batch rates); None through
+    the gateway, which holds it."""
     give_up: datetime | None = None
     """When the batch in flight is canceled if it has not ended."""
     next_look: datetime | None = None

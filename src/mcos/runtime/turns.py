@@ -1,10 +1,11 @@
 """The turn loop: one model turn at a time, every call within the budget.
 
 A turn is the tool loop — call the model, run the tools it asks for, call it again — until the
-model stops asking or a round of actions ends it. Each call reserves its worst case with Mission
-Control first and settles the real usage after; a 429, an outage or a spent budget stops the
-turn (``TurnStopped``) and cools the agent down. A no-progress breaker pauses a looping agent,
-and a context nearly full is flushed to WORKSTATE.md and compacted.
+model stops asking or a round of actions ends it. Each call is metered by Mission Control: at the
+gateway, or (direct mode) by reserving its worst case first and reporting its tokens after; a
+429, an outage or a spent budget stops the turn (``TurnStopped``) and cools the agent down. A
+no-progress breaker pauses a looping agent, and a context nearly full is flushed to WORKSTATE.md
+and compacted.
 """
 
 from __future__ import annotations
@@ -80,51 +81,27 @@ class TurnLoop(AgentState):
 
     # --- model calls with budget ----------------------------------------------------------------
     async def _call_model(self, request: ModelRequest, purpose: str) -> ModelReply:
-        """Reserve the worst case, call, settle the actual usage."""
+        """One model call within the budget: through the gateway, which meters it; or in direct
+        mode, reserve the worst case first, ask for no more output than the reservation grants,
+        and report the tokens after (Mission Control prices them)."""
         held, request = await self._reserve(request, purpose)
-        try:
-            reply = await self.provider.complete(request)
-        except ModelError as e:
-            await self._settle(held, None, f"failed:{e.code}")
-            until = await self._model_failed(e)
-            raise TurnStopped(e.code, until) from e
-        except OverBudget as e:  # the gateway's refusal: the budget cannot pay for the call
-            raise await self._refused(e) from e
-        self.unavailable = 0
-        await self._settle(held, reply, purpose)
-        return reply
-
-    @property
-    def _metered(self) -> bool:
-        """Whether Mission Control meters the provider's calls (the gateway): the runtime then
-        neither reserves nor reports them."""
-        return bool(getattr(self.provider, "metered", False))
-
-    async def _refused(self, error: OverBudget) -> TurnStopped:
-        """Stop for the day: the budget cannot pay for the call (a refused reservation, or the
-        gateway's 402)."""
-        now = self.clock.now()
-        await self._over_budget(now.date().isoformat(), error.message)
-        return TurnStopped("over budget", next_utc_day(now))
-
-    def _price(self, *, batch: bool) -> Pricing:
-        """The provider's price; a batch call's at the batch rates."""
-        return self.provider.price.batched() if batch else self.provider.price
+        return await self._complete(request, self.clock.now().date().isoformat(), held, purpose)
 
     async def _reserve(
         self, request: ModelRequest, purpose: str, *, batch: bool = False
-    ) -> tuple[int, ModelRequest]:
-        """Hold the call's worst case with Mission Control (a batch call's at the batch rates):
-        the reservation's id, and the request with the output the budget pays for. A spent
-        budget or a cooldown stops the turn first."""
+    ) -> tuple[int | None, ModelRequest]:
+        """Hold the call's worst case with Mission Control (direct mode; a batch call's at the
+        batch rates): the reservation's id — None through the gateway, which holds it — and the
+        request with the output the budget pays for. A spent budget or a cooldown stops the
+        turn first."""
         now = self.clock.now()
         day = now.date().isoformat()
         if self.blocked_day == day:
             raise TurnStopped("over budget", next_utc_day(now))
         if self.cooling_until is not None and now < self.cooling_until:
             raise TurnStopped("cooling down", self.cooling_until)
-        if self._metered:  # Mission Control reserves it, at the gateway
-            return 0, request
+        if self.provider.metered:
+            return None, request
         try:
             held = await self.client.do(
                 Calls.reserve(
@@ -151,10 +128,45 @@ class TurnLoop(AgentState):
             request = replace(request, max_output=held.max_output)
         return held.id, request
 
+    async def _complete(
+        self, request: ModelRequest, day: str, reservation: int | None, purpose: str
+    ) -> ModelReply:
+        """Make the call; count it; report it when it was reserved here (direct mode). A
+        gateway's refusal (``OverBudget``) stops the turn exactly like a refused reservation."""
+        try:
+            reply = await self.provider.complete(request)
+        except OverBudget as e:
+            raise await self._refused(e, day) from e
+        except ModelError as e:
+            await self._settle(reservation, None, f"failed:{e.code}")
+            until = await self._model_failed(e)
+            raise TurnStopped(e.code, until) from e
+        self.unavailable = 0
+        await self._settle(reservation, reply, purpose)
+        return reply
+
+    async def _refused(self, error: OverBudget, day: str | None = None) -> TurnStopped:
+        """Stop for the day: the budget cannot pay for the call (a refused reservation, or the
+        gateway's 402)."""
+        now = self.clock.now()
+        await self._over_budget(day or now.date().isoformat(), error.message)
+        return TurnStopped("over budget", next_utc_day(now))
+
+    def _price(self, *, batch: bool) -> Pricing:
+        """The provider's price; a batch call's at the batch rates."""
+        return self.provider.price.batched() if batch else self.provider.price
+
     async def _settle(
-        self, reservation: int, reply: ModelReply | None, purpose: str, *, batch: bool = False
+        self,
+        reservation: int | None,
+        reply: ModelReply | None,
+        purpose: str,
+        *,
+        batch: bool = False,
     ) -> int:
-        """Report the call's usage (a batch call's priced at the batch rates); its cost."""
+        """Count the call in the agent's stats (its cost computed locally, a batch call's at the
+        batch rates) and, in direct mode, report its tokens to settle the reservation; the
+        cost."""
         usage = reply.usage if reply else None
         cost = cost_micros(usage, self._price(batch=batch), self.clock.now()) if usage else 0
         self.stats.model_calls += 1 if reply else 0
@@ -163,7 +175,7 @@ class TurnLoop(AgentState):
             for kind in self.stats.tokens:
                 self.stats.tokens[kind] += getattr(usage, kind)
             self.context_tokens = usage.context
-        if self._metered:  # Mission Control recorded it, at the gateway
+        if reservation is None:  # metered by Mission Control, at the gateway
             return cost
         report = CallReport(
             reservation_id=reservation,

@@ -108,6 +108,12 @@ class ServerSettings:
     host_agents: dict[str, frozenset[str]] = field(default_factory=dict)
     """Each host of the fleet and the agents its supervisor may run (placed there or failing
     over to it): all a host token may touch."""
+    gateway: dict[str, GatewayAgent] = field(default_factory=dict)
+    """The agents whose model calls go through Mission Control: their models and key references
+    (resolved here, at each call)."""
+    max_model_body_bytes: int = 32 * 1024 * 1024
+    """The body limit of the model gateway's routes (a long conversation; the providers'
+    own limit)."""
     models: dict[str, ModelConfig] = field(default_factory=dict)
     """Each agent's model: the only one Mission Control meters (prices and reserves) for it."""
     prices: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
@@ -115,12 +121,6 @@ class ServerSettings:
     min_output_tokens: int = MIN_OUTPUT_TOKENS
     """The least output a reservation is clamped to when a cap has less left than the call's
     whole worst case (below it the call is refused)."""
-    gateway: dict[str, GatewayAgent] = field(default_factory=dict)
-    """The agents whose model calls go through Mission Control: their models and key references
-    (resolved here, at each call)."""
-    max_model_body_bytes: int = 32 * 1024 * 1024
-    """The body limit of the model gateway's routes (a long conversation; the providers'
-    own limit)."""
 
 
 @dataclass

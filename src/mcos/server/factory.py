@@ -84,9 +84,9 @@ def settings_for(fleet: Fleet) -> ServerSettings:
             )
         ),
         host_agents=host_agents(fleet),
+        gateway=gateway_agents(fleet),
         models={name: a.model for name, a in fleet.agents.items()},
         prices=fleet.price_table(),
-        gateway=gateway_agents(fleet),
         webhook_secrets={
             name: resolve_key(
                 c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir
