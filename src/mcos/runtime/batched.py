@@ -135,8 +135,9 @@ class BatchedTurns(TurnLoop):
     async def park(self, job: CronJob, text: str, fired: datetime, deadline: datetime) -> None:
         """Start ``job``'s run with its first call sent as a batch, and park it.
 
-        The run is kept in the workspace before anything is sent, so a restart finds it; a
-        budget or cooldown that stops the first call raises ``TurnStopped`` (the fire is owed).
+        The run is kept in the workspace once its first batch is sent, so a restart resumes
+        it; a budget or cooldown that stops the first call raises ``TurnStopped`` (the fire is
+        owed); a batch API that refuses the call has the run made directly, now.
         """
         if any(p.job == job.name and p.fired == fired for p in self.parked):
             # Owed by a process that stopped between parking the run and saving the job as
