@@ -624,20 +624,22 @@ class TestAnthropicBatches:
         refusal; the batch's other requests still succeed."""
         fake.script(Overloaded(), Text("fine"))
         invalid_params = {"custom_id": "bad", "params": {"model": MODEL, "messages": HELLO}}
+        streamed = batch_request("streamed", stream=True)
         batch = await claude.messages.batches.create(
-            requests=[invalid_params, batch_request("busy"), batch_request("good")]
+            requests=[invalid_params, streamed, batch_request("busy"), batch_request("good")]
         )
         fake.end_batches()
         ended = await claude.messages.batches.retrieve(batch.id)
-        assert (ended.request_counts.errored, ended.request_counts.succeeded) == (2, 1)
+        assert (ended.request_counts.errored, ended.request_counts.succeeded) == (3, 1)
         results = await batch_results(claude, batch.id)
         bad, busy = results["bad"], results["busy"]
-        assert bad.type == busy.type == "errored"
+        assert bad.type == busy.type == results["streamed"].type == "errored"
         assert bad.error.error.type == "invalid_request_error"
         assert bad.error.error.message == "max_tokens: Field required"
+        assert "stream: a request in a batch cannot be streamed" in str(results["streamed"])
         assert busy.error.error.type == "overloaded_error"
         assert text_of(results["good"].message) == "fine"
-        assert [r.response_status for r in fake.requests] == [400, 529, 200]
+        assert [r.response_status for r in fake.requests] == [400, 400, 529, 200]
 
     @pytest.mark.parametrize(
         ("requests", "message"),
