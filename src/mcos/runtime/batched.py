@@ -28,7 +28,7 @@ from mcos.domain.batching import batch_until, next_look
 from mcos.domain.budget import MICROS, cost_micros
 from mcos.exceptions import ModelError, OverBudget
 from mcos.models.base import BatchingProvider, BatchOutcome, ModelReply, TextBlock, Turn
-from mcos.runtime.context import append_user
+from mcos.runtime.context import append_user, tainted
 from mcos.runtime.turns import TurnLoop, TurnStopped
 from mcos.runtime.workspace import TurnKind
 
@@ -208,7 +208,8 @@ class BatchedTurns(TurnLoop):
                 if not reply.tool_calls:
                     return await self._finish(parked)
                 before = len(self.ctx.actions)
-                ends = await self._tool_round(parked.turns, reply)
+                untrusted = tainted(parked.turns)
+                ends = await self._tool_round(parked.turns, reply, untrusted=untrusted)
                 parked.progressed |= len(self.ctx.actions) > before
                 if ends:
                     return await self._finish(parked)
@@ -219,7 +220,7 @@ class BatchedTurns(TurnLoop):
                 return await self._finish(parked)
             if await self._send(parked):
                 return False
-            request = self._request(TurnKind.ISOLATED, parked.turns, ())
+            request = self._request(self.workspace.prompt(TurnKind.ISOLATED), parked.turns)
             reply = await self._call_model(request, f"cron {parked.job}")
             parked.calls += 1
             parked.direct_calls += 1
@@ -236,7 +237,7 @@ class BatchedTurns(TurnLoop):
         provider = self._batcher()
         custom_id = f"call-{parked.calls + 1}"
         hold, request = await self._reserve(
-            self._request(TurnKind.ISOLATED, parked.turns, ()),
+            self._request(self.workspace.prompt(TurnKind.ISOLATED), parked.turns),
             f"cron {parked.job} (batch)",
             batch=True,
         )
@@ -335,6 +336,10 @@ class BatchedTurns(TurnLoop):
         notes = "".join(f"; {n}" for n in parked.notes)
         self._log(f"cron {parked.job} done: {path}{notes}")
         await self._turn_ended(
-            TurnKind.ISOLATED, self.clock.now(), parked.last_text, progressed=parked.progressed
+            TurnKind.ISOLATED,
+            self.clock.now(),
+            parked.last_text,
+            progressed=parked.progressed,
+            main=False,
         )
         return True
