@@ -51,7 +51,10 @@ def gene_on(
     tools: str = "",
 ) -> AgentRuntime:
     """Gene on a Claude model served by the fake, through the factory's provider."""
-    line = f'model = {{ provider = "anthropic", id = "{model}", base_url = "{fake.url}"{extra} }}'
+    line = (
+        f'model = {{ provider = "anthropic", id = "{model}", base_url = "{fake.url}", '
+        f'route = "direct"{extra} }}'
+    )
     rig = rig_factory({"gene": f'{line}\nkey = "env:GENE_ANTHROPIC_KEY"\n{tools}'})
     provider = make_provider(
         rig.fleet.agents["gene"], KEY, rig.fleet.price_table(), sleep=_no_sleep
