@@ -39,7 +39,7 @@ from mcos.models.base import (
     ToolResult,
     Turn,
 )
-from mcos.models.gateway import gateway_error
+from mcos.models.gateway import gateway_error, precise_wait, purpose_headers
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -63,10 +63,8 @@ class _Retryable(Exception):
 
 def _retry_after(error: anthropic.APIStatusError) -> float:
     headers = error.response.headers
-    try:  # Mission Control's gateway says it to the millisecond
-        return max(float(headers.get("retry-after-ms", "")) / 1000, 0.001)
-    except ValueError:
-        pass
+    if (precise := precise_wait(headers)) is not None:  # Mission Control's gateway
+        return precise
     for name in ("retry-after", "anthropic-ratelimit-requests-reset"):
         value = headers.get(name)
         if value is None:
@@ -267,6 +265,8 @@ class AnthropicModel:
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One Messages call; overloads and server errors retried with jittered backoff."""
         body = request_body(self.model, request)
+        if headers := purpose_headers(self.metered, request.purpose):
+            body["extra_headers"] = headers
         extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),

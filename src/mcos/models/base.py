@@ -83,6 +83,9 @@ class ModelRequest:
     tools: tuple[ToolSpec, ...] = ()
     max_output: int = 4096
     cache_ttl: CacheTTL = CacheTTL.NONE
+    purpose: str = ""
+    """What the call is for (``heartbeat``, ``main``…): Mission Control's gateway records it with
+    the call's usage."""
 
     @property
     def prompt_bytes(self) -> int:

@@ -114,7 +114,7 @@ class TurnLoop(AgentState):
         if self.cooling_until is not None and now < self.cooling_until:
             raise TurnStopped("cooling down", self.cooling_until)
         if self.provider.metered:
-            return None, request
+            return None, replace(request, purpose=purpose[:100])
         try:
             held = await self.client.do(
                 Calls.reserve(
