@@ -655,6 +655,8 @@ class ReservationRequest(_In):
     cache_ttl: CacheTTL = CacheTTL.NONE
     """The cache breakpoints the request carries (what its prompt can be billed as)."""
     purpose: str = Field(default="", max_length=100)
+    batch: bool = False
+    """The call goes through the provider's batch API: reserved at the batch rates."""
 
 
 class ReservationOut(_Out):
@@ -688,6 +690,8 @@ class CallReport(_In):
     cache_write_tokens: int = Field(default=0, ge=0, le=100_000_000)
     cache_write_1h_tokens: int = Field(default=0, ge=0, le=100_000_000)
     """The part of ``cache_write_tokens`` written to the 1-hour cache (priced higher)."""
+    batch: bool = False
+    """The call went through the provider's batch API: priced at the batch rates."""
 
     @model_validator(mode="after")
     def _one_hour_within_writes(self) -> CallReport:

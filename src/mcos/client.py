@@ -361,6 +361,7 @@ class Calls:
         *,
         cache_ttl: CacheTTL = CacheTTL.NONE,
         purpose: str = "",
+        batch: bool = False,
     ) -> Call[ReservationOut]:
         """Reserve a model call's worst case, priced by Mission Control (direct mode): the answer's
         ``max_output`` is what the call may ask for (``OverBudget`` when not even a floor fits)."""
@@ -370,6 +371,7 @@ class Calls:
             max_output=max_output,
             cache_ttl=cache_ttl,
             purpose=purpose,
+            batch=batch,
         )
         return Call(
             "POST",

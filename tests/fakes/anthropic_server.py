@@ -6,6 +6,11 @@ rules and error shapes, and a prompt cache that bills ``cache_creation_input_tok
 lookback, expiry refreshed on read). Tests script what the model answers; the rest behaves like
 the service, so code that passes here has met the rules the real API enforces.
 
+It speaks Message Batches too (``/v1/messages/batches``: create, retrieve, list, cancel, delete,
+JSONL results): a batch stays in progress until the test ends it (``end_batches``) or
+``batch_delay`` passes on the fake's clock, expires after 24 hours, and bills its requests as
+``service_tier: batch`` — ``spend_micros`` counts them at half, as the provider's invoice does.
+
 Usage::
 
     with FakeAnthropic(api_key="sk-ant-test") as fake:
@@ -19,13 +24,15 @@ import hashlib
 import hmac
 import json
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -51,6 +58,7 @@ from tests.fakes.scripts import (
 __all__ = [
     "ApiError",
     "FakeAnthropic",
+    "FakeBatch",
     "Overloaded",
     "RateLimited",
     "RecordedRequest",
@@ -680,6 +688,157 @@ def error_response(refusal: Refusal, request_id: str) -> JSONResponse:
     )
 
 
+# -- Message Batches -------------------------------------------------------------------------
+
+BATCH_LIFETIME_SECONDS = 24 * 3600.0
+"""A batch not ended this long after its creation ends with its requests ``expired`` (real)."""
+BATCH_DISCOUNT = Fraction(1, 2)
+"""What a request in a batch costs of the standard rates, cache reads and writes included."""
+MAX_BATCH_REQUESTS = 100_000
+CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+BATCH_OUTCOMES = ("succeeded", "errored", "canceled", "expired")
+RATES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+
+
+def timestamp(at: datetime | None) -> str | None:
+    """RFC 3339 with microseconds, as the API writes its times."""
+    return None if at is None else at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class FakeBatch:
+    """One Message Batch: its requests, when it started, and each request's result once ended.
+
+    Like the real API, every request counts as ``processing`` until the whole batch ends; only
+    then do results (and ``results_url``) exist.
+    """
+
+    id: str
+    requests: list[tuple[str, JSON]]
+    """``(custom_id, params)`` in the order sent."""
+    headers: dict[str, str]
+    """The create request's headers (kept on each recorded request)."""
+    started: float
+    """The fake's clock when the batch was created."""
+    created_at: datetime
+    ends_after: float | None
+    """Seconds on the fake's clock after which it ends by itself; None: when the test says."""
+    results: dict[str, JSON] = field(default_factory=dict)
+    """custom_id → result (``{"type": "succeeded", "message": …}``, errored, …), once ended."""
+    cancel_initiated_at: datetime | None = None
+    ended_at: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        """``in_progress``, ``canceling`` or ``ended``."""
+        if self.ended_at is not None:
+            return "ended"
+        return "canceling" if self.cancel_initiated_at is not None else "in_progress"
+
+    def at(self, clock_time: float) -> datetime:
+        """A time on the fake's clock as the wall-clock time the API reports."""
+        return self.created_at + timedelta(seconds=clock_time - self.started)
+
+    def wire(self, base_url: str) -> JSON:
+        """The ``message_batch`` object."""
+        counts = dict.fromkeys(("processing", *BATCH_OUTCOMES), 0)
+        if self.ended_at is None:
+            counts["processing"] = len(self.requests)
+        for result in self.results.values():
+            counts[result["type"]] += 1
+        ended = self.ended_at is not None
+        return {
+            "id": self.id,
+            "type": "message_batch",
+            "processing_status": self.status,
+            "request_counts": counts,
+            "ended_at": timestamp(self.ended_at),
+            "created_at": timestamp(self.created_at),
+            "expires_at": timestamp(self.created_at + timedelta(seconds=BATCH_LIFETIME_SECONDS)),
+            "archived_at": None,
+            "cancel_initiated_at": timestamp(self.cancel_initiated_at),
+            "results_url": f"{base_url}/v1/messages/batches/{self.id}/results" if ended else None,
+        }
+
+
+def check_batch(body: JSON) -> list[tuple[str, JSON]]:
+    """A batch body's shape: 1 to 100,000 requests, each a unique ``custom_id`` and ``params``.
+
+    The ``params`` are checked when the batch is processed, as the real API does: a request the
+    Messages API would refuse ends ``errored`` with that refusal, the others still run.
+    """
+    reject_extra(body, ("requests",), "")
+    requests = body.get("requests")
+    if not isinstance(requests, list):
+        problem = "Field required" if requests is None else "Input should be a valid list"
+        raise invalid("requests", problem)
+    if not 1 <= len(requests) <= MAX_BATCH_REQUESTS:
+        raise invalid(
+            "requests",
+            f"List should have between 1 and {MAX_BATCH_REQUESTS} items, not {len(requests)}",
+        )
+    checked: list[tuple[str, JSON]] = []
+    seen: set[str] = set()
+    for i, request in enumerate(requests):
+        path = f"requests.{i}"
+        if not isinstance(request, dict):
+            raise invalid(path, "Input should be a valid dictionary")
+        reject_extra(request, ("custom_id", "params"), path)
+        custom_id = request.get("custom_id")
+        if not isinstance(custom_id, str):
+            raise invalid(f"{path}.custom_id", "Field required")
+        if not CUSTOM_ID_PATTERN.match(custom_id):
+            raise invalid(
+                f"{path}.custom_id", f"String should match pattern '{CUSTOM_ID_PATTERN.pattern}'"
+            )
+        if custom_id in seen:
+            raise invalid(
+                f"{path}.custom_id",
+                f"Duplicate custom_id {custom_id!r}: each request in a batch needs its own",
+            )
+        seen.add(custom_id)
+        params = request.get("params")
+        if not isinstance(params, dict):
+            problem = "Field required" if params is None else "Input should be a valid dictionary"
+            raise invalid(f"{path}.params", problem)
+        checked.append((custom_id, params))
+    return checked
+
+
+def list_window(ids: list[str], query: Mapping[str, str]) -> tuple[list[str], bool]:
+    """The page of ``ids`` (newest first) that ``limit``, ``after_id`` and ``before_id`` ask for,
+    and whether more lie beyond it."""
+    raw_limit = query.get("limit", "20")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
+        raise invalid("limit", "Input should be an integer between 1 and 1000")
+    limit = int(raw_limit)
+    for key in ("after_id", "before_id"):
+        if key in query and query[key] not in ids:
+            raise invalid(key, f"no message batch {query[key]!r}")
+    if "before_id" in query:
+        end = ids.index(query["before_id"])
+        start = max(0, end - limit)
+        return ids[start:end], start > 0
+    start = ids.index(query["after_id"]) + 1 if "after_id" in query else 0
+    return ids[start : start + limit], start + limit < len(ids)
+
+
+def micros_at(usage: JSON, rates: Mapping[str, float], share: Fraction) -> int:
+    """``usage`` at ``rates`` (USD per million tokens, i.e. micro-dollars per token) times
+    ``share``, rounded up to a whole micro-dollar."""
+    created = usage.get("cache_creation") or {}
+    one_hour = int(created.get("ephemeral_1h_input_tokens", 0))
+    tokens = {
+        "input": int(usage.get("input_tokens", 0)),
+        "output": int(usage.get("output_tokens", 0)),
+        "cache_read": int(usage.get("cache_read_input_tokens") or 0),
+        "cache_write_5m": int(usage.get("cache_creation_input_tokens") or 0) - one_hour,
+        "cache_write_1h": one_hour,
+    }
+    exact = sum(tokens[k] * Fraction(str(rates.get(k, 0))) for k in RATES) * share
+    return -(-exact.numerator // exact.denominator)
+
+
 # -- the server ------------------------------------------------------------------------------
 
 
@@ -690,6 +849,8 @@ class FakeAnthropic(ScriptedServer):
     minimum is 1024 tokens for Sonnet and Opus, more for some models). ``lookback_blocks``: how
     many blocks before each breakpoint the cache looks for an earlier hit (real: about 20).
     ``clock``: seconds as a float; replace it to drive cache expiry in virtual time.
+    ``batch_delay``: seconds on ``clock`` after which a Message Batch ends by itself (None: a
+    batch ends when the test calls :meth:`end_batches`, or expires after 24 hours).
     """
 
     def __init__(
@@ -700,6 +861,7 @@ class FakeAnthropic(ScriptedServer):
         lookback_blocks: int = 20,
         clock: Callable[[], float] = time.monotonic,
         max_recorded: int | None = None,
+        batch_delay: float | None = None,
     ) -> None:
         super().__init__(max_recorded=max_recorded)
         self.api_key = api_key
@@ -707,6 +869,10 @@ class FakeAnthropic(ScriptedServer):
         self.lookback_blocks = lookback_blocks
         self.clock = clock
         self._cache: dict[str, CacheEntry] = {}
+        self.batch_delay = batch_delay
+        self._batches: dict[str, FakeBatch] = {}
+        # Re-entrant: a scripted responder may look at the batches while one is processed.
+        self._batch_lock = threading.RLock()
 
     def clear_cache(self) -> None:
         """Forget every cached prefix."""
@@ -714,9 +880,12 @@ class FakeAnthropic(ScriptedServer):
             self._cache.clear()
 
     def reset(self) -> None:
-        """Forget the script, the recorded requests, the default answer and the cache."""
+        """Forget the script, the recorded requests, the default answer, the cache and the
+        Message Batches."""
         super().reset()
         self.clear_cache()
+        with self._batch_lock:
+            self._batches.clear()
 
     # -- HTTP ------------------------------------------------------------------------------
 
@@ -741,6 +910,24 @@ class FakeAnthropic(ScriptedServer):
         async def model(request: Request, model_id: str) -> Response:
             return self.list_models(dict(request.headers), model_id)
 
+        @app.post("/v1/messages/batches")
+        async def create_batch(request: Request) -> Response:
+            raw = await request.body()
+            return await run_in_threadpool(self.create_batch, dict(request.headers), raw)
+
+        @app.get("/v1/messages/batches")
+        async def list_batches(request: Request) -> Response:
+            query = dict(request.query_params)
+            return await run_in_threadpool(self.list_batches, dict(request.headers), query)
+
+        for method, path, action in (
+            ("GET", "/v1/messages/batches/{batch_id}", "retrieve"),
+            ("POST", "/v1/messages/batches/{batch_id}/cancel", "cancel"),
+            ("GET", "/v1/messages/batches/{batch_id}/results", "results"),
+            ("DELETE", "/v1/messages/batches/{batch_id}", "delete"),
+        ):
+            app.add_api_route(path, self.batch_route(action), methods=[method])
+
         @app.exception_handler(StarletteHTTPException)
         async def http_error(_request: Request, exc: StarletteHTTPException) -> Response:
             kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
@@ -762,13 +949,31 @@ class FakeAnthropic(ScriptedServer):
         except Refusal as refusal:
             self.record(RecordedRequest(body, headers, refusal.status))
             return error_response(refusal, rid)
+        message = self.reply(body, segments, answer)
+        self.record(RecordedRequest(body, headers, 200, message["usage"]))
+        if body.get("stream"):
+            return StreamingResponse(
+                self.stream_events(message),
+                media_type="text/event-stream",
+                headers={"request-id": rid, "cache-control": "no-cache"},
+            )
+        return JSONResponse(message, headers={"request-id": rid})
+
+    def reply(
+        self,
+        body: JSON,
+        segments: list[Segment],
+        answer: Text | ToolUse | Reply,
+        service_tier: str = "standard",
+    ) -> JSON:
+        """The Message answering ``body`` with ``answer``, billed through the prompt cache."""
         content, stop_reason = answer_content(answer)
         content, cut = truncate(content, body["max_tokens"])
         output_tokens = body["max_tokens"] if cut else sum(block_tokens(b) for b in content)
         usage = self.bill(segments, body["model"])
         usage["output_tokens"] = max(1, output_tokens)
-        self.record(RecordedRequest(body, headers, 200, usage))
-        message = {
+        usage["service_tier"] = service_tier
+        return {
             "id": new_id("msg_01", 22),
             "type": "message",
             "role": "assistant",
@@ -778,13 +983,6 @@ class FakeAnthropic(ScriptedServer):
             "stop_sequence": None,
             "usage": usage,
         }
-        if body.get("stream"):
-            return StreamingResponse(
-                self.stream_events(message),
-                media_type="text/event-stream",
-                headers={"request-id": rid, "cache-control": "no-cache"},
-            )
-        return JSONResponse(message, headers={"request-id": rid})
 
     def stream_events(self, message: JSON) -> Iterator[bytes]:
         """A message as the real API streams it: ``message_start`` (the input usage),
@@ -891,11 +1089,7 @@ class FakeAnthropic(ScriptedServer):
     def admit(self, headers: dict[str, str], raw: bytes) -> JSON:
         """Authentication, API version and a JSON object body, in the real API's order."""
         self.authenticate(headers)
-        version = headers.get("anthropic-version")
-        if not version:
-            raise invalid("anthropic-version", "header is required")
-        if not VERSION_PATTERN.match(version):
-            raise invalid("anthropic-version", f"invalid version {version!r}")
+        check_version(headers)
         try:
             body = json.loads(raw)
         except ValueError as exc:
@@ -957,6 +1151,195 @@ class FakeAnthropic(ScriptedServer):
             },
             "service_tier": "standard",
         }
+
+    # -- Message Batches -------------------------------------------------------------------
+
+    def create_batch(self, headers: dict[str, str], raw: bytes) -> Response:
+        """``POST /v1/messages/batches``: check the batch's shape and keep it, in progress."""
+        rid = request_id()
+        try:
+            requests = check_batch(self.admit(headers, raw))
+        except Refusal as refusal:
+            return error_response(refusal, rid)
+        batch = FakeBatch(
+            new_id("msgbatch_01", 22),
+            requests,
+            headers,
+            self.clock(),
+            datetime.now(UTC),
+            self.batch_delay,
+        )
+        with self._batch_lock:
+            self._batches[batch.id] = batch
+        return JSONResponse(batch.wire(self.url), headers={"request-id": rid})
+
+    def list_batches(self, headers: dict[str, str], query: dict[str, str]) -> Response:
+        """``GET /v1/messages/batches``: newest first, paged by ``after_id`` / ``before_id``."""
+        rid = request_id()
+        try:
+            self.authenticate(headers)
+            check_version(headers)
+            with self._batch_lock:
+                self.advance_batches()
+                ids, more = list_window(list(reversed(self._batches)), query)
+                data = [self._batches[i].wire(self.url) for i in ids]
+        except Refusal as refusal:
+            return error_response(refusal, rid)
+        return JSONResponse(
+            {
+                "data": data,
+                "has_more": more,
+                "first_id": ids[0] if ids else None,
+                "last_id": ids[-1] if ids else None,
+            },
+            headers={"request-id": rid},
+        )
+
+    def batch_route(self, action: str) -> Callable[[Request, str], Awaitable[Response]]:
+        """The route that does ``action`` to the batch its path names."""
+
+        async def route(request: Request, batch_id: str) -> Response:
+            headers = dict(request.headers)
+            return await run_in_threadpool(self.batch_call, headers, batch_id, action)
+
+        return route
+
+    def batch_call(self, headers: dict[str, str], batch_id: str, action: str) -> Response:
+        """Retrieve, cancel, read the results of, or delete one batch."""
+        rid = request_id()
+        try:
+            self.authenticate(headers)
+            check_version(headers)
+            with self._batch_lock:
+                self.advance_batches()
+                batch = self._batches.get(batch_id)
+                if batch is None:
+                    raise Refusal(404, "not_found_error", f"message_batch_id: {batch_id}")
+                if action == "results":
+                    lines = self.batch_results(batch)
+                    return PlainTextResponse(
+                        lines, media_type="application/binary", headers={"request-id": rid}
+                    )
+                if action == "delete":
+                    if batch.ended_at is None:
+                        raise invalid(
+                            "", f"{batch_id} is still processing: cancel it before deleting it"
+                        )
+                    del self._batches[batch_id]
+                    return JSONResponse(
+                        {"id": batch_id, "type": "message_batch_deleted"},
+                        headers={"request-id": rid},
+                    )
+                if action == "cancel":
+                    if batch.ended_at is not None:
+                        raise invalid("", f"{batch_id} has ended: there is nothing to cancel")
+                    if batch.cancel_initiated_at is None:
+                        batch.cancel_initiated_at = batch.at(self.clock())
+                return JSONResponse(batch.wire(self.url), headers={"request-id": rid})
+        except Refusal as refusal:
+            return error_response(refusal, rid)
+
+    def batch_results(self, batch: FakeBatch) -> str:
+        """The ended batch's results file: one JSON line per request."""
+        if batch.ended_at is None:
+            raise invalid(
+                "", f"{batch.id} is still {batch.status}: results exist once processing ends"
+            )
+        return "".join(
+            dumps({"custom_id": cid, "result": result}) + "\n"
+            for cid, result in batch.results.items()
+        )
+
+    def advance_batches(self) -> None:
+        """End what time has ended: a canceling batch (its requests canceled), a batch past
+        ``batch_delay`` (processed), one past its 24 hours (its requests expired)."""
+        now = self.clock()
+        with self._batch_lock:
+            for batch in self._batches.values():
+                if batch.ended_at is not None:
+                    continue
+                age = now - batch.started
+                if batch.cancel_initiated_at is not None:
+                    self._end_batch(batch, "canceled")
+                elif age >= BATCH_LIFETIME_SECONDS:
+                    self._end_batch(batch, "expired")
+                elif batch.ends_after is not None and age >= batch.ends_after:
+                    self._end_batch(batch, "processed")
+
+    def end_batches(self, *batch_ids: str, outcome: str = "processed") -> int:
+        """End the given batches now (every batch in progress when none is given): each request
+        answered from the script (``processed``), or all ``expired`` or ``canceled``. Returns how
+        many batches ended."""
+        if outcome not in ("processed", "expired", "canceled"):
+            msg = f"outcome must be processed, expired or canceled, not {outcome!r}"
+            raise ValueError(msg)
+        with self._batch_lock:
+            unknown = [i for i in batch_ids if i not in self._batches]
+            if unknown:
+                msg = f"no such batch: {', '.join(unknown)}"
+                raise KeyError(msg)
+            chosen = [self._batches[i] for i in batch_ids] or list(self._batches.values())
+            open_ = [b for b in chosen if b.ended_at is None]
+            for batch in open_:
+                self._end_batch(batch, outcome)
+            return len(open_)
+
+    def batches(self) -> list[FakeBatch]:
+        """Every batch the fake holds, oldest first."""
+        with self._batch_lock:
+            self.advance_batches()
+            return list(self._batches.values())
+
+    def _end_batch(self, batch: FakeBatch, outcome: str) -> None:
+        for custom_id, params in batch.requests:
+            if outcome == "processed":
+                batch.results[custom_id] = self._batch_request(batch, params)
+            else:
+                batch.results[custom_id] = {"type": outcome}
+        batch.ended_at = batch.at(self.clock())
+
+    def _batch_request(self, batch: FakeBatch, params: JSON) -> JSON:
+        """One request of a batch, validated and answered like ``POST /v1/messages`` and billed
+        at the batch discount (``service_tier: batch``); a refusal is its ``errored`` result."""
+        try:
+            check_request(params, count_only=False)
+            if params.get("stream"):
+                raise invalid("stream", "a request in a batch cannot be streamed")
+            segments = layout(params)
+            answer = self.next_answer(params)
+            if isinstance(answer, RateLimited | Overloaded | SpendLimit | ApiError):
+                raise refusal_for(answer)
+        except Refusal as refusal:
+            self.record(RecordedRequest(params, batch.headers, refusal.status, batch_id=batch.id))
+            error = {"type": refusal.type, "message": refusal.message}
+            return {
+                "type": "errored",
+                "error": {"type": "error", "error": error, "request_id": request_id()},
+            }
+        message = self.reply(params, segments, answer, service_tier="batch")
+        self.record(RecordedRequest(params, batch.headers, 200, message["usage"], batch.id))
+        return {"type": "succeeded", "message": message}
+
+    def spend_micros(self, rates: Mapping[str, float]) -> int:
+        """What the requests recorded so far cost at ``rates`` (USD per million tokens, keyed
+        ``input``, ``output``, ``cache_read``, ``cache_write_5m``, ``cache_write_1h``): the
+        provider's own bill, a request in a batch at ``BATCH_DISCOUNT``, each request rounded up
+        to a micro-dollar."""
+        with self._lock:
+            billed = [(r.usage, r.batch_id) for r in self.requests if r.usage is not None]
+        return sum(
+            micros_at(usage, rates, BATCH_DISCOUNT if batch_id else Fraction(1))
+            for usage, batch_id in billed
+        )
+
+
+def check_version(headers: dict[str, str]) -> None:
+    """The ``anthropic-version`` header every endpoint requires."""
+    version = headers.get("anthropic-version")
+    if not version:
+        raise invalid("anthropic-version", "header is required")
+    if not VERSION_PATTERN.match(version):
+        raise invalid("anthropic-version", f"invalid version {version!r}")
 
 
 def request_id() -> str:

@@ -118,6 +118,8 @@ class RecordedRequest:
     headers: dict[str, str]
     response_status: int
     usage: JSON | None = None
+    batch_id: str | None = None
+    """The Message Batch the request came in (billed at the batch discount); None: a direct call."""
 
 
 def dumps(value: object) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from typing import Any
 
 import anthropic
@@ -65,6 +67,7 @@ def fake(anthropic_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
     yield anthropic_server
     anthropic_server.reset()
     anthropic_server.clock = time.monotonic
+    anthropic_server.batch_delay = None
 
 
 @pytest.fixture
@@ -555,6 +558,201 @@ class TestAnthropicErrors:
         missing = httpx.get(f"{fake.url}/v1/nothing", headers={"x-api-key": KEY})
         assert missing.status_code == 404
         assert missing.json()["error"]["type"] == "not_found_error"
+
+
+def batch_request(custom_id: str, text: str = "hi", **params: Any) -> Any:
+    """One request of a batch, a plain Messages body unless ``params`` say otherwise."""
+    body = {"model": MODEL, "max_tokens": 100, "messages": [{"role": "user", "content": text}]}
+    return {"custom_id": custom_id, "params": body | params}
+
+
+async def batch_results(claude: anthropic.AsyncAnthropic, batch_id: str) -> dict[str, Any]:
+    """custom_id → result, read through the SDK's JSONL decoder."""
+    return {
+        line.custom_id: line.result
+        async for line in await claude.messages.batches.results(batch_id)
+    }
+
+
+SONNET_RATES = {
+    "input": 3.0,
+    "output": 15.0,
+    "cache_read": 0.3,
+    "cache_write_5m": 3.75,
+    "cache_write_1h": 6.0,
+}
+
+
+class TestAnthropicBatches:
+    """Message Batches as the SDK drives them: create, poll, results, cancel, list, delete."""
+
+    async def test_batch_round_trip(
+        self, fake: FakeAnthropic, claude: anthropic.AsyncAnthropic
+    ) -> None:
+        """A batch is in progress (no results) until it ends; then each request has its result,
+        billed as the batch service tier and recorded with the batch's id."""
+        fake.script(Text("first answer"), ToolUse("read_file", {"path": "a.txt"}))
+        batch = await claude.messages.batches.create(
+            requests=[batch_request("report-1"), batch_request("report-2", tools=[READ_FILE])]
+        )
+        assert batch.id.startswith("msgbatch_")
+        assert batch.processing_status == "in_progress"
+        assert batch.request_counts.processing == 2
+        assert (batch.results_url, batch.ended_at) == (None, None)
+        assert batch.expires_at - batch.created_at == timedelta(hours=24)
+        assert fake.requests == []
+        assert fake.end_batches() == 1
+        ended = await claude.messages.batches.retrieve(batch.id)
+        assert ended.processing_status == "ended"
+        assert ended.request_counts.succeeded == 2
+        assert ended.request_counts.processing == 0
+        assert ended.ended_at is not None
+        assert ended.results_url == f"{fake.url}/v1/messages/batches/{batch.id}/results"
+        results = await batch_results(claude, batch.id)
+        first, second = results["report-1"], results["report-2"]
+        assert first.type == second.type == "succeeded"
+        assert text_of(first.message) == "first answer"
+        assert second.message.stop_reason == "tool_use"
+        assert first.message.usage.service_tier == "batch"
+        assert first.message.usage.input_tokens == count_tokens("hi")
+        assert [r.batch_id for r in fake.requests] == [batch.id, batch.id]
+        assert fake.pending == 0
+
+    async def test_batch_is_billed_at_half(
+        self, fake: FakeAnthropic, claude: anthropic.AsyncAnthropic
+    ) -> None:
+        """The same request costs half in a batch: same tokens, half the bill."""
+        fake.default = lambda body: Text("the weekly report " * 20)
+        direct = await claude.messages.create(
+            model=MODEL, max_tokens=400, messages=[{"role": "user", "content": "report " * 50}]
+        )
+        direct_bill = fake.spend_micros(SONNET_RATES)
+        batch = await claude.messages.batches.create(
+            requests=[batch_request("r", "report " * 50, max_tokens=400)]
+        )
+        fake.end_batches(batch.id)
+        batched = (await batch_results(claude, batch.id))["r"].message
+        assert batched.usage.input_tokens == direct.usage.input_tokens
+        assert batched.usage.output_tokens == direct.usage.output_tokens
+        assert direct_bill > 0
+        assert fake.spend_micros(SONNET_RATES) - direct_bill == -(-direct_bill // 2)
+
+    async def test_params_are_checked_when_processed(
+        self, fake: FakeAnthropic, claude: anthropic.AsyncAnthropic
+    ) -> None:
+        """A request the Messages API would refuse (or a scripted failure) ends errored with that
+        refusal; the batch's other requests still succeed."""
+        fake.script(Overloaded(), Text("fine"))
+        invalid_params = {"custom_id": "bad", "params": {"model": MODEL, "messages": HELLO}}
+        streamed = batch_request("streamed", stream=True)
+        batch = await claude.messages.batches.create(
+            requests=[invalid_params, streamed, batch_request("busy"), batch_request("good")]
+        )
+        fake.end_batches()
+        ended = await claude.messages.batches.retrieve(batch.id)
+        assert (ended.request_counts.errored, ended.request_counts.succeeded) == (3, 1)
+        results = await batch_results(claude, batch.id)
+        bad, busy = results["bad"], results["busy"]
+        assert bad.type == busy.type == results["streamed"].type == "errored"
+        assert bad.error.error.type == "invalid_request_error"
+        assert bad.error.error.message == "max_tokens: Field required"
+        assert "stream: a request in a batch cannot be streamed" in str(results["streamed"])
+        assert busy.error.error.type == "overloaded_error"
+        assert text_of(results["good"].message) == "fine"
+        assert [r.response_status for r in fake.requests] == [400, 400, 529, 200]
+
+    @pytest.mark.parametrize(
+        ("requests", "message"),
+        [
+            ([], "requests: List should have between 1 and 100000 items, not 0"),
+            (
+                [batch_request("same"), batch_request("same")],
+                "requests.1.custom_id: Duplicate custom_id 'same'",
+            ),
+            ([batch_request("no spaces")], "requests.0.custom_id: String should match pattern"),
+            ([{"custom_id": "x"}], "requests.0.params: Field required"),
+            ([{**batch_request("x"), "extra": 1}], "requests.0.extra: Extra inputs"),
+        ],
+    )
+    async def test_batch_shape_is_refused(
+        self, fake: FakeAnthropic, claude: anthropic.AsyncAnthropic, requests: Any, message: str
+    ) -> None:
+        """A batch whose shape is wrong is refused whole, naming the field."""
+        with pytest.raises(anthropic.BadRequestError, match=re.escape(message)):
+            await claude.messages.batches.create(requests=requests)
+        assert fake.batches() == []
+
+    async def test_cancel_and_delete(
+        self, fake: FakeAnthropic, claude: anthropic.AsyncAnthropic
+    ) -> None:
+        """Cancel: canceling, then ended with its requests canceled and nothing billed; a batch
+        is deleted only once ended; an unknown batch is a 404."""
+        batch = await claude.messages.batches.create(requests=[batch_request("a")])
+        with pytest.raises(anthropic.BadRequestError, match="still processing"):
+            await claude.messages.batches.delete(batch.id)
+        canceling = await claude.messages.batches.cancel(batch.id)
+        assert canceling.processing_status == "canceling"
+        assert canceling.cancel_initiated_at is not None
+        ended = await claude.messages.batches.retrieve(batch.id)
+        assert ended.processing_status == "ended"
+        assert ended.request_counts.canceled == 1
+        assert (await batch_results(claude, batch.id))["a"].type == "canceled"
+        assert fake.requests == []
+        with pytest.raises(anthropic.BadRequestError, match="nothing to cancel"):
+            await claude.messages.batches.cancel(batch.id)
+        deleted = await claude.messages.batches.delete(batch.id)
+        assert deleted.type == "message_batch_deleted"
+        with pytest.raises(anthropic.NotFoundError, match=batch.id):
+            await claude.messages.batches.retrieve(batch.id)
+
+    async def test_delay_and_expiry(
+        self, fake: FakeAnthropic, clock: VirtualClock, claude: anthropic.AsyncAnthropic
+    ) -> None:
+        """With a delay the batch ends by itself on the fake's clock; without one it expires
+        24 hours after creation, its requests unprocessed."""
+        fake.batch_delay = 600
+        timed = await claude.messages.batches.create(requests=[batch_request("t")])
+        fake.batch_delay = None
+        waiting = await claude.messages.batches.create(requests=[batch_request("w")])
+        clock.advance(9)
+        assert (await claude.messages.batches.retrieve(timed.id)).processing_status == (
+            "in_progress"
+        )
+        clock.advance(1)
+        ended = await claude.messages.batches.retrieve(timed.id)
+        assert ended.request_counts.succeeded == 1
+        assert ended.ended_at is not None
+        assert ended.ended_at - ended.created_at == timedelta(minutes=10)
+        clock.advance(24 * 60)
+        expired = await claude.messages.batches.retrieve(waiting.id)
+        assert expired.request_counts.expired == 1
+        assert (await batch_results(claude, waiting.id))["w"].type == "expired"
+
+    async def test_list_newest_first(
+        self, fake: FakeAnthropic, claude: anthropic.AsyncAnthropic
+    ) -> None:
+        """The list is newest first, in pages the SDK follows."""
+        ids = [
+            (await claude.messages.batches.create(requests=[batch_request(f"r{n}")])).id
+            for n in range(3)
+        ]
+        page = await claude.messages.batches.list(limit=2)
+        assert [b.id for b in page.data] == ids[:0:-1]
+        assert page.has_more
+        assert [b.id async for b in claude.messages.batches.list(limit=2)] == ids[::-1]
+
+    def test_results_before_the_end(self, fake: FakeAnthropic) -> None:
+        """Results exist once processing ends; the SDK stops before asking, the API refuses."""
+        headers = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
+        with anthropic.Anthropic(base_url=fake.url, api_key=KEY, max_retries=0) as client:
+            batch = client.messages.batches.create(requests=[batch_request("a")])
+            with pytest.raises(anthropic.AnthropicError, match="Has it finished processing"):
+                client.messages.batches.results(batch.id)
+        raw = httpx.get(f"{fake.url}/v1/messages/batches/{batch.id}/results", headers=headers)
+        assert raw.status_code == 400
+        assert "still in_progress" in raw.json()["error"]["message"]
+        unversioned = httpx.get(f"{fake.url}/v1/messages/batches", headers={"x-api-key": KEY})
+        assert unversioned.status_code == 400
 
 
 @pytest.fixture(scope="module")

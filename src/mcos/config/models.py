@@ -410,6 +410,14 @@ class CronJob(_Model):
     """Fires missed while the agent could not run (paused, over budget, cooling down, the model
     unavailable, the process not running): ``run-once`` runs the job once as soon as it can,
     however many were missed; ``skip`` drops them until the next regular fire."""
+    deadline: str | None = None
+    """How long after its fire the job's result may take (``"12h"`` for a weekly report). With
+    room to spare, the job's model calls go through the provider's batch API at its discount
+    (Anthropic's Message Batches: half price) while the agent keeps working; None: direct calls."""
+    batch_window: str = "1h"
+    """The part of the deadline kept for direct calls: a call goes by batch only while more than
+    this is left before the deadline, and a batch not ended by then is canceled and the job
+    finished with direct calls."""
 
     @field_validator("schedule")
     @classmethod
@@ -418,6 +426,31 @@ class CronJob(_Model):
             msg = f"{v!r} is not a cron expression (minute hour day month weekday)"
             raise ValueError(msg)
         return v
+
+    @field_validator("deadline", "batch_window")
+    @classmethod
+    def _duration(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_duration(v)
+        return v
+
+    @model_validator(mode="after")
+    def _batch_room(self) -> CronJob:
+        if self.deadline is None:
+            return self
+        if self.session != "isolated":
+            msg = (
+                f'deadline {self.deadline!r} needs session = "isolated": a job that waits for '
+                "a batch cannot hold the main session while the agent's other turns move it on"
+            )
+            raise ValueError(msg)
+        if parse_duration(self.deadline) <= parse_duration(self.batch_window):
+            msg = (
+                f"deadline {self.deadline!r} leaves no room for a batch: it must be longer than "
+                f"batch_window ({self.batch_window!r}), the time kept for direct calls"
+            )
+            raise ValueError(msg)
+        return self
 
 
 class PriceConfig(_Model):

@@ -22,6 +22,7 @@ from mcos.domain.budget import Pricing, Usage
 from mcos.domain.heartbeat import CacheTTL
 from mcos.domain.redaction import redact
 from mcos.exceptions import (
+    McosError,
     ModelError,
     ModelRequestRejected,
     ModelUnavailable,
@@ -29,7 +30,15 @@ from mcos.exceptions import (
     SpendLimitReached,
 )
 from mcos.models.anthropic_cache import place_breakpoints
-from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
+from mcos.models.base import (
+    BatchOutcome,
+    ModelReply,
+    ModelRequest,
+    TextBlock,
+    ToolCall,
+    ToolResult,
+    Turn,
+)
 from mcos.models.gateway import gateway_error, precise_wait, purpose_headers
 
 PROVIDER = "anthropic"
@@ -167,6 +176,42 @@ def _usage(usage: anthropic.types.Usage) -> Usage:
     )
 
 
+def _reply(message: anthropic.types.Message) -> ModelReply:
+    """The API's Message as the runtime's reply."""
+    blocks: list[TextBlock | ToolCall | ToolResult] = []
+    for b in message.content:
+        if b.type == "text":
+            blocks.append(TextBlock(b.text))
+        elif b.type == "tool_use":
+            payload = b.input if isinstance(b.input, dict) else {"value": b.input}
+            blocks.append(ToolCall(b.id, b.name, payload))
+    return ModelReply(
+        text="\n".join(b.text for b in blocks if isinstance(b, TextBlock)),
+        tool_calls=tuple(b for b in blocks if isinstance(b, ToolCall)),
+        usage=_usage(message.usage),
+        stop_reason=message.stop_reason or "end_turn",
+        model=message.model,
+        blocks=tuple(blocks),
+    )
+
+
+def _outcome(result: anthropic.types.messages.MessageBatchResult) -> BatchOutcome:
+    """One line of a batch's results file as the runtime sees it."""
+    if result.type == "succeeded":
+        return BatchOutcome("succeeded", _reply(result.message))
+    if result.type == "errored":
+        error = result.error.error
+        return BatchOutcome("errored", detail=redact(f"{error.type}: {error.message}"))
+    return BatchOutcome(result.type)
+
+
+def _unretried(error: anthropic.APIError) -> McosError:
+    """The SDK's error as one of ours, for calls the runtime does not retry here (Mission
+    Control's own answers through the gateway first: over budget, no key, fenced)."""
+    classified = gateway_error(error) or _classify(error)
+    return classified.error if isinstance(classified, _Retryable) else classified
+
+
 class AnthropicModel:
     """Claude through ``anthropic.AsyncAnthropic``: with the agent's own key (direct mode), or
     through Mission Control's gateway with the agent's Mission Control token and no key
@@ -238,21 +283,41 @@ class AnthropicModel:
                     message = await self._once(body)
         except _Retryable as e:
             raise e.error from e
-        blocks: list[TextBlock | ToolCall | ToolResult] = []
-        for b in message.content:
-            if b.type == "text":
-                blocks.append(TextBlock(b.text))
-            elif b.type == "tool_use":
-                payload = b.input if isinstance(b.input, dict) else {"value": b.input}
-                blocks.append(ToolCall(b.id, b.name, payload))
-        return ModelReply(
-            text="\n".join(b.text for b in blocks if isinstance(b, TextBlock)),
-            tool_calls=tuple(b for b in blocks if isinstance(b, ToolCall)),
-            usage=_usage(message.usage),
-            stop_reason=message.stop_reason or "end_turn",
-            model=message.model,
-            blocks=tuple(blocks),
-        )
+        return _reply(message)
+
+    # --- Message Batches: calls that can wait, at half price ------------------------------------
+    async def submit(self, request: ModelRequest, custom_id: str) -> str:
+        """Send ``request`` as a Message Batch of one; the batch's id. Not retried here: the
+        runtime makes the call directly instead."""
+        one: Any = {"custom_id": custom_id, "params": request_body(self.model, request)}
+        try:
+            batch = await self._client.messages.batches.create(requests=[one])
+        except anthropic.APIError as e:
+            raise _unretried(e) from e
+        return batch.id
+
+    async def outcome(self, batch_id: str, custom_id: str) -> BatchOutcome | None:
+        """None while the batch is in progress (or canceling); once it has ended, the request's
+        result from the batch's results file."""
+        try:
+            batch = await self._client.messages.batches.retrieve(batch_id)
+            if batch.processing_status != "ended":
+                return None
+            async for line in await self._client.messages.batches.results(batch_id):
+                if line.custom_id == custom_id:
+                    return _outcome(line.result)
+        except anthropic.APIError as e:
+            raise _unretried(e) from e
+        return BatchOutcome("errored", detail=f"batch {batch_id} has no result for {custom_id}")
+
+    async def cancel(self, batch_id: str) -> None:
+        """Ask the API to stop the batch; one that has ended meanwhile is left as it is."""
+        try:
+            await self._client.messages.batches.cancel(batch_id)
+        except anthropic.BadRequestError:
+            return  # it ended before the cancel arrived: nothing to stop
+        except anthropic.APIError as e:
+            raise _unretried(e) from e
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""

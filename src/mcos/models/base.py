@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from mcos.domain.budget import Pricing, Usage
 from mcos.domain.heartbeat import CacheTTL
@@ -163,3 +163,31 @@ def same_client(provider: _Provider, model: str, price: Pricing) -> _Provider:
     other.model = other.label = model
     other.price = price
     return other
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """How a one-request batch ended: the reply when it succeeded, else why not."""
+
+    status: Literal["succeeded", "errored", "canceled", "expired"]
+    reply: ModelReply | None = None
+    detail: str = ""
+    """The provider's words when the request errored."""
+
+
+@runtime_checkable
+class BatchingProvider(ModelProvider, Protocol):
+    """A provider with a batch API (Anthropic's Message Batches): calls that may wait hours,
+    billed at a discount. Errors are ``mcos.exceptions.ModelError`` subclasses."""
+
+    async def submit(self, request: ModelRequest, custom_id: str) -> str:
+        """Send ``request`` as a batch of one, named ``custom_id``; the batch's id."""
+        ...
+
+    async def outcome(self, batch_id: str, custom_id: str) -> BatchOutcome | None:
+        """The request's outcome once the batch has ended; None while it is in progress."""
+        ...
+
+    async def cancel(self, batch_id: str) -> None:
+        """Stop the batch (one that has ended meanwhile is left as it is)."""
+        ...

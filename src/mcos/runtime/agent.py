@@ -33,6 +33,7 @@ from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact
 from mcos.exceptions import Fenced, KeyUnavailable, McosError
 from mcos.models.base import ModelProvider
+from mcos.runtime.batched import BatchedTurns
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock, MissionClock, OffsetSample
@@ -60,13 +61,13 @@ def _own(d: DeliveryOut, me: str) -> bool:
     return d.message.sender == me and "channel" not in d.message.meta
 
 
-class AgentRuntime(FirstLook, TurnLoop, Schedule):
+class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
     """The agent: its inbox, beats, cron jobs and model turns."""
 
     mcp: McpTools | None = None
     """MCP servers' tools, connected in ``start()`` when the allowlist names any."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0915 (the agent's state, set up in one place)
         self,
         name: str,
         fleet: Fleet,
@@ -126,6 +127,7 @@ class AgentRuntime(FirstLook, TurnLoop, Schedule):
         self.next_beat_at = clock.now()
         self.promised = self._load_promised()
         self.cron_slots = self._load_cron()
+        self.parked = self._load_parked()
         self.cooling_until = self.resume_at = None
         self.unavailable = 0
         self.blocked_day = None
@@ -453,6 +455,7 @@ class AgentRuntime(FirstLook, TurnLoop, Schedule):
         if self.clock.now() >= self.next_beat_at:
             await self.heartbeat()
         await self.run_due_cron()
+        await self.run_parked()
 
     async def _check_resumed(self) -> None:
         """While paused, wait for an operator to set another state."""

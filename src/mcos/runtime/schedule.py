@@ -425,7 +425,11 @@ class Schedule(AgentState):
         kind = TurnKind.ISOLATED if job.session == "isolated" else TurnKind.MAIN
         text = f"- [cron {job.name}] scheduled job\n{job.prompt}"
         try:
-            await self.turn(kind, text, main=job.session == "main")
+            deadline = self.batch_deadline(job, first)
+            if deadline is not None:  # the run waits for batches, parked, while the loop goes on
+                await self.park(job, text, first, deadline)
+            else:
+                await self.turn(kind, text, main=job.session == "main")
         except TurnStopped as e:
             stopped = _STOPPED.get(str(e))
             self._owe(job, first, count, why or stopped or f"the model was unavailable ({e})",
@@ -441,7 +445,8 @@ class Schedule(AgentState):
 
     # --- when the loop wakes ---------------------------------------------------------------------
     def next_wake(self) -> datetime:
-        """The earliest of: the next beat, the next cron job, the pending batch's deadline."""
+        """The earliest of: the next beat, the next cron job, the pending batch's deadline, the
+        next look at a parked cron run's batch."""
         times = [self.next_beat_at, *self.cron_next.values()]
         if self.first_pending_at is not None:
             times.append(self.first_pending_at + timedelta(seconds=self.settings.batch_window))
@@ -449,6 +454,8 @@ class Schedule(AgentState):
             times = [max(t, self.resume_at or self.cooling_until) for t in times]
         if (owed := self._cron_wake()) is not None:
             times.append(owed)
+        if (look := self.parked_wake()) is not None:
+            times.append(look)
         return min(times)
 
     def held_until(self) -> datetime | None:

@@ -33,6 +33,7 @@ from mcos.runtime.tools import Toolbox, ToolContext
 from mcos.runtime.workspace import Prompt, TurnKind, Workspace
 
 if TYPE_CHECKING:
+    from mcos.runtime.batched import ParkedTurn
     from mcos.runtime.curation import Curator
     from mcos.runtime.turns import Stats
 
@@ -107,6 +108,8 @@ class AgentState:
     last_turn_at: datetime | None
     stats: Stats
     busy: bool
+    parked: list[ParkedTurn]
+    """Cron runs waiting for a batch's answer (kept in the workspace, see ``batched.py``)."""
 
     # --- reporting and the clock
     _state: tuple[AgentStatus, str] | None
@@ -141,3 +144,12 @@ class AgentState:
         ) -> ModelReply: ...
 
         def _request(self, prompt: Prompt, turns: list[Turn]) -> ModelRequest: ...  # turns.py
+        def batch_deadline(  # batched.py
+            self, job: CronJob, fired: datetime
+        ) -> datetime | None: ...
+
+        async def park(  # batched.py
+            self, job: CronJob, text: str, fired: datetime, deadline: datetime
+        ) -> None: ...
+
+        def parked_wake(self) -> datetime | None: ...  # batched.py

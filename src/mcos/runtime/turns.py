@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from mcos.api_models import CallReport
 from mcos.client import Calls
 from mcos.domain.agent_state import AgentStatus
-from mcos.domain.budget import cost_micros
+from mcos.domain.budget import Pricing, cost_micros
 from mcos.domain.heartbeat import HEARTBEAT_OK, CacheTTL, needs_flush
 from mcos.domain.messages import Priority, next_utc_day, resume_at, unavailable_backoff
 from mcos.domain.redaction import redact
@@ -84,6 +84,10 @@ class Stats:
     """Heartbeat turns that ran routine items of HEARTBEAT.md (batched, with any findings)."""
     curation_turns: int = 0
     """Turns that distilled the daily logs into MEMORY.md (written or refused)."""
+    batch_calls: int = 0
+    """Model calls answered through a batch API (cron jobs with a deadline)."""
+    batch_saved_micros: int = 0
+    """What those calls cost less than direct calls would have."""
     tokens: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
     )
@@ -97,6 +101,16 @@ class TurnLoop(AgentState):
         """One model call within the budget: through the gateway, which meters it; or in direct
         mode, reserve the worst case first, ask for no more output than the reservation grants,
         and report the tokens after (Mission Control prices them)."""
+        held, request = await self._reserve(request, purpose)
+        return await self._complete(request, self.clock.now().date().isoformat(), held, purpose)
+
+    async def _reserve(
+        self, request: ModelRequest, purpose: str, *, batch: bool = False
+    ) -> tuple[int | None, ModelRequest]:
+        """Hold the call's worst case with Mission Control (direct mode; a batch call's at the
+        batch rates): the reservation's id — None through the gateway, which holds it — and the
+        request with the output the budget pays for. A spent budget or a cooldown stops the
+        turn first."""
         now = self.clock.now()
         day = now.date().isoformat()
         if self.blocked_day == day:
@@ -104,7 +118,7 @@ class TurnLoop(AgentState):
         if self.cooling_until is not None and now < self.cooling_until:
             raise TurnStopped("cooling down", self.cooling_until)
         if self.provider.metered:
-            return await self._complete(replace(request, purpose=purpose[:100]), day, None, purpose)
+            return None, replace(request, purpose=purpose[:100])
         try:
             held = await self.client.do(
                 Calls.reserve(
@@ -113,11 +127,11 @@ class TurnLoop(AgentState):
                     request.max_output,
                     cache_ttl=request.cache_ttl,
                     purpose=purpose[:100],
+                    batch=batch,
                 )
             )
         except OverBudget as e:
-            await self._over_budget(day, e.message)
-            raise TurnStopped("over budget", next_utc_day(now)) from e
+            raise await self._refused(e) from e
         if held.warning and day not in self.warned_days:
             self.warned_days.add(day)
             await self._tell_manager(
@@ -129,7 +143,7 @@ class TurnLoop(AgentState):
             )
         if held.max_output < request.max_output:  # what the rest of the budget pays for
             request = replace(request, max_output=held.max_output)
-        return await self._complete(request, day, held.id, purpose)
+        return held.id, request
 
     async def _complete(
         self, request: ModelRequest, day: str, reservation: int | None, purpose: str
@@ -139,8 +153,7 @@ class TurnLoop(AgentState):
         try:
             reply = await self.provider.complete(request)
         except OverBudget as e:
-            await self._over_budget(day, e.message)
-            raise TurnStopped("over budget", next_utc_day(self.clock.now())) from e
+            raise await self._refused(e, day) from e
         except ModelError as e:
             await self._settle(reservation, None, f"failed:{e.code}")
             until = await self._model_failed(e)
@@ -149,21 +162,38 @@ class TurnLoop(AgentState):
         await self._settle(reservation, reply, purpose)
         return reply
 
+    async def _refused(self, error: OverBudget, day: str | None = None) -> TurnStopped:
+        """Stop for the day: the budget cannot pay for the call (a refused reservation, or the
+        gateway's 402)."""
+        now = self.clock.now()
+        await self._over_budget(day or now.date().isoformat(), error.message)
+        return TurnStopped("over budget", next_utc_day(now))
+
+    def _price(self, *, batch: bool) -> Pricing:
+        """The provider's price; a batch call's at the batch rates."""
+        return self.provider.price.batched() if batch else self.provider.price
+
     async def _settle(
-        self, reservation: int | None, reply: ModelReply | None, purpose: str
-    ) -> None:
-        """Count the call in the agent's stats (its cost computed locally, for the stats only)
-        and, in direct mode, report its tokens to settle the reservation."""
+        self,
+        reservation: int | None,
+        reply: ModelReply | None,
+        purpose: str,
+        *,
+        batch: bool = False,
+    ) -> int:
+        """Count the call in the agent's stats (its cost computed locally, a batch call's at the
+        batch rates) and, in direct mode, report its tokens to settle the reservation; the
+        cost."""
         usage = reply.usage if reply else None
-        cost = cost_micros(usage, self.provider.price, self.clock.now()) if usage else 0
+        cost = cost_micros(usage, self._price(batch=batch), self.clock.now()) if usage else 0
         self.stats.model_calls += 1 if reply else 0
         self.stats.cost_micros += cost
         if usage is not None:
             for kind in self.stats.tokens:
                 self.stats.tokens[kind] += getattr(usage, kind)
             self.context_tokens = usage.context
-        if reservation is None:
-            return
+        if reservation is None:  # metered by Mission Control, at the gateway
+            return cost
         report = CallReport(
             reservation_id=reservation,
             provider=self.provider.provider,
@@ -174,11 +204,13 @@ class TurnLoop(AgentState):
             cache_read_tokens=usage.cache_read if usage else 0,
             cache_write_tokens=usage.cache_write if usage else 0,
             cache_write_1h_tokens=usage.cache_write_1h if usage else 0,
+            batch=batch,
         )
         try:
             await self.client.do(Calls.report_call(report))
         except McosError as e:
             log.warning("%s: could not record a model call: %s", self.name, e.message)
+        return cost
 
     async def _over_budget(self, day: str, why: str) -> None:
         self.blocked_day = day
@@ -294,10 +326,7 @@ class TurnLoop(AgentState):
                     break
                 # Outside content seen in this turn taints the rest of it, a compaction included.
                 seen_untrusted = seen_untrusted or tainted(turns)
-                self.ctx.tainted = seen_untrusted
-                results = tuple([await self.tools.call(c, extra=extra) for c in reply.tool_calls])
-                append_user(turns, results)
-                if self.settings.end_on_actions and only_done_actions(reply, results):
+                if await self._tool_round(turns, reply, untrusted=seen_untrusted, extra=extra):
                     break  # the results reach the model at the start of its next turn
                 if not flush_tried and self._context_full():  # before the next round
                     flush_tried = True  # once a turn: a model that will not save is not asked again
@@ -309,12 +338,8 @@ class TurnLoop(AgentState):
             self.stats.turns += 1
             self._turn_ends(calls, learned)
         final = reply.text.strip() if reply else ""
-        shown = final[: ISOLATED_OUTCOME_CHARS if not main else 300]
-        self._log(f"{kind.value} turn ({self.provider.label}): {shown or '(no text)'}")
-        was_paused = self.paused
-        self._breaker(now, progressed=len(self.ctx.actions) > actions_before, text=final)
-        if self.paused and not was_paused:
-            await self._paused_report()
+        progressed = len(self.ctx.actions) > actions_before
+        await self._turn_ended(kind, now, final, progressed=progressed, main=main)
         if main:
             self.history = turns
             if self._context_full():
@@ -322,6 +347,34 @@ class TurnLoop(AgentState):
         if not self.paused and self._state and self._state[0] is AgentStatus.RUNNING:
             await self.report(AgentStatus.IDLE)
         return final
+
+    async def _tool_round(
+        self,
+        turns: list[Turn],
+        reply: ModelReply,
+        *,
+        untrusted: bool,
+        extra: tuple[str, ...] = (),
+    ) -> bool:
+        """Run the tools ``reply`` asks for (``untrusted``: the turn has seen outside content)
+        and add their results to ``turns``; whether that ends the turn (a round of actions
+        only: the results reach the model at the start of its next turn)."""
+        self.ctx.tainted = untrusted
+        results = tuple([await self.tools.call(c, extra=extra) for c in reply.tool_calls])
+        append_user(turns, results)
+        return self.settings.end_on_actions and only_done_actions(reply, results)
+
+    async def _turn_ended(
+        self, kind: TurnKind, began: datetime, final: str, *, progressed: bool, main: bool
+    ) -> None:
+        """Log the turn's last words (an isolated turn's outcome at length: it is all that is
+        kept of it) and count the turn for the no-progress breaker."""
+        shown = final[: ISOLATED_OUTCOME_CHARS if not main else 300]
+        self._log(f"{kind.value} turn ({self.provider.label}): {shown or '(no text)'}")
+        was_paused = self.paused
+        self._breaker(began, progressed=progressed, text=final)
+        if self.paused and not was_paused:
+            await self._paused_report()
 
     def _may_call(self, now: datetime) -> None:
         """Stop a turn before it starts when the day's budget is spent or the agent cools down."""

@@ -27,7 +27,9 @@ from mcos.server import dashboard, dead_letters, errors
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
+from mcos.server.gateway import anthropic_batches
 from mcos.server.gateway import routes as gateway_routes
+from mcos.server.gateway.anthropic_batches import Batches
 from mcos.server.gateway.proxy import Gateway
 from mcos.server.governance import Governance
 from mcos.server.limits import BodySizeLimit, JsonBodyGuard
@@ -250,6 +252,7 @@ def create_app(
     )
     app.state.mc = mc
     app.state.gateway = gateway = Gateway(mc)
+    app.state.gateway_batches = Batches(gateway)
     errors.install(app)
     for module in (
         system,
@@ -267,6 +270,7 @@ def create_app(
         app.include_router(module.router)
     app.include_router(channels.pages)
     app.include_router(gateway_routes.router)
+    app.include_router(anthropic_batches.router)
     dashboard.install(app)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)

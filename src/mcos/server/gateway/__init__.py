@@ -9,5 +9,6 @@ reserves the worst case, forwards, prices the provider's usage and records it.
 - :mod:`.ratelimits`: a 429 rests its key for every agent sharing it;
 - :mod:`.dialect`, :mod:`.anthropic_messages`, :mod:`.openai_chat`: each provider's protocol;
 - :mod:`.proxy`: one call through the gateway, step by step;
+- :mod:`.anthropic_batches`: Message Batches, each request reserved and settled at batch rates;
 - :mod:`.routes`: the HTTP routes.
 """

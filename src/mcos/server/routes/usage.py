@@ -54,6 +54,7 @@ async def reserve(request: ReservationRequest, mc: MC, caller: Caller) -> Reserv
         max_output=request.max_output,
         cache_ttl=request.cache_ttl,
         purpose=request.purpose,
+        batch=request.batch,
     )
     limits = mc.settings.budgets.get(caller.name, Limits())
     return ReservationOut(
@@ -92,6 +93,7 @@ async def report_call(request: CallReport, mc: MC, caller: Caller) -> None:
         usage,
         request.purpose,
         provider=request.provider,
+        batch=request.batch,
     )
 
 
