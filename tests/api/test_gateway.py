@@ -367,6 +367,28 @@ class TestWhoMayCall:
         (row,) = audit
         assert (row.actor, row.outcome) == ("agent:jarvis", "refused")
 
+    async def test_the_agents_triage_model_is_its_own_too(
+        self,
+        keys: None,
+        fake: FakeAnthropic,
+        tmp_path: Path,
+        sdk_clients: list[anthropic.AsyncAnthropic],
+    ) -> None:
+        """An agent with a cheaper triage model may call either; Mission Control meters both."""
+        main = ModelConfig(provider="anthropic", id=DEARER, base_url=fake.url)
+        cheap = ModelConfig(provider="anthropic", id=MODEL, base_url=fake.url)
+        both = GatewayAgent(
+            "anthropic", {DEARER: main, MODEL: cheap}, "env:GW_TEST_SHARED_KEY", "x"
+        )
+        with gateway(tmp_path, {"jarvis": (main, both)}, triage_models={"jarvis": cheap}) as server:
+            client = claude(server, "jarvis", sdk_clients)
+            await client.messages.create(**ASK)
+            await client.messages.create(**{**ASK, "model": DEARER})
+            calls, _, cost = await usage_of(server, "jarvis")
+        assert [r.body["model"] for r in fake.requests] == [MODEL, DEARER]
+        assert calls == 2
+        assert cost > 0
+
     async def test_another_agents_token_cannot_spend_this_agents_budget(
         self,
         keys: None,
