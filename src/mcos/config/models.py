@@ -15,6 +15,7 @@ from mcos.domain.heartbeat import valid_cron
 from mcos.domain.messages import DeliveryPolicy
 from mcos.domain.pingpong import PingPongRule
 from mcos.domain.prices import price_for
+from mcos.domain.routines import parse_interval
 from mcos.domain.severity import SendLimits
 from mcos.store.protocol import AgentEntry, Directory
 
@@ -253,12 +254,46 @@ class HeartbeatConfig(_Model):
     batch: str = "20s"
     """How long a normal-priority message waits so others can be handled in the same model turn
     (urgent ones wake the agent at once). Shorter answers sooner and costs more turns."""
+    tasks: dict[str, str] = Field(default_factory=dict)
+    """Cadences of HEARTBEAT.md's routine items by name (``checklist``: a file without a
+    ``tasks:`` block), e.g. ``{ inbox-triage = "1h", checklist = "4h" }``; ``30m``, ``2h``,
+    ``1d``, ``daily`` or ``off``. They win over the file's own ``interval``."""
+    task_interval: str = "1d"
+    """The cadence of a routine item that names none (a plain checklist, a task without an
+    ``interval``); ``off`` leaves such items as context only."""
+    curate: str = "1d"
+    """How often the model distils the daily logs into MEMORY.md (``off``: never)."""
+    curate_after: int = Field(default=20_000, ge=1_000, le=10_000_000)
+    """…or sooner, once this many bytes of daily log have been written since the last one."""
+    memory_cap: int = Field(default=16_000, ge=1_000, lt=20_000)
+    """A curated MEMORY.md's size cap in characters (below the workspace's per-file cap)."""
 
     @field_validator("interval", "jitter", "batch")
     @classmethod
     def _duration(cls, v: str) -> str:
         parse_duration(v)
         return v
+
+    @field_validator("task_interval", "curate")
+    @classmethod
+    def _cadence(cls, v: str) -> str:
+        parse_interval(v)
+        return v
+
+    @field_validator("tasks")
+    @classmethod
+    def _cadences(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, cadence in v.items():
+            try:
+                parse_interval(cadence)
+            except ValueError as e:
+                msg = f"task {name!r}: {e}"
+                raise ValueError(msg) from None
+        return v
+
+    def cadences(self) -> dict[str, timedelta | None]:
+        """The ``tasks`` table read (None: switched off)."""
+        return {name: parse_interval(cadence) for name, cadence in self.tasks.items()}
 
     @field_validator("active_hours")
     @classmethod

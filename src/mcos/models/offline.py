@@ -14,6 +14,7 @@ import json
 import re
 
 from mcos.domain.budget import FREE, Pricing, Usage
+from mcos.domain.curation import guardrail_lines
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult
 
 LABEL = "offline model"
@@ -31,8 +32,21 @@ _PAYLOAD = re.compile(r"^Payload: (?P<json>\{.*\})$", re.MULTILINE)
 SYSTEM_SENDER = "mission-control"
 """Messages from Mission Control itself (gates, committees, directives) are not replied to."""
 _OTHER = re.compile(
-    r"^- \[(?P<source>(?:check|cron|incident|budget|channel)[^\]]*)\] ?(?P<rest>.*)$", re.M
+    r"^- \[(?P<source>(?:check|cron|incident|budget|channel|routine)[^\]]*)\] ?(?P<rest>.*)$",
+    re.M,
 )
+CURATE_MARKER = "CURATE MEMORY"
+"""A curation turn starts with this; the offline model answers with curate_memory."""
+_FENCED = "<<<{tag}\n(?P<body>.*?)\n?>>>END {tag}"
+_MEMORY = re.compile(_FENCED.format(tag="MEMORY.md"), re.DOTALL)
+_LOGS = re.compile(_FENCED.format(tag="LOGS"), re.DOTALL)
+_CAP = re.compile(r"At most (?P<cap>[\d,]+) characters")
+_ENTRY = re.compile(r"^- \d{2}:\d{2}:\d{2} (?P<text>.+)$", re.MULTILINE)
+_DAY = re.compile(r"^## (?P<day>\d{4}-\d{2}-\d{2})$", re.MULTILINE)
+_BOOKKEEPING = re.compile(r"^(?:\w+ turn \(|started|stopped|curation|routine items)")
+"""Log entries the runtime writes about itself: not worth distilling."""
+DISTILLED = 5
+"""Log entries the offline model distils into MEMORY.md per curation."""
 
 
 def _tokens(text_bytes: int) -> int:
@@ -63,6 +77,8 @@ class OfflineModel:
         if FLUSH_MARKER in text and "write_workstate" in offered:
             calls.append(("write_workstate", _workstate(request)))
             return [self._call(n, i) for n, i in calls]
+        if text.startswith(CURATE_MARKER) and "curate_memory" in offered:
+            return [self._call("curate_memory", {"text": curated(text)})]
         notes: list[str] = []
         for m in _MESSAGE.finditer(text):
             subject = m["subject"].strip()[:120]
@@ -101,7 +117,11 @@ class OfflineModel:
             elif "reply" in offered and m["kind"] != "reply":
                 calls.append(("reply", {"message_id": int(m["id"]), "body": body}))
             notes.append(f"message {m['id']} from {m['sender']} ({m['kind']}): {subject}")
-        notes.extend(f"{m['source']}: {m['rest'].strip()[:160]}" for m in _OTHER.finditer(text))
+        notes.extend(
+            f"{'looked at ' if m['source'].startswith('routine ') else ''}{m['source']}: "
+            f"{m['rest'].strip()[:160]}"
+            for m in _OTHER.finditer(text)
+        )
         if "memory_write" in offered:
             summary = "; ".join(notes) if notes else "routine heartbeat review, nothing to act on"
             calls.append(("memory_write", {"text": f"[{LABEL}] {summary}"}))
@@ -162,3 +182,43 @@ def _workstate(request: ModelRequest) -> dict[str, object]:
         "open_threads": f"{len(recent)} user turn(s) in this session",
         "next_steps": "continue from the daily log",
     }
+
+
+def curated(text: str) -> str:
+    """A curated MEMORY.md by rule, from a curation turn's text: the current file, with a
+    section of the last few distinct log entries (not the runtime's own bookkeeping) added,
+    then the oldest lines that are neither guardrails nor headings dropped until it fits the
+    cap the turn names. Every guardrail line is kept verbatim."""
+    found = _MEMORY.search(text)
+    memory = found["body"] if found else ""
+    logs = _LOGS.search(text)
+    entries = logs["body"] if logs else ""
+    cap_match = _CAP.search(text)
+    cap = int(cap_match["cap"].replace(",", "")) if cap_match else 4_000
+    days = _DAY.findall(entries)
+    picked: list[str] = []
+    for m in reversed(list(_ENTRY.finditer(entries))):
+        entry = m["text"].removeprefix(f"[{LABEL}] ").strip()
+        if _BOOKKEEPING.match(entry) or entry in picked:
+            continue
+        picked.append(entry)
+        if len(picked) == DISTILLED:
+            break
+    head = memory.rstrip() or "# MEMORY"
+    section = [f"# Distilled from the daily logs {days[-1] if days else ''} ({LABEL})".strip()]
+    section += [f"- {entry[:200]}" for entry in reversed(picked)] or ["- nothing new"]
+    lines = [*head.splitlines(), "", *section]
+    guards = set(guardrail_lines(memory))
+    while len("\n".join(lines)) + 1 > cap:
+        drop = next(
+            (
+                i
+                for i, line in enumerate(lines)
+                if line.strip() and line.strip() not in guards and not line.startswith("#")
+            ),
+            None,
+        )
+        if drop is None:
+            break
+        del lines[drop]
+    return "\n".join(lines) + "\n"

@@ -132,6 +132,7 @@ class AgentRuntime(TurnLoop, Schedule):
         self.context_tokens = 0
         self.turn_gap = timedelta(hours=6)
         self.check_reported = {}
+        self._init_routines()
         self.calls_per_turn = 1.0
         self.last_turn_at = None
         self.last_beat = {}

@@ -19,6 +19,7 @@ from typing import Any
 
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.agent_state import AgentStatus
+from mcos.domain.curation import Reason
 from mcos.domain.heartbeat import (
     HEARTBEAT_OK,
     MAX_COUNTED_FIRES,
@@ -35,8 +36,19 @@ from mcos.domain.heartbeat import (
     next_cron_fire,
 )
 from mcos.domain.messages import Priority, next_utc_day, resume_at
+from mcos.domain.routines import (
+    Routines,
+    Task,
+    due_tasks,
+    parse_interval,
+    parse_routines,
+    ran,
+    seen,
+    show_interval,
+)
 from mcos.exceptions import Fenced, McosError
 from mcos.runtime.checks import CheckResult
+from mcos.runtime.curation import Curator, curate
 from mcos.runtime.state import AgentState
 from mcos.runtime.turns import TurnStopped
 from mcos.runtime.workspace import TurnKind
@@ -80,6 +92,11 @@ def _slot_from(saved: object, schedule: str) -> CronSlot | None:
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _names(tasks: tuple[Task, ...]) -> str:
+    """``inbox-triage (30m), calendar-scan (2h)`` for the daily log."""
+    return ", ".join(f"{t.name} ({show_interval(t.interval)})" for t in tasks)
 
 
 def _miss_text(job: str, slot: CronSlot, now: datetime) -> str:
@@ -147,30 +164,110 @@ class Schedule(AgentState):
         )
 
     async def heartbeat(self) -> Outcome:
-        """One beat: checks first; the model only if something needs it."""
+        """One beat: checks first; the model only if something needs it — a finding, or
+        routine items of HEARTBEAT.md due at their cadence (batched into the same turn)."""
         now = self.clock.now()
         self.stats.beats += 1
         self.next_beat_at = next_beat(now, self.interval, self.jitter, self.rng.random())
         found = await self.findings()
         active = self.active is None or self.active.contains(now)
         blocked = self.blocked_day == now.date().isoformat() or self.paused or self.cooling()
-        disabled = self.workspace.heartbeat_disabled() and not self.config.checks
-        decision = decide([] if disabled else found, active=active, over_budget=blocked)
+        empty = self.workspace.heartbeat_disabled()
+        disabled = empty and not self.config.checks
+        due = () if empty else self._due_routines(now)
+        decision = decide(
+            [] if disabled else found, active=active, over_budget=blocked, routine=bool(due)
+        )
         self.last_beat = {"at": now.isoformat(), "outcome": decision.outcome.value}
         if decision.outcome is Outcome.TURN:
-            # Pending messages ride along in the same turn; checks arrive as extra findings.
+            # Pending messages ride along in the same turn; checks and due routine items arrive
+            # as extra findings.
             extra = [f for f in decision.findings if not f.source.startswith("message ")]
+            extra += [
+                Finding(f"routine {t.name}", f"{t.prompt} (every {show_interval(t.interval)})")
+                for t in due
+            ]
             if await self.handle_messages(extra=extra):
                 for f in extra:
                     if f.source.startswith("check "):
                         self.check_reported[f.source.removeprefix("check ")] = now
+                if due:
+                    self._routines_ran(due, now)
+            elif due:
+                self._log(f"routine items {_names(due)} stay due: their turn did not complete")
         else:
             self.stats.beats_ok += decision.outcome is Outcome.OK
             await self.report(
                 self._state[0] if self._state else AgentStatus.IDLE,
                 HEARTBEAT_OK if decision.outcome is Outcome.OK else decision.outcome.value,
             )
+        if active and self._cannot_run() is None:
+            reason = self.curator.due(self.clock.now(), grace=self.interval / 2)
+            if reason is not None and (not empty or reason is Reason.SIZE):
+                await curate(self, reason)
         return decision.outcome
+
+    # --- routine items of HEARTBEAT.md, kept in the workspace -----------------------------------
+    @property
+    def _routines_path(self) -> Path:
+        return self.workspace.root / ".mcos" / "routines.json"
+
+    def _init_routines(self) -> None:
+        """Load when each routine item last ran (or was first seen), and the curation's state."""
+        self.routine_problems = set()
+        self.routine_since = {}
+        path = self._routines_path
+        if path.exists():
+            try:
+                saved = json.loads(path.read_text(encoding="utf-8"))
+                self.routine_since = {
+                    str(k): datetime.fromisoformat(v) for k, v in saved["since"].items()
+                }
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                log.warning("%s: ignoring unreadable %s (%s)", self.name, path, e)
+        hb = self.config.heartbeat
+        self.curator = Curator.load(
+            self.workspace,
+            self.memory,
+            self.clock.now(),
+            every=parse_interval(hb.curate),
+            after_bytes=hb.curate_after,
+            cap=hb.memory_cap,
+        )
+
+    def _save_routines(self) -> None:
+        since = {name: at.isoformat() for name, at in self.routine_since.items()}
+        self._routines_path.parent.mkdir(parents=True, exist_ok=True)
+        self.workspace.write_atomic(".mcos/routines.json", json.dumps({"since": since}, indent=2))
+
+    def routines(self) -> Routines:
+        """HEARTBEAT.md's routine items as they are now, with the fleet file's cadences."""
+        path = self.workspace.root / "HEARTBEAT.md"
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        hb = self.config.heartbeat
+        return parse_routines(
+            text, default=parse_interval(hb.task_interval), overrides=hb.cadences()
+        )
+
+    def _due_routines(self, now: datetime) -> tuple[Task, ...]:
+        """The items due now (half a beat early counts); new items start counting, removed
+        ones are forgotten, and what HEARTBEAT.md gets wrong is said once in the daily log."""
+        routines = self.routines()
+        for problem in routines.problems:
+            if problem not in self.routine_problems:
+                self.routine_problems.add(problem)
+                self._log(problem)
+        since = seen(routines, self.routine_since, now)
+        if since != self.routine_since:
+            self.routine_since = since
+            self._save_routines()
+        return due_tasks(routines, since, now, grace=self.interval / 2)
+
+    def _routines_ran(self, tasks: tuple[Task, ...], now: datetime) -> None:
+        self.routine_since = ran(self.routine_since, tasks, now)
+        self._save_routines()
+        self.stats.routine_turns += 1
+        self._log(f"routine items run in one heartbeat turn: {_names(tasks)}")
 
     @property
     def _promised_path(self) -> Path:

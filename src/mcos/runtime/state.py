@@ -22,7 +22,7 @@ from mcos.config.models import AgentConfig, CheckConfig, CronJob, Fleet
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.heartbeat import ActiveHours, CronSlot, Finding
 from mcos.domain.messages import Priority
-from mcos.models.base import ModelProvider, Turn
+from mcos.models.base import ModelProvider, ModelReply, ModelRequest, Turn
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import CheckResult
 from mcos.runtime.clock import Clock
@@ -33,6 +33,7 @@ from mcos.runtime.tools import Toolbox, ToolContext
 from mcos.runtime.workspace import TurnKind, Workspace
 
 if TYPE_CHECKING:
+    from mcos.runtime.curation import Curator
     from mcos.runtime.turns import Stats
 
 CheckRunner = Callable[[CheckConfig], Awaitable[CheckResult]]
@@ -73,6 +74,13 @@ class AgentState:
     ``_cron_path``), so fires missed while the process was not running are made up for."""
     check_reported: dict[str, datetime]
     """Failing checks already put before the model, and when."""
+    routine_since: dict[str, datetime]
+    """Each routine item of HEARTBEAT.md: when it last ran, or was first seen (kept in the
+    workspace, ``.mcos/routines.json``)."""
+    routine_problems: set[str]
+    """What in HEARTBEAT.md could not be read, already said in the daily log."""
+    curator: Curator
+    """The curation of the daily logs into MEMORY.md (its state kept in the workspace)."""
 
     # --- the inbox
     pending: dict[int, DeliveryOut]
@@ -127,3 +135,11 @@ class AgentState:
         async def turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str: ...  # turns
 
         def cooling(self) -> bool: ...  # schedule.py
+
+        async def _call_model(  # turns.py
+            self, request: ModelRequest, purpose: str
+        ) -> ModelReply: ...
+
+        def _request(  # turns.py
+            self, kind: TurnKind, turns: list[Turn], extra_tools: tuple[str, ...]
+        ) -> ModelRequest: ...

@@ -66,6 +66,10 @@ class Stats:
     flushes: int = 0
     handled: int = 0
     cost_micros: int = 0
+    routine_turns: int = 0
+    """Heartbeat turns that ran routine items of HEARTBEAT.md (batched, with any findings)."""
+    curation_turns: int = 0
+    """Turns that distilled the daily logs into MEMORY.md (written or refused)."""
     tokens: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(("input", "output", "cache_read", "cache_write"), 0)
     )
