@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from mcos.config.models import BUILTIN_TOOLS, OPTIONAL_TOOLS, Fleet, FleetFile
 from mcos.config.secrets import Resolved, resolve_all
 from mcos.domain.authority import Matrix, concerns, validate
-from mcos.domain.prices import deprecation_of
+from mcos.domain.first_look import route_problem
+from mcos.domain.prices import deprecation_of, price_for
 from mcos.exceptions import ConfigError, ConfigErrors
 
 
@@ -167,6 +168,7 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
     errors.extend(_channels(fleet, file))
     errors.extend(_mcp_tools(fleet, file))
     errors.extend(_prices(fleet, file))
+    errors.extend(_triage_models(fleet, file))
     for topic, config in fleet.topics.items():
         for i, s in enumerate(config.subscribers):
             if s not in people:
@@ -249,6 +251,34 @@ def _prices(fleet: Fleet, file: str) -> list[ConfigError]:
     return errors
 
 
+def _triage_models(fleet: Fleet, file: str) -> list[ConfigError]:
+    """A ``triage_model`` must be reachable with the agent's own credential and route, and is
+    priced like the main model: one nothing prices is refused under a dollar budget."""
+    errors = []
+    for name, agent in sorted(fleet.agents.items()):
+        triage, where = agent.triage_model, f"agents.{name}.triage_model"
+        if triage is None:
+            continue
+        problem = route_problem(
+            agent.model.provider, triage.provider, triage.base_url, agent.model.base_url
+        )
+        if problem is not None:
+            errors.append(ConfigError(file, f"{where}.provider", f"{name}: {problem}"))
+        capped = agent.budget.daily_usd is not None or fleet.fleet.daily_usd is not None
+        known = price_for(triage.provider, triage.id, fleet.price_table(), triage.base_url)
+        if capped and known is None:
+            errors.append(
+                ConfigError(
+                    file,
+                    f"{where}.id",
+                    f"{name}: no price is known for triage model {triage.id!r} "
+                    f"({triage.provider}), so the dollar budget cannot be kept; add "
+                    f'[prices."{triage.id}"] input = …, output = … (USD per million tokens)',
+                )
+            )
+    return errors
+
+
 def deprecation_warnings(fleet: Fleet, today: date | None = None) -> list[str]:
     """One line per agent whose model id is deprecated or retired, naming the replacement."""
     today = today or datetime.now(UTC).date()
@@ -257,6 +287,12 @@ def deprecation_warnings(fleet: Fleet, today: date | None = None) -> list[str]:
         found = deprecation_of(agent.model.provider, agent.model.id, agent.model.base_url)
         if found is not None:
             out.append(f"agents.{name}.model.id: {found.message(today)}")
+        triage = agent.triage_model
+        if triage is None:
+            continue
+        found = deprecation_of(triage.provider, triage.id, triage.base_url)
+        if found is not None:
+            out.append(f"agents.{name}.triage_model.id: {found.message(today)}")
     return out
 
 

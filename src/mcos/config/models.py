@@ -497,6 +497,9 @@ class AgentConfig(_Model):
     max_tool_rounds: int = Field(default=8, ge=1, le=50)
     """Model calls one turn may make while it keeps asking for tools."""
     sidecars: list[SidecarConfig] = Field(default_factory=list)
+    triage_model: ModelConfig | None = None
+    """A cheaper model that first reads what woke the agent and decides whether the main model
+    is needed (None: always the main model)."""
 
     @field_validator("key")
     @classmethod

@@ -7,6 +7,7 @@ agent cools down visibly, and a spend-limit answer is never retried.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -138,6 +139,8 @@ def request_body(model: str, request: ModelRequest) -> dict[str, Any]:
             {"name": t.name, "description": t.description, "input_schema": t.input_schema}
             for t in request.tools
         ]
+    if request.tool_choice is not None:
+        body["tool_choice"] = {"type": "tool", "name": request.tool_choice}
     return body
 
 
@@ -222,6 +225,14 @@ class AnthropicModel:
             model=message.model,
             blocks=tuple(blocks),
         )
+
+    def for_model(self, model: str, price: Pricing) -> AnthropicModel:
+        """The same client (key or route, retries) asking for another model: the triage model.
+        Closing either closes the shared connection pool."""
+        other = copy.copy(self)
+        other.model = other.label = model
+        other.price = price
+        return other
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""

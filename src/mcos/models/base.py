@@ -83,6 +83,9 @@ class ModelRequest:
     tools: tuple[ToolSpec, ...] = ()
     max_output: int = 4096
     cache_ttl: CacheTTL = CacheTTL.NONE
+    tool_choice: str | None = None
+    """The tool the model must call (structured output: the call's input is the answer);
+    None: the model chooses."""
 
     @property
     def prompt_bytes(self) -> int:

@@ -6,8 +6,10 @@ from collections.abc import Awaitable, Callable
 
 from mcos.config.models import AgentConfig
 from mcos.domain.budget import FREE, Price
+from mcos.domain.first_look import route_problem
 from mcos.domain.prices import price_for
 from mcos.domain.redaction import remember
+from mcos.exceptions import ConfigError
 from mcos.models.base import ModelProvider
 from mcos.models.offline import OfflineModel
 
@@ -40,3 +42,47 @@ def make_provider(
     from mcos.models.openai_compat import OpenAICompatModel  # noqa: PLC0415
 
     return OpenAICompatModel(model.id, key, price, base_url=model.base_url, sleep=sleep)
+
+
+def make_triage_provider(
+    agent: AgentConfig,
+    main: ModelProvider,
+    prices: dict[str, Price],
+    *,
+    file: str = "fleet file",
+    key: str = "triage_model",
+) -> ModelProvider | None:
+    """The agent's triage model (None without one), priced like the main model.
+
+    On the main model's provider it is the main model's client — the same key, or the same
+    route through Mission Control — asking for another model; otherwise the offline model or
+    an OpenAI-compatible server of its own (a ``base_url`` that needs no key). Anything else
+    is a ``ConfigError`` at ``file``: ``key`` (the fleet file is checked for it at load too).
+    """
+    triage = agent.triage_model
+    if triage is None:
+        return None
+    problem = route_problem(
+        agent.model.provider, triage.provider, triage.base_url, agent.model.base_url
+    )
+    if problem is not None:
+        raise ConfigError(file, key, problem)
+    price = price_for(triage.provider, triage.id, prices, triage.base_url) or FREE
+    if triage.provider == "offline":
+        return OfflineModel(triage.id, price)
+    # The main model's own client, unless the triage model is on an OpenAI-compatible server
+    # of its own. (Each SDK is imported only here: the main model has already loaded it.)
+    own_server = triage.base_url not in (None, agent.model.base_url)
+    if triage.provider == main.provider == "anthropic":
+        from mcos.models.anthropic import AnthropicModel  # noqa: PLC0415
+
+        if isinstance(main, AnthropicModel):
+            return main.for_model(triage.id, price)
+    from mcos.models.openai_compat import OpenAICompatModel  # noqa: PLC0415
+
+    if triage.provider == "openai" and own_server:
+        return OpenAICompatModel(triage.id, None, price, base_url=triage.base_url)
+    if triage.provider == main.provider and isinstance(main, OpenAICompatModel):
+        return main.for_model(triage.id, price)
+    problem = f"{main.label} cannot lend its client to a {triage.provider} triage model"
+    raise ConfigError(file, key, problem)

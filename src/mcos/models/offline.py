@@ -15,6 +15,7 @@ import re
 
 from mcos.domain.budget import FREE, Pricing, Usage
 from mcos.domain.curation import guardrail_lines
+from mcos.domain.first_look import SETTLEABLE_KINDS, TOOL
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult
 
 LABEL = "offline model"
@@ -127,13 +128,27 @@ class OfflineModel:
             calls.append(("memory_write", {"text": f"[{LABEL}] {summary}"}))
         return [self._call(n, i) for n, i in calls]
 
+    def _triage(self, request: ModelRequest) -> ToolCall:
+        """A first look by rule: a report or reply that asks nothing is news; anything else,
+        or a question mark anywhere in the message, needs the main model."""
+        text = request.turns[-1].text if request.turns else ""
+        items: list[dict[str, object]] = []
+        for m in _MESSAGE.finditer(text):
+            asks = m["kind"] not in SETTLEABLE_KINDS or "?" in m["subject"] + _segment(text, m)
+            why = "asks for something" if asks else "informational, nothing asked"
+            items.append({"item": f"message {m['id']}", "needs_main": asks, "reason": why})
+        needs = not items or any(i["needs_main"] for i in items)
+        why = "something needs the main model" if needs else "only news, nothing to act on"
+        return self._call(TOOL, {"needs_main": needs, "reason": f"{why} ({LABEL})", "items": items})
+
     def _call(self, name: str, payload: dict[str, object]) -> ToolCall:
         self._calls += 1
         return ToolCall(f"offline_{self._calls}", name, dict(payload))
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """Answer by rule; tool calls first, then a closing line once the results are in."""
-        calls = self._plan(request)
+        forced = request.tool_choice == TOOL and any(t.name == TOOL for t in request.tools)
+        calls = [self._triage(request)] if forced else self._plan(request)
         if calls:
             text = f"{LABEL}: {len(calls)} action(s)"
             blocks: tuple[TextBlock | ToolCall | ToolResult, ...] = (TextBlock(text), *calls)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -163,6 +164,8 @@ class OpenAICompatModel:
                 }
                 for t in request.tools
             ]
+        if request.tool_choice is not None:
+            body["tool_choice"] = {"type": "function", "function": {"name": request.tool_choice}}
         extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
@@ -206,6 +209,14 @@ class OpenAICompatModel:
             model=completion.model,
             blocks=blocks,
         )
+
+    def for_model(self, model: str, price: Pricing) -> OpenAICompatModel:
+        """The same client (server, key, retries) asking for another model: the triage model.
+        Closing either closes the shared connection pool."""
+        other = copy.copy(self)
+        other.model = other.label = model
+        other.price = price
+        return other
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""

@@ -43,6 +43,7 @@ from mcos.runtime.schedule import Schedule
 from mcos.runtime.settings import RuntimeSettings
 from mcos.runtime.state import CheckRunner
 from mcos.runtime.tools import Toolbox, ToolContext
+from mcos.runtime.triage import FirstLook
 from mcos.runtime.turns import Stats, TurnLoop, TurnStopped
 from mcos.runtime.workspace import TurnKind, Workspace
 
@@ -59,7 +60,7 @@ def _own(d: DeliveryOut, me: str) -> bool:
     return d.message.sender == me and "channel" not in d.message.meta
 
 
-class AgentRuntime(TurnLoop, Schedule):
+class AgentRuntime(FirstLook, TurnLoop, Schedule):
     """The agent: its inbox, beats, cron jobs and model turns."""
 
     mcp: McpTools | None = None
@@ -77,6 +78,7 @@ class AgentRuntime(TurnLoop, Schedule):
         http: httpx.AsyncClient | None = None,
         rng: random.Random | None = None,
         check_runner: CheckRunner | None = None,
+        triage: ModelProvider | None = None,
     ) -> None:
         self.name = name
         self.fleet = fleet
@@ -84,6 +86,7 @@ class AgentRuntime(TurnLoop, Schedule):
         self.client = client
         self.provider = provider
         self.clock = clock
+        self.setup_first_look(triage)
         batch = parse_duration(self.config.heartbeat.batch).total_seconds()
         self.settings = settings or RuntimeSettings(batch_window=batch)
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
@@ -162,6 +165,7 @@ class AgentRuntime(TurnLoop, Schedule):
             if isinstance(self.clock, MissionClock)
             else 0.0,
             "channels": self.channel_host.receiving(),
+            **({"triage": self.triage_stats.info()} if self.triage is not None else {}),
             **self.extra_info,
         }
 
@@ -241,7 +245,8 @@ class AgentRuntime(TurnLoop, Schedule):
         return waited >= self.settings.batch_window
 
     async def handle_messages(self, extra: list[Finding] | None = None) -> bool:
-        """One main-session turn for every pending message (and any extra findings)."""
+        """One main-session turn for every pending message (and any extra findings), unless a
+        first look (``triage_model``) settles them all without the main model."""
         deliveries = sorted(self.pending.values(), key=lambda d: d.message.id)
         if not deliveries and not extra:
             return False
@@ -254,7 +259,9 @@ class AgentRuntime(TurnLoop, Schedule):
         )
         kind = TurnKind.HEARTBEAT if extra is not None else TurnKind.MAIN
         try:
-            await self.turn(kind, text)
+            if not await self.first_look(deliveries, extra or []):
+                await self.turn(kind, self.with_settled_notes(text))
+                self.settled_notes.clear()
         except TurnStopped as e:
             await self._give_back(deliveries, str(e), e.until)
             return False
@@ -517,5 +524,7 @@ class AgentRuntime(TurnLoop, Schedule):
             await self.mcp.aclose()  # stdio servers end with the agent
             self.mcp = self.tools.mcp = None
         await self.provider.aclose()
+        if self.triage is not None:
+            await self.triage.aclose()
         await self.http.aclose()
         self.memory.close()
