@@ -13,6 +13,7 @@ import re
 
 from mcos.domain.heartbeat import CacheTTL, Finding, Outcome
 from mcos.runtime.agent import AgentRuntime
+from mcos.runtime.turns import TurnStopped
 from mcos.runtime.workspace import TurnKind, strip_frontmatter
 
 _ITEM = re.compile(r"^(?:[-*+]|\d+[.)])\s+(.+)$", re.MULTILINE)
@@ -66,7 +67,10 @@ class PerItem(Mcos):
             await self.beat_call(f"scheduled check 1/{len(items)}: {items[0]}")
         for i, item in enumerate(items[1:], start=2):
             text = f"- [heartbeat] scheduled check {i}/{len(items)}: {item}"
-            await self.turn(TurnKind.ISOLATED, text, main=False)
+            try:
+                await self.turn(TurnKind.ISOLATED, text, main=False)
+            except TurnStopped:  # over budget or cooling down: the rest waits for the next beat
+                break
         return Outcome.TURN
 
 
