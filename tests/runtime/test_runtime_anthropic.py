@@ -95,8 +95,9 @@ async def test_a_round_of_successful_actions_ends_the_turn_and_leads_the_next(
     assert len(fake.requests) == 1
     await gene.turn(TurnKind.MAIN, "anything else?")
     nxt = fake.requests[1].body["messages"][-1]["content"]
-    assert [b["type"] for b in nxt] == ["tool_result", "text"]
+    assert [b["type"] for b in nxt] == ["tool_result", "text", "text"]
     assert nxt[1]["text"] == "anything else?"
+    assert nxt[2]["text"].startswith("Now: ")  # the volatile text comes last
 
 
 async def test_a_failed_action_is_shown_to_the_model_at_once(
@@ -124,7 +125,9 @@ async def test_the_stable_workspace_prefix_carries_the_cache_marker(
     # Turns 30 minutes apart: writing the 1-hour cache once and reading it after pays.
     assert first["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     assert "# SOUL.md" in first["system"][0]["text"]
-    assert "cache_control" not in first["system"][1]  # the volatile tail is not cached
+    volatile = first["messages"][-1]["content"][-1]
+    assert volatile["text"].startswith("Now: ")
+    assert "cache_control" not in volatile  # the volatile tail is not cached
     assert fake.requests[0].usage is not None
     assert fake.requests[0].usage["cache_creation_input_tokens"] > 0
     assert fake.requests[1].usage is not None
@@ -216,7 +219,11 @@ async def test_a_tool_outside_the_allowlist_is_refused_and_audited(
         Text("ok"),
     )
     await gene.turn(TurnKind.MAIN, "do it")
-    assert [t["name"] for t in fake.requests[0].body["tools"]] == ["memory_write"]
+    # write_workstate is the runtime's own (the flush's), offered on every call whatever the list
+    assert [t["name"] for t in fake.requests[0].body["tools"]] == [
+        "memory_write",
+        "write_workstate",
+    ]
     result = fake.requests[1].body["messages"][-1]["content"][0]
     assert result["is_error"] is True
     assert "not allowed for gene" in result["content"]

@@ -43,14 +43,34 @@ class TestOrder:
         assert prompt.text.index("# SOUL.md") < prompt.text.index("# WORKSTATE.md")
 
     def test_heartbeat_file_only_on_heartbeats(self) -> None:
-        """HEARTBEAT.md rides only heartbeat turns; MEMORY.md never rides isolated ones."""
+        """HEARTBEAT.md rides only heartbeat turns; MEMORY.md rides every kind (isolated too)."""
         given_files = dict.fromkeys(ORDER, "x")
         main = [s.file for s in assemble(given_files, TurnKind.MAIN).sections]
         isolated = [s.file for s in assemble(given_files, TurnKind.ISOLATED).sections]
         assert "HEARTBEAT.md" not in main
         assert "MEMORY.md" in main
-        assert "MEMORY.md" not in isolated
+        assert "MEMORY.md" in isolated
         assert "HEARTBEAT.md" not in isolated
+
+    @given(
+        st.dictionaries(st.sampled_from(ORDER), st.integers(0, 30_000), min_size=1),
+        st.integers(2_000, 30_000),
+        st.integers(10_000, 80_000),
+    )
+    def test_the_cached_prefix_is_the_same_bytes_for_every_kind(
+        self, sizes: dict[str, int], file_cap: int, total_cap: int
+    ) -> None:
+        """SOUL … MEMORY.md are cut alike whatever the kind (one cache entry for all kinds);
+        HEARTBEAT.md and WORKSTATE.md are only ever in the tail, after the breakpoint."""
+        given_files = {name: name[0] * n for name, n in sizes.items()}
+        limits = Limits(file_cap, total_cap)
+        prompts = {kind: assemble(given_files, kind, limits) for kind in TurnKind}
+        assert len({p.stable for p in prompts.values()}) == 1
+        for kind, p in prompts.items():
+            assert "# HEARTBEAT.md" not in p.stable
+            assert "# WORKSTATE.md" not in p.stable
+            carried = kind is TurnKind.HEARTBEAT and "HEARTBEAT.md" in given_files
+            assert ("# HEARTBEAT.md" in p.tail) is carried
 
     def test_missing_files_are_reported(self) -> None:
         """A missing required file is listed; optional IDENTITY/TOOLS are not."""

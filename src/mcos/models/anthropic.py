@@ -29,6 +29,7 @@ from mcos.exceptions import (
     RateLimited,
     SpendLimitReached,
 )
+from mcos.models.anthropic_cache import place_breakpoints
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
 
 PROVIDER = "anthropic"
@@ -117,21 +118,19 @@ def _message(turn: Turn) -> dict[str, Any]:
 
 
 def request_body(model: str, request: ModelRequest) -> dict[str, Any]:
-    """The Messages API parameters: tools, then the system prompt with its cache breakpoint.
+    """The Messages API parameters: tools, the stable system block, the turns, then the
+    volatile text as the last block of the last user message.
 
-    The API caches the prefix tools → system up to the block marked ``cache_control``; marking
-    the stable workspace block caches the tool definitions with it.
+    Breakpoints (``anthropic_cache``) go on the stable block and on the conversation as it
+    grows, so every call reads back what the one before wrote; the volatile text (the time,
+    HEARTBEAT.md, WORKSTATE.md) comes after them all and is never part of a cached prefix.
+    Blocks are rendered from the turns as kept, so a tool call and its result are the same
+    bytes in every later call.
     """
-    stable: dict[str, Any] = {"type": "text", "text": request.stable}
-    if request.cache_ttl is not CacheTTL.NONE:
-        stable["cache_control"] = {"type": "ephemeral", "ttl": request.cache_ttl.value}
-    system = [stable]
-    if request.volatile:
-        system.append({"type": "text", "text": request.volatile})
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_output,
-        "system": system,
+        "system": [{"type": "text", "text": request.stable}],
         "messages": [_message(t) for t in request.turns],
     }
     if request.tools:
@@ -141,6 +140,15 @@ def request_body(model: str, request: ModelRequest) -> dict[str, Any]:
         ]
     if request.tool_choice is not None:
         body["tool_choice"] = {"type": "tool", "name": request.tool_choice}
+    if request.cache_ttl is not CacheTTL.NONE:
+        place_breakpoints(body, {"type": "ephemeral", "ttl": request.cache_ttl.value})
+    if request.volatile:
+        volatile = {"type": "text", "text": request.volatile}
+        messages = body["messages"]
+        if messages and messages[-1]["role"] == "user":
+            messages[-1]["content"].append(volatile)  # after any tool_result, as the API wants
+        else:
+            messages.append({"role": "user", "content": [volatile]})
     return body
 
 

@@ -304,12 +304,13 @@ async def curate(agent: AgentState, reason: Reason) -> bool:
         )
         return False
     turns = [Turn("user", (TextBlock(curator.prompt(batch)),))]
+    prompt = agent.workspace.prompt(TurnKind.MAIN)
     written: str | None = None
     refused: list[str] = []
     agent.busy = True
     try:
         for _ in range(MAX_ROUNDS):
-            base = agent._request(TurnKind.MAIN, turns, ())
+            base = agent._request(prompt, turns)
             request = replace(
                 base, tools=(SPEC,), max_output=max(base.max_output, curator.cap // 3 + 1_024)
             )

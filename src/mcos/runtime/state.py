@@ -30,7 +30,7 @@ from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.settings import RuntimeSettings
 from mcos.runtime.tools import Toolbox, ToolContext
-from mcos.runtime.workspace import TurnKind, Workspace
+from mcos.runtime.workspace import Prompt, TurnKind, Workspace
 
 if TYPE_CHECKING:
     from mcos.runtime.curation import Curator
@@ -140,6 +140,4 @@ class AgentState:
             self, request: ModelRequest, purpose: str
         ) -> ModelReply: ...
 
-        def _request(  # turns.py
-            self, kind: TurnKind, turns: list[Turn], extra_tools: tuple[str, ...]
-        ) -> ModelRequest: ...
+        def _request(self, prompt: Prompt, turns: list[Turn]) -> ModelRequest: ...  # turns.py

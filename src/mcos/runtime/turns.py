@@ -3,8 +3,10 @@
 A turn is the tool loop — call the model, run the tools it asks for, call it again — until the
 model stops asking or a round of actions ends it. Each call reserves its worst case with Mission
 Control first and settles the real usage after; a 429, an outage or a spent budget stops the
-turn (``TurnStopped``) and cools the agent down. A no-progress breaker pauses a looping agent,
-and a context nearly full is flushed to WORKSTATE.md and compacted.
+turn (``TurnStopped``) and cools the agent down. A no-progress breaker pauses a looping agent.
+A context nearly full — checked between the rounds of a turn and after it — is flushed (the
+main session to WORKSTATE.md, an isolated turn to the daily log) and compacted. Only calls that
+succeeded teach the cache-TTL rule how often turns come and how many calls they make.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
 from mcos.domain.heartbeat import HEARTBEAT_OK, CacheTTL, needs_flush
 from mcos.domain.messages import Priority, next_utc_day, resume_at, unavailable_backoff
+from mcos.domain.redaction import redact
 from mcos.exceptions import (
     McosError,
     ModelError,
@@ -29,18 +32,28 @@ from mcos.exceptions import (
 )
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, Turn
 from mcos.runtime.context import (
+    CONTINUE,
     append_user,
     build_request,
     cache_ttl,
     compacted,
     flush_text,
+    notes_summary,
     only_done_actions,
     tainted,
+    workstate_summary,
 )
 from mcos.runtime.state import AgentState
-from mcos.runtime.workspace import TurnKind
+from mcos.runtime.workspace import Prompt, TurnKind
 
 log = logging.getLogger("mcos.runtime")
+
+WORKSTATE_TOOL = "write_workstate"
+FLUSH_ROUNDS = 3
+"""Calls a flush may make (the model may write, then say it is done)."""
+ISOLATED_OUTCOME_CHARS = 2_000
+"""An isolated turn's context is gone when it ends: its final answer, this long, is its record
+in the daily log (a main-session turn's first 300 characters, the rest is in the session)."""
 
 
 class TurnStopped(Exception):
@@ -202,72 +215,108 @@ class TurnLoop(AgentState):
         """The cache lifetime for this turn's calls (the benchmark's strategies override it)."""
         return cache_ttl(self.provider.caches, self.turn_gap, self.calls_per_turn)
 
-    def _request(
-        self, kind: TurnKind, turns: list[Turn], extra_tools: tuple[str, ...]
-    ) -> ModelRequest:
+    def _workstate_tools(self) -> tuple[str, ...]:
+        """``write_workstate`` unless the allowlist has it already (a tool is offered once)."""
+        return () if WORKSTATE_TOOL in self.tools.allowed else (WORKSTATE_TOOL,)
+
+    def _request(self, prompt: Prompt, turns: list[Turn]) -> ModelRequest:
+        """One call's request. ``write_workstate`` is offered on every call of every kind: one
+        tool list, so the flush reads the session back from the cache instead of writing a
+        nearly full context again (tools come first in the cached prefix)."""
         return build_request(
-            self.workspace,
+            prompt,
             self.config,
             self.name,
-            kind,
             self.clock.now(),
             turns,
-            self.tools.specs(extra=extra_tools),
+            self.tools.specs(extra=self._workstate_tools()),
             self._cache_ttl(),
+        )
+
+    def _context_full(self) -> bool:
+        return needs_flush(
+            self.context_tokens, self.config.model.context_window, self.settings.flush_threshold
         )
 
     # --- turns ----------------------------------------------------------------------------------
     async def turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str:
-        """One model turn: the tool loop until the model stops asking, bounded in rounds."""
+        """One model turn: the tool loop until the model stops asking, bounded in rounds.
+
+        The workspace is read once, at the start: every call of the turn has the same cached
+        prefix. The turn's gap and its calls feed the TTL rule only if a call succeeded: a turn
+        refused or failed says nothing about how often the cache would be read.
+        """
         now = self.clock.now()
-        if self.blocked_day == now.date().isoformat():
-            raise TurnStopped("over budget", next_utc_day(now))
-        if self.cooling() and self.cooling_until is not None:
-            raise TurnStopped("cooling down", self.cooling_until)
-        if self.last_turn_at is not None:
-            gap = now - self.last_turn_at
-            self.turn_gap = (self.turn_gap * 3 + gap) / 4
-        self.last_turn_at = now
+        self._may_call(now)
+        prompt = self.workspace.prompt(kind)
         turns = list(self.history) if main else []
         append_user(turns, (TextBlock(text),))
+        # An isolated turn must not overwrite the main session's working state.
+        extra = self._workstate_tools() if main else ()
         actions_before = len(self.ctx.actions)
         calls = 0
         await self._report_running(kind)
+        learned = self._turn_starts(now)
         self.busy = True
         reply: ModelReply | None = None
         try:
             for _ in range(self.config.max_tool_rounds):
-                reply = await self._call_model(self._request(kind, turns, ()), kind.value)
+                reply = await self._call_model(self._request(prompt, turns), kind.value)
                 calls += 1
                 turns.append(reply.turn)
                 if not reply.tool_calls:
                     break
                 self.ctx.tainted = tainted(turns)
-                results = tuple([await self.tools.call(c) for c in reply.tool_calls])
+                results = tuple([await self.tools.call(c, extra=extra) for c in reply.tool_calls])
                 append_user(turns, results)
                 if self.settings.end_on_actions and only_done_actions(reply, results):
                     break  # the results reach the model at the start of its next turn
+                if self._context_full():  # before the next round, not only after the turn
+                    turns = await self._flush_mid_turn(prompt, turns, isolated=not main)
             else:
                 self._log(f"{kind.value} turn stopped at {self.config.max_tool_rounds} tool rounds")
         finally:
             self.busy = False
             self.stats.turns += 1
-            self.calls_per_turn = (self.calls_per_turn * 3 + max(calls, 1)) / 4
+            self._turn_ends(calls, learned)
         final = reply.text.strip() if reply else ""
-        self._log(f"{kind.value} turn ({self.provider.label}): {final[:300] or '(no text)'}")
+        shown = final[: ISOLATED_OUTCOME_CHARS if not main else 300]
+        self._log(f"{kind.value} turn ({self.provider.label}): {shown or '(no text)'}")
         was_paused = self.paused
         self._breaker(now, progressed=len(self.ctx.actions) > actions_before, text=final)
         if self.paused and not was_paused:
             await self._paused_report()
         if main:
             self.history = turns
-            if needs_flush(
-                self.context_tokens, self.config.model.context_window, self.settings.flush_threshold
-            ):
+            if self._context_full():
                 await self.flush_and_compact()
         if not self.paused and self._state and self._state[0] is AgentStatus.RUNNING:
             await self.report(AgentStatus.IDLE)
         return final
+
+    def _may_call(self, now: datetime) -> None:
+        """Stop a turn before it starts when the day's budget is spent or the agent cools down."""
+        if self.blocked_day == now.date().isoformat():
+            raise TurnStopped("over budget", next_utc_day(now))
+        if self.cooling() and self.cooling_until is not None:
+            raise TurnStopped("cooling down", self.cooling_until)
+
+    def _turn_starts(self, now: datetime) -> tuple[timedelta, datetime | None]:
+        """Feed the gap since the last turn to its moving average; returns what to restore if
+        no call of this turn succeeds."""
+        learned = (self.turn_gap, self.last_turn_at)
+        if self.last_turn_at is not None:
+            self.turn_gap = (self.turn_gap * 3 + (now - self.last_turn_at)) / 4
+        self.last_turn_at = now
+        return learned
+
+    def _turn_ends(self, calls: int, learned: tuple[timedelta, datetime | None]) -> None:
+        """Feed the turn's successful calls to their moving average — or, when none succeeded
+        (refused, rate limited, failed), forget the turn: it says nothing about the cache."""
+        if calls:
+            self.calls_per_turn = (self.calls_per_turn * 3 + calls) / 4
+        else:
+            self.turn_gap, self.last_turn_at = learned
 
     async def _report_running(self, kind: TurnKind) -> None:
         """Say a turn starts; a pause Mission Control holds stops it before any model call."""
@@ -296,32 +345,56 @@ class TurnLoop(AgentState):
 
     async def flush_and_compact(self) -> None:
         """Write WORKSTATE.md through the model, then keep a summary and the recent turns."""
-        used = self.context_tokens / self.config.model.context_window
-        turns = list(self.history)
-        append_user(turns, (TextBlock(flush_text(used)),))
-        before = (
-            (self.workspace.root / "WORKSTATE.md").stat().st_mtime_ns
-            if (self.workspace.root / "WORKSTATE.md").exists()
-            else None
+        self.history = await self._flush(
+            self.workspace.prompt(TurnKind.MAIN), self.history, isolated=False
         )
-        for _ in range(3):
-            reply = await self._call_model(
-                self._request(TurnKind.MAIN, turns, ("write_workstate",)), "flush"
-            )
-            turns.append(reply.turn)
+
+    async def _flush_mid_turn(
+        self, prompt: Prompt, turns: list[Turn], *, isolated: bool
+    ) -> list[Turn]:
+        """Flush between two rounds; the compacted turns end with a user turn to go on from."""
+        turns = await self._flush(prompt, turns, isolated=isolated)
+        if turns[-1].role == "assistant":
+            append_user(turns, (TextBlock(CONTINUE),))
+        return turns
+
+    async def _flush(self, prompt: Prompt, turns: list[Turn], *, isolated: bool) -> list[Turn]:
+        """Have the model save what it knows, then ``turns`` compacted (unchanged if it saved
+        nothing). The main session saves to WORKSTATE.md; an isolated turn logs its progress
+        with ``memory_write`` (its notes are the summary it goes on from)."""
+        used = self.context_tokens / self.config.model.context_window
+        asked = list(turns)
+        append_user(asked, (TextBlock(flush_text(used, isolated=isolated)),))
+        path = self.workspace.root / "WORKSTATE.md"
+        before = path.stat().st_mtime_ns if path.exists() else None
+        extra = () if isolated else self._workstate_tools()
+        notes: list[str] = []
+        for _ in range(FLUSH_ROUNDS):
+            reply = await self._call_model(self._request(prompt, asked), "flush")
+            asked.append(reply.turn)
             if not reply.tool_calls:
                 break
-            results = tuple(
-                [await self.tools.call(c, extra=("write_workstate",)) for c in reply.tool_calls]
-            )
-            append_user(turns, results)
-        path = self.workspace.root / "WORKSTATE.md"
-        if not path.exists() or path.stat().st_mtime_ns == before:
-            self._log("flush turn did not write WORKSTATE.md; context kept, not compacted")
-            return
+            results = tuple([await self.tools.call(c, extra=extra) for c in reply.tool_calls])
+            append_user(asked, results)
+            notes += [
+                redact(str(c.input.get("text", ""))).strip()
+                for c, r in zip(reply.tool_calls, results, strict=True)
+                if c.name == "memory_write" and not r.is_error and not c.input.get("durable")
+            ]
+        if isolated:
+            notes = [n for n in notes if n]
+            if not notes:
+                self._log("flush of an isolated turn logged nothing; context kept, not compacted")
+                return turns
+            summary, saved = notes_summary(notes), "progress logged"
+        else:
+            if not path.exists() or path.stat().st_mtime_ns == before:
+                self._log("flush turn did not write WORKSTATE.md; context kept, not compacted")
+                return turns
+            summary = workstate_summary(path.read_text(encoding="utf-8"))
+            saved = "WORKSTATE.md written"
         self.stats.flushes += 1
-        self.history = compacted(
-            self.history, self.settings.keep_turns, path.read_text(encoding="utf-8")
-        )
         self.context_tokens = 0
-        self._log(f"context {used:.0%} full: WORKSTATE.md written, session compacted")
+        what = "turn" if isolated else "session"
+        self._log(f"context {used:.0%} full: {saved}, {what} compacted")
+        return compacted(turns, self.settings.keep_turns, summary)

@@ -1,10 +1,12 @@
 """An agent's workspace: the markdown files that are its identity and memory, as prompts see them.
 
-Files load in one fixed order into the stable part of the system prompt, so the prefix is the
-same call after call (and can be cached). Each file is capped, and the whole is capped; a cut
-keeps the head and the tail and leaves a marker naming the file, and every cut is reported —
-never silent. Workspaces made for OpenClaw load unchanged: YAML frontmatter is metadata, not
-prompt, and BOOTSTRAP.md (its first-run script) is listed but not loaded.
+Files load in one fixed order. SOUL … MEMORY.md are the stable part of the system prompt: the
+same bytes for every kind of turn, call after call, so one cache entry serves them all.
+HEARTBEAT.md (heartbeat turns) and WORKSTATE.md, which change, come after the cache breakpoint.
+Each file is capped, and the whole is capped; a cut keeps the head and the tail and leaves a
+marker naming the file, and every cut is reported — never silent. Workspaces made for OpenClaw
+load unchanged: YAML frontmatter is metadata, not prompt, and BOOTSTRAP.md (its first-run
+script) is listed but not loaded.
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ ORDER = (
     "AGENTS.md",
     "TOOLS.md",
     "GUARDRAILS.md",
-    "HEARTBEAT.md",
     "MEMORY.md",
+    "HEARTBEAT.md",
     "WORKSTATE.md",
 )
+AFTER_BREAKPOINT = frozenset({"HEARTBEAT.md", "WORKSTATE.md"})
+"""Files that change more often than the rest (or ride one kind of turn): they follow the cached
+prefix instead of ending it, so writing them never costs the cache of everything before."""
 OPTIONAL = frozenset({"IDENTITY.md", "TOOLS.md"})
 PROTECTED = ("SOUL.md", "GUARDRAILS.md")
 """Cut last when the total is over its cap: who the agent is and what it must never do."""
@@ -51,7 +56,8 @@ class TurnKind(StrEnum):
     HEARTBEAT = "heartbeat"
     """A heartbeat's turn (main session) — the only kind that carries HEARTBEAT.md."""
     ISOLATED = "isolated"
-    """A fresh context (an isolated cron job): no MEMORY.md, which belongs to the main session."""
+    """A fresh context (an isolated cron job): none of the session's turns, but the same
+    workspace prefix, MEMORY.md included — the agent's own memory, and one cache entry for all."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,7 @@ class Section:
 
 @dataclass
 class Prompt:
-    """The stable system-prompt prefix built from a workspace, and what was cut or missing."""
+    """The workspace as one turn's prompt carries it, and what was cut or missing."""
 
     sections: list[Section]
     truncations: list[Truncation] = field(default_factory=list)
@@ -95,8 +101,23 @@ class Prompt:
 
     @property
     def text(self) -> str:
-        """The prefix: each file under its own heading, in the fixed order."""
-        return "\n\n".join(f"# {s.file}\n\n{s.text.strip()}" for s in self.sections)
+        """Every file: each under its own heading, in the fixed order."""
+        return render(self.sections)
+
+    @property
+    def stable(self) -> str:
+        """SOUL … MEMORY.md: the cached prefix, the same bytes for every kind of turn."""
+        return render([s for s in self.sections if s.file not in AFTER_BREAKPOINT])
+
+    @property
+    def tail(self) -> str:
+        """HEARTBEAT.md (heartbeat turns) and WORKSTATE.md: after the cache breakpoint."""
+        return render([s for s in self.sections if s.file in AFTER_BREAKPOINT])
+
+
+def render(sections: list[Section]) -> str:
+    """Sections as the prompt shows them: each file under its own heading."""
+    return "\n\n".join(f"# {s.file}\n\n{s.text.strip()}" for s in sections)
 
 
 def strip_frontmatter(text: str) -> str:
@@ -139,18 +160,18 @@ def cut(file: str, text: str, keep: int, reason: str) -> tuple[str, Truncation |
 
 
 def assemble(files: dict[str, str], kind: TurnKind, limits: Limits = Limits()) -> Prompt:
-    """The prompt prefix from file contents (pure: no I/O), for a turn of ``kind``."""
-    wanted = [
-        name
-        for name in ORDER
-        if not (name == "HEARTBEAT.md" and kind is not TurnKind.HEARTBEAT)
-        and not (name == "MEMORY.md" and kind is TurnKind.ISOLATED)
-    ]
+    """The workspace part of the prompt from file contents (pure: no I/O), for a turn of ``kind``.
+
+    The caps are applied to every file of the order whatever the kind (HEARTBEAT.md counted on
+    every turn), so the stable prefix is cut the same way — the same bytes — for every kind;
+    ``truncations`` lists every cut the workspace's prompts make.
+    """
+    wanted = [n for n in ORDER if not (n == "HEARTBEAT.md" and kind is not TurnKind.HEARTBEAT)]
     prompt = Prompt(sections=[])
     prompt.missing = [n for n in wanted if n not in files and n not in OPTIONAL]
     prompt.ignored = sorted(n for n in files if n in NOT_LOADED)
     texts: dict[str, str] = {}
-    for name in wanted:
+    for name in ORDER:
         if name not in files:
             continue
         body, trunc = cut(name, strip_frontmatter(files[name]), limits.file_cap, "per-file cap")
@@ -160,7 +181,7 @@ def assemble(files: dict[str, str], kind: TurnKind, limits: Limits = Limits()) -
     over = sum(len(t) for t in texts.values()) - limits.total_cap
     if over > 0:
         # Cut from the end of the order (working state before identity), protected files last.
-        victims = [n for n in reversed(wanted) if n in texts and n not in PROTECTED]
+        victims = [n for n in reversed(ORDER) if n in texts and n not in PROTECTED]
         victims += [n for n in PROTECTED if n in texts]
         for name in victims:
             if over <= 0:
@@ -214,7 +235,7 @@ class Workspace:
         }
 
     def prompt(self, kind: TurnKind) -> Prompt:
-        """The stable prompt prefix for a turn of ``kind``."""
+        """The workspace part of the prompt of a turn of ``kind`` (read now, from disk)."""
         check_guardrails(self.root / "GUARDRAILS.md")
         return assemble(self.read(), kind, self.limits)
 
