@@ -64,6 +64,7 @@ from mcos.models.factory import make_provider
 from mcos.models.offline import CURATE_MARKER
 from mcos.runtime.checks import CheckResult
 from mcos.runtime.clock import VirtualClock
+from mcos.runtime.context import ISOLATED_FLUSH
 from mcos.runtime.workspace import is_effectively_empty
 from mcos.server.app import create_app
 from mcos.server.factory import settings_for
@@ -307,7 +308,7 @@ def respond(body: dict[str, Any]) -> Text | ToolUse:
             {"current_task": "day work", "decisions": "-", "open_threads": "-", "next_steps": "-"},
         )
     found = _MARKER.findall(text)
-    if found:
+    if found or ISOLATED_FLUSH in text:
         return ToolUse(
             "memory_write",
             {"text": f"handled {len(found)} item(s): " + "; ".join(found)[:500]},
