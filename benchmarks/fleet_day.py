@@ -733,6 +733,8 @@ class Needed:
     """Main-session work: messages (urgent at once, others within the agent's batch window),
     failing checks and routine items (within a heartbeat interval), shared where their windows
     overlap."""
+    without_routines: int
+    """``events`` were there no routine items (what the events alone need)."""
     cron: int
     """Cron runs: one call each (isolated sessions share nothing)."""
     curation: int
@@ -747,7 +749,7 @@ def needed_calls(
     fleet: Fleet, sent: list[Sent], events: list[Event], fires: list[tuple[datetime, str, str]],
     routine: Routine, end: datetime,
 ) -> Needed:  # fmt: skip
-    windows: dict[str, list[Window]] = {n: list(w) for n, w in routine.items.items()}
+    windows: dict[str, list[Window]] = {}
     for s in sent:
         hb = fleet.agents[s.event.target].heartbeat
         wait = timedelta(0) if s.priority is Priority.URGENT else parse_duration(hb.batch)
@@ -756,9 +758,13 @@ def needed_calls(
         if e.kind == "outage" and e.at < end:
             interval = parse_duration(fleet.agents[e.target].heartbeat.interval)
             windows.setdefault(e.target, []).append((e.at, e.at + interval))
+    alone = sum(stabbing(w) for w in windows.values())
+    for name, items in routine.items.items():
+        windows.setdefault(name, []).extend(items)
     return Needed(
-        sum(stabbing(w) for w in windows.values()), len(fires), sum(routine.curations.values())
-    )
+        sum(stabbing(w) for w in windows.values()), alone, len(fires),
+        sum(routine.curations.values()),
+    )  # fmt: skip
 
 
 @dataclass
@@ -908,6 +914,12 @@ def print_verdicts(scores: list[Score]) -> None:
         s = best[k]
         made = s.calls[MODEL] + s.calls[TRIAGE_MODEL]
         ratio = made / s.needed.total
+        n = s.needed
+        say(
+            f"{s.strategy.label}: needed {n.total} = {n.without_routines} for the events + "
+            f"{n.cron} cron runs + {n.events - n.without_routines} more for routine items + "
+            f"{n.curation} curations"
+        )
         say(
             f"{s.strategy.label}: {len(s.missed)} events missed (target 0): "
             f"{verdict(not s.missed)}; calls {made} for {s.needed.total} needed = {ratio:.2f}x "
