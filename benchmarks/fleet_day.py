@@ -566,7 +566,10 @@ STRATEGIES = (
     Strategy("d", "(d) isolated heartbeat sessions", IsolatedBeat, CacheTTL.ONE_HOUR),
     Strategy("c", "(c) mcos", Mcos),
     Strategy("c+", "(c+) mcos with triage", Mcos, triage=True),
+    Strategy("c?", "(c) with its cache forced", Mcos, CacheTTL.FIVE_MINUTES),
+    Strategy("c?", "(c) with its cache forced", Mcos, CacheTTL.ONE_HOUR),
 )
+"""``c?``: what mcos's TTL rule weighed, for the record (no verdict is drawn from them)."""
 
 
 @dataclass
@@ -576,8 +579,6 @@ class Day:
     calls: list[Call]
     sent: list[Sent]
     acked: dict[int, datetime]
-    beats: int
-    beats_without_model: int
     ledger_usd: float
     """What Mission Control recorded as spent (cross-check of the API's figures)."""
 
@@ -616,8 +617,6 @@ async def run_day(
         calls=list(fake.calls),
         sent=sent,
         acked={},
-        beats=sum(rt.stats.beats for rt in runtimes.values()),
-        beats_without_model=sum(rt.stats.beats_ok for rt in runtimes.values()),
         ledger_usd=ledger,
     )
 
@@ -781,8 +780,6 @@ class Score:
     missed: list[str]
     worst: timedelta
     worst_what: str
-    beats: int
-    beats_without_model: int
     ledger_usd: float
     routine_runs: int
     """Routine items the main model was given (an item batched with others counts once each)."""
@@ -837,8 +834,8 @@ def score(
     worst, worst_what = max(delays, default=(timedelta(0), ""))
     return Score(
         strategy, calls, tokens, micros, needed_calls(fleet, day.sent, events, fires, routine, end),
-        len(taken), len(delays), missed, worst, worst_what, day.beats, day.beats_without_model,
-        day.ledger_usd, routine_runs, curations,
+        len(taken), len(delays), missed, worst, worst_what, day.ledger_usd, routine_runs,
+        curations,
     )  # fmt: skip
 
 
@@ -864,8 +861,7 @@ def print_table(scores: list[Score], routine: Routine) -> None:
     due = sum(len(w) for w in routine.items.values())
     say(
         f"{'strategy':32} {'cache':8} {'calls':>6} {'triage':>6} {'needed':>6} {'made/need':>9} "
-        f"{'events':>7} {'missed':>6} {'worst delay':>11} {'routine':>7} {'curation':>8} "
-        f"{'quiet beats':>11}"
+        f"{'events':>7} {'missed':>6} {'worst delay':>11} {'routine':>7} {'curation':>8}"
     )
     for s in scores:
         main, triage = s.calls[MODEL], s.calls[TRIAGE_MODEL]
@@ -873,7 +869,7 @@ def print_table(scores: list[Score], routine: Routine) -> None:
             f"{s.strategy.label:32} {s.cache:8} {main:>6} {triage:>6} {s.needed.total:>6} "
             f"{(main + triage) / s.needed.total:>8.2f}x {s.handled:>3}/{s.events:<3} "
             f"{len(s.missed):>6} {minutes(s.worst):>11} {s.routine_runs:>3}/{due:<3} "
-            f"{s.curations:>3}/{s.needed.curation:<4} {s.beats_without_model:>5}/{s.beats:<5}"
+            f"{s.curations:>3}/{s.needed.curation:<4}"
         )
     say()
     say(
