@@ -22,7 +22,7 @@ from pydantic import (
 from mcos.domain import bounded
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.audit import AuditRecord, FindingKind
-from mcos.domain.heartbeat import valid_cron
+from mcos.domain.heartbeat import CacheTTL, valid_cron
 from mcos.domain.leases import Lease
 from mcos.domain.messages import (
     Delivery,
@@ -643,10 +643,17 @@ class HealthResponse(_Out):
 
 
 class ReservationRequest(_In):
-    """A model call's worst case, reserved before the call."""
+    """A model call about to be made (direct mode): Mission Control prices its worst case with
+    its own price of the agent's configured model; no dollar figure is taken from the agent."""
 
-    max_usd: float = Field(ge=0, le=10_000)
-    max_tokens: int = Field(ge=0, le=100_000_000)
+    model: str = Field(min_length=1, max_length=200)
+    """The agent's configured model id (any other is refused)."""
+    prompt_tokens: int = Field(ge=0, le=100_000_000)
+    """A bound on the prompt's tokens that is never low (its UTF-8 bytes), or the exact count."""
+    max_output: int = Field(ge=1, le=1_000_000)
+    """The output the call asks for; the answer may grant less (what the budget pays for)."""
+    cache_ttl: CacheTTL = CacheTTL.NONE
+    """The cache breakpoints the request carries (what its prompt can be billed as)."""
     purpose: str = Field(default="", max_length=100)
 
 
@@ -657,6 +664,10 @@ class ReservationOut(_Out):
     day: str
     verdict: str
     warning: bool
+    max_output: int
+    """The output the call may ask for: at most what was asked, less when only that fits."""
+    reserved_usd: float
+    """The call's worst case with ``max_output``, held until the call is reported."""
     committed_usd: float
     committed_tokens: int
     budget_usd: float | None
@@ -664,17 +675,26 @@ class ReservationOut(_Out):
 
 
 class CallReport(_In):
-    """One model call's actual usage, settling its reservation (if any)."""
+    """One model call's tokens as the runtime saw them (direct mode), settling its reservation.
+    Mission Control prices them itself; no cost is taken from the agent."""
 
-    reservation_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    reservation_id: int = Field(ge=1, le=MAX_ID)
     provider: str = Field(max_length=50)
-    model: str = Field(max_length=200)
+    model: str = Field(min_length=1, max_length=200)
     purpose: str = Field(default="", max_length=100)
     input_tokens: int = Field(ge=0, le=100_000_000)
     output_tokens: int = Field(ge=0, le=100_000_000)
     cache_read_tokens: int = Field(default=0, ge=0, le=100_000_000)
     cache_write_tokens: int = Field(default=0, ge=0, le=100_000_000)
-    cost_usd: float = Field(ge=0, le=10_000)
+    cache_write_1h_tokens: int = Field(default=0, ge=0, le=100_000_000)
+    """The part of ``cache_write_tokens`` written to the 1-hour cache (priced higher)."""
+
+    @model_validator(mode="after")
+    def _one_hour_within_writes(self) -> CallReport:
+        if self.cache_write_1h_tokens > self.cache_write_tokens:
+            msg = "cache_write_1h_tokens is part of cache_write_tokens: it cannot be larger"
+            raise ValueError(msg)
+        return self
 
 
 class UsageOut(_Out):

@@ -56,6 +56,7 @@ from mcos.api_models import (
     UsageOut,
 )
 from mcos.domain.agent_state import AgentStatus
+from mcos.domain.heartbeat import CacheTTL
 from mcos.domain.leases import FENCE_HEADER
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind, redact
@@ -353,14 +354,33 @@ class Calls:
         )
 
     @staticmethod
-    def reserve(max_usd: float, max_tokens: int, purpose: str = "") -> Call[ReservationOut]:
-        """Reserve a model call's worst case (``OverBudget`` when it does not fit)."""
-        body = ReservationRequest(max_usd=max_usd, max_tokens=max_tokens, purpose=purpose)
-        return Call("POST", "/v1/usage/reservations", _model(_RESERVATION), json=body.model_dump())
+    def reserve(
+        model: str,
+        prompt_tokens: int,
+        max_output: int,
+        *,
+        cache_ttl: CacheTTL = CacheTTL.NONE,
+        purpose: str = "",
+    ) -> Call[ReservationOut]:
+        """Reserve a model call's worst case, priced by Mission Control (direct mode): the answer's
+        ``max_output`` is what the call may ask for (``OverBudget`` when not even a floor fits)."""
+        body = ReservationRequest(
+            model=model,
+            prompt_tokens=prompt_tokens,
+            max_output=max_output,
+            cache_ttl=cache_ttl,
+            purpose=purpose,
+        )
+        return Call(
+            "POST",
+            "/v1/usage/reservations",
+            _model(_RESERVATION),
+            json=body.model_dump(mode="json"),
+        )
 
     @staticmethod
     def report_call(report: CallReport) -> Call[None]:
-        """Record a model call's usage and settle its reservation."""
+        """Record a model call's tokens and settle its reservation (Mission Control prices them)."""
         return Call("POST", "/v1/usage/calls", _none, json=report.model_dump())
 
     @staticmethod

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from mcos.client import Calls
-from tests.api.conftest import LiveServer, raw
+from tests.api.conftest import LiveServer, raw, serve_on
 
 
 class TestSystem:
@@ -51,16 +54,31 @@ class TestSystem:
         assert "ErrorResponse" in doc["components"]["schemas"]
 
 
-def test_fleet_metrics_at_scrape_time(live_server: LiveServer) -> None:
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_fleet_metrics_at_scrape_time(store: str, tmp_path: Path) -> None:
     """Incidents, approvals, model use, agent states and lease grants, read from the store."""
+    from mcos.config.models import ModelConfig
+    from mcos.domain.budget import Price
+
+    direct = {"gene": ModelConfig(provider="anthropic", id="m", route="direct")}
+    dear = {"m": Price.anthropic(10_000, 30_000)}  # 10 input + 5 output tokens: $0.25
+    with serve_on(store, tmp_path, models=direct, prices=dear) as (live_server, _):
+        _scrape(live_server)
+
+
+def _scrape(live_server: LiveServer) -> None:
     from mcos.api_models import CallReport
     from mcos.domain.agent_state import AgentStatus
 
     with live_server.client("sentinel") as sentinel:
         sentinel.do(Calls.report_incident("P0", "disk gone", "lsblk"))
     with live_server.client("gene") as gene:
-        gene.do(Calls.report_call(CallReport(provider="anthropic", model="m", input_tokens=10,
-                                             output_tokens=5, cost_usd=0.25)))  # fmt: skip
+        held = gene.do(Calls.reserve("m", 10, 5))
+        report = CallReport(
+            reservation_id=held.id, provider="anthropic", model="m", input_tokens=10,
+            output_tokens=5,
+        )  # fmt: skip
+        gene.do(Calls.report_call(report))
         gene.do(Calls.report_state("gene", AgentStatus.IDLE, info={"beats": 7, "beats_ok": 6,
                                                                    "restarts": 2}))  # fmt: skip
     with live_server.client() as op:

@@ -74,7 +74,8 @@ async def test_an_injected_telegram_message_posts_nothing_and_directs_no_one(
     rig = rig_factory(
         agent_extra={
             "jarvis": f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = '
-            f'"{model.url}" }}\nkey = "env:JARVIS_ANTHROPIC_KEY"\nallowed_tools = '
+            f'"{model.url}", route = "direct" }}\nkey = "env:JARVIS_ANTHROPIC_KEY"\n'
+            "allowed_tools = "
             '["post_to_channel", "send_message", "request_approval", "reply"]'
         },
         tail=f"""

@@ -62,7 +62,9 @@ def test_the_canary_never_leaks(tmp_path: Path) -> None:
     port = free_port()
     offline = 'model = { provider = "offline", id = "offline-1", context_window = 200000 }'
     base = f"http://127.0.0.1:{api_port}/v1"
-    openai = f'model = {{ provider = "openai", id = "llama3", base_url = "{base}" }}'
+    openai = (
+        f'model = {{ provider = "openai", id = "llama3", base_url = "{base}", route = "direct" }}'
+    )
     openai += '\nkey = "env:MCOS_CANARY_KEY"'
     text = path.read_text().replace("127.0.0.1:8700", f"127.0.0.1:{port}")
     gene = text.index("[agents.gene]")

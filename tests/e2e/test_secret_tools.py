@@ -113,7 +113,10 @@ async def _every_tool(
     rig_factory: RigFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with FakeAnthropic(api_key=KEY) as fake:
-        model = f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}" }}'
+        model = (
+            f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}", '
+            'route = "direct" }'
+        )
         tools = json.dumps([*BUILTIN_TOOLS, "send_external_email"])
         rig = rig_factory(
             {"gene": f'{model}\nkey = "env:GENE_ANTHROPIC_KEY"\nallowed_tools = {tools}'},

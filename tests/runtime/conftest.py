@@ -105,6 +105,8 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             budgets=budgets or {},
             channels=channels | overrides.pop("channels", {}),
             page_routes=overrides.pop("page_routes", None) or page_routes(fleet),
+            models=overrides.pop("models", None) or {n: a.model for n, a in fleet.agents.items()},
+            prices=overrides.pop("prices", None) or fleet.price_table(),
             **overrides,
         )
         server = cm.__enter__()

@@ -321,7 +321,10 @@ class TestAgent:
         self, rig_factory: RigFactory, fake: FakeAnthropic
     ) -> None:
         """The result reaches the next request fenced; the server process ends with the agent."""
-        model = f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}" }}'
+        model = (
+            f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}", '
+            'route = "direct" }'
+        )
         rig = rig_factory(
             {
                 "gene": f'{model}\nkey = "env:GENE_ANTHROPIC_KEY"\n'

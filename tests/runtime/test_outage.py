@@ -92,7 +92,10 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 def claude_toml(fake: FakeAnthropic) -> str:
-    model = f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}" }}'
+    model = (
+        f'model = {{ provider = "anthropic", id = "{MODEL}", base_url = "{fake.url}", '
+        'route = "direct" }'
+    )
     return f'{model}\nkey = "env:GENE_ANTHROPIC_KEY"\n'
 
 

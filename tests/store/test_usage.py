@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 
 import pytest
 
-from mcos.domain.budget import MICROS, Limits, Usage, Verdict
+from mcos.domain.budget import MICROS, Limits, Usage, Verdict, WorstCase
 from mcos.exceptions import Conflict, OverBudget
 from mcos.store import Store
 from mcos.store.protocol import BudgetAsk, ModelCall
@@ -17,7 +18,13 @@ NONE = Limits()
 
 
 def ask(agent: str = "gene", cents: int = 10, tokens: int = 1000) -> BudgetAsk:
-    return BudgetAsk(agent, cents * 10_000, tokens, "heartbeat")
+    return BudgetAsk(agent, WorstCase.fixed(cents * 10_000, tokens), "heartbeat")
+
+
+def call_ask(agent: str = "gene", prompt: int = 10_000, output: int = 8_000) -> BudgetAsk:
+    """A call on a $1 input / $5 output model: 1 micro-dollar a prompt token, 5 an output one."""
+    worst = WorstCase(prompt, prompt, Fraction(5), output, 1_024)
+    return BudgetAsk(agent, worst, "heartbeat", "test-model")
 
 
 def call(agent: str = "gene", cents: int = 3) -> ModelCall:
@@ -89,6 +96,42 @@ class TestReservations:
         refused = [r for r in results if isinstance(r, OverBudget)]
         assert len(granted) == 10
         assert len(refused) == 10
+
+    async def test_the_output_is_clamped_to_what_the_cap_has_left(self, store: Store) -> None:
+        """Past the point where the whole worst case fits, the hold grants the output the rest of
+        the cap pays for, down to the floor; below it the call is refused. Never past the cap."""
+        cap = Limits(usd_micros=100_000)  # 10 cents
+        whole = [await store.reserve_budget(call_ask(), cap, NONE) for _ in range(2)]
+        assert [r.max_output for r in whole] == [8_000, 8_000]
+        assert whole[1].committed.usd_micros == 2 * 50_000
+        for r in whole:
+            await store.settle(r.id, call(cents=1))  # 20,000 spent, 80,000 left
+        assert (await store.reserve_budget(call_ask(), cap, NONE)).max_output == 8_000
+        clamped = await store.reserve_budget(call_ask(), cap, NONE)  # 30,000 left
+        assert clamped.max_output == (30_000 - 10_000) // 5
+        assert clamped.usd_micros == 30_000
+        assert clamped.committed.usd_micros == 100_000
+        with pytest.raises(OverBudget) as err:
+            await store.reserve_budget(call_ask(prompt=0), cap, NONE)
+        assert "cut to 1,024 tokens" in err.value.message
+        held = await store.settle(clamped.id, call(cents=0))
+        assert held is not None
+        assert (held.model, held.prompt_tokens, held.max_output) == ("test-model", 10_000, 4_000)
+        assert held.usd_micros == 30_000
+
+    async def test_concurrent_clamped_holds_never_pass_the_cap(self, store: Store) -> None:
+        """Thirty concurrent calls against a cap that pays for a few: the holds sum to at most
+        the cap, the last ones granted are clamped, and none is granted below the floor."""
+        cap = Limits(usd_micros=200_000)
+        results = await asyncio.gather(
+            *(store.reserve_budget(call_ask(), cap, NONE) for _ in range(30)),
+            return_exceptions=True,
+        )
+        granted = [r for r in results if not isinstance(r, BaseException)]
+        assert all(isinstance(r, OverBudget) for r in results if isinstance(r, BaseException))
+        assert sum(r.usd_micros for r in granted) <= 200_000
+        assert 200_000 - sum(r.usd_micros for r in granted) < 10_000 + 5 * 1_024
+        assert min(r.max_output for r in granted) >= 1_024
 
     async def test_call_without_reservation(self, store: Store) -> None:
         """A free call (the offline model) is recorded without a reservation."""

@@ -241,6 +241,9 @@ class ModelConfig(_Model):
     """Tokens the model accepts."""
     base_url: str | None = None
     """Override the provider's endpoint (OpenAI-compatible servers, proxies)."""
+    route: Literal["gateway", "direct"] = "gateway"
+    """How the agent reaches its model: through Mission Control (holds the key, meters every
+    call) or directly with its own key (weaker: the runtime reports its usage)."""
 
 
 class HeartbeatConfig(_Model):

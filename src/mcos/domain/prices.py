@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import ROUND_CEILING, Decimal
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ from mcos.domain.budget import FREE, MICROS, Price, Pricing, Usage, price_of
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, Provider, TieredPrices
 
+BATCH: Mapping[str, str] = {"processing": "batch"}
+"""genai-prices' price context of a batch call (Anthropic's Message Batches)."""
 _RATES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
 
 
@@ -35,6 +37,13 @@ class ListedPrice:
     """genai-prices' model id (``claude-sonnet-5-5``), which the configured id matched."""
     _info: ModelInfo = field(repr=False, compare=False)
     _provider: Provider = field(repr=False, compare=False)
+    _context: Mapping[str, str] | None = field(default=None, repr=False, compare=False)
+    """genai-prices' price context: ``{"processing": "batch"}`` for a batch call."""
+
+    def batched(self) -> ListedPrice:
+        """This model's batch prices (genai-prices' ``processing = batch`` variant, dated and
+        tiered like the standard ones); the standard prices where it lists none, never low."""
+        return replace(self, _context=BATCH)
 
     def cost(self, usage: Usage, at: datetime | None = None) -> int:
         """What ``usage`` cost at ``at`` (now when None), priced by genai-prices, in micro-dollars
@@ -49,7 +58,10 @@ class ListedPrice:
             cache_write_1h_tokens=usage.cache_write_1h,
         )
         dollars = self._info.calc_price(
-            tokens, self._provider, genai_request_timestamp=at or datetime.now(UTC)
+            tokens,
+            self._provider,
+            genai_request_timestamp=at or datetime.now(UTC),
+            price_context=self._context,
         ).total_price
         return int((dollars * MICROS).to_integral_value(rounding=ROUND_CEILING))
 
@@ -63,7 +75,7 @@ class ListedPrice:
         return self._rates(prompt_tokens, at, ceiling=True)
 
     def _rates(self, prompt_tokens: int, at: datetime | None, *, ceiling: bool) -> Price:
-        prices = self._info.get_prices(at or datetime.now(UTC))
+        prices = self._info.get_prices(at or datetime.now(UTC), self._context)
 
         def rate(*keys: str) -> float:
             value = next((v for k in keys if (v := getattr(prices, k, None)) is not None), None)

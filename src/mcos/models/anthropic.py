@@ -170,6 +170,7 @@ class AnthropicModel:
 
     provider = PROVIDER
     caches = True
+    metered = False
 
     def __init__(
         self,

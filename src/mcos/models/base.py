@@ -135,6 +135,9 @@ class ModelProvider(Protocol):
     price: Pricing
     caches: bool
     """Whether ``cache_ttl`` means anything to this provider."""
+    metered: bool
+    """Mission Control meters this provider's calls (the gateway): the runtime neither reserves
+    nor reports."""
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """Make one call (no tool loop: the runtime runs tools between calls)."""

@@ -59,6 +59,7 @@ class OfflineModel:
 
     provider = "offline"
     caches = False
+    metered = False
     label = LABEL
 
     def __init__(self, model: str = "offline-1", price: Pricing = FREE) -> None:

@@ -114,6 +114,7 @@ class OpenAICompatModel:
 
     provider = PROVIDER
     caches = False
+    metered = False
 
     def __init__(
         self,

@@ -1,24 +1,25 @@
 """The turn loop: one model turn at a time, every call within the budget.
 
 A turn is the tool loop — call the model, run the tools it asks for, call it again — until the
-model stops asking or a round of actions ends it. Each call reserves its worst case with Mission
-Control first and settles the real usage after; a 429, an outage or a spent budget stops the
-turn (``TurnStopped``) and cools the agent down. A no-progress breaker pauses a looping agent.
-A context nearly full — checked between the rounds of a turn and after it — is flushed (the
-main session to WORKSTATE.md, an isolated turn to the daily log) and compacted. Only calls that
-succeeded teach the cache-TTL rule how often turns come and how many calls they make.
+model stops asking or a round of actions ends it. Each call is metered by Mission Control: at the
+gateway, or (direct mode) by reserving its worst case first and reporting its tokens after; a
+429, an outage or a spent budget stops the turn (``TurnStopped``) and cools the agent down. A
+no-progress breaker pauses a looping agent. A context nearly full — checked between the rounds
+of a turn and after it — is flushed (the main session to WORKSTATE.md, an isolated turn to the
+daily log) and compacted. Only calls that succeeded teach the cache-TTL rule how often turns
+come and how many calls they make.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mcos.api_models import CallReport
 from mcos.client import Calls
 from mcos.domain.agent_state import AgentStatus
-from mcos.domain.budget import MICROS, cost_micros, worst_case_micros
+from mcos.domain.budget import cost_micros
 from mcos.domain.heartbeat import HEARTBEAT_OK, CacheTTL, needs_flush
 from mcos.domain.messages import Priority, next_utc_day, resume_at, unavailable_backoff
 from mcos.domain.redaction import redact
@@ -93,19 +94,25 @@ class TurnLoop(AgentState):
 
     # --- model calls with budget ----------------------------------------------------------------
     async def _call_model(self, request: ModelRequest, purpose: str) -> ModelReply:
-        """Reserve the worst case, call, settle the actual usage."""
+        """One model call within the budget: through the gateway, which meters it; or in direct
+        mode, reserve the worst case first, ask for no more output than the reservation grants,
+        and report the tokens after (Mission Control prices them)."""
         now = self.clock.now()
         day = now.date().isoformat()
         if self.blocked_day == day:
             raise TurnStopped("over budget", next_utc_day(now))
         if self.cooling_until is not None and now < self.cooling_until:
             raise TurnStopped("cooling down", self.cooling_until)
-        price = self.provider.price
-        worst = worst_case_micros(request.prompt_bytes, request.max_output, price, now)
+        if self.provider.metered:
+            return await self._complete(request, day, None, purpose)
         try:
             held = await self.client.do(
                 Calls.reserve(
-                    worst / MICROS, request.prompt_bytes + request.max_output, purpose[:100]
+                    self.provider.model,
+                    request.prompt_bytes,
+                    request.max_output,
+                    cache_ttl=request.cache_ttl,
+                    purpose=purpose[:100],
                 )
             )
         except OverBudget as e:
@@ -120,17 +127,33 @@ class TurnLoop(AgentState):
                 f"{held.budget_tokens} tokens).",
                 Priority.NORMAL,
             )
+        if held.max_output < request.max_output:  # what the rest of the budget pays for
+            request = replace(request, max_output=held.max_output)
+        return await self._complete(request, day, held.id, purpose)
+
+    async def _complete(
+        self, request: ModelRequest, day: str, reservation: int | None, purpose: str
+    ) -> ModelReply:
+        """Make the call; count it; report it when it was reserved here (direct mode). A
+        gateway's refusal (``OverBudget``) stops the turn exactly like a refused reservation."""
         try:
             reply = await self.provider.complete(request)
+        except OverBudget as e:
+            await self._over_budget(day, e.message)
+            raise TurnStopped("over budget", next_utc_day(self.clock.now())) from e
         except ModelError as e:
-            await self._settle(held.id, None, f"failed:{e.code}")
+            await self._settle(reservation, None, f"failed:{e.code}")
             until = await self._model_failed(e)
             raise TurnStopped(e.code, until) from e
         self.unavailable = 0
-        await self._settle(held.id, reply, purpose)
+        await self._settle(reservation, reply, purpose)
         return reply
 
-    async def _settle(self, reservation: int, reply: ModelReply | None, purpose: str) -> None:
+    async def _settle(
+        self, reservation: int | None, reply: ModelReply | None, purpose: str
+    ) -> None:
+        """Count the call in the agent's stats (its cost computed locally, for the stats only)
+        and, in direct mode, report its tokens to settle the reservation."""
         usage = reply.usage if reply else None
         cost = cost_micros(usage, self.provider.price, self.clock.now()) if usage else 0
         self.stats.model_calls += 1 if reply else 0
@@ -139,16 +162,18 @@ class TurnLoop(AgentState):
             for kind in self.stats.tokens:
                 self.stats.tokens[kind] += getattr(usage, kind)
             self.context_tokens = usage.context
+        if reservation is None:
+            return
         report = CallReport(
             reservation_id=reservation,
             provider=self.provider.provider,
-            model=reply.model if reply else self.provider.model,
+            model=self.provider.model,
             purpose=purpose[:100],
             input_tokens=usage.input if usage else 0,
             output_tokens=usage.output if usage else 0,
             cache_read_tokens=usage.cache_read if usage else 0,
             cache_write_tokens=usage.cache_write if usage else 0,
-            cost_usd=cost / MICROS,
+            cache_write_1h_tokens=usage.cache_write_1h if usage else 0,
         )
         try:
             await self.client.do(Calls.report_call(report))

@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 from fastapi import Request
 
+from mcos.config.models import ModelConfig
 from mcos.domain.audit import AuditEvent
 from mcos.domain.authority import Matrix
-from mcos.domain.budget import Limits
+from mcos.domain.budget import DEFAULT_PRICES, MIN_OUTPUT_TOKENS, Limits, Price
 from mcos.domain.paging import PageRoute
 from mcos.domain.pingpong import PingPongRule
 from mcos.domain.severity import SendLimits
@@ -19,6 +20,7 @@ from mcos.domain.tokens import Principal
 from mcos.ops.filemodes import private_dir
 from mcos.server.auth import Authenticator
 from mcos.server.limits import SendWindows
+from mcos.server.metering import Meter
 from mcos.server.metrics import Metrics
 from mcos.server.throttle import FailureThrottle
 from mcos.store import Directory, Store
@@ -105,6 +107,13 @@ class ServerSettings:
     host_agents: dict[str, frozenset[str]] = field(default_factory=dict)
     """Each host of the fleet and the agents its supervisor may run (placed there or failing
     over to it): all a host token may touch."""
+    models: dict[str, ModelConfig] = field(default_factory=dict)
+    """Each agent's model: the only one Mission Control meters (prices and reserves) for it."""
+    prices: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    """The fleet file's ``[prices]`` and the free offline model: they override genai-prices."""
+    min_output_tokens: int = MIN_OUTPUT_TOKENS
+    """The least output a reservation is clamped to when a cap has less left than the call's
+    whole worst case (below it the call is refused)."""
 
 
 @dataclass
@@ -125,6 +134,8 @@ class MissionControl:
     """Signed checkpoints of the audit head, kept in the state directory."""
     throttle: FailureThrottle = field(init=False)
     """Failed sign-ins per client address and per token prefix."""
+    meter: Meter = field(init=False)
+    """Prices, reserves and records every model call of the fleet (gateway and direct mode)."""
 
     def __post_init__(self) -> None:
         if self.settings.state_dir is not None:
@@ -133,6 +144,7 @@ class MissionControl:
             client=self.settings.login_failures_per_client,
             prefix=self.settings.login_failures_per_prefix,
         )
+        self.meter = Meter(self)
 
     async def refuse(self, principal: Principal, action: str, rule: str, **targets: str) -> None:
         """Audit a refused request before the 403 goes out."""

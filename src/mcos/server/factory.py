@@ -83,6 +83,8 @@ def settings_for(fleet: Fleet) -> ServerSettings:
             )
         ),
         host_agents=host_agents(fleet),
+        models={name: a.model for name, a in fleet.agents.items()},
+        prices=fleet.price_table(),
         webhook_secrets={
             name: resolve_key(
                 c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir

@@ -36,7 +36,8 @@ from mcos.domain.audit import (
     verify,
 )
 from mcos.domain.bounded import decode_stored
-from mcos.domain.budget import Committed, Limits, check_reservation
+from mcos.domain.budget import Committed, Limits
+from mcos.domain.budget import grant as grant_budget
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.messages import (
@@ -77,6 +78,7 @@ from mcos.store.protocol import (
     AuditVerification,
     BudgetAsk,
     Directory,
+    Held,
     InboxDepth,
     ModelCall,
     NewApproval,
@@ -157,6 +159,13 @@ def _send_params(message: NewMessage, digest: str) -> dict[str, Any]:
 def _committed(row: DictRow | None) -> Committed:
     assert row is not None
     return Committed(int(row["usd"]), int(row["tokens"]))
+
+
+def _held(row: DictRow) -> Held:
+    return Held(
+        int(row["id"]), row["model"], int(row["prompt_tokens"]), int(row["max_output"]),
+        int(row["usd_micros"]),
+    )  # fmt: skip
 
 
 def _agent_state(r: DictRow) -> AgentState:
@@ -839,34 +848,42 @@ class PostgresStore:
             ).fetchone()
             whole = await (await conn.execute(Q["committed_fleet"], {"day": day})).fetchone()
             committed = _committed(mine)
-            verdict = check_reservation(
-                ask.agent, ask.usd_micros, ask.tokens, committed, _committed(whole), limits, fleet
+            granted = grant_budget(
+                ask.agent, ask.worst, committed, _committed(whole), limits, fleet
             )
             row = await (
                 await conn.execute(
                     Q["reservation_insert"],
-                    (ask.agent, day, ask.usd_micros, ask.tokens, ask.purpose),
+                    (
+                        ask.agent, day, granted.usd_micros, granted.tokens, ask.purpose,
+                        ask.model, ask.worst.prompt_tokens, granted.max_output,
+                    ),
                 )
-            ).fetchone()
+            ).fetchone()  # fmt: skip
             assert row is not None
-        after = Committed(committed.usd_micros + ask.usd_micros, committed.tokens + ask.tokens)
-        return Reservation(
-            row["id"], ask.agent, day.isoformat(), ask.usd_micros, ask.tokens, verdict, after
+        after = Committed(
+            committed.usd_micros + granted.usd_micros, committed.tokens + granted.tokens
         )
+        return Reservation(
+            row["id"], ask.agent, day.isoformat(), granted.usd_micros, granted.tokens,
+            granted.verdict, after, granted.max_output,
+        )  # fmt: skip
 
-    async def settle(self, reservation_id: int | None, call: ModelCall) -> None:
+    async def settle(self, reservation_id: int | None, call: ModelCall) -> Held | None:
         """Record a call and release its reservation."""
         u = call.usage
+        held = None
         async with self._tx() as conn:
             if reservation_id is not None:
-                held = await (
+                row = await (
                     await conn.execute(Q["reservation_settle"], (reservation_id, call.agent))
                 ).fetchone()
-                if held is None:
+                if row is None:
                     raise Conflict(
                         f"reservation {reservation_id} is not held by {call.agent}",
                         reservation=reservation_id,
                     )
+                held = _held(row)
             await conn.execute(
                 Q["model_call_insert"],
                 (
@@ -874,6 +891,7 @@ class PostgresStore:
                     u.cache_read, u.cache_write, call.cost_micros, reservation_id,
                 ),
             )  # fmt: skip
+        return held
 
     async def usage(self, since: str, agent: str | None = None) -> list[UsageRow]:
         """Model use per agent per UTC day from ``since`` on."""

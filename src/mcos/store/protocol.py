@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from mcos.domain.approvals import Approval, Vote
 from mcos.domain.audit import AuditEvent, AuditRecord, Checkpoint, Finding
-from mcos.domain.budget import Committed, Limits, Usage, Verdict
+from mcos.domain.budget import Committed, Limits, Usage, Verdict, WorstCase
 from mcos.domain.incidents import Incident, IncidentEvent
 from mcos.domain.leases import Lease
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
@@ -60,12 +60,14 @@ class InboxDepth:
 
 @dataclass(frozen=True)
 class BudgetAsk:
-    """A model call's worst case, to reserve before the call."""
+    """A model call's worst case, to reserve before the call; its output is clamped to what the
+    caps have left (never below the worst case's floor)."""
 
     agent: str
-    usd_micros: int
-    tokens: int
+    worst: WorstCase
     purpose: str = ""
+    model: str = ""
+    """The model Mission Control priced the call for."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,19 @@ class Reservation:
     verdict: Verdict
     committed: Committed
     """The agent's day including this reservation."""
+    max_output: int = 0
+    """The output tokens the call may ask for (at most what it asked)."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """A reservation as it was held, returned when its call is settled: what it allowed."""
+
+    id: int
+    model: str
+    prompt_tokens: int
+    max_output: int
+    usd_micros: int
 
 
 @dataclass(frozen=True)
@@ -319,14 +334,17 @@ class Store(Protocol):
 
     # --- model use and budgets -------------------------------------------------------------
     async def reserve_budget(self, ask: BudgetAsk, limits: Limits, fleet: Limits) -> Reservation:
-        """Hold a call's worst case against today's caps, or raise ``OverBudget``.
+        """Hold a call's worst case against today's caps, its output clamped to what they have
+        left (:func:`mcos.domain.budget.grant`), or raise ``OverBudget``.
 
         Today's committed spend is settled calls plus held reservations (an unsettled one
-        counts in full: the call may have happened), so concurrent calls can never overrun.
+        counts in full: the call may have happened); the check and the insert are one
+        transaction, so concurrent calls can never overrun.
         """
 
-    async def settle(self, reservation_id: int | None, call: ModelCall) -> None:
-        """Record a call and release its reservation (``Conflict`` if not held by its agent)."""
+    async def settle(self, reservation_id: int | None, call: ModelCall) -> Held | None:
+        """Record a call and release its reservation (``Conflict`` if not held by its agent);
+        the reservation as it was held (None without one)."""
 
     async def usage(self, since: str, agent: str | None = None) -> list[UsageRow]:
         """Model use per agent per UTC day from ``since`` (``YYYY-MM-DD``) on."""

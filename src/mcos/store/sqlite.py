@@ -31,7 +31,8 @@ from mcos.domain.audit import (
     record_hash,
     verify,
 )
-from mcos.domain.budget import Committed, Limits, check_reservation
+from mcos.domain.budget import Committed, Limits
+from mcos.domain.budget import grant as grant_budget
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.messages import (
@@ -73,6 +74,7 @@ from mcos.store.protocol import (
     AuditVerification,
     BudgetAsk,
     Directory,
+    Held,
     InboxDepth,
     ModelCall,
     NewApproval,
@@ -133,6 +135,13 @@ def simulated_clock(now: Callable[[], datetime]) -> Iterator[None]:
 
 def _committed(row: Any) -> Committed:
     return Committed(int(row["usd"]), int(row["tokens"]))
+
+
+def _held(row: Any) -> Held:
+    return Held(
+        int(row["id"]), row["model"], int(row["prompt_tokens"]), int(row["max_output"]),
+        int(row["usd_micros"]),
+    )  # fmt: skip
 
 
 def _incident(r: sqlite3.Row) -> Incident:
@@ -791,42 +800,44 @@ class SqliteStore:
                 mine = conn.execute(Q["committed_agent"], {"day": day, "agent": ask.agent})
                 committed = _committed(mine.fetchone())
                 all_ = conn.execute(Q["committed_fleet"], {"day": day}).fetchone()
-                verdict = check_reservation(
-                    ask.agent,
-                    ask.usd_micros,
-                    ask.tokens,
-                    committed,
-                    _committed(all_),
-                    limits,
-                    fleet,
+                granted = grant_budget(
+                    ask.agent, ask.worst, committed, _committed(all_), limits, fleet
                 )
                 row = conn.execute(
                     Q["reservation_insert"],
-                    (ask.agent, day, ask.usd_micros, ask.tokens, ask.purpose, now),
-                ).fetchone()
-            after = Committed(committed.usd_micros + ask.usd_micros, committed.tokens + ask.tokens)
-            return Reservation(
-                row["id"], ask.agent, day, ask.usd_micros, ask.tokens, verdict, after
+                    (
+                        ask.agent, day, granted.usd_micros, granted.tokens, ask.purpose, now,
+                        ask.model, ask.worst.prompt_tokens, granted.max_output,
+                    ),
+                ).fetchone()  # fmt: skip
+            after = Committed(
+                committed.usd_micros + granted.usd_micros, committed.tokens + granted.tokens
             )
+            return Reservation(
+                row["id"], ask.agent, day, granted.usd_micros, granted.tokens, granted.verdict,
+                after, granted.max_output,
+            )  # fmt: skip
 
         return await self._run(reserve)
 
-    async def settle(self, reservation_id: int | None, call: ModelCall) -> None:
+    async def settle(self, reservation_id: int | None, call: ModelCall) -> Held | None:
         """Record a call and release its reservation."""
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> Held | None:
             now = _now_us()
             day = _dt(now).date().isoformat()
+            held = None
             with self._tx(conn):
                 if reservation_id is not None:
-                    held = conn.execute(
+                    row = conn.execute(
                         Q["reservation_settle"], (now, reservation_id, call.agent)
                     ).fetchone()
-                    if held is None:
+                    if row is None:
                         raise Conflict(
                             f"reservation {reservation_id} is not held by {call.agent}",
                             reservation=reservation_id,
                         )
+                    held = _held(row)
                 u = call.usage
                 conn.execute(
                     Q["model_call_insert"],
@@ -836,8 +847,9 @@ class SqliteStore:
                         reservation_id,
                     ),
                 )  # fmt: skip
+            return held
 
-        await self._run(write)
+        return await self._run(write)
 
     async def usage(self, since: str, agent: str | None = None) -> list[UsageRow]:
         """Model use per agent per UTC day from ``since`` on."""

@@ -1,4 +1,5 @@
-"""Model use: budget reservations before calls, call reports after, spend per day."""
+"""Model use: budget reservations before calls and call reports after (direct mode: the agent
+holds its own key), spend per day."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from mcos.api_models import CallReport, ReservationOut, ReservationRequest, Usag
 from mcos.domain.budget import MICROS, Limits, Usage, Verdict
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden, InvalidRequest
+from mcos.server.metering import GATEWAY_ONLY
 from mcos.server.routes.deps import MC, Caller
 from mcos.server.routes.messages import ERRORS
-from mcos.store.protocol import BudgetAsk, ModelCall
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 USAGE_ERRORS = {**ERRORS, 402: ERRORS[409]}
@@ -23,32 +24,47 @@ def _usd(micros: int | None) -> float | None:
     return None if micros is None else micros / MICROS
 
 
+async def _direct(mc: MC, caller: Caller, action: str, who: str) -> None:
+    """Only an agent reaching its model directly (its own key) reserves and reports here; a
+    gateway-routed agent's calls are metered by Mission Control itself."""
+    if caller.kind is not PrincipalKind.AGENT:
+        raise Forbidden(who, rule=who)
+    if mc.meter.gateway_routed(caller.name):
+        rule = GATEWAY_ONLY.format(agent=caller.name)
+        await mc.refuse(caller, action, rule, agent=caller.name)
+        raise Forbidden(rule, rule=rule)
+
+
 @router.post(
     "/reservations", status_code=201, response_model=ReservationOut, responses=USAGE_ERRORS
 )
 async def reserve(request: ReservationRequest, mc: MC, caller: Caller) -> ReservationOut:
-    """Reserve a model call's worst case against the caller's and the fleet's daily caps.
+    """Reserve a model call's worst case against the caller's and the fleet's daily caps
+    (direct mode), priced by Mission Control for the agent's configured model.
 
-    402 ``over_budget`` when it does not fit: the agent must not make the call.
+    The answer's ``max_output`` is what the call may ask for: the whole request, or less when
+    only that fits what the caps have left. 402 ``over_budget`` when not even the floor fits:
+    the agent must not make the call.
     """
-    if caller.kind is not PrincipalKind.AGENT:
-        rule = "reservations are made by agents for their own model calls"
-        raise Forbidden(rule, rule=rule)
-    limits = mc.settings.budgets.get(caller.name, Limits())
-    granted = await mc.store.reserve_budget(
-        BudgetAsk(
-            caller.name, round(request.max_usd * MICROS), request.max_tokens, request.purpose
-        ),
-        limits,
-        mc.settings.fleet_budget,
+    await _direct(mc, caller, "usage.reserve", "reservations are made by agents for their calls")
+    hold = await mc.meter.reserve(
+        caller.name,
+        request.model,
+        prompt_tokens=request.prompt_tokens,
+        max_output=request.max_output,
+        cache_ttl=request.cache_ttl,
+        purpose=request.purpose,
     )
+    limits = mc.settings.budgets.get(caller.name, Limits())
     return ReservationOut(
-        id=granted.id,
-        day=granted.day,
-        verdict=granted.verdict.value,
-        warning=granted.verdict is Verdict.WARNING,
-        committed_usd=granted.committed.usd_micros / MICROS,
-        committed_tokens=granted.committed.tokens,
+        id=hold.id,
+        day=hold.day,
+        verdict=(Verdict.WARNING if hold.warning else Verdict.GRANTED).value,
+        warning=hold.warning,
+        max_output=hold.max_output,
+        reserved_usd=hold.ask_micros / MICROS,
+        committed_usd=hold.committed.usd_micros / MICROS,
+        committed_tokens=hold.committed.tokens,
         budget_usd=_usd(limits.usd_micros),
         budget_tokens=limits.tokens,
     )
@@ -56,26 +72,26 @@ async def reserve(request: ReservationRequest, mc: MC, caller: Caller) -> Reserv
 
 @router.post("/calls", status_code=204, responses=ERRORS)
 async def report_call(request: CallReport, mc: MC, caller: Caller) -> None:
-    """Record a model call's tokens and cost, settling its reservation."""
-    if caller.kind is not PrincipalKind.AGENT:
-        rule = "model calls are reported by the agent that made them"
-        raise Forbidden(rule, rule=rule)
+    """Record a model call's tokens (direct mode), settling its reservation: Mission Control
+    prices them itself. Tokens beyond what the reservation allowed are recorded as reported
+    and flagged in the audit log."""
+    await _direct(
+        mc, caller, "usage.report", "model calls are reported by the agent that made them"
+    )
     usage = Usage(
         input=request.input_tokens,
         output=request.output_tokens,
         cache_read=request.cache_read_tokens,
         cache_write=request.cache_write_tokens,
+        cache_write_1h=request.cache_write_1h_tokens,
     )
-    await mc.store.settle(
+    await mc.meter.settle(
+        caller.name,
+        request.model,
         request.reservation_id,
-        ModelCall(
-            caller.name,
-            request.provider,
-            request.model,
-            usage,
-            round(request.cost_usd * MICROS),
-            request.purpose,
-        ),
+        usage,
+        request.purpose,
+        provider=request.provider,
     )
 
 

@@ -362,14 +362,15 @@ SELECT
      WHERE day = %(day)s AND state = 'held') AS tokens;
 
 -- name: reservation_insert
-INSERT INTO budget_reservations (agent, day, usd_micros, tokens, purpose, state, created_at)
-VALUES (%s, %s, %s, %s, %s, 'held', clock_timestamp())
+INSERT INTO budget_reservations (agent, day, usd_micros, tokens, purpose, state, created_at,
+                                 model, prompt_tokens, max_output)
+VALUES (%s, %s, %s, %s, %s, 'held', clock_timestamp(), %s, %s, %s)
 RETURNING id;
 
 -- name: reservation_settle
 UPDATE budget_reservations SET state = 'settled', settled_at = clock_timestamp()
 WHERE id = %s AND agent = %s AND state = 'held'
-RETURNING id;
+RETURNING id, model, prompt_tokens, max_output, usd_micros;
 
 -- name: model_call_insert
 INSERT INTO model_calls (agent, at, day, provider, model, purpose, input_tokens, output_tokens,

@@ -244,14 +244,15 @@ SELECT
      WHERE day = :day AND state = 'held') AS tokens;
 
 -- name: reservation_insert
-INSERT INTO budget_reservations (agent, day, usd_micros, tokens, purpose, state, created_at)
-VALUES (?, ?, ?, ?, ?, 'held', ?)
+INSERT INTO budget_reservations (agent, day, usd_micros, tokens, purpose, state, created_at,
+                                 model, prompt_tokens, max_output)
+VALUES (?, ?, ?, ?, ?, 'held', ?, ?, ?, ?)
 RETURNING id;
 
 -- name: reservation_settle
 UPDATE budget_reservations SET state = 'settled', settled_at = ?
 WHERE id = ? AND agent = ? AND state = 'held'
-RETURNING id;
+RETURNING id, model, prompt_tokens, max_output, usd_micros;
 
 -- name: model_call_insert
 INSERT INTO model_calls (agent, at, day, provider, model, purpose, input_tokens, output_tokens,
