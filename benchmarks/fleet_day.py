@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import random
@@ -76,6 +77,9 @@ MODEL = "claude-sonnet-5-5"
 """Judgement: every agent's model."""
 TRIAGE_MODEL = "claude-haiku-5-5"
 """The first look in (c+)."""
+ROUTE = "gateway" if importlib.util.find_spec("mcos.server.gateway") else "direct"
+"""How agents reach the model: through Mission Control's gateway, as mcos ships, where this build
+has one."""
 KEY_ENV = "MCOS_FLEET_DAY_ANTHROPIC_KEY"
 KEY = "sk-ant-fleet-day"
 MEMORY_CHARS = 14_000
@@ -103,7 +107,8 @@ def prepare(root: Path, fake_url: str) -> Path:
     text = re.sub(r"^(budget|daily_usd) = .*$", "", text, flags=re.MULTILINE)
     model = (
         f'model = {{ provider = "anthropic", id = "{MODEL}", context_window = 1000000, '
-        f'base_url = "{fake_url}" }}\nkey = "env:{KEY_ENV}"\nshared_key = true'
+        f'base_url = "{fake_url}", route = "{ROUTE}" }}\nkey = "env:{KEY_ENV}"\n'
+        "shared_key = true"
     )
     text = re.sub(r'^model = \{ provider = "offline".*\}$', model, text, flags=re.MULTILINE)
     path.write_text(text)
@@ -168,7 +173,7 @@ def configure(path: Path, server_url: str, *, triage: bool) -> None:
         assert base is not None
         line = (
             f'triage_model = {{ provider = "anthropic", id = "{TRIAGE_MODEL}", '
-            f'context_window = 1000000, base_url = "{base.group(1)}" }}'
+            f'context_window = 1000000, base_url = "{base.group(1)}", route = "{ROUTE}" }}'
         )
         text = re.sub(r"^(shared_key = true)$", rf"\1\n{line}", text, flags=re.MULTILINE)
     path.write_text(text)
