@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import logging
 import os
 import random
@@ -61,7 +60,9 @@ from mcos.domain.prices import price_for
 from mcos.domain.routines import Task, parse_interval, parse_routines
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import Forbidden
+from mcos.models.base import ModelProvider
 from mcos.models.factory import make_provider
+from mcos.models.gateway import GatewayAccess
 from mcos.models.offline import CURATE_MARKER
 from mcos.runtime.checks import CheckResult
 from mcos.runtime.clock import VirtualClock
@@ -77,9 +78,8 @@ MODEL = "claude-sonnet-5-5"
 """Judgement: every agent's model."""
 TRIAGE_MODEL = "claude-haiku-5-5"
 """The first look in (c+)."""
-ROUTE = "gateway" if importlib.util.find_spec("mcos.server.gateway") else "direct"
-"""How agents reach the model: through Mission Control's gateway, as mcos ships, where this build
-has one."""
+ROUTE = "gateway"
+"""How agents reach the model: through Mission Control's gateway, as mcos ships."""
 KEY_ENV = "MCOS_FLEET_DAY_ANTHROPIC_KEY"
 KEY = "sk-ant-fleet-day"
 MEMORY_CHARS = 14_000
@@ -599,10 +599,7 @@ async def run_day(
     sent: list[Sent] = []
     try:
         for n, name in enumerate(sorted(fleet.agents)):
-            config = fleet.agents[name]
-            assert config.key is not None
-            key = resolve_key(config.key, where=f"agents.{name}", base_dir=fleet.base_dir)
-            provider = make_provider(config, key, fleet.price_table(), sleep=clock.sleep)
+            provider = model_of(fleet, name, tokens[name], clock)
             rt = strategy.runtime(
                 name, fleet, clients[name], provider, clock, rng=random.Random(100 + n),
                 check_runner=outage_checks(name, events, clock),
@@ -624,6 +621,18 @@ async def run_day(
         acked={},
         ledger_usd=ledger,
     )
+
+
+def model_of(fleet: Fleet, name: str, token: str, clock: SimClock) -> ModelProvider:
+    """The agent's model as its process builds it (``mcos.runtime.process``): through Mission
+    Control's gateway with the agent's token and no key, or (direct) with its key."""
+    config = fleet.agents[name]
+    if config.model.through_gateway:
+        access = GatewayAccess(fleet.server.url, token)
+        return make_provider(config, None, fleet.price_table(), sleep=clock.sleep, gateway=access)
+    assert config.key is not None
+    key = resolve_key(config.key, where=f"agents.{name}", base_dir=fleet.base_dir)
+    return make_provider(config, key, fleet.price_table(), sleep=clock.sleep)
 
 
 def acks(fleet: Fleet) -> dict[int, datetime]:

@@ -39,6 +39,13 @@ class ConfigError(McosError):
         self.problem = problem
 
 
+class KeyUnavailable(ConfigError):
+    """Mission Control cannot resolve the key of an agent whose model calls go through it: the
+    agent cannot think until the operator gives Mission Control the key (exit 78, no restart)."""
+
+    code = "key_unavailable"
+
+
 class ConfigErrors(McosError):
     """Several configuration problems found in one pass, so a user fixes them all at once."""
 

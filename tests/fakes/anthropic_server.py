@@ -20,12 +20,12 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -43,7 +43,9 @@ from tests.fakes.scripts import (
     count_tokens,
     dumps,
     new_id,
+    pieces,
     seconds_header,
+    sse,
 )
 
 __all__ = [
@@ -471,8 +473,8 @@ def check_request(body: JSON, *, count_only: bool) -> None:
             raise invalid("max_tokens", "Input should be a valid integer")
         if max_tokens < 1:
             raise invalid("max_tokens", "Input should be greater than or equal to 1")
-        if body.get("stream"):
-            raise invalid("stream", "streaming is not supported by this fake")
+        if not isinstance(body.get("stream", False), bool):
+            raise invalid("stream", "Input should be a valid boolean")
     if body.get("cache_control") is not None:
         check_cache_control(body["cache_control"], "cache_control")
     check_messages(body.get("messages"))
@@ -758,19 +760,69 @@ class FakeAnthropic(ScriptedServer):
         usage = self.bill(segments, body["model"])
         usage["output_tokens"] = max(1, output_tokens)
         self.record(RecordedRequest(body, headers, 200, usage))
-        return JSONResponse(
+        message = {
+            "id": new_id("msg_01", 22),
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": content,
+            "stop_reason": "max_tokens" if cut else stop_reason,
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if body.get("stream"):
+            return StreamingResponse(
+                self.stream_events(message),
+                media_type="text/event-stream",
+                headers={"request-id": rid, "cache-control": "no-cache"},
+            )
+        return JSONResponse(message, headers={"request-id": rid})
+
+    def stream_events(self, message: JSON) -> Iterator[bytes]:
+        """A message as the real API streams it: ``message_start`` (the input usage),
+        each block's start, deltas and stop, ``message_delta`` (stop reason, cumulative usage
+        with the output tokens), ``message_stop``; a ``ping`` after the start."""
+        usage = message["usage"]
+        first_usage = {**usage, "output_tokens": 1}
+        start = {**message, "content": [], "stop_reason": None, "usage": first_usage}
+        yield sse({"type": "message_start", "message": start}, "message_start")
+        yield sse({"type": "ping"}, "ping")
+        gated = False
+        for index, block in enumerate(message["content"]):
+            if block["type"] == "tool_use":
+                opening = {**block, "input": {}}
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": part}
+                    for part in pieces(json.dumps(block["input"]))
+                ]
+            else:
+                opening = {**block, "text": ""}
+                deltas = [{"type": "text_delta", "text": part} for part in pieces(block["text"])]
+            yield sse(
+                {"type": "content_block_start", "index": index, "content_block": opening},
+                "content_block_start",
+            )
+            for delta in deltas:
+                yield sse(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    "content_block_delta",
+                )
+                if not gated:
+                    gated = True
+                    self.wait_at_gate()
+            yield sse({"type": "content_block_stop", "index": index}, "content_block_stop")
+        final_usage = {
+            k: v for k, v in usage.items() if k not in ("cache_creation", "service_tier")
+        }
+        yield sse(
             {
-                "id": new_id("msg_01", 22),
-                "type": "message",
-                "role": "assistant",
-                "model": body["model"],
-                "content": content,
-                "stop_reason": "max_tokens" if cut else stop_reason,
-                "stop_sequence": None,
-                "usage": usage,
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": final_usage,
             },
-            headers={"request-id": rid},
+            "message_delta",
         )
+        yield sse({"type": "message_stop"}, "message_stop")
 
     def count_message_tokens(self, headers: dict[str, str], raw: bytes) -> Response:
         """``POST /v1/messages/count_tokens``: the prompt's tokens, with no cache effect."""

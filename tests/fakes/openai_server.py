@@ -15,11 +15,12 @@ import hmac
 import json
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -37,7 +38,9 @@ from tests.fakes.scripts import (
     count_tokens,
     dumps,
     new_id,
+    pieces,
     seconds_header,
+    sse,
 )
 
 __all__ = [
@@ -250,8 +253,18 @@ def check_request(body: JSON) -> int | None:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid("model", "you must provide a model parameter")
-    if body.get("stream"):
-        raise invalid("stream", "streaming is not supported by this fake")
+    if not isinstance(body.get("stream", False), bool):
+        raise invalid("stream", "Invalid type for 'stream': expected a boolean.")
+    if body.get("stream_options") is not None:
+        if not body.get("stream"):
+            raise invalid(
+                "stream_options",
+                "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            )
+        if not isinstance(body["stream_options"], dict):
+            raise invalid(
+                "stream_options", "Invalid type for 'stream_options': expected an object."
+            )
     if body.get("n", 1) != 1:
         raise invalid("n", "only n=1 is supported by this fake")
     check_messages(body.get("messages"))
@@ -438,13 +451,25 @@ class FakeOpenAI(ScriptedServer):
         if completion.tool_calls:
             message["tool_calls"] = completion.tool_calls
         self.record(RecordedRequest(body, headers, 200, usage))
+        head: JSON = {
+            "id": new_id("chatcmpl-", 29),
+            "created": int(time.time()),
+            "model": body["model"],
+            "system_fingerprint": "fp_fake",
+        }
+        if body.get("stream"):
+            options = body.get("stream_options") or {}
+            return StreamingResponse(
+                self.stream_chunks(
+                    head, completion, usage if options.get("include_usage") else None
+                ),
+                media_type="text/event-stream",
+                headers={"x-request-id": new_id("req_", 32)},
+            )
         return JSONResponse(
             {
-                "id": new_id("chatcmpl-", 29),
+                **head,
                 "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body["model"],
-                "system_fingerprint": "fp_fake",
                 "choices": [
                     {
                         "index": 0,
@@ -457,3 +482,40 @@ class FakeOpenAI(ScriptedServer):
             },
             headers={"x-request-id": new_id("req_", 32)},
         )
+
+    def stream_chunks(
+        self, head: JSON, completion: Completion, usage: JSON | None
+    ) -> Iterator[bytes]:
+        """A completion as the real API streams it: ``chat.completion.chunk`` deltas (the role,
+        the text, each tool call's name then its arguments), a final chunk with the finish
+        reason, the usage chunk (empty choices) when ``stream_options.include_usage`` asked
+        for it, and ``[DONE]``."""
+        with_usage = {"usage": None} if usage is not None else {}
+
+        def chunk(delta: JSON, finish: str | None = None) -> bytes:
+            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return sse(
+                {**head, "object": "chat.completion.chunk", "choices": [choice]} | with_usage
+            )
+
+        yield chunk({"role": "assistant", "content": "", "refusal": None})
+        gated = False
+        for part in pieces(completion.content or "") if completion.content else []:
+            yield chunk({"content": part})
+            if not gated:
+                gated = True
+                self.wait_at_gate()
+        for index, call in enumerate(completion.tool_calls):
+            opening = {
+                "index": index,
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["function"]["name"], "arguments": ""},
+            }
+            yield chunk({"tool_calls": [opening]})
+            for part in pieces(call["function"]["arguments"]):
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+        yield chunk({}, completion.finish_reason)
+        if usage is not None:
+            yield sse({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+        yield sse("[DONE]")

@@ -141,6 +141,18 @@ def new_id(prefix: str, length: int = 24) -> str:
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+def sse(data: object, event: str | None = None) -> bytes:
+    """One server-sent event: Anthropic names each event, OpenAI sends ``data:`` lines only."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {text}\n\n".encode()
+
+
+def pieces(text: str, size: int = 16) -> list[str]:
+    """A text cut into the small deltas a streamed answer arrives in."""
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
+
+
 def default_responder(_body: JSON) -> Scripted:
     """What a fake answers when nothing is scripted."""
     return Text("ok")
@@ -162,6 +174,10 @@ class ScriptedServer:
         """Answers when the script is empty; settable."""
         self.requests: list[RecordedRequest] = []
         """Every model request received, in order, for assertions."""
+        self.stream_gate: threading.Event | None = None
+        """When set to an Event, a streamed answer sends its first events, then waits for the
+        event to be set before the rest (a test sees what a proxy passes on as it arrives)."""
+        self.gate_opened: list[bool] = []
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port: int | None = None
@@ -204,6 +220,13 @@ class ScriptedServer:
         if not isinstance(answer, ANSWER_TYPES):
             return ApiError(500, "api_error", f"the fake's responder returned {answer!r}")
         return answer
+
+    def wait_at_gate(self) -> None:
+        """Hold a stream at the gate, if a test set one (at most 30 s: never a hung server);
+        ``gate_opened`` records whether it opened (True) or the wait ran out (False)."""
+        gate = self.stream_gate
+        if gate is not None:
+            self.gate_opened.append(gate.wait(30))
 
     def record(self, record: RecordedRequest) -> None:
         """Keep ``record`` for the test to inspect."""

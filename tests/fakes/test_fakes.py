@@ -467,10 +467,42 @@ class TestAnthropicErrors:
             await claude.messages.create(model=MODEL, max_tokens=10, messages=messages)
         assert field in str(caught.value)
 
-    async def test_streaming_is_refused(self, claude: anthropic.AsyncAnthropic) -> None:
-        """The fake answers whole messages only, and says so."""
-        with pytest.raises(anthropic.BadRequestError, match="streaming is not supported"):
-            await claude.messages.create(model=MODEL, max_tokens=10, messages=HELLO, stream=True)
+    async def test_streams_the_real_event_sequence(
+        self, fake: FakeAnthropic, claude: anthropic.AsyncAnthropic
+    ) -> None:
+        """``stream: true`` answers with the real SSE events, which the SDK's
+        ``messages.stream()`` assembles into the same message and usage as a plain call."""
+        words = "A streamed answer, long enough to arrive in several deltas."
+        fake.script(
+            Reply(
+                [
+                    {"type": "text", "text": words},
+                    {"type": "tool_use", "name": "read_file", "input": {"path": "a.txt"}},
+                ],
+                "tool_use",
+            )
+        )
+        kinds: list[str] = []
+        async with claude.messages.stream(
+            model=MODEL, max_tokens=200, messages=HELLO, tools=[READ_FILE]
+        ) as stream:
+            async for event in stream:
+                kinds.append(event.type)
+            message = await stream.get_final_message()
+        assert kinds[0] == "message_start"
+        assert kinds[-2:] == ["message_delta", "message_stop"]
+        assert kinds.count("content_block_start") == kinds.count("content_block_stop") == 2
+        assert [b.type for b in message.content] == ["text", "tool_use"]
+        assert message.content[0].type == "text"
+        assert message.content[0].text == words
+        call = message.content[1]
+        assert call.type == "tool_use"
+        assert call.input == {"path": "a.txt"}
+        assert message.stop_reason == "tool_use"
+        billed = fake.requests[-1].usage
+        assert billed is not None
+        assert message.usage.input_tokens == billed["input_tokens"]
+        assert message.usage.output_tokens == billed["output_tokens"] > 1
 
     async def test_wrong_key(self, fake: FakeAnthropic) -> None:
         """A wrong key raises AuthenticationError."""
@@ -616,6 +648,32 @@ class TestOpenAI:
         with pytest.raises(openai.InternalServerError) as caught:
             await gpt.chat.completions.create(model="m", messages=[HELLO[0]])
         assert caught.value.status_code == 503
+
+    async def test_streams_chunks_and_usage_when_asked(
+        self, openai_fake: FakeOpenAI, gpt: openai.AsyncOpenAI
+    ) -> None:
+        """``stream: true`` answers with chunks; the usage chunk comes only with
+        ``stream_options.include_usage``, which is refused without ``stream``."""
+        openai_fake.script(Text("A streamed answer in several small deltas."), Text("again"))
+        stream = await gpt.chat.completions.create(
+            model="m",
+            messages=[HELLO[0]],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        texts, usage = [], None
+        async for chunk in stream:
+            texts += [c.delta.content or "" for c in chunk.choices]
+            usage = chunk.usage or usage
+        assert "".join(texts) == "A streamed answer in several small deltas."
+        assert usage is not None
+        assert usage.completion_tokens == count_tokens("A streamed answer in several small deltas.")
+        quiet = await gpt.chat.completions.create(model="m", messages=[HELLO[0]], stream=True)
+        assert [chunk.usage async for chunk in quiet if chunk.usage is not None] == []
+        with pytest.raises(openai.BadRequestError, match="only allowed when 'stream'"):
+            await gpt.chat.completions.create(
+                model="m", messages=[HELLO[0]], stream_options={"include_usage": True}
+            )
 
     async def test_any_key_when_none_is_configured(self) -> None:
         """api_key=None accepts any key, as Ollama does."""

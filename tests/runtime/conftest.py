@@ -20,6 +20,7 @@ from mcos.models.offline import OfflineModel
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
 from mcos.server.factory import channel_bindings, page_routes
+from mcos.server.gateway.keys import gateway_agents
 from tests.api.conftest import LiveServer, migrate, serve
 
 FAST = RuntimeSettings(batch_window=0, visibility=60)
@@ -105,6 +106,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             budgets=budgets or {},
             channels=channels | overrides.pop("channels", {}),
             page_routes=overrides.pop("page_routes", None) or page_routes(fleet),
+            gateway=overrides.pop("gateway", None) or gateway_agents(fleet),
             models=overrides.pop("models", None) or {n: a.model for n, a in fleet.agents.items()},
             prices=overrides.pop("prices", None) or fleet.price_table(),
             **overrides,

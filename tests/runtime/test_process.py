@@ -10,18 +10,17 @@ from mcos.exceptions import EX_CONFIG
 from mcos.runtime.process import run_agent
 from tests.runtime.conftest import RigFactory
 
+DIRECT = 'model = { provider = "anthropic", id = "claude-sonnet-4-6", route = "direct" }\n'
+"""Gene calls Anthropic itself, with its own key: it resolves the key at start."""
+
 
 def _pointed_at(fleet: Fleet, url: str) -> Fleet:
     return fleet.model_copy(update={"server": fleet.server.model_copy(update={"url": url})})
 
 
 async def test_a_missing_key_is_misconfigured_not_running(rig_factory: RigFactory) -> None:
-    rig = rig_factory(
-        {
-            "gene": 'model = { provider = "anthropic", id = "claude-sonnet-4-6" }\n'
-            'key = "env:MCOS_TEST_GENE_KEY_THAT_IS_NOT_SET"'
-        }
-    )
+    """Direct mode: the agent resolves its key at start, and stops there without it."""
+    rig = rig_factory({"gene": DIRECT + 'key = "env:MCOS_TEST_GENE_KEY_THAT_IS_NOT_SET"'})
     fleet = _pointed_at(rig.fleet, rig.server.url)
     code = await run_agent(fleet, "gene", rig.server.tokens["gene"])
     assert code == EX_CONFIG
@@ -35,12 +34,7 @@ async def test_an_empty_key_is_misconfigured(
     rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MCOS_TEST_GENE_KEY", "   ")
-    rig = rig_factory(
-        {
-            "gene": 'model = { provider = "anthropic", id = "claude-sonnet-4-6" }\n'
-            'key = "env:MCOS_TEST_GENE_KEY"'
-        }
-    )
+    rig = rig_factory({"gene": DIRECT + 'key = "env:MCOS_TEST_GENE_KEY"'})
     code = await run_agent(
         _pointed_at(rig.fleet, rig.server.url), "gene", rig.server.tokens["gene"]
     )

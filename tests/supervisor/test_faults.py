@@ -156,8 +156,8 @@ def test_an_empty_key_is_misconfigured_without_a_restart_loop(
     monkeypatch.setenv("MCOS_TEST_EMPTY_KEY", "")
     agents = AGENTS.replace(
         'role = "ops"\nhost = "mini"',
-        'role = "ops"\nhost = "mini"\nmodel = { provider = "anthropic", id = "claude-sonnet-4-6" }'
-        '\nkey = "env:MCOS_TEST_EMPTY_KEY"',
+        'role = "ops"\nhost = "mini"\nmodel = { provider = "anthropic", id = "claude-sonnet-4-6", '
+        'route = "direct" }\nkey = "env:MCOS_TEST_EMPTY_KEY"',
     )
     rig = fleet_rig_factory(agents)
     sup = rig.up("mini")

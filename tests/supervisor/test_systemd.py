@@ -71,10 +71,14 @@ def test_generated_units_verify_clean_and_pass_the_lint(units: list[Path]) -> No
         "Type=notify",
         "WatchdogSec=30",
         "StartLimitBurst=5",
-        "LoadCredential=jarvis-anthropic:/etc/mcos/credentials/demo/jarvis-anthropic",
     ):
         assert line in supervisor
     assert "Environment=" not in supervisor
+    # jarvis calls its model through Mission Control: the key is Mission Control's to load.
+    server = next(u for u in units if u.name.endswith("-server.service")).read_text()
+    credential = "LoadCredential=jarvis-anthropic:/etc/mcos/credentials/demo/jarvis-anthropic"
+    assert credential in server
+    assert credential not in supervisor
 
 
 def test_the_lint_catches_what_verify_lets_pass(tmp_path: Path) -> None:

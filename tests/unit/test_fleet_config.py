@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mcos.config import check_fleet, load_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
+from mcos.config.secrets import GATEWAY_NOTE
 from mcos.exceptions import ConfigError, ConfigErrors
 
 BASE = """
@@ -220,8 +221,8 @@ class TestConfigCheck:
         )
         assert checked(path) == [
             f"{path}: agents.gene.key: agent gene: env:MCOS_TEST_KEY_B holds an unexpanded "
-            "variable (${ANTHROPIC_KEY}), not a key",
-            f"{path}: agents.jarvis.key: agent jarvis: env:MCOS_TEST_KEY_A is empty",
+            f"variable (${{ANTHROPIC_KEY}}), not a key{GATEWAY_NOTE}",
+            f"{path}: agents.jarvis.key: agent jarvis: env:MCOS_TEST_KEY_A is empty{GATEWAY_NOTE}",
             f"{path}: channels.tg.token: channel tg: env:MCOS_TEST_TG_UNSET: the variable "
             "MCOS_TEST_TG_UNSET is not set",
         ]

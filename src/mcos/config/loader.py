@@ -303,7 +303,9 @@ def check_fleet(path: str | Path) -> list[str]:
     file = str(path)
     resolved = resolve_all(fleet)
     errors = [
-        ConfigError(file, r.use.where, f"{r.use.owner}: {r.problem}") for r in resolved if r.problem
+        ConfigError(file, r.use.where, f"{r.use.owner}: {r.problem}{r.use.note}")
+        for r in resolved
+        if r.problem
     ]
     errors.extend(shared_key_values(fleet, file, resolved))
     if errors:

@@ -245,6 +245,11 @@ class ModelConfig(_Model):
     """How the agent reaches its model: through Mission Control (holds the key, meters every
     call) or directly with its own key (weaker: the runtime reports its usage)."""
 
+    @property
+    def through_gateway(self) -> bool:
+        """Whether calls go through Mission Control (the offline model calls nothing)."""
+        return self.provider != "offline" and self.route == "gateway"
+
 
 class HeartbeatConfig(_Model):
     """When an agent wakes on its own."""

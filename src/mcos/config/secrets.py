@@ -75,6 +75,13 @@ def resolve_key(
     return _check(text, where, reference)
 
 
+GATEWAY_NOTE = (
+    " (its model calls go through Mission Control, which resolves this key where it runs)"
+)
+"""Said of an agent's key when its model calls go through the gateway: the key must resolve
+where Mission Control runs, and the agent's host needs none."""
+
+
 @dataclass(frozen=True)
 class KeyUse:
     """One key reference written in the fleet file, and where."""
@@ -84,6 +91,8 @@ class KeyUse:
     where: str
     """The key path: ``agents.jarvis.key``, ``channels.tg.token``, ``mcp.github.env.TOKEN``."""
     reference: str
+    note: str = ""
+    """Said after a problem with it (where it must resolve)."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,12 @@ def key_uses(fleet: Fleet) -> list[KeyUse]:
     """Every key reference of the fleet file: agents' keys, channels' secrets, MCP servers'
     environment values written as references."""
     uses = [
-        KeyUse(f"agent {name}", f"agents.{name}.key", a.key)
+        KeyUse(
+            f"agent {name}",
+            f"agents.{name}.key",
+            a.key,
+            GATEWAY_NOTE if a.model.through_gateway else "",
+        )
         for name, a in sorted(fleet.agents.items())
         if a.key is not None
     ]

@@ -8,7 +8,7 @@ agent cools down visibly, and a spend-limit answer is never retried.
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import anthropic
@@ -31,6 +31,7 @@ from mcos.exceptions import (
 )
 from mcos.models.anthropic_cache import place_breakpoints
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
+from mcos.models.gateway import gateway_error
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -54,6 +55,10 @@ class _Retryable(Exception):
 
 def _retry_after(error: anthropic.APIStatusError) -> float:
     headers = error.response.headers
+    try:  # Mission Control's gateway says it to the millisecond
+        return max(float(headers.get("retry-after-ms", "")) / 1000, 0.001)
+    except ValueError:
+        pass
     for name in ("retry-after", "anthropic-ratelimit-requests-reset"):
         value = headers.get(name)
         if value is None:
@@ -166,7 +171,9 @@ def _usage(usage: anthropic.types.Usage) -> Usage:
 
 
 class AnthropicModel:
-    """Claude through ``anthropic.AsyncAnthropic``, with the agent's own key."""
+    """Claude through ``anthropic.AsyncAnthropic``: with the agent's own key (direct mode), or
+    through Mission Control's gateway with the agent's Mission Control token and no key
+    (``auth_token``; ``metered``: Mission Control meters each call)."""
 
     provider = PROVIDER
     caches = True
@@ -175,7 +182,7 @@ class AnthropicModel:
     def __init__(
         self,
         model: str,
-        api_key: str,
+        api_key: str | None,
         price: Pricing,
         *,
         base_url: str | None = None,
@@ -183,23 +190,36 @@ class AnthropicModel:
         backoff_cap: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         timeout: float = 600.0,
+        auth_token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        metered: bool = False,
     ) -> None:
+        if (api_key is None) == (auth_token is None):
+            msg = "an anthropic model needs either a key or (through the gateway) a token"
+            raise ValueError(msg)
         self.model = model
         self.label = model
         self.price = price
+        self.metered = metered
         self._attempts = attempts
         self._backoff_cap = backoff_cap
         self._sleep = sleep
-        # base_url None lets the SDK read ANTHROPIC_BASE_URL, then its default.
+        # base_url None lets the SDK read ANTHROPIC_BASE_URL, then its default. An explicit
+        # credential keeps the SDK from reading any key from the environment.
         self._client = anthropic.AsyncAnthropic(
-            api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key,
+            auth_token=auth_token,
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            default_headers=dict(headers or {}),
         )
 
     async def _once(self, body: dict[str, Any]) -> anthropic.types.Message:
         try:
             message: anthropic.types.Message = await self._client.messages.create(**body)
         except anthropic.APIError as e:
-            raise _classify(e) from e
+            raise (gateway_error(e) or _classify(e)) from e
         return message
 
     async def complete(self, request: ModelRequest) -> ModelReply:

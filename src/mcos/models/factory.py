@@ -1,4 +1,5 @@
-"""The provider an agent's configuration names, with its key and price."""
+"""The provider an agent's configuration names, with its key (or its way through Mission
+Control's gateway) and its price."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from mcos.domain.prices import price_for
 from mcos.domain.redaction import remember
 from mcos.exceptions import ConfigError
 from mcos.models.base import ModelProvider
+from mcos.models.gateway import GatewayAccess
 from mcos.models.offline import OfflineModel
 
 
@@ -20,27 +22,57 @@ def make_provider(
     prices: dict[str, Price],
     *,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    gateway: GatewayAccess | None = None,
 ) -> ModelProvider:
     """Anthropic, OpenAI-compatible or offline, priced by ``prices`` (the fleet file's ``[prices]``)
     first, then genai-prices. A model nothing prices counts as free: the fleet file is refused
-    at load when such a model has a dollar budget to keep (``mcos.config.loader``)."""
+    at load when such a model has a dollar budget to keep (``mcos.config.loader``).
+
+    ``gateway`` given (an agent process whose model's ``route`` is ``gateway``): the provider
+    calls through Mission Control with the agent's token, holds no key (``key`` must be None)
+    and is ``metered``. Without it, the provider calls the API itself with ``key``.
+    """
     model = agent.model
     if key is not None:
         remember(key)  # whoever built the provider, its key is redacted wherever it surfaces
     price = price_for(model.provider, model.id, prices, model.base_url) or FREE
     if model.provider == "offline":
         return OfflineModel(model.id, price)
+    if gateway is not None and key is not None:
+        msg = "a provider through Mission Control's gateway holds no key"
+        raise ValueError(msg)
     # Each SDK is imported only by the agents that use it: an offline agent starts in a
     # fraction of the time and memory.
     if model.provider == "anthropic":
         from mcos.models.anthropic import AnthropicModel  # noqa: PLC0415
 
+        if gateway is not None:
+            return AnthropicModel(
+                model.id,
+                None,
+                price,
+                base_url=gateway.base_url("anthropic"),
+                sleep=sleep,
+                auth_token=gateway.token,
+                headers=gateway.headers,
+                metered=True,
+            )
         if key is None:
             msg = "an anthropic model needs a key"
             raise ValueError(msg)
         return AnthropicModel(model.id, key, price, base_url=model.base_url, sleep=sleep)
     from mcos.models.openai_compat import OpenAICompatModel  # noqa: PLC0415
 
+    if gateway is not None:
+        return OpenAICompatModel(
+            model.id,
+            gateway.token,
+            price,
+            base_url=gateway.base_url("openai"),
+            sleep=sleep,
+            headers=gateway.headers,
+            metered=True,
+        )
     return OpenAICompatModel(model.id, key, price, base_url=model.base_url, sleep=sleep)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import openai
@@ -33,6 +33,7 @@ from mcos.models.base import (
     ToolCall,
     ToolResult,
 )
+from mcos.models.gateway import gateway_error
 
 PROVIDER = "openai"
 DEFAULT_RETRY_AFTER = 60.0
@@ -42,6 +43,18 @@ class _Retryable(Exception):
     def __init__(self, error: ModelUnavailable) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+def _retry_after(error: openai.APIStatusError) -> float:
+    headers = error.response.headers
+    try:  # Mission Control's gateway says it to the millisecond
+        return max(float(headers.get("retry-after-ms", "")) / 1000, 0.001)
+    except ValueError:
+        pass
+    try:
+        return max(float(headers.get("retry-after", "")), 1.0)
+    except ValueError:
+        return DEFAULT_RETRY_AFTER
 
 
 def _classify(error: openai.APIError) -> ModelError | _Retryable:
@@ -58,10 +71,7 @@ def _classify(error: openai.APIError) -> ModelError | _Retryable:
             status_code=status,
         )
     if status == 429:
-        try:
-            wait = max(float(error.response.headers.get("retry-after", "")), 1.0)
-        except ValueError:
-            wait = DEFAULT_RETRY_AFTER
+        wait = _retry_after(error)
         return RateLimited(
             f"openai 429: retry after {wait:g}s ({said})", provider=PROVIDER, retry_after=wait
         )
@@ -110,7 +120,11 @@ def _arguments(raw: str) -> dict[str, Any]:
 
 
 class OpenAICompatModel:
-    """A model behind an OpenAI-compatible server; prompt caching, if any, is the server's."""
+    """A model behind an OpenAI-compatible server; prompt caching, if any, is the server's.
+
+    Through Mission Control's gateway, ``api_key`` is the agent's Mission Control token, the
+    base URL Mission Control's, and ``metered`` says Mission Control meters each call.
+    """
 
     provider = PROVIDER
     caches = False
@@ -127,23 +141,30 @@ class OpenAICompatModel:
         backoff_cap: float = 30.0,
         sleep: Callable[[float], Awaitable[None]] | None = None,
         timeout: float = 600.0,
+        headers: Mapping[str, str] | None = None,
+        metered: bool = False,
     ) -> None:
         self.model = model
         self.label = model
         self.price = price
+        self.metered = metered
         self._attempts = attempts
         self._backoff_cap = backoff_cap
         self._sleep = sleep
         # Local servers ignore the key, but the SDK insists on one.
         self._client = openai.AsyncOpenAI(
-            api_key=api_key or "unused", base_url=base_url, max_retries=0, timeout=timeout
+            api_key=api_key or "unused",
+            base_url=base_url,
+            max_retries=0,
+            timeout=timeout,
+            default_headers=dict(headers or {}),
         )
 
     async def _once(self, body: dict[str, Any]) -> ChatCompletion:
         try:
             completion: ChatCompletion = await self._client.chat.completions.create(**body)
         except openai.APIError as e:
-            raise _classify(e) from e
+            raise (gateway_error(e) or _classify(e)) from e
         return completion
 
     async def complete(self, request: ModelRequest) -> ModelReply:

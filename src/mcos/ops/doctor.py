@@ -22,7 +22,7 @@ import httpx
 from mcos.config import load_fleet
 from mcos.config.loader import shared_key_values
 from mcos.config.models import Fleet
-from mcos.config.secrets import Resolved, resolve_all
+from mcos.config.secrets import GATEWAY_NOTE, Resolved, resolve_all
 from mcos.domain.prices import ListedPrice, deprecation_of
 from mcos.domain.redaction import redact
 from mcos.exceptions import ConfigErrors, McosError
@@ -108,8 +108,10 @@ async def _secrets(fleet: Fleet, resolved: list[Resolved], *, live: bool = False
                 )
             continue
         key = keys[f"agents.{name}.key"]
+        gateway = agent.model.through_gateway
         if key.problem:
-            out.append(Verdict(f"secret {name}", "fail", key.problem, _secret_fix(agent.key)))
+            problem = key.problem + (GATEWAY_NOTE if gateway else "")
+            out.append(Verdict(f"secret {name}", "fail", problem, _secret_fix(agent.key, gateway)))
             continue
         value = key.value
         detail = f"{agent.key} present ({len(value)} chars)"
@@ -126,16 +128,17 @@ async def _secrets(fleet: Fleet, resolved: list[Resolved], *, live: bool = False
                 )
                 continue
             detail += f"; accepted by {agent.model.provider}"
-        out.append(Verdict(f"secret {name}", "ok", detail))
+        out.append(Verdict(f"secret {name}", "ok", detail + (GATEWAY_NOTE if gateway else "")))
     if not out:
         out.append(Verdict("secrets", "ok", "no agent needs a key (offline models)"))
     return out
 
 
-def _secret_fix(reference: str) -> str:
+def _secret_fix(reference: str, gateway: bool = False) -> str:
     kind, _, name = reference.partition(":")
+    service = "Mission Control's" if gateway else "the service's"
     return {
-        "env": f"export {name}=… in the service's environment (a systemd credential is safer)",
+        "env": f"export {name}=… in {service} environment (a systemd credential is safer)",
         "file": f"write the key to {name} (mode 0600)",
         "credential": f"add LoadCredential={name}:/path/to/key to the unit",
     }.get(kind, "fix the key reference")

@@ -31,7 +31,7 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.heartbeat import ActiveHours, Finding, next_beat
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact
-from mcos.exceptions import Fenced, McosError
+from mcos.exceptions import Fenced, KeyUnavailable, McosError
 from mcos.models.base import ModelProvider
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import run_check
@@ -503,6 +503,8 @@ class AgentRuntime(FirstLook, TurnLoop, Schedule):
                     stepping.result()
                 except Fenced:
                     raise  # another instance runs this agent now: stop at once
+                except KeyUnavailable:
+                    raise  # no model call can succeed: stop, reported misconfigured
                 except McosError as e:
                     log.warning("%s: %s", self.name, e.message)
                     await self.clock.sleep(2)

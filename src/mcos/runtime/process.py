@@ -1,4 +1,5 @@
-"""An agent as an OS process: resolve its key, measure the clock, run the loop, stop on signals."""
+"""An agent as an OS process: its model (through Mission Control, or with its own key), the clock
+measured, the loop run, stopped on signals."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import signal
 from datetime import datetime
 
 from mcos.client import AsyncClient, Calls
-from mcos.config.models import Fleet
+from mcos.config.models import Fleet, parse_key_ref
 from mcos.config.secrets import resolve_key
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.redaction import remember
 from mcos.exceptions import EX_CONFIG, ConfigError, Fenced, McosError
 from mcos.models.factory import make_provider
+from mcos.models.gateway import GatewayAccess
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
 from mcos.runtime.sidecars import Sidecars
@@ -34,6 +36,17 @@ async def _beat(fd: int, every: float) -> None:
         except OSError:
             return  # the supervisor is gone; PR_SET_PDEATHSIG will end us
         await asyncio.sleep(every)
+
+
+def forget_key_variable(reference: str | None) -> None:
+    """Drop an ``env:`` key reference's variable from this process's environment, should it
+    have inherited it: an agent whose calls go through Mission Control, and everything it
+    starts (tools, MCP servers, sidecars), holds no model key."""
+    if reference is None:
+        return
+    ref = parse_key_ref(reference)
+    if ref.kind == "env":
+        os.environ.pop(ref.name, None)
 
 
 async def _misconfigured(client: AsyncClient, name: str, error: ConfigError) -> int:
@@ -64,12 +77,15 @@ async def run_agent(
         beating = asyncio.create_task(_beat(liveness_fd, liveness_every), name="liveness")
     async with AsyncClient(fleet.server.url, token, timeout=45, fence=fence) as client:
         try:
-            key = None
-            if config.key is not None:
+            key, gateway = None, None
+            if config.model.through_gateway:  # Mission Control holds the key: this process has none
+                gateway = GatewayAccess(fleet.server.url, token, fence)
+                forget_key_variable(config.key)
+            elif config.key is not None:
                 key = resolve_key(
                     config.key, where=f"{fleet.path}: agents.{name}", base_dir=fleet.base_dir
                 )
-            provider = make_provider(config, key, fleet.price_table())
+            provider = make_provider(config, key, fleet.price_table(), gateway=gateway)
         except ConfigError as e:
             return await _misconfigured(client, name, e)
         clock = MissionClock()

@@ -27,6 +27,8 @@ from mcos.server import dashboard, dead_letters, errors
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
+from mcos.server.gateway import routes as gateway_routes
+from mcos.server.gateway.proxy import Gateway
 from mcos.server.governance import Governance
 from mcos.server.limits import BodySizeLimit, JsonBodyGuard
 from mcos.server.metrics import Metrics
@@ -233,6 +235,7 @@ def create_app(
                 for channel in mc.pager.channels.values():
                     with contextlib.suppress(Exception):
                         await channel.aclose()
+            await gateway.aclose()
             try:
                 await checkpoints.checkpoint()
             except (McosError, OSError) as e:
@@ -246,6 +249,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.mc = mc
+    app.state.gateway = gateway = Gateway(mc)
     errors.install(app)
     for module in (
         system,
@@ -262,9 +266,14 @@ def create_app(
     ):
         app.include_router(module.router)
     app.include_router(channels.pages)
+    app.include_router(gateway_routes.router)
     dashboard.install(app)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
-    app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        limit=settings.max_body_bytes,
+        wider={gateway_routes.PREFIX + "/": settings.max_model_body_bytes},
+    )
     app.add_middleware(SecurityHeaders)
     return app

@@ -27,6 +27,7 @@ from mcos.store import Directory, Store
 
 if TYPE_CHECKING:
     from mcos.server.audit_checkpoint import AuditCheckpoints
+    from mcos.server.gateway.keys import GatewayAgent
     from mcos.server.paging import Pager
 
 
@@ -107,8 +108,16 @@ class ServerSettings:
     host_agents: dict[str, frozenset[str]] = field(default_factory=dict)
     """Each host of the fleet and the agents its supervisor may run (placed there or failing
     over to it): all a host token may touch."""
+    gateway: dict[str, GatewayAgent] = field(default_factory=dict)
+    """The agents whose model calls go through Mission Control: their models and key references
+    (resolved here, at each call)."""
+    max_model_body_bytes: int = 32 * 1024 * 1024
+    """The body limit of the model gateway's routes (a long conversation; the providers'
+    own limit)."""
     models: dict[str, ModelConfig] = field(default_factory=dict)
     """Each agent's model: the only one Mission Control meters (prices and reserves) for it."""
+    triage_models: dict[str, ModelConfig] = field(default_factory=dict)
+    """Each agent's ``triage_model``, where it has one: metered like its model."""
     prices: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     """The fleet file's ``[prices]`` and the free offline model: they override genai-prices."""
     min_output_tokens: int = MIN_OUTPUT_TOKENS

@@ -19,6 +19,7 @@ from mcos.exceptions import ConfigError
 from mcos.ops.filemodes import private_dir, private_file
 from mcos.server.app import OPERATOR_TOKEN_FILE, create_app
 from mcos.server.context import ChannelBinding, ServerSettings
+from mcos.server.gateway.keys import gateway_agents
 from mcos.store import make_store
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ def settings_for(fleet: Fleet) -> ServerSettings:
             )
         ),
         host_agents=host_agents(fleet),
+        gateway=gateway_agents(fleet),
         models={name: a.model for name, a in fleet.agents.items()},
+        triage_models={n: a.triage_model for n, a in fleet.agents.items() if a.triage_model},
         prices=fleet.price_table(),
         webhook_secrets={
             name: resolve_key(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,17 +26,27 @@ class BodySizeLimit:
     failure while reading into its own 400), the response is this 413.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, wider: Mapping[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.wider = dict(wider or {})
+        """Path prefixes with a limit of their own (the model gateway's long conversations)."""
+
+    def limit_for(self, path: str) -> int:
+        """The body limit of a request to ``path``."""
+        for prefix, limit in self.wider.items():
+            if path.startswith(prefix):
+                return limit
+        return self.limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit_for(scope.get("path", ""))
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._refuse(send, int(value))
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._refuse(send, int(value), limit)
                 return
         seen = 0
         started = False
@@ -47,7 +57,7 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     too_large = True
                     raise BodyTooLarge
             return message
@@ -57,7 +67,7 @@ class BodySizeLimit:
             if too_large:
                 if message["type"] == "http.response.start" and not started:
                     started = True
-                    await self._refuse(send, seen)
+                    await self._refuse(send, seen, limit)
                 return  # whatever the app answered to a body it could not read is replaced
             if message["type"] == "http.response.start":
                 started = True
@@ -67,15 +77,15 @@ class BodySizeLimit:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send, seen)
+                await self._refuse(send, seen, limit)
 
-    async def _refuse(self, send: Send, size: int) -> None:
+    async def _refuse(self, send: Send, size: int, limit: int) -> None:
         body = json.dumps(
             {
                 "error": {
                     "code": "payload_too_large",
-                    "message": f"request body is {size} bytes; the limit is {self.limit}",
-                    "details": {"limit": self.limit},
+                    "message": f"request body is {size} bytes; the limit is {limit}",
+                    "details": {"limit": limit},
                 }
             }
         ).encode()

@@ -57,6 +57,9 @@ class Meter:
         """``agent``'s configuration of ``model``; ``Forbidden`` for a model it is not configured
         with (an agent cannot pick a cheaper price by naming another model)."""
         config = self.mc.settings.models.get(agent)
+        triage = self.mc.settings.triage_models.get(agent)
+        if config is not None and triage is not None and triage.id == model != config.id:
+            return triage
         if config is None or config.id != model:
             configured = "no model" if config is None else f"model {config.id!r}"
             rule = f"{agent} is configured with {configured}, not {model!r}"

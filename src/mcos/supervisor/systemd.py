@@ -97,19 +97,29 @@ def generate(
 ) -> list[Unit]:
     """Units for Mission Control and for the supervisor of ``host``.
 
-    Keys reach agents through ``LoadCredential=`` (the ``credential:NAME`` references), never
-    ``Environment=``, which any local user can read with ``systemctl show``.
+    Keys are loaded through ``LoadCredential=`` (the ``credential:NAME`` references), never
+    ``Environment=``, which any local user can read with ``systemctl show``: into Mission
+    Control's unit for the agents whose calls go through its gateway, into the supervisor's
+    for the agents of ``host`` that call their model directly.
     """
     workdir = fleet.base_dir
     slug = re.sub(r"[^a-z0-9-]", "-", fleet.fleet.name.lower())
-    credentials = sorted(
-        {
-            a.key.split(":", 1)[1]
-            for a in fleet.agents.values()
-            if a.host == host and a.key and a.key.startswith("credential:")
-        }
-    )
-    load = "\n".join(f"LoadCredential={c}:/etc/mcos/credentials/{slug}/{c}" for c in credentials)
+
+    def load_credentials(through_gateway: bool, on_host: str | None) -> str:
+        names = sorted(
+            {
+                a.key.split(":", 1)[1]
+                for a in fleet.agents.values()
+                if a.key
+                and a.key.startswith("credential:")
+                and a.model.through_gateway == through_gateway
+                and on_host in (None, a.host)
+            }
+        )
+        return "\n".join(f"LoadCredential={c}:/etc/mcos/credentials/{slug}/{c}" for c in names)
+
+    load = load_credentials(through_gateway=False, on_host=host)
+    server_load = load_credentials(through_gateway=True, on_host=None)
     start_limits = "StartLimitIntervalSec=300\nStartLimitBurst=5"
     server = Unit(
         f"mcos-{slug}-server.service",
@@ -123,10 +133,11 @@ Wants=network-online.target
 Type=simple
 ExecStart={_exec("server", "--fleet", str(fleet.path))}
 {_common(user, workdir)}
+{server_load}
 
 [Install]
 WantedBy=multi-user.target
-""",
+""".replace("\n\n\n", "\n\n"),
     )
     supervisor = Unit(
         f"mcos-{slug}-{host}.service",
