@@ -355,7 +355,8 @@ def check_messages(messages: object) -> None:
 
 
 def check_tool_pairing(roles: list[str], blocks_of: list[list[JSON]]) -> None:
-    """Every tool_result answers a tool_use of the message just before, and vice versa."""
+    """Every tool_result answers a tool_use of the message just before, and vice versa; in a
+    user message the tool results come first, any text after them."""
     seen: set[str] = set()
     for i, blocks in enumerate(blocks_of):
         for j, block in enumerate(blocks):
@@ -378,6 +379,13 @@ def check_tool_pairing(roles: list[str], blocks_of: list[list[JSON]]) -> None:
                     f"{block['tool_use_id']}. Each `tool_result` block must have a "
                     "corresponding `tool_use` block in the previous message.",
                 )
+        results = [j for j, b in enumerate(blocks) if b["type"] == "tool_result"]
+        others = [j for j, b in enumerate(blocks) if b["type"] != "tool_result"]
+        if results and others and others[0] < results[-1]:
+            raise invalid(
+                f"messages.{i}.content",
+                "`tool_result` blocks must come first in a user message, before any text",
+            )
         answered = {b["tool_use_id"] for b in blocks if b["type"] == "tool_result"}
         missing = [tool_id for tool_id in asked if tool_id not in answered]
         if missing:

@@ -449,6 +449,26 @@ class TestAnthropicErrors:
         assert fake.pending == 1, "an invalid request does not consume the script"
         assert fake.requests[0].response_status == 400
 
+    async def test_tool_results_come_before_text(self, claude: anthropic.AsyncAnthropic) -> None:
+        """In a user message the tool results come first; text may only follow them."""
+        use = {"type": "tool_use", "id": "toolu_a", "name": "read_file", "input": {}}
+        result = {"type": "tool_result", "tool_use_id": "toolu_a", "content": "x"}
+        note = {"type": "text", "text": "and now?"}
+        asked: list[Any] = [{"role": "user", "content": "read it"}]
+        asked.append({"role": "assistant", "content": [use]})
+        with pytest.raises(anthropic.BadRequestError, match=r"messages\.2\.content: `tool_result`"):
+            await claude.messages.create(
+                model=MODEL,
+                max_tokens=10,
+                messages=[*asked, {"role": "user", "content": [note, result]}],
+            )
+        answer = await claude.messages.create(
+            model=MODEL,
+            max_tokens=10,
+            messages=[*asked, {"role": "user", "content": [result, note]}],
+        )
+        assert answer.content
+
     @pytest.mark.parametrize(
         ("messages", "field"),
         [

@@ -348,13 +348,13 @@ class TestAgent:
         await gene.turn(TurnKind.MAIN, "What time is it in Paris?")
         assert len(fake.requests) == 3
         offered = [t["name"] for t in fake.requests[0].body["tools"]]
-        assert offered == ["memory_write", "time__get_current_time"]
-        [answer] = fake.requests[1].body["messages"][-1]["content"]
+        assert offered == ["memory_write", "write_workstate", "time__get_current_time"]
+        [answer, _now] = fake.requests[1].body["messages"][-1]["content"]
         assert answer["type"] == "tool_result"
         assert answer.get("is_error") is not True
         assert "UNTRUSTED content from MCP server time" in answer["content"]
         assert '"timezone": "Europe/Paris"' in answer["content"]
-        [refused] = fake.requests[2].body["messages"][-1]["content"]
+        [refused, _now] = fake.requests[2].body["messages"][-1]["content"]
         assert refused["is_error"] is True
         assert "not allowed for gene" in refused["content"]
         audit = await rig.client().do(Calls.audit(action="runtime.tool.refused"))

@@ -298,6 +298,10 @@ def turn_cache_ttl(turn_gap: timedelta, calls_per_turn: float) -> CacheTTL:
     writes (1.25 for 5 minutes, 2.0 for an hour), and its tool-loop calls seconds later read.
     Event-driven turns hours apart with a tool round or two favour the 5-minute cache; beats
     30 minutes apart favour the hour; a lone call hours apart is cheapest uncached.
+
+    The cached prompt is the stable prefix and the conversation up to the last call (each call
+    reads back what the one before wrote), so the same costs hold for it. The two averages are
+    fed only by calls that succeeded: a refused or failed call reads nothing.
     """
     rest = max(calls_per_turn - 1, 0) * CACHE_READ
 

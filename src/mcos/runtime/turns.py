@@ -280,6 +280,7 @@ class TurnLoop(AgentState):
         extra = self._workstate_tools() if main else ()
         actions_before = len(self.ctx.actions)
         calls = 0
+        flush_tried = seen_untrusted = False
         await self._report_running(kind)
         learned = self._turn_starts(now)
         self.busy = True
@@ -291,12 +292,15 @@ class TurnLoop(AgentState):
                 turns.append(reply.turn)
                 if not reply.tool_calls:
                     break
-                self.ctx.tainted = tainted(turns)
+                # Outside content seen in this turn taints the rest of it, a compaction included.
+                seen_untrusted = seen_untrusted or tainted(turns)
+                self.ctx.tainted = seen_untrusted
                 results = tuple([await self.tools.call(c, extra=extra) for c in reply.tool_calls])
                 append_user(turns, results)
                 if self.settings.end_on_actions and only_done_actions(reply, results):
                     break  # the results reach the model at the start of its next turn
-                if self._context_full():  # before the next round, not only after the turn
+                if not flush_tried and self._context_full():  # before the next round
+                    flush_tried = True  # once a turn: a model that will not save is not asked again
                     turns = await self._flush_mid_turn(prompt, turns, isolated=not main)
             else:
                 self._log(f"{kind.value} turn stopped at {self.config.max_tool_rounds} tool rounds")
