@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from mcos.client import Calls
 from mcos.domain.curation import guardrail_lines
 from mcos.domain.heartbeat import Outcome
+from mcos.domain.messages import Priority
 from mcos.models.anthropic import AnthropicModel
 from mcos.models.base import ModelProvider
 from mcos.models.factory import make_provider
@@ -284,6 +286,12 @@ class TestCuration:
         )
         await beats_until(gene, clock, at(10) + timedelta(minutes=5))
         assert len(fake.requests) == 3
+        first = fake.requests[0].body
+        assert [t["name"] for t in first["tools"]] == ["curate_memory"]
+        asked = str(first["messages"][0])
+        assert "CURATE MEMORY" in asked
+        assert "decided: the shop ships with free returns" in asked
+        assert all(line in asked for line in guardrail_lines(MEMORY))
         root = rig.fleet.workspace_path("gene")
         assert (root / "MEMORY.md").read_text() == MEMORY
         assert not (root / PREVIOUS).exists()
@@ -329,3 +337,44 @@ class TestCuration:
         assert again.curator.mark == mark
         await beats_until(again, clock, at(20))
         assert again.stats.model_calls == 0
+
+
+async def test_a_simulated_day(rig_factory: RigFactory) -> None:
+    """From 06:00 to 07:15 the next day, beats every 30 minutes, active 07:00-23:00: mail
+    hourly (07:00 … 22:00, and 07:00 the next day) and calendar every 4 hours (riding along at
+    10, 14, 18, 22 and 07) make 17 routine turns; the curation runs once, at 07:00 the next day
+    (the first active beat after 24 hours); and no other beat calls the model."""
+    rig = rig_factory(hb(', active_hours = "07:00-23:00"'))
+    workspace_file(rig, "HEARTBEAT.md", HEARTBEAT.replace("interval: 2h", "interval: 4h"))
+    workspace_file(rig, "MEMORY.md", MEMORY)
+    clock = VirtualClock(at(6) + timedelta(seconds=10))  # beats drift a second early at most
+    gene = gene_on(rig, clock)
+    outcomes = await beats_until(gene, clock, at(7, days=1) + timedelta(minutes=15))
+    stats = gene.stats
+    assert len(outcomes) == stats.beats == 51
+    assert outcomes.count(Outcome.INACTIVE) == 18  # 06:00, 06:30, then 23:00 … 06:30
+    assert (stats.routine_turns, stats.curation_turns) == (17, 1)
+    assert stats.model_calls == stats.turns == 18
+    log = log_of(gene) + log_of(gene, days=1)
+    assert log.count("calendar (4h)") == 5
+    assert "curation (cadence)" in log_of(gene, days=1)
+
+
+async def test_an_urgent_finding_at_night_does_not_bring_the_routine_along(
+    rig_factory: RigFactory,
+) -> None:
+    """Outside active hours an urgent message wakes the model, alone: the items due by then
+    (mail, calendar) wait for the first active beat."""
+    rig = rig_factory(hb(', active_hours = "07:00-23:00"'))
+    workspace_file(rig, "HEARTBEAT.md", HEARTBEAT)
+    clock = VirtualClock(at(21) + timedelta(seconds=10))  # beats drift a second early at most
+    gene = gene_on(rig, clock)
+    await beats_until(gene, clock, at(23, 0) + timedelta(minutes=45))
+    assert gene.stats.routine_turns == 1  # mail at 22:00; 23:00 is outside active hours
+    await rig.client().do(
+        Calls.send("gene", "The site is down.", subject="down", priority=Priority.URGENT)
+    )
+    assert await gene.claim() == 1
+    assert await gene.heartbeat() is Outcome.TURN
+    assert (gene.stats.turns, gene.stats.routine_turns) == (2, 1)
+    assert log_of(gene).count("looked at routine") == 1

@@ -32,6 +32,7 @@ from mcos.domain.routines import (
     seen,
     show_interval,
 )
+from mcos.models.offline import CURATE_MARKER, curated
 
 T0 = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
 OPENCLAW = """# Heartbeat
@@ -454,3 +455,40 @@ class TestCurationDue:
     def test_off(self) -> None:
         """``every`` None: never."""
         assert self.due(1_000, 10**9, every=None) is None
+
+
+class TestOfflineCuration:
+    """The offline model's curation: valid by construction, whatever the sizes."""
+
+    @staticmethod
+    def turn(memory: str, logs: str, cap: int) -> str:
+        return (
+            f"{CURATE_MARKER}: distil your daily logs into MEMORY.md.\nAt most {cap:,} "
+            f"characters.\n<<<MEMORY.md\n{memory}\n>>>END MEMORY.md\n\n<<<LOGS\n{logs}\n>>>END LOGS"
+        )
+
+    def test_adds_the_days_notes_and_keeps_every_guardrail(self) -> None:
+        """The last distinct notes, not the runtime's bookkeeping, under a dated heading."""
+        logs = (
+            "## 2026-12-02\n- 08:00:00 started (offline model)\n"
+            "- 09:00:00 [offline model] decided: free returns\n"
+            "- 09:30:00 heartbeat turn (offline model): done\n"
+            "- 10:00:00 [offline model] decided: free returns\n"
+        )
+        new = curated(self.turn(MEMORY, logs, 10_000))
+        assert refusal(MEMORY, new, 10_000) is None
+        assert new.count("- decided: free returns") == 1
+        assert "started" not in new.split("# Distilled")[1]
+        assert "# Distilled from the daily logs 2026-12-02 (offline model)" in new
+
+    @given(st.integers(min_value=400, max_value=3_000), st.integers(min_value=0, max_value=80))
+    def test_fits_the_cap_by_dropping_old_lines_never_guardrails(
+        self, cap: int, extra: int
+    ) -> None:
+        """A MEMORY.md grown past the cap is cut from its oldest plain lines down to it."""
+        memory = MEMORY + "".join(
+            f"- fact number {i} worth keeping a while\n" for i in range(extra)
+        )
+        logs = "## 2026-12-02\n" + "".join(f"- 09:00:{i:02d} note {i}\n" for i in range(30))
+        new = curated(self.turn(memory, logs, cap))
+        assert refusal(memory, new, cap) is None

@@ -61,9 +61,10 @@ def decide(
 ) -> Decision:
     """One beat's decision from its deterministic findings.
 
-    ``routine`` is true when HEARTBEAT.md asks for standing work every beat; an empty or
-    comments-only HEARTBEAT.md makes it false, and a beat with no findings then never calls the
-    model. Urgent findings are handled even outside active hours.
+    ``routine`` is true when routine items of HEARTBEAT.md are due at this beat, each at its
+    own cadence (:func:`mcos.domain.routines.due_tasks`); an empty or comments-only HEARTBEAT.md
+    has none, and a beat with no findings then never calls the model. Urgent findings are
+    handled even outside active hours.
     """
     urgent = tuple(f for f in findings if f.urgency is Urgency.URGENT)
     if not active:

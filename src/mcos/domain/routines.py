@@ -96,10 +96,6 @@ class Routines:
     problems: tuple[str, ...] = ()
     """``HEARTBEAT.md line 7: …`` — one line each, for the daily log."""
 
-    def by_name(self) -> dict[str, Task]:
-        """The tasks by name."""
-        return {t.name: t for t in self.tasks}
-
 
 def _blanked(text: str) -> list[str]:
     """The file's lines with frontmatter and HTML comments blanked (line numbers kept)."""

@@ -175,6 +175,7 @@ class Schedule(AgentState):
         empty = self.workspace.heartbeat_disabled()
         disabled = empty and not self.config.checks
         due = () if empty else self._due_routines(now)
+        due = due if active else ()  # they wait for active hours (urgent findings do not)
         decision = decide(
             [] if disabled else found, active=active, over_budget=blocked, routine=bool(due)
         )
