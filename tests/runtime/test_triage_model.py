@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from mcos.cli import _notes
 from mcos.client import AsyncClient, Calls
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import Limits, Usage, cost_micros
@@ -21,8 +22,10 @@ from mcos.domain.prices import price_for
 from mcos.models.factory import make_provider
 from mcos.models.openai_compat import OpenAICompatModel
 from mcos.runtime.agent import AgentRuntime
+from mcos.server.severity import PAUSED_BY
 from tests.fakes.anthropic_server import ApiError, FakeAnthropic, RateLimited, Text, ToolUse
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.scripts import Scripted, ScriptedServer
 from tests.runtime.conftest import Rig, RigFactory
 
 KEY = "sk-ant-test-gene"
@@ -80,6 +83,14 @@ async def fyi(jarvis: AsyncClient, subject: str, body: str = "All green.") -> in
     return sent.message.id
 
 
+async def wake(gene: AgentRuntime, fake: ScriptedServer | None = None, *answers: Scripted) -> bool:
+    """Gene claims its inbox and handles what it holds, the model API answering ``answers``."""
+    if fake is not None:
+        fake.script(*answers)
+    await gene.claim()
+    return await gene.handle_messages()
+
+
 def daily_log(gene: AgentRuntime) -> str:
     return gene.workspace.daily_log(gene.clock.now()).read_text()
 
@@ -87,17 +98,14 @@ def daily_log(gene: AgentRuntime) -> str:
 async def test_fyi_messages_are_settled_by_one_cheap_call_and_no_main_call(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     second = await fyi(jarvis, "deploy 41 finished", "Deploy 41 is live; nothing to do.")
     fake.script(
         decision(False, "status news only", (first, False, "backup report"),
                  (second, False, "deploy report"))
     )  # fmt: skip
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake)
 
     assert len(fake.requests) == 1  # the first look, and no main call
     body = fake.requests[0].body
@@ -121,12 +129,9 @@ async def test_the_triage_call_is_metered_at_the_triage_models_price(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
     rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
-    fake.script(decision(False, "news", (first, False, "backup report")))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake, decision(False, "news", (first, False, "backup report")))
     billed = fake.requests[0].usage
     assert billed is not None
     usage = Usage(input=billed["input_tokens"], output=billed["output_tokens"])
@@ -167,9 +172,7 @@ async def test_what_must_reach_the_main_model_skips_the_first_look(
     sent = await rig.client(sender).do(
         Calls.send("gene", "Look at this.", subject="the vps", kind=kind, priority=priority)
     )
-    fake.script(Text("handled"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake, Text("handled"))
     assert [r.body["model"] for r in fake.requests] == [MAIN]
     assert "tool_choice" not in fake.requests[0].body
     assert f"[message {sent.message.id}]" in str(fake.requests[0].body["messages"])
@@ -181,9 +184,7 @@ async def test_what_must_reach_the_main_model_skips_the_first_look(
 async def test_the_main_model_runs_when_the_first_look_says_so(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     second = await fyi(jarvis, "disk", "The backup disk is at 97%; it fails tomorrow.")
     fake.script(
@@ -191,8 +192,7 @@ async def test_the_main_model_runs_when_the_first_look_says_so(
                  (second, True, "a disk about to fill needs a decision")),
         Text("I will ask for a bigger disk."),
     )  # fmt: skip
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake)
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
     shown = str(fake.requests[1].body["messages"])
     assert f"[message {first}]" in shown  # the main model sees the whole batch
@@ -216,13 +216,9 @@ async def test_the_main_model_runs_when_the_first_look_says_so(
 async def test_an_unusable_first_look_lets_the_main_model_decide(
     triaged: Rig, fake: FakeAnthropic, answer: Any
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     await fyi(jarvis, "nightly backup done")
-    fake.script(answer, Text("noted"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake, answer, Text("noted"))
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
     assert "the main model decides" in daily_log(gene)
     assert gene.triage_stats.unusable == 1
@@ -233,14 +229,12 @@ async def test_an_unusable_first_look_lets_the_main_model_decide(
 async def test_a_batch_with_an_item_left_undecided_goes_to_the_main_model(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
     second = await fyi(jarvis, "deploy 41 finished")
-    fake.script(decision(False, "news", (first, False, "backup report")), Text("noted"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(
+        gene, fake, decision(False, "news", (first, False, "backup report")), Text("noted")
+    )
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
     assert f"no decision for message {second}" in daily_log(gene)
 
@@ -252,8 +246,7 @@ async def test_a_first_look_over_budget_calls_neither_model(
     gene = gene_of(rig)
     jarvis = rig.client("jarvis")
     await fyi(jarvis, "nightly backup done")
-    await gene.claim()
-    assert not await gene.handle_messages()
+    assert not await wake(gene, fake)
     assert fake.requests == []  # the triage reservation was refused: no call, and no bypass
     me = await jarvis.do(Calls.agent("gene"))
     assert me.state == "over_budget"
@@ -263,32 +256,38 @@ async def test_a_first_look_over_budget_calls_neither_model(
 async def test_a_rate_limited_first_look_cools_the_agent_down_without_a_main_call(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     await fyi(jarvis, "nightly backup done")
-    fake.script(RateLimited(retry_after=30))
-    await gene.claim()
-    assert not await gene.handle_messages()
+    assert not await wake(gene, fake, RateLimited(retry_after=30))
     assert [r.body["model"] for r in fake.requests] == [TRIAGE]
     me = await jarvis.do(Calls.agent("gene"))
     assert me.state == "cooling_down"
     assert (me.queued, me.claimed, me.dead) == (1, 0, 0)
 
 
-async def test_settled_messages_are_named_to_the_main_model_at_its_next_turn(
+async def test_a_pause_mission_control_holds_stops_the_first_look_before_its_call(
     triaged: Rig, fake: FakeAnthropic
 ) -> None:
     rig = triaged
     gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    held = {"paused_by": PAUSED_BY}  # as Mission Control holds a ping-pong pair
+    await rig.client().do(Calls.report_state("gene", AgentStatus.PAUSED, "ping-pong", info=held))
+    await fyi(rig.client("jarvis"), "nightly backup done")
+    assert not await wake(gene, fake)
+    assert gene.paused
+    assert fake.requests == []
+
+
+async def test_settled_messages_are_named_to_the_main_model_at_its_next_turn(
+    triaged: Rig, fake: FakeAnthropic
+) -> None:
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
-    fake.script(decision(False, "news", (first, False, "backup report")), Text("on it"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(
+        gene, fake, decision(False, "news", (first, False, "backup report")), Text("on it")
+    )
     await jarvis.do(Calls.send("gene", "Rotate the keys?", subject="keys"))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake)
     assert [r.body["model"] for r in fake.requests] == [TRIAGE, MAIN]
     text = fake.requests[1].body["messages"][-1]["content"][-1]["text"]
     assert f"message {first} from jarvis (report): nightly backup done — backup report" in text
@@ -300,13 +299,11 @@ async def test_the_offline_model_takes_a_first_look_by_rule(rig_factory: RigFact
     gene = rig.runtime("gene")
     jarvis = rig.client("jarvis")
     await fyi(jarvis, "nightly backup done")
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene)
     assert gene.stats.turns == 0  # settled: no main turn
     assert "main model not needed — only news, nothing to act on (offline model)" in daily_log(gene)
     await fyi(jarvis, "backup size", "It doubled overnight: should we look?")
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene)
     assert gene.stats.turns == 1  # a question: the main (offline) model answered
     assert gene.triage_stats.settled == 1
     assert gene.triage_stats.to_main == 1
@@ -325,9 +322,7 @@ async def test_an_openai_compatible_triage_model_is_forced_to_call_the_decision_
         gene = rig.runtime("gene", main)
         jarvis = rig.client("jarvis")
         first = await fyi(jarvis, "nightly backup done")
-        server.script(decision(False, "news", (first, False, "backup report")))
-        await gene.claim()
-        assert await gene.handle_messages()
+        assert await wake(gene, server, decision(False, "news", (first, False, "backup report")))
         body = server.requests[0].body
         assert body["model"] == "llama3.2:3b"
         assert body["tool_choice"] == {"type": "function", "function": {"name": TOOL}}
@@ -336,14 +331,11 @@ async def test_an_openai_compatible_triage_model_is_forced_to_call_the_decision_
 
 
 async def test_status_shows_the_first_looks_counts(triaged: Rig, fake: FakeAnthropic) -> None:
-    rig = triaged
-    gene = gene_of(rig)
-    jarvis = rig.client("jarvis")
+    gene, jarvis = gene_of(triaged), triaged.client("jarvis")
     first = await fyi(jarvis, "nightly backup done")
-    fake.script(decision(False, "news", (first, False, "backup report")))
-    await gene.claim()
-    assert await gene.handle_messages()
+    assert await wake(gene, fake, decision(False, "news", (first, False, "backup report")))
     await gene.report(AgentStatus.IDLE)
     shown = await jarvis.do(Calls.agent("gene"))
     assert shown.state_info["triage"]["settled"] == 1
     assert shown.state_info["triage"]["calls"] == 1
+    assert "first look: 1 settled, 0 to the main model, 0 straight to it" in _notes(shown)

@@ -529,6 +529,12 @@ def _notes(agent: AgentOut) -> str:
         notes.append(agent.state_detail)
     if info.get("label") == "offline model":
         notes.append("offline model")
+    triage = info.get("triage")
+    if isinstance(triage, dict):
+        notes.append(
+            f"first look: {triage.get('settled', 0)} settled, {triage.get('to_main', 0)} to the "
+            f"main model, {triage.get('skipped', 0)} straight to it"
+        )
     if agent.dead:
         notes.append(f"{agent.dead} dead letter(s): mcos dead-letters list --inbox {agent.name}")
     channels = info.get("channels") or {}

@@ -7,7 +7,6 @@ agent cools down visibly, and a spend-limit answer is never retried.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -254,14 +253,6 @@ class AnthropicModel:
             model=message.model,
             blocks=tuple(blocks),
         )
-
-    def for_model(self, model: str, price: Pricing) -> AnthropicModel:
-        """The same client (key or route, retries) asking for another model: the triage model.
-        Closing either closes the shared connection pool."""
-        other = copy.copy(self)
-        other.model = other.label = model
-        other.price = price
-        return other
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""

@@ -6,8 +6,9 @@ results in the next user turn) because it is the richest; each adapter translate
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from mcos.domain.budget import Pricing, Usage
 from mcos.domain.heartbeat import CacheTTL
@@ -146,3 +147,16 @@ class ModelProvider(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+_Provider = TypeVar("_Provider", bound=ModelProvider)
+
+
+def same_client(provider: _Provider, model: str, price: Pricing) -> _Provider:
+    """``provider`` asking for another ``model`` over the same client — the same key or route,
+    retries and connection pool: how an agent reaches its triage model. Closing either closes
+    the shared pool."""
+    other = copy.copy(provider)
+    other.model = other.label = model
+    other.price = price
+    return other

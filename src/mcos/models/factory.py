@@ -11,7 +11,7 @@ from mcos.domain.first_look import route_problem
 from mcos.domain.prices import price_for
 from mcos.domain.redaction import remember
 from mcos.exceptions import ConfigError
-from mcos.models.base import ModelProvider
+from mcos.models.base import ModelProvider, same_client
 from mcos.models.gateway import GatewayAccess
 from mcos.models.offline import OfflineModel
 
@@ -109,12 +109,12 @@ def make_triage_provider(
         from mcos.models.anthropic import AnthropicModel  # noqa: PLC0415
 
         if isinstance(main, AnthropicModel):
-            return main.for_model(triage.id, price)
+            return same_client(main, triage.id, price)
     from mcos.models.openai_compat import OpenAICompatModel  # noqa: PLC0415
 
     if triage.provider == "openai" and own_server:
         return OpenAICompatModel(triage.id, None, price, base_url=triage.base_url)
     if triage.provider == main.provider and isinstance(main, OpenAICompatModel):
-        return main.for_model(triage.id, price)
+        return same_client(main, triage.id, price)
     problem = f"{main.label} cannot lend its client to a {triage.provider} triage model"
     raise ConfigError(file, key, problem)

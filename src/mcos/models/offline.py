@@ -4,8 +4,10 @@ It does what a diligent agent would do with the runtime's findings, by rule: ack
 message in its thread — one that came in on a channel by asking for approval of exactly that
 answer (the turn holds untrusted content), and posting it once the request is approved — note
 failing checks and cron jobs in the daily log, and write
-WORKSTATE.md when asked to flush. Everything it writes says "offline model", so nobody mistakes
-its output for a real model's judgement. Its token counts are estimates (4 bytes a token).
+WORKSTATE.md when asked to flush. As a ``triage_model`` it takes the first look by rule: a
+report or reply with no question mark is news. Everything it writes says "offline model", so
+nobody mistakes its output for a real model's judgement. Its token counts are estimates (4 bytes
+a token).
 """
 
 from __future__ import annotations

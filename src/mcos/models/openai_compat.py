@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -231,14 +230,6 @@ class OpenAICompatModel:
             model=completion.model,
             blocks=blocks,
         )
-
-    def for_model(self, model: str, price: Pricing) -> OpenAICompatModel:
-        """The same client (server, key, retries) asking for another model: the triage model.
-        Closing either closes the shared connection pool."""
-        other = copy.copy(self)
-        other.model = other.label = model
-        other.price = price
-        return other
 
     async def aclose(self) -> None:
         """Close the SDK's connection pool."""

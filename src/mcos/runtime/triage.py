@@ -17,6 +17,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
 
 from mcos.api_models import DeliveryOut
+from mcos.domain.agent_state import AgentStatus
 from mcos.domain.first_look import (
     INPUT_SCHEMA,
     TOOL,
@@ -131,6 +132,9 @@ class FirstLook(TurnLoop):
         if any(must_see(i) is not None for i in items):
             self.triage_stats.skipped += 1
             return False
+        await self.report(AgentStatus.RUNNING, "first look (triage)")
+        if self.paused:  # a pause Mission Control holds stops it before any model call
+            raise TurnStopped("paused by Mission Control")
         verdict = await self._ask(deliveries)
         label = self.triage.label
         if not verdict.usable:
@@ -154,6 +158,8 @@ class FirstLook(TurnLoop):
                 f" — {reason}"
             )
         del self.settled_notes[:-NOTES_KEPT]
+        if not self.paused and self._state and self._state[0] is AgentStatus.RUNNING:
+            await self.report(AgentStatus.IDLE)
         return True
 
     async def _ask(self, deliveries: Sequence[DeliveryOut]) -> Verdict:
