@@ -107,3 +107,13 @@ async def test_concurrent_holds_of_a_fleet_file_price_never_pass_the_fleet_cap(
     held = await asyncio.gather(*(call(("gene", "jarvis")[i % 2]) for i in range(40)))
     floor = 2_000 * 1.25 + 1_024 * 5
     assert 100_000 - floor < sum(held) <= 100_000
+
+
+async def test_an_agents_triage_model_is_metered_too(store: Store) -> None:
+    mc = _mc(store, models={"gene": LOCAL}, triage_models={"gene": HAIKU})
+    assert mc.meter.model("gene", HAIKU.id) == HAIKU
+    assert mc.meter.model("gene", LOCAL.id) == LOCAL
+    with pytest.raises(Forbidden, match="'my-local-llm' or 'claude-haiku-5-5', not 'x'"):
+        mc.meter.model("gene", "x")
+    with pytest.raises(Forbidden, match="jarvis has no model configured here"):
+        mc.meter.model("jarvis", "x")

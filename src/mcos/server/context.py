@@ -115,9 +115,10 @@ class ServerSettings:
     """The body limit of the model gateway's routes (a long conversation; the providers'
     own limit)."""
     models: dict[str, ModelConfig] = field(default_factory=dict)
-    """Each agent's model: the only one Mission Control meters (prices and reserves) for it."""
+    """Each agent's model: with its triage model, the only ones Mission Control meters (prices
+    and reserves) for it."""
     triage_models: dict[str, ModelConfig] = field(default_factory=dict)
-    """Each agent's ``triage_model``, where it has one: metered like its model."""
+    """Each agent's cheaper first-look model, where it has one."""
     prices: dict[str, Price] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     """The fleet file's ``[prices]`` and the free offline model: they override genai-prices."""
     min_output_tokens: int = MIN_OUTPUT_TOKENS

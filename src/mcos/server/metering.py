@@ -54,17 +54,24 @@ class Meter:
         self.mc = mc
 
     def model(self, agent: str, model: str) -> ModelConfig:
-        """``agent``'s configuration of ``model``; ``Forbidden`` for a model it is not configured
-        with (an agent cannot pick a cheaper price by naming another model)."""
-        config = self.mc.settings.models.get(agent)
-        triage = self.mc.settings.triage_models.get(agent)
-        if config is not None and triage is not None and triage.id == model != config.id:
-            return triage
-        if config is None or config.id != model:
-            configured = "no model" if config is None else f"model {config.id!r}"
-            rule = f"{agent} is configured with {configured}, not {model!r}"
-            raise Forbidden(rule, rule=rule, agent=agent, model=model)
-        return config
+        """``agent``'s configuration of ``model`` (its main model or its triage model);
+        ``Forbidden`` for a model it is not configured with (an agent cannot pick a cheaper price
+        by naming another model)."""
+        configured = [
+            c
+            for c in (self.mc.settings.models.get(agent), self.mc.settings.triage_models.get(agent))
+            if c is not None
+        ]
+        for config in configured:
+            if config.id == model:
+                return config
+        names = " or ".join(repr(c.id) for c in configured)
+        rule = (
+            f"{agent} is configured with model {names}, not {model!r}"
+            if configured
+            else f"{agent} has no model configured here, so it cannot use {model!r}"
+        )
+        raise Forbidden(rule, rule=rule, agent=agent, model=model)
 
     def gateway_routed(self, agent: str) -> bool:
         """Whether ``agent``'s model calls go through the gateway (the offline model calls
@@ -80,7 +87,8 @@ class Meter:
         price = price_for(config.provider, config.id, self.mc.settings.prices, config.base_url)
         if price is not None:
             return price
-        if None is self._limits(agent).usd_micros is self.mc.settings.fleet_budget.usd_micros:
+        caps = (self._limits(agent).usd_micros, self.mc.settings.fleet_budget.usd_micros)
+        if all(cap is None for cap in caps):
             return FREE
         raise ConfigError(
             "fleet",
