@@ -18,7 +18,6 @@ from mcos.models.anthropic import AnthropicModel
 from mcos.models.factory import make_provider
 from mcos.models.gateway import GatewayAccess
 from mcos.runtime.process import forget_key_variable, run_agent
-from mcos.runtime.workspace import TurnKind
 from tests.fakes.anthropic_server import FakeAnthropic, RateLimited, ToolUse
 from tests.runtime.conftest import Rig, RigFactory
 
@@ -88,22 +87,31 @@ async def test_a_turn_goes_through_mission_control_and_is_metered_there(
     assert gene.stats.model_calls == 2
 
 
-async def test_a_gateway_429_cools_the_agent_down_for_the_time_asked(
+async def test_a_429_cools_down_every_agent_on_the_key_for_the_time_asked(
     rig_factory: RigFactory, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The provider's 429 rests the key in Mission Control; the agent cools down as told."""
+    """Gene's call meets the provider's 429; jarvis, on the same key, is told by Mission
+    Control without a call reaching the provider, and both cool down until the same moment."""
     monkeypatch.setenv("GW_RUNTIME_GENE_KEY", KEY)
-    rig = rig_factory({"gene": gene_toml(fake)})
-    gene = rig.runtime("gene", through_gateway(rig))
+    shared = gene_toml(fake) + "shared_key = true\n"
+    rig = rig_factory({"gene": shared, "jarvis": shared})
+    gene = rig.runtime("gene", through_gateway(rig, "gene"))
+    jarvis = rig.runtime("jarvis", through_gateway(rig, "jarvis"))
     fake.script(RateLimited(retry_after=40))
     before = datetime.now(UTC)
-    await gene.turn(TurnKind.MAIN, "check the disk")
+    await rig.client("jarvis").do(Calls.send("gene", "status?", subject="status"))
+    await rig.client("gene").do(Calls.send("jarvis", "status?", subject="status"))
+    await gene.claim()
+    assert not await gene.handle_messages()
+    await jarvis.claim()
+    assert not await jarvis.handle_messages()
     assert gene.cooling_until is not None
-    waited = (gene.cooling_until - before).total_seconds()
-    assert 35 <= waited <= 45
-    shown = await rig.client().do(Calls.agent("gene"))
-    assert shown.state == "cooling_down"
-    assert len(fake.requests) == 1
+    assert jarvis.cooling_until is not None
+    assert 35 <= (gene.cooling_until - before).total_seconds() <= 45
+    assert abs((jarvis.cooling_until - gene.cooling_until).total_seconds()) < 2
+    assert len(fake.requests) == 1, "jarvis's call never reached the provider"
+    for agent in ("gene", "jarvis"):
+        assert (await rig.client().do(Calls.agent(agent))).state == "cooling_down"
 
 
 def _pointed_at(fleet: Fleet, url: str) -> Fleet:
