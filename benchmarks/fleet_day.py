@@ -1,10 +1,11 @@
 """The cost of a business day: the business fleet for 24 hours of virtual time, five strategies.
 
 Every strategy is the runtime itself: ``AgentRuntime.step()`` is the whole loop body, driven on a
-virtual clock against a real Mission Control (SQLite, on the same virtual clock) and the local
-fake of Anthropic's Messages API through the real SDK (which counts tokens and bills the prompt
-cache as the API does). The same agents, models, prices and scripted day for every strategy;
-the baselines are the runtime with only its beat decision overridden (``fleet_strategies.py``):
+virtual clock against a real Mission Control (SQLite, on the same virtual clock), whose gateway
+takes the agents' model calls (the real SDK) to the local fake of Anthropic's Messages API (which
+counts tokens and bills the prompt cache as the API does). The same agents, models, prices and
+scripted day for every strategy; the baselines are the runtime with only its beat decision
+overridden (``fleet_strategies.py``):
 
 (a) a model call per HEARTBEAT.md checklist item on every beat;
 (b) a model call on every beat (the whole checklist at once);
@@ -15,7 +16,9 @@ the baselines are the runtime with only its beat decision overridden (``fleet_st
 (a), (b) and (d) run at both cache settings (5-minute and 1-hour breakpoints) and are compared
 at the cheaper one.
 
-    .venv/bin/python benchmarks/fleet_day.py [--quick]
+    .venv/bin/python benchmarks/fleet_day.py [--quick] [--hours H] [--only a b d c c+ c?]
+
+benchmarks/README.md says what is counted and how; the figures are there too.
 """
 
 from __future__ import annotations
