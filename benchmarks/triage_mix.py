@@ -133,7 +133,8 @@ async def run(triage: bool) -> Figures:
     with FakeAnthropic(api_key=KEY, clock=lambda: clock.now().timestamp()) as fake:
         fake.default = respond
         lines = [
-            f'model = {{ provider = "anthropic", id = "{MAIN}", base_url = "{fake.url}" }}',
+            f'model = {{ provider = "anthropic", id = "{MAIN}", base_url = "{fake.url}", '
+            'route = "direct" }',
             'key = "env:GENE_ANTHROPIC_KEY"',
         ]
         if triage:
@@ -143,7 +144,13 @@ async def run(triage: bool) -> Figures:
         url = f"sqlite:///{root}/mcos.db"
         _migrate_sync(url)
         with serve(
-            url, root, channels=channel_bindings(fleet), page_routes=page_routes(fleet)
+            url,
+            root,
+            channels=channel_bindings(fleet),
+            page_routes=page_routes(fleet),
+            models={n: a.model for n, a in fleet.agents.items()},
+            triage_models={n: a.triage_model for n, a in fleet.agents.items() if a.triage_model},
+            prices=fleet.price_table(),
         ) as mc:
             clients = {
                 name: AsyncClient(mc.url, mc.tokens[name] if name else mc.operator_token)

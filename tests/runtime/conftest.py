@@ -108,6 +108,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             page_routes=overrides.pop("page_routes", None) or page_routes(fleet),
             gateway=overrides.pop("gateway", None) or gateway_agents(fleet),
             models=overrides.pop("models", None) or {n: a.model for n, a in fleet.agents.items()},
+            triage_models={n: a.triage_model for n, a in fleet.agents.items() if a.triage_model},
             prices=overrides.pop("prices", None) or fleet.price_table(),
             **overrides,
         )

@@ -44,9 +44,11 @@ def fake() -> Iterator[FakeAnthropic]:
 
 
 def triaged_toml(fake: FakeAnthropic) -> str:
-    """Gene on Claude with a cheaper Claude taking the first look, both served by the fake."""
+    """Gene on Claude with a cheaper Claude taking the first look, both served by the fake;
+    direct mode (the runtime reserves and reports each call, Mission Control prices it)."""
     return (
-        f'model = {{ provider = "anthropic", id = "{MAIN}", base_url = "{fake.url}" }}\n'
+        f'model = {{ provider = "anthropic", id = "{MAIN}", base_url = "{fake.url}", '
+        'route = "direct" }\n'
         f'triage_model = {{ provider = "anthropic", id = "{TRIAGE}" }}\n'
         'key = "env:GENE_ANTHROPIC_KEY"'
     )
@@ -314,7 +316,10 @@ async def test_an_openai_compatible_triage_model_is_forced_to_call_the_decision_
 ) -> None:
     with FakeOpenAI(api_key=None) as server:
         url = server.url + "/v1"
-        model = f'model = {{ provider = "openai", id = "llama3.1:70b", base_url = "{url}" }}'
+        model = (
+            f'model = {{ provider = "openai", id = "llama3.1:70b", base_url = "{url}", '
+            'route = "direct" }'
+        )
         triage = 'triage_model = { provider = "openai", id = "llama3.2:3b" }'
         rig = rig_factory({"gene": f'{model}\n{triage}\nkey = "env:GENE_OPENAI_KEY"'})
         main = OpenAICompatModel("llama3.1:70b", None, rig.fleet.price_table()["offline"],

@@ -316,11 +316,15 @@ def grant(
         if fits < worst.floor:
             who = agent if scope == "agent" else "the fleet"
             least = worst.micros(worst.floor)
+            cut = (
+                f" even with its output cut to {worst.floor:,} tokens"
+                if worst.floor < worst.max_output
+                else ""
+            )
             raise OverBudget(
                 f"{who} is at its daily budget: {committed.usd_micros / MICROS:.4f} USD and "
                 f"{committed.tokens:,} tokens committed today; this call may cost up to "
-                f"{least / MICROS:.4f} USD even with its output cut to {worst.floor:,} tokens "
-                f"(cap {_cap(cap)})",
+                f"{least / MICROS:.4f} USD{cut} (cap {_cap(cap)})",
                 scope=scope,
                 committed_usd=committed.usd_micros / MICROS,
                 committed_tokens=committed.tokens,

@@ -86,7 +86,9 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         host_agents=host_agents(fleet),
         gateway=gateway_agents(fleet),
         models={name: a.model for name, a in fleet.agents.items()},
-        triage_models={n: a.triage_model for n, a in fleet.agents.items() if a.triage_model},
+        triage_models={
+            name: a.triage_model for name, a in fleet.agents.items() if a.triage_model is not None
+        },
         prices=fleet.price_table(),
         webhook_secrets={
             name: resolve_key(
