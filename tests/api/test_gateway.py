@@ -51,6 +51,8 @@ MODEL = "claude-haiku-4-5"
 DEARER = "claude-opus-4-6"
 LOCAL = "llama3.1:8b"
 HELLO: list[Any] = [{"role": "user", "content": "Status report, please."}]
+ASK: Any = {"model": MODEL, "max_tokens": 10, "messages": HELLO}
+"""The smallest call of the agent's own model."""
 LONG = "word " * 200_000
 """An answer longer than any output limit: every call uses all the output it was granted."""
 
@@ -114,6 +116,29 @@ def gateway(
 def jarvis_on(tmp_path: Path, fake: FakeAnthropic, **overrides: Any) -> Iterator[LiveServer]:
     with gateway(tmp_path, {"jarvis": claude_agent(fake)}, **overrides) as server:
         yield server
+
+
+@pytest.fixture
+def gpt_fake() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key=OPENAI_KEY) as server:
+        yield server
+
+
+def local_agent(fake: FakeOpenAI, max_output: int = 4096) -> tuple[ModelConfig, GatewayAgent]:
+    """An agent on a local OpenAI-compatible model served by ``fake``."""
+    model = ModelConfig(provider="openai", id=LOCAL, base_url=fake.base_url)
+    agent = GatewayAgent("openai", {LOCAL: model}, "env:GW_TEST_OPENAI_KEY", "x", max_output)
+    return model, agent
+
+
+def gpt(server: LiveServer, agent: str) -> openai.AsyncOpenAI:
+    """The official OpenAI SDK as agent ``agent`` uses it through Mission Control."""
+    return openai.AsyncOpenAI(
+        base_url=f"{server.url}/v1/gateway/openai/v1", api_key=server.tokens[agent], max_retries=0
+    )
+
+
+PRICE = Price.flat(1.0, 2.0)
 
 
 @pytest.fixture
@@ -358,9 +383,7 @@ class TestWhoMayCall:
         with gateway(tmp_path, agents) as server:
             for agent in ("gene", "sentinel"):
                 with pytest.raises(anthropic.PermissionDeniedError):
-                    await claude(server, agent, sdk_clients).messages.create(
-                        model=MODEL, max_tokens=10, messages=HELLO
-                    )
+                    await claude(server, agent, sdk_clients).messages.create(**ASK)
             path = "/v1/gateway/anthropic/v1/messages"
             body = {"model": MODEL, "max_tokens": 10, "messages": HELLO}
             as_operator = raw(server, "POST", path, server.operator_token, json=body)
@@ -391,16 +414,10 @@ class TestRateLimits:
         }
         with gateway(tmp_path, agents) as server:
             with pytest.raises(anthropic.RateLimitError) as first:
-                await claude(server, "jarvis", sdk_clients).messages.create(
-                    model=MODEL, max_tokens=10, messages=HELLO
-                )
+                await claude(server, "jarvis", sdk_clients).messages.create(**ASK)
             with pytest.raises(anthropic.RateLimitError) as second:
-                await claude(server, "gene", sdk_clients).messages.create(
-                    model=MODEL, max_tokens=10, messages=HELLO
-                )
-            elsewhere = await claude(server, "sentinel", sdk_clients).messages.create(
-                model=MODEL, max_tokens=10, messages=HELLO
-            )
+                await claude(server, "gene", sdk_clients).messages.create(**ASK)
+            elsewhere = await claude(server, "sentinel", sdk_clients).messages.create(**ASK)
             calls, _, _ = await usage_of(server, "gene")
         assert first.value.response.headers["retry-after"] == "30"
         waited = int(second.value.response.headers["retry-after"])
@@ -423,13 +440,11 @@ class TestRateLimits:
         with jarvis_on(tmp_path, fake) as server:
             client = claude(server, "jarvis", sdk_clients)
             with pytest.raises(anthropic.RateLimitError):
-                await client.messages.create(model=MODEL, max_tokens=10, messages=HELLO)
+                await client.messages.create(**ASK)
 
             async def answered() -> str | None:
                 try:
-                    message = await client.messages.create(
-                        model=MODEL, max_tokens=10, messages=HELLO
-                    )
+                    message = await client.messages.create(**ASK)
                 except anthropic.RateLimitError:
                     return None
                 block = message.content[0]
@@ -536,28 +551,20 @@ class TestStreaming:
         assert cost == price.cost(provider_usage)
 
     async def test_an_openai_stream_is_metered_from_its_usage_chunk(
-        self, keys: None, tmp_path: Path
+        self, keys: None, gpt_fake: FakeOpenAI, tmp_path: Path
     ) -> None:
         """The gateway asks for the usage chunk (include_usage) the client did not ask for."""
-        with FakeOpenAI(api_key=OPENAI_KEY) as fake:
-            fake.script(Text("Streamed through Mission Control."))
-            model = ModelConfig(provider="openai", id=LOCAL, base_url=fake.base_url)
-            agent = GatewayAgent("openai", {LOCAL: model}, "env:GW_TEST_OPENAI_KEY", "x")
-            with gateway(
-                tmp_path, {"jarvis": (model, agent)}, prices={LOCAL: Price.flat(1.0, 2.0)}
-            ) as server:
-                async with openai.AsyncOpenAI(
-                    base_url=f"{server.url}/v1/gateway/openai/v1",
-                    api_key=server.tokens["jarvis"],
-                    max_retries=0,
-                ) as client:
-                    stream = await client.chat.completions.create(
-                        model=LOCAL, messages=[HELLO[0]], stream=True
-                    )
-                    text = "".join(
-                        [c.choices[0].delta.content or "" async for c in stream if c.choices]
-                    )
-                calls, usage, cost = await usage_of(server, "jarvis")
+        fake = gpt_fake
+        fake.script(Text("Streamed through Mission Control."))
+        with gateway(tmp_path, {"jarvis": local_agent(fake)}, prices={LOCAL: PRICE}) as server:
+            async with gpt(server, "jarvis") as client:
+                stream = await client.chat.completions.create(
+                    model=LOCAL, messages=[HELLO[0]], stream=True
+                )
+                text = "".join(
+                    [c.choices[0].delta.content or "" async for c in stream if c.choices]
+                )
+            calls, usage, cost = await usage_of(server, "jarvis")
         (sent,) = fake.requests
         assert text == "Streamed through Mission Control."
         assert sent.body["stream_options"] == {"include_usage": True}
@@ -566,7 +573,7 @@ class TestStreaming:
         assert sent.usage is not None
         assert calls == 1
         assert usage == Usage(sent.usage["prompt_tokens"], sent.usage["completion_tokens"])
-        assert cost == Price.flat(1.0, 2.0).cost(usage)
+        assert cost == PRICE.cost(usage)
 
 
 class TestKeys:
@@ -578,9 +585,7 @@ class TestKeys:
         agents = {"jarvis": claude_agent(fake, key="env:GW_TEST_KEY_NOBODY_SET")}
         with gateway(tmp_path, agents) as server:
             with pytest.raises(anthropic.InternalServerError) as caught:
-                await claude(server, "jarvis", sdk_clients).messages.create(
-                    model=MODEL, max_tokens=10, messages=HELLO
-                )
+                await claude(server, "jarvis", sdk_clients).messages.create(**ASK)
             provider = gateway_provider(server, "jarvis")
             try:
                 with pytest.raises(KeyUnavailable) as unavailable:
@@ -640,51 +645,44 @@ class TestKeys:
 class TestOpenAI:
     """The OpenAI-compatible route: the same gateway for Chat Completions."""
 
-    async def test_a_completion_is_metered_and_bounded(self, keys: None, tmp_path: Path) -> None:
+    async def test_a_completion_is_metered_and_bounded(
+        self, keys: None, gpt_fake: FakeOpenAI, tmp_path: Path
+    ) -> None:
         """No output limit in the body: the agent's own cap is set before forwarding."""
-        with FakeOpenAI(api_key=OPENAI_KEY) as fake:
-            fake.script(Text("Done."))
-            model = ModelConfig(provider="openai", id=LOCAL, base_url=fake.base_url)
-            agent = GatewayAgent("openai", {LOCAL: model}, "env:GW_TEST_OPENAI_KEY", "x", 777)
-            with gateway(
-                tmp_path, {"jarvis": (model, agent)}, prices={LOCAL: Price.flat(1.0, 2.0)}
-            ) as server:
-                async with openai.AsyncOpenAI(
-                    base_url=f"{server.url}/v1/gateway/openai/v1",
-                    api_key=server.tokens["jarvis"],
-                    max_retries=0,
-                ) as client:
-                    completion = await client.chat.completions.create(
-                        model=LOCAL, messages=[HELLO[0]]
-                    )
-                    with pytest.raises(openai.PermissionDeniedError):
-                        await client.chat.completions.create(model="gpt-5", messages=[HELLO[0]])
-                calls, usage, _ = await usage_of(server, "jarvis")
+        fake = gpt_fake
+        fake.script(Text("Done."))
+        agents = {"jarvis": local_agent(fake, max_output=777)}
+        with gateway(tmp_path, agents, prices={LOCAL: PRICE}) as server:
+            async with gpt(server, "jarvis") as client:
+                completion = await client.chat.completions.create(model=LOCAL, messages=[HELLO[0]])
+                with pytest.raises(openai.PermissionDeniedError):
+                    await client.chat.completions.create(model="gpt-5", messages=[HELLO[0]])
+            calls, usage, _ = await usage_of(server, "jarvis")
         (sent,) = fake.requests
         assert completion.choices[0].message.content == "Done."
         assert sent.body["max_tokens"] == 777
         assert sent.usage is not None
         assert (calls, usage.output) == (1, sent.usage["completion_tokens"])
 
-    async def test_over_budget_is_a_402_the_adapter_knows(self, keys: None, tmp_path: Path) -> None:
-        with FakeOpenAI(api_key=OPENAI_KEY) as fake:
-            model = ModelConfig(provider="openai", id=LOCAL, base_url=fake.base_url)
-            agent = GatewayAgent("openai", {LOCAL: model}, "env:GW_TEST_OPENAI_KEY", "x")
-            with gateway(
-                tmp_path,
-                {"jarvis": (model, agent)},
-                prices={LOCAL: Price.flat(1000.0, 1000.0)},
-                budgets={"jarvis": Limits(usd_micros=1)},
-            ) as server:
-                provider = make_provider(
-                    AgentConfig(role="ops", host="local", model=model),
-                    None,
-                    {},
-                    gateway=GatewayAccess(server.url, server.tokens["jarvis"]),
-                )
-                try:
-                    with pytest.raises(OverBudget):
-                        await provider.complete(request())
-                finally:
-                    await provider.aclose()
-        assert fake.requests == []
+    async def test_over_budget_is_a_402_the_adapter_knows(
+        self, keys: None, gpt_fake: FakeOpenAI, tmp_path: Path
+    ) -> None:
+        model, agent = local_agent(gpt_fake)
+        with gateway(
+            tmp_path,
+            {"jarvis": (model, agent)},
+            prices={LOCAL: Price.flat(1000.0, 1000.0)},
+            budgets={"jarvis": Limits(usd_micros=1)},
+        ) as server:
+            provider = make_provider(
+                AgentConfig(role="ops", host="local", model=model),
+                None,
+                {},
+                gateway=GatewayAccess(server.url, server.tokens["jarvis"]),
+            )
+            try:
+                with pytest.raises(OverBudget):
+                    await provider.complete(request())
+            finally:
+                await provider.aclose()
+        assert gpt_fake.requests == []

@@ -78,6 +78,7 @@ async def test_a_turn_goes_through_mission_control_and_is_metered_there(
     assert thread[-1].body == "Healthy."
     assert len(fake.requests) == 2
     assert all(r.headers["x-api-key"] == KEY for r in fake.requests)
+    assert not any("x-mcos-purpose" in r.headers for r in fake.requests)  # Mission Control's own
     rows = await rig.client().do(Calls.usage(agent="gene"))
     billed = [r.usage for r in fake.requests if r.usage is not None]
     assert rows[0].calls == 2

@@ -30,7 +30,7 @@ from mcos.exceptions import (
 )
 from mcos.models.anthropic_cache import place_breakpoints
 from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
-from mcos.models.gateway import gateway_error
+from mcos.models.gateway import gateway_error, precise_wait, purpose_headers
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -54,10 +54,8 @@ class _Retryable(Exception):
 
 def _retry_after(error: anthropic.APIStatusError) -> float:
     headers = error.response.headers
-    try:  # Mission Control's gateway says it to the millisecond
-        return max(float(headers.get("retry-after-ms", "")) / 1000, 0.001)
-    except ValueError:
-        pass
+    if (precise := precise_wait(headers)) is not None:  # Mission Control's gateway
+        return precise
     for name in ("retry-after", "anthropic-ratelimit-requests-reset"):
         value = headers.get(name)
         if value is None:
@@ -224,6 +222,8 @@ class AnthropicModel:
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One Messages call; overloads and server errors retried with jittered backoff."""
         body = request_body(self.model, request)
+        if headers := purpose_headers(self.metered, request.purpose):
+            body["extra_headers"] = headers
         extra: dict[str, Any] = {} if self._sleep is None else {"sleep": self._sleep}
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),

@@ -87,6 +87,9 @@ class ModelRequest:
     tool_choice: str | None = None
     """The tool the model must call (structured output: the call's input is the answer);
     None: the model chooses."""
+    purpose: str = ""
+    """What the call is for (``heartbeat``, ``main``…): Mission Control's gateway records it with
+    the call's usage."""
 
     @property
     def prompt_bytes(self) -> int:

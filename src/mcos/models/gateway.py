@@ -10,6 +10,7 @@ shape and are turned back into our errors here, for every adapter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,21 @@ class GatewayAccess:
     def headers(self) -> dict[str, str]:
         """Headers every call carries (the fence, so a stale instance cannot spend)."""
         return {} if self.fence is None else {FENCE_HEADER: str(self.fence)}
+
+
+def precise_wait(headers: Mapping[str, str]) -> float | None:
+    """The gateway's ``retry-after-ms`` in seconds (its exact rest of a key), if present."""
+    try:
+        return max(float(headers.get("retry-after-ms", "")) / 1000, 0.001)
+    except ValueError:
+        return None
+
+
+def purpose_headers(metered: bool, purpose: str) -> dict[str, str]:
+    """The header naming a metered call's purpose (ASCII: it is an HTTP header), if any."""
+    if not (metered and purpose):
+        return {}
+    return {PURPOSE_HEADER: purpose.encode("ascii", "replace").decode()[:100]}
 
 
 def gateway_error(error: Exception) -> McosError | None:

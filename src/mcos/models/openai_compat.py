@@ -32,7 +32,7 @@ from mcos.models.base import (
     ToolCall,
     ToolResult,
 )
-from mcos.models.gateway import gateway_error
+from mcos.models.gateway import gateway_error, precise_wait, purpose_headers
 
 PROVIDER = "openai"
 DEFAULT_RETRY_AFTER = 60.0
@@ -46,10 +46,8 @@ class _Retryable(Exception):
 
 def _retry_after(error: openai.APIStatusError) -> float:
     headers = error.response.headers
-    try:  # Mission Control's gateway says it to the millisecond
-        return max(float(headers.get("retry-after-ms", "")) / 1000, 0.001)
-    except ValueError:
-        pass
+    if (precise := precise_wait(headers)) is not None:  # Mission Control's gateway
+        return precise
     try:
         return max(float(headers.get("retry-after", "")), 1.0)
     except ValueError:
@@ -173,6 +171,8 @@ class OpenAICompatModel:
             "messages": chat_messages(request),
             "max_tokens": request.max_output,
         }
+        if headers := purpose_headers(self.metered, request.purpose):
+            body["extra_headers"] = headers
         if request.tools:
             body["tools"] = [
                 {

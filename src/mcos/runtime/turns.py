@@ -104,7 +104,7 @@ class TurnLoop(AgentState):
         if self.cooling_until is not None and now < self.cooling_until:
             raise TurnStopped("cooling down", self.cooling_until)
         if self.provider.metered:
-            return await self._complete(request, day, None, purpose)
+            return await self._complete(replace(request, purpose=purpose[:100]), day, None, purpose)
         try:
             held = await self.client.do(
                 Calls.reserve(

@@ -12,8 +12,7 @@ from starlette.responses import JSONResponse
 from mcos.domain.budget import Usage
 from mcos.domain.heartbeat import CacheTTL
 from mcos.models.anthropic import SPEND_LIMIT_PHRASES
-from mcos.server.gateway.dialect import JSON, count
-from mcos.server.gateway.sse import EventReader
+from mcos.server.gateway.dialect import JSON, EventUsage, count
 from mcos.server.gateway.upstream import Upstream
 
 log = logging.getLogger("mcos.gateway")
@@ -72,32 +71,24 @@ def usage_of(raw: object) -> Usage:
     )
 
 
-class MessageStreamUsage:
+class MessageStreamUsage(EventUsage):
     """Usage of a streamed message: ``message_start`` carries the input, ``message_delta``
     the output (and, cumulatively, the input again)."""
 
-    def __init__(self) -> None:
-        self._reader = EventReader()
-        self._usage: JSON = {}
-        self.started = False
-        self.finished = False
-
-    def feed(self, chunk: bytes) -> None:
-        """Read the events ``chunk`` completes."""
-        for event in self._reader.feed(chunk):
-            kind = event.get("type")
-            if kind == "message_start":
-                message = event.get("message")
-                if isinstance(message, dict) and isinstance(message.get("usage"), dict):
-                    self._usage.update(message["usage"])
-                self.started = True
-            elif kind == "message_delta" and isinstance(event.get("usage"), dict):
-                self._usage.update({k: v for k, v in event["usage"].items() if v is not None})
-                self.finished = True
+    def read(self, event: JSON) -> None:
+        """``message_start``'s usage, updated by ``message_delta``'s."""
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message")
+            if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+                self.raw.update(message["usage"])
+        elif kind == "message_delta" and isinstance(event.get("usage"), dict):
+            self.raw.update({k: v for k, v in event["usage"].items() if v is not None})
+            self.finished = True
 
     def usage(self) -> Usage:
         """What the events said so far."""
-        return usage_of(self._usage)
+        return usage_of(self.raw)
 
 
 class AnthropicDialect:

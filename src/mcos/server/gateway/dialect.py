@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 
 from mcos.domain.budget import Usage
 from mcos.domain.heartbeat import CacheTTL
+from mcos.server.gateway.sse import EventReader
 from mcos.server.gateway.upstream import Upstream
 
 JSON = dict[str, Any]
@@ -17,6 +18,28 @@ JSON = dict[str, Any]
 def count(value: object) -> int:
     """A token count from an answer: a non-negative integer, anything else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+class EventUsage:
+    """Usage read from a streamed answer's events as they pass; each provider reads its own
+    events (:meth:`read`) into ``usage``."""
+
+    def __init__(self) -> None:
+        self._reader = EventReader()
+        self.raw: JSON = {}
+        """The provider's usage object, as far as the events have told it."""
+        self.started = False
+        self.finished = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Read the events ``chunk`` completes."""
+        for event in self._reader.feed(chunk):
+            self.started = True
+            self.read(event)
+
+    def read(self, event: JSON) -> None:
+        """Take what one event says of the usage (set ``finished`` on the final usage)."""
+        raise NotImplementedError
 
 
 class StreamUsage(Protocol):

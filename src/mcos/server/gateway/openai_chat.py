@@ -9,8 +9,7 @@ from starlette.responses import JSONResponse
 
 from mcos.domain.budget import Usage
 from mcos.domain.heartbeat import CacheTTL
-from mcos.server.gateway.dialect import JSON, count
-from mcos.server.gateway.sse import EventReader
+from mcos.server.gateway.dialect import JSON, EventUsage, count
 from mcos.server.gateway.upstream import Upstream
 
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens")
@@ -31,26 +30,18 @@ def usage_of(raw: object) -> Usage:
     )
 
 
-class ChunkStreamUsage:
+class ChunkStreamUsage(EventUsage):
     """Usage of a streamed completion: the last chunk, asked for with ``include_usage``."""
 
-    def __init__(self) -> None:
-        self._reader = EventReader()
-        self._usage: JSON = {}
-        self.started = False
-        self.finished = False
-
-    def feed(self, chunk: bytes) -> None:
-        """Read the chunks ``chunk`` completes."""
-        for event in self._reader.feed(chunk):
-            self.started = True
-            if isinstance(event.get("usage"), dict):
-                self._usage = event["usage"]
-                self.finished = True
+    def read(self, event: JSON) -> None:
+        """The chunk that carries ``usage``."""
+        if isinstance(event.get("usage"), dict):
+            self.raw = event["usage"]
+            self.finished = True
 
     def usage(self) -> Usage:
         """What the chunks said so far."""
-        return usage_of(self._usage)
+        return usage_of(self.raw)
 
 
 class OpenAIDialect:
