@@ -344,6 +344,35 @@ class TestBudget:
         assert price is not None
         assert spent == sum(price.cost(anthropic_usage(u)) for u in billed(fake))
 
+    async def test_the_manager_hears_of_80_percent_once(
+        self,
+        keys: None,
+        fake: FakeAnthropic,
+        tmp_path: Path,
+        sdk_clients: list[anthropic.AsyncAnthropic],
+    ) -> None:
+        """The runtime never sees a reservation through the gateway, so Mission Control tells
+        the agent's manager itself when its spend passes 80% of the cap — once that day,
+        however many calls follow."""
+        fake.default = lambda _body: Text(LONG)
+        cap = 100_000
+        with gateway(
+            tmp_path, {"gene": claude_agent(fake)}, budgets={"gene": Limits(usd_micros=cap)}
+        ) as server:
+            client = claude(server, "gene", sdk_clients)
+            for _ in range(40):
+                try:
+                    await client.messages.create(model=MODEL, max_tokens=3_000, messages=HELLO)
+                except anthropic.APIStatusError:
+                    break
+            async with AsyncClient(server.url, server.operator_token) as c:
+                got = await c.do(Calls.inbox(inbox="jarvis", limit=50))
+        warnings = [d.message for d in got.deliveries if "80%" in d.message.subject]
+        assert len(warnings) == 1
+        assert warnings[0].sender == "mission-control"
+        assert warnings[0].subject == "gene: 80% of today's model budget used"
+        assert "0.10 USD" in warnings[0].body
+
 
 class TestWhoMayCall:
     """Only an agent, with its own token, for its own configured model."""

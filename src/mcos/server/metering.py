@@ -10,21 +10,24 @@ go through here.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from mcos.domain.audit import AuditEvent
-from mcos.domain.budget import FREE, Committed, Limits, Pricing, Usage, Verdict, worst_case
+from mcos.domain.budget import FREE, MICROS, Committed, Limits, Pricing, Usage, Verdict, worst_case
 from mcos.domain.heartbeat import CacheTTL
+from mcos.domain.messages import MessageKind, NewMessage, Priority
 from mcos.domain.prices import price_for
 from mcos.domain.tokens import Principal, PrincipalKind
-from mcos.exceptions import ConfigError, Forbidden
+from mcos.exceptions import ConfigError, Forbidden, McosError
 from mcos.store.protocol import BudgetAsk, Held, ModelCall
 
 if TYPE_CHECKING:
     from mcos.config.models import ModelConfig
     from mcos.server.context import MissionControl
 
+log = logging.getLogger("mcos.server.metering")
 GATEWAY_ONLY = "model calls of {agent} go through the gateway; Mission Control meters them"
 """Why a gateway-routed agent may not reserve or report in direct mode."""
 
@@ -123,7 +126,7 @@ class Meter:
             self._limits(agent),
             self.mc.settings.fleet_budget,
         )
-        return Hold(
+        hold = Hold(
             held.id,
             held.max_output,
             held.verdict is Verdict.WARNING,
@@ -131,6 +134,45 @@ class Meter:
             held.day,
             held.committed,
         )
+        if hold.warning and self.gateway_routed(agent):
+            await self._warn_manager(agent, hold)
+        return hold
+
+    async def _warn_manager(self, agent: str, hold: Hold) -> None:
+        """Tell the agent's manager, once a day, that it passed the warning share of its cap.
+
+        A runtime in direct mode says so itself from its reservation's answer; through the
+        gateway the runtime never sees a reservation, so Mission Control tells (once: the
+        message's idempotency key is the agent and the day)."""
+        from mcos.server.governance import SYSTEM  # noqa: PLC0415 (governance imports the context)
+
+        directory = self.mc.settings.directory
+        manager = next(
+            (a.reports_to for a in (directory.agents if directory else ()) if a.name == agent),
+            None,
+        )
+        if manager is None:
+            return
+        limits = self._limits(agent)
+        cap = "none" if limits.usd_micros is None else f"{limits.usd_micros / MICROS:.2f} USD"
+        try:
+            await self.mc.store.send(
+                NewMessage(
+                    sender=SYSTEM,
+                    recipient=manager,
+                    kind=MessageKind.REPORT,
+                    priority=Priority.NORMAL,
+                    subject=f"{agent}: 80% of today's model budget used",
+                    body=(
+                        f"{agent} has committed {hold.committed.usd_micros / MICROS:.2f} USD / "
+                        f"{hold.committed.tokens:,} tokens today (budget: {cap}, "
+                        f"{limits.tokens or 'no'} token cap)."
+                    ),
+                    idempotency_key=f"budget-warning:{agent}:{hold.day}",
+                )
+            )
+        except McosError as e:  # the call goes on; the warning is only news
+            log.warning("could not warn %s's manager of its budget: %s", agent, e.message)
 
     async def settle(
         self,
