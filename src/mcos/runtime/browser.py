@@ -33,6 +33,8 @@ NAVIGATION = frozenset(
 )
 """Tools that only change which (allowed) page is shown: reads, not writes."""
 BLANK = "about:blank"
+ERROR_PAGE = "chrome-error://chromewebdata/"
+"""Chromium's own page for a load it refused or failed (the browser's allowlist shows so)."""
 
 
 def _urls(value: Any, key: str = "") -> Iterator[str]:
@@ -74,7 +76,7 @@ class BrowserGuard:
     def after(self, text: str) -> tuple[str, str] | None:
         """(rule, address) when a result shows a page outside the allowlist; None: keep it."""
         for url in pages_shown(text):
-            if (why := refusal(url, self.domains)) is not None:
+            if url != ERROR_PAGE and (why := refusal(url, self.domains)) is not None:
                 return f"the browser ended up outside the allowlist: {why}", url
         return None
 
