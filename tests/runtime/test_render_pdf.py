@@ -37,8 +37,8 @@ We ask you to settle the amount above within fourteen days.
 """
 
 
-@pytest.fixture
-def chromium() -> None:
+def need_chromium() -> None:
+    """Skip without Debian's chromium (fail under CI: ``make system-deps`` installs it)."""
     if not Path(pdf.chromium()).exists():
         if IN_CI:
             pytest.fail(f"{pdf.chromium()} is missing (make system-deps installs it)")
@@ -46,7 +46,8 @@ def chromium() -> None:
 
 
 @pytest.fixture
-def gene(rig_factory: RigFactory, chromium: None) -> tuple[Rig, AgentRuntime]:
+def gene(rig_factory: RigFactory) -> tuple[Rig, AgentRuntime]:
+    need_chromium()
     rig = rig_factory({"gene": 'allowed_tools = ["render_pdf", "memory_write"]'})
     return rig, rig.runtime("gene")
 
