@@ -118,6 +118,8 @@ async def test_an_agent_reads_an_allowed_page_and_nothing_else(
     await gene.start()
     assert gene.mcp is not None
     assert gene.mcp.failures == {}
+    # Navigating within the allowlist is reading: no approval argument, no gate.
+    assert not gene.mcp.tools["browser__browser_navigate"].writes
     [server] = [
         p.cmdline() for p in psutil.Process().children(recursive=True) if "playwright-mcp" in
         " ".join(p.cmdline()) and "node" in p.name()
