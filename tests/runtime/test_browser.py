@@ -39,7 +39,8 @@ def browser_command() -> list[str]:
             if IN_CI:
                 pytest.fail(f"{needed} is missing ({how} installs it)")
             pytest.skip(f"{needed} is missing ({how} installs it)")
-    return [str(PLAYWRIGHT_MCP), "--headless", "--no-sandbox", "--isolated",
+    # As a fleet file beside the repository's tools/ names it: relative to the fleet's folder.
+    return [str(PLAYWRIGHT_MCP.relative_to(REPO)), "--headless", "--no-sandbox", "--isolated",
             "--executable-path", CHROMIUM]  # fmt: skip
 
 
@@ -113,6 +114,7 @@ async def test_an_agent_reads_an_allowed_page_and_nothing_else(
         tail=f'\n[mcp.browser]\nkind = "browser"\ncommand = {json.dumps(command)}\n'
         'timeout = "60s"\n',
     )
+    (rig.fleet.base_dir / "tools").symlink_to(REPO / "tools")
     provider = make_provider(rig.fleet.agents["gene"], KEY, rig.fleet.price_table())
     gene = rig.runtime("gene", provider)
     await gene.start()
@@ -130,12 +132,13 @@ async def test_an_agent_reads_an_allowed_page_and_nothing_else(
     fake.script(
         ToolUse("browser__browser_navigate", {"url": f"{base}/numbers.html"}),
         ToolUse("browser__browser_snapshot", {}),
+        ToolUse("browser__browser_snapshot", {"filename": "fleet.toml"}),
         ToolUse("browser__browser_navigate", {"url": f"http://localhost:{port}/secret.html"}),
         ToolUse("browser__browser_navigate", {"url": f"{base}/leave.html"}),
         Text("Revenue rose 12%."),
     )
     await gene.turn(TurnKind.MAIN, "What were the quarter's numbers?")
-    assert len(fake.requests) == 5
+    assert len(fake.requests) == 6
     offered = [t["name"] for t in fake.requests[0].body["tools"]]
     assert offered[-2:] == ["browser__browser_navigate", "browser__browser_snapshot"]
 
@@ -148,10 +151,15 @@ async def test_an_agent_reads_an_allowed_page_and_nothing_else(
     assert "Revenue rose 12% to 4.2M." in snapshot["content"]
     assert snapshot["content"].endswith(">>>END UNTRUSTED")
 
-    [elsewhere] = _results(fake.requests[3].body)
+    # A file the browser writes by name lands in its own folder, never beside the fleet file.
+    assert "[agents.gene]" in (rig.fleet.base_dir / "fleet.toml").read_text()
+    saved = gene.workspace.root / ".mcos" / "browser-browser" / "fleet.toml"
+    assert "Revenue rose 12% to 4.2M." in saved.read_text()
+
+    [elsewhere] = _results(fake.requests[4].body)
     assert elsewhere["is_error"] is True
     assert "localhost is not an allowed domain (allowed: 127.0.0.1)" in elsewhere["content"]
-    [left] = _results(fake.requests[4].body)  # the browser refused the refresh's request
+    [left] = _results(fake.requests[5].body)  # the browser refused the refresh's request
     assert f"Page URL: http://localhost:{port}" not in left["content"]
     everything = json.dumps([r.body for r in fake.requests])
     assert SECRET not in everything
@@ -161,6 +169,7 @@ async def test_an_agent_reads_an_allowed_page_and_nothing_else(
     fetched = await operator.do(Calls.audit(action="runtime.browser.fetch"))
     assert [(e.actor, e.targets["tool"], e.targets["url"]) for e in fetched] == [
         ("agent:gene", "browser__browser_navigate", f"{base}/numbers.html"),
+        ("agent:gene", "browser__browser_snapshot", f"{base}/numbers.html"),
         ("agent:gene", "browser__browser_snapshot", f"{base}/numbers.html"),
         ("agent:gene", "browser__browser_navigate", f"{base}/leave.html"),
     ]

@@ -175,6 +175,9 @@ class _Connection:
     """Where this run's stderr starts in the (appended) file."""
     extra_args: list[str] = field(default_factory=list)
     """stdio: what the runtime appends to the command for this agent (a browser's domains)."""
+    cwd: Path | None = None
+    """stdio: the working directory, when not the fleet file's folder (a browser's own folder:
+    the files it writes by name land there, never beside the fleet file)."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     session: ClientSession | None = None
     task: asyncio.Task[None] | None = None
@@ -218,11 +221,16 @@ class _Connection:
             self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
             errlog = stack.enter_context(self.stderr_path.open("a", encoding="utf-8"))
             self.stderr_from = self.stderr_path.stat().st_size
+            program = config.command[0]
+            if self.cwd is not None:
+                self.cwd.mkdir(parents=True, exist_ok=True)
+                if "/" in program and not Path(program).is_absolute():
+                    program = str(fleet.base_dir / program)  # still found from the fleet's folder
             params = StdioServerParameters(
-                command=config.command[0],
+                command=program,
                 args=[*config.command[1:], *self.extra_args],
                 env=env,
-                cwd=fleet.base_dir,
+                cwd=self.cwd or fleet.base_dir,
             )
             read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
         else:
@@ -326,7 +334,8 @@ class McpTools:
                 browsing = fleet.agents[agent].browser
                 guard = BrowserGuard(server, tuple(browsing.allowed_domains if browsing else ()))
                 tools.guards[server] = guard
-                conn.extra_args = guard.args(logs / f"browser-{server}")
+                conn.cwd = logs / f"browser-{server}"
+                conn.extra_args = guard.args(conn.cwd)
             ready = asyncio.get_running_loop().create_future()
             conn.task = asyncio.create_task(conn.serve(fleet, ready), name=f"mcp-{agent}-{server}")
             tools._connections[server] = conn
