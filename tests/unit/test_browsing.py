@@ -10,7 +10,7 @@ import pytest
 from mcos.config import load_fleet
 from mcos.domain.browsing import NOWHERE, check_pattern, origins_arg, pages_shown, refusal
 from mcos.exceptions import ConfigErrors
-from mcos.runtime.browser import BrowserGuard
+from mcos.runtime.browser import CHECKOUT_BIN, BrowserGuard, locate
 from tests.unit.test_fleet_config import BASE, messages, write
 
 ALLOWED = ("example.com", "*.gov", "127.0.0.1")
@@ -113,6 +113,23 @@ class TestGuard:
             "--allowed-origins",
             "example.com;example.com:*;*.gov;*.gov:*;127.0.0.1;127.0.0.1:*",
         ]
+
+
+class TestProgram:
+    """Where the browser server's program is found."""
+
+    def test_paths_and_bare_names(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A relative path from the fleet's folder, an absolute one as is; a bare name from
+        PATH, else from this checkout's tools/browser (make browser-mcp)."""
+        assert locate("bin/x", tmp_path) == str(tmp_path / "bin" / "x")
+        assert locate("/opt/x", tmp_path) == "/opt/x"
+        monkeypatch.setenv("PATH", str(tmp_path))
+        assert locate("no-such-program", tmp_path) == "no-such-program"
+        if (CHECKOUT_BIN / "playwright-mcp").exists():
+            assert locate("playwright-mcp", tmp_path) == str(CHECKOUT_BIN / "playwright-mcp")
+        (tmp_path / "playwright-mcp").write_text("#!/bin/sh\n")
+        (tmp_path / "playwright-mcp").chmod(0o755)
+        assert locate("playwright-mcp", tmp_path) == "playwright-mcp"  # PATH first
 
 
 BROWSER = """

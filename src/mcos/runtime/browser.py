@@ -15,6 +15,7 @@ that act on a page stay writes, behind the runtime's one gate like any MCP tool 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +33,22 @@ NAVIGATION = frozenset(
     {"browser_navigate", "browser_navigate_back", "browser_tabs", "browser_close"}
 )
 """Tools that only change which (allowed) page is shown: reads, not writes."""
+CHECKOUT_BIN = Path(__file__).resolve().parents[3] / "tools" / "browser" / "node_modules" / ".bin"
+"""Where ``make browser-mcp`` installs the server's program in a source checkout of mcos."""
 BLANK = "about:blank"
 ERROR_PAGE = "chrome-error://chromewebdata/"
 """Chromium's own page for a load it refused or failed (the browser's allowlist shows so)."""
+
+
+def locate(program: str, base_dir: Path) -> str:
+    """The browser server's program: a relative path from the fleet's folder; a bare name from
+    ``PATH``, else from this checkout's ``tools/browser`` (so ``playwright-mcp`` works in a
+    fleet kept anywhere once ``make browser-mcp`` ran)."""
+    if "/" in program:
+        return program if Path(program).is_absolute() else str(base_dir / program)
+    if shutil.which(program) is None and (CHECKOUT_BIN / program).exists():
+        return str(CHECKOUT_BIN / program)
+    return program
 
 
 def _urls(value: Any, key: str = "") -> Iterator[str]:

@@ -45,7 +45,7 @@ from mcos.config.secrets import resolve_key
 from mcos.domain.redaction import redact
 from mcos.exceptions import McosError, McpUnavailable
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
-from mcos.runtime.browser import BLANK, BrowserGuard
+from mcos.runtime.browser import BLANK, BrowserGuard, locate
 from mcos.runtime.tools import MAX_RESULT_CHARS, untrusted
 
 log = logging.getLogger("mcos.runtime")
@@ -222,10 +222,9 @@ class _Connection:
             errlog = stack.enter_context(self.stderr_path.open("a", encoding="utf-8"))
             self.stderr_from = self.stderr_path.stat().st_size
             program = config.command[0]
-            if self.cwd is not None:
+            if self.cwd is not None:  # a browser: its own folder, its program found as before
                 self.cwd.mkdir(parents=True, exist_ok=True)
-                if "/" in program and not Path(program).is_absolute():
-                    program = str(fleet.base_dir / program)  # still found from the fleet's folder
+                program = locate(program, fleet.base_dir)
             params = StdioServerParameters(
                 command=program,
                 args=[*config.command[1:], *self.extra_args],
