@@ -53,12 +53,16 @@ class OpenAIEmbedder:
     """An OpenAI-compatible embeddings endpoint (OpenAI, a local server, a gateway), through the
     official ``openai`` client (its retries and timeouts)."""
 
-    def __init__(self, model: str, base_url: str | None, api_key: str | None) -> None:
+    def __init__(
+        self, model: str, base_url: str | None, api_key: str | None, *, max_retries: int = 2
+    ) -> None:
         from openai import OpenAI  # noqa: PLC0415 (the SDK loads only when configured)
 
         self.name = f"openai:{model}"
         self.model = model
-        self._client = OpenAI(base_url=base_url, api_key=api_key or "unused", max_retries=2)
+        self._client = OpenAI(
+            base_url=base_url, api_key=api_key or "unused", max_retries=max_retries
+        )
 
     def embed(self, texts: list[str]) -> Vectors:
         from openai import OpenAIError  # noqa: PLC0415
