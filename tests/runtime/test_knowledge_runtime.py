@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from fpdf import FPDF
 
+from mcos.models.base import ToolCall
 from mcos.models.factory import make_provider
 from mcos.runtime.tools import UNTRUSTED_MARK
 from mcos.runtime.workspace import TurnKind
@@ -74,3 +75,15 @@ async def test_the_model_searches_cites_and_the_fence_taints_the_turn(
     refused = json.dumps(fake.requests[2].body["messages"][-1])
     assert "untrusted content is in this turn" in refused  # the planted directive never went
     assert (gene.workspace.root / ".mcos" / "knowledge.db").exists()
+
+    # Ten long passages with long headings: cut to fit, the fence's end always kept.
+    sections = "".join(f"## {'Clause ' * 40}{i}\n\n{'indemnity ' * 150}\n\n" for i in range(12))
+    (kb / "long.md").write_text(f"# Contract\n\n{sections}")
+    many = await gene.tools.call(
+        ToolCall("c9", "knowledge_search", {"query": "indemnity", "k": 10})
+    )
+    assert not many.is_error
+    assert many.content.count("kb/long.md, line") == 10
+    assert many.content.endswith(
+        ">>>END UNTRUSTED\nCite what you use by its file and page (or section)."
+    )

@@ -121,7 +121,8 @@ class KnowledgeHit:
         if self.line is not None:
             parts.append(f"line {self.line}")
         if self.section:
-            parts.append(f"section {self.section!r}")
+            shown = self.section if len(self.section) <= 80 else self.section[:79] + "…"
+            parts.append(f"section {shown!r}")
         return ", ".join(parts)
 
 

@@ -360,8 +360,9 @@ async def _knowledge_search(ctx: ToolContext, a: KnowledgeSearch) -> str:
         for i, h in enumerate(hits, start=1)
     )
     # Documents come from outside the fleet (a contract, a web page saved as HTML): data only.
+    # Cut before fencing, so the result's own cap never cuts the fence's end.
     return (
-        untrusted("knowledge folders", passages)
+        untrusted("knowledge folders", passages[: KNOWLEDGE_ROOM + 1_200])
         + "\nCite what you use by its file and page (or section)."
     )
 
