@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -105,25 +106,35 @@ def packaged_model_dir(package: str) -> Path:
 
 
 class LocalEmbedder:
-    """A sentence-transformers model loaded from an installed package, offline, on the CPU."""
+    """A sentence-transformers model loaded from an installed package, offline, on the CPU.
+
+    The package is checked at once (a configuration error at start); the model is loaded at
+    the first :meth:`embed` (seconds: in the search's worker thread, not at the agent's start).
+    """
 
     def __init__(self, package: str) -> None:
         self.name = f"local:{package}"
-        folder = packaged_model_dir(package)
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            module = importlib.import_module("sentence_transformers")
-        except ImportError:
+        self.folder = packaged_model_dir(package)
+        if importlib.util.find_spec("sentence_transformers") is None:
             raise ConfigError(
                 "fleet.toml",
                 "embeddings.package",
                 "sentence-transformers is not installed (pip install it with the model package)",
-            ) from None
-        self._model: Any = module.SentenceTransformer(str(folder), device="cpu")
+            )
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def _loaded(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                module = importlib.import_module("sentence_transformers")
+                self._model = module.SentenceTransformer(str(self.folder), device="cpu")
+            return self._model
 
     def embed(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        rows = self._model.encode(texts, batch_size=BATCH, normalize_embeddings=True)
+        rows = self._loaded().encode(texts, batch_size=BATCH, normalize_embeddings=True)
         return normalised(rows)
