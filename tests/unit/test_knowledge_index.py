@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import docx
+import httpx
 import pytest
 from fpdf import FPDF
 
@@ -266,3 +267,17 @@ def test_the_labelled_retrieval_set_keeps_its_bm25_recall(tmp_path: Path) -> Non
             for q in labels
         )
     assert found / len(labels) >= 0.7
+
+
+def test_the_fake_endpoint_speaks_the_wire_format() -> None:
+    """Floats or base64 as asked, in input order; OpenAI-shaped errors for a wrong model or key."""
+    server = EmbeddingsServer(hashed_words, model="words-256", key="sk-embed")
+    with running(server) as url, httpx.Client(base_url=url) as http:
+        auth = {"Authorization": "Bearer sk-embed"}
+        body = {"model": "words-256", "input": ["alpha beta", "gamma"], "encoding_format": "float"}
+        answer = http.post("/embeddings", json=body, headers=auth).json()
+        assert [d["index"] for d in answer["data"]] == [0, 1]
+        assert answer["data"][0]["embedding"] == hashed_words(["alpha beta"])[0].tolist()
+        wrong = http.post("/embeddings", json=body | {"model": "other"}, headers=auth)
+        assert (wrong.status_code, wrong.json()["error"]["code"]) == (404, "model_not_found")
+        assert http.post("/embeddings", json=body).status_code == 401
