@@ -21,6 +21,7 @@ Control (the only process that touches the store) never sees them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import sqlite3
@@ -350,7 +351,7 @@ class KnowledgeIndex:
         stats = IndexStats(files_unchanged=len(seen)) if unchanged else self._write(seen, stored)
         embedded = self._embed_missing()
         if embedded:
-            return IndexStats(**{**stats.__dict__, "embedded": embedded})
+            return dataclasses.replace(stats, embedded=embedded)
         return stats
 
     def _write(self, seen: list[_Seen], stored: dict[str, _Stored]) -> IndexStats:
