@@ -7,6 +7,7 @@ every failure is returned as an error the model can read — never raised into t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -31,6 +32,7 @@ from mcos.runtime.recovery import Recoverer
 from mcos.runtime.workspace import Workspace
 
 if TYPE_CHECKING:
+    from mcos.knowledge.index import KnowledgeIndex
     from mcos.runtime.mcp import McpTools
 
 MAX_RESULT_CHARS = 8_000
@@ -71,6 +73,8 @@ class ToolContext:
     approved request even where the agent may act alone (outside text never drives them)."""
     actions: list[str] = field(default_factory=list)
     """What this turn changed (messages sent, log lines, files): the circuit breaker's signal."""
+    knowledge: KnowledgeIndex | None = None
+    """The index of the agent's knowledge folders (None: it has none)."""
 
 
 class _Input(BaseModel):
@@ -115,6 +119,11 @@ class MemoryWrite(_Input):
 class MemorySearch(_Input):
     query: str = Field(min_length=1, max_length=500)
     limit: int = Field(default=5, ge=1, le=20)
+
+
+class KnowledgeSearch(_Input):
+    query: str = Field(min_length=1, max_length=500)
+    k: int = Field(default=5, ge=1, le=10, description="How many passages to return.")
 
 
 class ReportIncident(_Input):
@@ -343,6 +352,30 @@ async def _memory_search(ctx: ToolContext, a: MemorySearch) -> str:
     return "\n".join(f"{h.path}:{h.line}: {h.snippet}" for h in hits)
 
 
+KNOWLEDGE_ROOM = 6_000
+"""Characters of passages one knowledge search returns, shared between its hits."""
+
+
+async def _knowledge_search(ctx: ToolContext, a: KnowledgeSearch) -> str:
+    if ctx.knowledge is None:
+        return "no knowledge folders are configured for you"
+    # Converting new PDFs and embedding take seconds: off the event loop (heartbeats go on).
+    hits = await asyncio.to_thread(ctx.knowledge.search, a.query, a.k)
+    if not hits:
+        return f"nothing in your knowledge folders matches {a.query!r}"
+    room = KNOWLEDGE_ROOM // len(hits)
+    passages = "\n\n".join(
+        f"[{i}] {h.citation}\n{h.text if len(h.text) <= room else h.text[:room] + '…'}"
+        for i, h in enumerate(hits, start=1)
+    )
+    # Documents come from outside the fleet (a contract, a web page saved as HTML): data only.
+    # Cut before fencing, so the result's own cap never cuts the fence's end.
+    return (
+        untrusted("knowledge folders", passages[: KNOWLEDGE_ROOM + 1_200])
+        + "\nCite what you use by its file and page (or section)."
+    )
+
+
 async def _report_incident(ctx: ToolContext, a: ReportIncident) -> str:
     made = await ctx.client.do(Calls.report_incident(a.severity, a.summary, a.evidence))
     ctx.workspace.append_log(ctx.clock.now(), f"reported {a.severity}: {a.summary}")
@@ -549,6 +582,13 @@ TOOLS: dict[str, Tool] = {
             _memory_search,
         ),
         Tool(
+            "knowledge_search",
+            "Search your knowledge folders (PDF, DOCX, Markdown, text, HTML documents): the best "
+            "passages with their file and page, to cite.",
+            KnowledgeSearch,
+            _knowledge_search,
+        ),
+        Tool(
             "report_incident",
             "Report an observation to Mission Control. P3 is logged by you; anything higher "
             "is a hypothesis until the gate's confirmers confirm it — never declare a crisis "
@@ -620,7 +660,12 @@ class Toolbox:
 
     def __init__(self, ctx: ToolContext, allowed: list[str], mcp: McpTools | None = None) -> None:
         self.ctx = ctx
-        self.allowed = [name for name in allowed if name in TOOLS]
+        # knowledge_search is offered only to an agent that has knowledge folders.
+        self.allowed = [
+            name
+            for name in allowed
+            if name in TOOLS and (name != "knowledge_search" or ctx.knowledge is not None)
+        ]
         self._mcp: McpTools | None = None
         self.mcp = mcp
 
