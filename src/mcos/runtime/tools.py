@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from mcos.runtime.mcp import McpTools
 
 MAX_RESULT_CHARS = 8_000
+GOVERNANCE_STATUSES = frozenset({402, 403, 429})
+"""Mission Control's refusals (over budget, forbidden by a rule, a limit): a trace shows them."""
 
 
 UNTRUSTED_MARK = "<<<UNTRUSTED content from"
@@ -71,6 +73,10 @@ class ToolContext:
     approved request even where the agent may act alone (outside text never drives them)."""
     actions: list[str] = field(default_factory=list)
     """What this turn changed (messages sent, log lines, files): the circuit breaker's signal."""
+    sent: list[int] = field(default_factory=list)
+    """Ids of the messages the agent sent (a turn's trace links those it sent)."""
+    refusals: list[str] = field(default_factory=list)
+    """Why tool calls were refused, by the allowlist or Mission Control (the turn's trace)."""
 
 
 class _Input(BaseModel):
@@ -261,6 +267,7 @@ async def _send(ctx: ToolContext, a: SendMessage) -> str:
             a.to, a.body, subject=a.subject, kind=MessageKind(a.kind), priority=Priority(a.priority)
         )
     )
+    ctx.sent.append(sent.message.id)
     ctx.actions.append(f"sent message {sent.message.id} to {a.to}")
     return f"sent message {sent.message.id} to {a.to}"
 
@@ -296,6 +303,7 @@ async def _reply(ctx: ToolContext, a: Reply) -> str:
             idempotency_key=f"reply-{original.id}-{ctx.agent}-{len(ctx.actions)}",
         )
     )
+    ctx.sent.append(sent.message.id)
     ctx.actions.append(f"replied to message {original.id}")
     return f"replied to message {original.id} from {original.sender} (message {sent.message.id})"
 
@@ -607,6 +615,7 @@ class Toolbox:
         call = redacted_call(call)
         mcp = self.mcp is not None and self.mcp.offers(call.name)
         if call.name not in self.allowed and call.name not in extra and not mcp:
+            self.ctx.refusals.append("not on the tool allowlist")
             await self._audit_refusal(call)
             return ToolResult(
                 call.id,
@@ -634,6 +643,8 @@ class Toolbox:
         try:
             out = await tool.run(self.ctx, args)
         except McosError as e:
+            if e.status in GOVERNANCE_STATUSES:  # refused by Mission Control's rules
+                self.ctx.refusals.append(redact(e.message))
             return ToolResult(call.id, redact(f"error: {e.message}"), is_error=True)
         except (httpx.HTTPError, OSError) as e:
             return ToolResult(call.id, redact(f"error: {e.__class__.__name__}: {e}"), True)
