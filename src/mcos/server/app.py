@@ -28,6 +28,7 @@ from mcos.server import dashboard, dead_letters, errors
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
+from mcos.server.dashboard import turns as dashboard_turns
 from mcos.server.gateway import anthropic_batches
 from mcos.server.gateway import routes as gateway_routes
 from mcos.server.gateway.anthropic_batches import Batches
@@ -276,6 +277,7 @@ def create_app(
     app.include_router(gateway_routes.router)
     app.include_router(anthropic_batches.router)
     dashboard.install(app)
+    app.include_router(dashboard_turns.router)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
     app.add_middleware(
