@@ -11,19 +11,25 @@ meter does not know is counted at the agent's own figure and the trace says so.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
+from mcos.api_models import MAX_ID
 from mcos.client import Call
 
 MAX_TRACE_BYTES = 128 * 1024
 """A posted trace's JSON is at most this long (413 beyond); the runtime cuts to fit first."""
 MAX_TEXT = 4_000
 """Longest free text of a trace (a tool result, the final answer), in characters."""
+MAX_USD = 1_000_000.0
+"""No one call costs more than this (a bound that keeps sums exact)."""
+MAX_COUNT = 2**53
+"""Every count of a trace (tokens, characters, milliseconds) is at most this."""
 MAX_ITEMS = 200
 """Most entries of any list of a trace (sections, calls, tool calls, message ids)."""
 
+MessageId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Outcome = Literal["ok", "error", "refused", "skipped"]
 WokeBy = Literal["message", "heartbeat", "cron", "routine", "curation", "flush", "other"]
 CostSource = Literal["metered", "reported", "mixed", "none"]
@@ -37,8 +43,8 @@ class TraceSection(_Strict):
     """One part of the prompt and its size."""
 
     name: str = Field(max_length=100, description="SOUL.md, MEMORY.md, history, tools, turn…")
-    chars: int = Field(ge=0)
-    tokens: int = Field(ge=0, description="Estimated with the runtime's token estimate.")
+    chars: int = Field(ge=0, le=MAX_COUNT)
+    tokens: int = Field(ge=0, le=MAX_COUNT, description="An estimate (bytes / 4).")
 
 
 class TraceModelCall(_Strict):
@@ -46,16 +52,18 @@ class TraceModelCall(_Strict):
 
     model: str = Field(max_length=200)
     purpose: str = Field(default="", max_length=100)
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cache_read_tokens: int = Field(default=0, ge=0)
-    cache_write_tokens: int = Field(default=0, ge=0)
-    reported_usd: float = Field(default=0.0, ge=0, description="The agent's own price of it.")
-    latency_ms: int = Field(default=0, ge=0)
+    input_tokens: int = Field(default=0, ge=0, le=MAX_COUNT)
+    output_tokens: int = Field(default=0, ge=0, le=MAX_COUNT)
+    cache_read_tokens: int = Field(default=0, ge=0, le=MAX_COUNT)
+    cache_write_tokens: int = Field(default=0, ge=0, le=MAX_COUNT)
+    reported_usd: float = Field(
+        default=0.0, ge=0, le=MAX_USD, allow_inf_nan=False, description="The agent's own price."
+    )
+    latency_ms: int = Field(default=0, ge=0, le=MAX_COUNT)
     stop_reason: str = Field(default="", max_length=100)
     error: str = Field(default="", max_length=MAX_TEXT)
     reservation_id: int | None = Field(
-        default=None, ge=1, description="Mission Control's hold for the call, when known."
+        default=None, ge=1, le=MAX_ID, description="The call's hold, when known."
     )
 
 
@@ -67,7 +75,7 @@ class TraceToolCall(_Strict):
     result: str = Field(default="", max_length=MAX_TEXT)
     is_error: bool = False
     refused: bool = False
-    latency_ms: int = Field(default=0, ge=0)
+    latency_ms: int = Field(default=0, ge=0, le=MAX_COUNT)
 
 
 class TraceIn(_Strict):
@@ -79,9 +87,9 @@ class TraceIn(_Strict):
     kind: str = Field(max_length=50, description="main, heartbeat, cron, curation…")
     woke_by: WokeBy
     woke_detail: str = Field(default="", max_length=500, description="The cron job, the check…")
-    woke_messages: list[int] = Field(default_factory=list, max_length=MAX_ITEMS)
-    started_at: datetime
-    latency_ms: int = Field(ge=0)
+    woke_messages: list[MessageId] = Field(default_factory=list, max_length=MAX_ITEMS)
+    started_at: AwareDatetime
+    latency_ms: int = Field(ge=0, le=MAX_COUNT)
     outcome: Outcome
     error: str = Field(default="", max_length=MAX_TEXT)
     sections: list[TraceSection] = Field(default_factory=list, max_length=MAX_ITEMS)
@@ -90,7 +98,7 @@ class TraceIn(_Strict):
     governance: list[str] = Field(
         default_factory=list, max_length=MAX_ITEMS, description="Refusals and decisions met."
     )
-    sent_messages: list[int] = Field(default_factory=list, max_length=MAX_ITEMS)
+    sent_messages: list[MessageId] = Field(default_factory=list, max_length=MAX_ITEMS)
     final_text: str = Field(default="", max_length=MAX_TEXT)
     truncated: bool = Field(default=False, description="The runtime cut the trace to fit.")
 

@@ -156,6 +156,13 @@ def test_an_over_size_trace_is_413_and_bad_fields_are_named(server: LiveServer) 
     response = raw(server, "POST", "/v1/traces", token, json=ahead)
     assert response.status_code == 422
     assert "started_at" in response.text
+    for when in ("2026-01-01T00:00:00", "0001-01-01T00:00:00+05:00"):  # no zone; too old
+        body = _trace().model_dump(mode="json") | {"started_at": when}
+        response = raw(server, "POST", "/v1/traces", token, json=body)
+        assert response.status_code == 422
+        assert "started_at" in response.text
+    huge = _trace().model_dump(mode="json") | {"sent_messages": [2**64]}
+    assert raw(server, "POST", "/v1/traces", token, json=huge).status_code == 422
 
 
 def test_traces_older_than_trace_days_are_swept(server: LiveServer) -> None:

@@ -30,6 +30,8 @@ log = logging.getLogger("mcos.server.traces")
 TRACE_ERRORS = {**ERRORS, 413: ERRORS[409]}
 MAX_FUTURE = timedelta(minutes=5)
 """A trace may not start further ahead of Mission Control's clock than this."""
+MAX_AGE = timedelta(days=3650)
+"""Nor further back than this (no retention keeps it longer)."""
 
 
 async def metered_cost(
@@ -122,6 +124,11 @@ async def post_trace(trace: TraceIn, mc: MC, caller: Caller) -> TraceOut:
         await mc.refuse(caller, "trace.write", rule)
         raise Forbidden(rule, rule=rule)
     now = await mc.store.now()
+    if trace.started_at < now - MAX_AGE:
+        raise InvalidRequest(
+            f"started_at: {trace.started_at.isoformat()} is more than {MAX_AGE.days} days ago",
+            field="started_at",
+        )
     if trace.started_at > now + MAX_FUTURE:
         raise InvalidRequest(
             f"started_at: {trace.started_at.isoformat()} is ahead of Mission Control's clock "
