@@ -16,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from mcos.api_traces import (
     MAX_ITEMS,
@@ -111,6 +112,17 @@ def _cut(text: str, keep: int) -> str:
     return text if len(text) <= keep else text[: keep - 1] + "…"
 
 
+SECRET_SPAN = 256
+"""No secret the redaction knows is longer: text kept this far past a cut is enough to find any
+secret that starts before it."""
+
+
+def _clean(text: str, keep: int) -> str:
+    """``text`` redacted and cut to ``keep`` characters; only what can reach the cut is
+    redacted (a long tool result costs no more than a short one)."""
+    return _cut(redact(text[: keep + SECRET_SPAN]), keep)
+
+
 @dataclass
 class TurnTrace:
     """A trace under construction: one per turn, started by ``turn()``."""
@@ -174,12 +186,12 @@ class TurnTrace:
     def tool(self, call: ToolCall, result: ToolResult, seconds: float, *, refused: str) -> None:
         """One tool call: its arguments and result redacted and cut; ``refused``: why it was
         refused (the allowlist or Mission Control's governance), else empty."""
-        arguments = redact(json.dumps(call.input, ensure_ascii=False, default=str))
+        arguments = json.dumps(call.input, ensure_ascii=False, default=str)
         self.tools.append(
             TraceToolCall(
                 name=_cut(call.name, 200),
-                arguments=_cut(arguments, TOOL_TEXT),
-                result=_cut(redact(result.content), TOOL_TEXT),
+                arguments=_clean(arguments, TOOL_TEXT),
+                result=_clean(result.content, TOOL_TEXT),
                 is_error=result.is_error,
                 refused=bool(refused),
                 latency_ms=round(seconds * 1000),
@@ -201,13 +213,13 @@ class TurnTrace:
             started_at=self.started_at,
             latency_ms=round((time.perf_counter() - self.began) * 1000),
             outcome=outcome,
-            error=_cut(redact(error), MAX_TEXT),
+            error=_clean(error, MAX_TEXT),
             sections=self.sections[:MAX_ITEMS],
             calls=self.calls[:MAX_ITEMS],
             tools=self.tools[:MAX_ITEMS],
             governance=self.governance[:MAX_ITEMS],
             sent_messages=list((sent or [])[:MAX_ITEMS]),
-            final_text=_cut(redact(final), MAX_TEXT),
+            final_text=_clean(final, MAX_TEXT),
             truncated=any(
                 len(items) > MAX_ITEMS
                 for items in (self.calls, self.tools, self.governance, self.woke.messages)
@@ -216,39 +228,34 @@ class TurnTrace:
         return fit(trace)
 
 
-def _size(trace: TraceIn) -> int:
-    return len(trace.model_dump_json().encode())
+def _size(data: dict[str, Any]) -> int:
+    return len(json.dumps(data, ensure_ascii=False, default=str).encode())
 
 
 def fit(trace: TraceIn, limit: int = MAX_TRACE_BYTES) -> TraceIn:
     """``trace`` within ``limit`` bytes of JSON: its texts cut shorter and shorter, then its
     tool calls dropped from the end; marked ``truncated`` when anything was cut."""
-    if _size(trace) <= limit:
+    if len(trace.model_dump_json().encode()) <= limit:
         return trace
+    data = trace.model_dump(mode="json")
+    data["truncated"] = True
     for keep in CUTS:
-        trace = trace.model_copy(
-            update={
-                "truncated": True,
-                "final_text": _cut(trace.final_text, keep),
-                "error": _cut(trace.error, keep),
-                "tools": [
-                    t.model_copy(update={"arguments": _cut(t.arguments, keep)}).model_copy(
-                        update={"result": _cut(t.result, keep)}
-                    )
-                    for t in trace.tools
-                ],
-                "calls": [c.model_copy(update={"error": _cut(c.error, keep)}) for c in trace.calls],
-                "governance": [_cut(g, keep) for g in trace.governance],
-            }
-        )
-        if _size(trace) <= limit:
-            return trace
-    while _size(trace) > limit and (trace.tools or trace.governance):
-        half = len(trace.tools) // 2
-        trace = trace.model_copy(
-            update={"tools": trace.tools[:half], "governance": trace.governance[: half or 0]}
-        )
-    return trace
+        for key in ("final_text", "error"):
+            data[key] = _cut(data[key], keep)
+        for tool in data["tools"]:
+            tool["arguments"], tool["result"] = (
+                _cut(tool["arguments"], keep),
+                _cut(tool["result"], keep),
+            )
+        for call in data["calls"]:
+            call["error"] = _cut(call["error"], keep)
+        data["governance"] = [_cut(g, keep) for g in data["governance"]]
+        if _size(data) <= limit:
+            return TraceIn.model_validate(data)
+    while _size(data) > limit and (data["tools"] or data["governance"]):
+        half = len(data["tools"]) // 2
+        data["tools"], data["governance"] = data["tools"][:half], data["governance"][:half]
+    return TraceIn.model_validate(data)
 
 
 async def post(client: AsyncClient, trace: TraceIn, agent: str) -> bool:
