@@ -59,6 +59,13 @@ class TraceModelCall(_Strict):
     reported_usd: float = Field(
         default=0.0, ge=0, le=MAX_USD, allow_inf_nan=False, description="The agent's own price."
     )
+    metered_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_USD * 1000,
+        allow_inf_nan=False,
+        description="What Mission Control metered for it (set by Mission Control; None: unknown).",
+    )
     latency_ms: int = Field(default=0, ge=0, le=MAX_COUNT)
     stop_reason: str = Field(default="", max_length=100)
     error: str = Field(default="", max_length=MAX_TEXT)

@@ -91,6 +91,8 @@ def test_a_trace_costs_what_mission_control_metered_and_links_messages(server: L
         assert posted.cost_source == "metered"
         assert posted.cost_usd == pytest.approx((1000 * 1 + 200 * 5) / 1e6)
         assert (posted.metered_calls, posted.model_calls, posted.tool_calls) == (1, 1, 1)
+        assert posted.calls[0].metered_usd == pytest.approx(posted.cost_usd)
+        assert posted.calls[0].reported_usd == 9.0
         # A message → the turn that handled it → what that turn sent; the thread finds it too.
         [handled] = op.do(TraceCalls.find(message=asked.id))
         assert handled.id == posted.id
@@ -120,6 +122,15 @@ def test_a_call_the_meter_does_not_know_counts_as_reported(server: LiveServer) -
         )
         assert (posted.cost_source, posted.metered_calls) == ("reported", 0)
         assert posted.cost_usd == pytest.approx(0.75)
+        assert [c.metered_usd for c in posted.calls] == [None, None]
+        # One metered call named twice counts once at the meter's price, then as reported.
+        mine = gene.do(Calls.reserve(MODEL, 100, 100))
+        report = {"provider": "anthropic", "model": MODEL, "input_tokens": 100, "output_tokens": 0}
+        gene.do(Calls.report_call(CallReport(reservation_id=mine.id, **report)))
+        twice = [TraceModelCall(model=MODEL, reported_usd=0.5, reservation_id=mine.id)] * 2
+        posted = gene.do(TraceCalls.post(_trace(calls=twice)))
+        assert (posted.cost_source, posted.metered_calls) == ("mixed", 1)
+        assert posted.cost_usd == pytest.approx(0.5 + 100 / 1e6)
 
 
 def test_who_may_write_and_read(server: LiveServer) -> None:

@@ -16,7 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from mcos.api_models import MAX_ID
-from mcos.api_traces import CostSource, TraceIn, TraceOut, TraceSummary
+from mcos.api_traces import CostSource, TraceIn, TraceModelCall, TraceOut, TraceSummary
 from mcos.domain.budget import MICROS
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Conflict, Forbidden, InvalidRequest, McosError, NotFound
@@ -36,26 +36,31 @@ MAX_AGE = timedelta(days=3650)
 
 async def metered_cost(
     mc: MissionControl, agent: str, trace: TraceIn
-) -> tuple[int, CostSource, int]:
-    """The turn's cost in micro-dollars, where it comes from, and how many calls were metered:
-    each call held under a reservation Mission Control recorded counts at the meter's price,
-    every other call at the agent's own."""
+) -> tuple[TraceIn, int, CostSource, int]:
+    """The trace with each call's metered price, the turn's cost in micro-dollars, where it
+    comes from, and how many calls were metered: a call held under a reservation Mission Control
+    recorded for ``agent`` counts at the meter's price (each reservation once), every other call
+    at the agent's own figure."""
     held = [c.reservation_id for c in trace.calls if c.reservation_id is not None]
     recorded = await mc.store.metered_calls(agent, held) if held else {}
     total = metered = 0
+    calls: list[TraceModelCall] = []
     for call in trace.calls:
-        if call.reservation_id is not None and call.reservation_id in recorded:
-            total += recorded[call.reservation_id]
+        micros = recorded.pop(call.reservation_id, None) if call.reservation_id else None
+        if micros is not None:
+            total += micros
             metered += 1
         else:
             total += round(call.reported_usd * MICROS)
+        usd = None if micros is None else micros / MICROS
+        calls.append(call.model_copy(update={"metered_usd": usd}))
     if not trace.calls:
         source: CostSource = "none"
     elif metered == len(trace.calls):
         source = "metered"
     else:
         source = "reported" if metered == 0 else "mixed"
-    return total, source, metered
+    return trace.model_copy(update={"calls": calls}), total, source, metered
 
 
 def _summary(t: StoredTrace) -> dict[str, object]:
@@ -135,7 +140,7 @@ async def post_trace(trace: TraceIn, mc: MC, caller: Caller) -> TraceOut:
             f"({now.isoformat()})",
             field="started_at",
         )
-    cost, source, metered = await metered_cost(mc, caller.name, trace)
+    trace, cost, source, metered = await metered_cost(mc, caller.name, trace)
     body = trace.model_dump(mode="json")
     body["metered_calls"] = metered
     stored = await mc.store.save_trace(
