@@ -107,6 +107,8 @@ class ServerConfig(_Model):
     trusted_proxies: list[str] = Field(default_factory=list)
     """Addresses of reverse proxies whose ``X-Forwarded-For``/``-Proto`` are believed (uvicorn's
     ``forwarded_allow_ips``); empty: those headers are ignored from everyone."""
+    trace_days: float = Field(default=14, gt=0, le=3650)
+    """How many days turn traces are kept (the server's sweep deletes older ones)."""
 
     @field_validator("store")
     @classmethod

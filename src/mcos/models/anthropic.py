@@ -8,6 +8,7 @@ agent cools down visibly, and a spend-limit answer is never retried.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import anthropic
@@ -39,7 +40,7 @@ from mcos.models.base import (
     ToolResult,
     Turn,
 )
-from mcos.models.gateway import gateway_error, precise_wait, purpose_headers
+from mcos.models.gateway import gateway_error, precise_wait, purpose_headers, reservation_of
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -257,12 +258,14 @@ class AnthropicModel:
             default_headers=dict(headers or {}),
         )
 
-    async def _once(self, body: dict[str, Any]) -> anthropic.types.Message:
+    async def _once(self, body: dict[str, Any]) -> tuple[anthropic.types.Message, int | None]:
+        """One call; the message and, through the gateway, the hold it was metered under."""
         try:
-            message: anthropic.types.Message = await self._client.messages.create(**body)
+            raw = await self._client.messages.with_raw_response.create(**body)
+            message: anthropic.types.Message = await raw.parse()
         except anthropic.APIError as e:
             raise (gateway_error(e) or _classify(e)) from e
-        return message
+        return message, reservation_of(raw.headers) if self.metered else None
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One Messages call; overloads and server errors retried with jittered backoff."""
@@ -280,10 +283,10 @@ class AnthropicModel:
         try:
             async for attempt in retrying:
                 with attempt:
-                    message = await self._once(body)
+                    message, reservation = await self._once(body)
         except _Retryable as e:
             raise e.error from e
-        return _reply(message)
+        return replace(_reply(message), reservation=reservation)
 
     # --- Message Batches: calls that can wait, at half price ------------------------------------
     async def submit(self, request: ModelRequest, custom_id: str) -> str:

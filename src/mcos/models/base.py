@@ -121,6 +121,9 @@ class ModelReply:
     model: str
     blocks: tuple[Block, ...] = field(default=())
     """The assistant turn as it must be replayed (text and tool calls in order)."""
+    reservation: int | None = None
+    """Mission Control's hold for the call, when its gateway said (the turn trace's link to
+    what the gateway metered)."""
 
     @property
     def turn(self) -> Turn:

@@ -21,6 +21,15 @@ from mcos.exceptions import Fenced, KeyUnavailable, McosError, OverBudget
 GATEWAY_PATH = "/v1/gateway"
 PURPOSE_HEADER = "X-Mcos-Purpose"
 """What a call is for (``heartbeat``, ``message``…), recorded by Mission Control with its usage."""
+RESERVATION_HEADER = "X-Mcos-Reservation"
+"""On the gateway's answer: the id of the hold the call was metered under (a turn's trace links
+its calls to what Mission Control recorded by it)."""
+
+
+def reservation_of(headers: Mapping[str, str]) -> int | None:
+    """The gateway's ``X-Mcos-Reservation`` of an answer, if it carries one."""
+    value = headers.get(RESERVATION_HEADER.lower()) or headers.get(RESERVATION_HEADER) or ""
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from mcos.models.base import (
     ToolCall,
     ToolResult,
 )
-from mcos.models.gateway import gateway_error, precise_wait, purpose_headers
+from mcos.models.gateway import gateway_error, precise_wait, purpose_headers, reservation_of
 
 PROVIDER = "openai"
 DEFAULT_RETRY_AFTER = 60.0
@@ -157,12 +157,14 @@ class OpenAICompatModel:
             default_headers=dict(headers or {}),
         )
 
-    async def _once(self, body: dict[str, Any]) -> ChatCompletion:
+    async def _once(self, body: dict[str, Any]) -> tuple[ChatCompletion, int | None]:
+        """One call; the completion and, through the gateway, the hold it was metered under."""
         try:
-            completion: ChatCompletion = await self._client.chat.completions.create(**body)
+            raw = await self._client.chat.completions.with_raw_response.create(**body)
+            completion: ChatCompletion = raw.parse()
         except openai.APIError as e:
             raise (gateway_error(e) or _classify(e)) from e
-        return completion
+        return completion, reservation_of(raw.headers) if self.metered else None
 
     async def complete(self, request: ModelRequest) -> ModelReply:
         """One chat completion; server errors retried with jittered backoff."""
@@ -198,7 +200,7 @@ class OpenAICompatModel:
         try:
             async for attempt in retrying:
                 with attempt:
-                    completion = await self._once(body)
+                    completion, reservation = await self._once(body)
         except _Retryable as e:
             raise e.error from e
         if not completion.choices:
@@ -229,6 +231,7 @@ class OpenAICompatModel:
             stop_reason=choice.finish_reason or "stop",
             model=completion.model,
             blocks=blocks,
+            reservation=reservation,
         )
 
     async def aclose(self) -> None:

@@ -50,6 +50,7 @@ from mcos.exceptions import Fenced, McosError
 from mcos.runtime.checks import CheckResult
 from mcos.runtime.curation import Curator, curate
 from mcos.runtime.state import AgentState
+from mcos.runtime.tracing import Woke
 from mcos.runtime.turns import TurnStopped
 from mcos.runtime.workspace import TurnKind
 
@@ -429,6 +430,7 @@ class Schedule(AgentState):
             if deadline is not None:  # the run waits for batches, parked, while the loop goes on
                 await self.park(job, text, first, deadline)
             else:
+                self.woke = Woke("cron", detail=job.name)
                 await self.turn(kind, text, main=job.session == "main")
         except TurnStopped as e:
             stopped = _STOPPED.get(str(e))

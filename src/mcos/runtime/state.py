@@ -30,6 +30,7 @@ from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.settings import RuntimeSettings
 from mcos.runtime.tools import Toolbox, ToolContext
+from mcos.runtime.tracing import TurnTrace, Woke
 from mcos.runtime.workspace import Prompt, TurnKind, Workspace
 
 if TYPE_CHECKING:
@@ -110,6 +111,12 @@ class AgentState:
     busy: bool
     parked: list[ParkedTurn]
     """Cron runs waiting for a batch's answer (kept in the workspace, see ``batched.py``)."""
+
+    # --- the turn's trace
+    woke: Woke | None
+    """What wakes the next turn, set by whoever starts it (messages, a cron job)."""
+    trace: TurnTrace | None
+    """The trace of the turn under way."""
 
     # --- reporting and the clock
     _state: tuple[AgentStatus, str] | None

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from mcos.runtime.mcp import McpTools
 
 MAX_RESULT_CHARS = 8_000
+GOVERNANCE_STATUSES = frozenset({402, 403, 429})
+"""Mission Control's refusals (over budget, forbidden by a rule, a limit): a trace shows them."""
 
 
 UNTRUSTED_MARK = "<<<UNTRUSTED content from"
@@ -75,6 +77,10 @@ class ToolContext:
     """What this turn changed (messages sent, log lines, files): the circuit breaker's signal."""
     knowledge: KnowledgeIndex | None = None
     """The index of the agent's knowledge folders (None: it has none)."""
+    sent: list[int] = field(default_factory=list)
+    """Ids of the messages the agent sent (a turn's trace links those it sent)."""
+    refusals: list[str] = field(default_factory=list)
+    """Why tool calls were refused, by the allowlist or Mission Control (the turn's trace)."""
 
 
 class _Input(BaseModel):
@@ -279,6 +285,7 @@ async def _send(ctx: ToolContext, a: SendMessage) -> str:
             a.to, a.body, subject=a.subject, kind=MessageKind(a.kind), priority=Priority(a.priority)
         )
     )
+    ctx.sent.append(sent.message.id)
     ctx.actions.append(f"sent message {sent.message.id} to {a.to}")
     return f"sent message {sent.message.id} to {a.to}"
 
@@ -314,6 +321,7 @@ async def _reply(ctx: ToolContext, a: Reply) -> str:
             idempotency_key=f"reply-{original.id}-{ctx.agent}-{len(ctx.actions)}",
         )
     )
+    ctx.sent.append(sent.message.id)
     ctx.actions.append(f"replied to message {original.id}")
     return f"replied to message {original.id} from {original.sender} (message {sent.message.id})"
 
@@ -702,6 +710,7 @@ class Toolbox:
         call = redacted_call(call)
         mcp = self.mcp is not None and self.mcp.offers(call.name)
         if call.name not in self.allowed and call.name not in extra and not mcp:
+            self.ctx.refusals.append("not on the tool allowlist")
             await self._audit_refusal(call)
             return ToolResult(
                 call.id,
@@ -729,6 +738,8 @@ class Toolbox:
         try:
             out = await tool.run(self.ctx, args)
         except McosError as e:
+            if e.status in GOVERNANCE_STATUSES:  # refused by Mission Control's rules
+                self.ctx.refusals.append(redact(e.message))
             return ToolResult(call.id, redact(f"error: {e.message}"), is_error=True)
         except (httpx.HTTPError, OSError) as e:
             return ToolResult(call.id, redact(f"error: {e.__class__.__name__}: {e}"), True)

@@ -12,11 +12,14 @@ come and how many calls they make.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from mcos.api_models import CallReport
+from mcos.api_traces import Outcome
 from mcos.client import Calls
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import Pricing, cost_micros
@@ -31,7 +34,7 @@ from mcos.exceptions import (
     RateLimited,
     SpendLimitReached,
 )
-from mcos.models.base import ModelReply, ModelRequest, TextBlock, Turn
+from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolResult, Turn
 from mcos.runtime.context import (
     CONTINUE,
     append_user,
@@ -45,6 +48,8 @@ from mcos.runtime.context import (
     workstate_summary,
 )
 from mcos.runtime.state import AgentState
+from mcos.runtime.tracing import TurnTrace, stopped_outcome, woke_by_kind
+from mcos.runtime.tracing import post as post_trace
 from mcos.runtime.workspace import Prompt, TurnKind
 
 log = logging.getLogger("mcos.runtime")
@@ -100,9 +105,29 @@ class TurnLoop(AgentState):
     async def _call_model(self, request: ModelRequest, purpose: str) -> ModelReply:
         """One model call within the budget: through the gateway, which meters it; or in direct
         mode, reserve the worst case first, ask for no more output than the reservation grants,
-        and report the tokens after (Mission Control prices them)."""
-        held, request = await self._reserve(request, purpose)
-        return await self._complete(request, self.clock.now().date().isoformat(), held, purpose)
+        and report the tokens after (Mission Control prices them). A turn's trace records it."""
+        began = time.perf_counter()
+        held: int | None = None
+        try:
+            held, request = await self._reserve(request, purpose)
+            day = self.clock.now().date().isoformat()
+            reply = await self._complete(request, day, held, purpose)
+        except TurnStopped as e:
+            if self.trace is not None:
+                self.trace.refused_or_failed(
+                    self.provider.model, purpose, time.perf_counter() - began, held, str(e)
+                )
+            raise
+        if self.trace is not None:
+            self.trace.called(
+                self.provider.model,
+                purpose,
+                time.perf_counter() - began,
+                reply,
+                cost_micros=cost_micros(reply.usage, self.provider.price, self.clock.now()),
+                reservation=held if held is not None else reply.reservation,
+            )
+        return reply
 
     async def _reserve(
         self, request: ModelRequest, purpose: str, *, batch: bool = False
@@ -297,6 +322,34 @@ class TurnLoop(AgentState):
 
     # --- turns ----------------------------------------------------------------------------------
     async def turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str:
+        """One model turn (see ``_turn``), traced: what woke it, its prompt, calls and tools,
+        posted to Mission Control when it ends, however it ends (a stop by cancellation aside)."""
+        woke, self.woke = self.woke or woke_by_kind(kind), None
+        trace = self.trace = TurnTrace(kind.value, woke, self.clock.now())
+        self.ctx.sent.clear()
+        self.ctx.refusals.clear()
+        outcome: Outcome = "ok"
+        error = final = ""
+        cancelled = False
+        try:
+            final = await self._turn(kind, text, main=main)
+        except TurnStopped as e:
+            outcome, error = stopped_outcome(str(e)), str(e)
+            raise
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+        except Exception as e:
+            outcome, error = "error", f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            self.trace = None
+            if not cancelled:
+                done = trace.finish(outcome, final=final, error=error, sent=list(self.ctx.sent))
+                await post_trace(self.client, done, self.name)
+        return final
+
+    async def _turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str:
         """One model turn: the tool loop until the model stops asking, bounded in rounds.
 
         The workspace is read once, at the start: every call of the turn has the same cached
@@ -319,7 +372,10 @@ class TurnLoop(AgentState):
         reply: ModelReply | None = None
         try:
             for _ in range(self.config.max_tool_rounds):
-                reply = await self._call_model(self._request(prompt, turns), kind.value)
+                request = self._request(prompt, turns)
+                if self.trace is not None:
+                    self.trace.saw(prompt, request)
+                reply = await self._call_model(request, kind.value)
                 calls += 1
                 turns.append(reply.turn)
                 if not reply.tool_calls:
@@ -360,7 +416,14 @@ class TurnLoop(AgentState):
         and add their results to ``turns``; whether that ends the turn (a round of actions
         only: the results reach the model at the start of its next turn)."""
         self.ctx.tainted = untrusted
-        results = tuple([await self.tools.call(c, extra=extra) for c in reply.tool_calls])
+        done: list[ToolResult] = []
+        for call in reply.tool_calls:
+            refused, began = len(self.ctx.refusals), time.perf_counter()
+            done.append(await self.tools.call(call, extra=extra))
+            if self.trace is not None:
+                why = "; ".join(self.ctx.refusals[refused:])
+                self.trace.tool(call, done[-1], time.perf_counter() - began, refused=why)
+        results = tuple(done)
         append_user(turns, results)
         return self.settings.end_on_actions and only_done_actions(reply, results)
 

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcos import __version__
+from mcos.api_traces import MAX_TRACE_BYTES
 from mcos.channels.base import Channel, Inbound, Outbound
 from mcos.channels.runner import ChannelRunner
 from mcos.domain.audit import AuditEvent, audit_key, checkpoint_key
@@ -27,6 +28,7 @@ from mcos.server import dashboard, dead_letters, errors
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
+from mcos.server.dashboard import turns as dashboard_turns
 from mcos.server.gateway import anthropic_batches
 from mcos.server.gateway import routes as gateway_routes
 from mcos.server.gateway.anthropic_batches import Batches
@@ -46,6 +48,7 @@ from mcos.server.routes import (
     messages,
     system,
     tokens,
+    traces,
     usage,
 )
 from mcos.server.security_headers import SecurityHeaders
@@ -221,6 +224,7 @@ def create_app(
             )
         )
         tasks.append(asyncio.create_task(_sweep_deliveries(mc), name="delivery-sweep"))
+        tasks.append(asyncio.create_task(traces.sweep(mc), name="trace-retention"))
         tasks += [
             asyncio.create_task(runner.run(), name=f"channel-{name}")
             for name, runner in own_channel_runners(mc).items()
@@ -266,18 +270,23 @@ def create_app(
         incidents,
         approvals,
         channels,
+        traces,
     ):
         app.include_router(module.router)
     app.include_router(channels.pages)
     app.include_router(gateway_routes.router)
     app.include_router(anthropic_batches.router)
     dashboard.install(app)
+    app.include_router(dashboard_turns.router)
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
     app.add_middleware(
         BodySizeLimit,
         limit=settings.max_body_bytes,
-        wider={gateway_routes.PREFIX + "/": settings.max_model_body_bytes},
+        wider={
+            gateway_routes.PREFIX + "/": settings.max_model_body_bytes,
+            "/v1/traces": MAX_TRACE_BYTES,
+        },
     )
     app.add_middleware(SecurityHeaders)
     return app

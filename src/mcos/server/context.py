@@ -124,6 +124,8 @@ class ServerSettings:
     min_output_tokens: int = MIN_OUTPUT_TOKENS
     """The least output a reservation is clamped to when a cap has less left than the call's
     whole worst case (below it the call is refused)."""
+    trace_days: float = 14
+    """Turn traces are kept this many days (``[server] trace_days``), then swept away."""
 
 
 @dataclass

@@ -90,6 +90,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
             name: a.triage_model for name, a in fleet.agents.items() if a.triage_model is not None
         },
         prices=fleet.price_table(),
+        trace_days=fleet.server.trace_days,
         webhook_secrets={
             name: resolve_key(
                 c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir

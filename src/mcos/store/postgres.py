@@ -84,6 +84,7 @@ from mcos.store.protocol import (
     NewApproval,
     NewIncident,
     Reservation,
+    StoredTrace,
     UsageRow,
 )
 from mcos.store.queries import queries
@@ -1431,6 +1432,76 @@ class PostgresStore:
             row = await (await conn.execute(Q["dashboard_session_end"], (id_hash,))).fetchone()
         return None if row is None else _session(row)
 
+    # --- trace ---------------------------------------------------------------------------
+    async def save_trace(self, trace: StoredTrace) -> StoredTrace:
+        """Store a trace and its message links; one already stored under the id is returned."""
+        async with self._tx() as conn:
+            made = await (
+                await conn.execute(
+                    Q["trace_insert"],
+                    {
+                        "id": trace.id,
+                        "agent": trace.agent,
+                        "kind": trace.kind,
+                        "outcome": trace.outcome,
+                        "started_at": trace.started_at,
+                        "cost_micros": trace.cost_micros,
+                        "cost_source": trace.cost_source,
+                        "body": Jsonb(trace.body),
+                    },
+                )
+            ).fetchone()
+            if made is not None:
+                links = [(trace.id, m, "woke") for m in trace.woke]
+                links += [(trace.id, m, "sent") for m in trace.sent]
+                if links:
+                    async with conn.cursor() as cur:
+                        await cur.executemany(Q["trace_link"], links)
+            row = await (await conn.execute(Q["trace_by_id"], (trace.id,))).fetchone()
+        assert row is not None
+        return _stored_trace(row)
+
+    async def trace(self, trace_id: str) -> StoredTrace | None:
+        """One trace by id."""
+        async with self._conn() as conn:
+            row = await (await conn.execute(Q["trace_by_id"], (trace_id,))).fetchone()
+        return None if row is None else _stored_trace(row)
+
+    async def traces(
+        self,
+        *,
+        agent: str | None = None,
+        thread: int | None = None,
+        message: int | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[StoredTrace]:
+        """Traces newest first, filtered."""
+        params = {
+            "agent": agent,
+            "thread": thread,
+            "message": message,
+            "since": since,
+            "limit": limit,
+        }
+        async with self._conn() as conn:
+            found = await (await conn.execute(Q["traces_find"], params)).fetchall()
+        return [_stored_trace(r) for r in found]
+
+    async def metered_calls(self, agent: str, reservations: Sequence[int]) -> dict[int, int]:
+        """Micro-dollars recorded per reservation of ``agent``."""
+        async with self._conn() as conn:
+            found = await (
+                await conn.execute(Q["trace_metered_calls"], (agent, list(reservations)))
+            ).fetchall()
+        return {int(r["reservation_id"]): int(r["cost"]) for r in found}
+
+    async def delete_traces_before(self, cutoff: datetime) -> int:
+        """Delete traces of turns started before ``cutoff``."""
+        async with self._tx() as conn:
+            cur = await conn.execute(Q["traces_delete_before"], (cutoff,))
+            return cur.rowcount
+
 
 __all__ = ["PostgresStore"]
 
@@ -1455,4 +1526,23 @@ def last_operator_refusal(token_id: int) -> LastOperatorToken:
         f"token {token_id} is the last active operator token: revoking it would lock every human "
         "out; create another operator token first (mcos token create --operator NAME)",
         token_id=token_id,
+    )
+
+
+def _stored_trace(row: DictRow) -> StoredTrace:
+    body = row["body"]
+    if not isinstance(body, dict):  # too deep to decode (see decode_stored); never posted so
+        body = {}
+    return StoredTrace(
+        id=row["id"],
+        agent=row["agent"],
+        kind=row["kind"],
+        outcome=row["outcome"],
+        started_at=_utc(row["started_at"]),
+        cost_micros=int(row["cost_micros"]),
+        cost_source=row["cost_source"],
+        body=body,
+        woke=tuple(body.get("woke_messages", ())),
+        sent=tuple(body.get("sent_messages", ())),
+        received_at=_utc(row["received_at"]),
     )

@@ -197,6 +197,25 @@ class AuditVerification:
         return [(f.seq or 0, f.message) for f in self.findings]
 
 
+@dataclass(frozen=True)
+class StoredTrace:
+    """A turn trace as stored: the columns it is found by and the whole posted document."""
+
+    id: str
+    agent: str
+    kind: str
+    outcome: str
+    started_at: datetime
+    cost_micros: int
+    cost_source: str
+    body: dict[str, Any]
+    """The trace as posted (``TraceIn``) plus what Mission Control added (metered cost)."""
+    woke: tuple[int, ...] = ()
+    sent: tuple[int, ...] = ()
+    received_at: datetime | None = None
+    """When Mission Control stored it (set by the store)."""
+
+
 @runtime_checkable
 class Store(Protocol):
     """Mission Control's storage: directory, messages, tokens and the audit log."""
@@ -539,3 +558,30 @@ class Store(Protocol):
 
     async def end_session(self, id_hash: str) -> DashboardSession | None:
         """Mark a session ended from now on (idempotent); None when there is no such session."""
+
+    # --- trace ---------------------------------------------------------------------------
+    async def save_trace(self, trace: StoredTrace) -> StoredTrace:
+        """Store a trace and its links to messages; a trace with the same id already stored is
+        returned as it is (a re-post changes nothing)."""
+
+    async def trace(self, trace_id: str) -> StoredTrace | None:
+        """One trace by id."""
+
+    async def traces(
+        self,
+        *,
+        agent: str | None = None,
+        thread: int | None = None,
+        message: int | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[StoredTrace]:
+        """Traces newest first: of one agent, touching a thread or one message (woke by it or
+        sent it), started at or after ``since``."""
+
+    async def metered_calls(self, agent: str, reservations: Sequence[int]) -> dict[int, int]:
+        """The micro-dollars Mission Control recorded for ``agent``'s calls held under each of
+        ``reservations`` (absent: no call recorded under it)."""
+
+    async def delete_traces_before(self, cutoff: datetime) -> int:
+        """Delete traces of turns started before ``cutoff``; how many."""

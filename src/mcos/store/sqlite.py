@@ -80,6 +80,7 @@ from mcos.store.protocol import (
     NewApproval,
     NewIncident,
     Reservation,
+    StoredTrace,
     UsageRow,
 )
 from mcos.store.queries import queries
@@ -1515,6 +1516,86 @@ class SqliteStore:
 
         return await self._run(write)
 
+    # --- trace ---------------------------------------------------------------------------
+    async def save_trace(self, trace: StoredTrace) -> StoredTrace:
+        """Store a trace and its message links; one already stored under the id is returned."""
+
+        def write(conn: sqlite3.Connection) -> StoredTrace:
+            with self._tx(conn):
+                made = conn.execute(
+                    Q["trace_insert"],
+                    {
+                        "id": trace.id,
+                        "agent": trace.agent,
+                        "kind": trace.kind,
+                        "outcome": trace.outcome,
+                        "started_at": _us(trace.started_at),
+                        "received_at": _now_us(),
+                        "cost_micros": trace.cost_micros,
+                        "cost_source": trace.cost_source,
+                        "body": json.dumps(trace.body),
+                    },
+                ).fetchone()
+                if made is not None:
+                    links = [(trace.id, m, "woke") for m in trace.woke]
+                    links += [(trace.id, m, "sent") for m in trace.sent]
+                    conn.executemany(Q["trace_link"], links)
+                row = conn.execute(Q["trace_by_id"], (trace.id,)).fetchone()
+            return _stored_trace(row)
+
+        return await self._run(write)
+
+    async def trace(self, trace_id: str) -> StoredTrace | None:
+        """One trace by id."""
+
+        def read(conn: sqlite3.Connection) -> StoredTrace | None:
+            row = conn.execute(Q["trace_by_id"], (trace_id,)).fetchone()
+            return None if row is None else _stored_trace(row)
+
+        return await self._run(read)
+
+    async def traces(
+        self,
+        *,
+        agent: str | None = None,
+        thread: int | None = None,
+        message: int | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+    ) -> list[StoredTrace]:
+        """Traces newest first, filtered."""
+        params = {
+            "agent": agent,
+            "thread": thread,
+            "message": message,
+            "since": None if since is None else _us(since),
+            "limit": limit,
+        }
+
+        def read(conn: sqlite3.Connection) -> list[StoredTrace]:
+            return [_stored_trace(r) for r in conn.execute(Q["traces_find"], params)]
+
+        return await self._run(read)
+
+    async def metered_calls(self, agent: str, reservations: Sequence[int]) -> dict[int, int]:
+        """Micro-dollars recorded per reservation of ``agent``."""
+        wanted = json.dumps(list(reservations))
+
+        def read(conn: sqlite3.Connection) -> dict[int, int]:
+            found = conn.execute(Q["trace_metered_calls"], (agent, wanted)).fetchall()
+            return {int(r["reservation_id"]): int(r["cost"]) for r in found}
+
+        return await self._run(read)
+
+    async def delete_traces_before(self, cutoff: datetime) -> int:
+        """Delete traces of turns started before ``cutoff``."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            with self._tx(conn):
+                return conn.execute(Q["traces_delete_before"], (_us(cutoff),)).rowcount
+
+        return await self._run(write)
+
 
 AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_delete"})
 """The triggers that make the audit table append-only (verification checks they are there)."""
@@ -1540,4 +1621,21 @@ def last_operator_refusal(token_id: int) -> LastOperatorToken:
         f"token {token_id} is the last active operator token: revoking it would lock every human "
         "out; create another operator token first (mcos token create --operator NAME)",
         token_id=token_id,
+    )
+
+
+def _stored_trace(row: sqlite3.Row) -> StoredTrace:
+    body = json.loads(row["body"])
+    return StoredTrace(
+        id=row["id"],
+        agent=row["agent"],
+        kind=row["kind"],
+        outcome=row["outcome"],
+        started_at=_dt(row["started_at"]),
+        cost_micros=row["cost_micros"],
+        cost_source=row["cost_source"],
+        body=body,
+        woke=tuple(body.get("woke_messages", ())),
+        sent=tuple(body.get("sent_messages", ())),
+        received_at=_dt(row["received_at"]),
     )

@@ -27,7 +27,7 @@ from mcos.domain.budget import Usage
 from mcos.domain.redaction import redact
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import ConfigError, McosError, OverBudget
-from mcos.models.gateway import PURPOSE_HEADER
+from mcos.models.gateway import PURPOSE_HEADER, RESERVATION_HEADER
 from mcos.server.gateway.dialect import JSON, Dialect
 from mcos.server.gateway.keys import GatewayAgent, UpstreamKey, resolve
 from mcos.server.gateway.ratelimits import Cooldowns, wait_after_429
@@ -96,6 +96,11 @@ class Held:
     def worst(self) -> Usage:
         """What a call whose usage is unknown is counted at: the whole prompt and output."""
         return Usage(input=self.prompt, output=self.max_output)
+
+    @property
+    def header(self) -> dict[str, str]:
+        """The answer's header naming the hold (the agent's trace links the call by it)."""
+        return {RESERVATION_HEADER.lower(): str(self.id)}
 
     async def settle(self, usage: Usage | None) -> None:
         """Record ``usage`` (None: nothing billed) and release the rest of the hold."""
@@ -283,9 +288,8 @@ class Gateway:
             else:
                 await held.settle(None)
 
-        return RelayedStream(
-            answer, answer_headers(answer.headers, call.secret), reader.feed, finish
-        )
+        headers = answer_headers(answer.headers, call.secret) | held.header
+        return RelayedStream(answer, headers, reader.feed, finish)
 
     async def _whole(
         self, call: Call, dialect: Dialect, answer: httpx.Response, held: Held
@@ -314,7 +318,7 @@ class Gateway:
         return Response(
             without_key(content, call.secret),
             status_code=answer.status_code,
-            headers=answer_headers(answer.headers, call.secret),
+            headers=answer_headers(answer.headers, call.secret) | held.header,
         )
 
     # -- a free call -------------------------------------------------------------------------

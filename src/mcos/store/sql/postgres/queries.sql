@@ -578,3 +578,41 @@ WHERE kind = 'operator' AND revoked_at IS NULL
   AND (expires_at IS NULL OR expires_at > clock_timestamp())
 ORDER BY id
 FOR UPDATE;
+
+
+-- --- trace ---
+
+-- name: trace_insert
+INSERT INTO turn_traces (id, agent, kind, outcome, started_at, received_at, cost_micros,
+                         cost_source, body)
+VALUES (%(id)s, %(agent)s, %(kind)s, %(outcome)s, %(started_at)s, clock_timestamp(),
+        %(cost_micros)s, %(cost_source)s, %(body)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: trace_link
+INSERT INTO turn_trace_messages (trace_id, message_id, role) VALUES (%s, %s, %s)
+ON CONFLICT DO NOTHING;
+
+-- name: trace_by_id
+SELECT * FROM turn_traces WHERE id = %s;
+
+-- name: traces_find
+SELECT t.* FROM turn_traces t
+WHERE (%(agent)s::text IS NULL OR t.agent = %(agent)s)
+  AND (%(since)s::timestamptz IS NULL OR t.started_at >= %(since)s)
+  AND (%(message)s::bigint IS NULL OR t.id IN (
+        SELECT trace_id FROM turn_trace_messages WHERE message_id = %(message)s))
+  AND (%(thread)s::bigint IS NULL OR t.id IN (
+        SELECT l.trace_id FROM turn_trace_messages l JOIN messages m ON m.id = l.message_id
+        WHERE m.thread_id = %(thread)s))
+ORDER BY t.started_at DESC, t.id
+LIMIT %(limit)s;
+
+-- name: traces_delete_before
+DELETE FROM turn_traces WHERE started_at < %s;
+
+-- name: trace_metered_calls
+SELECT reservation_id, sum(cost_micros) AS cost FROM model_calls
+WHERE agent = %s AND reservation_id = ANY(%s)
+GROUP BY reservation_id;

@@ -450,3 +450,38 @@ UPDATE dashboard_sessions SET ended_at = coalesce(ended_at, ?) WHERE id_hash = ?
 SELECT id FROM tokens
 WHERE kind = 'operator' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)
 ORDER BY id;
+
+-- --- trace ---
+
+-- name: trace_insert
+INSERT INTO turn_traces (id, agent, kind, outcome, started_at, received_at, cost_micros,
+                         cost_source, body)
+VALUES (:id, :agent, :kind, :outcome, :started_at, :received_at, :cost_micros, :cost_source, :body)
+ON CONFLICT (id) DO NOTHING
+RETURNING id;
+
+-- name: trace_link
+INSERT OR IGNORE INTO turn_trace_messages (trace_id, message_id, role) VALUES (?, ?, ?);
+
+-- name: trace_by_id
+SELECT * FROM turn_traces WHERE id = ?;
+
+-- name: traces_find
+SELECT t.* FROM turn_traces t
+WHERE (:agent IS NULL OR t.agent = :agent)
+  AND (:since IS NULL OR t.started_at >= :since)
+  AND (:message IS NULL OR t.id IN (
+        SELECT trace_id FROM turn_trace_messages WHERE message_id = :message))
+  AND (:thread IS NULL OR t.id IN (
+        SELECT l.trace_id FROM turn_trace_messages l JOIN messages m ON m.id = l.message_id
+        WHERE m.thread_id = :thread))
+ORDER BY t.started_at DESC, t.id
+LIMIT :limit;
+
+-- name: traces_delete_before
+DELETE FROM turn_traces WHERE started_at < ?;
+
+-- name: trace_metered_calls
+SELECT reservation_id, sum(cost_micros) AS cost FROM model_calls
+WHERE agent = ? AND reservation_id IN (SELECT value FROM json_each(?))
+GROUP BY reservation_id;
