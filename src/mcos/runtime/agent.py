@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 from collections import deque
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from mcos.domain.heartbeat import ActiveHours, Finding, next_beat
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact
 from mcos.exceptions import Fenced, KeyUnavailable, McosError
+from mcos.logs import get_logger
 from mcos.models.base import ModelProvider
 from mcos.runtime.batched import BatchedTurns
 from mcos.runtime.channels import AgentChannels
@@ -43,6 +43,7 @@ from mcos.runtime.recovery import Recoverer
 from mcos.runtime.schedule import Schedule
 from mcos.runtime.settings import RuntimeSettings
 from mcos.runtime.state import CheckRunner
+from mcos.runtime.telemetry import Telemetry, trace_meta
 from mcos.runtime.tools import Toolbox, ToolContext
 from mcos.runtime.triage import FirstLook
 from mcos.runtime.turns import Stats, TurnLoop, TurnStopped
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentRuntime", "RuntimeSettings"]
 
-log = logging.getLogger("mcos.runtime")
+log = get_logger("mcos.runtime")
 
 
 def _own(d: DeliveryOut, me: str) -> bool:
@@ -146,6 +147,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         self.busy = False
         self.clock_reported, self.clock_checked_at = False, None
         self.extra_info = {}
+        self.telemetry, self.waking = Telemetry.open(fleet, name), []
 
     # --- reporting ------------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
@@ -204,6 +206,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
                     subject=redact(subject),
                     kind=MessageKind.REPORT,
                     priority=priority,
+                    meta=trace_meta(),
                 )
             )
 
@@ -262,6 +265,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         kind = TurnKind.HEARTBEAT if extra is not None else TurnKind.MAIN
         try:
             if not await self.first_look(deliveries, extra or []):
+                self.waking = [d.message for d in deliveries]
                 await self.turn(kind, self.with_settled_notes(text))
                 self.settled_notes.clear()
         except TurnStopped as e:
@@ -272,6 +276,16 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         self.stats.handled += len(deliveries) + len(extra or [])
         for d in deliveries:
             self.pending.pop(d.id, None)
+            m = d.message
+            log.info(
+                "message handled",
+                agent=self.name,
+                message_id=m.id,
+                sender=m.sender,
+                kind=m.kind.value,
+                priority=m.priority.value,
+                thread_id=m.thread_id,
+            )
         self.first_pending_at = None if not self.pending else self.first_pending_at
         return True
 
@@ -286,12 +300,21 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         """
         if not deliveries:
             return
+        log.warning(
+            "messages deferred" if until is not None else "messages failed",
+            agent=self.name,
+            message_ids=[d.message.id for d in deliveries],
+            why=why,
+            until=until.isoformat() if until is not None else None,
+        )
         if until is not None:
             items = [(d.id, d.receipt or "") for d in deliveries]
             try:
                 await self.client.do(Calls.defer_many(items, reason=why[:2000], not_before=until))
             except McosError as e:  # the claims lapse instead, and are offered again
-                log.warning("%s: could not defer %d message(s): %s", self.name, len(items), e)
+                log.warning(
+                    "could not defer messages", agent=self.name, count=len(items), error=str(e)
+                )
         else:
             for d in deliveries:
                 with contextlib.suppress(McosError):
@@ -313,10 +336,10 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         try:
             sample = await self.clock.live(self._server_time)
         except McosError as e:
-            log.warning("%s: cannot read Mission Control's clock: %s", self.name, e.message)
+            log.warning("cannot read Mission Control's clock", agent=self.name, error=e.message)
             return None
         if sample is None:
-            log.warning("%s: no trustworthy reading of Mission Control's clock", self.name)
+            log.warning("no trustworthy reading of Mission Control's clock", agent=self.name)
         return sample
 
     async def discipline_clock(self, offset: timedelta | None = None) -> None:
@@ -343,10 +366,10 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             # The reading is uncertain by half its round trip: flag only beyond that.
             if live is None or abs(live.offset) - live.round_trip / 2 <= tolerance:
                 log.info(
-                    "%s: clock offset %+.3fs not confirmed by a fresh reading (%s): not flagged",
-                    self.name,
-                    offset.total_seconds(),
-                    "none" if live is None else f"{live.offset.total_seconds():+.3f}s",
+                    "clock offset not confirmed by a fresh reading: not flagged",
+                    agent=self.name,
+                    offset_s=round(offset.total_seconds(), 3),
+                    fresh_s=None if live is None else round(live.offset.total_seconds(), 3),
                 )
                 return
             offset = live.offset
@@ -509,7 +532,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
                 except KeyUnavailable:
                     raise  # no model call can succeed: stop, reported misconfigured
                 except McosError as e:
-                    log.warning("%s: %s", self.name, e.message)
+                    log.warning("step failed", agent=self.name, error=e.message)
                     await self.clock.sleep(2)
             else:
                 if self.busy:  # let a model turn finish (its spend is already committed)
@@ -533,3 +556,4 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             await self.triage.aclose()
         await self.http.aclose()
         self.memory.close()
+        self.telemetry.close()

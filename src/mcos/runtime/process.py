@@ -94,7 +94,7 @@ async def run_agent(
             return (await client.do(Calls.time())).now
 
         sample = await clock.measure(server_time)
-        log.info("%s: clock offset to Mission Control %.3fs", name, sample.offset.total_seconds())
+        log.info("clock offset to Mission Control %.3fs", sample.offset.total_seconds())
         try:
             runtime = AgentRuntime(name, fleet, client, provider, clock, settings=settings)
         except ConfigError as e:  # a channel's secret, say: no restart loop over it

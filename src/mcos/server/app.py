@@ -24,6 +24,7 @@ from mcos.domain.bounded import PARSE_DEPTH
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
 from mcos.server import dashboard, dead_letters, errors
+from mcos.server.access_log import AccessLog
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
@@ -280,4 +281,5 @@ def create_app(
         wider={gateway_routes.PREFIX + "/": settings.max_model_body_bytes},
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)  # outermost: every request, refused ones too
     return app
