@@ -126,9 +126,7 @@ class FakeCollector:
         port = free_port()
         app = Starlette(routes=[Route("/v1/traces", self._traces, methods=["POST"])])
         server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-            )
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
         )
         thread = threading.Thread(target=server.run, name="FakeCollector", daemon=True)
         thread.start()
