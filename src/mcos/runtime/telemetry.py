@@ -132,7 +132,7 @@ class Telemetry:
             }
         )
         provider = TracerProvider(resource=resource)
-        exporter = OTLPSpanExporter(endpoint=config.otlp_endpoint, headers=headers, timeout=10)
+        exporter = OTLPSpanExporter(endpoint=config.otlp_endpoint, headers=headers, timeout=5)
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=1000))
         global _open  # noqa: PLW0603 (a process-wide count, read by trace_meta)
         _open += 1
