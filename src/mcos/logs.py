@@ -68,7 +68,9 @@ def _agent(agent: str | None) -> Processor:
 
 
 def _ordered(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """The agreed keys first, the fields after: lines read the same from one to the next."""
+    """The agreed keys first, the fields after: lines read the same from one to the next
+    (uvicorn's ``color_message``, the event again with terminal colours, dropped)."""
+    event.pop("color_message", None)
     head = {k: event.pop(k) for k in KEYS if k in event}
     return {**head, **event}
 

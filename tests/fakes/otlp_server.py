@@ -68,6 +68,8 @@ class FakeCollector:
 
     spans: list[ReceivedSpan] = field(default_factory=list)
     exports: int = 0
+    headers: list[dict[str, str]] = field(default_factory=list)
+    """Each export request's HTTP headers."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
@@ -106,6 +108,7 @@ class FakeCollector:
         with self._lock:
             self.spans += got
             self.exports += 1
+            self.headers.append(dict(request.headers))
         answer = ExportTraceServiceResponse().SerializeToString()
         return Response(answer, media_type=PROTOBUF)
 

@@ -11,6 +11,8 @@ import pytest
 
 from mcos.client import Calls
 from mcos.domain.messages import MessageKind
+from mcos.exceptions import ConfigError
+from mcos.runtime.telemetry import Telemetry
 from tests.fakes.otlp_server import FakeCollector
 from tests.runtime.conftest import RigFactory
 from tests.waiting import wait_until
@@ -99,11 +101,13 @@ async def test_a_message_its_turn_and_the_reply_share_one_trace(
 
 
 async def test_a_message_without_trace_context_starts_a_trace_its_reply_continues(
-    rig_factory: RigFactory, collector: FakeCollector
+    rig_factory: RigFactory, collector: FakeCollector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No traceparent on the message: the turn is a root span, and the reply still carries
-    the turn's trace for whoever handles it next."""
-    rig = rig_factory(tail=_telemetry(collector.endpoint))
+    the turn's trace for whoever handles it next. A header's key reference is resolved."""
+    monkeypatch.setenv("MCOS_TEST_OTLP_KEY", "collector-key-123")
+    headers = 'headers = { "x-api-key" = "env:MCOS_TEST_OTLP_KEY", "x-team" = "ops" }\n'
+    rig = rig_factory(tail=_telemetry(collector.endpoint) + headers)
     gene = rig.runtime("gene")
     jarvis = rig.client("jarvis")
     sent = await jarvis.do(Calls.send("gene", "Status?", subject="Status"))
@@ -115,6 +119,22 @@ async def test_a_message_without_trace_context_starts_a_trace_its_reply_continue
     assert turn.links == []
     thread = await jarvis.do(Calls.thread(sent.message.thread_id))
     assert thread[-1].meta["traceparent"].split("-")[1] == turn.trace_id
+    assert collector.headers[0]["x-api-key"] == "collector-key-123"
+    assert collector.headers[0]["x-team"] == "ops"
+
+
+def test_a_header_reference_that_does_not_resolve_is_a_config_error(
+    rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent does not start half-configured: the error names the fleet file's key."""
+    monkeypatch.delenv("MCOS_TEST_OTLP_MISSING", raising=False)
+    tail = _telemetry("http://127.0.0.1:9/v1/traces")
+    tail += 'headers = { "x-api-key" = "env:MCOS_TEST_OTLP_MISSING" }\n'
+    rig = rig_factory(tail=tail)
+    with pytest.raises(ConfigError) as caught:
+        Telemetry.open(rig.fleet, "gene")
+    assert "telemetry.headers" in caught.value.message
+    assert "MCOS_TEST_OTLP_MISSING" in caught.value.message
 
 
 async def test_telemetry_is_off_without_an_endpoint(rig_factory: RigFactory) -> None:

@@ -115,7 +115,7 @@ class Telemetry:
         if config.otlp_endpoint is None:
             return cls(agent)
         where = f"{fleet.path}: telemetry.headers"
-        headers = {k: _header(v, where, fleet) for k, v in config.headers.items()}
+        headers = {k: _header(v, f"{where}.{k}", fleet) for k, v in config.headers.items()}
         # Imported only here: an agent without telemetry never pays for the SDK.
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
             OTLPSpanExporter,
