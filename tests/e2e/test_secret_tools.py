@@ -21,7 +21,8 @@ import pytest
 
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import BUILTIN_TOOLS
-from mcos.domain.redaction import REDACTED, RedactingFilter, remember
+from mcos.domain.redaction import REDACTED, remember
+from mcos.logs import formatter
 from mcos.models.base import ToolCall
 from mcos.models.factory import make_provider
 from mcos.runtime.clock import MissionClock
@@ -95,11 +96,10 @@ async def test_a_model_that_writes_its_key_through_every_tool_leaks_it_nowhere(
     rig_factory: RigFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    # The agent's log file as its process writes it (runtime/main.py: a redacting filter on
-    # the handler), here at DEBUG: the model SDK's request dumps included.
+    # The agent's log file as its process writes it (runtime/main.py → mcos.logs: JSON lines,
+    # every string redacted by the formatter), here at DEBUG: the SDK's request dumps included.
     agent_log = logging.FileHandler(tmp_path / "gene.log")
-    agent_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s gene: %(message)s"))
-    agent_log.addFilter(RedactingFilter())
+    agent_log.setFormatter(formatter(agent="gene"))
     logging.getLogger().addHandler(agent_log)
     try:
         await _every_tool(rig_factory, tmp_path, caplog)

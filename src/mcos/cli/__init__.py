@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import signal
 import sys
@@ -27,9 +26,10 @@ from mcos.config import Fleet, check_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.messages import MessageKind, Priority
-from mcos.domain.redaction import install_log_redaction
 from mcos.domain.tokens import PrincipalKind, parse_prefix
 from mcos.exceptions import Forbidden
+from mcos.logs import configure as configure_logging
+from mcos.logs import get_logger
 from mcos.ops.doctor import diagnose
 from mcos.ops.recover import RECOVERED, recover_operator
 from mcos.runtime.main import title
@@ -139,23 +139,22 @@ async def _start_once(app: FastAPI) -> None:
 
 
 def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, workers: int) -> None:
+    configure_logging()  # JSON lines in server.log, key=value on a terminal
+    log = get_logger("mcos.server")
     if migrate:
         applied = asyncio.run(_upgrade(loaded.store_url))
         if applied:
-            console.print(f"store migrated to schema version {applied[-1]}")
+            log.info("store migrated", schema_version=applied[-1])
     listen = urlsplit(loaded.server.url)
     bind_host = host or listen.hostname or "127.0.0.1"
     bind_port = port or listen.port or 8700
     if workers > 1 and not loaded.store_url.startswith("postgres"):
         common.fail("--workers above 1 needs the PostgreSQL store (SQLite has one writer)")
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    install_log_redaction()
-    console.print(
-        f"Mission Control on http://{bind_host}:{bind_port} "
-        f"(store: {loaded.store_url.split(':', 1)[0]}, workers: {workers}); "
-        f"operator token: {loaded.state_dir / common.OPERATOR_TOKEN_FILE}"
+    log.info(
+        f"Mission Control on http://{bind_host}:{bind_port}",
+        store=loaded.store_url.split(":", 1)[0],
+        workers=workers,
+        operator_token=str(loaded.state_dir / common.OPERATOR_TOKEN_FILE),  # the file, not it
     )
     options: dict[str, Any] = {
         "timeout_graceful_shutdown": 5,
@@ -163,6 +162,7 @@ def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, wor
         "port": bind_port,
         "log_level": "info",
         "access_log": False,
+        "log_config": None,  # uvicorn's records go through ours (mcos.logs)
         **proxy_options(loaded),
     }
     if workers > 1:
@@ -563,11 +563,7 @@ def agent_run(
         secret = token or os.environ.get("MCOS_TOKEN")
         if not secret:
             common.fail("no token: pass --token or set MCOS_TOKEN (an agent token for this agent)")
-        logging.basicConfig(
-            level=logging.INFO, format=f"%(asctime)s %(levelname)s {name}: %(message)s"
-        )
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-        install_log_redaction()
+        configure_logging(agent=name)
         title(name, loaded.path)
         code = asyncio.run(run_agent(loaded, name, secret))
     raise typer.Exit(code)

@@ -830,6 +830,27 @@ class TopicConfig(_Model):
     subscribers: list[Name] = Field(default_factory=list)
 
 
+class TelemetryConfig(_Model):
+    """OpenTelemetry export of turns, model calls and tool calls (off unless an endpoint is set)."""
+
+    otlp_endpoint: str | None = None
+    """An OTLP/HTTP traces endpoint, e.g. ``http://127.0.0.1:4318/v1/traces``; unset: no
+    telemetry (nothing is imported, nothing is exported)."""
+    service_name: str = "mcos"
+    """``service.name`` of the exported spans (each agent adds ``service.instance.id``)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers for the exporter (a vendor's API key); values may be key references
+    (``env:VAR``, ``file:…``, ``credential:…``), resolved when the agent starts."""
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("http://", "https://")):
+            msg = f"{v!r} is not an OTLP/HTTP endpoint (use http://host:4318/v1/traces)"
+            raise ValueError(msg)
+        return v
+
+
 class FleetFile(_Model):
     """The root of ``fleet.toml``."""
 
@@ -856,6 +877,8 @@ class FleetFile(_Model):
     """Shared document folders; an agent's own are ``[agents.X] knowledge``."""
     embeddings: EmbeddingsConfig | None = None
     """How knowledge chunks are embedded for semantic search (None: BM25 alone)."""
+    telemetry: TelemetryConfig = TelemetryConfig()
+    """OpenTelemetry export (``[telemetry] otlp_endpoint``); off by default."""
 
 
 class Fleet(FleetFile):

@@ -106,7 +106,7 @@ class Resolved:
 
 def key_uses(fleet: Fleet) -> list[KeyUse]:
     """Every key reference of the fleet file: agents' keys, channels' secrets, MCP servers'
-    environment values written as references."""
+    environment values and telemetry headers written as references."""
     uses = [
         KeyUse(
             f"agent {name}",
@@ -126,6 +126,9 @@ def key_uses(fleet: Fleet) -> list[KeyUse]:
         for var, value in sorted(m.env.items()):
             if _is_reference(value):
                 uses.append(KeyUse(f"MCP server {name}", f"mcp.{name}.env.{var}", value))
+    for header, value in sorted(fleet.telemetry.headers.items()):
+        if _is_reference(value):
+            uses.append(KeyUse("telemetry", f"telemetry.headers.{header}", value))
     return uses
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 from collections import deque
 from datetime import datetime, timedelta
@@ -33,6 +32,7 @@ from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact
 from mcos.exceptions import Fenced, KeyUnavailable, McosError
 from mcos.knowledge.setup import open_knowledge
+from mcos.logs import get_logger
 from mcos.models.base import ModelProvider
 from mcos.runtime.batched import BatchedTurns
 from mcos.runtime.channels import AgentChannels
@@ -44,6 +44,7 @@ from mcos.runtime.recovery import Recoverer
 from mcos.runtime.schedule import Schedule
 from mcos.runtime.settings import RuntimeSettings
 from mcos.runtime.state import CheckRunner
+from mcos.runtime.telemetry import Telemetry, trace_meta
 from mcos.runtime.tools import Toolbox, ToolContext
 from mcos.runtime.tracing import Woke
 from mcos.runtime.triage import FirstLook
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentRuntime", "RuntimeSettings"]
 
-log = logging.getLogger("mcos.runtime")
+log = get_logger("mcos.runtime")
 
 
 def _own(d: DeliveryOut, me: str) -> bool:
@@ -150,6 +151,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         self.busy = False
         self.clock_reported, self.clock_checked_at = False, None
         self.extra_info = {}
+        self.telemetry, self.waking = Telemetry.open(fleet, name), []
 
     # --- reporting ------------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
@@ -208,6 +210,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
                     subject=redact(subject),
                     kind=MessageKind.REPORT,
                     priority=priority,
+                    meta=trace_meta(),
                 )
             )
 
@@ -269,6 +272,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         try:
             if not await self.first_look(deliveries, extra or []):
                 self.woke = Woke("heartbeat" if extra is not None else "message", woke, why)
+                self.waking = [d.message for d in deliveries]
                 await self.turn(kind, self.with_settled_notes(text))
                 self.settled_notes.clear()
         except TurnStopped as e:
@@ -279,6 +283,16 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         self.stats.handled += len(deliveries) + len(extra or [])
         for d in deliveries:
             self.pending.pop(d.id, None)
+            m = d.message
+            log.info(
+                "message handled",
+                agent=self.name,
+                message_id=m.id,
+                sender=m.sender,
+                kind=m.kind.value,
+                priority=m.priority.value,
+                thread_id=m.thread_id,
+            )
         self.first_pending_at = None if not self.pending else self.first_pending_at
         return True
 
@@ -293,12 +307,21 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         """
         if not deliveries:
             return
+        log.warning(
+            "messages deferred" if until is not None else "messages failed",
+            agent=self.name,
+            message_ids=[d.message.id for d in deliveries],
+            why=why,
+            until=until.isoformat() if until is not None else None,
+        )
         if until is not None:
             items = [(d.id, d.receipt or "") for d in deliveries]
             try:
                 await self.client.do(Calls.defer_many(items, reason=why[:2000], not_before=until))
             except McosError as e:  # the claims lapse instead, and are offered again
-                log.warning("%s: could not defer %d message(s): %s", self.name, len(items), e)
+                log.warning(
+                    "could not defer messages", agent=self.name, count=len(items), error=str(e)
+                )
         else:
             for d in deliveries:
                 with contextlib.suppress(McosError):
@@ -320,10 +343,10 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         try:
             sample = await self.clock.live(self._server_time)
         except McosError as e:
-            log.warning("%s: cannot read Mission Control's clock: %s", self.name, e.message)
+            log.warning("cannot read Mission Control's clock", agent=self.name, error=e.message)
             return None
         if sample is None:
-            log.warning("%s: no trustworthy reading of Mission Control's clock", self.name)
+            log.warning("no trustworthy reading of Mission Control's clock", agent=self.name)
         return sample
 
     async def discipline_clock(self, offset: timedelta | None = None) -> None:
@@ -350,10 +373,10 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             # The reading is uncertain by half its round trip: flag only beyond that.
             if live is None or abs(live.offset) - live.round_trip / 2 <= tolerance:
                 log.info(
-                    "%s: clock offset %+.3fs not confirmed by a fresh reading (%s): not flagged",
-                    self.name,
-                    offset.total_seconds(),
-                    "none" if live is None else f"{live.offset.total_seconds():+.3f}s",
+                    "clock offset not confirmed by a fresh reading: not flagged",
+                    agent=self.name,
+                    offset_s=round(offset.total_seconds(), 3),
+                    fresh_s=None if live is None else round(live.offset.total_seconds(), 3),
                 )
                 return
             offset = live.offset
@@ -516,7 +539,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
                 except KeyUnavailable:
                     raise  # no model call can succeed: stop, reported misconfigured
                 except McosError as e:
-                    log.warning("%s: %s", self.name, e.message)
+                    log.warning("step failed", agent=self.name, error=e.message)
                     await self.clock.sleep(2)
             else:
                 if self.busy:  # let a model turn finish (its spend is already committed)
@@ -542,3 +565,4 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         self.memory.close()
         if self.ctx.knowledge is not None:
             self.ctx.knowledge.close()
+        self.telemetry.close()

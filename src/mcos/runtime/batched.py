@@ -15,7 +15,6 @@ ran and what it saved.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,12 +26,13 @@ from mcos.config.models import CronJob, parse_duration
 from mcos.domain.batching import batch_until, next_look
 from mcos.domain.budget import MICROS, cost_micros
 from mcos.exceptions import ModelError, OverBudget
+from mcos.logs import get_logger
 from mcos.models.base import BatchingProvider, BatchOutcome, ModelReply, TextBlock, Turn
 from mcos.runtime.context import append_user, tainted
 from mcos.runtime.turns import TurnLoop, TurnStopped
 from mcos.runtime.workspace import TurnKind
 
-log = logging.getLogger("mcos.runtime")
+log = get_logger("mcos.runtime")
 
 PARKED_FILE = ".mcos/parked_turns.json"
 
@@ -104,8 +104,8 @@ class BatchedTurns(TurnLoop):
             aside = path.with_name(f"{path.name}.unreadable-{os.getpid()}")
             path.replace(aside)
             log.warning(
-                "%s: %s is unreadable (%s); kept as %s, its runs are not resumed",
-                self.name, path, e.errors()[0]["msg"], aside,
+                "%s is unreadable (%s); kept as %s, its runs are not resumed",
+                path, e.errors()[0]["msg"], aside, agent=self.name,
             )  # fmt: skip
             self._log(f"parked cron runs unreadable; the file is kept as {aside.name}")
             return []
@@ -272,7 +272,7 @@ class BatchedTurns(TurnLoop):
             try:
                 outcome = await provider.outcome(batch_id, parked.custom_id)
             except ModelError as e:
-                log.warning("%s: looking at batch %s failed: %s", self.name, batch_id, e.message)
+                log.warning("looking at batch %s failed: %s", batch_id, e.message, agent=self.name)
             if outcome is None:
                 parked.looks += 1
                 parked.next_look = next_look(now, parked.looks, parked.give_up)
@@ -318,7 +318,7 @@ class BatchedTurns(TurnLoop):
             await provider.cancel(parked.batch_id)
             outcome = await provider.outcome(parked.batch_id, parked.custom_id)
         except ModelError as e:
-            log.warning("%s: canceling batch %s: %s", self.name, parked.batch_id, e.message)
+            log.warning("canceling batch %s: %s", parked.batch_id, e.message, agent=self.name)
         return outcome
 
     async def _finish(self, parked: ParkedTurn) -> bool:

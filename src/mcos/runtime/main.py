@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 
 from setproctitle import setproctitle
 
 from mcos.config import load_fleet
-from mcos.domain.redaction import install_log_redaction
 from mcos.exceptions import EX_CONFIG, ConfigError, ConfigErrors
+from mcos.logs import configure as configure_logging
 from mcos.runtime.process import run_agent
 
 TOKEN_ENV = "MCOS_TOKEN"  # noqa: S105 (a variable name)
@@ -37,11 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name")
     parser.add_argument("--fleet", "-f", default=os.environ.get("MCOS_FLEET", "fleet.toml"))
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s %(levelname)s {args.name}: %(message)s"
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    install_log_redaction()
+    configure_logging(agent=args.name)
     try:
         fleet = load_fleet(args.fleet)
     except (ConfigError, ConfigErrors) as e:

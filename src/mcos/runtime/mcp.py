@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import re
 import shlex
@@ -44,11 +43,12 @@ from mcos.config.models import Fleet, McpServerConfig, parse_duration, parse_key
 from mcos.config.secrets import resolve_key
 from mcos.domain.redaction import redact
 from mcos.exceptions import McosError, McpUnavailable
+from mcos.logs import get_logger
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.browser import BLANK, BrowserGuard, locate
 from mcos.runtime.tools import MAX_RESULT_CHARS, untrusted
 
-log = logging.getLogger("mcos.runtime")
+log = get_logger("mcos.runtime")
 
 SEPARATOR = "__"
 """Between the server's name and the tool's in the name the model sees (``time__now``)."""
@@ -367,7 +367,7 @@ class McpTools:
                 continue
             del tools._connections[server]
             tools.failures[server] = error.message
-            log.warning("%s: %s; running without its tools", agent, error.message)
+            log.warning("%s; running without its tools", error.message, agent=agent)
         return tools
 
     def _add(self, server: str, listed: list[mcp_types.Tool]) -> None:
@@ -413,7 +413,7 @@ class McpTools:
                 and wanted != "*"
                 and not any(allows((entry,), server, n) for n in listed_names)
             ):
-                log.warning("%s: MCP server %s has no tool %r", self.agent, server, wanted)
+                log.warning("MCP server %s has no tool %r", server, wanted, agent=self.agent)
 
     def specs(self) -> tuple[ToolSpec, ...]:
         """The definitions offered to the model (allowed tools of connected servers)."""
@@ -513,7 +513,7 @@ class McpTools:
             return f"error: {tool.tool} of {source} timed out after {conn.timeout:g}s", True
         except Exception as e:  # a tool's failure goes to the model, never up into the runtime
             why = _reason(e)
-            log.warning("%s: MCP call %s failed: %s", self.agent, tool.name, why)
+            log.warning("MCP call %s failed: %s", tool.name, why, agent=self.agent)
             return f"error: {source}: {why}", True
         text = untrusted(source, result_text(result)[:_ROOM])
         if result.is_error:
@@ -526,7 +526,7 @@ class McpTools:
         if error.code == mcp_types.REQUEST_TIMEOUT:
             return f"error: {tool.tool} of {source} timed out after {conn.timeout:g}s"
         if error.code == mcp_types.CONNECTION_CLOSED:
-            log.warning("%s: %s closed the connection", self.agent, source)
+            log.warning("%s closed the connection", source, agent=self.agent)
             return f"error: {source} is gone (connection closed); its tools fail until restart"
         # The server's own error message is outside content too.
         return f"error: {source} refused {tool.tool}:\n{untrusted(source, error.message[:_ROOM])}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 from datetime import datetime
@@ -16,6 +15,7 @@ from mcos.config.secrets import resolve_key
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.redaction import remember
 from mcos.exceptions import EX_CONFIG, ConfigError, Fenced, McosError
+from mcos.logs import get_logger
 from mcos.models.factory import make_provider
 from mcos.models.gateway import GatewayAccess
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
@@ -23,7 +23,7 @@ from mcos.runtime.clock import MissionClock
 from mcos.runtime.sidecars import Sidecars
 from mcos.supervisor.policy import EX_FENCED
 
-log = logging.getLogger("mcos.runtime")
+log = get_logger("mcos.runtime")
 
 
 async def _beat(fd: int, every: float) -> None:
@@ -94,7 +94,7 @@ async def run_agent(
             return (await client.do(Calls.time())).now
 
         sample = await clock.measure(server_time)
-        log.info("%s: clock offset to Mission Control %.3fs", name, sample.offset.total_seconds())
+        log.info("clock offset to Mission Control %.3fs", sample.offset.total_seconds())
         try:
             runtime = AgentRuntime(name, fleet, client, provider, clock, settings=settings)
         except ConfigError as e:  # a channel's secret, say: no restart loop over it
@@ -124,7 +124,7 @@ async def run_agent(
         try:
             await runtime.run(stop)
         except Fenced as e:
-            log.error("%s: fenced out, stopping: %s", name, e.message)
+            log.error("fenced out, stopping: %s", e.message, agent=name)
             return EX_FENCED
         except ConfigError as e:
             return await _misconfigured(client, name, e)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -47,6 +46,7 @@ from mcos.domain.routines import (
     show_interval,
 )
 from mcos.exceptions import Fenced, McosError
+from mcos.logs import get_logger
 from mcos.runtime.checks import CheckResult
 from mcos.runtime.curation import Curator, curate
 from mcos.runtime.state import AgentState
@@ -54,7 +54,7 @@ from mcos.runtime.tracing import Woke
 from mcos.runtime.turns import TurnStopped
 from mcos.runtime.workspace import TurnKind
 
-log = logging.getLogger("mcos.runtime")
+log = get_logger("mcos.runtime")
 
 NOT_RUNNING = "the agent was not running"
 STOPPED_MID_RUN = "the agent stopped during the run"
@@ -226,7 +226,7 @@ class Schedule(AgentState):
                     str(k): datetime.fromisoformat(v) for k, v in saved["since"].items()
                 }
             except (ValueError, KeyError, TypeError, AttributeError) as e:
-                log.warning("%s: ignoring unreadable %s (%s)", self.name, path, e)
+                log.warning("ignoring unreadable %s (%s)", path, e, agent=self.name)
         hb = self.config.heartbeat
         self.curator = Curator.load(
             self.workspace,
@@ -282,7 +282,7 @@ class Schedule(AgentState):
         try:
             return [CronJob.model_validate(j) for j in json.loads(path.read_text())]
         except (ValueError, TypeError) as e:
-            log.warning("%s: ignoring unreadable %s (%s)", self.name, path, e)
+            log.warning("ignoring unreadable %s (%s)", path, e, agent=self.name)
             return []
 
     def promise(self, job: CronJob) -> None:
@@ -320,7 +320,7 @@ class Schedule(AgentState):
             try:
                 saved = json.loads(self._cron_path.read_text())
             except ValueError as e:
-                log.warning("%s: ignoring unreadable %s (%s)", self.name, self._cron_path, e)
+                log.warning("ignoring unreadable %s (%s)", self._cron_path, e, agent=self.name)
         if not isinstance(saved, dict):
             saved = {}
         now = self.clock.now()

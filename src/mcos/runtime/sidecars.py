@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mcos.config.models import SidecarConfig
+from mcos.logs import get_logger
 
-log = logging.getLogger("mcos.runtime")
+log = get_logger("mcos.runtime")
 
 
 @dataclass
@@ -47,9 +47,9 @@ class Sidecars:
                 env={**os.environ, "MCOS_AGENT": self.agent, "MCOS_SIDECAR": config.name},
             )
             self.processes[config.name] = process
-            log.info("%s: sidecar %s started (pid %d)", self.agent, config.name, process.pid)
+            log.info("sidecar %s started (pid %d)", config.name, process.pid, agent=self.agent)
             code = await process.wait()
-            log.warning("%s: sidecar %s exited with %s", self.agent, config.name, code)
+            log.warning("sidecar %s exited with %s", config.name, code, agent=self.agent)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
 

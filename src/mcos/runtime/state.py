@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from mcos.api_models import DeliveryOut
+from mcos.api_models import DeliveryOut, MessageOut
 from mcos.client import AsyncClient
 from mcos.config.models import AgentConfig, CheckConfig, CronJob, Fleet
 from mcos.domain.agent_state import AgentStatus
@@ -29,6 +29,7 @@ from mcos.runtime.clock import Clock
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
 from mcos.runtime.settings import RuntimeSettings
+from mcos.runtime.telemetry import Telemetry
 from mcos.runtime.tools import Toolbox, ToolContext
 from mcos.runtime.tracing import TurnTrace, Woke
 from mcos.runtime.workspace import Prompt, TurnKind, Workspace
@@ -59,6 +60,10 @@ class AgentState:
     http: httpx.AsyncClient
     check_runner: CheckRunner
     ctx: ToolContext
+    telemetry: Telemetry
+    """Spans of turns, model calls and tool calls (off unless ``[telemetry]`` is set)."""
+    waking: list[MessageOut]
+    """The messages the next turn handles (its span's parent and links); the turn clears it."""
     recoverer: Recoverer
     channel_host: AgentChannels
     tools: Toolbox

@@ -29,6 +29,7 @@ from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock
 from mcos.runtime.memory import MemoryIndex
 from mcos.runtime.recovery import Recoverer
+from mcos.runtime.telemetry import trace_meta
 from mcos.runtime.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -282,7 +283,12 @@ async def _send(ctx: ToolContext, a: SendMessage) -> str:
         await untrusted_gate(ctx, "send_message", "issue_directive", payload, a.approval_id)
     sent = await ctx.client.do(
         Calls.send(
-            a.to, a.body, subject=a.subject, kind=MessageKind(a.kind), priority=Priority(a.priority)
+            a.to,
+            a.body,
+            subject=a.subject,
+            kind=MessageKind(a.kind),
+            priority=Priority(a.priority),
+            meta=trace_meta(),
         )
     )
     ctx.sent.append(sent.message.id)
@@ -319,6 +325,7 @@ async def _reply(ctx: ToolContext, a: Reply) -> str:
             kind=MessageKind.REPLY,
             reply_to=original.id,
             idempotency_key=f"reply-{original.id}-{ctx.agent}-{len(ctx.actions)}",
+            meta=trace_meta(),
         )
     )
     ctx.sent.append(sent.message.id)

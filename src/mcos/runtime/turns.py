@@ -13,7 +13,6 @@ come and how many calls they make.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -34,7 +33,8 @@ from mcos.exceptions import (
     RateLimited,
     SpendLimitReached,
 )
-from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolResult, Turn
+from mcos.logs import get_logger
+from mcos.models.base import ModelReply, ModelRequest, TextBlock, ToolCall, ToolResult, Turn
 from mcos.runtime.context import (
     CONTINUE,
     append_user,
@@ -48,11 +48,12 @@ from mcos.runtime.context import (
     workstate_summary,
 )
 from mcos.runtime.state import AgentState
+from mcos.runtime.telemetry import INPUT_TOKENS, OUTPUT_TOKENS, Recorder
 from mcos.runtime.tracing import TurnTrace, stopped_outcome, woke_by_kind
 from mcos.runtime.tracing import post as post_trace
 from mcos.runtime.workspace import Prompt, TurnKind
 
-log = logging.getLogger("mcos.runtime")
+log = get_logger("mcos.runtime")
 
 WORKSTATE_TOOL = "write_workstate"
 FLUSH_ROUNDS = 3
@@ -176,7 +177,11 @@ class TurnLoop(AgentState):
         """Make the call; count it; report it when it was reserved here (direct mode). A
         gateway's refusal (``OverBudget``) stops the turn exactly like a refused reservation."""
         try:
-            reply = await self.provider.complete(request)
+            with self.telemetry.chat(
+                self.provider.provider, self.provider.model, request.max_output, purpose
+            ) as span:
+                reply = await self.provider.complete(request)
+                span.reply(reply)
         except OverBudget as e:
             raise await self._refused(e, day) from e
         except ModelError as e:
@@ -234,11 +239,12 @@ class TurnLoop(AgentState):
         try:
             await self.client.do(Calls.report_call(report))
         except McosError as e:
-            log.warning("%s: could not record a model call: %s", self.name, e.message)
+            log.warning("could not record a model call", agent=self.name, error=e.message)
         return cost
 
     async def _over_budget(self, day: str, why: str) -> None:
         self.blocked_day = day
+        log.warning("over budget", agent=self.name, day=day, why=why)
         await self.report(AgentStatus.OVER_BUDGET, why, until=next_utc_day(self.clock.now()))
         if day not in self.reported_days:
             self.reported_days.add(day)
@@ -252,6 +258,7 @@ class TurnLoop(AgentState):
     def _cool_down(self, now: datetime, length: timedelta) -> datetime:
         """Cool down for ``length``; the loop wakes just after (jittered, never 30 s late)."""
         self.cooling_until = now + length
+        log.warning("cooling down", agent=self.name, until=self.cooling_until.isoformat())
         self.resume_at = resume_at(self.cooling_until, length, self.rng.random())
         return self.cooling_until
 
@@ -259,6 +266,7 @@ class TurnLoop(AgentState):
         """Record a failed model call; when the agent could not act, until when (its messages
         are deferred to then), else None (the turn failed: its messages are nacked)."""
         now = self.clock.now()
+        log.warning("model call failed", agent=self.name, code=error.code, error=error.message)
         if isinstance(error, RateLimited):
             until = self._cool_down(now, timedelta(seconds=error.retry_after))
             self._log(f"rate limited: cooling down until {until:%H:%M:%S}")
@@ -322,32 +330,69 @@ class TurnLoop(AgentState):
 
     # --- turns ----------------------------------------------------------------------------------
     async def turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str:
-        """One model turn (see ``_turn``), traced: what woke it, its prompt, calls and tools,
-        posted to Mission Control when it ends, however it ends (a stop by cancellation aside)."""
+        """One model turn (see ``_turn``), traced and observed: what woke it, its prompt, calls
+        and tools, posted to Mission Control when it ends, however it ends (a stop by cancellation
+        aside); an ``invoke_agent`` span (a child of the message that woke it, when telemetry is
+        on) and a log line at its start and end, with what it cost."""
         woke, self.woke = self.woke or woke_by_kind(kind), None
+        waking, self.waking = self.waking, []
         trace = self.trace = TurnTrace(kind.value, woke, self.clock.now())
         self.ctx.sent.clear()
         self.ctx.refusals.clear()
+        before = (self.stats.cost_micros, self.stats.model_calls, dict(self.stats.tokens))
+        began = time.monotonic()
+        log.info("turn started", agent=self.name, kind=kind.value, messages=[m.id for m in waking])
         outcome: Outcome = "ok"
         error = final = ""
+        said = "error"  # the log's and span's outcome: done, stopped: why, error
         cancelled = False
-        try:
-            final = await self._turn(kind, text, main=main)
-        except TurnStopped as e:
-            outcome, error = stopped_outcome(str(e)), str(e)
-            raise
-        except asyncio.CancelledError:
-            cancelled = True
-            raise
-        except Exception as e:
-            outcome, error = "error", f"{type(e).__name__}: {e}"
-            raise
-        finally:
-            self.trace = None
-            if not cancelled:
-                done = trace.finish(outcome, final=final, error=error, sent=list(self.ctx.sent))
-                await post_trace(self.client, done, self.name)
+        with self.telemetry.turn(
+            kind.value, self.provider.provider, self.provider.model, waking
+        ) as span:
+            try:
+                final = await self._turn(kind, text, main=main)
+                said = "done"
+            except TurnStopped as e:
+                outcome, error, said = stopped_outcome(str(e)), str(e), f"stopped: {e}"
+                raise
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+            except Exception as e:
+                outcome, error = "error", f"{type(e).__name__}: {e}"
+                raise
+            finally:
+                self.trace = None
+                self._observed_end(kind, span, before, began, said)
+                if not cancelled:
+                    done = trace.finish(outcome, final=final, error=error, sent=list(self.ctx.sent))
+                    await post_trace(self.client, done, self.name)
         return final
+
+    def _observed_end(
+        self,
+        kind: TurnKind,
+        span: Recorder,
+        before: tuple[int, int, dict[str, int]],
+        began: float,
+        outcome: str,
+    ) -> None:
+        """The turn's span attributes and its "turn ended" log line, with what it cost."""
+        tokens = {k: v - before[2][k] for k, v in self.stats.tokens.items()}
+        cost = (self.stats.cost_micros - before[0]) / 1_000_000
+        span.set({"mcos.cost_usd": cost, "mcos.outcome": outcome})
+        span.set({INPUT_TOKENS: tokens["input"] + tokens["cache_read"]
+                  + tokens["cache_write"], OUTPUT_TOKENS: tokens["output"]})  # fmt: skip
+        log.info(
+            "turn ended",
+            agent=self.name,
+            kind=kind.value,
+            outcome=outcome,
+            cost_usd=cost,
+            model_calls=self.stats.model_calls - before[1],
+            tokens=tokens,
+            duration_s=round(time.monotonic() - began, 3),
+        )
 
     async def _turn(self, kind: TurnKind, text: str, *, main: bool = True) -> str:
         """One model turn: the tool loop until the model stops asking, bounded in rounds.
@@ -419,13 +464,35 @@ class TurnLoop(AgentState):
         done: list[ToolResult] = []
         for call in reply.tool_calls:
             refused, began = len(self.ctx.refusals), time.perf_counter()
-            done.append(await self.tools.call(call, extra=extra))
+            done.append(await self._tool(call, extra))
             if self.trace is not None:
                 why = "; ".join(self.ctx.refusals[refused:])
                 self.trace.tool(call, done[-1], time.perf_counter() - began, refused=why)
         results = tuple(done)
         append_user(turns, results)
         return self.settings.end_on_actions and only_done_actions(reply, results)
+
+    async def _tool(self, call: ToolCall, extra: tuple[str, ...]) -> ToolResult:
+        """One tool call, observed: an ``execute_tool`` span and a log line (never its
+        arguments or result: those are in the turn's trace, redacted)."""
+        began = time.monotonic()
+        with self.telemetry.tool(call.name, call.id) as span:
+            result = await self.tools.call(call, extra=extra)
+            if result.is_error:
+                span.fail("refused" if result.content.startswith("refused") else "tool_error")
+        took = round((time.monotonic() - began) * 1000, 1)
+        if not result.is_error:
+            log.info("tool called", agent=self.name, tool=call.name, duration_ms=took)
+        else:
+            refused = "refused" in result.content[:200].casefold()
+            log.warning(
+                "tool refused" if refused else "tool failed",
+                agent=self.name,
+                tool=call.name,
+                duration_ms=took,
+                error=result.content[:300],
+            )
+        return result
 
     async def _turn_ended(
         self, kind: TurnKind, began: datetime, final: str, *, progressed: bool, main: bool
@@ -519,7 +586,7 @@ class TurnLoop(AgentState):
             asked.append(reply.turn)
             if not reply.tool_calls:
                 break
-            results = tuple([await self.tools.call(c, extra=extra) for c in reply.tool_calls])
+            results = tuple([await self._tool(c, extra) for c in reply.tool_calls])
             append_user(asked, results)
             notes += [
                 redact(str(c.input.get("text", ""))).strip()

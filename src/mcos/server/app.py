@@ -25,6 +25,7 @@ from mcos.domain.bounded import PARSE_DEPTH
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
 from mcos.server import dashboard, dead_letters, errors
+from mcos.server.access_log import AccessLog
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
@@ -289,4 +290,5 @@ def create_app(
         },
     )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)  # outermost: every request, refused ones too
     return app

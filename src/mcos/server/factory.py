@@ -16,6 +16,7 @@ from mcos.domain.authority import Matrix
 from mcos.domain.budget import Limits
 from mcos.domain.paging import PageRoute
 from mcos.exceptions import ConfigError
+from mcos.logs import configure as configure_logging
 from mcos.ops.filemodes import private_dir, private_file
 from mcos.server.app import OPERATOR_TOKEN_FILE, create_app
 from mcos.server.context import ChannelBinding, ServerSettings
@@ -150,6 +151,7 @@ def build_app(fleet: Fleet) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Uvicorn factory for worker processes: the fleet file comes from ``$MCOS_FLEET``."""
+    configure_logging()  # a spawned worker inherits no logging setup
     return build_app(load_fleet(os.environ[FLEET_ENV]))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import random
 import signal
@@ -28,6 +29,7 @@ from mcos.domain.agent_state import AgentStatus
 from mcos.domain.leases import DEFAULT_TTL
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import LeaseHeld, LeaseLost, McosError
+from mcos.logs import file_handler, get_logger
 from mcos.supervisor.policy import Exit, RestartPolicy, classify_exit
 from mcos.supervisor.systemd import Notifier
 from mcos.supervisor.zygote import ForkServer
@@ -120,6 +122,9 @@ class Supervisor:
         self.say = say
         self.logs = logs or fleet.state_dir / "logs"
         self.holder = f"{'+'.join(sorted(hosts))}/{socket.gethostname()}/{os.getpid()}"
+        self.log_name = f"supervisor-{'+'.join(sorted(hosts))}"
+        """Its logger (``mcos.supervisor-HOST``) and log file (``LOGS/supervisor-HOST.log``)."""
+        self.log = get_logger(f"mcos.{self.log_name}")
         self.rng = random.Random()  # noqa: S311 (jitter)
         self.slots = {
             name: Slot(name, primary=a.host in hosts)
@@ -135,6 +140,10 @@ class Supervisor:
         """Supervise until ``stop`` is set, then stop every agent and give the leases back."""
         await self.forks.start()
         self.notifier.ready()
+        logger = logging.getLogger(f"mcos.{self.log_name}")
+        handler = file_handler(self.logs / f"{self.log_name}.log")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
         try:
             while not stop.is_set():
                 for slot in self.slots.values():
@@ -148,6 +157,8 @@ class Supervisor:
         finally:
             self.notifier.stopping()
             await self.shutdown()
+            logger.removeHandler(handler)
+            handler.close()
 
     async def shutdown(self) -> None:
         """Stop every agent (group SIGTERM, grace, SIGKILL), release leases, revoke tokens."""
@@ -397,6 +408,9 @@ class Supervisor:
         if text != slot.said:
             slot.said = text
             self.say(text)
+            self.log.info(
+                text, agent=slot.name, status=slot.status, restarts=slot.restarts, pid=slot.pid
+            )
 
 
 def _signal_group(slot: Slot, sig: signal.Signals) -> None:

@@ -28,8 +28,8 @@ from typing import Any
 import mcos.runtime.process  # noqa: F401 (imported once here, shared by every fork)
 from mcos.config import load_fleet
 from mcos.config.models import Fleet
-from mcos.domain.redaction import install_log_redaction
 from mcos.exceptions import McosError
+from mcos.logs import configure as configure_logging
 from mcos.runtime.main import title
 from mcos.supervisor.local import die_with_parent
 
@@ -44,7 +44,6 @@ def _send(sock: socket.socket, message: dict[str, Any]) -> None:
 def _child(request: dict[str, Any], fds: list[int], fleet: Fleet, sock: socket.socket) -> int:
     """In the forked child: become the agent (never returns to the server loop)."""
     import asyncio  # noqa: PLC0415
-    import logging  # noqa: PLC0415
 
     from mcos.runtime.process import run_agent  # noqa: PLC0415
 
@@ -63,13 +62,7 @@ def _child(request: dict[str, Any], fds: list[int], fleet: Fleet, sock: socket.s
     os.environ.update(request["env"])
     name = request["name"]
     title(name, fleet.path)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s {name}: %(message)s",
-        force=True,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    install_log_redaction()
+    configure_logging(agent=name)
     return asyncio.run(
         run_agent(
             fleet,

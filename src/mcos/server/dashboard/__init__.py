@@ -26,6 +26,7 @@ from mcos.domain.budget import MICROS
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import AuthError, McosError
 from mcos.runtime.workspace import TurnKind, Workspace
+from mcos.server.access_log import PRINCIPAL
 from mcos.server.context import MissionControl, mission_control
 from mcos.server.dashboard import session
 from mcos.server.dashboard.charts import spend_chart
@@ -81,7 +82,9 @@ async def _session(request: Request, mc: MissionControl) -> tuple[str, Principal
     if record.kind is not PrincipalKind.OPERATOR or not record.usable(now):
         await mc.store.end_session(digest)
         raise NotSignedIn
-    return sid, Principal(PrincipalKind.OPERATOR, found.operator, found.token_id)
+    who = Principal(PrincipalKind.OPERATOR, found.operator, found.token_id)
+    setattr(request.state, PRINCIPAL, who)  # for the access log
+    return sid, who
 
 
 async def _page(request: Request, template: str, **context: Any) -> Response:

@@ -12,6 +12,7 @@ from mcos.domain.audit import AuditEvent
 from mcos.domain.leases import FENCE_HEADER, stale
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Fenced, Forbidden
+from mcos.server.access_log import PRINCIPAL
 from mcos.server.context import MissionControl, mission_control
 
 MC = Annotated[MissionControl, Depends(mission_control)]
@@ -67,6 +68,7 @@ async def current_principal(
     than its agent's current lease is refused (409 ``fenced``) — another instance took over —
     and so is an agent's write without a fencing token once one was issued for the agent."""
     principal = await mc.auth.principal(authorization)
+    setattr(request.state, PRINCIPAL, principal)  # for the access log
     if principal.kind is PrincipalKind.HOST:
         await _host_route(mc, principal, request)
     if (
