@@ -36,6 +36,7 @@ from mcos.server.limits import BodySizeLimit, JsonBodyGuard
 from mcos.server.metrics import Metrics
 from mcos.server.paging import Pager
 from mcos.server.routes import (
+    agent_control,
     agents,
     approvals,
     audit,
@@ -43,6 +44,7 @@ from mcos.server.routes import (
     inbox,
     incidents,
     leases,
+    message_search,
     messages,
     system,
     tokens,
@@ -268,6 +270,8 @@ def create_app(
         channels,
     ):
         app.include_router(module.router)
+    app.include_router(message_search.router)
+    app.include_router(agent_control.router)
     app.include_router(channels.pages)
     app.include_router(gateway_routes.router)
     app.include_router(anthropic_batches.router)

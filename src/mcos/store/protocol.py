@@ -20,6 +20,7 @@ from mcos.domain.audit import AuditEvent, AuditRecord, Checkpoint, Finding
 from mcos.domain.budget import Committed, Limits, Usage, Verdict, WorstCase
 from mcos.domain.incidents import Incident, IncidentEvent
 from mcos.domain.leases import Lease
+from mcos.domain.message_search import MessageHit, MessageSearch
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
@@ -539,3 +540,7 @@ class Store(Protocol):
 
     async def end_session(self, id_hash: str) -> DashboardSession | None:
         """Mark a session ended from now on (idempotent); None when there is no such session."""
+
+    # --- dash: message search ----------------------------------------------------------------
+    async def search_messages(self, search: MessageSearch) -> list[MessageHit]:
+        """Messages matching ``search``, newest first, each with the state of its copies."""
