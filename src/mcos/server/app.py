@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcos import __version__
@@ -246,8 +247,9 @@ def create_app(
                 log.warning("audit checkpoint at shutdown failed: %s", e)
             await store.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their assets served from the package
         title="mcos Mission Control",
+        favicon_url="/static/favicon.svg",
         version=__version__,
         description="The control plane of an mcos fleet: messages, agents, tokens, audit.",
         lifespan=lifespan,
