@@ -22,7 +22,7 @@ class MessageState(StrEnum):
     ACKED = "acked"
     """Every copy was handled (acknowledged)."""
     UNROUTED = "unrouted"
-    """No copy was ever queued: a message to a human (paged, not queued) or to an empty topic."""
+    """No copy was ever queued: a message to a topic nobody subscribes to."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from mcos.api_models import AgentOut
+from mcos.api_models import MAX_ID, AgentOut
 from mcos.api_operate import ControlRequest, RestartDone, RestartRequestOut, RestartRequestsOut
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.audit import AuditEvent
@@ -109,7 +109,9 @@ async def restart_agent(
 async def restart_requests(
     mc: MC,
     caller: Caller,
-    after: int | None = Query(default=None, ge=0, description="Cursor; omit to start now."),
+    after: int | None = Query(
+        default=None, ge=0, le=MAX_ID, description="Cursor; omit to start now."
+    ),
 ) -> RestartRequestsOut:
     """Restart requests recorded after ``after`` for agents the caller may run (a host token:
     its own agents; an operator: all). Without ``after``: none, and the current cursor."""

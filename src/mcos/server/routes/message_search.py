@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from mcos.api_models import MessageOut
+from mcos.api_models import MAX_ID, MessageOut
 from mcos.api_operate import MessageHitOut, MessageSearchOut
 from mcos.domain.message_search import MAX_PAGE, MessageHit, MessageSearch, MessageState
 from mcos.domain.messages import MessageKind, Priority
@@ -59,9 +59,9 @@ async def search_messages(
     state: MessageState | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    thread: Annotated[int | None, Query(ge=1)] = None,
+    thread: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     before: Annotated[
-        int | None, Query(ge=1, description="The previous page's next_before.")
+        int | None, Query(ge=1, le=MAX_ID, description="The previous page's next_before.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> MessageSearchOut:
