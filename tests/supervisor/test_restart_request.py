@@ -31,6 +31,7 @@ def _one(rig_fleet: object, name: str) -> int | None:
     return pids[0] if len(pids) == 1 else None
 
 
+@pytest.mark.timeout(300)  # two agents start twice, on a machine shared with other suites
 def test_a_restart_request_stops_and_starts_the_agent_once(
     fleet_rig_factory: RigFactory,
 ) -> None:
@@ -65,6 +66,7 @@ def test_a_restart_request_stops_and_starts_the_agent_once(
     assert "exited with" not in sup.output()  # a requested stop is not a crash
 
 
+@pytest.mark.timeout(300)  # seven starts of an agent, on a machine shared with other suites
 def test_a_failed_agent_is_tried_again_on_request(fleet_rig_factory: RigFactory) -> None:
     rig = fleet_rig_factory(AGENTS)
     sup = rig.up("mini")
