@@ -55,6 +55,7 @@ from mcos.api_models import (
     TokenOut,
     UsageOut,
 )
+from mcos.api_operate import MessageSearchOut, RestartRequestOut, RestartRequestsOut
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.heartbeat import CacheTTL
 from mcos.domain.leases import FENCE_HEADER
@@ -635,6 +636,66 @@ class Calls:
     @staticmethod
     def audit_verify() -> Call[AuditVerifyResult]:
         return Call("GET", "/v1/audit/verify", _model(_VERIFY))
+
+    # --- dash: search messages, pause, resume, restart ----------------------------------------
+    @staticmethod
+    def search_messages(
+        *,
+        q: str | None = None,
+        sender: str | None = None,
+        to: str | None = None,
+        kind: str | None = None,
+        priority: str | None = None,
+        state: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        thread: int | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> Call[MessageSearchOut]:
+        """Messages matching every filter given, newest first (``next_before`` pages on)."""
+        params = _clean(
+            {"q": q, "from": sender, "to": to, "kind": kind, "priority": priority,
+             "state": state, "since": since, "until": until, "thread": thread,
+             "before": before, "limit": limit}
+        )  # fmt: skip
+        return Call("GET", "/v1/messages", _model(TypeAdapter(MessageSearchOut)), params=params)
+
+    @staticmethod
+    def pause_agent(name: str, reason: str = "") -> Call[AgentOut]:
+        return Call("POST", f"/v1/agents/{name}/pause", _model(_AGENT), json={"reason": reason})
+
+    @staticmethod
+    def resume_agent(name: str, reason: str = "") -> Call[AgentOut]:
+        return Call("POST", f"/v1/agents/{name}/resume", _model(_AGENT), json={"reason": reason})
+
+    @staticmethod
+    def restart_agent(name: str, reason: str = "") -> Call[RestartRequestOut]:
+        return Call(
+            "POST",
+            f"/v1/agents/{name}/restart",
+            _model(TypeAdapter(RestartRequestOut)),
+            json={"reason": reason},
+        )
+
+    @staticmethod
+    def restart_requests(after: int | None = None) -> Call[RestartRequestsOut]:
+        """Restart requests after a cursor (none and the current cursor when omitted)."""
+        return Call(
+            "GET",
+            "/v1/restart-requests",
+            _model(TypeAdapter(RestartRequestsOut)),
+            params=_clean({"after": after}),
+        )
+
+    @staticmethod
+    def restart_done(request_id: int, agent: str, pid: int | None) -> Call[None]:
+        return Call(
+            "POST",
+            f"/v1/restart-requests/{request_id}/done",
+            _none,
+            json={"agent": agent, "pid": pid},
+        )
 
 
 def _headers(token: str | None, fence: int | None = None) -> dict[str, str]:

@@ -164,6 +164,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             "context_tokens": self.context_tokens,
             "context_window": self.config.model.context_window,
             "last_beat": self.last_beat,
+            "next_beat": self.next_beat_at.isoformat(),
             "pending": len(self.pending),
             "turns": self.stats.turns,
             "model_calls": self.stats.model_calls,

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcos import __version__
@@ -39,6 +40,7 @@ from mcos.server.limits import BodySizeLimit, JsonBodyGuard
 from mcos.server.metrics import Metrics
 from mcos.server.paging import Pager
 from mcos.server.routes import (
+    agent_control,
     agents,
     approvals,
     audit,
@@ -46,6 +48,7 @@ from mcos.server.routes import (
     inbox,
     incidents,
     leases,
+    message_search,
     messages,
     system,
     tokens,
@@ -249,8 +252,9 @@ def create_app(
                 log.warning("audit checkpoint at shutdown failed: %s", e)
             await store.close()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs and /redoc with their assets served from the package
         title="mcos Mission Control",
+        favicon_url="/static/favicon.svg",
         version=__version__,
         description="The control plane of an mcos fleet: messages, agents, tokens, audit.",
         lifespan=lifespan,
@@ -272,6 +276,8 @@ def create_app(
         approvals,
         channels,
         traces,
+        message_search,
+        agent_control,
     ):
         app.include_router(module.router)
     app.include_router(channels.pages)

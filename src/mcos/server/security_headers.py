@@ -2,8 +2,9 @@
 
 The dashboard has no inline script or style (its one script is ``/static/live.js``), so the
 policy allows scripts, styles, fetches and form posts from Mission Control's own origin only, and
-no framing at all. FastAPI's interactive API docs (``/docs``, ``/redoc``) load their script from a
-CDN and start it with an inline script: those two pages alone get a policy that allows that.
+no framing at all. The interactive API docs (``/docs``, ``/redoc``) load their assets from
+Mission Control itself (fastapi-offline ships them: no CDN, they work without internet) and start
+with an inline script: those two pages alone get a policy that allows that.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ POLICY = (
     "object-src 'none'"
 )
 DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
-    "https://cdn.redoc.ly; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; "
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src blob:; frame-ancestors 'none'; base-uri 'none'; "
     "object-src 'none'"
 )
 DOCS_PATHS = ("/docs", "/redoc")

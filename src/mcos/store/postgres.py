@@ -40,6 +40,7 @@ from mcos.domain.budget import Committed, Limits
 from mcos.domain.budget import grant as grant_budget
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
+from mcos.domain.message_search import MessageHit, MessageSearch, MessageState
 from mcos.domain.messages import (
     EXPIRED,
     Delivery,
@@ -1501,6 +1502,29 @@ class PostgresStore:
         async with self._tx() as conn:
             cur = await conn.execute(Q["traces_delete_before"], (cutoff,))
             return cur.rowcount
+
+    # --- dash: message search ------------------------------------------------------------------
+    async def search_messages(self, search: MessageSearch) -> list[MessageHit]:
+        """Messages matching ``search``, newest first, each with the state of its copies."""
+        params: dict[str, Any] = {
+            "sender": search.sender,
+            "recipient": search.recipient,
+            "kind": None if search.kind is None else search.kind.value,
+            "priority": None if search.priority is None else search.priority.rank,
+            "thread": search.thread_id,
+            "since": search.since,
+            "until": search.until,
+            "before": search.before,
+            "pattern": search.like(),
+            "state": None if search.state is None else search.state.value,
+            "limit": search.limit,
+        }
+        async with self._conn() as conn:
+            result = await (await conn.execute(Q["message_search"], params)).fetchall()
+        return [
+            MessageHit(rows.message(r, _utc(r["created_at"])), MessageState(r["delivery_state"]))
+            for r in result
+        ]
 
 
 __all__ = ["PostgresStore"]

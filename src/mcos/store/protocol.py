@@ -20,6 +20,7 @@ from mcos.domain.audit import AuditEvent, AuditRecord, Checkpoint, Finding
 from mcos.domain.budget import Committed, Limits, Usage, Verdict, WorstCase
 from mcos.domain.incidents import Incident, IncidentEvent
 from mcos.domain.leases import Lease
+from mcos.domain.message_search import MessageHit, MessageSearch
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
@@ -585,3 +586,7 @@ class Store(Protocol):
 
     async def delete_traces_before(self, cutoff: datetime) -> int:
         """Delete traces of turns started before ``cutoff``; how many."""
+
+    # --- dash: message search ----------------------------------------------------------------
+    async def search_messages(self, search: MessageSearch) -> list[MessageHit]:
+        """Messages matching ``search``, newest first, each with the state of its copies."""

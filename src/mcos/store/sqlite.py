@@ -35,6 +35,7 @@ from mcos.domain.budget import Committed, Limits
 from mcos.domain.budget import grant as grant_budget
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
 from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
+from mcos.domain.message_search import MessageHit, MessageSearch, MessageState
 from mcos.domain.messages import (
     EXPIRED,
     Delivery,
@@ -1595,6 +1596,31 @@ class SqliteStore:
                 return conn.execute(Q["traces_delete_before"], (_us(cutoff),)).rowcount
 
         return await self._run(write)
+
+    # --- dash: message search ------------------------------------------------------------------
+    async def search_messages(self, search: MessageSearch) -> list[MessageHit]:
+        """Messages matching ``search``, newest first, each with the state of its copies."""
+        params = {
+            "sender": search.sender,
+            "recipient": search.recipient,
+            "kind": None if search.kind is None else search.kind.value,
+            "priority": None if search.priority is None else search.priority.rank,
+            "thread": search.thread_id,
+            "since": None if search.since is None else _us(search.since),
+            "until": None if search.until is None else _us(search.until),
+            "before": search.before,
+            "pattern": search.like(),
+            "state": None if search.state is None else search.state.value,
+            "limit": search.limit,
+        }
+
+        def read(conn: sqlite3.Connection) -> list[MessageHit]:
+            return [
+                MessageHit(rows.message(r, _dt(r["created_at"])), MessageState(r["delivery_state"]))
+                for r in conn.execute(Q["message_search"], params)
+            ]
+
+        return await self._run(read)
 
 
 AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_delete"})

@@ -71,6 +71,8 @@ class Slot:
     status: str = "waiting"
     detail: str = ""
     said: str = ""
+    restart_request: int | None = None
+    """An operator's restart request being carried out (its id, reported done once started)."""
 
 
 class Supervisor:
@@ -134,6 +136,10 @@ class Supervisor:
         self.notifier = Notifier.from_env()
         self.forks = ForkServer(self._on_exit)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.restart_poll = 2.0
+        """Seconds between looks at operators' restart requests."""
+        self._restart_cursor: int | None = None
+        self._restarts_due = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, tick: float = 0.25) -> None:
@@ -146,6 +152,7 @@ class Supervisor:
         logger.setLevel(logging.INFO)
         try:
             while not stop.is_set():
+                await self.follow_restarts()
                 for slot in self.slots.values():
                     try:
                         await self.tick(slot)
@@ -211,6 +218,53 @@ class Supervisor:
             slot.detail = f"hung: no liveness for {self.watchdog}"
             _signal_group(slot, signal.SIGKILL)
             slot.last_alive = now  # one kill per silence
+
+    # --- restarts operators ask for ---------------------------------------------------------
+    async def follow_restarts(self) -> None:
+        """Carry out the restart requests recorded since the last look (every ``restart_poll``
+        seconds; the first look only takes the cursor: older requests are not replayed)."""
+        now = time.monotonic()
+        if now < self._restarts_due:
+            return
+        self._restarts_due = now + self.restart_poll
+        try:
+            found = await self.client.do(Calls.restart_requests(self._restart_cursor))
+        except McosError:
+            return
+        self._restart_cursor = found.cursor
+        for request in found.requests:
+            slot = self.slots.get(request.agent)
+            if slot is not None:
+                self._restart(slot, request.id, request.by)
+
+    def _restart(self, slot: Slot, request_id: int, by: str) -> None:
+        """Stop the agent gracefully and start it again at once (not a crash); a failed or
+        misconfigured agent is tried again from scratch."""
+        slot.restart_request = request_id
+        slot.detail = f"restart requested by {by}"
+        if slot.pid is not None:
+            self._say(slot, f"{slot.name}: restart requested by {by}: stopping it")
+            slot.status = "stopping"
+            _signal_group(slot, signal.SIGTERM)
+            task = asyncio.get_running_loop().create_task(
+                self._reap(slot), name=f"restart-{slot.name}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        elif slot.status in ("failed", "misconfigured", "restarting"):
+            self._say(slot, f"{slot.name}: restart requested by {by}: starting it again")
+            slot.status = "waiting"
+            slot.crashes.clear()
+            slot.next_acquire = slot.not_before = 0.0
+        else:  # held elsewhere, lease lost: the host that holds it restarts it
+            slot.restart_request = None
+
+    async def _restarted(self, slot: Slot) -> None:
+        request, slot.restart_request = slot.restart_request, None
+        if request is None:
+            return
+        with contextlib.suppress(McosError):
+            await self.client.do(Calls.restart_done(request, slot.name, slot.pid))
 
     async def _acquire(self, slot: Slot, now: float) -> None:
         try:
@@ -298,6 +352,7 @@ class Supervisor:
         slot.status, slot.detail = "running", f"pid {pid}, fence {slot.lease.fence}"
         asyncio.get_running_loop().add_reader(read_end, self._alive, slot)
         self._say(slot, f"started {slot.name} (pid {pid}, fence {slot.lease.fence})")
+        await self._restarted(slot)
 
     def _alive(self, slot: Slot) -> None:
         if slot.liveness is None:
@@ -340,6 +395,8 @@ class Supervisor:
     async def _after_exit(self, slot: Slot, code: int, outcome: Exit) -> None:
         now = _steady_now()
         if outcome is Exit.STOPPED:
+            if slot.restart_request is not None:  # an operator's restart: start it again now
+                slot.status, slot.not_before = "waiting", 0.0
             return
         if outcome is Exit.MISCONFIGURED:
             slot.status = "misconfigured"

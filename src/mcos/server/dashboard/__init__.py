@@ -28,7 +28,8 @@ from mcos.exceptions import AuthError, McosError
 from mcos.runtime.workspace import TurnKind, Workspace
 from mcos.server.access_log import PRINCIPAL
 from mcos.server.context import MissionControl, mission_control
-from mcos.server.dashboard import session
+from mcos.server.dashboard import health, session
+from mcos.server.dashboard.audit_view import describe
 from mcos.server.dashboard.charts import spend_chart
 from mcos.server.governance import Governance
 from mcos.store import AuditQuery
@@ -55,6 +56,21 @@ def _age(then: datetime | None, now: datetime) -> str:
 
 templates.filters["age"] = _age
 templates.filters["since"] = lambda iso, now: _age(datetime.fromisoformat(iso), now) if iso else "—"
+
+
+def _until(iso: str, now: datetime) -> str:
+    """When a future instant comes: ``in 12m (03:45 UTC)``."""
+    then = datetime.fromisoformat(iso)
+    seconds = int((then - now).total_seconds())
+    if seconds <= 0:
+        return f"due ({then:%H:%M} UTC)"
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if seconds >= size:
+            return f"in {seconds // size}{unit} ({then:%H:%M} UTC)"
+    return f"in {seconds}s ({then:%H:%M} UTC)"
+
+
+templates.filters["until"] = _until
 
 
 class NotSignedIn(Exception):
@@ -93,14 +109,28 @@ async def _page(request: Request, template: str, **context: Any) -> Response:
         sid, who = await _session(request, mc)
     except NotSignedIn:
         return RedirectResponse("/login", status_code=303)
+    from mcos.server.routes.agents import list_agents  # noqa: PLC0415
+
+    agents = context.pop("agents", None) or await list_agents(mc, DASHBOARD)
+    shown: dict[str, Any] = {
+        "done": request.query_params.get("done", ""),
+        "error": request.query_params.get("error", ""),
+        **context,
+    }
     html = templates.get_template(template).render(
         who=who,
         csrf=session.csrf_token(mc.settings.token_key, sid),
         now=await mc.store.now(),
         path=request.url.path,
-        **context,
+        health=await health.summary(mc, agents),
+        agents=agents,
+        **shown,
     )
     return HTMLResponse(html)
+
+
+DASHBOARD = Principal(PrincipalKind.OPERATOR, "dashboard")
+"""Who reads for a page (reads only: every action runs as the signed-in operator)."""
 
 
 async def _form_guard(request: Request, csrf: str | None) -> tuple[MissionControl, Principal]:
@@ -129,6 +159,7 @@ async def _csrf_refused(_: Request, exc: Exception) -> Response:
 def install(app: FastAPI) -> None:
     """Mount the dashboard and its error handling on the app."""
     app.include_router(router)
+    app.include_router(operate.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_exception_handler(NotSignedIn, _to_login)
     app.add_exception_handler(CsrfRefused, _csrf_refused)
@@ -221,7 +252,7 @@ async def fleet(request: Request) -> Response:
     mc = mission_control(request)
     from mcos.server.routes.agents import list_agents  # noqa: PLC0415
 
-    agents = await list_agents(mc, Principal(PrincipalKind.OPERATOR, "dashboard"))
+    agents = await list_agents(mc, DASHBOARD)
     leases = {x.agent: x for x in await mc.store.leases()}
     return await _page(request, "fleet.html", agents=agents, leases=leases)
 
@@ -232,7 +263,7 @@ async def agent_page(request: Request, name: str) -> Response:
     mc = mission_control(request)
     from mcos.server.routes.agents import list_agents  # noqa: PLC0415
 
-    agents = await list_agents(mc, Principal(PrincipalKind.OPERATOR, "dashboard"))
+    agents = await list_agents(mc, DASHBOARD)
     agent = next((a for a in agents if a.name == name), None)
     if agent is None:
         return HTMLResponse("<h1>404</h1><p>No such agent.</p>", status_code=404)
@@ -242,23 +273,12 @@ async def agent_page(request: Request, name: str) -> Response:
     return await _page(
         request,
         "agent.html",
+        agents=agents,
         agent=agent,
         lease=await mc.store.lease(name),
         usage=usage,
         files=files,
         log=log,
-    )
-
-
-@router.get("/messages")
-async def messages(request: Request, thread: int | None = None) -> Response:
-    """Queues per inbox, dead letters (with a requeue button), and a thread."""
-    mc = mission_control(request)
-    depths = await mc.store.inbox_depths()
-    dead = await mc.store.dead_letters(limit=100)
-    shown = await mc.store.thread(thread) if thread is not None else []
-    return await _page(
-        request, "messages.html", depths=depths, dead=dead, thread=shown, thread_id=thread
     )
 
 
@@ -396,7 +416,7 @@ async def spend(request: Request) -> Response:
     since = today - timedelta(days=13)
     rows = await mc.store.usage(since.isoformat())
     days = [(since + timedelta(days=i)).isoformat() for i in range(14)]
-    chart = spend_chart(rows, days)
+    chart = spend_chart(rows, days)  # dollars, or tokens when no call cost anything
     read = sum(r.usage.cache_read for r in rows)
     prompt = sum(r.usage.input + r.usage.cache_read + r.usage.cache_write for r in rows)
     share = read / prompt if prompt else 0.0
@@ -422,7 +442,7 @@ async def audit_log(
     return await _page(
         request,
         "audit.html",
-        records=list(reversed(records)),
+        records=[(r, describe(r)) for r in reversed(records)],
         actor=actor,
         action=action,
         since=since,
@@ -471,3 +491,12 @@ async def _version(mc: MissionControl) -> str:
         ",".join(f"{a.id}:{a.state.value}:{a.acknowledged_at is not None}" for a in requests),
     ]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """Browsers that ask without reading the page's icon link get the SVG."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
+from mcos.server.dashboard import operate  # noqa: E402  (its pages use _page and _form_guard)

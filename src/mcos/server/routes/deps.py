@@ -31,6 +31,8 @@ HOST_ROUTES = frozenset(
         ("GET", "/v1/agents/{name}"),
         ("POST", "/v1/tokens"),
         ("POST", "/v1/tokens/{token_id}/revoke"),
+        ("GET", "/v1/restart-requests"),  # operators' restart requests (routes/agent_control.py)
+        ("POST", "/v1/restart-requests/{seq}/done"),
     }
 )
 """Everything a host principal (a supervisor) may call; each route then checks the agent is one

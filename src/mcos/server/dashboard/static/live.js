@@ -5,8 +5,9 @@
   if (!main || !main.dataset.live || !window.EventSource) return;
   var source = new EventSource(main.dataset.live);
   source.addEventListener("change", function () {
-    if (document.activeElement && document.activeElement.tagName === "INPUT" &&
-        document.activeElement.value) return; // never wipe what someone is typing
+    var active = document.activeElement;
+    // Never wipe what someone is typing or choosing: no refresh while a form field has focus.
+    if (active && active !== main && active.closest && active.closest("form")) return;
     fetch(window.location.href, { credentials: "same-origin" })
       .then(function (r) { return r.text(); })
       .then(function (html) {

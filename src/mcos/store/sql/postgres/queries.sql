@@ -616,3 +616,35 @@ DELETE FROM turn_traces WHERE started_at < %s;
 SELECT reservation_id, sum(cost_micros) AS cost FROM model_calls
 WHERE agent = %s AND reservation_id = ANY(%s)
 GROUP BY reservation_id;
+-- --- dash: message search ---
+-- name: message_search
+-- Newest first; the state of a message is that of its worst copy (dead, claimed, queued), else
+-- acked when a copy was handled, else unrouted. Text: ILIKE on subject and body, with
+-- backslash as the escape character.
+SELECT * FROM (
+    SELECT m.*,
+           CASE
+             WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.state = 'dead')
+               THEN 'dead'
+             WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.state = 'claimed')
+               THEN 'claimed'
+             WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.state = 'queued')
+               THEN 'queued'
+             WHEN EXISTS (SELECT 1 FROM delivery_history h WHERE h.message_id = m.id) THEN 'acked'
+             ELSE 'unrouted'
+           END AS delivery_state
+    FROM messages m
+    WHERE (%(sender)s::text IS NULL OR m.sender = %(sender)s)
+      AND (%(recipient)s::text IS NULL OR m.recipient = %(recipient)s)
+      AND (%(kind)s::text IS NULL OR m.kind = %(kind)s)
+      AND (%(priority)s::smallint IS NULL OR m.priority = %(priority)s)
+      AND (%(thread)s::bigint IS NULL OR m.thread_id = %(thread)s)
+      AND (%(since)s::timestamptz IS NULL OR m.created_at >= %(since)s)
+      AND (%(until)s::timestamptz IS NULL OR m.created_at <= %(until)s)
+      AND (%(before)s::bigint IS NULL OR m.id < %(before)s)
+      AND (%(pattern)s::text IS NULL OR m.subject ILIKE %(pattern)s ESCAPE '\'
+           OR m.body ILIKE %(pattern)s ESCAPE '\')
+) AS found
+WHERE (%(state)s::text IS NULL OR delivery_state = %(state)s)
+ORDER BY id DESC
+LIMIT %(limit)s;

@@ -485,3 +485,34 @@ DELETE FROM turn_traces WHERE started_at < ?;
 SELECT reservation_id, sum(cost_micros) AS cost FROM model_calls
 WHERE agent = ? AND reservation_id IN (SELECT value FROM json_each(?))
 GROUP BY reservation_id;
+-- --- dash: message search ---
+-- name: message_search
+-- Newest first; the state of a message is that of its worst copy (dead, claimed, queued), else
+-- acked when a copy was handled, else unrouted. Text: LIKE (ASCII case-insensitive) on subject
+-- and body, with backslash as the escape character.
+SELECT * FROM (
+    SELECT m.*,
+           CASE
+             WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.state = 'dead')
+               THEN 'dead'
+             WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.state = 'claimed')
+               THEN 'claimed'
+             WHEN EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.state = 'queued')
+               THEN 'queued'
+             WHEN EXISTS (SELECT 1 FROM delivery_history h WHERE h.message_id = m.id) THEN 'acked'
+             ELSE 'unrouted'
+           END AS delivery_state
+    FROM messages m
+    WHERE (:sender IS NULL OR m.sender = :sender)
+      AND (:recipient IS NULL OR m.recipient = :recipient)
+      AND (:kind IS NULL OR m.kind = :kind)
+      AND (:priority IS NULL OR m.priority = :priority)
+      AND (:thread IS NULL OR m.thread_id = :thread)
+      AND (:since IS NULL OR m.created_at >= :since)
+      AND (:until IS NULL OR m.created_at <= :until)
+      AND (:before IS NULL OR m.id < :before)
+      AND (:pattern IS NULL OR m.subject LIKE :pattern ESCAPE '\' OR m.body LIKE :pattern ESCAPE '\')
+) AS found
+WHERE (:state IS NULL OR delivery_state = :state)
+ORDER BY id DESC
+LIMIT :limit;
