@@ -177,6 +177,12 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
                         file, f"topics.{topic}.subscribers.{i}", f"unknown agent or human {s!r}"
                     )
                 )
+    errors.extend(
+        ConfigError(file, f"calendars.{cal}.agents.{i}", f"unknown agent {a!r}")
+        for cal, config in fleet.calendars.items()
+        for i, a in enumerate(config.agents)
+        if a not in fleet.agents
+    )
     return errors
 
 

@@ -475,7 +475,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         state, said = self._state or (AgentStatus.IDLE, "")
         if state in (AgentStatus.IDLE, AgentStatus.RUNNING):  # others carry an until
             await self.report(state, said)
-        if what in ("fenced", "refused"):
+        if what in ("fenced", "refused", "misconfigured"):
             with contextlib.suppress(McosError):
                 await self.client.do(
                     Calls.report_incident(
