@@ -300,4 +300,3 @@ class M365Channel:
         """Nothing is queued (each mail is sent at once); stop looking, close connections."""
         self._closing = True
         await self.graph.aclose()
-

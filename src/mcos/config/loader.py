@@ -429,7 +429,7 @@ def _paths(fleet: Fleet, file: str) -> list[ConfigError]:
     return errors
 
 
-_ADDRESS_FIELD = {"telegram": "telegram", "discord": "discord", "email": "email"}
+_ADDRESS_FIELD = {"telegram": "telegram", "discord": "discord", "email": "email", "m365": "email"}
 
 
 def _channels(fleet: Fleet, file: str) -> list[ConfigError]:

@@ -34,6 +34,7 @@ from mcos.domain.redaction import redact
 from mcos.exceptions import Fenced, KeyUnavailable, McosError
 from mcos.models.base import ModelProvider
 from mcos.runtime.batched import BatchedTurns
+from mcos.runtime.calendars import agent_calendars
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock, MissionClock, OffsetSample
@@ -115,6 +116,8 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             spool=self.workspace.root / ".mcos" / "channels.sqlite",
         )  # fmt: skip
         self.ctx.channels = self.channel_host.posting  # posts: durable outbox, sent once
+        if "calendar_events" in self.config.allowed_tools:
+            self.ctx.calendars = agent_calendars(fleet, name)
         self.tools = Toolbox(self.ctx, self.config.allowed_tools)
         hb = self.config.heartbeat
         self.interval = parse_duration(hb.interval)
@@ -532,4 +535,6 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         if self.triage is not None:
             await self.triage.aclose()
         await self.http.aclose()
+        for calendar in self.ctx.calendars.values():
+            await calendar.aclose()
         self.memory.close()
