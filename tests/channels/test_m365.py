@@ -10,17 +10,20 @@ import asyncio
 import contextlib
 import re
 import stat
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 from mcos.channels.base import Inbound, Outbound
 from mcos.channels.m365 import TRIAGED, M365Channel
 from mcos.channels.oauth import OAuthTokens
 from mcos.channels.runner import ChannelRunner
+from mcos.cli import app
 from mcos.config.models import ChannelConfig, OAuthConfig, TriageRule
 from mcos.exceptions import ChannelMisconfigured
 from tests import waiting
@@ -192,9 +195,12 @@ class TestMailByDeltaQuery:
         got = Collector(fail)
         async with running(channel_for(graph, tmp_path), got):
             await delivered(got, 2)
+            await waiting.eventually(
+                "both categorised",
+                lambda: all(TRIAGED in m.categories for m in graph.box(USER).messages.values()),
+            )
         assert sorted(got.subjects()) == ["fine", "flaky"]
         assert len(got.refused) == 2
-        assert all(TRIAGED in m.categories for m in graph.box(USER).messages.values())
 
 
 class TestSending:
@@ -361,3 +367,39 @@ class TestDeviceCode:
                 await channel.look("inbox", Collector())
         finally:
             await channel.aclose()
+
+
+class TestLoginCommand:
+    """``mcos m365 login NAME`` signs a person in for a device-code channel of the fleet file."""
+
+    def test_login_keeps_tokens_in_the_run_dir(
+        self, graph: FakeGraph, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The command prints the code, waits for the sign-in, and leaves a 0600 cache under
+        the fleet's state dir; a channel opened from the fleet file then reads ``/me``."""
+        fleet = tmp_path / "fleet.toml"
+        fleet.write_text(
+            '[hosts.h]\n[agents.donna]\nrole = "comms"\nhost = "h"\n'
+            f'[channels.donna-mail]\nkind = "m365"\nagent = "donna"\naddress = "{USER}"\n'
+            f'graph_url = "{graph.url}"\n'
+            f'oauth = {{ tenant = "{graph.tenant}", client_id = "{graph.client_id}", '
+            f'flow = "device_code", authority_url = "{graph.url}" }}\n'
+        )
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(graph.ca_file))  # msal trusts the fake
+
+        def approve() -> None:
+            def pending() -> list[str]:
+                return [str(f["user_code"]) for f in graph.devices.values()]
+
+            code = waiting.wait_until("a device code issued", pending)[0]
+            graph.approve_device(code, USER)
+
+        approver = threading.Thread(target=approve, daemon=True)
+        approver.start()
+        result = CliRunner().invoke(app, ["m365", "login", "donna-mail", "--fleet", str(fleet)])
+        approver.join(30)
+        assert result.exit_code == 0, result.output
+        assert "microsoft.com/devicelogin" in result.output
+        cache = tmp_path / "state" / "oauth" / "donna-mail.json"
+        assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+        assert "signed in" in result.output

@@ -148,10 +148,16 @@ class FakeGraph:
         client_id: str = "app-1",
         client_secret: str = "s3cret",
         users: tuple[str, ...] = ("donna@contoso.example",),
+        app_login: str = "",
         token_lifetime: int = 3600,
         page_size: int = 2,
     ) -> None:
         self.tenant, self.client_id, self.client_secret = tenant, client_id, client_secret
+        self.app_login = app_login
+        """The IMAP/SMTP login an app (client-credentials) token is good for, as Exchange
+        grants an app a mailbox; introspection reports it as the token's username."""
+        self.introspected: list[str] = []
+        """The usernames of tokens introspected (by dovecot), active or not ("" if not)."""
         self.token_lifetime = token_lifetime
         self.page_size = page_size
         self.port = free_port()
@@ -183,6 +189,7 @@ class FakeGraph:
         self.app = self._build()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
+        self._plain: tuple[uvicorn.Server, threading.Thread] | None = None
 
     @property
     def url(self) -> str:
@@ -467,6 +474,20 @@ class FakeGraph:
                 }
             )
 
+        @app.post("/introspect")
+        async def introspect(request: Request) -> JSONResponse:
+            form = {k: str(v) for k, v in (await request.form()).items()}
+            with self._lock:
+                issued = self.tokens.get(form.get("token", ""))
+                if issued is None or issued.expires < time.time():
+                    self.introspected.append("")
+                    return JSONResponse({"active": "false"})
+                user = issued.user or self.app_login
+                self.introspected.append(user)
+                return JSONResponse(
+                    {"active": "true", "username": user, "client_id": self.client_id}
+                )
+
         @app.api_route("/v1.0/{path:path}", methods=["GET", "POST", "PATCH"])
         async def graph(path: str, request: Request) -> Response:
             raw = await request.body()
@@ -605,12 +626,32 @@ class FakeGraph:
         wait_serving(self._server, self._thread, "the fake Graph server")
         return self
 
+    def start_plain(self) -> str:
+        """Serve the same endpoints over plain HTTP too (for a client that cannot be given
+        the test CA, as dovecot's introspection); that URL."""
+        port = free_port()
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+            timeout_graceful_shutdown=2,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        wait_serving(server, thread, "the fake Graph server (plain HTTP)")
+        self._plain = (server, thread)
+        return f"http://127.0.0.1:{port}"
+
     def stop(self) -> None:
-        """Shut the server down."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(10)
+        """Shut the servers down."""
+        servers = [(self._server, self._thread)]
+        if self._plain is not None:
+            servers.append(self._plain)
+        for server, _ in servers:
+            if server is not None:
+                server.should_exit = True
+        for _, thread in servers:
+            if thread is not None:
+                thread.join(10)
 
     def __enter__(self) -> Self:
         return self.start()
