@@ -403,3 +403,46 @@ class TestLoginCommand:
         cache = tmp_path / "state" / "oauth" / "donna-mail.json"
         assert stat.S_IMODE(cache.stat().st_mode) == 0o600
         assert "signed in" in result.output
+
+
+class TestConfig:
+    """The fleet file's m365 and XOAUTH2 settings are checked where they are written."""
+
+    @pytest.mark.parametrize(
+        ("values", "said"),
+        [
+            ({"kind": "m365", "address": USER}, "a m365 channel needs oauth"),
+            (
+                {"kind": "m365", "address": USER, "oauth": {"tenant": "t", "client_id": "c"}},
+                "client_credentials flow needs client_secret",
+            ),
+            (
+                {
+                    "kind": "m365",
+                    "address": USER,
+                    "oauth": {"tenant": "t", "client_id": "c", "client_secret": "env:S"},
+                },
+                "needs mailbox",
+            ),
+            (
+                {"kind": "email", "imap_host": "h", "username": "u", "address": USER},
+                "exactly one of password or oauth",
+            ),
+            ({"kind": "m365", "imap_host": "h"}, "imap_host: not a setting of a m365 channel"),
+        ],
+    )
+    def test_refused(self, values: dict[str, Any], said: str) -> None:
+        """Each wrong combination is refused with a message naming the setting."""
+        with pytest.raises(ValueError, match=said):
+            ChannelConfig.model_validate(values)
+
+    def test_device_code_needs_no_mailbox(self) -> None:
+        """A delegated mailbox is the signed-in user's own (``/me``)."""
+        config = ChannelConfig.model_validate(
+            {
+                "kind": "m365",
+                "address": USER,
+                "oauth": {"tenant": "t", "client_id": "c", "flow": "device_code"},
+            }
+        )
+        assert config.mailbox is None
