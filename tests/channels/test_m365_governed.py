@@ -41,7 +41,12 @@ mailbox = "{USER}"
 address = "{USER}"
 graph_url = "{graph.url}"
 poll = "1s"
-oauth = {{ tenant = "{graph.tenant}", client_id = "{graph.client_id}", client_secret = "env:MCOS_TEST_GRAPH_SECRET", authority_url = "{graph.url}" }}
+
+[channels.mail.oauth]
+tenant = "{graph.tenant}"
+client_id = "{graph.client_id}"
+client_secret = "env:MCOS_TEST_GRAPH_SECRET"
+authority_url = "{graph.url}"
 """
 
 

@@ -17,6 +17,7 @@ import pytest
 from mcos.channels.graph import Graph
 from mcos.channels.oauth import OAuthTokens
 from mcos.config.loader import load_fleet
+from mcos.config.secrets import key_uses
 from mcos.exceptions import ConfigErrors
 from mcos.runtime.calendars import CalDavCalendar, Calendar, GraphCalendar, parse_when
 from mcos.runtime.tools import UNTRUSTED_MARK, CalendarEvents, ToolContext, _calendar_events
@@ -248,3 +249,18 @@ class TestFleetFile:
         fleet.write_text('[calendars.work]\nkind = "caldav"\n')
         with pytest.raises(ConfigErrors, match="a caldav calendar needs url"):
             load_fleet(fleet)
+
+    def test_oauth_and_calendar_secrets_are_checked(self, tmp_path: Path) -> None:
+        """`mcos config check` and `doctor` see the OAuth client secrets and CalDAV passwords."""
+        fleet = tmp_path / "fleet.toml"
+        fleet.write_text(
+            '[hosts.h]\n[agents.donna]\nrole = "comms"\nhost = "h"\n'
+            '[channels.mail]\nkind = "m365"\nagent = "donna"\nmailbox = "d@x.example"\n'
+            'address = "d@x.example"\n'
+            'oauth = { tenant = "t", client_id = "c", client_secret = "env:M365_SECRET" }\n'
+            '[calendars.work]\nkind = "caldav"\nurl = "http://127.0.0.1:1/"\n'
+            'password = "env:CALDAV_PW"\nagents = ["donna"]\n'
+        )
+        uses = {u.where: u.reference for u in key_uses(load_fleet(fleet))}
+        assert uses["channels.mail.oauth.client_secret"] == "env:M365_SECRET"
+        assert uses["calendars.work.password"] == "env:CALDAV_PW"
