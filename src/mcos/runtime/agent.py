@@ -170,6 +170,11 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             if isinstance(self.clock, MissionClock)
             else 0.0,
             "channels": self.channel_host.receiving(),
+            **(
+                {"channels_misconfigured": bad}
+                if (bad := self.channel_host.misconfigured())
+                else {}
+            ),
             **({"triage": self.triage_stats.info()} if self.triage is not None else {}),
             **self.extra_info,
         }
