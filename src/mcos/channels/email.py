@@ -795,6 +795,8 @@ class EmailChannel:
         self._closing = True
         for imap in list(self._sessions):
             await imap.close()
+        if self._tokens is not None:
+            self._tokens.close()
 
 
 def _message_id(ref: str) -> str:
