@@ -69,6 +69,16 @@ def _agent_lists(fleet: Fleet, name: str, file: str) -> list[ConfigError]:
     errors.extend(
         ConfigError(
             file,
+            f"agents.{name}.browser",
+            f"missing: allowed_tools names browser MCP server {server!r}; say which domains "
+            f"{name} may open ([agents.{name}.browser] allowed_domains = [...])",
+        )
+        for server in dict.fromkeys(t.partition("__")[0] for t in agent.allowed_tools if "__" in t)
+        if server in fleet.mcp and fleet.mcp[server].kind == "browser" and agent.browser is None
+    )
+    errors.extend(
+        ConfigError(
+            file,
             f"agents.{name}.checks.{i}.recover",
             f"unknown recovery {c.recover!r} (known: {', '.join(fleet.recovery) or 'none'})",
         )

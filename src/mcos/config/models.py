@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from mcos.domain.authority import Party
+from mcos.domain.browsing import check_pattern
 from mcos.domain.budget import DEFAULT_PRICES, Price, Pricing
 from mcos.domain.heartbeat import valid_cron
 from mcos.domain.messages import DeliveryPolicy
@@ -500,7 +501,7 @@ BUILTIN_TOOLS = (
 )
 """Tools every agent may use unless its ``allowed_tools`` says otherwise."""
 
-OPTIONAL_TOOLS = ("send_external_email", "calendar_events")
+OPTIONAL_TOOLS = ("send_external_email", "render_pdf", "calendar_events")
 """Tools an agent has only when its ``allowed_tools`` names them."""
 
 
@@ -509,6 +510,19 @@ class BudgetConfig(_Model):
 
     daily_tokens: int | None = Field(default=None, ge=0)
     daily_usd: float | None = Field(default=None, ge=0)
+
+
+class BrowserConfig(_Model):
+    """What an agent may browse with a browser MCP server (``[mcp.X] kind = "browser"``)."""
+
+    allowed_domains: list[str] = Field(default_factory=list)
+    """Hosts it may open: ``example.com`` (that host, any port) or ``*.gov`` (hosts under
+    it). Enforced by the runtime and given to the browser; empty: nothing may be opened."""
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        return [check_pattern(p) for p in v]
 
 
 class AgentConfig(_Model):
@@ -541,6 +555,8 @@ class AgentConfig(_Model):
     triage_model: ModelConfig | None = None
     """A cheaper model that first reads what woke the agent and decides whether the main model
     is needed (None: always the main model)."""
+    browser: BrowserConfig | None = None
+    """Required to use a browser MCP server's tools: the domains it may open."""
 
     @field_validator("key")
     @classmethod
@@ -841,12 +857,29 @@ class McpServerConfig(_Model):
     """HTTP (streamable HTTP transport): the server's URL."""
     timeout: str = "30s"
     """How long one tool call may take."""
+    kind: Literal["tools", "browser"] = "tools"
+    """``browser``: the Playwright MCP server (stdio); each agent gets its own, told its
+    ``[agents.X.browser] allowed_domains`` (``--allowed-origins``), and the runtime checks
+    every address before and after each call."""
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:
         if (self.command is None) == (self.url is None):
             msg = "give exactly one of command (stdio) or url (HTTP)"
             raise ValueError(msg)
+        if self.kind == "browser" and self.command is None:
+            msg = 'kind = "browser" needs command: each agent runs its own, told its domains'
+            raise ValueError(msg)
+        if self.kind == "browser":
+            assert self.command is not None
+            owned = {"--allowed-origins", "--output-dir", "--allow-unrestricted-file-access",
+                     "--port", "--extension", "--cdp-endpoint"}  # fmt: skip
+            if given := sorted(owned & {a.partition("=")[0] for a in self.command}):
+                msg = (
+                    f"a browser server's command may not set {', '.join(given)}: mcos sets the "
+                    "allowed origins and output folder per agent, and the browser must be its own"
+                )
+                raise ValueError(msg)
         parse_duration(self.timeout)
         return self
 

@@ -22,7 +22,7 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact, scrub
-from mcos.exceptions import Forbidden, McosError
+from mcos.exceptions import Forbidden, McosError, RenderRefused
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock
@@ -196,6 +196,15 @@ class SendExternalEmail(_Input):
         description="The approved request that covers exactly this e-mail (needed unless you "
         "may e-mail alone, and always from a turn holding untrusted content).",
     )
+
+
+class RenderPdf(_Input):
+    path: str = Field(
+        min_length=1, max_length=300, description="Where in your workspace, e.g. letters/x.pdf."
+    )
+    content: str = Field(min_length=1, max_length=200_000)
+    format: Literal["markdown", "html"] = "markdown"
+    title: str = Field(default="", max_length=200, description="Shown in each page's footer.")
 
 
 class WriteWorkstate(_Input):
@@ -516,6 +525,39 @@ async def _calendar_events(ctx: ToolContext, a: CalendarEvents) -> str:
     return f"{len(found)} event(s) in {window}:\n{said}{problems}"
 
 
+async def _render_pdf(ctx: ToolContext, a: RenderPdf) -> str:
+    # Imported when used: Playwright is not every agent's cost.
+    from mcos.runtime import pdf  # noqa: PLC0415
+
+    targets = {"path": a.path[:300]}
+    try:
+        path, relative = pdf.target(ctx.workspace.root, a.path)
+        made = await pdf.render(pdf.document(a.content, a.format, a.title), path, relative,
+                                title=a.title)  # fmt: skip
+    except McosError as e:
+        refused = isinstance(e, RenderRefused)
+        with contextlib.suppress(McosError, httpx.HTTPError, OSError):
+            await ctx.client.do(
+                Calls.record_event(
+                    RuntimeEvent(action=f"runtime.pdf.{'refused' if refused else 'render'}",
+                                 targets=targets, detail={"problem": e.message[:500]},
+                                 outcome="refused" if refused else "failed")
+                )
+            )  # fmt: skip
+        raise
+    await ctx.client.do(
+        Calls.record_event(
+            RuntimeEvent(action="runtime.pdf.render", targets={"path": made.relative},
+                         detail={"pages": made.pages, "bytes": made.size, "format": a.format})
+        )
+    )  # fmt: skip
+    ctx.actions.append(f"rendered {made.relative}")
+    return (
+        f"wrote {made.relative} in your workspace ({made.path}): {made.pages} "
+        f"page{'s' if made.pages != 1 else ''}, {made.size // 1024 or 1} KB"
+    )
+
+
 async def _write_workstate(ctx: ToolContext, a: WriteWorkstate) -> str:
     stamp = ctx.clock.now().strftime("%Y-%m-%d %H:%M UTC")
     text = (
@@ -602,6 +644,13 @@ TOOLS: dict[str, Tool] = {
             _acknowledge,
         ),
         Tool(
+            "render_pdf",
+            "Write a PDF into your workspace from Markdown or HTML (offline: nothing it links "
+            "to is fetched); returns its path and page count.",
+            RenderPdf,
+            _render_pdf,
+        ),
+        Tool(
             "write_workstate",
             "Save your working state to WORKSTATE.md before the context is compacted.",
             WriteWorkstate,
@@ -641,6 +690,7 @@ class Toolbox:
                 await untrusted_gate(self.ctx, name, "mcp_call", payload, approval)
 
             tools.gate = gate
+            tools.audit = self._record
 
     def specs(self, *, extra: tuple[str, ...] = ()) -> tuple[ToolSpec, ...]:
         """The definitions offered to the model in this turn."""
@@ -690,6 +740,15 @@ class Toolbox:
             return ToolResult(call.id, redact(f"error: {e.__class__.__name__}: {e}"), True)
         # Nothing secret-shaped reaches the model's context, whatever a tool returned.
         return ToolResult(call.id, redact(out)[:MAX_RESULT_CHARS])
+
+    async def _record(self, event: RuntimeEvent) -> None:
+        """One runtime event into the audit log; a failed write is logged in the workspace."""
+        try:
+            await self.ctx.client.do(Calls.record_event(event))
+        except (McosError, httpx.HTTPError, OSError):
+            self.ctx.workspace.append_log(
+                self.ctx.clock.now(), f"{event.action} {event.targets} (audit write failed)"
+            )
 
     async def _audit_refusal(self, call: ToolCall) -> None:
         payload = json.dumps(call.input, sort_keys=True, default=str)[:500]
