@@ -232,6 +232,14 @@ class ChannelRefused(ChannelError):
     code = "channel_refused"
 
 
+class ChannelMisconfigured(ChannelRefused):
+    """The account cannot work as configured (consent withdrawn or expired, a secret revoked,
+    nobody signed in): the channel reports itself misconfigured and waits for a person, rather
+    than retrying in a loop."""
+
+    code = "channel_misconfigured"
+
+
 class McpUnavailable(McosError):
     """An MCP server could not be started, reached or initialised; the agent runs without it."""
 

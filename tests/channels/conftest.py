@@ -74,13 +74,28 @@ def _user(name: str, fallback: str = "nobody") -> pwd.struct_passwd:
         return pwd.getpwnam(fallback)
 
 
-def _config(base: Path, mail: Path, port: int, users: Path, log: Path) -> str:
+def _config(
+    base: Path, mail: Path, port: int, users: Path, log: Path, oauth2: Path | None = None
+) -> str:
     if os.geteuid() == 0:
         mail_user = _user("nobody")
         login_user, internal_user = _user("dovenull").pw_name, _user("dovecot").pw_name
     else:  # an ordinary user: every process is that user
         mail_user = pwd.getpwuid(os.geteuid())
         login_user = internal_user = mail_user.pw_name
+    # With an OAuth 2.0 introspection endpoint, XOAUTH2/OAUTHBEARER logins are checked by
+    # dovecot's oauth2 passdb (the token POSTed to the endpoint); PLAIN stays on the passwd-file.
+    oauth = (
+        f"""passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {oauth2}
+}}
+"""
+        if oauth2 is not None
+        else ""
+    )
+    mechanisms = "plain login xoauth2 oauthbearer" if oauth2 is not None else "plain login"
     return f"""\
 protocols = imap
 listen = 127.0.0.1
@@ -91,7 +106,7 @@ log_path = {log}
 info_log_path = {log}
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 first_valid_uid = 0
 first_valid_gid = 0
 default_login_user = {login_user}
@@ -101,9 +116,10 @@ mail_location = maildir:{mail}/%u
 mail_uid = {mail_user.pw_uid}
 mail_gid = {mail_user.pw_gid}
 mailbox_idle_check_interval = 1 secs
-passdb {{
+{oauth}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {users}
+  mechanisms = plain login
 }}
 userdb {{
   driver = static
@@ -165,6 +181,12 @@ def _group(pgid: int) -> list[psutil.Process]:
 @pytest.fixture
 def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
     """A throwaway dovecot with the accounts of ACCOUNTS (passwords in clear), IMAP only."""
+    yield from run_dovecot(tmp_path)
+
+
+def run_dovecot(tmp_path: Path, introspection_url: str | None = None) -> Iterator[Dovecot]:
+    """Run a throwaway dovecot until the generator is closed; ``introspection_url``: also
+    accept XOAUTH2 tokens that this OAuth 2.0 introspection endpoint says are active."""
     if not Path(DOVECOT).exists():
         reason = f"{DOVECOT} is missing (apt-get install dovecot-imapd)"
         if IN_CI:
@@ -186,8 +208,16 @@ def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
     users.write_text("".join(f"{u}:{{PLAIN}}{p}::::::\n" for u, p in ACCOUNTS.items()))
     users.chmod(0o644)  # test passwords only
     port = free_port()
+    oauth2 = None
+    if introspection_url is not None:
+        oauth2 = shared / "dovecot-oauth2.conf.ext"
+        oauth2.write_text(
+            f"introspection_mode = post\nintrospection_url = {introspection_url}\n"
+            "username_attribute = username\nactive_attribute = active\nactive_value = true\n"
+        )
+        oauth2.chmod(0o644)
     conf = base / "dovecot.conf"
-    conf.write_text(_config(shared, shared / "mail", port, users, log))
+    conf.write_text(_config(shared, shared / "mail", port, users, log, oauth2))
     proc = subprocess.Popen(
         [DOVECOT, "-F", "-c", str(conf)],
         stdout=subprocess.DEVNULL,

@@ -87,6 +87,10 @@ class Channel(Protocol):
         ...
 
 
+EMAIL_KINDS = frozenset({"email", "m365"})
+"""Channel kinds that are mailboxes: what they send is external e-mail (governed)."""
+
+
 def account_key(kind: str, secret: str) -> str:
     """A lease key for an account: the kind and a short hash of its credential, never the
     credential itself (a bot token sits in Telegram's URL path; it must not reach a log)."""

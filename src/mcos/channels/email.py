@@ -36,9 +36,10 @@ import aiosmtplib
 import authres  # type: ignore[import-untyped]
 
 from mcos.channels.base import Deliver, Inbound, Outbound, account_key
+from mcos.channels.oauth import OAuthTokens
 from mcos.config.models import ChannelConfig
 from mcos.domain.triage import Triage, triage
-from mcos.exceptions import McosError
+from mcos.exceptions import ChannelMisconfigured, McosError
 
 TRIAGED: Final = "$McosTriaged"
 """The IMAP keyword that marks a message as taken (delivered, or ignored by a rule)."""
@@ -116,17 +117,24 @@ class _Imap:
         """Whether the server announced the capability (after login, the full list)."""
         return bool(self._client.has_capability(capability))
 
-    async def open(self, username: str, password: str) -> None:
-        """Connect, upgrade with STARTTLS where asked, log in."""
+    async def open(self, username: str, password: str, *, token: str | None = None) -> None:
+        """Connect, upgrade with STARTTLS where asked, log in (with a password, or with SASL
+        XOAUTH2 when given an OAuth ``token``)."""
         await self._client.wait_hello_from_server()
         if self.tls == "starttls":
             await self._starttls()
-        response = await self._client.login(username, password)
+        if token is not None:
+            response = await self._client.xoauth2(username, token)
+        else:
+            response = await self._client.login(username, password)
         if response.result != "OK":
             reply = _reply_text(response)
+            what = (
+                "the OAuth token (XOAUTH2)" if token is not None else "the password's key reference"
+            )
             raise ChannelError(
                 f"IMAP server {self.where} refused the login of {username!r}: {reply} "
-                "(check the username and the password's key reference)",
+                f"(check the username and {what})",
                 channel=self.channel,
                 host=self.where,
                 reply=reply,
@@ -535,10 +543,12 @@ class EmailChannel:
         *,
         logger: logging.Logger | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        tokens: OAuthTokens | None = None,
     ) -> None:
         """``password`` and ``smtp_password`` are the secrets themselves, already resolved
         from their key references; ``ssl_context`` replaces the system's trust (tests, a
-        private CA)."""
+        private CA); ``tokens``: log in with SASL XOAUTH2 and these OAuth tokens instead of
+        the password (Exchange Online, Gmail)."""
         if not config.imap_host or not config.username:
             msg = f"channel {name}: an email channel needs imap_host and username"
             raise ValueError(msg)
@@ -546,6 +556,7 @@ class EmailChannel:
         self.config = config
         self.log = logger or logging.getLogger("mcos.channels.email")
         self._password = password
+        self._tokens = tokens
         self._smtp_password = smtp_password
         self._ssl = ssl_context
         self._host: str = config.imap_host
@@ -571,9 +582,14 @@ class EmailChannel:
 
     async def run(self, deliver: Deliver) -> None:
         """Watch every configured folder, each on its own connection, until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for folder in self.config.folders:
-                group.create_task(self._watch(folder, deliver), name=f"email:{self.name}:{folder}")
+        try:
+            async with asyncio.TaskGroup() as group:
+                for folder in self.config.folders:
+                    group.create_task(
+                        self._watch(folder, deliver), name=f"email:{self.name}:{folder}"
+                    )
+        except* ChannelMisconfigured as group:  # no token (consent, secret): a person must act
+            raise group.exceptions[0] from None
 
     async def _watch(self, folder: str, deliver: Deliver) -> None:
         backoff = _Backoff(self.reconnect_first, self.reconnect_cap)
@@ -581,6 +597,8 @@ class EmailChannel:
             _stop_if_cancelled()
             try:
                 await self._session(folder, deliver, backoff)
+            except ChannelMisconfigured:
+                raise
             except (OSError, TimeoutError, ChannelError, aioimaplib.AioImapException) as exc:
                 problem = str(exc) or type(exc).__name__
             except Exception as exc:  # the watcher outlives any one bad session
@@ -606,7 +624,8 @@ class EmailChannel:
         imap = _Imap(self.name, self._host, self._port, self.config.imap_tls, self._ssl)
         self._sessions.add(imap)
         try:
-            await imap.open(self._username, self._password)
+            token = await self._tokens.token() if self._tokens is not None else None
+            await imap.open(self._username, self._password, token=token)
             uidvalidity = await imap.select(folder)
             idle = self.config.idle and imap.has("IDLE")
             poll = self.config.poll_interval.total_seconds()
@@ -752,7 +771,10 @@ class EmailChannel:
         try:
             # Over a plain line the password is only sent when the server insists (530).
             logged_in = False
-            if tls != "none" and client.supports_extension("auth"):
+            if self._tokens is not None:  # XOAUTH2, whatever the line's protection
+                await client.auth_xoauth2(username, await self._tokens.token())
+                logged_in = True
+            elif tls != "none" and client.supports_extension("auth"):
                 await client.login(username, password)
                 logged_in = True
             try:
@@ -773,6 +795,8 @@ class EmailChannel:
         self._closing = True
         for imap in list(self._sessions):
             await imap.close()
+        if self._tokens is not None:
+            self._tokens.close()
 
 
 def _message_id(ref: str) -> str:

@@ -6,10 +6,43 @@ agent without channels pays nothing for them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Final
+
 from mcos.channels.base import Channel, account_key
 from mcos.channels.mock import MockChannel
-from mcos.config.models import Fleet
+from mcos.config.models import Fleet, OAuthConfig
 from mcos.config.secrets import resolve_key
+
+if TYPE_CHECKING:
+    from mcos.channels.oauth import OAuthTokens
+
+
+XOAUTH2_SCOPES: Final = (
+    "https://outlook.office.com/IMAP.AccessAsUser.All",
+    "https://outlook.office.com/SMTP.Send",
+)
+"""Exchange Online's delegated IMAP and SMTP permissions (device code); set ``scopes`` for
+another provider (Gmail: ``https://mail.google.com/``)."""
+XOAUTH2_APP_SCOPES: Final = ("https://outlook.office365.com/.default",)
+"""Exchange Online's IMAP/SMTP application permissions (client credentials)."""
+
+
+def oauth_tokens(
+    name: str, config: OAuthConfig, fleet: Fleet, *, scopes: tuple[str, ...] = ()
+) -> OAuthTokens:
+    """The msal tokens of account ``name``, its cache in the run dir, its secret resolved
+    (a missing one is a ``ConfigError``). msal is imported only when an account uses it."""
+    from mcos.channels.oauth import OAuthTokens, cache_file  # noqa: PLC0415
+
+    where = f"{fleet.path}: {name}.oauth"
+    secret = (
+        resolve_key(config.client_secret, where=where, base_dir=fleet.base_dir)
+        if config.client_secret
+        else None
+    )
+    return OAuthTokens(
+        name, config, secret=secret, cache_path=cache_file(fleet.state_dir, name), scopes=scopes
+    )
 
 
 def open_channel(name: str, fleet: Fleet) -> Channel:
@@ -34,7 +67,19 @@ def open_channel(name: str, fleet: Fleet) -> Channel:
         from mcos.channels.email import EmailChannel  # noqa: PLC0415
 
         smtp = secret(config.smtp_password) if config.smtp_password else None
+        if config.oauth is not None:  # XOAUTH2: no password at all
+            device = config.oauth.flow == "device_code"
+            scopes = XOAUTH2_SCOPES if device else XOAUTH2_APP_SCOPES
+            tokens = oauth_tokens(name, config.oauth, fleet, scopes=scopes)
+            return EmailChannel(name, config, "", smtp, tokens=tokens)
         return EmailChannel(name, config, secret(config.password), smtp)
+    if config.kind == "m365":
+        from mcos.channels.m365 import DEVICE_SCOPES, M365Channel  # noqa: PLC0415
+
+        assert config.oauth is not None  # the fleet file's validation requires it
+        device = config.oauth.flow == "device_code"
+        tokens = oauth_tokens(name, config.oauth, fleet, scopes=DEVICE_SCOPES if device else ())
+        return M365Channel(name, config, tokens, state_dir=fleet.state_dir)
     return MockChannel(name, fleet.channel_path(name))
 
 
@@ -50,6 +95,10 @@ def lease_key(name: str, fleet: Fleet) -> str | None:
         from mcos.channels.email import mailbox_key  # noqa: PLC0415 (aioimaplib, when in use)
 
         return mailbox_key(config)
+    if config.kind == "m365":
+        from mcos.channels.m365 import m365_key  # noqa: PLC0415
+
+        return m365_key(config)
     if config.kind == "discord" or (config.kind == "telegram" and config.mode == "polling"):
         assert config.token is not None  # the fleet file's validation requires it
         where = f"{fleet.path}: channels.{name}"

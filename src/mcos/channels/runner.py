@@ -15,12 +15,20 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from mcos.channels.base import Channel, Deliver
-from mcos.exceptions import ChannelFenced, ChannelRefused, LeaseHeld, LeaseLost, McosError
+from mcos.exceptions import (
+    ChannelFenced,
+    ChannelMisconfigured,
+    ChannelRefused,
+    LeaseHeld,
+    LeaseLost,
+    McosError,
+)
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, str], Awaitable[None]]
-"""``(what, detail)``: ``fenced``, ``refused``, ``lease_lost``, ``failed``, ``receiving``."""
+"""``(what, detail)``: ``fenced``, ``refused``, ``misconfigured``, ``lease_lost``, ``failed``,
+``receiving``."""
 
 
 class LeaseOps(Protocol):
@@ -53,6 +61,7 @@ class ChannelRunner:
         ttl: float = 15.0,
         backoff: tuple[float, float] = (1.0, 300.0),
         fenced_pause: float = 60.0,
+        misconfigured_pause: float = 3600.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.channel = channel
@@ -63,6 +72,10 @@ class ChannelRunner:
         self.ttl = ttl
         self.backoff = backoff
         self.fenced_pause = fenced_pause
+        self.misconfigured_pause = misconfigured_pause
+        """Seconds before a misconfigured channel looks again (a person may have fixed it)."""
+        self.misconfigured: str | None = None
+        """Why the channel is misconfigured, while it is (None once it receives again)."""
         self.sleep = sleep
         self.receiving = False
         self.failures = 0
@@ -105,6 +118,7 @@ class ChannelRunner:
             else None
         )
         self.receiving = True
+        self.misconfigured = None
         await self.report("receiving", f"{self.channel.kind} channel {self.channel.name} receiving")
         waits: set[asyncio.Task[None]] = {receiver} | ({keeper} if keeper else set())
         try:
@@ -129,6 +143,10 @@ class ChannelRunner:
                 "process polls this account",
             )
             return self.fenced_pause
+        if isinstance(error, ChannelMisconfigured):
+            self.misconfigured = error.message
+            await self.report("misconfigured", f"channel {self.channel.name}: {error.message}")
+            return self.misconfigured_pause
         if isinstance(error, ChannelRefused):
             await self.report("refused", f"channel {self.channel.name}: {error.message}")
             return self.backoff[1]

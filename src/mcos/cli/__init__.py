@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from mcos.api_models import AgentOut, LeaseOut, TokenOut
 from mcos.cli import common
 from mcos.cli.common import age, connect, console, friendly_errors, print_json, table
+from mcos.cli.m365 import m365_app
 from mcos.client import AsyncClient, Calls
 from mcos.config import Fleet, check_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
@@ -63,6 +64,7 @@ systemd_app = typer.Typer(help="systemd unit files: generate, check.", no_args_i
 app.add_typer(systemd_app, name="systemd")
 channel_app = typer.Typer(help="Channels: follow a mock channel's posts.", no_args_is_help=True)
 app.add_typer(channel_app, name="channel")
+app.add_typer(m365_app, name="m365")
 incidents_app = typer.Typer(help="Incidents at their gates.", no_args_is_help=True)
 app.add_typer(incidents_app, name="incidents")
 approvals_app = typer.Typer(help="Approval requests and committees.", no_args_is_help=True)

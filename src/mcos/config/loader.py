@@ -193,6 +193,12 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
                         file, f"topics.{topic}.subscribers.{i}", f"unknown agent or human {s!r}"
                     )
                 )
+    errors.extend(
+        ConfigError(file, f"calendars.{cal}.agents.{i}", f"unknown agent {a!r}")
+        for cal, config in fleet.calendars.items()
+        for i, a in enumerate(config.agents)
+        if a not in fleet.agents
+    )
     return errors
 
 
@@ -448,7 +454,7 @@ def _paths(fleet: Fleet, file: str) -> list[ConfigError]:
     return errors
 
 
-_ADDRESS_FIELD = {"telegram": "telegram", "discord": "discord", "email": "email"}
+_ADDRESS_FIELD = {"telegram": "telegram", "discord": "discord", "email": "email", "m365": "email"}
 
 
 def _channels(fleet: Fleet, file: str) -> list[ConfigError]:

@@ -505,7 +505,7 @@ BUILTIN_TOOLS = (
 """Tools every agent may use unless its ``allowed_tools`` says otherwise (``knowledge_search``
 is offered only to an agent that has knowledge folders)."""
 
-OPTIONAL_TOOLS = ("send_external_email", "render_pdf")
+OPTIONAL_TOOLS = ("send_external_email", "render_pdf", "calendar_events")
 """Tools an agent has only when its ``allowed_tools`` names them."""
 
 
@@ -637,22 +637,64 @@ _CHANNEL_FIELDS: dict[str, frozenset[str]] = {
             "address",
             "rules",
             "authserv_id",
+            "oauth",
         }
+    ),
+    "m365": frozenset(
+        {"oauth", "mailbox", "graph_url", "folders", "poll", "address", "rules", "authserv_id"}
     ),
 }
 _CHANNEL_REQUIRED: dict[str, tuple[str, ...]] = {
     "mock": (),
     "telegram": ("token",),
     "discord": ("token", "chats"),
-    "email": ("imap_host", "username", "password", "address"),
+    "email": ("imap_host", "username", "address"),
+    "m365": ("oauth", "address"),
 }
+
+
+class OAuthConfig(_Model):
+    """How a Microsoft 365 (or other Entra ID / OAuth 2.0) account gets its access tokens, via
+    msal: an app registration's client secret (``client_credentials``: the app reads the
+    mailbox named by ``mailbox``) or a person's sign-in once with a device code
+    (``device_code``: the refresh token is kept in the run dir, mode 0600)."""
+
+    tenant: str = Field(min_length=1, max_length=200)
+    """The directory (tenant) id or domain, e.g. ``contoso.onmicrosoft.com``."""
+    client_id: str = Field(min_length=1, max_length=200)
+    """The app registration's application (client) id."""
+    client_secret: str | None = None
+    """``client_credentials``: the client secret's key reference."""
+    flow: Literal["client_credentials", "device_code"] = "client_credentials"
+    authority_url: str = "https://login.microsoftonline.com"
+    """The identity platform's base URL (the tenant is appended)."""
+    scopes: list[str] = Field(default_factory=list)
+    """Scopes asked for; default ``https://graph.microsoft.com/.default`` (client credentials)
+    or the Graph permissions the use needs (device code)."""
+
+    @field_validator("client_secret")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_key_ref(v)
+        return v
+
+    @model_validator(mode="after")
+    def _flow(self) -> OAuthConfig:
+        if self.flow == "client_credentials" and self.client_secret is None:
+            msg = "the client_credentials flow needs client_secret (a key reference)"
+            raise ValueError(msg)
+        if not self.authority_url.startswith(("https://", "http://")):
+            msg = f"authority_url {self.authority_url!r} is not an http(s) URL"
+            raise ValueError(msg)
+        return self
 
 
 class ChannelConfig(_Model):
     """A channel account: bound to one agent, or (no ``agent``) to Mission Control, which uses
     it to page humans. Inbound content is always untrusted; secrets are key references."""
 
-    kind: Literal["mock", "telegram", "discord", "email"] = "mock"
+    kind: Literal["mock", "telegram", "discord", "email", "m365"] = "mock"
     agent: Name | None = None
     """The agent that receives and posts; none: Mission Control's own (paging humans)."""
     # mock
@@ -710,6 +752,15 @@ class ChannelConfig(_Model):
     Authentication-Results header it adds, e.g. ``mx.example.com``). Only its header is
     believed; a ``from`` rule matches only a From address it says passed DKIM or SPF aligned
     with From, or DMARC. Unset: no ``from`` rule ever matches."""
+    oauth: OAuthConfig | None = None
+    """E-mail: log in to IMAP and SMTP with SASL XOAUTH2 and a token from msal instead of a
+    password (Exchange Online); m365: how the channel gets its Graph tokens."""
+    # m365
+    mailbox: str | None = None
+    """m365: the mailbox (user id or principal name) read and sent from; with the device-code
+    flow it may be left out (the signed-in user's own, ``me``)."""
+    graph_url: str = "https://graph.microsoft.com"
+    """m365: Microsoft Graph's base URL."""
 
     @field_validator("token", "password", "smtp_password", "webhook_secret")
     @classmethod
@@ -738,6 +789,17 @@ class ChannelConfig(_Model):
         if missing:
             msg = f"a {self.kind} channel needs {', '.join(missing)}"
             raise ValueError(msg)
+        if self.kind == "email" and (self.password is None) == (self.oauth is None):
+            msg = "an email channel needs exactly one of password or oauth (XOAUTH2)"
+            raise ValueError(msg)
+        if (
+            self.kind == "m365"
+            and self.oauth is not None
+            and self.oauth.flow == "client_credentials"
+            and not self.mailbox
+        ):
+            msg = "an m365 channel on client credentials needs mailbox (the user it reads)"
+            raise ValueError(msg)
         if self.mode == "webhook" and self.webhook_secret is None:
             msg = "webhook mode needs webhook_secret (Telegram's secret-token header is checked)"
             raise ValueError(msg)
@@ -747,6 +809,48 @@ class ChannelConfig(_Model):
     def poll_interval(self) -> timedelta:
         """E-mail: seconds between looks without IDLE."""
         return parse_duration(self.poll)
+
+
+class CalendarConfig(_Model):
+    """A calendar agents may read with ``calendar_events``: CalDAV (a URL, a user, a password)
+    or Microsoft 365 (Graph's calendarView of a mailbox). Its events are untrusted content."""
+
+    kind: Literal["caldav", "graph"]
+    agents: list[Name] = Field(default_factory=list)
+    """The agents that may read it (they also need ``calendar_events`` in ``allowed_tools``)."""
+    # caldav
+    url: str | None = None
+    """CalDAV: the calendar's URL (or the server's, where the account has one calendar)."""
+    username: str | None = None
+    password: str | None = None
+    """CalDAV: the password's key reference."""
+    # graph
+    oauth: OAuthConfig | None = None
+    """Graph: how tokens are got (needs Calendars.Read)."""
+    mailbox: str | None = None
+    """Graph: the user whose calendar is read; device code: default the signed-in user."""
+    graph_url: str = "https://graph.microsoft.com"
+
+    @field_validator("password")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_key_ref(v)
+        return v
+
+    @model_validator(mode="after")
+    def _fits_kind(self) -> CalendarConfig:
+        if self.kind == "caldav" and not self.url:
+            msg = "a caldav calendar needs url"
+            raise ValueError(msg)
+        if self.kind == "graph":
+            if self.oauth is None:
+                msg = "a graph calendar needs oauth"
+                raise ValueError(msg)
+            if self.oauth.flow == "client_credentials" and not self.mailbox:
+                msg = "a graph calendar on client credentials needs mailbox"
+                raise ValueError(msg)
+        return self
 
 
 class McpServerConfig(_Model):
@@ -863,6 +967,8 @@ class FleetFile(_Model):
     humans: dict[Name, HumanConfig] = Field(default_factory=dict)
     agents: dict[Name, AgentConfig] = Field(default_factory=dict)
     topics: dict[Name, TopicConfig] = Field(default_factory=dict)
+    calendars: dict[Name, CalendarConfig] = Field(default_factory=dict)
+    """Calendars agents may read (``calendar_events``)."""
     prices: dict[str, PriceConfig] = Field(default_factory=dict)
     """Model id (or prefix) → price, overriding genai-prices' list prices."""
     channels: dict[Name, ChannelConfig] = Field(default_factory=dict)

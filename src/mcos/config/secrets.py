@@ -105,8 +105,9 @@ class Resolved:
 
 
 def key_uses(fleet: Fleet) -> list[KeyUse]:
-    """Every key reference of the fleet file: agents' keys, channels' secrets, MCP servers'
-    environment values and telemetry headers written as references."""
+    """Every key reference of the fleet file: agents' keys, channels' and calendars' secrets
+    (OAuth client secrets included), MCP servers' environment values and telemetry headers
+    written as references."""
     uses = [
         KeyUse(
             f"agent {name}",
@@ -122,6 +123,15 @@ def key_uses(fleet: Fleet) -> list[KeyUse]:
             ref = getattr(c, field)
             if ref is not None:
                 uses.append(KeyUse(f"channel {name}", f"channels.{name}.{field}", ref))
+        if c.oauth is not None and c.oauth.client_secret is not None:
+            key = f"channels.{name}.oauth.client_secret"
+            uses.append(KeyUse(f"channel {name}", key, c.oauth.client_secret))
+    for name, cal in sorted(fleet.calendars.items()):
+        if cal.password is not None:
+            uses.append(KeyUse(f"calendar {name}", f"calendars.{name}.password", cal.password))
+        if cal.oauth is not None and cal.oauth.client_secret is not None:
+            key = f"calendars.{name}.oauth.client_secret"
+            uses.append(KeyUse(f"calendar {name}", key, cal.oauth.client_secret))
     for name, m in sorted(fleet.mcp.items()):
         for var, value in sorted(m.env.items()):
             if _is_reference(value):

@@ -35,6 +35,7 @@ from mcos.knowledge.setup import open_knowledge
 from mcos.logs import get_logger
 from mcos.models.base import ModelProvider
 from mcos.runtime.batched import BatchedTurns
+from mcos.runtime.calendars import agent_calendars
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock, MissionClock, OffsetSample
@@ -119,6 +120,8 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             spool=self.workspace.root / ".mcos" / "channels.sqlite",
         )  # fmt: skip
         self.ctx.channels = self.channel_host.posting  # posts: durable outbox, sent once
+        if "calendar_events" in self.config.allowed_tools:
+            self.ctx.calendars = agent_calendars(fleet, name)
         self.tools = Toolbox(self.ctx, self.config.allowed_tools)
         hb = self.config.heartbeat
         self.interval = parse_duration(hb.interval)
@@ -174,6 +177,11 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             if isinstance(self.clock, MissionClock)
             else 0.0,
             "channels": self.channel_host.receiving(),
+            **(
+                {"channels_misconfigured": bad}
+                if (bad := self.channel_host.misconfigured())
+                else {}
+            ),
             **({"triage": self.triage_stats.info()} if self.triage is not None else {}),
             **self.extra_info,
         }
@@ -506,7 +514,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         state, said = self._state or (AgentStatus.IDLE, "")
         if state in (AgentStatus.IDLE, AgentStatus.RUNNING):  # others carry an until
             await self.report(state, said)
-        if what in ("fenced", "refused"):
+        if what in ("fenced", "refused", "misconfigured"):
             with contextlib.suppress(McosError):
                 await self.client.do(
                     Calls.report_incident(
@@ -563,6 +571,8 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         if self.triage is not None:
             await self.triage.aclose()
         await self.http.aclose()
+        for calendar in self.ctx.calendars.values():
+            await calendar.aclose()
         self.memory.close()
         if self.ctx.knowledge is not None:
             self.ctx.knowledge.close()

@@ -272,3 +272,7 @@ class AgentChannels:
     def receiving(self) -> dict[str, bool]:
         """Which channels are receiving now (for the state report)."""
         return {name: r.receiving for name, r in self.runners.items()}
+
+    def misconfigured(self) -> dict[str, str]:
+        """The channels that stopped as misconfigured, and why (for the state report)."""
+        return {n: r.misconfigured for n, r in self.runners.items() if r.misconfigured}

@@ -18,7 +18,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcos.api_models import RuntimeEvent
-from mcos.channels.base import Channel, Outbound
+from mcos.channels.base import EMAIL_KINDS, Channel, Outbound
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
@@ -34,6 +34,7 @@ from mcos.runtime.workspace import Workspace
 
 if TYPE_CHECKING:
     from mcos.knowledge.index import KnowledgeIndex
+    from mcos.runtime.calendars import Calendar
     from mcos.runtime.mcp import McpTools
 
 MAX_RESULT_CHARS = 8_000
@@ -74,6 +75,8 @@ class ToolContext:
     tainted: bool = False
     """Whether the turn's context holds untrusted content: governed actions then need an
     approved request even where the agent may act alone (outside text never drives them)."""
+    calendars: dict[str, Calendar] = field(default_factory=dict)
+    """The calendars this agent may read (``[calendars.NAME] agents``)."""
     actions: list[str] = field(default_factory=list)
     """What this turn changed (messages sent, log lines, files): the circuit breaker's signal."""
     knowledge: KnowledgeIndex | None = None
@@ -187,6 +190,16 @@ class PostToChannel(_Input):
     text: str = Field(min_length=1, max_length=20_000)
     to: str = Field(default="", max_length=200)
     approval_id: int | None = Field(default=None, description=APPROVAL_ID)
+
+
+class CalendarEvents(_Input):
+    start: str = Field(
+        description="ISO date or date-time (UTC unless an offset is given), e.g. 2026-12-03"
+    )
+    end: str = Field(
+        description="ISO date (that whole day included) or date-time; at most 62 days on"
+    )
+    calendar: str | None = Field(default=None, description="One calendar by name; default all.")
 
 
 class SendExternalEmail(_Input):
@@ -303,7 +316,7 @@ async def _reply(ctx: ToolContext, a: Reply) -> str:
         # It came in on one of our channels: the reply goes back out there (an e-mail reply is
         # external e-mail, governed like any other).
         to = original.meta.get("reply_to", "")
-        if channel.kind == "email":
+        if channel.kind in EMAIL_KINDS:
             subject = (
                 original.subject
                 if original.subject.startswith("Re:")
@@ -508,7 +521,7 @@ async def _post(ctx: ToolContext, a: PostToChannel, *, tool: str = "post_to_chan
                 )
             )  # fmt: skip
         return f"error: {rule}"
-    if channel.kind == "email" and tool == "post_to_channel":
+    if channel.kind in EMAIL_KINDS and tool == "post_to_channel":
         return f"error: {a.channel} is an e-mail channel: use send_external_email (governed)"
     await untrusted_gate(ctx, tool, "post_to_channel", post_payload(a), a.approval_id)
     ref = await channel.send(Outbound(a.channel, a.text, a.to))
@@ -518,8 +531,8 @@ async def _post(ctx: ToolContext, a: PostToChannel, *, tool: str = "post_to_chan
 
 async def _send_external_email(ctx: ToolContext, a: SendExternalEmail) -> str:
     channel = ctx.channels.get(a.channel)
-    if channel is None or channel.kind != "email":
-        mine = ", ".join(sorted(n for n, c in ctx.channels.items() if c.kind == "email"))
+    if channel is None or channel.kind not in EMAIL_KINDS:
+        mine = ", ".join(sorted(n for n, c in ctx.channels.items() if c.kind in EMAIL_KINDS))
         return f"error: {a.channel!r} is not one of your e-mail channels (yours: {mine or 'none'})"
     payload = {"to": a.to, "subject": a.subject, "body": a.body}
     # Mission Control decides: alone if the matrix lets this agent, else the approved request.
@@ -527,6 +540,37 @@ async def _send_external_email(ctx: ToolContext, a: SendExternalEmail) -> str:
     ref = await channel.send(Outbound(a.channel, a.body, to=a.to, subject=a.subject))
     ctx.actions.append(f"e-mailed {a.to}")
     return f"sent e-mail to {a.to} ({ref})"
+
+
+async def _calendar_events(ctx: ToolContext, a: CalendarEvents) -> str:
+    from mcos.runtime.calendars import MAX_EVENTS, MAX_WINDOW, CalendarError, parse_when  # noqa: PLC0415
+
+    if not ctx.calendars:
+        return (
+            "error: no calendar is configured for you ([calendars.NAME] agents in the fleet file)"
+        )
+    try:
+        start, end = parse_when(a.start), parse_when(a.end, end=True)
+    except ValueError as e:
+        return f"error: start and end must be ISO dates or date-times ({e})"
+    if end <= start or end - start > MAX_WINDOW:
+        return f"error: the window must end after it starts and span at most {MAX_WINDOW.days} days"
+    if a.calendar is not None and a.calendar not in ctx.calendars:
+        return f"error: no calendar {a.calendar!r} (yours: {', '.join(sorted(ctx.calendars))})"
+    chosen = [ctx.calendars[a.calendar]] if a.calendar else list(ctx.calendars.values())
+    found, failed = [], []
+    for calendar in chosen:
+        try:
+            found.extend(await calendar.events(start, end))
+        except CalendarError as e:
+            failed.append(e.message)
+    found.sort(key=lambda e: e.start)
+    window = f"{start:%Y-%m-%d %H:%M}–{end:%Y-%m-%d %H:%M} UTC"
+    text = "\n".join(e.line() for e in found[:MAX_EVENTS]) or "no events"
+    names = ", ".join(c.name for c in chosen)
+    said = untrusted(f"calendar {names}", text)
+    problems = "".join(f"\nerror: {m}" for m in failed)
+    return f"{len(found)} event(s) in {window}:\n{said}{problems}"
 
 
 async def _render_pdf(ctx: ToolContext, a: RenderPdf) -> str:
@@ -618,6 +662,13 @@ TOOLS: dict[str, Tool] = {
             "Send an e-mail outside the fleet (governed: Mission Control authorizes each one).",
             SendExternalEmail,
             _send_external_email,
+        ),
+        Tool(
+            "calendar_events",
+            "List the events of your calendars over a window (e.g. today: start and end both "
+            "today's date).",
+            CalendarEvents,
+            _calendar_events,
         ),
         Tool(
             "recover",
