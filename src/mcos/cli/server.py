@@ -1,0 +1,94 @@
+"""Mission Control itself: ``mcos server``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+from urllib.parse import urlsplit
+
+import typer
+
+from mcos.cli import common, endpoint
+from mcos.cli.common import FleetOpt, console, friendly_errors
+from mcos.cli.fleetfile import say_migrated, upgrade
+from mcos.config import Fleet
+from mcos.domain.redaction import install_log_redaction
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+app = typer.Typer()
+
+APP_FROM_ENV = "mcos.server.factory:app_from_env"
+
+
+async def _start_once(app: FastAPI) -> None:
+    """Run the app's start-up (and shut-down) once, outside any worker."""
+    async with app.router.lifespan_context(app):
+        pass
+
+
+def _serve(loaded: Fleet, host: str | None, port: int | None, migrate: bool, workers: int) -> None:
+    import uvicorn  # noqa: PLC0415 (heavy; `mcos status` need not load it)
+
+    from mcos.server.factory import FLEET_ENV, build_app, proxy_options  # noqa: PLC0415 (heavy; `mcos status` need not load it)
+
+    if migrate:
+        say_migrated(asyncio.run(upgrade(loaded.store_url)))
+    listen = urlsplit(loaded.server.url)
+    bind_host = host or listen.hostname or "127.0.0.1"
+    bind_port = port or listen.port or 8700
+    if workers > 1 and not loaded.store_url.startswith("postgres"):
+        common.fail("--workers above 1 needs the PostgreSQL store (SQLite has one writer)")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    install_log_redaction()
+    console.print(
+        f"Mission Control on {endpoint.connect_url(bind_host, bind_port)} "
+        f"(store: {loaded.store_url.split(':', 1)[0]}, workers: {workers}); "
+        f"operator token: {loaded.state_dir / common.OPERATOR_TOKEN_FILE}"
+    )
+    options: dict[str, Any] = {
+        "timeout_graceful_shutdown": 5,
+        "host": bind_host,
+        "port": bind_port,
+        "log_level": "info",
+        "access_log": False,
+        **proxy_options(loaded),
+    }
+    with endpoint.recorded(loaded, bind_host, bind_port):
+        if workers > 1:
+            # Once, before the workers start: the shared token key, the directory sync and the
+            # first operator token (workers racing to bootstrap would each mint one).
+            asyncio.run(_start_once(build_app(loaded)))
+            os.environ[FLEET_ENV] = str(loaded.path)
+            uvicorn.run(APP_FROM_ENV, factory=True, workers=workers, **options)
+        else:
+            uvicorn.run(build_app(loaded), **options)
+
+
+@app.command()
+def server(
+    fleet: FleetOpt = None,
+    host: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Bind address (default: the host of the fleet's [server] url)."),
+    ] = None,
+    port: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Bind port (default: the port of the fleet's [server] url)."),
+    ] = None,
+    migrate: Annotated[bool, typer.Option(help="Apply pending migrations first.")] = True,
+    workers: Annotated[
+        int, typer.Option(min=1, max=32, help="Server processes (PostgreSQL only).")
+    ] = 1,
+) -> None:
+    """Run Mission Control: the HTTP API over the fleet's store.
+
+    While it runs, the address it listens on is kept in STATE/server.json, where the other
+    commands look for it (so `mcos status` finds a server started with --port)."""
+    with friendly_errors():
+        _serve(common.load(fleet), host, port, migrate, workers)
