@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from mcos.cli import common, follow
-from mcos.cli.common import FleetOpt, console, friendly_errors
+from mcos.cli.common import FleetOpt, WaitOpt, console, err_console, friendly_errors, poll
 
 app = typer.Typer(
     name="channel", help="Channels: follow a mock channel's posts.", no_args_is_help=True
@@ -24,6 +24,7 @@ def channel_tail(
     follow_: Annotated[
         bool, typer.Option("--follow", "-F", help="Keep printing new posts.")
     ] = False,
+    wait: WaitOpt = 0,
     fleet: FleetOpt = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print each post as one line of JSON, as stored.")
@@ -37,7 +38,12 @@ def channel_tail(
             known = ", ".join(loaded.channels) or "none"
             common.fail(f"no channel {name!r} in {loaded.path} (known: {known})")
         root = loaded.channel_path(name)
-    for line in follow.lines(root / "outbox" / "posts.jsonl", follow=follow_):
+    posts = root / "outbox" / "posts.jsonl"
+    _, some = poll(posts.exists, bool, wait)
+    if wait > 0 and not some:
+        err_console.print(f"nothing posted to {name} after {wait:g}s", style="red")
+        raise typer.Exit(1)
+    for line in follow.lines(posts, follow=follow_):
         if not line.strip():
             continue
         post = json.loads(line)
@@ -51,7 +57,8 @@ def channel_tail(
 def describe(post: dict[str, Any], inbox: Path) -> Text:
     """One post for people: when, to whom, subject and text, then its buttons."""
     to = f" → {post['to']}" if post.get("to") else ""
-    subject = f"[{post['subject']}] " if post.get("subject") else ""
+    subject = post.get("subject") or ""
+    subject = f"[{subject}] " if subject and subject not in post["text"] else ""
     text = Text.assemble((f"{post['at'][:19]}{to}: ", "dim"), subject, post["text"])
     buttons = [(str(label), str(data)) for label, data in post.get("buttons") or []]
     if buttons:
@@ -59,5 +66,7 @@ def describe(post: dict[str, Any], inbox: Path) -> Text:
         text.append(" · ".join(f"[{label}] {data}" for label, data in buttons), style="bold")
         data = buttons[0][1]
         shown = common.shown_path(inbox)
-        text.append(f"\n  press one: echo {data} > {shown}/{data.replace(':', '-')}.txt")
+        sender = f"From: {post['to']}\\n" if post.get("to") else ""
+        press = f"printf '{sender}{data}\\n' > {shown}/{data.replace(':', '-')}.txt"
+        text.append(f"\n  press one as {post.get('to') or 'anyone'}: {press}")
     return text

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from tenacity import RetryError, retry, retry_if_result, stop_after_delay, wait_fixed
 
 from mcos.cli import endpoint
 from mcos.client import Call, Client, ServerUnreachable
@@ -153,6 +154,34 @@ def show(value: T, as_json: bool, for_people: Callable[[T], None]) -> None:
         print_json(value)
     else:
         for_people(value)
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], wait: float) -> tuple[T, bool]:
+    """``read()`` until ``done`` says so, once a second for up to ``wait`` seconds (once when
+    ``wait`` is 0): what was read last, and whether it was done."""
+    if wait <= 0:
+        value = read()
+        return value, done(value)
+
+    @retry(
+        stop=stop_after_delay(wait),
+        wait=wait_fixed(1),
+        retry=retry_if_result(lambda v: not done(v)),
+    )
+    def attempt() -> T:
+        return read()
+
+    try:
+        return attempt(), True
+    except RetryError as e:
+        last: T = e.last_attempt.result()
+        return last, False
+
+
+WaitOpt = Annotated[
+    float,
+    typer.Option(help="Wait up to this many seconds for something to show (exit 1 if nothing)."),
+]
 
 
 def print_json(value: Any) -> None:

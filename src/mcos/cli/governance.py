@@ -9,7 +9,21 @@ import typer
 
 from mcos.api_models import ApprovalOut, IncidentOut
 from mcos.cli import common
-from mcos.cli.common import FleetOpt, JsonOpt, TokenOpt, UrlOpt, console, fetch, show, table
+from mcos.cli.common import (
+    FleetOpt,
+    JsonOpt,
+    TokenOpt,
+    UrlOpt,
+    WaitOpt,
+    connect,
+    console,
+    err_console,
+    fetch,
+    friendly_errors,
+    poll,
+    show,
+    table,
+)
 from mcos.client import Calls
 
 app = typer.Typer()
@@ -82,13 +96,19 @@ def _print_decided(i: IncidentOut) -> None:
 @approvals_app.command("list")
 def approvals_list(
     state: Annotated[Optional[str], typer.Option(help="pending, approved, …")] = None,  # noqa: UP045
+    wait: WaitOpt = 0,
     fleet: FleetOpt = None,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approval requests with their committee, votes and expiry."""
-    show(fetch(url, token, fleet, Calls.approvals(state=state)), as_json, _print_approvals)
+    """Approval requests with their committee, votes and expiry; --wait for a first one."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        found, some = poll(lambda: client.do(Calls.approvals(state=state)), bool, wait)
+    show(found, as_json, _print_approvals)
+    if wait > 0 and not some:
+        err_console.print(f"no approval request after {wait:g}s", style="red")
+        raise typer.Exit(1)
 
 
 def _print_approvals(found: list[ApprovalOut]) -> None:

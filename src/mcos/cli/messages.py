@@ -6,7 +6,6 @@ import sys
 from typing import Annotated, Optional
 
 import typer
-from tenacity import RetryError, retry, retry_if_result, stop_after_delay, wait_fixed
 
 from mcos.api_models import InboxResponse, MessageOut, SendResponse
 from mcos.cli.common import (
@@ -19,10 +18,11 @@ from mcos.cli.common import (
     err_console,
     fetch,
     friendly_errors,
+    poll,
     show,
     table,
 )
-from mcos.client import Calls, Client
+from mcos.client import Calls
 from mcos.domain.messages import MessageKind, Priority
 
 app = typer.Typer()
@@ -117,33 +117,13 @@ def thread(
 
     Exits 1 when --wait ran out before the thread held --until messages."""
     with friendly_errors(), connect(url, token, fleet) as client:
-        found, complete = _read_thread(client, thread_id, wait, until)
+        found, complete = poll(
+            lambda: client.do(Calls.thread(thread_id)), lambda ms: len(ms) >= until, wait
+        )
     show(found, as_json, lambda ms: _print_thread(thread_id, ms))
-    if not complete:
+    if wait > 0 and not complete:
         err_console.print(f"{len(found)} of {until} message(s) after {wait:g}s", style="red")
         raise typer.Exit(1)
-
-
-def _read_thread(
-    client: Client, thread_id: int, wait: float, until: int
-) -> tuple[list[MessageOut], bool]:
-    """The thread now, or once it holds ``until`` messages (polled each second up to ``wait``
-    seconds); and whether it got there."""
-    if wait <= 0:
-        return client.do(Calls.thread(thread_id)), True
-
-    @retry(
-        stop=stop_after_delay(wait),
-        wait=wait_fixed(1),
-        retry=retry_if_result(lambda ms: len(ms) < until),
-    )
-    def poll() -> list[MessageOut]:
-        return client.do(Calls.thread(thread_id))
-
-    try:
-        return poll(), True
-    except RetryError as e:
-        return e.last_attempt.result(), False
 
 
 def _print_thread(thread_id: int, found: list[MessageOut]) -> None:
