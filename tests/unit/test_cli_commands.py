@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import typer
@@ -97,7 +97,7 @@ class TestTheCommand:
         mcos_path = argv[0]
         if mcos_path != "mcos":
             assert Path(mcos_path).exists(), mcos_path
-        version = subprocess.run(  # noqa: S603 (the command the banner printed)
+        version = subprocess.run(
             [mcos_path, "--version"], capture_output=True, text=True, check=True, timeout=60
         )
         assert version.stdout.strip() == f"mcos {mcos.__version__}"
@@ -110,7 +110,7 @@ class TestServerAddress:
         """While recorded by a live process the server's URL is the record's; after, the
         fleet file's again."""
         loaded = load_fleet(fleet)
-        with endpoint.recorded(loaded, "0.0.0.0", 8799) as path:  # noqa: S104 (a bind address)
+        with endpoint.recorded(loaded, "0.0.0.0", 8799) as path:
             assert json.loads(path.read_text())["pid"] == os.getpid()
             assert endpoint.server_url(loaded) == "http://127.0.0.1:8799"
         assert not path.exists()
@@ -119,8 +119,10 @@ class TestServerAddress:
     def test_a_dead_servers_record_is_ignored(self, fleet: Path) -> None:
         """A record left by a process that is gone (killed) does not send the CLI astray."""
         loaded = load_fleet(fleet)
-        gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],  # noqa: S603
-                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+        pid = "import os; print(os.getpid())"
+        gone = subprocess.run(
+            [sys.executable, "-c", pid], capture_output=True, text=True, check=True
+        ).stdout.strip()
         record = {"url": "http://127.0.0.1:1", "pid": int(gone)}
         endpoint.address_file(loaded).parent.mkdir(parents=True)
         endpoint.address_file(loaded).write_text(json.dumps(record))
@@ -136,11 +138,19 @@ class TestServerAddress:
 class TestLogs:
     """`mcos logs NAME`: structured lines laid out, plain lines as written, --json raw."""
 
-    LINES = [
+    LINES: ClassVar[list[str]] = [
         "2026-12-03 03:18:30,166 INFO jarvis: jarvis: clock offset 0.137s",
-        json.dumps({"timestamp": "2026-12-03T03:20:00.5Z", "level": "info", "event": "turn.end",
-                    "logger": "mcos.runtime", "agent": "jarvis", "cost_usd": 0.01,
-                    "tools": ["send"]}),  # fmt: skip
+        json.dumps(
+            {
+                "timestamp": "2026-12-03T03:20:00.5Z",
+                "level": "info",
+                "event": "turn.end",
+                "logger": "mcos.runtime",
+                "agent": "jarvis",
+                "cost_usd": 0.01,
+                "tools": ["send"],
+            }
+        ),
         "{not json",
     ]
 
@@ -185,9 +195,13 @@ class TestLogs:
 class TestChannelTail:
     """`mcos channel tail`: posts with their buttons and how to press one; --json."""
 
-    POST = {"at": "2026-12-03T03:42:54.946589+00:00", "to": "founder", "subject": "hot lead",
-            "text": "[URGENT] from vault: hot lead\n\nA buyer wants a call today",
-            "buttons": [["Acknowledge", "ack:1"], ["Approve", "approve:2"]]}  # fmt: skip
+    POST: ClassVar[dict[str, Any]] = {
+        "at": "2026-12-03T03:42:54.946589+00:00",
+        "to": "founder",
+        "subject": "hot lead",
+        "text": "[URGENT] from vault: hot lead\n\nA buyer wants a call today",
+        "buttons": [["Acknowledge", "ack:1"], ["Approve", "approve:2"]],
+    }
 
     def _post(self, fleet: Path) -> Path:
         outbox = load_fleet(fleet).channel_path("lobby") / "outbox"
@@ -221,16 +235,16 @@ class TestChannelTail:
     def test_a_pressed_button_is_read_by_the_mock_channel(self, fleet: Path) -> None:
         """The printed press, run in a shell, is the file the mock channel reads as that
         human's press of that button."""
-        import asyncio  # noqa: PLC0415
+        import asyncio
 
-        from mcos.channels.mock import MockChannel  # noqa: PLC0415
+        from mcos.channels.mock import MockChannel
 
         inbox = self._post(fleet)
         result = runner.invoke(app, ["channel", "tail", "lobby", "-f", str(fleet)])
         press = next(x for x in result.output.splitlines() if "press one" in x)
         command = press.split(": ", 1)[1]
         channel = MockChannel("lobby", load_fleet(fleet).channel_path("lobby"))  # makes inbox/
-        subprocess.run(["sh", "-c", command], check=True, cwd=Path.cwd())  # noqa: S603, S607
+        subprocess.run(["sh", "-c", command], check=True, cwd=Path.cwd())
         got = []
 
         async def deliver(item: object) -> None:

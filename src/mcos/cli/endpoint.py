@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,12 +45,28 @@ def recorded(fleet: Fleet, host: str, port: int) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
     tmp.replace(path)
-    try:
-        yield path
-    finally:
+
+    def forget() -> None:
         # Only our own record: a second server started since then keeps its own.
         if _read(path).get("pid") == os.getpid():
             path.unlink(missing_ok=True)
+
+    # uvicorn ends a SIGTERM-ed server by raising the signal again once it has shut down, and
+    # the default action kills the process before any ``finally`` runs: forget the record
+    # first, then let the signal do what it would have done.
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum: int, frame: object) -> None:
+        forget()
+        signal.signal(signum, previous)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield path
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        forget()
 
 
 def _read(path: Path) -> dict[str, object]:
