@@ -99,6 +99,28 @@ class TestQuickstart:
         assert "did not answer" in down.stderr
 
 
+class TestServerAddress:
+    """`mcos server --port P` and the CLI agree without extra flags."""
+
+    def test_status_finds_a_server_on_another_port(self, fleet: Path, tmp_path: Path) -> None:
+        """A server started on a port other than the fleet file's is found by `mcos status`
+        through STATE/server.json; once it stopped, the CLI falls back to the fleet's URL."""
+        env = {"MCOS_FLEET": str(fleet)}
+        port = free_port()
+        s = start_server(fleet, port, tmp_path / "other.log")
+        try:
+            status = mcos_json("status", env=env)
+            assert status["health"]["status"] == "ok"
+            shown = mcos("status", env=env).stdout
+            assert f"Mission Control http://127.0.0.1:{port}: ok" in shown
+        finally:
+            s.stop()
+        assert not (fleet.parent / "state" / "server.json").exists()
+        down = mcos("status", env=env, check=False)
+        assert down.returncode == 69
+        assert f"127.0.0.1:{port}" not in down.stderr
+
+
 class TestSecretsStayOut:
     """Tokens never reach the server's output, even when requests carrying them fail."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mcos.cli import _notes
+from mcos.cli.status import notes as _notes
 from mcos.client import AsyncClient, Calls
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.budget import Limits, Usage, cost_micros

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from tenacity import RetryError, retry, retry_if_result, stop_after_delay, wait_fixed
 
-from mcos.client import Client, ServerUnreachable
+from mcos.cli import endpoint
+from mcos.client import Call, Client, ServerUnreachable
 from mcos.config import Fleet, load_fleet
 from mcos.exceptions import EX_CONFIG, ConfigError, ConfigErrors, McosError
 
@@ -35,6 +38,38 @@ DEMO_DIR = "mcos-demo"
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name)
 HOST_TOKEN_ENV = "MCOS_HOST_TOKEN"  # noqa: S105 (a variable name)
 HOSTS_DIR = "hosts"
+FLEET_ENV = "MCOS_FLEET"
+
+T = TypeVar("T")
+
+# The options most commands share, declared once. Typer reads the annotations at run time, so
+# they keep ``Optional[...]`` (UP045 would turn them into ``X | None``, which it cannot read).
+FleetOpt = Annotated[
+    Optional[Path],  # noqa: UP045
+    typer.Option(
+        "--fleet",
+        "-f",
+        help="Fleet file (default: $MCOS_FLEET, else ./fleet.toml, else ./mcos-demo/fleet.toml "
+        "— the one `mcos run` creates).",
+    ),
+]
+UrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--url",
+        help="Mission Control URL (default: $MCOS_URL, else the address a running `mcos server` "
+        "recorded in the fleet's state folder, else the fleet file's [server] url).",
+    ),
+]
+TokenOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--token",
+        help="Bearer token (default: $MCOS_TOKEN, else the operator token in the fleet's state "
+        "folder).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
 def styled(label: str, style: str, text: str = "") -> Text:
@@ -71,7 +106,7 @@ def fleet_path(explicit: Path | None) -> Path:
     """The fleet file: ``--fleet``, ``$MCOS_FLEET``, ``./fleet.toml``, then the demo's."""
     if explicit is not None:
         return explicit
-    env = os.environ.get("MCOS_FLEET")
+    env = os.environ.get(FLEET_ENV)
     if env:
         return Path(env)
     for candidate in (Path("fleet.toml"), Path(DEMO_DIR) / "fleet.toml"):
@@ -91,7 +126,7 @@ def connect(url: str | None, token: str | None, fleet: Path | None) -> Client:
     token = token or os.environ.get("MCOS_TOKEN")
     if url is None or token is None:
         loaded = load(fleet)
-        url = url or loaded.server.url
+        url = url or endpoint.server_url(loaded)
         if token is None:
             token_file = loaded.state_dir / OPERATOR_TOKEN_FILE
             if token_file.exists():
@@ -105,6 +140,48 @@ def connect(url: str | None, token: str | None, fleet: Path | None) -> Client:
     # or Mission Control refuses the agent's writes once it was leased.
     fence = os.environ.get("MCOS_FENCE", "").strip()
     return Client(url, token, fence=int(fence) if fence.isdigit() else None)
+
+
+def fetch(url: str | None, token: str | None, fleet: Path | None, call: Call[T]) -> T:
+    """Make one call to Mission Control, its failures turned into one clear line."""
+    with friendly_errors(), connect(url, token, fleet) as client:
+        return client.do(call)
+
+
+def show(value: T, as_json: bool, for_people: Callable[[T], None]) -> None:
+    """Print ``value`` as JSON for scripts, else the way ``for_people`` prints it."""
+    if as_json:
+        print_json(value)
+    else:
+        for_people(value)
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], wait: float) -> tuple[T, bool]:
+    """``read()`` until ``done`` says so, once a second for up to ``wait`` seconds (once when
+    ``wait`` is 0): what was read last, and whether it was done."""
+    if wait <= 0:
+        value = read()
+        return value, done(value)
+
+    @retry(
+        stop=stop_after_delay(wait),
+        wait=wait_fixed(1),
+        retry=retry_if_result(lambda v: not done(v)),
+    )
+    def attempt() -> T:
+        return read()
+
+    try:
+        return attempt(), True
+    except RetryError as e:
+        last: T = e.last_attempt.result()
+        return last, False
+
+
+WaitOpt = Annotated[
+    float,
+    typer.Option(help="Wait up to this many seconds for something to show (exit 1 if nothing)."),
+]
 
 
 def print_json(value: Any) -> None:
@@ -145,6 +222,12 @@ def age(then: datetime | None, now: datetime) -> str:
     return f"{seconds}s ago"
 
 
+def known_host(fleet: Fleet, host: str) -> None:
+    """Stop with a clear line when ``host`` is not one of the fleet file's hosts."""
+    if host not in fleet.hosts:
+        fail(f"no host {host!r} in {fleet.path} (known: {', '.join(fleet.hosts)})")
+
+
 def host_token_file(fleet: Fleet, host: str) -> Path:
     """Where a host's supervisor token is kept: ``STATE/hosts/HOST.token`` (mode 0600)."""
     return fleet.state_dir / HOSTS_DIR / f"{host}.token"
@@ -172,3 +255,25 @@ def write_secret(path: Path, secret: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
     tmp.replace(path)
+
+
+def mcos_command() -> str:
+    """How to run this very ``mcos`` from a shell in the current folder, as it is typed:
+    ``mcos`` when that is the one on PATH, else its path (``.venv/bin/mcos`` after
+    ``make run``, which does not put the virtualenv on PATH)."""
+    ours = Path(sys.executable).parent / "mcos"
+    if not ours.exists():
+        return f"{sys.executable} -m mcos"
+    on_path = shutil.which("mcos")
+    if on_path is not None and Path(on_path).resolve() == ours.resolve():
+        return "mcos"
+    return str(shown_path(ours))
+
+
+def shown_path(path: Path) -> Path:
+    """``path`` relative to the current folder when it lies below it, else absolute."""
+    absolute = path.absolute()
+    try:
+        return absolute.relative_to(Path.cwd())
+    except ValueError:
+        return absolute
