@@ -73,7 +73,7 @@ app.add_typer(agents.app)
 app.add_typer(systemd.app)
 app.add_typer(channels.app)
 app.add_typer(pages.app)
-app.add_typer(m365.m365_app, name="m365")
+app.add_typer(m365.app)
 
 
 def main() -> None:

@@ -4,26 +4,25 @@ on, refreshing them itself."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from mcos.cli import common
+from mcos.cli.common import FleetOpt
 from mcos.config.models import OAuthConfig
 
-m365_app = typer.Typer(help="Microsoft 365 accounts: sign in (device code).", no_args_is_help=True)
+app = typer.Typer(
+    name="m365", help="Microsoft 365 accounts: sign in (device code).", no_args_is_help=True
+)
 
 
-@m365_app.command("login")
+@app.command("login")
 def login(
     name: Annotated[
         str, typer.Argument(help="An m365 channel, an XOAUTH2 e-mail channel or a graph calendar.")
     ],
-    fleet: Annotated[
-        Optional[Path],  # noqa: UP045 - typer reads the annotation at run time
-        typer.Option("--fleet", "-f", help="Fleet file (default: $MCOS_FLEET or ./fleet.toml)."),
-    ] = None,
+    fleet: FleetOpt = None,
 ) -> None:
     """Show a device code to enter at microsoft.com/devicelogin, wait for the sign-in, keep the
     tokens for the agent."""
