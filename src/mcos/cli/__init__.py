@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from mcos.api_models import AgentOut, LeaseOut, TokenOut
 from mcos.cli import common
 from mcos.cli.common import age, connect, console, friendly_errors, print_json, table
+from mcos.cli.launchd import launchd_app
 from mcos.client import AsyncClient, Calls
 from mcos.config import Fleet, check_fleet, parse_duration
 from mcos.config.scaffold import init_fleet
@@ -38,6 +39,7 @@ from mcos.server.factory import FLEET_ENV, build_app, proxy_options
 from mcos.store import make_store
 from mcos.supervisor import systemd
 from mcos.supervisor.local import LocalFleet
+from mcos.supervisor.portable import watch_parent_from_env
 from mcos.supervisor.supervisor import Supervisor
 
 app = typer.Typer(
@@ -61,6 +63,7 @@ agent_app = typer.Typer(help="One agent: run it, resume it.", no_args_is_help=Tr
 app.add_typer(agent_app, name="agent")
 systemd_app = typer.Typer(help="systemd unit files: generate, check.", no_args_is_help=True)
 app.add_typer(systemd_app, name="systemd")
+app.add_typer(launchd_app, name="launchd")
 channel_app = typer.Typer(help="Channels: follow a mock channel's posts.", no_args_is_help=True)
 app.add_typer(channel_app, name="channel")
 incidents_app = typer.Typer(help="Incidents at their gates.", no_args_is_help=True)
@@ -186,6 +189,7 @@ def server(
     ] = 1,
 ) -> None:
     """Run Mission Control: the HTTP API over the fleet's store."""
+    watch_parent_from_env()  # under `mcos run` on the portable path: stop with the launcher
     with friendly_errors():
         _serve(common.load(fleet), host, port, migrate, workers)
 

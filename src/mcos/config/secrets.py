@@ -118,6 +118,8 @@ def key_uses(fleet: Fleet) -> list[KeyUse]:
         if a.key is not None
     ]
     for name, c in sorted(fleet.channels.items()):
+        if not c.enabled:  # parked: its secrets are not resolved until it is enabled
+            continue
         for field in ("token", "password", "smtp_password", "webhook_secret"):
             ref = getattr(c, field)
             if ref is not None:

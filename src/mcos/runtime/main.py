@@ -19,6 +19,7 @@ from mcos.config import load_fleet
 from mcos.domain.redaction import install_log_redaction
 from mcos.exceptions import EX_CONFIG, ConfigError, ConfigErrors
 from mcos.runtime.process import run_agent
+from mcos.supervisor.portable import watch_parent_from_env
 
 TOKEN_ENV = "MCOS_TOKEN"  # noqa: S105 (a variable name)
 FENCE_ENV = "MCOS_FENCE"
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name")
     parser.add_argument("--fleet", "-f", default=os.environ.get("MCOS_FLEET", "fleet.toml"))
     args = parser.parse_args(argv)
+    watch_parent_from_env()  # portable path: die with the supervisor (Linux: PR_SET_PDEATHSIG)
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s %(levelname)s {args.name}: %(message)s"
     )
