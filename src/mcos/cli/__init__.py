@@ -22,6 +22,7 @@ from fastapi import FastAPI
 from mcos.api_models import AgentOut, LeaseOut, TokenOut
 from mcos.cli import common
 from mcos.cli.common import age, connect, console, friendly_errors, print_json, table
+from mcos.cli.imports import import_app
 from mcos.cli.launchd import launchd_app
 from mcos.client import AsyncClient, Calls
 from mcos.config import Fleet, check_fleet, parse_duration
@@ -64,6 +65,7 @@ app.add_typer(agent_app, name="agent")
 systemd_app = typer.Typer(help="systemd unit files: generate, check.", no_args_is_help=True)
 app.add_typer(systemd_app, name="systemd")
 app.add_typer(launchd_app, name="launchd")
+app.add_typer(import_app, name="import")
 channel_app = typer.Typer(help="Channels: follow a mock channel's posts.", no_args_is_help=True)
 app.add_typer(channel_app, name="channel")
 incidents_app = typer.Typer(help="Incidents at their gates.", no_args_is_help=True)
