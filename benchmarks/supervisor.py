@@ -3,9 +3,9 @@
 Starts a real Mission Control (SQLite) and a real `mcos up` per host for (1) the business
 template's 23 agents on two hosts and (2) a fleet of 100 agents, all on the offline model;
 "healthy" means every agent's runtime has reported itself idle to Mission Control. Then it lets
-the 100 agents idle
-and reads /proc: resident memory (RSS, and PSS — RSS with shared pages divided among their
-sharers) per agent process, and the CPU all agent processes use over 60 seconds.
+the 100 agents idle and reads /proc: resident memory (RSS, and PSS — RSS with shared pages
+divided among their sharers) per agent process, and the CPU all agent processes use over 60
+seconds.
 
     .venv/bin/python benchmarks/supervisor.py [--quick]
 """
