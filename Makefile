@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: help run test lint typecheck pytest bench clean system-deps
+BROWSER_MCP := tools/browser/node_modules/.bin/playwright-mcp
+
+.PHONY: help run test lint typecheck pytest bench clean system-deps browser-mcp
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -24,11 +26,12 @@ lint: $(BIN)/mcos  ## ruff check and ruff format --check
 typecheck: $(BIN)/mcos  ## mypy, strict on src/
 	$(BIN)/mypy
 
-system-deps:  ## Debian packages the tests use (systemd-analyze, faketime, chromium, dovecot), installed when missing
+system-deps:  ## Debian packages the tests use (systemd-analyze, faketime, chromium, npm, dovecot), installed when missing
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v faketime >/dev/null || missing="$$missing faketime"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	test -x /usr/sbin/dovecot || missing="$$missing dovecot-imapd"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -36,7 +39,13 @@ system-deps:  ## Debian packages the tests use (systemd-analyze, faketime, chrom
 	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-pytest: $(BIN)/mcos system-deps  ## the whole test suite (PostgreSQL tests fail, not skip, under CI=true)
+$(BROWSER_MCP): tools/browser/package.json tools/browser/package-lock.json
+	cd tools/browser && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	@touch $@
+
+browser-mcp: system-deps $(BROWSER_MCP)  ## the Playwright MCP server agents browse with (npm ci from the lock; runs on Debian's chromium, downloads no browser)
+
+pytest: $(BIN)/mcos system-deps $(BROWSER_MCP)  ## the whole test suite (PostgreSQL tests fail, not skip, under CI=true)
 	$(BIN)/python -m pytest --durations=25
 
 test: lint typecheck pytest  ## everything CI runs
@@ -47,4 +56,4 @@ bench: $(BIN)/mcos  ## the benchmarks: the bus (needs PostgreSQL on 127.0.0.1:54
 	$(BIN)/python benchmarks/fleet_day.py
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache tools/browser/node_modules

@@ -255,3 +255,26 @@ class TooManyMessages(McosError):
 
     code = "too_many_messages"
     status = 429
+
+
+class RenderRefused(McosError):
+    """A document may not be written where asked (outside the workspace, not a ``.pdf``)."""
+
+    code = "render_refused"
+    status = 400
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"refused to write {path!r}: {problem}", path=path, problem=problem)
+        self.path = path
+        self.problem = problem
+
+
+class RenderFailed(McosError):
+    """The browser could not render a document (missing, crashed, timed out)."""
+
+    code = "render_failed"
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"could not render {path!r}: {problem}", path=path, problem=problem)
+        self.path = path
+        self.problem = problem

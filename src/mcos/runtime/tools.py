@@ -7,6 +7,7 @@ every failure is returned as an error the model can read — never raised into t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,7 @@ from mcos.client import AsyncClient, Calls
 from mcos.config.models import CheckConfig, CronJob
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.redaction import redact, scrub
-from mcos.exceptions import Forbidden, McosError
+from mcos.exceptions import Forbidden, McosError, RenderRefused
 from mcos.models.base import INVALID_ARGUMENTS, ToolCall, ToolResult, ToolSpec
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock
@@ -31,6 +32,7 @@ from mcos.runtime.recovery import Recoverer
 from mcos.runtime.workspace import Workspace
 
 if TYPE_CHECKING:
+    from mcos.knowledge.index import KnowledgeIndex
     from mcos.runtime.mcp import McpTools
 
 MAX_RESULT_CHARS = 8_000
@@ -71,6 +73,8 @@ class ToolContext:
     approved request even where the agent may act alone (outside text never drives them)."""
     actions: list[str] = field(default_factory=list)
     """What this turn changed (messages sent, log lines, files): the circuit breaker's signal."""
+    knowledge: KnowledgeIndex | None = None
+    """The index of the agent's knowledge folders (None: it has none)."""
 
 
 class _Input(BaseModel):
@@ -115,6 +119,11 @@ class MemoryWrite(_Input):
 class MemorySearch(_Input):
     query: str = Field(min_length=1, max_length=500)
     limit: int = Field(default=5, ge=1, le=20)
+
+
+class KnowledgeSearch(_Input):
+    query: str = Field(min_length=1, max_length=500)
+    k: int = Field(default=5, ge=1, le=10, description="How many passages to return.")
 
 
 class ReportIncident(_Input):
@@ -183,6 +192,15 @@ class SendExternalEmail(_Input):
         description="The approved request that covers exactly this e-mail (needed unless you "
         "may e-mail alone, and always from a turn holding untrusted content).",
     )
+
+
+class RenderPdf(_Input):
+    path: str = Field(
+        min_length=1, max_length=300, description="Where in your workspace, e.g. letters/x.pdf."
+    )
+    content: str = Field(min_length=1, max_length=200_000)
+    format: Literal["markdown", "html"] = "markdown"
+    title: str = Field(default="", max_length=200, description="Shown in each page's footer.")
 
 
 class WriteWorkstate(_Input):
@@ -334,6 +352,30 @@ async def _memory_search(ctx: ToolContext, a: MemorySearch) -> str:
     return "\n".join(f"{h.path}:{h.line}: {h.snippet}" for h in hits)
 
 
+KNOWLEDGE_ROOM = 6_000
+"""Characters of passages one knowledge search returns, shared between its hits."""
+
+
+async def _knowledge_search(ctx: ToolContext, a: KnowledgeSearch) -> str:
+    if ctx.knowledge is None:
+        return "no knowledge folders are configured for you"
+    # Converting new PDFs and embedding take seconds: off the event loop (heartbeats go on).
+    hits = await asyncio.to_thread(ctx.knowledge.search, a.query, a.k)
+    if not hits:
+        return f"nothing in your knowledge folders matches {a.query!r}"
+    room = KNOWLEDGE_ROOM // len(hits)
+    passages = "\n\n".join(
+        f"[{i}] {h.citation}\n{h.text if len(h.text) <= room else h.text[:room] + '…'}"
+        for i, h in enumerate(hits, start=1)
+    )
+    # Documents come from outside the fleet (a contract, a web page saved as HTML): data only.
+    # Cut before fencing, so the result's own cap never cuts the fence's end.
+    return (
+        untrusted("knowledge folders", passages[: KNOWLEDGE_ROOM + 1_200])
+        + "\nCite what you use by its file and page (or section)."
+    )
+
+
 async def _report_incident(ctx: ToolContext, a: ReportIncident) -> str:
     made = await ctx.client.do(Calls.report_incident(a.severity, a.summary, a.evidence))
     ctx.workspace.append_log(ctx.clock.now(), f"reported {a.severity}: {a.summary}")
@@ -472,6 +514,39 @@ async def _send_external_email(ctx: ToolContext, a: SendExternalEmail) -> str:
     return f"sent e-mail to {a.to} ({ref})"
 
 
+async def _render_pdf(ctx: ToolContext, a: RenderPdf) -> str:
+    # Imported when used: Playwright is not every agent's cost.
+    from mcos.runtime import pdf  # noqa: PLC0415
+
+    targets = {"path": a.path[:300]}
+    try:
+        path, relative = pdf.target(ctx.workspace.root, a.path)
+        made = await pdf.render(pdf.document(a.content, a.format, a.title), path, relative,
+                                title=a.title)  # fmt: skip
+    except McosError as e:
+        refused = isinstance(e, RenderRefused)
+        with contextlib.suppress(McosError, httpx.HTTPError, OSError):
+            await ctx.client.do(
+                Calls.record_event(
+                    RuntimeEvent(action=f"runtime.pdf.{'refused' if refused else 'render'}",
+                                 targets=targets, detail={"problem": e.message[:500]},
+                                 outcome="refused" if refused else "failed")
+                )
+            )  # fmt: skip
+        raise
+    await ctx.client.do(
+        Calls.record_event(
+            RuntimeEvent(action="runtime.pdf.render", targets={"path": made.relative},
+                         detail={"pages": made.pages, "bytes": made.size, "format": a.format})
+        )
+    )  # fmt: skip
+    ctx.actions.append(f"rendered {made.relative}")
+    return (
+        f"wrote {made.relative} in your workspace ({made.path}): {made.pages} "
+        f"page{'s' if made.pages != 1 else ''}, {made.size // 1024 or 1} KB"
+    )
+
+
 async def _write_workstate(ctx: ToolContext, a: WriteWorkstate) -> str:
     stamp = ctx.clock.now().strftime("%Y-%m-%d %H:%M UTC")
     text = (
@@ -505,6 +580,13 @@ TOOLS: dict[str, Tool] = {
             "Search your workspace files and daily logs (full text, best matches first).",
             MemorySearch,
             _memory_search,
+        ),
+        Tool(
+            "knowledge_search",
+            "Search your knowledge folders (PDF, DOCX, Markdown, text, HTML documents): the best "
+            "passages with their file and page, to cite.",
+            KnowledgeSearch,
+            _knowledge_search,
         ),
         Tool(
             "report_incident",
@@ -551,6 +633,13 @@ TOOLS: dict[str, Tool] = {
             _acknowledge,
         ),
         Tool(
+            "render_pdf",
+            "Write a PDF into your workspace from Markdown or HTML (offline: nothing it links "
+            "to is fetched); returns its path and page count.",
+            RenderPdf,
+            _render_pdf,
+        ),
+        Tool(
             "write_workstate",
             "Save your working state to WORKSTATE.md before the context is compacted.",
             WriteWorkstate,
@@ -571,7 +660,12 @@ class Toolbox:
 
     def __init__(self, ctx: ToolContext, allowed: list[str], mcp: McpTools | None = None) -> None:
         self.ctx = ctx
-        self.allowed = [name for name in allowed if name in TOOLS]
+        # knowledge_search is offered only to an agent that has knowledge folders.
+        self.allowed = [
+            name
+            for name in allowed
+            if name in TOOLS and (name != "knowledge_search" or ctx.knowledge is not None)
+        ]
         self._mcp: McpTools | None = None
         self.mcp = mcp
 
@@ -590,6 +684,7 @@ class Toolbox:
                 await untrusted_gate(self.ctx, name, "mcp_call", payload, approval)
 
             tools.gate = gate
+            tools.audit = self._record
 
     def specs(self, *, extra: tuple[str, ...] = ()) -> tuple[ToolSpec, ...]:
         """The definitions offered to the model in this turn."""
@@ -639,6 +734,15 @@ class Toolbox:
             return ToolResult(call.id, redact(f"error: {e.__class__.__name__}: {e}"), True)
         # Nothing secret-shaped reaches the model's context, whatever a tool returned.
         return ToolResult(call.id, redact(out)[:MAX_RESULT_CHARS])
+
+    async def _record(self, event: RuntimeEvent) -> None:
+        """One runtime event into the audit log; a failed write is logged in the workspace."""
+        try:
+            await self.ctx.client.do(Calls.record_event(event))
+        except (McosError, httpx.HTTPError, OSError):
+            self.ctx.workspace.append_log(
+                self.ctx.clock.now(), f"{event.action} {event.targets} (audit write failed)"
+            )
 
     async def _audit_refusal(self, call: ToolCall) -> None:
         payload = json.dumps(call.input, sort_keys=True, default=str)[:500]
