@@ -1,10 +1,11 @@
 """Supervisor figures: `mcos up` to every agent healthy, idle memory and CPU per agent.
 
-Starts a real Mission Control (SQLite) and a real `mcos up` for (1) the business template's
-twelve agents and (2) a fleet of 100 agents, all on the offline model; "healthy" means every
-agent's runtime has reported itself idle to Mission Control. Then it lets the 100 agents idle
-and reads /proc: resident memory (RSS, and PSS — RSS with shared pages divided among their
-sharers) per agent process, and the CPU all agent processes use over 60 seconds.
+Starts a real Mission Control (SQLite) and a real `mcos up` per host for (1) the business
+template's 23 agents on two hosts and (2) a fleet of 100 agents, all on the offline model;
+"healthy" means every agent's runtime has reported itself idle to Mission Control. Then it lets
+the 100 agents idle and reads /proc: resident memory (RSS, and PSS — RSS with shared pages
+divided among their sharers) per agent process, and the CPU all agent processes use over 60
+seconds.
 
     .venv/bin/python benchmarks/supervisor.py [--quick]
 """
@@ -61,20 +62,25 @@ def many_agents(root: Path, count: int) -> Path:
     return path
 
 
-def healthy_in(fleet: Path, count: int) -> tuple[float, subprocess.Popen[bytes], object]:
-    """Start Mission Control, then `mcos up`; seconds until every agent reports idle."""
+def healthy_in(
+    fleet: Path, count: int, hosts: tuple[str, ...] = ("local",)
+) -> tuple[float, list[subprocess.Popen[bytes]], object]:
+    """Start Mission Control, then `mcos up` for each host; seconds until every agent is idle."""
     port = free_port()
     fleet.write_text(fleet.read_text().replace("127.0.0.1:8700", f"127.0.0.1:{port}"))
     server = start_server(fleet, port, fleet.parent / "server.log")
     token = (fleet.parent / "state" / "operator.token").read_text().strip()
     log = (fleet.parent / "up.log").open("wb")
     started = time.monotonic()
-    up = subprocess.Popen(
-        [*MCOS, "up", "--host", "local", "-f", str(fleet)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MCOS_TOKEN": token},
-    )
+    ups = [
+        subprocess.Popen(
+            [*MCOS, "up", "--host", host, "-f", str(fleet)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "MCOS_TOKEN": token},
+        )
+        for host in hosts
+    ]
     with Client(server.url, token) as client:
         while True:
             agents = client.do(Calls.agents())
@@ -84,7 +90,7 @@ def healthy_in(fleet: Path, count: int) -> tuple[float, subprocess.Popen[bytes],
                 msg = "agents did not all become healthy within 300 s"
                 raise SystemExit(msg)
             time.sleep(0.2)
-    return time.monotonic() - started, up, server
+    return time.monotonic() - started, ups, server
 
 
 def _stat(pid: int) -> tuple[int, int]:
@@ -102,9 +108,11 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def stop(up: subprocess.Popen[bytes], server: object) -> None:
-    up.send_signal(signal.SIGTERM)
-    up.wait(60)
+def stop(ups: list[subprocess.Popen[bytes]], server: object) -> None:
+    for up in ups:
+        up.send_signal(signal.SIGTERM)
+    for up in ups:
+        up.wait(60)
     server.stop()  # type: ignore[attr-defined]
 
 
@@ -115,12 +123,13 @@ def main() -> None:
     idle_seconds = 15 if args.quick else 60
     with tempfile.TemporaryDirectory(prefix="mcos-bench-sup-") as tmp:
         business = init_fleet(Path(tmp) / "business", template="business")
-        seconds, up, server = healthy_in(business, 12)
-        say(f"business fleet (12 agents): healthy {seconds:.1f} s after `mcos up`")
-        stop(up, server)
+        seconds, ups, server = healthy_in(business, 23, ("mini", "vps"))
+        say(f"business fleet (23 agents, two hosts): healthy {seconds:.1f} s after `mcos up`")
+        stop(ups, server)
 
         fleet = many_agents(Path(tmp) / "hundred", 100)
-        seconds, up, server = healthy_in(fleet, 100)
+        seconds, ups, server = healthy_in(fleet, 100)
+        up = ups[0]
         say(f"100 offline agents: healthy {seconds:.1f} s after `mcos up` (target ≤ 20 s)")
         time.sleep(5)  # let start-up settle
         pids = [p for ps in agent_pids(fleet).values() for p in ps]
@@ -140,7 +149,7 @@ def main() -> None:
             f"idle CPU of {len(pids)} agents over {idle_seconds} s: {cpu:.1%} of one core "
             f"(target ≤ 5%); the supervisor: {supervisor_cpu:.1%}"
         )
-        stop(up, server)
+        stop(ups, server)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ async def _api_refused(biz: Business, call: Any) -> str:
 async def test_sentinel_cannot_raise_a_p0_through_any_path(business: Business) -> None:
     """Incident report, a direct message to each agent, the all-hands topic, a directive, a
     reply in a thread, a batch, a forged incident mark, an approval request, a channel post
-    (tool and inbound API) and a recovery: only jarvis (the P0 gate's agent confirmer) hears an
+    (tool and inbound API) and a recovery — the last three outside sentinel's tool allowlist
+    altogether: only jarvis (the P0 gate's agent confirmer) hears an
     alarm, nobody sees a confirmed incident, and each refusal is audited."""
     biz = business
     agents = sorted(biz.fleet.agents)
@@ -87,19 +88,21 @@ async def test_sentinel_cannot_raise_a_p0_through_any_path(business: Business) -
     await _api_refused(biz, Calls.send_batch(batch))
     await _api_refused(biz, Calls.send("gene", P0, subject=P0,
                                        meta={"incident": "1", "severity": "P0"}))  # fmt: skip
-    # 7. An approval request: its committee hears it as a request, never as an alarm.
+    # 7. An approval request: sentinel's narrow scope has no request_approval (lesson 3); the
+    #    tool allowlist refuses it before anything is sent.
     out = await tool("request_approval", action="broadcast_urgent", payload={"to": "all-hands"},
                      rationale=P0)  # fmt: skip
-    assert "error" not in out.lower(), out
-    # 8. A channel post: sentinel has no channel; posting to vault's and feeding its inbound.
+    assert out.startswith("refused: tool 'request_approval' is not allowed"), out
+    # 8. A channel post: sentinel has no channel and no post_to_channel; posting to vault's and
+    #    feeding its inbound.
     out = await tool("post_to_channel", channel="leads", text=P0)
-    assert out.startswith("error:"), out
+    assert out.startswith("refused: tool 'post_to_channel' is not allowed"), out
     item = ChannelInboundIn(sender="attacker", text=P0, at=datetime.now(UTC), ref="p0-1",
                             urgent=True)  # fmt: skip
     await _api_refused(biz, Calls.channel_inbound("leads", item))
-    # 9. A recovery request that is not allowlisted.
+    # 9. A recovery request: sentinel recovers nothing (no recover tool at all).
     out = await tool("recover", name="p0-lockdown", reason=P0)
-    assert "refused" in out, out
+    assert out.startswith("refused: tool 'recover' is not allowed"), out
 
     # Nobody but the confirmers got an alarm or an incident; nobody sees a confirmed incident.
     for name in others:
@@ -138,8 +141,8 @@ async def test_sentinel_cannot_raise_a_p0_through_any_path(business: Business) -
     assert by_action.get("authorize.issue_directive"), "the refused directive is not audited"
     assert all(r.detail.get("rule") for r in sends)
     assert by_action.get("channel.inbound"), "the forged channel item is not audited"
-    assert by_action.get("runtime.channel.refused"), "the channel post is not audited"
-    assert by_action.get("runtime.recovery.refused"), "the recovery is not audited"
+    tools = {r.targets.get("tool") for r in by_action.get("runtime.tool.refused", [])}
+    assert {"post_to_channel", "recover", "request_approval"} <= tools, tools
     assert any(r.action == "incident.reported" for r in records)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,8 +11,9 @@ from typer.testing import CliRunner
 
 from mcos.cli import app
 from mcos.config import load_fleet, parse_duration
-from mcos.config.models import Fleet
+from mcos.config.models import BUILTIN_TOOLS, Fleet
 from mcos.config.scaffold import init_fleet
+from mcos.config.secrets import key_uses, resolve_all
 from mcos.exceptions import ConfigError
 from mcos.runtime.workspace import (
     MAX_GUARDRAILS,
@@ -21,21 +23,36 @@ from mcos.runtime.workspace import (
     guardrail_entries,
 )
 
-ROLES = {
-    "jarvis": "orchestrator",
-    "donna": "comms",
-    "elon": "cto",
-    "gene": "ops",
-    "forge": "product-engineer",
-    "atlas": "cio",
-    "sentinel": "security",
-    "vault": "revenue-lead",
-    "scout": "distribution",
-    "ledger": "bookkeeping",
-    "claw": "content",
-    "pulse": "analytics",
-}
+REPORT = Path(__file__).parent.parent / "fixtures" / "field_report.txt"
+"""The field report the business template is modelled on, as published."""
+
+
+def roster(report: str) -> dict[str, str]:
+    """Agent name → host, read from the report's architecture lines: "Mac Mini — 5 core agents
+    (Jarvis, …)" → mini, "Linux VPS — 9 … (Elon, …)" → vps, and the revenue team, which the
+    report places on neither, is on the VPS (with Mission Control)."""
+    hosts = {"Mac Mini": "mini", "Linux VPS": "vps", "Revenue team": "vps"}
+    found: dict[str, str] = {}
+    for line in report.splitlines():
+        head, _, rest = line.removeprefix("- ").partition(" — ")
+        if head in hosts:
+            names = re.search(r"\(([^)]*)\)", rest)
+            assert names is not None, line
+            found |= {n.strip().lower(): hosts[head] for n in names.group(1).split(",")}
+    return found
+
+
+def support_count(report: str) -> int:
+    """How many support agents the report's revenue team has ("… + 4 support")."""
+    match = re.search(r"Revenue team — .*\+ (\d+) support", report)
+    assert match is not None
+    return int(match.group(1))
+
+
+REPORTED = roster(REPORT.read_text(encoding="utf-8"))
 REVENUE = {"vault", "scout", "ledger", "claw", "pulse"}
+SUPPORT = {"echo", "reel", "lens", "mint"}
+"""The four support agents: the report counts them without naming them; the names are ours."""
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +69,51 @@ class TestFleetFile:
         assert fleet.warnings == []
         assert fleet.humans["founder"].role == "founder"
 
-    def test_every_role(self, fleet: Fleet) -> None:
-        """Each agent of the field report is there, with its role."""
-        assert {name: a.role for name, a in fleet.agents.items()} == ROLES
+    def test_roster_matches_the_report(self, fleet: Fleet) -> None:
+        """The report's 23 agents, each on the host the report puts it on, plus its support."""
+        assert len(REPORTED) == 19
+        assert support_count(REPORT.read_text(encoding="utf-8")) == len(SUPPORT)
+        placed = {name: a.host for name, a in fleet.agents.items()}
+        assert placed == REPORTED | dict.fromkeys(SUPPORT, "vps")
+        assert len(fleet.agents) == 23
+        assert set(fleet.hosts) == {"mini", "vps"}
+
+    def test_every_agent_has_its_own_role(self, fleet: Fleet) -> None:
+        """No two agents share a role (forge is not a second flow); the report's roles hold."""
+        roles = [a.role for a in fleet.agents.values()]
+        assert len(set(roles)) == len(roles)
+        assert fleet.agents["flow"].role == "product-engineer"
+        assert fleet.agents["forge"].role != "product-engineer"
+        assert fleet.agents["sentinel"].role == "security"
+        assert fleet.agents["jarvis"].role == "orchestrator"
+        assert fleet.agents["donna"].role == "comms"
+
+    def test_tools_narrowed_to_the_role(self, fleet: Fleet) -> None:
+        """No agent keeps the default tool list; sentinel gets health checks and incident
+        reports (and its P2 gate), nothing that acts: no recovery, votes, approvals, posts."""
+        for name, agent in fleet.agents.items():
+            assert agent.allowed_tools != list(BUILTIN_TOOLS), name
+        sentinel = set(fleet.agents["sentinel"].allowed_tools)
+        assert {"run_check", "report_incident", "confirm_incident"} <= sentinel
+        assert not sentinel & {"recover", "vote", "request_approval", "post_to_channel"}
+        assert fleet.agents["sentinel"].checks
+        for name, agent in fleet.agents.items():
+            if "run_check" in agent.allowed_tools:
+                assert agent.checks, f"{name} may run checks but has none"
+        holders = {n for n, a in fleet.agents.items() if "recover" in a.allowed_tools}
+        assert holders == {"gene"}
+
+    def test_donna_surfaces_urgent_items_to_telegram(self, fleet: Fleet) -> None:
+        """donna posts to a shared Telegram group: a channel of hers with a key reference and a
+        group chat, parked until its token exists, so the fleet starts without it."""
+        [room] = [c for c in fleet.channels.values() if c.agent == "donna"]
+        assert room.kind == "telegram"
+        assert room.token is not None
+        assert room.token.startswith("env:")
+        assert room.chats
+        assert room.chats[0].startswith("-100")  # a supergroup's chat id
+        assert room.enabled is False
+        assert "post_to_channel" in fleet.agents["donna"].allowed_tools
 
     def test_runs_without_a_key(self, fleet: Fleet) -> None:
         """Every agent starts on the offline model, so no key is needed."""
@@ -69,10 +128,18 @@ class TestFleetFile:
         assert fleet.fleet.daily_usd < sum(cap for cap in caps if cap is not None)
 
     def test_reporting_lines(self, fleet: Fleet) -> None:
-        """jarvis reports to the founder, the revenue team to vault, forge to elon."""
+        """jarvis reports to the founder, everyone else up a chain that ends at jarvis."""
         assert fleet.agents["jarvis"].reports_to == "founder"
         assert fleet.agents["forge"].reports_to == "elon"
+        assert fleet.agents["flow"].reports_to == "elon"
         assert {fleet.agents[n].reports_to for n in REVENUE - {"vault"}} == {"vault"}
+        for name in fleet.agents:
+            seen = [name]
+            while seen[-1] != "jarvis":
+                boss = fleet.agents[seen[-1]].reports_to
+                assert boss in fleet.agents, f"{name}: chain {seen} leaves the fleet"
+                assert boss not in seen, f"{name}: chain {seen} loops"
+                seen.append(boss)
 
     def test_watchers_never_sleep(self, fleet: Fleet) -> None:
         """Ops and security beat every 30 minutes all day; the others keep active hours."""
@@ -84,12 +151,18 @@ class TestFleetFile:
                 assert agent.heartbeat.active_hours is not None
 
     def test_revenue_agents_parked(self, fleet: Fleet) -> None:
-        """Revenue agents beat rarely and cannot run checks or file incidents."""
-        for name in REVENUE:
+        """Revenue and support agents beat rarely, cannot run checks or file incidents, and
+        each has a mock channel of its own (lesson 4: mock channels before real ones)."""
+        mocks = {c.agent for c in fleet.channels.values() if c.kind == "mock"}
+        for name in REVENUE | SUPPORT:
             agent = fleet.agents[name]
             assert parse_duration(agent.heartbeat.interval) >= timedelta(hours=4)
             assert "run_check" not in agent.allowed_tools
             assert "report_incident" not in agent.allowed_tools
+            assert name in mocks, name
+        owned = {c.agent for c in fleet.channels.values() if c.agent is not None}
+        assert {c.kind for c in fleet.channels.values() if c.agent in REVENUE | SUPPORT} == {"mock"}
+        assert owned == REVENUE | SUPPORT | {"donna"}
 
     def test_checks_and_cron(self, fleet: Fleet) -> None:
         """gene checks Mission Control over HTTP and TCP; jarvis and atlas have cron jobs."""
@@ -99,13 +172,16 @@ class TestFleetFile:
         [briefing] = fleet.agents["jarvis"].cron
         assert briefing.schedule == "0 8 * * *"
         assert briefing.session == "isolated"
-        assert fleet.agents["atlas"].cron
+        assert {j.name for j in fleet.agents["atlas"].cron} == {
+            "weekly-trends",
+            "weekly-fleet-audit",
+        }
 
     def test_topics(self, fleet: Fleet) -> None:
         """alerts, ops, revenue and all-hands exist; all-hands reaches every agent."""
-        assert set(fleet.topics) == {"alerts", "ops", "revenue", "all-hands"}
+        assert set(fleet.topics) == {"alerts", "ops", "revenue", "marketing", "all-hands"}
         assert set(fleet.topics["all-hands"].subscribers) == set(fleet.agents)
-        assert set(fleet.topics["revenue"].subscribers) >= REVENUE
+        assert set(fleet.topics["revenue"].subscribers) >= REVENUE | SUPPORT
 
 
 class TestWorkspaces:
@@ -153,7 +229,7 @@ class TestWorkspaces:
         """Revenue agents' HEARTBEAT.md says nothing (no model turns when idle); others' do."""
         for name in fleet.agents:
             disabled = Workspace(fleet.workspace_path(name)).heartbeat_disabled()
-            assert disabled is (name in REVENUE), name
+            assert disabled is (name in REVENUE | SUPPORT), name
 
 
 class TestRerun:
@@ -199,3 +275,42 @@ class TestCli:
         assert checked.exit_code == 0, checked.output
         assert "ok" in checked.output
         assert "warning" not in checked.output
+
+    def test_systemd_for_the_vps(self, tmp_path: Path) -> None:
+        """`mcos systemd generate --host vps` writes Mission Control's and the VPS supervisor's
+        units, which `mcos systemd check` passes; an unknown host is refused, naming both."""
+        runner = CliRunner()
+        made = runner.invoke(app, ["init", str(tmp_path / "biz"), "--template", "business"])
+        assert made.exit_code == 0, made.output
+        fleet_file = str(tmp_path / "biz" / "fleet.toml")
+        units = tmp_path / "units"
+        generated = runner.invoke(
+            app, ["systemd", "generate", "--host", "vps", "--out", str(units), "-f", fleet_file]
+        )
+        assert generated.exit_code == 0, generated.output
+        names = sorted(p.name for p in units.iterdir())
+        assert names == ["mcos-business-server.service", "mcos-business-vps.service"]
+        assert "up --host vps" in (units / "mcos-business-vps.service").read_text()
+        checked = runner.invoke(app, ["systemd", "check", *(str(units / n) for n in names)])
+        assert checked.exit_code == 0, checked.output
+        wrong = runner.invoke(
+            app, ["systemd", "generate", "--host", "local", "--out", str(units), "-f", fleet_file]
+        )
+        assert wrong.exit_code != 0
+        assert "known: mini, vps" in wrong.output
+
+
+class TestParkedChannel:
+    """A channel with ``enabled = false`` is declared but never opened (donna's Telegram group)."""
+
+    def test_agent_starts_without_its_token(self, fleet: Fleet) -> None:
+        """With the bot token unset, config check has nothing to resolve for the parked channel;
+        enabling it makes the missing variable the error, naming channel and variable."""
+        assert not [u for u in key_uses(fleet) if u.where.startswith("channels.ops-room")]
+        enabled = fleet.model_copy(deep=True)
+        enabled.channels["ops-room"] = enabled.channels["ops-room"].model_copy(
+            update={"enabled": True}
+        )
+        [broken] = [r for r in resolve_all(enabled, env={}) if r.problem]
+        assert broken.use.where == "channels.ops-room.token"
+        assert "TELEGRAM_BOT_TOKEN_DONNA is not set" in broken.problem

@@ -20,6 +20,8 @@ from mcos.cli import (
     doctor,
     fleetfile,
     governance,
+    imports,
+    launchd,
     logs,
     m365,
     messages,
@@ -74,6 +76,8 @@ app.add_typer(systemd.app)
 app.add_typer(channels.app)
 app.add_typer(pages.app)
 app.add_typer(m365.app)
+app.add_typer(launchd.app)
+app.add_typer(imports.app)
 
 
 def main() -> None:

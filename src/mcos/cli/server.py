@@ -92,5 +92,8 @@ def server(
 
     While it runs, the address it listens on is kept in STATE/server.json, where the other
     commands look for it (so `mcos status` finds a server started with --port)."""
+    from mcos.supervisor.portable import watch_parent_from_env  # noqa: PLC0415
+
+    watch_parent_from_env()  # under `mcos run` on the portable path: stop with the launcher
     with friendly_errors():
         _serve(common.load(fleet), host, port, migrate, workers)

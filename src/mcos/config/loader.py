@@ -486,6 +486,10 @@ def _channels(fleet: Fleet, file: str) -> list[ConfigError]:
             pager = fleet.channels.get(channel)
             if pager is None:
                 errors.append(ConfigError(file, where, f"unknown channel {channel!r}"))
+            elif not pager.enabled:
+                errors.append(
+                    ConfigError(file, where, f"channel {channel!r} is parked (enabled = false)")
+                )
             elif pager.agent is not None:
                 errors.append(
                     ConfigError(

@@ -697,6 +697,9 @@ class ChannelConfig(_Model):
     kind: Literal["mock", "telegram", "discord", "email", "m365"] = "mock"
     agent: Name | None = None
     """The agent that receives and posts; none: Mission Control's own (paging humans)."""
+    enabled: bool = True
+    """False: declared but parked — not opened, its secrets not resolved — until its account
+    exists (a bot token not yet provisioned); posting to it is refused as to any other."""
     # mock
     path: str | None = None
     """Mock channels: the folder (default ``channels/<name>``, relative to the fleet file)."""
@@ -780,7 +783,7 @@ class ChannelConfig(_Model):
         foreign = sorted(
             f
             for f in self.model_fields_set
-            if f not in ("kind", "agent") and f not in _CHANNEL_FIELDS[self.kind]
+            if f not in ("kind", "agent", "enabled") and f not in _CHANNEL_FIELDS[self.kind]
         )
         if foreign:
             msg = f"{', '.join(foreign)}: not a setting of a {self.kind} channel"

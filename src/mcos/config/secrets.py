@@ -118,7 +118,23 @@ def key_uses(fleet: Fleet) -> list[KeyUse]:
         for name, a in sorted(fleet.agents.items())
         if a.key is not None
     ]
+    uses += _channel_uses(fleet)
+    for name, m in sorted(fleet.mcp.items()):
+        for var, value in sorted(m.env.items()):
+            if _is_reference(value):
+                uses.append(KeyUse(f"MCP server {name}", f"mcp.{name}.env.{var}", value))
+    for header, value in sorted(fleet.telemetry.headers.items()):
+        if _is_reference(value):
+            uses.append(KeyUse("telemetry", f"telemetry.headers.{header}", value))
+    return uses
+
+
+def _channel_uses(fleet: Fleet) -> list[KeyUse]:
+    """The secrets of channels (parked ones aside: resolved only once enabled) and calendars."""
+    uses = []
     for name, c in sorted(fleet.channels.items()):
+        if not c.enabled:  # parked: its secrets are not resolved until it is enabled
+            continue
         for field in ("token", "password", "smtp_password", "webhook_secret"):
             ref = getattr(c, field)
             if ref is not None:
@@ -132,13 +148,6 @@ def key_uses(fleet: Fleet) -> list[KeyUse]:
         if cal.oauth is not None and cal.oauth.client_secret is not None:
             key = f"calendars.{name}.oauth.client_secret"
             uses.append(KeyUse(f"calendar {name}", key, cal.oauth.client_secret))
-    for name, m in sorted(fleet.mcp.items()):
-        for var, value in sorted(m.env.items()):
-            if _is_reference(value):
-                uses.append(KeyUse(f"MCP server {name}", f"mcp.{name}.env.{var}", value))
-    for header, value in sorted(fleet.telemetry.headers.items()):
-        if _is_reference(value):
-            uses.append(KeyUse("telemetry", f"telemetry.headers.{header}", value))
     return uses
 
 

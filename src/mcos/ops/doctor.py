@@ -229,6 +229,11 @@ def _channels(fleet: Fleet, resolved: list[Resolved]) -> list[Verdict]:
     out = []
     for name, c in sorted(fleet.channels.items()):
         owner = f"for {c.agent}" if c.agent else "Mission Control's own (paging)"
+        if not c.enabled:
+            out.append(
+                Verdict(f"channel {name}", "ok", f"{c.kind} {owner}: parked (enabled = false)")
+            )
+            continue
         mine = [r for r in resolved if r.use.where.startswith(f"channels.{name}.")]
         refs = [r.use.reference for r in mine]
         broken = next((r for r in mine if r.problem), None)

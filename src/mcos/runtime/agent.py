@@ -113,7 +113,9 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         self.ctx.schedule = self.promise
         self.ctx.recoverer = self.recoverer = Recoverer(name, dict(fleet.recovery), client, clock)
         channels = {
-            c: open_channel(c, fleet) for c, cfg in fleet.channels.items() if cfg.agent == name
+            c: open_channel(c, fleet)
+            for c, cfg in fleet.channels.items()
+            if cfg.agent == name and cfg.enabled
         }
         self.channel_host = AgentChannels(
             name, channels, client, self._channel_event,

@@ -18,6 +18,7 @@ from mcos.config import load_fleet
 from mcos.exceptions import EX_CONFIG, ConfigError, ConfigErrors
 from mcos.logs import configure as configure_logging
 from mcos.runtime.process import run_agent
+from mcos.supervisor.portable import watch_parent_from_env
 
 TOKEN_ENV = "MCOS_TOKEN"  # noqa: S105 (a variable name)
 FENCE_ENV = "MCOS_FENCE"
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name")
     parser.add_argument("--fleet", "-f", default=os.environ.get("MCOS_FLEET", "fleet.toml"))
     args = parser.parse_args(argv)
+    watch_parent_from_env()  # portable path: die with the supervisor (Linux: PR_SET_PDEATHSIG)
     configure_logging(agent=args.name)
     try:
         fleet = load_fleet(args.fleet)

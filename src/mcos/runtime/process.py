@@ -34,7 +34,7 @@ async def _beat(fd: int, every: float) -> None:
         except BlockingIOError:
             pass  # the supervisor is behind on reading; it has heard from us recently
         except OSError:
-            return  # the supervisor is gone; PR_SET_PDEATHSIG will end us
+            return  # the supervisor is gone; PR_SET_PDEATHSIG (or the parent watch) ends us
         await asyncio.sleep(every)
 
 
@@ -112,8 +112,9 @@ async def run_agent(
 
         def on_signal() -> None:
             if os.getppid() != parent and os.getpgrp() == os.getpid():
-                # Our supervisor died (PR_SET_PDEATHSIG): take our whole process group with
-                # us at once, children included, so nothing of this agent outlives it.
+                # Our supervisor died (PR_SET_PDEATHSIG, or portable's parent watch): take our
+                # whole process group with us at once, children included, so nothing of this
+                # agent outlives it.
                 os.killpg(os.getpgrp(), signal.SIGKILL)
             stop.set()
 

@@ -97,7 +97,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
                 c.webhook_secret, where=f"{fleet.path}: channels.{name}", base_dir=fleet.base_dir
             )
             for name, c in fleet.channels.items()
-            if c.kind == "telegram" and c.mode == "webhook" and c.webhook_secret
+            if c.kind == "telegram" and c.mode == "webhook" and c.webhook_secret and c.enabled
         },
     )
 
@@ -118,6 +118,8 @@ def channel_bindings(fleet: Fleet) -> dict[str, ChannelBinding]:
     refused, saying so, until the token is given to Mission Control too."""
     out = {}
     for name, c in fleet.channels.items():
+        if not c.enabled:
+            continue
         try:
             key, problem = lease_key(name, fleet), ""
         except ConfigError as e:
@@ -145,7 +147,11 @@ def page_routes(fleet: Fleet) -> dict[str, tuple[PageRoute, ...]]:
 def build_app(fleet: Fleet) -> FastAPI:
     """Mission Control for ``fleet``, over the store its file names."""
     store = make_store(fleet.store_url, fleet.delivery.policy())
-    own = {name: open_channel(name, fleet) for name, c in fleet.channels.items() if c.agent is None}
+    own = {
+        name: open_channel(name, fleet)
+        for name, c in fleet.channels.items()
+        if c.agent is None and c.enabled
+    }
     return create_app(store, settings_for(fleet), own)
 
 

@@ -1,15 +1,15 @@
 """`mcos run`: Mission Control as a child process, stopped cleanly; the agents are the
 supervisor's.
 
-Each process runs in its own session (process group), asks the kernel to kill it when this
-launcher dies (Linux ``PR_SET_PDEATHSIG``), and is stopped by signalling its whole group —
-SIGTERM, a grace period, then SIGKILL — so no child outlives a stop.
+Each process runs in its own session (process group), dies when this launcher dies (Linux
+``PR_SET_PDEATHSIG``; elsewhere it watches its parent: :mod:`mcos.supervisor.portable`), and
+is stopped by signalling its whole group — SIGTERM, a grace period, then SIGKILL — so no child
+outlives a stop.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
@@ -24,16 +24,9 @@ import httpx
 from mcos.client import Client
 from mcos.config.models import Fleet
 from mcos.exceptions import McosError
+from mcos.supervisor.portable import child_env, die_with_parent, native
 
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name)
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the parent dies (Linux only)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -71,8 +64,8 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 (only prctl, async-signal-safe enough)
-            env={**os.environ, **(env or {})},
+            preexec_fn=die_with_parent if native() else None,  # noqa: PLW1509 (only prctl)
+            env={**os.environ, **child_env(), **(env or {})},
         )
     return Child(name, process, log)
 

@@ -3,8 +3,9 @@
 For every agent it may run, the supervisor holds the agent's lease in Mission Control before
 starting it and renews it every third of its TTL; if it cannot renew, it kills the agent before
 the lease can pass to anyone else. Each agent is its own process in its own session, dies with
-its supervisor (``PR_SET_PDEATHSIG``), writes to a liveness pipe from inside its event loop,
-and is stopped by signalling its whole process group.
+its supervisor (``PR_SET_PDEATHSIG`` on Linux, a parent watch elsewhere: ``portable``), writes
+to a liveness pipe from inside its event loop, and is stopped by signalling its whole process
+group.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import LeaseHeld, LeaseLost, McosError
 from mcos.logs import file_handler, get_logger
 from mcos.supervisor.policy import Exit, RestartPolicy, classify_exit
+from mcos.supervisor.portable import native
+from mcos.supervisor.spawn import SpawnStarter
 from mcos.supervisor.systemd import Notifier
 from mcos.supervisor.zygote import ForkServer
 
@@ -134,7 +137,9 @@ class Supervisor:
             if a.host in hosts or hosts & set(a.failover_hosts)
         }
         self.notifier = Notifier.from_env()
-        self.forks = ForkServer(self._on_exit)
+        self.forks: ForkServer | SpawnStarter = (
+            ForkServer(self._on_exit) if native() else SpawnStarter(self._on_exit)
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self.restart_poll = 2.0
         """Seconds between looks at operators' restart requests."""

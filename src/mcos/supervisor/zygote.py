@@ -8,7 +8,8 @@ The supervisor talks to it over a ``SOCK_SEQPACKET`` socket pair: a request (JSO
 agent's log file and liveness pipe as file descriptors (``SCM_RIGHTS``); the answer is the
 child's pid, and later its exit code. The fork server stays single-threaded and runs no event
 loop, so a fork copies nothing half-done. It dies with the supervisor (``PR_SET_PDEATHSIG``),
-and each agent dies with it in turn.
+and each agent dies with it in turn. Linux only: elsewhere the supervisor starts each agent as a
+fresh interpreter (:class:`SpawnStarter`, same interface; see :mod:`mcos.supervisor.portable`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from mcos.config.models import Fleet
 from mcos.exceptions import McosError
 from mcos.logs import configure as configure_logging
 from mcos.runtime.main import title
-from mcos.supervisor.local import die_with_parent
+from mcos.supervisor.portable import die_with_parent
 
 SOCKET_ENV = "MCOS_ZYGOTE_FD"
 MAX_MESSAGE = 1 << 20
