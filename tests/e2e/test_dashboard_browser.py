@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mcos.client import Calls, Client
+from mcos.config import load_fleet
 from mcos.config.scaffold import init_fleet
 from mcos.domain.messages import Priority
 from mcos.domain.tokens import PrincipalKind
@@ -65,10 +66,11 @@ def fleet_running(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 agents = op.do(Calls.agents())
             except Exception:
                 return False
-        return len(agents) == 12 and all(a.state == "idle" for a in agents)
+        expected = set(load_fleet(home / "fleet.toml").agents)
+        return {a.name for a in agents} == expected and all(a.state == "idle" for a in agents)
 
     try:
-        wait_until("the twelve agents idle", all_idle, timeout=90, interval=0.3)
+        wait_until("every agent of the fleet idle", all_idle, timeout=180, interval=0.3)
         yield url, home
     finally:
         run.send_signal(signal.SIGINT)
@@ -80,7 +82,7 @@ def fleet_running(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         out.close()
 
 
-@pytest.mark.timeout(360)  # twelve agents starting, then two model turns and a pause
+@pytest.mark.timeout(480)  # 23 agents starting, then two model turns and a pause
 def test_the_dashboard_in_a_browser(fleet_running: tuple[str, Path], tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -107,20 +109,7 @@ def test_the_dashboard_in_a_browser(fleet_running: tuple[str, Path], tmp_path: P
         page.focus("input[name=token]")
         page.keyboard.type(operator)
         page.keyboard.press("Enter")
-        for name in (
-            "jarvis",
-            "donna",
-            "elon",
-            "gene",
-            "forge",
-            "atlas",
-            "sentinel",
-            "vault",
-            "scout",
-            "ledger",
-            "claw",
-            "pulse",
-        ):
+        for name in load_fleet(home / "fleet.toml").agents:
             expect(page.locator(f"a[href='/agents/{name}']")).to_be_visible()
         expect(page.locator(".health")).to_be_visible()
         page.screenshot(path=str(shots / "fleet.png"), full_page=True)

@@ -23,7 +23,14 @@ runner = CliRunner()
 
 # Commands that print no data of their own: long-running processes and the export that has
 # --format (it takes --json too, as a synonym of --format json).
-WITHOUT_JSON = {"server", "run", "up", "agent run", "m365 login"}  # long-running or interactive
+WITHOUT_JSON = {
+    "server",
+    "run",
+    "up",
+    "agent run",
+    "m365 login",
+    "launchd exec",
+}  # long-running or interactive
 
 
 def _commands(group: Any, prefix: str = "") -> dict[str, Any]:

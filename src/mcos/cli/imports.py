@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mcos.cli.common import console, friendly_errors
+from mcos.cli.common import JsonOpt, console, friendly_errors, print_json
 from mcos.config import openclaw
 
 app = typer.Typer(
@@ -27,12 +27,23 @@ def import_openclaw(
     force: Annotated[
         bool, typer.Option(help="Overwrite a fleet file edited since the last import.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write fleet.toml and each agent's workspace from an OpenClaw install; run it again and
     nothing changes. Whatever could not be mapped is listed, and kept in openclaw-import.md."""
     with friendly_errors():
         planned = openclaw.plan(path.expanduser(), host=host)
         written = openclaw.write(planned, out, force=force)
+    if as_json:
+        print_json(
+            {
+                "written": [str(f) for f in written],
+                "agents": sorted(planned.fleet["agents"]),
+                "unmapped": list(planned.unmapped),
+                "fleet": str(out / "fleet.toml"),
+            }
+        )
+        return
     for file in written:
         console.print(f"wrote {file}", highlight=False)
     if not written:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from mcos.cli import common
-from mcos.cli.common import console, err_console, friendly_errors
+from mcos.cli.common import FleetOpt, JsonOpt, console, err_console, friendly_errors, print_json
 from mcos.exceptions import EX_CONFIG
 from mcos.supervisor import launchd
 
@@ -18,11 +18,6 @@ app = typer.Typer(
     help="launchd property lists (macOS): generate, check, exec.",
     no_args_is_help=True,
 )
-
-_FleetOpt = Annotated[
-    Optional[Path],  # noqa: UP045 (Typer reads the annotation at run time)
-    typer.Option("--fleet", "-f", help="Fleet file (default: $MCOS_FLEET or ./fleet.toml)."),
-]
 
 
 @app.command("generate")
@@ -34,7 +29,8 @@ def launchd_generate(
         bool,
         typer.Option(help="Also write Mission Control's job (--no-server: it runs elsewhere)."),
     ] = True,
-    fleet: _FleetOpt = None,
+    fleet: FleetOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write launchd jobs for this host's supervisor and Mission Control."""
     with friendly_errors():
@@ -43,14 +39,20 @@ def launchd_generate(
             common.fail(f"no host {host!r} in {loaded.path} (known: {', '.join(loaded.hosts)})")
         out.mkdir(parents=True, exist_ok=True)
         (loaded.state_dir / "logs").mkdir(parents=True, exist_ok=True)  # launchd won't
+        written = []
         for job in launchd.generate(loaded, host, user=user, server=server):
             (out / job.name).write_bytes(job.dumps())
-            console.print(f"wrote {out / job.name}")
+            written.append(str(out / job.name))
+            if not as_json:
+                console.print(f"wrote {out / job.name}")
+    if as_json:
+        print_json({"written": written})
 
 
 @app.command("check")
 def launchd_check(
     files: Annotated[list[Path], typer.Argument(help="Property lists to lint.")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Lint launchd jobs: unknown keys, restart loops on exit 78, abandoned groups, lost logs."""
     problems = []
@@ -58,6 +60,9 @@ def launchd_check(
         if not path.is_file():
             common.fail(f"{path}: no such file")
         problems += launchd.check(path)
+    if as_json:
+        print_json({"files": len(files), "problems": [f"{p.file}: {p.problem}" for p in problems]})
+        raise typer.Exit(1 if problems else 0)
     for p in problems:
         console.print(f"{p.file}: {p.problem}", style="red", highlight=False)
     if problems:
