@@ -122,6 +122,8 @@ class TestTokens:
         token = await tokens(google).token()
         assert token in google.tokens
         assert len(google.requests) == 3
+        first, second, _ = google.request_times
+        assert second - first >= 1.0  # the 429's Retry-After was waited out
 
     async def test_a_failing_endpoint_is_transient_after_the_retries(
         self, google: FakeGoogle

@@ -63,6 +63,8 @@ class FakeGoogle:
         self.tokens: dict[str, Issued] = {}
         self.requests: list[dict[str, str]] = []
         """The form of every token request (secrets included), in order."""
+        self.request_times: list[float] = []
+        """The monotonic time of every token request."""
         self.introspected: list[str] = []
         """The usernames of tokens introspected ("" for an unknown or expired one)."""
         self.faults: list[tuple[int, dict[str, str]]] = []
@@ -123,6 +125,7 @@ class FakeGoogle:
             form = {k: str(v) for k, v in (await request.form()).items()}
             with self._lock:
                 self.requests.append(form)
+                self.request_times.append(time.monotonic())
                 if self.faults:
                     status, headers = self.faults.pop(0)
                     body = {"error": "rate_limit_exceeded"} if status == 429 else {}

@@ -24,6 +24,7 @@ from authlib.integrations.httpx_client import (  # type: ignore[import-untyped]
 )
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     wait_exponential,
@@ -40,12 +41,25 @@ ATTEMPTS: Final = 5
 """Token requests per renewal when the endpoint throttles (429), fails (5xx) or is down."""
 
 
+RETRY_AFTER_CAP: Final = 60.0
+"""The longest ``Retry-After`` waited out inside one renewal (longer: the look fails)."""
+
+
 class _Busy(Exception):
     """The token endpoint said 429 or 5xx: worth another try after a pause."""
 
-    def __init__(self, status: int, body: str) -> None:
+    def __init__(self, status: int, body: str, retry_after: float | None) -> None:
         super().__init__(f"HTTP {status}: {' '.join(body.split())[:200]}")
         self.status = status
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` in seconds (a number of seconds; an HTTP date is ignored)."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _retryable(e: BaseException) -> bool:
@@ -77,7 +91,9 @@ class RefreshTokens:
         self._verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
-        self._backoff = backoff
+        self._backoff_wait = wait_exponential(multiplier=backoff, max=30 * backoff) + wait_random(
+            0, backoff
+        )
         self._token: dict[str, Any] = {
             "access_token": "",
             "token_type": "Bearer",
@@ -94,8 +110,7 @@ class RefreshTokens:
             try:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception(_retryable),
-                    wait=wait_exponential(multiplier=self._backoff, max=30 * self._backoff)
-                    + wait_random(0, self._backoff),
+                    wait=self._wait,
                     stop=stop_after_attempt(ATTEMPTS),
                     reraise=True,
                 ):
@@ -113,6 +128,13 @@ class RefreshTokens:
                 msg = f"{self.name}: the token endpoint {self.url} is unreachable: {e}"
                 raise ChannelError(msg, channel=self.name) from None
             return str(self._token["access_token"])
+
+    def _wait(self, state: RetryCallState) -> float:
+        """The endpoint's ``Retry-After`` (capped) when it gave one, else doubling backoff."""
+        failed = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(failed, _Busy) and failed.retry_after is not None:
+            return min(failed.retry_after, RETRY_AFTER_CAP)
+        return self._backoff_wait(state)
 
     async def _ensure(self) -> None:
         """authlib renews the token when it is expired (or within ``LEEWAY`` of it)."""
@@ -141,7 +163,8 @@ class RefreshTokens:
         """Count the request; a throttled or failing endpoint is retried, not parsed."""
         self.refreshes += 1
         if response.status_code == 429 or response.status_code >= 500:
-            raise _Busy(response.status_code, response.text)
+            after = _retry_after(response.headers.get("retry-after"))
+            raise _Busy(response.status_code, response.text, after)
         return response
 
     def _refused(self, error: str, said: str) -> ChannelError:
