@@ -21,11 +21,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult
+from typer.testing import CliRunner
 
 from mcos.channels.base import Outbound
 from mcos.channels.email import EmailChannel
 from mcos.channels.factory import GMAIL_SCOPES, open_channel
 from mcos.channels.oauth_refresh import ATTEMPTS, RefreshTokens
+from mcos.cli import app
 from mcos.config.loader import load_fleet
 from mcos.config.models import GOOGLE_TOKEN_URL, ChannelConfig, OAuthConfig
 from mcos.config.secrets import key_uses, resolve_all
@@ -348,3 +350,11 @@ class TestConfig:
                     },
                 }
             )
+
+    def test_m365_login_refuses_a_google_account(self, tmp_path: Path) -> None:
+        """A refresh-token account does not sign in with a device code; the CLI says so."""
+        path = tmp_path / "fleet.toml"
+        path.write_text(GMAIL_FLEET)
+        result = CliRunner().invoke(app, ["m365", "login", "gmail", "--fleet", str(path)])
+        assert result.exit_code != 0
+        assert "provider google signs in with its refresh_token" in result.output
