@@ -264,3 +264,24 @@ class TestFleetFile:
         uses = {u.where: u.reference for u in key_uses(load_fleet(fleet))}
         assert uses["channels.mail.oauth.client_secret"] == "env:M365_SECRET"
         assert uses["calendars.work.password"] == "env:CALDAV_PW"
+
+    async def test_a_parked_calendar_is_neither_opened_nor_resolved(self, tmp_path: Path) -> None:
+        """``enabled = false``: its password is not a secret to resolve, the agent does not open
+        it, and the tool says it is parked (the business template ships donna's this way)."""
+        from mcos.runtime.calendars import agent_calendars, parked_calendars
+
+        fleet = tmp_path / "fleet.toml"
+        fleet.write_text(
+            '[hosts.h]\n[agents.donna]\nrole = "comms"\nhost = "h"\n'
+            'allowed_tools = ["calendar_events"]\n'
+            '[calendars.work]\nkind = "caldav"\nurl = "http://127.0.0.1:1/"\nenabled = false\n'
+            'password = "env:CALDAV_PW_UNSET"\nagents = ["donna"]\n'
+        )
+        loaded = load_fleet(fleet)
+        assert "calendars.work.password" not in {u.where for u in key_uses(loaded)}
+        assert agent_calendars(loaded, "donna") == {}
+        assert parked_calendars(loaded, "donna") == ["work"]
+        ctx = context({})
+        ctx.calendars_parked = ["work"]
+        said = await _calendar_events(ctx, CalendarEvents(start="2026-12-03", end="2026-12-03"))
+        assert said == "error: your calendar (work) is parked (enabled = false in the fleet file)"

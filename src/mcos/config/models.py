@@ -874,6 +874,9 @@ class CalendarConfig(_Model):
     kind: Literal["caldav", "graph"]
     agents: list[Name] = Field(default_factory=list)
     """The agents that may read it (they also need ``calendar_events`` in ``allowed_tools``)."""
+    enabled: bool = True
+    """False parks it, as a channel: declared and validated, not opened, its secrets not
+    resolved (an account not provisioned yet); ``calendar_events`` says it is parked."""
     # caldav
     url: str | None = None
     """CalDAV: the calendar's URL (or the server's, where the account has one calendar)."""

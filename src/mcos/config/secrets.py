@@ -146,6 +146,8 @@ def _channel_uses(fleet: Fleet) -> list[KeyUse]:
                     key = f"channels.{name}.oauth.{field}"
                     uses.append(KeyUse(f"channel {name}", key, ref))
     for name, cal in sorted(fleet.calendars.items()):
+        if not cal.enabled:  # parked, like a channel
+            continue
         if cal.password is not None:
             uses.append(KeyUse(f"calendar {name}", f"calendars.{name}.password", cal.password))
         if cal.oauth is not None and cal.oauth.client_secret is not None:

@@ -35,7 +35,7 @@ from mcos.knowledge.setup import open_knowledge
 from mcos.logs import get_logger
 from mcos.models.base import ModelProvider
 from mcos.runtime.batched import BatchedTurns
-from mcos.runtime.calendars import agent_calendars
+from mcos.runtime.calendars import agent_calendars, parked_calendars
 from mcos.runtime.channels import AgentChannels
 from mcos.runtime.checks import run_check
 from mcos.runtime.clock import Clock, MissionClock, OffsetSample
@@ -124,6 +124,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         self.ctx.channels = self.channel_host.posting  # posts: durable outbox, sent once
         if "calendar_events" in self.config.allowed_tools:
             self.ctx.calendars = agent_calendars(fleet, name)
+            self.ctx.calendars_parked = parked_calendars(fleet, name)
         self.tools = Toolbox(self.ctx, self.config.allowed_tools)
         hb = self.config.heartbeat
         self.interval = parse_duration(hb.interval)

@@ -235,8 +235,13 @@ def agent_calendars(fleet: Fleet, agent: str) -> dict[str, Calendar]:
             where=f"{fleet.path}: calendars.{name}",
         )
         for name, config in fleet.calendars.items()
-        if agent in config.agents
+        if agent in config.agents and config.enabled
     }
+
+
+def parked_calendars(fleet: Fleet, agent: str) -> list[str]:
+    """The calendars ``agent`` may read once they are enabled (``enabled = false``)."""
+    return sorted(n for n, c in fleet.calendars.items() if agent in c.agents and not c.enabled)
 
 
 def parse_when(text: str, *, end: bool = False) -> datetime:

@@ -77,6 +77,8 @@ class ToolContext:
     approved request even where the agent may act alone (outside text never drives them)."""
     calendars: dict[str, Calendar] = field(default_factory=dict)
     """The calendars this agent may read (``[calendars.NAME] agents``)."""
+    calendars_parked: list[str] = field(default_factory=list)
+    """Calendars it may read once enabled (``enabled = false``): named when it asks."""
     actions: list[str] = field(default_factory=list)
     """What this turn changed (messages sent, log lines, files): the circuit breaker's signal."""
     knowledge: KnowledgeIndex | None = None
@@ -546,6 +548,9 @@ async def _calendar_events(ctx: ToolContext, a: CalendarEvents) -> str:
     from mcos.runtime.calendars import MAX_EVENTS, MAX_WINDOW, CalendarError, parse_when  # noqa: PLC0415
 
     if not ctx.calendars:
+        if ctx.calendars_parked:
+            parked = ", ".join(ctx.calendars_parked)
+            return f"error: your calendar ({parked}) is parked (enabled = false in the fleet file)"
         return (
             "error: no calendar is configured for you ([calendars.NAME] agents in the fleet file)"
         )
