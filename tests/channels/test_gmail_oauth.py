@@ -29,7 +29,7 @@ from mcos.channels.factory import GMAIL_SCOPES, open_channel
 from mcos.channels.oauth_refresh import ATTEMPTS, RefreshTokens
 from mcos.cli import app
 from mcos.config.loader import load_fleet
-from mcos.config.models import GOOGLE_TOKEN_URL, ChannelConfig, OAuthConfig
+from mcos.config.models import GOOGLE_TOKEN_URL, CalendarConfig, ChannelConfig, OAuthConfig
 from mcos.config.secrets import key_uses, resolve_all
 from mcos.exceptions import ChannelError, ChannelMisconfigured
 from tests import waiting
@@ -358,3 +358,19 @@ class TestConfig:
         result = CliRunner().invoke(app, ["m365", "login", "gmail", "--fleet", str(path)])
         assert result.exit_code != 0
         assert "provider google signs in with its refresh_token" in result.output
+
+    def test_graph_calendar_refuses_google(self) -> None:
+        """A Graph calendar needs Microsoft's tokens too."""
+        with pytest.raises(ValueError, match=r"graph calendar needs oauth\.provider microsoft"):
+            CalendarConfig.model_validate(
+                {
+                    "kind": "graph",
+                    "mailbox": "a@b.example",
+                    "oauth": {
+                        "provider": "google",
+                        "client_id": "c",
+                        "client_secret": "env:S",
+                        "refresh_token": "env:R",
+                    },
+                }
+            )
