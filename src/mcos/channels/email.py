@@ -37,6 +37,7 @@ import authres  # type: ignore[import-untyped]
 
 from mcos.channels.base import Deliver, Inbound, Outbound, account_key
 from mcos.channels.oauth import OAuthTokens
+from mcos.channels.oauth_refresh import RefreshTokens
 from mcos.config.models import ChannelConfig
 from mcos.domain.triage import Triage, triage
 from mcos.exceptions import ChannelMisconfigured, McosError
@@ -543,7 +544,7 @@ class EmailChannel:
         *,
         logger: logging.Logger | None = None,
         ssl_context: ssl.SSLContext | None = None,
-        tokens: OAuthTokens | None = None,
+        tokens: OAuthTokens | RefreshTokens | None = None,
     ) -> None:
         """``password`` and ``smtp_password`` are the secrets themselves, already resolved
         from their key references; ``ssl_context`` replaces the system's trust (tests, a

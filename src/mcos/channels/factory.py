@@ -15,6 +15,7 @@ from mcos.config.secrets import resolve_key
 
 if TYPE_CHECKING:
     from mcos.channels.oauth import OAuthTokens
+    from mcos.channels.oauth_refresh import RefreshTokens
 
 
 XOAUTH2_SCOPES: Final = (
@@ -25,6 +26,8 @@ XOAUTH2_SCOPES: Final = (
 another provider (Gmail: ``https://mail.google.com/``)."""
 XOAUTH2_APP_SCOPES: Final = ("https://outlook.office365.com/.default",)
 """Exchange Online's IMAP/SMTP application permissions (client credentials)."""
+GMAIL_SCOPES: Final = ("https://mail.google.com/",)
+"""Gmail's IMAP/SMTP scope (what XOAUTH2 needs)."""
 
 
 def oauth_tokens(
@@ -42,6 +45,33 @@ def oauth_tokens(
     )
     return OAuthTokens(
         name, config, secret=secret, cache_path=cache_file(fleet.state_dir, name), scopes=scopes
+    )
+
+
+def refresh_tokens(name: str, config: OAuthConfig, fleet: Fleet) -> RefreshTokens:
+    """The refresh-token tokens (Google, any OAuth 2.0 endpoint) of account ``name``, its
+    secrets resolved (a missing one is a ``ConfigError``)."""
+    from mcos.channels.oauth_refresh import RefreshTokens  # noqa: PLC0415
+
+    where = f"{fleet.path}: {name}.oauth"
+    assert config.refresh_token is not None  # the fleet file's validation requires it
+    refresh = resolve_key(config.refresh_token, where=where, base_dir=fleet.base_dir)
+    secret = (
+        resolve_key(config.client_secret, where=where, base_dir=fleet.base_dir)
+        if config.client_secret
+        else None
+    )
+    scopes = GMAIL_SCOPES if config.provider == "google" else ()
+    return RefreshTokens(name, config, refresh_token=refresh, secret=secret, scopes=scopes)
+
+
+def email_tokens(name: str, config: OAuthConfig, fleet: Fleet) -> OAuthTokens | RefreshTokens:
+    """XOAUTH2's tokens: msal's (Exchange Online), or from a refresh token (Gmail & co.)."""
+    if config.provider != "microsoft":
+        return refresh_tokens(name, config, fleet)
+    device = config.flow == "device_code"
+    return oauth_tokens(
+        name, config, fleet, scopes=XOAUTH2_SCOPES if device else XOAUTH2_APP_SCOPES
     )
 
 
@@ -67,12 +97,9 @@ def open_channel(name: str, fleet: Fleet) -> Channel:
         from mcos.channels.email import EmailChannel  # noqa: PLC0415
 
         smtp = secret(config.smtp_password) if config.smtp_password else None
-        if config.oauth is not None:  # XOAUTH2: no password at all
-            device = config.oauth.flow == "device_code"
-            scopes = XOAUTH2_SCOPES if device else XOAUTH2_APP_SCOPES
-            tokens = oauth_tokens(name, config.oauth, fleet, scopes=scopes)
-            return EmailChannel(name, config, "", smtp, tokens=tokens)
-        return EmailChannel(name, config, secret(config.password), smtp)
+        if config.oauth is None:
+            return EmailChannel(name, config, secret(config.password), smtp)
+        return EmailChannel(name, config, "", smtp, tokens=email_tokens(name, config.oauth, fleet))
     if config.kind == "m365":
         from mcos.channels.m365 import DEVICE_SCOPES, M365Channel  # noqa: PLC0415
 

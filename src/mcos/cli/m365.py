@@ -41,6 +41,11 @@ def login(
             config, scopes = loaded.calendars[name].oauth, ("Calendars.Read",)
         if config is None:
             common.fail(f"{name}: no channel or calendar of that name signs in with oauth")
+        if config.provider != "microsoft":
+            common.fail(
+                f"{name}: provider {config.provider} signs in with its refresh_token, not here "
+                "(see docs/channels.md, Setting up Gmail)"
+            )
         if config.flow != "device_code":
             common.fail(f"{name}: uses {config.flow}; only device_code accounts sign in")
         tokens = oauth_tokens(name, config, loaded, scopes=scopes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -653,26 +653,39 @@ _CHANNEL_REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
-class OAuthConfig(_Model):
-    """How a Microsoft 365 (or other Entra ID / OAuth 2.0) account gets its access tokens, via
-    msal: an app registration's client secret (``client_credentials``: the app reads the
-    mailbox named by ``mailbox``) or a person's sign-in once with a device code
-    (``device_code``: the refresh token is kept in the run dir, mode 0600)."""
+GOOGLE_TOKEN_URL: Final = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
+"""Google's OAuth 2.0 token endpoint (the refresh_token grant)."""
+_MICROSOFT_ONLY: Final = ("tenant", "flow", "authority_url")
+_REFRESH_ONLY: Final = ("refresh_token", "token_url")
 
-    tenant: str = Field(min_length=1, max_length=200)
-    """The directory (tenant) id or domain, e.g. ``contoso.onmicrosoft.com``."""
+
+class OAuthConfig(_Model):
+    """How an account gets its access tokens. ``provider = "microsoft"`` (the default): via
+    msal, an app registration's client secret (``client_credentials``: the app reads the
+    mailbox named by ``mailbox``) or a person's sign-in once with a device code
+    (``device_code``: the refresh token is kept in the run dir, mode 0600). ``"google"`` or
+    ``"oauth2"`` (any token endpoint, ``token_url``): a refresh token obtained once by a
+    person's consent, kept as a secret, exchanged for access tokens (e-mail XOAUTH2 only)."""
+
+    provider: Literal["microsoft", "google", "oauth2"] = "microsoft"
+    tenant: str | None = Field(default=None, min_length=1, max_length=200)
+    """Microsoft: the directory (tenant) id or domain, e.g. ``contoso.onmicrosoft.com``."""
     client_id: str = Field(min_length=1, max_length=200)
-    """The app registration's application (client) id."""
+    """The app registration's application (client) id (Google: the OAuth client's id)."""
     client_secret: str | None = None
-    """``client_credentials``: the client secret's key reference."""
+    """The client secret's key reference (``client_credentials``; Google)."""
     flow: Literal["client_credentials", "device_code"] = "client_credentials"
     authority_url: str = "https://login.microsoftonline.com"
-    """The identity platform's base URL (the tenant is appended)."""
+    """Microsoft: the identity platform's base URL (the tenant is appended)."""
+    refresh_token: str | None = None
+    """Google / oauth2: the refresh token's key reference."""
+    token_url: str | None = None
+    """Google / oauth2: the token endpoint (Google's default: ``GOOGLE_TOKEN_URL``)."""
     scopes: list[str] = Field(default_factory=list)
     """Scopes asked for; default ``https://graph.microsoft.com/.default`` (client credentials)
-    or the Graph permissions the use needs (device code)."""
+    or the Graph permissions the use needs (device code); Google: ``https://mail.google.com/``."""
 
-    @field_validator("client_secret")
+    @field_validator("client_secret", "refresh_token")
     @classmethod
     def _ref(cls, v: str | None) -> str | None:
         if v is not None:
@@ -681,6 +694,15 @@ class OAuthConfig(_Model):
 
     @model_validator(mode="after")
     def _flow(self) -> OAuthConfig:
+        if self.provider != "microsoft":
+            return self._refresh_grant()
+        foreign = [f for f in _REFRESH_ONLY if getattr(self, f) is not None]
+        if foreign:
+            msg = f"{', '.join(foreign)}: not a setting of provider microsoft (msal)"
+            raise ValueError(msg)
+        if self.tenant is None:
+            msg = "provider microsoft needs tenant (the directory id or domain)"
+            raise ValueError(msg)
         if self.flow == "client_credentials" and self.client_secret is None:
             msg = "the client_credentials flow needs client_secret (a key reference)"
             raise ValueError(msg)
@@ -688,6 +710,34 @@ class OAuthConfig(_Model):
             msg = f"authority_url {self.authority_url!r} is not an http(s) URL"
             raise ValueError(msg)
         return self
+
+    def _refresh_grant(self) -> OAuthConfig:
+        foreign = [
+            f
+            for f in _MICROSOFT_ONLY
+            if getattr(self, f) != OAuthConfig.model_fields[f].get_default()
+        ]
+        if foreign:
+            msg = f"{', '.join(foreign)}: not a setting of provider {self.provider}"
+            raise ValueError(msg)
+        if self.refresh_token is None:
+            msg = f"provider {self.provider} needs refresh_token (a key reference)"
+            raise ValueError(msg)
+        if self.provider == "google" and self.client_secret is None:
+            msg = "provider google needs client_secret (a key reference)"
+            raise ValueError(msg)
+        if self.provider == "oauth2" and self.token_url is None:
+            msg = "provider oauth2 needs token_url (the token endpoint)"
+            raise ValueError(msg)
+        if not self.endpoint.startswith(("https://", "http://")):
+            msg = f"token_url {self.endpoint!r} is not an http(s) URL"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def endpoint(self) -> str:
+        """Google / oauth2: the token endpoint used."""
+        return self.token_url or GOOGLE_TOKEN_URL
 
 
 class ChannelConfig(_Model):
@@ -795,6 +845,9 @@ class ChannelConfig(_Model):
         if self.kind == "email" and (self.password is None) == (self.oauth is None):
             msg = "an email channel needs exactly one of password or oauth (XOAUTH2)"
             raise ValueError(msg)
+        if self.kind == "m365" and self.oauth is not None and self.oauth.provider != "microsoft":
+            msg = f"an m365 channel needs oauth.provider microsoft, not {self.oauth.provider}"
+            raise ValueError(msg)
         if (
             self.kind == "m365"
             and self.oauth is not None
@@ -852,6 +905,9 @@ class CalendarConfig(_Model):
         if self.kind == "graph":
             if self.oauth is None:
                 msg = "a graph calendar needs oauth"
+                raise ValueError(msg)
+            if self.oauth.provider != "microsoft":
+                msg = f"a graph calendar needs oauth.provider microsoft, not {self.oauth.provider}"
                 raise ValueError(msg)
             if self.oauth.flow == "client_credentials" and not self.mailbox:
                 msg = "a graph calendar on client credentials needs mailbox"

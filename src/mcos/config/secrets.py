@@ -139,9 +139,12 @@ def _channel_uses(fleet: Fleet) -> list[KeyUse]:
             ref = getattr(c, field)
             if ref is not None:
                 uses.append(KeyUse(f"channel {name}", f"channels.{name}.{field}", ref))
-        if c.oauth is not None and c.oauth.client_secret is not None:
-            key = f"channels.{name}.oauth.client_secret"
-            uses.append(KeyUse(f"channel {name}", key, c.oauth.client_secret))
+        if c.oauth is not None:
+            for field in ("client_secret", "refresh_token"):
+                ref = getattr(c.oauth, field)
+                if ref is not None:
+                    key = f"channels.{name}.oauth.{field}"
+                    uses.append(KeyUse(f"channel {name}", key, ref))
     for name, cal in sorted(fleet.calendars.items()):
         if not cal.enabled:  # parked, like a channel
             continue
