@@ -4,6 +4,7 @@ PostgreSQL full-text, and reach only their own folders and the shared ones namin
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -102,6 +103,22 @@ def test_shared_folders_are_shared_and_own_folders_private(pg_server: LiveServer
             "kb/../sec/x.md",
         }
         assert op.do(Calls.audit(action="knowledge.search"))[0].outcome == "refused"
+
+
+@pytest.mark.postgres
+def test_two_agents_syncing_one_shared_file_do_not_collide(pg_server: LiveServer) -> None:
+    chunks = [chunk(f"clause {i} of the master agreement") for i in range(40)]
+
+    def sync(agent: str) -> None:
+        with pg_server.client(agent) as c:
+            for _ in range(5):
+                c.do(Calls.put_knowledge_chunks("legal/shared/msa.md", chunks))
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(sync, ["gene", "sentinel"]))  # raises if either was refused or failed
+    with pg_server.client("gene") as gene:
+        hits = gene.do(Calls.search_knowledge("master agreement", k=100)).hits
+    assert sorted(h.seq for h in hits) == list(range(40))
 
 
 def sentinel_still_has(server: LiveServer, text: str) -> bool:

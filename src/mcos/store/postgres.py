@@ -1535,6 +1535,10 @@ class PostgresStore:
     ) -> None:
         """Replace ``path``'s chunks from ``offset`` on with ``chunks`` in one transaction."""
         async with self._tx() as conn:
+            # Two agents syncing one shared file wait for each other rather than collide.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{owner}\n{path}",)
+            )
             await conn.execute(
                 "DELETE FROM knowledge_chunks WHERE owner = %s AND path = %s AND seq >= %s",
                 (owner, path, offset),
