@@ -1565,14 +1565,14 @@ class PostgresStore:
         self, owners: Sequence[str], query: str, k: int
     ) -> list[KnowledgeChunkHit]:
         """Any of the query's words (stemmed, English stop words dropped; never a syntax
-        error) ranked by ``ts_rank_cd`` with the section weighted above the text; ties broken
+        error) ranked by ``ts_rank`` with the section weighted above the text; ties broken
         by file and place. Like FTS5's BM25 over the same words, a chunk needs only some."""
         words = TSQUERY_WORD.findall(query)[:MAX_QUERY_WORDS]
         if not words or not owners:
             return []
         async with self._conn() as conn:
             cur = await conn.execute(
-                "SELECT path, seq, page, section, line, text, ts_rank_cd(tsv, q, 1) AS score "
+                "SELECT path, seq, page, section, line, text, ts_rank(tsv, q, 1) AS score "
                 "FROM knowledge_chunks, to_tsquery('english', %s) AS q "
                 "WHERE owner = ANY(%s) AND tsv @@ q "
                 "ORDER BY score DESC, path, seq LIMIT %s",

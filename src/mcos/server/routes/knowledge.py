@@ -2,7 +2,7 @@
 
 The agent converts and chunks its documents on its own host and syncs each changed file here
 (``PUT``: replace, ``DELETE``: forget); ``GET /v1/knowledge/search`` ranks its chunks with
-``ts_rank_cd``. A path starts with the folder label the fleet file gives the agent; chunks are
+``ts_rank``. A path starts with the folder label the fleet file gives the agent; chunks are
 kept under the folder's owner (``agent:NAME`` for its own folders, ``shared:NAME`` for a shared
 folder naming it), so an agent reads and writes only its own folders and the shared ones it is
 named in. Anything else is refused (403, audited). On a SQLite store every route answers 409:

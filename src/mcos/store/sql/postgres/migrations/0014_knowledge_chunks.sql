@@ -1,5 +1,5 @@
 -- Knowledge chunks of agents' document folders, searched with PostgreSQL full-text (BM25-like
--- ranking by ts_rank_cd). ``owner`` is ``agent:NAME`` (an agent's own folders) or
+-- ranking by ts_rank). ``owner`` is ``agent:NAME`` (an agent's own folders) or
 -- ``shared:NAME`` (a [knowledge.NAME] folder); ``seq`` is the chunk's place in its file.
 CREATE TABLE knowledge_chunks (
     owner TEXT NOT NULL,
