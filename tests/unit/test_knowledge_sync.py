@@ -35,7 +35,11 @@ def test_written_and_removed_files_wait_until_taken(tmp_path: Path) -> None:
         assert [c.text for c in again["kb/a.md"][1] or []] == ["# A\n\nalpha changed"]
         index.synced("kb/a.md", again["kb/a.md"][0] - 1)  # an older generation clears nothing
         assert {p for p, _, _ in index.pending_sync()} == {"kb/a.md", "kb/b.md"}
-
+        for path, gen, _ in index.pending_sync():
+            index.synced(path, gen)
+    # A new process sends every file once more (the store may have been restored meanwhile).
+    with KnowledgeIndex({"kb": kb}, tmp_path / "k.db", remote=True) as index:
+        assert [p for p, _, _ in index.pending_sync()] == ["kb/a.md"]
         # A ranking made elsewhere (path, place in file) maps onto the local chunks.
         hits = index.fuse("alpha", 3, [("kb/a.md", 0), ("kb/b.md", 0), ("kb/a.md", 7)])
         assert [h.citation for h in hits] == ["kb/a.md, line 1, section 'A'"]

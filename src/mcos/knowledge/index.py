@@ -234,6 +234,12 @@ class KnowledgeIndex:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = self._open()
+        if remote:  # once per process: a store restored or replaced meanwhile is refilled
+            with self._conn:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO unsynced (path, gen) SELECT path, ? FROM files",
+                    (time.time_ns(),),
+                )
 
     def __enter__(self) -> Self:
         return self

@@ -11,11 +11,12 @@ answers instead, so a search never fails for a network blip.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from mcos.api_knowledge import ChunkIn
 from mcos.client import AsyncClient, Calls
-from mcos.exceptions import McosError
+from mcos.exceptions import Forbidden, McosError
 from mcos.knowledge.index import CANDIDATES, KnowledgeHit, KnowledgeIndex
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ async def sync(index: KnowledgeIndex, client: AsyncClient) -> int:
     pending = await asyncio.to_thread(index.pending_sync)
     for path, gen, chunks in pending:
         if chunks is None:
-            await client.do(Calls.delete_knowledge_file(path))
+            # Forbidden: its folder is no longer ours (and its hits map to no local chunk).
+            with contextlib.suppress(Forbidden):
+                await client.do(Calls.delete_knowledge_file(path))
         else:
             offset = 0
             for batch in _batches(chunks):
