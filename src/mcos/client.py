@@ -16,6 +16,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from mcos import exceptions as exc
+from mcos.api_knowledge import ChunkIn, ChunksPut, ChunksPutOut, FileDeleted, KnowledgeSearchOut
 from mcos.api_models import (
     AckBatchResponse,
     AgentOut,
@@ -142,6 +143,9 @@ def _clean(params: dict[str, Any]) -> dict[str, Any]:
 
 
 _SEND = TypeAdapter(SendResponse)
+_CHUNKS_PUT = TypeAdapter(ChunksPutOut)
+_FILE_DELETED = TypeAdapter(FileDeleted)
+_KNOWLEDGE_SEARCH = TypeAdapter(KnowledgeSearchOut)
 _SEND_BATCH = TypeAdapter(SendBatchResponse)
 _INBOX = TypeAdapter(InboxResponse)
 _DELIVERY = TypeAdapter(DeliveryOut)
@@ -177,6 +181,25 @@ _USAGE = TypeAdapter(list[UsageOut])
 
 class Calls:
     """Every endpoint of ``/v1`` as a :class:`Call`; shared by both clients."""
+
+    # --- kbpg: knowledge chunks ---
+    @staticmethod
+    def put_knowledge_chunks(
+        path: str, chunks: list[ChunkIn], offset: int = 0
+    ) -> Call[ChunksPutOut]:
+        """Replace a knowledge file's chunks from ``offset`` on (PostgreSQL fleets)."""
+        body = ChunksPut(path=path, offset=offset, chunks=chunks)
+        return Call("PUT", "/v1/knowledge/chunks", _model(_CHUNKS_PUT), json=body.model_dump())
+
+    @staticmethod
+    def delete_knowledge_file(path: str) -> Call[FileDeleted]:
+        return Call("DELETE", "/v1/knowledge/chunks", _model(_FILE_DELETED), params={"path": path})
+
+    @staticmethod
+    def search_knowledge(query: str, k: int = 5) -> Call[KnowledgeSearchOut]:
+        return Call(
+            "GET", "/v1/knowledge/search", _model(_KNOWLEDGE_SEARCH), params={"q": query, "k": k}
+        )
 
     @staticmethod
     def send(

@@ -19,9 +19,10 @@ from mcos.models.base import ModelProvider
 from mcos.models.offline import OfflineModel
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
-from mcos.server.factory import channel_bindings, page_routes
+from mcos.server.factory import channel_bindings, knowledge_owners, page_routes
 from mcos.server.gateway.keys import gateway_agents
 from tests.api.conftest import LiveServer, migrate, serve
+from tests.store.conftest import create_pg_database, drop_pg_database
 
 FAST = RuntimeSettings(batch_window=0, visibility=60)
 
@@ -89,15 +90,23 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
     """Build a rig: ``rig_factory(agent_extra={...}, budgets={...})`` (SQLite store)."""
     stack: list[Any] = []
     rigs: list[Rig] = []
+    dropped: list[str] = []
 
     def build(
         agent_extra: dict[str, str] | None = None,
         budgets: dict[str, Limits] | None = None,
         tail: str = "",
+        store: str = "sqlite",
         **overrides: Any,
     ) -> Rig:
         fleet = write_fleet(tmp_path / "fleet", agent_extra, tail)
         url = f"sqlite:///{tmp_path}/mcos.db"
+        if store == "postgres":  # the fleet file names it, as a PostgreSQL fleet's would
+            url = create_pg_database()
+            dropped.append(url)
+            text = fleet.path.read_text().replace('"sqlite:///state/mcos.db"', f'"{url}"', 1)
+            fleet.path.write_text(text)
+            fleet = load_fleet(fleet.path)
         _migrate_sync(url)
         channels = channel_bindings(fleet)
         cm = serve(
@@ -110,6 +119,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             models=overrides.pop("models", None) or {n: a.model for n, a in fleet.agents.items()},
             triage_models={n: a.triage_model for n, a in fleet.agents.items() if a.triage_model},
             prices=overrides.pop("prices", None) or fleet.price_table(),
+            knowledge=knowledge_owners(fleet),
             **overrides,
         )
         server = cm.__enter__()
@@ -126,6 +136,8 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
             await c.aclose()
     for cm in reversed(stack):
         cm.__exit__(None, None, None)
+    for url in dropped:
+        drop_pg_database(url)
 
 
 def _migrate_sync(url: str) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 from fpdf import FPDF
 
+from mcos.client import Calls
 from mcos.models.base import ToolCall
 from mcos.models.factory import make_provider
 from mcos.runtime.tools import UNTRUSTED_MARK
@@ -87,3 +88,48 @@ async def test_the_model_searches_cites_and_the_fence_taints_the_turn(
     assert many.content.endswith(
         ">>>END UNTRUSTED\nCite what you use by its file and page (or section)."
     )
+
+
+@pytest.mark.postgres
+async def test_on_a_postgresql_fleet_mission_control_ranks_the_synced_chunks(
+    rig_factory: RigFactory,
+) -> None:
+    rig = rig_factory(
+        {"gene": 'knowledge = ["kb"]', "sentinel": 'knowledge = ["sec"]'},
+        tail='[knowledge.legal]\npath = "legal"\nagents = ["gene", "sentinel"]\n',
+        store="postgres",
+    )
+    base = rig.fleet.base_dir
+    for folder in ("kb", "sec", "legal"):
+        (base / folder).mkdir()
+    (base / "kb" / "nda.pdf").write_bytes(nda_pdf())
+    (base / "sec" / "vault.md").write_text("# Vault\n\nRotate the confidentiality keys monthly.\n")
+    (base / "legal" / "msa.md").write_text("# MSA\n\nEither party ends it on ninety days notice.\n")
+    gene, sentinel = rig.runtime("gene"), rig.runtime("sentinel")
+    assert gene.ctx.knowledge is not None
+    assert gene.ctx.knowledge.remote
+
+    found = await gene.tools.call(
+        ToolCall("c1", "knowledge_search", {"query": "how long does confidentiality last", "k": 2})
+    )
+    assert not found.is_error
+    assert UNTRUSTED_MARK + " knowledge folders" in found.content
+    assert "[1] kb/nda.pdf, page 2" in found.content
+    assert "five years" in found.content
+    assert "vault" not in found.content  # sentinel's own folder is not gene's
+    # The chunks are in Mission Control's store, ranked there (not a local fallback).
+    in_mc = await rig.client("gene").do(Calls.search_knowledge("confidentiality"))
+    assert [(h.path, h.page) for h in in_mc.hits] == [("kb/nda.pdf", 2)]
+
+    mine = await sentinel.tools.call(
+        ToolCall("c2", "knowledge_search", {"query": "confidentiality notice", "k": 5})
+    )
+    assert "sec/vault.md" in mine.content
+    assert "legal/msa.md" in mine.content  # the shared folder names both
+    assert "nda.pdf" not in mine.content
+
+    # A removed file is forgotten by Mission Control at the next search.
+    (base / "kb" / "nda.pdf").unlink()
+    gone = await gene.tools.call(ToolCall("c3", "knowledge_search", {"query": "confidentiality"}))
+    assert "nothing in your knowledge folders matches" in gone.content
+    assert (await rig.client("gene").do(Calls.search_knowledge("confidentiality"))).hits == []

@@ -44,7 +44,7 @@ from mcos.runtime.memory import chunk_markdown, fts_query
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Stored in ``PRAGMA user_version``; an index with any other version is rebuilt."""
 MAX_CHUNK = 1_200
 """A chunk's size cap in characters (a page of a PDF is usually two or three chunks)."""
@@ -76,6 +76,8 @@ _SCHEMA = (
     )""",
     "CREATE INDEX chunks_path ON chunks (path)",
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    # Files written or removed since Mission Control last took their chunks (PostgreSQL fleets).
+    "CREATE TABLE unsynced (path TEXT PRIMARY KEY, gen INTEGER NOT NULL)",
     """CREATE VIRTUAL TABLE chunks_fts USING fts5 (
         section, text, content='chunks', content_rowid='id', tokenize='porter unicode61'
     )""",
@@ -218,8 +220,12 @@ class KnowledgeIndex:
         *,
         embedder: Embedder | None = None,
         auto_reindex: bool = True,
+        remote: bool = False,
     ) -> None:
         self.folders = dict(folders)
+        self.remote = remote
+        """BM25 is Mission Control's (PostgreSQL full-text over the synced chunks): see
+        :mod:`mcos.knowledge.remote`. The local FTS5 index answers only when it cannot."""
         self.db_path = db_path
         self.embedder = embedder
         self.auto_reindex = auto_reindex
@@ -228,6 +234,12 @@ class KnowledgeIndex:
         db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = self._open()
+        if remote:  # once per process: a store restored or replaced meanwhile is refilled
+            with self._conn:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO unsynced (path, gen) SELECT path, ? FROM files",
+                    (time.time_ns(),),
+                )
 
     def __enter__(self) -> Self:
         return self
@@ -263,6 +275,44 @@ class KnowledgeIndex:
 
         with self._lock:
             return self._guarded(reindexed_search)
+
+    def pending_sync(self) -> list[tuple[str, int, list[KnowledgeHit] | None]]:
+        """Files whose chunks Mission Control has not taken yet: path, generation and chunks
+        in file order (as hits with score 0; None: the file is gone, forget it)."""
+        with self._lock:
+            pending = self._conn.execute("SELECT path, gen FROM unsynced ORDER BY path").fetchall()
+            out: list[tuple[str, int, list[KnowledgeHit] | None]] = []
+            for path, gen in pending:
+                known = self._conn.execute("SELECT 1 FROM files WHERE path = ?", (path,))
+                if known.fetchone() is None:
+                    out.append((path, gen, None))
+                    continue
+                rows = self._conn.execute(
+                    "SELECT page, section, line, text FROM chunks WHERE path = ? ORDER BY id",
+                    (path,),
+                )
+                hits = [KnowledgeHit(path, pg, sec, ln, text, 0.0) for pg, sec, ln, text in rows]
+                out.append((path, gen, hits))
+            return out
+
+    def synced(self, path: str, gen: int) -> None:
+        """Mission Control took ``path``'s chunks of generation ``gen`` (a later write stays)."""
+        with self._lock:
+            self._conn.execute("DELETE FROM unsynced WHERE path = ? AND gen = ?", (path, gen))
+
+    def fuse(self, query: str, k: int, bm25: list[tuple[str, int]]) -> list[KnowledgeHit]:
+        """The best ``k`` chunks from a BM25 ranking made elsewhere (``(path, place in file)``,
+        best first), fused with the local embeddings when configured."""
+        with self._lock:
+            ids: list[int] = []
+            for path, seq in bm25:
+                row = self._conn.execute(
+                    "SELECT id FROM chunks WHERE path = ? ORDER BY id LIMIT 1 OFFSET ?",
+                    (path, seq),
+                ).fetchone()
+                if row is not None:  # else: changed since it was synced; resynced next time
+                    ids.append(int(row[0]))
+            return self._search(query, k, bm25=ids)
 
     def problems(self) -> dict[str, str]:
         """Files that could not be indexed, with the reason."""
@@ -313,7 +363,7 @@ class KnowledgeIndex:
                     conn.execute(statement)
                 conn.execute("COMMIT")
             names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-            if not {"files", "chunks", "chunks_fts", "meta"} <= names:
+            if not {"files", "chunks", "chunks_fts", "meta", "unsynced"} <= names:
                 raise _Rebuild
         except BaseException:
             conn.close()
@@ -381,6 +431,11 @@ class KnowledgeIndex:
             for path in gone:
                 conn.execute("DELETE FROM chunks WHERE path = ?", (path,))
                 conn.execute("DELETE FROM files WHERE path = ?", (path,))
+            gen = time.time_ns()
+            conn.executemany(
+                "INSERT OR REPLACE INTO unsynced (path, gen) VALUES (?, ?)",
+                [(p[0].path, gen) for p in plans] + [(path, gen) for path in gone],
+            )
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -467,10 +522,12 @@ class KnowledgeIndex:
                 )
             done += len(rows)
 
-    def _search(self, query: str, k: int) -> list[KnowledgeHit]:
+    def _search(self, query: str, k: int, bm25: list[int] | None = None) -> list[KnowledgeHit]:
         rankings: dict[str, list[int]] = {}
         match = fts_query(query)
-        if match is not None:
+        if bm25 is not None:
+            rankings["bm25"] = bm25
+        elif match is not None:
             rows = self._conn.execute(_BM25, (match, CANDIDATES)).fetchall()
             rankings["bm25"] = [r[0] for r in rows]
         if self.embedder is not None and self.last_embedding_problem is None:

@@ -36,4 +36,8 @@ def open_knowledge(fleet: Fleet, agent: str, workspace: Path) -> KnowledgeIndex 
     from mcos.knowledge.index import KnowledgeIndex  # noqa: PLC0415 (numpy only when used)
 
     embedder = open_embedder(fleet.embeddings, fleet) if fleet.embeddings is not None else None
-    return KnowledgeIndex(folders, workspace / ".mcos" / "knowledge.db", embedder=embedder)
+    # On a PostgreSQL fleet the chunks are synced to Mission Control and ranked there.
+    remote = fleet.server.store.startswith(("postgresql:", "postgres:"))
+    return KnowledgeIndex(
+        folders, workspace / ".mcos" / "knowledge.db", embedder=embedder, remote=remote
+    )

@@ -390,7 +390,12 @@ async def _knowledge_search(ctx: ToolContext, a: KnowledgeSearch) -> str:
     if ctx.knowledge is None:
         return "no knowledge folders are configured for you"
     # Converting new PDFs and embedding take seconds: off the event loop (heartbeats go on).
-    hits = await asyncio.to_thread(ctx.knowledge.search, a.query, a.k)
+    if ctx.knowledge.remote:  # PostgreSQL fleet: BM25 in Mission Control's store
+        from mcos.knowledge import remote  # noqa: PLC0415 (numpy only when used)
+
+        hits = await remote.search(ctx.knowledge, ctx.client, a.query, a.k)
+    else:
+        hits = await asyncio.to_thread(ctx.knowledge.search, a.query, a.k)
     if not hits:
         return f"nothing in your knowledge folders matches {a.query!r}"
     room = KNOWLEDGE_ROOM // len(hits)

@@ -47,6 +47,7 @@ from mcos.server.routes import (
     channels,
     inbox,
     incidents,
+    knowledge,
     leases,
     message_search,
     messages,
@@ -278,6 +279,7 @@ def create_app(
         traces,
         message_search,
         agent_control,
+        knowledge,
     ):
         app.include_router(module.router)
     app.include_router(channels.pages)

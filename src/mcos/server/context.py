@@ -126,6 +126,9 @@ class ServerSettings:
     whole worst case (below it the call is refused)."""
     trace_days: float = 14
     """Turn traces are kept this many days (``[server] trace_days``), then swept away."""
+    knowledge: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Each agent's knowledge folders: the label its chunk paths start with → the owner its
+    chunks are kept under (``agent:NAME`` or ``shared:NAME``)."""
 
 
 @dataclass

@@ -71,6 +71,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         matrix=Matrix.build(fleet.authority),
         human_roles={name: h.role for name, h in fleet.humans.items()},
         workspaces={name: str(fleet.workspace_path(name)) for name in fleet.agents},
+        knowledge=knowledge_owners(fleet),
         channels=channel_bindings(fleet),
         page_routes=page_routes(fleet),
         send_limits=fleet.messaging.limits(),
@@ -166,3 +167,18 @@ def proxy_options(fleet: Fleet) -> dict[str, object]:
     believed only from those addresses (uvicorn otherwise trusts 127.0.0.1, where agents run)."""
     trusted = fleet.server.trusted_proxies
     return {"proxy_headers": bool(trusted), "forwarded_allow_ips": ",".join(trusted) or None}
+
+
+def knowledge_owners(fleet: Fleet) -> dict[str, dict[str, str]]:
+    """Each agent's knowledge folder labels → the owner its chunks are kept under in the store:
+    ``shared:NAME`` for a ``[knowledge.NAME]`` folder naming it, else ``agent:AGENT``."""
+    owners: dict[str, dict[str, str]] = {}
+    for agent in fleet.agents:
+        labels: dict[str, str] = {}
+        for label in fleet.knowledge_folders(agent):
+            shared = [n for n, k in sorted(fleet.knowledge.items())
+                      if k.path.rstrip("/") == label and agent in k.agents]  # fmt: skip
+            labels[label] = f"shared:{shared[0]}" if shared else f"agent:{agent}"
+        if labels:
+            owners[agent] = labels
+    return owners

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import select
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -81,6 +82,8 @@ from mcos.store.protocol import (
     Directory,
     Held,
     InboxDepth,
+    KnowledgeChunk,
+    KnowledgeChunkHit,
     ModelCall,
     NewApproval,
     NewIncident,
@@ -1526,11 +1529,74 @@ class PostgresStore:
             for r in result
         ]
 
+    # --- kbpg: knowledge chunks ----------------------------------------------------------------
+    async def put_knowledge_chunks(
+        self, owner: str, path: str, offset: int, chunks: Sequence[KnowledgeChunk]
+    ) -> None:
+        """Replace ``path``'s chunks from ``offset`` on with ``chunks`` in one transaction."""
+        async with self._tx() as conn:
+            # Two agents syncing one shared file wait for each other rather than collide.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"{owner}\n{path}",)
+            )
+            await conn.execute(
+                "DELETE FROM knowledge_chunks WHERE owner = %s AND path = %s AND seq >= %s",
+                (owner, path, offset),
+            )
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO knowledge_chunks (owner, path, seq, page, section, line, text) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                    [
+                        (owner, path, offset + i, c.page, c.section, c.line, c.text)
+                        for i, c in enumerate(chunks)
+                    ],
+                )
+
+    async def delete_knowledge_file(self, owner: str, path: str) -> int:
+        """Forget ``path``'s chunks; how many went."""
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                "DELETE FROM knowledge_chunks WHERE owner = %s AND path = %s", (owner, path)
+            )
+            return cur.rowcount
+
+    async def search_knowledge(
+        self, owners: Sequence[str], query: str, k: int
+    ) -> list[KnowledgeChunkHit]:
+        """Any of the query's words (stemmed, English stop words dropped; never a syntax
+        error) ranked by ``ts_rank`` with the section weighted above the text; ties broken
+        by file and place. Like FTS5's BM25 over the same words, a chunk needs only some."""
+        words = TSQUERY_WORD.findall(query)[:MAX_QUERY_WORDS]
+        if not words or not owners:
+            return []
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT path, seq, page, section, line, text, ts_rank(tsv, q, 1) AS score "
+                "FROM knowledge_chunks, to_tsquery('english', %s) AS q "
+                "WHERE owner = ANY(%s) AND tsv @@ q "
+                "ORDER BY score DESC, path, seq LIMIT %s",
+                (" | ".join(f"'{w}'" for w in words), list(owners), k),
+            )
+            found = await cur.fetchall()
+        return [
+            KnowledgeChunkHit(
+                r["path"],
+                r["seq"],
+                KnowledgeChunk(r["page"], r["section"], r["line"], r["text"]),
+                float(r["score"]),
+            )
+            for r in found
+        ]
+
 
 __all__ = ["PostgresStore"]
 
 
 AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_truncate"})
+TSQUERY_WORD = re.compile(r"[^\W_]+")
+"""A word of a knowledge query (letters and digits: nothing ``to_tsquery`` reads as syntax)."""
+MAX_QUERY_WORDS = 64
 """The triggers that make the audit table append-only (verification checks they are enabled)."""
 
 

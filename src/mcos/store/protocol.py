@@ -50,6 +50,26 @@ class Directory:
 
 
 @dataclass(frozen=True)
+class KnowledgeChunk:
+    """A chunk of an agent's document as the agent synced it: where it is and its text."""
+
+    page: int | None
+    section: str
+    line: int | None
+    text: str
+
+
+@dataclass(frozen=True)
+class KnowledgeChunkHit:
+    """A chunk found by full-text search: its file, its place in the file, its rank score."""
+
+    path: str
+    seq: int
+    chunk: KnowledgeChunk
+    score: float
+
+
+@dataclass(frozen=True)
 class InboxDepth:
     """How many deliveries an inbox holds in each live state."""
 
@@ -590,3 +610,19 @@ class Store(Protocol):
     # --- dash: message search ----------------------------------------------------------------
     async def search_messages(self, search: MessageSearch) -> list[MessageHit]:
         """Messages matching ``search``, newest first, each with the state of its copies."""
+
+    # --- kbpg: knowledge chunks ----------------------------------------------------------------
+    async def put_knowledge_chunks(
+        self, owner: str, path: str, offset: int, chunks: Sequence[KnowledgeChunk]
+    ) -> None:
+        """Replace ``path``'s chunks from place ``offset`` on (0: the whole file) with ``chunks``
+        (a long file is sent in batches). Raises :class:`~mcos.exceptions.Conflict` on a store
+        that keeps no knowledge (SQLite: agents search their own index there)."""
+
+    async def delete_knowledge_file(self, owner: str, path: str) -> int:
+        """Forget ``path``'s chunks; how many went."""
+
+    async def search_knowledge(
+        self, owners: Sequence[str], query: str, k: int
+    ) -> list[KnowledgeChunkHit]:
+        """The best ``k`` chunks of ``owners`` for free-text ``query``, best first."""

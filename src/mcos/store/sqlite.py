@@ -77,6 +77,8 @@ from mcos.store.protocol import (
     Directory,
     Held,
     InboxDepth,
+    KnowledgeChunk,
+    KnowledgeChunkHit,
     ModelCall,
     NewApproval,
     NewIncident,
@@ -1621,6 +1623,29 @@ class SqliteStore:
             ]
 
         return await self._run(read)
+
+    # --- kbpg: knowledge chunks ----------------------------------------------------------------
+    async def put_knowledge_chunks(
+        self, owner: str, path: str, offset: int, chunks: Sequence[KnowledgeChunk]
+    ) -> None:
+        """Refused: on SQLite fleets each agent searches its own index."""
+        raise Conflict(_NO_KNOWLEDGE)
+
+    async def delete_knowledge_file(self, owner: str, path: str) -> int:
+        """Refused: on SQLite fleets each agent searches its own index."""
+        raise Conflict(_NO_KNOWLEDGE)
+
+    async def search_knowledge(
+        self, owners: Sequence[str], query: str, k: int
+    ) -> list[KnowledgeChunkHit]:
+        """Refused: on SQLite fleets each agent searches its own index."""
+        raise Conflict(_NO_KNOWLEDGE)
+
+
+_NO_KNOWLEDGE = (
+    "this Mission Control's store is SQLite, which keeps no knowledge chunks: each agent "
+    "searches its own index (knowledge search in the store needs a PostgreSQL store)"
+)
 
 
 AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_delete"})
