@@ -256,7 +256,7 @@ def _local_host_tokens(loaded: Fleet, local: LocalFleet) -> dict[str, str]:
     return found
 
 
-async def _supervise_hosts(loaded: Fleet, hosts: dict[str, str], url: str) -> None:
+async def _supervise_hosts(loaded: Fleet, hosts: dict[str, str], url: str | list[str]) -> None:
     """Run one supervisor per host, each with that host's token, until SIGINT or SIGTERM.
     An agent is supervised once: by its own host when that host runs here."""
     stop = asyncio.Event()
@@ -309,7 +309,7 @@ def up(
                 f"run `mcos token create --host {host} --save` (writes {token_file})"
             )
         console.print(f"supervising host {host} of {loaded.path}")
-        asyncio.run(_supervise_hosts(loaded, {host: secret}, url or loaded.server.url))
+        asyncio.run(_supervise_hosts(loaded, {host: secret}, url or loaded.server.endpoints))
 
 
 @systemd_app.command("generate")
