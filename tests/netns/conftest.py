@@ -24,6 +24,7 @@ import contextlib
 import ipaddress
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -311,22 +312,23 @@ def write_fleet(root: Path, rig_net: Network, store: str) -> Path:
     return path
 
 
+FENCE = re.compile(r" --fence (\d+)$")
+
+
 def agent_processes(fleet: Path) -> list[tuple[str, int, int | None]]:
-    """(agent, pid, fence) of every live agent process of this fleet, read from /proc: the
-    fence is the one its supervisor gave it (``MCOS_FENCE`` in its environment)."""
+    """(agent, pid, fence) of every live agent process of this fleet, read from /proc: each
+    titles itself ``mcos agent NAME --fleet PATH --fence N`` with the fence it runs under."""
     from tests.supervisor.conftest import agent_pids
 
     found = []
     for name, pids in agent_pids(fleet).items():
         for pid in pids:
             try:
-                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, UnicodeDecodeError):
                 continue
-            fence = next(
-                (int(e.split(b"=", 1)[1]) for e in env if e.startswith(b"MCOS_FENCE=")), None
-            )
-            found.append((name, pid, fence))
+            match = FENCE.search(title.strip())
+            found.append((name, pid, int(match[1]) if match else None))
     return found
 
 

@@ -1431,6 +1431,20 @@ class PostgresStore:
             row = await (await conn.execute(Q["dashboard_session_end"], (id_hash,))).fetchone()
         return None if row is None else _session(row)
 
+    # --- netns ---------------------------------------------------------------------------------
+    async def release_claims(self, inbox: str) -> int:
+        """Claimed, unacked deliveries of ``inbox`` claimable now; how many."""
+        async with self._tx() as conn:
+            changed = await conn.execute(
+                "UPDATE deliveries SET visible_at = clock_timestamp(),"
+                " updated_at = clock_timestamp()"
+                " WHERE inbox = %s AND state = 'claimed' AND visible_at > clock_timestamp()",
+                (inbox,),
+            )
+        if changed.rowcount:
+            self._announce([inbox])
+        return changed.rowcount
+
 
 __all__ = ["PostgresStore"]
 

@@ -539,3 +539,11 @@ class Store(Protocol):
 
     async def end_session(self, id_hash: str) -> DashboardSession | None:
         """Mark a session ended from now on (idempotent); None when there is no such session."""
+
+    # --- netns ---------------------------------------------------------------------------------
+    async def release_claims(self, inbox: str) -> int:
+        """Make every claimed, unacked delivery of ``inbox`` claimable now (as if its
+        visibility had lapsed; attempts unchanged, the old receipts stale at the next claim);
+        how many. For a new instance of an agent: the claims of the one it replaces (which
+        may have lost its network while holding them) would otherwise wait out their
+        visibility."""

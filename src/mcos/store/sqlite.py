@@ -1515,6 +1515,25 @@ class SqliteStore:
 
         return await self._run(write)
 
+    # --- netns ---------------------------------------------------------------------------------
+    async def release_claims(self, inbox: str) -> int:
+        """Claimed, unacked deliveries of ``inbox`` claimable now; how many."""
+
+        def write(conn: sqlite3.Connection) -> int:
+            now = _now_us()
+            with self._tx(conn):
+                changed: int = conn.execute(
+                    "UPDATE deliveries SET visible_at = ?, updated_at = ?"
+                    " WHERE inbox = ? AND state = 'claimed' AND visible_at > ?",
+                    (now, now, inbox, now),
+                ).rowcount
+                return changed
+
+        changed = await self._run(write)
+        if changed:
+            self._waiters.wake([inbox])
+        return changed
+
 
 AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_delete"})
 """The triggers that make the audit table append-only (verification checks they are there)."""
