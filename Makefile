@@ -26,13 +26,14 @@ lint: $(BIN)/mcos  ## ruff check and ruff format --check
 typecheck: $(BIN)/mcos  ## mypy, strict on src/
 	$(BIN)/mypy
 
-system-deps:  ## Debian packages the tests use (systemd-analyze, faketime, chromium, npm, dovecot), installed when missing
+system-deps:  ## Debian packages the tests use (systemd-analyze, faketime, chromium, npm, dovecot, iproute2), installed when missing
 	@missing=""; \
 	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	command -v faketime >/dev/null || missing="$$missing faketime"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	test -x /usr/sbin/dovecot || missing="$$missing dovecot-imapd"; \
+	command -v tc >/dev/null && command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $$(command -v sudo) apt-get update -qq && \

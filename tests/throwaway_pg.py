@@ -37,7 +37,11 @@ def _free_port() -> int:
 class ThrowawayCluster:
     """A private cluster: ``start``, ``restart_immediate``, ``stop``; ``url`` to connect."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, listen: str = "127.0.0.1", netns: str | None = None, clients: str | None = None
+    ) -> None:
+        """``listen``: the address it serves on; ``netns``: the network namespace it runs in;
+        ``clients``: a network (``10.1.2.0/24``) whose hosts may connect (trust, as loopback)."""
         bindir = _bindir()
         if bindir is None:
             pg_unreachable("the PostgreSQL server binaries (initdb, pg_ctl) are not installed")
@@ -47,12 +51,14 @@ class ThrowawayCluster:
         self.data = self.root / "data"
         self.log = self.root / "server.log"
         self.port = _free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._as: list[str] = []
+        self.listen = listen
+        self.clients = clients
+        self.url = f"postgresql://postgres@{listen}:{self.port}/postgres"
+        self._as: list[str] = [] if netns is None else ["ip", "netns", "exec", netns]
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")
             os.chown(self.root, owner.pw_uid, owner.pw_gid)
-            self._as = ["runuser", "-u", "postgres", "--"]
+            self._as += ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *args: str) -> None:
         subprocess.run(
@@ -64,7 +70,7 @@ class ThrowawayCluster:
 
     def _options(self) -> str:
         return (
-            f"-c port={self.port} -c listen_addresses=127.0.0.1 "
+            f"-c port={self.port} -c listen_addresses={self.listen} "
             f"-c unix_socket_directories={self.root} -c synchronous_commit=on -c fsync=on"
         )
 
@@ -72,6 +78,9 @@ class ThrowawayCluster:
         """initdb (first time) and start; waits until it accepts connections."""
         if not self.data.exists():
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
+            if self.clients is not None:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {self.clients} trust\n")
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", self._options(),
             "-w", "-t", "30", "start",

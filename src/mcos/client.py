@@ -741,23 +741,76 @@ def _unreachable(base_url: str, error: httpx.TransportError) -> ServerUnreachabl
     )
 
 
+_SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Endpoints:
+    """The Mission Control replicas a client may use, and which one it uses now.
+
+    One transport error moves the client to the next URL (sticky: later calls stay there). The
+    failed call is repeated on the next URL only when that cannot do it twice: the connection
+    was never made (the request did not leave) or the call is a read. A write whose answer was
+    lost is raised as :class:`ServerUnreachable`, as with one URL; its caller retries it (sends
+    carry idempotency keys, acks are idempotent)."""
+
+    def __init__(self, urls: str | Sequence[str]) -> None:
+        listed = [urls] if isinstance(urls, str) else list(urls)
+        cleaned = [u.strip().rstrip("/") for u in listed]
+        if not cleaned or not all(cleaned):
+            msg = f"no Mission Control URL in {listed!r}"
+            raise ValueError(msg)
+        self.urls: tuple[str, ...] = tuple(cleaned)
+        self._current = 0
+
+    @property
+    def current(self) -> str:
+        """The URL calls go to now."""
+        return self.urls[self._current]
+
+    def attempts(self) -> list[str]:
+        """Every URL once, the current one first."""
+        n = len(self.urls)
+        return [self.urls[(self._current + i) % n] for i in range(n)]
+
+    def failed(self, url: str) -> None:
+        """``url`` did not answer: move past it (unless another call already did)."""
+        if self.current == url:
+            self._current = (self._current + 1) % len(self.urls)
+
+    @staticmethod
+    def may_repeat(call: Call[Any], error: httpx.TransportError) -> bool:
+        """Whether ``call`` may be tried on the next URL after ``error``."""
+        return call.method in _SAFE_TO_REPEAT or isinstance(
+            error, httpx.ConnectError | httpx.ConnectTimeout
+        )
+
+    def unreachable(self, tried: list[str], error: httpx.TransportError) -> ServerUnreachable:
+        """The error naming every URL tried."""
+        return _unreachable(" and ".join(tried), error)
+
+
 class Client:
-    """Blocking client; ``Client(url, token).send("ops", "disk is full")``."""
+    """Blocking client; ``Client(url, token).send("ops", "disk is full")``.
+
+    ``base_url`` may list several replicas of Mission Control (see :class:`Endpoints`)."""
 
     calls = Calls
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         token: str | None = None,
         *,
         timeout: float = 10,
         fence: int | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.base_url, headers=_headers(token, fence), timeout=timeout
-        )
+        self.endpoints = Endpoints(base_url)
+        self._http = httpx.Client(headers=_headers(token, fence), timeout=timeout)
+
+    @property
+    def base_url(self) -> str:
+        """The Mission Control URL calls go to now."""
+        return self.endpoints.current
 
     def __enter__(self) -> Self:
         return self
@@ -770,39 +823,51 @@ class Client:
         self._http.close()
 
     def do(self, call: Call[T]) -> T:
-        """Perform one call."""
-        try:
-            response = self._http.request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.json,
-                timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TransportError as error:
-            raise _unreachable(self.base_url, error) from None
-        return _answer(call, response)
+        """Perform one call, on the next replica when the current one does not answer."""
+        tried: list[str] = []
+        for url in self.endpoints.attempts():
+            tried.append(url)
+            try:
+                response = self._http.request(
+                    call.method,
+                    url + call.path,
+                    params=call.params,
+                    json=call.json,
+                    timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as error:
+                self.endpoints.failed(url)
+                if len(tried) == len(self.endpoints.urls) or not Endpoints.may_repeat(call, error):
+                    raise self.endpoints.unreachable(tried, error) from None
+                continue
+            return _answer(call, response)
+        raise AssertionError("unreachable: attempts() is never empty")  # pragma: no cover
 
 
 class AsyncClient:
-    """Asyncio client with the same calls; ``await c.do(Calls.inbox(wait=30))``."""
+    """Asyncio client with the same calls; ``await c.do(Calls.inbox(wait=30))``.
+
+    ``base_url`` may list several replicas of Mission Control (see :class:`Endpoints`)."""
 
     calls = Calls
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         token: str | None = None,
         *,
         timeout: float = 10,
         fence: int | None = None,
     ) -> None:
         """``fence``: the agent instance's fencing token, sent with every call."""
-        self.base_url = base_url.rstrip("/")
+        self.endpoints = Endpoints(base_url)
         self.fence = fence
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=_headers(token, fence), timeout=timeout
-        )
+        self._http = httpx.AsyncClient(headers=_headers(token, fence), timeout=timeout)
+
+    @property
+    def base_url(self) -> str:
+        """The Mission Control URL calls go to now."""
+        return self.endpoints.current
 
     async def __aenter__(self) -> Self:
         return self
@@ -815,15 +880,22 @@ class AsyncClient:
         await self._http.aclose()
 
     async def do(self, call: Call[T]) -> T:
-        """Perform one call."""
-        try:
-            response = await self._http.request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.json,
-                timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TransportError as error:
-            raise _unreachable(self.base_url, error) from None
-        return _answer(call, response)
+        """Perform one call, on the next replica when the current one does not answer."""
+        tried: list[str] = []
+        for url in self.endpoints.attempts():
+            tried.append(url)
+            try:
+                response = await self._http.request(
+                    call.method,
+                    url + call.path,
+                    params=call.params,
+                    json=call.json,
+                    timeout=call.timeout or httpx.USE_CLIENT_DEFAULT,
+                )
+            except httpx.TransportError as error:
+                self.endpoints.failed(url)
+                if len(tried) == len(self.endpoints.urls) or not Endpoints.may_repeat(call, error):
+                    raise self.endpoints.unreachable(tried, error) from None
+                continue
+            return _answer(call, response)
+        raise AssertionError("unreachable: attempts() is never empty")  # pragma: no cover

@@ -124,9 +124,11 @@ def connect(url: str | None, token: str | None, fleet: Path | None) -> Client:
     """A client for Mission Control: URL and token from flags, environment or the fleet."""
     url = url or os.environ.get("MCOS_URL")
     token = token or os.environ.get("MCOS_TOKEN")
-    if url is None or token is None:
+    # --url / MCOS_URL may list replicas comma-separated; the fleet's [server] urls otherwise.
+    urls = [u for u in (url or "").split(",") if u.strip()]
+    if not urls or token is None:
         loaded = load(fleet)
-        url = url or endpoint.server_url(loaded)
+        urls = urls or endpoint.server_urls(loaded)
         if token is None:
             token_file = loaded.state_dir / OPERATOR_TOKEN_FILE
             if token_file.exists():
@@ -139,7 +141,7 @@ def connect(url: str | None, token: str | None, fleet: Path | None) -> Client:
     # Run from inside a supervised agent (a sidecar, a tool): its instance's fence goes along,
     # or Mission Control refuses the agent's writes once it was leased.
     fence = os.environ.get("MCOS_FENCE", "").strip()
-    return Client(url, token, fence=int(fence) if fence.isdigit() else None)
+    return Client(urls, token, fence=int(fence) if fence.isdigit() else None)
 
 
 def fetch(url: str | None, token: str | None, fleet: Path | None, call: Call[T]) -> T:

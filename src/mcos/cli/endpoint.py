@@ -100,3 +100,10 @@ def server_url(fleet: Fleet) -> str:
     """Where to reach this fleet's Mission Control: the running server's record, else the
     fleet file's ``[server] url``."""
     return running_url(fleet) or fleet.server.url
+
+
+def server_urls(fleet: Fleet) -> list[str]:
+    """Every replica to try, in order: the running server's record, else the fleet file's
+    ``[server] urls`` (or its one ``url``)."""
+    running = running_url(fleet)
+    return [running] if running else list(fleet.server.endpoints)

@@ -100,7 +100,7 @@ def _local_host_tokens(loaded: Fleet, local: LocalFleet) -> dict[str, str]:
     return found
 
 
-async def _supervise_hosts(loaded: Fleet, hosts: dict[str, str], url: str) -> None:
+async def _supervise_hosts(loaded: Fleet, hosts: dict[str, str], url: str | list[str]) -> None:
     """Run one supervisor per host, each with that host's token, until SIGINT or SIGTERM.
     An agent is supervised once: by its own host when that host runs here."""
     from mcos.supervisor.supervisor import Supervisor  # noqa: PLC0415 (heavy; `mcos status` need not load it)
@@ -154,5 +154,6 @@ def up(
                 f"run `mcos token create --host {host} --save` (writes {token_file})"
             )
         console.print(f"supervising host {host} of {loaded.path}")
-        target = url or os.environ.get("MCOS_URL") or endpoint.server_url(loaded)
+        given = url or os.environ.get("MCOS_URL")  # comma-separated replicas allowed
+        target = [u for u in (given or "").split(",") if u.strip()] or endpoint.server_urls(loaded)
         asyncio.run(_supervise_hosts(loaded, {host: secret}, target))

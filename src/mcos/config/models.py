@@ -97,6 +97,10 @@ class ServerConfig(_Model):
 
     url: str = "http://127.0.0.1:8700"
     """Where agents and the CLI reach Mission Control (also the bind address)."""
+    urls: list[str] = Field(default_factory=list)
+    """Several replicas of Mission Control on one PostgreSQL store: agents, supervisors and
+    the CLI use the first that answers and move to the next on a transport error. Empty:
+    ``url`` alone. ``url`` stays the bind address of ``mcos server`` (override: ``--host``)."""
     store: str = "sqlite:///state/mcos.db"
     """``sqlite:///relative/or/absolute.db`` or ``postgresql://user@host:5432/db``."""
     state_dir: Path = Path("state")
@@ -124,6 +128,23 @@ class ServerConfig(_Model):
         if v is not None:
             parse_key_ref(v)
         return v
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for i, u in enumerate(v):
+            if not u.startswith(("http://", "https://")):
+                msg = f"urls[{i}] = {u!r} is not an http:// or https:// URL"
+                raise ValueError(msg)
+        if len(set(v)) != len(v):
+            msg = "urls lists the same URL twice"
+            raise ValueError(msg)
+        return v
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every Mission Control URL a client may use, in order of preference."""
+        return list(self.urls) or [self.url]
 
 
 class DeliveryConfig(_Model):

@@ -25,10 +25,11 @@ FENCE_ENV = "MCOS_FENCE"
 LIVENESS_ENV = "MCOS_LIVENESS_FD"
 
 
-def title(name: str, fleet: object) -> None:
-    """What ps, top and /proc show: which agent of which fleet this process is (only in an
-    agent's own process, never in a host that calls the runtime in-process)."""
-    setproctitle(f"mcos agent {name} --fleet {fleet}")
+def title(name: str, fleet: object, fence: object = None) -> None:
+    """What ps, top and /proc show: which agent of which fleet this process is, and under
+    which fencing token it runs (only in an agent's own process, never in a host that calls
+    the runtime in-process)."""
+    setproctitle(f"mcos agent {name} --fleet {fleet}" + (f" --fence {fence}" if fence else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name not in fleet.agents:
         sys.stderr.write(f"error: {fleet.path}: no agent {args.name!r}\n")
         return EX_CONFIG
-    title(args.name, fleet.path)
+    title(args.name, fleet.path, os.environ.get(FENCE_ENV))
     token = os.environ.get(TOKEN_ENV, "").strip()
     if not token:
         sys.stderr.write(f"error: no token: set {TOKEN_ENV} to an agent token for {args.name}\n")

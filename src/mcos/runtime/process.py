@@ -75,11 +75,11 @@ async def run_agent(
     if liveness_fd is not None:
         os.set_blocking(liveness_fd, False)
         beating = asyncio.create_task(_beat(liveness_fd, liveness_every), name="liveness")
-    async with AsyncClient(fleet.server.url, token, timeout=45, fence=fence) as client:
+    async with AsyncClient(fleet.server.endpoints, token, timeout=45, fence=fence) as client:
         try:
             key, gateway = None, None
             if config.model.through_gateway:  # Mission Control holds the key: this process has none
-                gateway = GatewayAccess(fleet.server.url, token, fence)
+                gateway = GatewayAccess(client.base_url, token, fence)
                 forget_key_variable(config.key)
             elif config.key is not None:
                 key = resolve_key(

@@ -1589,6 +1589,20 @@ class PostgresStore:
             for r in found
         ]
 
+    # --- netns ---------------------------------------------------------------------------------
+    async def release_claims(self, inbox: str) -> int:
+        """Claimed, unacked deliveries of ``inbox`` claimable now; how many."""
+        async with self._tx() as conn:
+            changed = await conn.execute(
+                "UPDATE deliveries SET visible_at = clock_timestamp(),"
+                " updated_at = clock_timestamp()"
+                " WHERE inbox = %s AND state = 'claimed' AND visible_at > clock_timestamp()",
+                (inbox,),
+            )
+        if changed.rowcount:
+            self._announce([inbox])
+        return changed.rowcount
+
 
 __all__ = ["PostgresStore"]
 

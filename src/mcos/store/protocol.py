@@ -626,3 +626,11 @@ class Store(Protocol):
         self, owners: Sequence[str], query: str, k: int
     ) -> list[KnowledgeChunkHit]:
         """The best ``k`` chunks of ``owners`` for free-text ``query``, best first."""
+
+    # --- netns ---------------------------------------------------------------------------------
+    async def release_claims(self, inbox: str) -> int:
+        """Make every claimed, unacked delivery of ``inbox`` claimable now (as if its
+        visibility had lapsed; attempts unchanged, the old receipts stale at the next claim);
+        how many. For a new instance of an agent: the claims of the one it replaces (which
+        may have lost its network while holding them) would otherwise wait out their
+        visibility."""

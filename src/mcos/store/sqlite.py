@@ -1641,11 +1641,24 @@ class SqliteStore:
         """Refused: on SQLite fleets each agent searches its own index."""
         raise Conflict(_NO_KNOWLEDGE)
 
+    # --- netns ---------------------------------------------------------------------------------
+    async def release_claims(self, inbox: str) -> int:
+        """Claimed, unacked deliveries of ``inbox`` claimable now; how many."""
 
-_NO_KNOWLEDGE = (
-    "this Mission Control's store is SQLite, which keeps no knowledge chunks: each agent "
-    "searches its own index (knowledge search in the store needs a PostgreSQL store)"
-)
+        def write(conn: sqlite3.Connection) -> int:
+            now = _now_us()
+            with self._tx(conn):
+                changed: int = conn.execute(
+                    "UPDATE deliveries SET visible_at = ?, updated_at = ?"
+                    " WHERE inbox = ? AND state = 'claimed' AND visible_at > ?",
+                    (now, now, inbox, now),
+                ).rowcount
+                return changed
+
+        changed = await self._run(write)
+        if changed:
+            self._waiters.wake([inbox])
+        return changed
 
 
 AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_delete"})
@@ -1690,3 +1703,9 @@ def _stored_trace(row: sqlite3.Row) -> StoredTrace:
         sent=tuple(body.get("sent_messages", ())),
         received_at=_dt(row["received_at"]),
     )
+
+
+_NO_KNOWLEDGE = (
+    "this Mission Control's store is SQLite, which keeps no knowledge chunks: each agent "
+    "searches its own index (knowledge search in the store needs a PostgreSQL store)"
+)

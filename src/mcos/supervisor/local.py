@@ -108,7 +108,7 @@ class LocalFleet:
     def operator(self) -> Client:
         """A client with the first operator token the server wrote."""
         token = (self.fleet.state_dir / OPERATOR_TOKEN_FILE).read_text().strip()
-        return Client(self.fleet.server.url, token)
+        return Client(self.fleet.server.endpoints, token)
 
     def stop(self) -> None:
         """Stop Mission Control (its process group: SIGTERM, grace, SIGKILL)."""

@@ -288,18 +288,19 @@ class Supervisor:
 
     async def _renew(self, slot: Slot, now: float) -> None:
         assert slot.lease is not None
+        call = Calls.renew_lease(slot.name, self.holder, slot.lease.fence, self.ttl.total_seconds())
         try:
-            lease = await self.client.do(
-                Calls.renew_lease(
-                    slot.name, self.holder, slot.lease.fence, self.ttl.total_seconds()
-                )
-            )
+            # A host whose network went silent (packets dropped, no refusal) would wait out
+            # the HTTP timeout — past the lease's end, while another host may take the agent.
+            # The kill deadline bounds the wait instead.
+            lease = await asyncio.wait_for(self.client.do(call), max(slot.kill_at - now, 0.05))
         except LeaseLost as e:
             self._lose(slot, e.message)
             return
-        except McosError as e:
-            if now >= slot.kill_at:
-                self._lose(slot, f"could not renew the lease in time ({e.message})")
+        except (McosError, TimeoutError) as e:
+            why = e.message if isinstance(e, McosError) else "Mission Control did not answer"
+            if time.monotonic() >= slot.kill_at:
+                self._lose(slot, f"could not renew the lease in time ({why})")
             else:
                 slot.renew_at = now + 1.0
             return

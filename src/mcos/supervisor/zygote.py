@@ -62,7 +62,7 @@ def _child(request: dict[str, Any], fds: list[int], fleet: Fleet, sock: socket.s
         signal.signal(sig, signal.SIG_DFL)
     os.environ.update(request["env"])
     name = request["name"]
-    title(name, fleet.path)
+    title(name, fleet.path, request.get("fence"))
     configure_logging(agent=name)
     return asyncio.run(
         run_agent(

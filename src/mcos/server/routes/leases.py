@@ -30,12 +30,21 @@ async def acquire(agent: str, request: LeaseAcquire, mc: MC, caller: Caller) -> 
         agent, request.holder, request.host, timedelta(seconds=request.ttl_seconds)
     )
     if before is None or before.fence != lease.fence:
+        # A new instance: what the one it replaces claimed and never acked (it may have lost
+        # its network with a long-poll parked here, whose answer went nowhere) is offered again
+        # now, not after its visibility (10 minutes for an agent); that instance is fenced out.
+        released = await mc.store.release_claims(agent)
         await mc.store.record(
             AuditEvent(
                 actor=caller.actor,
                 action="lease.granted",
                 targets={"agent": agent},
-                detail={"holder": lease.holder, "host": lease.host, "fence": lease.fence},
+                detail={
+                    "holder": lease.holder,
+                    "host": lease.host,
+                    "fence": lease.fence,
+                    "released_claims": released,
+                },
             )
         )
     return LeaseOut.of(lease)

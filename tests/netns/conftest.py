@@ -1,0 +1,368 @@
+"""Hosts as network namespaces: two agent hosts, two Mission Control replicas, a database host.
+
+Each host is a network namespace (``ip netns``) plugged by a veth pair into a bridge that lives
+in a "switch" namespace, so a test can pull a host's cable (``ip link set … down`` on the
+switch's side) or make its link lossy and slow (``tc netem``) without touching the machine's
+own network. The test process itself sits on the switch too (a leg in the root namespace, like
+an operator's laptop) and acts through the real client.
+
+    operator (root ns) ─┐
+    mc-a  10.x.y.11 ────┤
+    mc-b  10.x.y.12 ────┼── bridge in the switch namespace
+    db    10.x.y.2  ────┤      (a private PostgreSQL: tests/throwaway_pg.py)
+    mini  10.x.y.21 ────┤      (`mcos up --host mini`)
+    vps   10.x.y.22 ────┘      (`mcos up --host vps`)
+
+Names are unique per rig; every namespace, process and cluster is removed in the fixture's
+finaliser, which also runs when a test fails or times out. Needs root (CI runs as root): outside
+CI a non-root run skips, under CI=true it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mcos.api_models import LeaseOut
+from mcos.client import Calls, Client
+from mcos.config.scaffold import init_fleet
+from mcos.domain.tokens import PrincipalKind
+from tests.conftest import IN_CI
+from tests.e2e.cli_helpers import MCOS
+from tests.throwaway_pg import ThrowawayCluster
+from tests.waiting import wait_until
+
+PORT = 8700
+"""Every replica listens on this port in its own namespace."""
+
+LEASE_TTL = 6.0
+SUPERVISOR = f"""
+[supervisor]
+lease_ttl = "{LEASE_TTL:g}s"
+watchdog = "8s"
+restart_first = "1s"
+restart_cap = "1s"
+max_restarts = 5
+restart_window = "5m"
+stop_grace = "3s"
+"""
+
+AGENTS = """
+[agents.jarvis]
+role = "orchestrator"
+host = "vps"
+reports_to = "founder"
+
+[agents.gene]
+role = "ops"
+host = "mini"
+reports_to = "jarvis"
+failover_hosts = ["vps"]
+"""
+
+
+def _needs_root() -> None:
+    problem = None
+    if os.geteuid() != 0:
+        problem = "network namespaces need root"
+    elif shutil.which("ip") is None or shutil.which("tc") is None:
+        problem = "iproute2 (ip, tc) is not installed (make system-deps)"
+    if problem is None:
+        return
+    if IN_CI:
+        pytest.fail(f"{problem} (CI=true: the namespace tests never skip)")
+    pytest.skip(problem)
+
+
+def _sh(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    if check and result.returncode != 0:
+        msg = f"{' '.join(argv)} exited {result.returncode}: {result.stderr.strip()}"
+        raise AssertionError(msg)
+    return result
+
+
+def _free_subnet() -> ipaddress.IPv4Network:
+    """A /24 in 10.0.0.0/8 that no route of this machine covers (unique enough per run)."""
+    taken = [
+        ipaddress.ip_network(line.split()[0], strict=False)
+        for line in _sh("ip", "-4", "route").stdout.splitlines()
+        if line and line.split()[0][0].isdigit()
+    ]
+    rng = random.SystemRandom()
+    while True:
+        net = ipaddress.ip_network(f"10.{rng.randint(64, 250)}.{rng.randint(0, 255)}.0/24")
+        if not any(net.overlaps(t) for t in taken):
+            return net
+
+
+@dataclass
+class Host:
+    """One namespace on the switch."""
+
+    name: str
+    netns: str
+    address: str
+    link: str
+    """The host's end of its veth pair (inside the host)."""
+    port: str
+    """The switch's end (inside the switch namespace): what a cut pulls."""
+
+
+class Network:
+    """The switch and the hosts plugged into it."""
+
+    def __init__(self) -> None:
+        self.run = secrets.token_hex(3)
+        self.subnet = _free_subnet()
+        self.switch = f"mcos-{self.run}-sw"
+        self.hosts: dict[str, Host] = {}
+        self._made: list[str] = []
+        self._operator_link = f"m{self.run}op"
+        self._ns(self.switch)
+        _sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
+        _sh("ip", "-n", self.switch, "link", "set", "br0", "up")
+        # The operator's leg stays in the root namespace.
+        address = str(self.subnet.network_address + 254)
+        _sh(*self._veth(self._operator_link, f"m{self.run}ops"))
+        self._plug(f"m{self.run}ops")
+        _sh("ip", "addr", "add", f"{address}/24", "dev", self._operator_link)
+        _sh("ip", "link", "set", self._operator_link, "up")
+
+    def _ns(self, name: str) -> None:
+        _sh("ip", "netns", "add", name)
+        self._made.append(name)
+        _sh("ip", "-n", name, "link", "set", "lo", "up")
+
+    @staticmethod
+    def _veth(a: str, b: str) -> tuple[str, ...]:
+        return ("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+
+    def _plug(self, port: str) -> None:
+        _sh("ip", "link", "set", port, "netns", self.switch)
+        _sh("ip", "-n", self.switch, "link", "set", port, "master", "br0", "up")
+
+    def add(self, name: str, last_octet: int) -> Host:
+        """A new host ``name`` at ``10.x.y.last_octet``."""
+        i = len(self.hosts)
+        host = Host(
+            name,
+            f"mcos-{self.run}-{name}",
+            str(self.subnet.network_address + last_octet),
+            f"m{self.run}h{i}",
+            f"m{self.run}s{i}",
+        )
+        self._ns(host.netns)
+        _sh(*self._veth(host.link, host.port))
+        _sh("ip", "link", "set", host.link, "netns", host.netns)
+        self._plug(host.port)
+        _sh("ip", "-n", host.netns, "addr", "add", f"{host.address}/24", "dev", host.link)
+        _sh("ip", "-n", host.netns, "link", "set", host.link, "up")
+        self.hosts[name] = host
+        return host
+
+    def inside(self, name: str) -> list[str]:
+        """The command prefix that runs a program on host ``name``."""
+        return ["ip", "netns", "exec", self.hosts[name].netns]
+
+    def cut(self, name: str) -> None:
+        """Pull ``name``'s cable: its port on the switch goes down."""
+        _sh("ip", "-n", self.switch, "link", "set", self.hosts[name].port, "down")
+
+    def restore(self, name: str) -> None:
+        """Plug it back in."""
+        _sh("ip", "-n", self.switch, "link", "set", self.hosts[name].port, "up")
+
+    def netem(self, name: str, *spec: str) -> None:
+        """Shape what ``name`` sends (``"loss", "30%", "delay", "200ms"``)."""
+        h = self.hosts[name]
+        _sh("ip", "netns", "exec", h.netns, "tc", "qdisc", "replace", "dev", h.link, "root",
+            "netem", *spec)  # fmt: skip
+
+    def clear_netem(self, name: str) -> None:
+        h = self.hosts[name]
+        _sh("ip", "netns", "exec", h.netns, "tc", "qdisc", "del", "dev", h.link, "root")
+
+    def close(self) -> None:
+        """Kill what still runs in our namespaces and delete them (the veths go with them)."""
+        for ns in self._made:
+            pids = _sh("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for ns in reversed(self._made):
+            _sh("ip", "netns", "del", ns, check=False)
+        _sh("ip", "link", "del", self._operator_link, check=False)
+
+
+@dataclass
+class Proc:
+    """A process started on a host, with its output file."""
+
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, wait: float = 15) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@dataclass
+class Rig:
+    """The whole layout: network, database, two replicas, supervisors, the operator's view."""
+
+    net: Network
+    root: Path
+    fleet: Path
+    db: ThrowawayCluster
+    replicas: dict[str, Proc] = field(default_factory=dict)
+    supervisors: dict[str, Proc] = field(default_factory=dict)
+    operator_token: str = ""
+
+    def url(self, replica: str) -> str:
+        return f"http://{self.net.hosts[replica].address}:{PORT}"
+
+    @property
+    def urls(self) -> list[str]:
+        return [self.url(r) for r in ("mc-a", "mc-b")]
+
+    def start(self, host: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
+        log = self.root / f"{host}-{len(self.replicas) + len(self.supervisors)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [*self.net.inside(host), *argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "COLUMNS": "200", **(env or {})},
+                start_new_session=True,
+            )
+        return Proc(process, log)
+
+    def start_replica(self, name: str) -> Proc:
+        address = self.net.hosts[name].address
+        proc = self.start(
+            name, [*MCOS, "server", "-f", str(self.fleet), "--host", address, "--port", str(PORT)]
+        )
+        self.replicas[name] = proc
+        url = self.url(name)
+
+        def healthy() -> bool:
+            if proc.process.poll() is not None:
+                msg = f"{name} exited {proc.process.returncode}:\n{proc.output()}"
+                raise AssertionError(msg)
+            try:
+                return httpx.get(url + "/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(f"replica {name} to answer", healthy, timeout=60, interval=0.1)
+        return proc
+
+    def operator(self, replica: str | None = None) -> Client:
+        """The operator's client: on one replica, or on both (failing over)."""
+        return Client(self.url(replica) if replica else self.urls, self.operator_token)
+
+    def up(self, host: str) -> Proc:
+        with self.operator() as op:
+            token = op.do(Calls.create_token(PrincipalKind.HOST, host)).token
+        proc = self.start(
+            host, [*MCOS, "up", "--host", host, "-f", str(self.fleet)], {"MCOS_HOST_TOKEN": token}
+        )
+        self.supervisors[host] = proc
+        return proc
+
+    def leases(self) -> dict[str, LeaseOut]:
+        with self.operator() as op:
+            return {lease.agent: lease for lease in op.do(Calls.leases())}
+
+
+def write_fleet(root: Path, rig_net: Network, store: str) -> Path:
+    """The fleet file every host reads: both replicas in ``[server] urls``."""
+    path = init_fleet(root, template="small")
+    text = path.read_text()
+    head = text[: text.index("[hosts.local]")].replace("sqlite:///state/mcos.db", store)
+    a, b = (f"http://{rig_net.hosts[r].address}:{PORT}" for r in ("mc-a", "mc-b"))
+    head = head.replace('url = "http://127.0.0.1:8700"', f'url = "{a}"\nurls = ["{a}", "{b}"]')
+    assert f'urls = ["{a}"' in head, head
+    hosts = "".join(
+        f'\n[hosts.{h}]\naddress = "{rig_net.hosts[h].address}"\n' for h in ("mini", "vps")
+    )
+    path.write_text(head + SUPERVISOR + hosts + '\n[humans.founder]\nrole = "founder"\n' + AGENTS)
+    return path
+
+
+FENCE = re.compile(r" --fence (\d+)$")
+
+
+def agent_processes(fleet: Path) -> list[tuple[str, int, int | None]]:
+    """(agent, pid, fence) of every live agent process of this fleet, read from /proc: each
+    titles itself ``mcos agent NAME --fleet PATH --fence N`` with the fence it runs under."""
+    from tests.supervisor.conftest import agent_pids
+
+    found = []
+    for name, pids in agent_pids(fleet).items():
+        for pid in pids:
+            try:
+                title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, UnicodeDecodeError):
+                continue
+            match = FENCE.search(title.strip())
+            found.append((name, pid, int(match[1]) if match else None))
+    return found
+
+
+RigFactory = Callable[[], Rig]
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """The layout of the module docstring, running: database and both replicas; a test starts
+    the supervisors it needs (``rig.up("mini")``)."""
+    _needs_root()
+    net = Network()
+    db: ThrowawayCluster | None = None
+    made: Rig | None = None
+    try:
+        for name, octet in (("db", 2), ("mc-a", 11), ("mc-b", 12), ("mini", 21), ("vps", 22)):
+            net.add(name, octet)
+        db = ThrowawayCluster(
+            listen=net.hosts["db"].address, netns=net.hosts["db"].netns, clients=str(net.subnet)
+        )
+        db.start()
+        root = tmp_path / "fleet"
+        fleet = write_fleet(root, net, db.url)
+        made = Rig(net, tmp_path, fleet, db)
+        # One replica migrates and writes the shared token key and first operator token; the
+        # second finds them (one state folder: in production a copied key, see docs/deploy.md).
+        made.start_replica("mc-a")
+        made.operator_token = (root / "state" / "operator.token").read_text().strip()
+        made.start_replica("mc-b")
+        yield made
+    finally:
+        if made is not None:
+            for proc in [*made.supervisors.values(), *made.replicas.values()]:
+                proc.stop(wait=10)
+        if db is not None:
+            db.stop()
+        net.close()
