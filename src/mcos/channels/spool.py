@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from mcos.exceptions import ChannelError
+from mcos.sqlite_wal import connect_wal
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,8 @@ class Spool:
         self._lock_fd = fd
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        db = connect_wal(self.path, 10)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)
             db.execute("PRAGMA quick_check").fetchall()

@@ -41,6 +41,7 @@ from mcos.domain.redaction import redact
 from mcos.knowledge.convert import SUFFIXES, ConversionError, convert
 from mcos.knowledge.embeddings import Embedder, EmbeddingError
 from mcos.runtime.memory import chunk_markdown, fts_query
+from mcos.sqlite_wal import connect_wal
 
 T = TypeVar("T")
 
@@ -348,11 +349,8 @@ class KnowledgeIndex:
         return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.db_path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
+        conn = connect_wal(self.db_path, BUSY_TIMEOUT, check_same_thread=False)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
             if version != SCHEMA_VERSION:

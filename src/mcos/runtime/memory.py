@@ -27,6 +27,7 @@ from typing import Self, TypeVar
 from mcos.domain.redaction import redact
 from mcos.exceptions import ConfigError
 from mcos.runtime.workspace import NOT_LOADED, strip_frontmatter
+from mcos.sqlite_wal import connect_wal
 
 T = TypeVar("T")
 
@@ -348,11 +349,8 @@ class MemoryIndex:
 
     def _connect(self) -> sqlite3.Connection:
         """Open the index in WAL mode, creating the schema in an empty file; else _Rebuild."""
-        conn = sqlite3.connect(
-            self.db_path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
+        conn = connect_wal(self.db_path, BUSY_TIMEOUT, check_same_thread=False)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             if self._version(conn) != SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
