@@ -75,6 +75,15 @@ class ErrorResponse(_Out):
 class SendRequest(_In):
     """A message to send; the sender is the authenticated caller."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"to": "gene", "subject": "Daily numbers", "body": "Revenue by 10:00, please."}
+            ]
+        },
+    )
+
     to: str = Field(pattern=NAME_PATTERN, description="An agent, a topic or a human.")
     kind: MessageKind = MessageKind.REQUEST
     priority: Priority = Priority.NORMAL
@@ -409,6 +418,19 @@ class LeaseOut(_Out):
 class IncidentReport(_In):
     """An agent's (or a human's) report of an observation."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "severity": "P2",
+                    "summary": "Checkout errors above 5% for 10 minutes",
+                    "evidence": "Stripe dashboard: 41 of 700 payments failed since 09:10.",
+                }
+            ]
+        },
+    )
+
     severity: Literal["P3", "P2", "P1", "P0"]
     summary: str = Field(min_length=1, max_length=300)
     evidence: str = Field(default="", max_length=8000)
@@ -717,6 +739,10 @@ class UsageOut(_Out):
 
 class StateReport(_In):
     """What an agent's runtime reports about itself."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"state": "idle", "detail": "beat done"}]}
+    )
 
     state: AgentStatus
     detail: str = Field(default="", max_length=2000)

@@ -2,9 +2,10 @@
 
 Each host is a network namespace (``ip netns``) plugged by a veth pair into a bridge that lives
 in a "switch" namespace, so a test can pull a host's cable (``ip link set … down`` on the
-switch's side) or make its link lossy and slow (``tc netem``) without touching the machine's
-own network. The test process itself sits on the switch too (a leg in the root namespace, like
-an operator's laptop) and acts through the real client.
+switch's side) or make its link lossy and slow (``tc netem``, or a token bucket where the
+kernel has no netem) without touching the machine's own network. The test process itself sits
+on the switch too (a leg in the root namespace, like an operator's laptop) and acts through the
+real client.
 
     operator (root ns) ─┐
     mc-a  10.x.y.11 ────┤
@@ -186,15 +187,50 @@ class Network:
         """Plug it back in."""
         _sh("ip", "-n", self.switch, "link", "set", self.hosts[name].port, "up")
 
-    def netem(self, name: str, *spec: str) -> None:
-        """Shape what ``name`` sends (``"loss", "30%", "delay", "200ms"``)."""
-        h = self.hosts[name]
-        _sh("ip", "netns", "exec", h.netns, "tc", "qdisc", "replace", "dev", h.link, "root",
-            "netem", *spec)  # fmt: skip
+    def degrade(self, name: str) -> str:
+        """Make ``name``'s link slow and lossy in both directions; returns what was applied.
 
-    def clear_netem(self, name: str) -> None:
+        ``tc netem`` (100 ms ± 20 ms, 10 % loss) where the kernel has ``sch_netem``; otherwise a
+        token bucket (``tbf``) of 100 kbit/s with a short queue: every packet waits its
+        turn on the wire, and what cannot leave within 50 ms is dropped, as on a
+        congested uplink. Either way TCP sees delay and loss; :meth:`shaped_drops` tells that
+        packets were really dropped.
+        """
+        h = self.hosts[name]
+        sides = (
+            (("ip", "netns", "exec", h.netns), h.link),
+            (("ip", "netns", "exec", self.switch), h.port),
+        )
+        netem = ("netem", "delay", "100ms", "20ms", "loss", "10%")
+        tbf = ("tbf", "rate", "100kbit", "burst", "1600", "latency", "50ms")
+        applied = "netem delay 100ms 20ms loss 10%"
+        for prefix, dev in sides:
+            try:
+                _sh(*prefix, "tc", "qdisc", "replace", "dev", dev, "root", *netem)
+            except AssertionError as e:
+                if "qdisc kind is unknown" not in str(e):
+                    raise
+                _sh(*prefix, "tc", "qdisc", "replace", "dev", dev, "root", *tbf)
+                applied = "tbf rate 100kbit burst 1600 latency 50ms (no sch_netem here)"
+        return applied
+
+    def shaped_drops(self, name: str) -> int:
+        """Packets the shaping on ``name``'s link has dropped so far, both directions."""
+        h = self.hosts[name]
+        sides = (
+            (("ip", "netns", "exec", h.netns), h.link),
+            (("ip", "netns", "exec", self.switch), h.port),
+        )
+        dropped = 0
+        for prefix, dev in sides:
+            shown = _sh(*prefix, "tc", "-s", "qdisc", "show", "dev", dev).stdout
+            dropped += sum(int(n) for n in re.findall(r"dropped (\d+)", shown))
+        return dropped
+
+    def clear_degrade(self, name: str) -> None:
         h = self.hosts[name]
         _sh("ip", "netns", "exec", h.netns, "tc", "qdisc", "del", "dev", h.link, "root")
+        _sh("ip", "netns", "exec", self.switch, "tc", "qdisc", "del", "dev", h.port, "root")
 
     def close(self) -> None:
         """Kill what still runs in our namespaces and delete them (the veths go with them)."""
