@@ -1,0 +1,239 @@
+"""PostgreSQL goes down: replicas say so, no agent outlives its lease, each restarts once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from mcos.client import Calls, Client
+from mcos.domain.leases import DEFAULT_TTL
+from mcos.domain.messages import Priority
+from mcos.exceptions import StoreUnavailable
+from tests.netns.conftest import LEASE_TTL, Rig, agent_processes, set_lease_ttl
+from tests.waiting import stays, wait_until
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+AGENTS = ("gene", "jarvis")
+URGENT = Priority.URGENT
+"""Handled at once, not batched for the 20 s window of normal messages."""
+OUTAGE_SEND = Calls.send(
+    "gene", "sent during the outage", priority=URGENT, idempotency_key="sent-during-the-outage"
+)
+"""Refused while the database is down; sent again, with its key, once it is back."""
+
+
+@dataclass
+class Processes:
+    """Every 100 ms, the live agent processes of the fleet (agent, pid, fence), from ``/proc``
+    alone: while the database is down Mission Control cannot say which fences it accepts."""
+
+    rig: Rig
+    samples: list[tuple[float, list[tuple[str, int, int | None]]]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        while not self._stop.wait(0.1):
+            self.samples.append((time.monotonic(), agent_processes(self.rig.fleet)))
+
+    @contextmanager
+    def running(self) -> Iterator[Processes]:
+        thread = threading.Thread(target=self.run, name="processes", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join(10)
+
+    def doubles(self) -> list[str]:
+        """Every sampled moment with two processes of one agent."""
+        found = []
+        for at, processes in self.samples:
+            for name in AGENTS:
+                mine = [(pid, fence) for n, pid, fence in processes if n == name]
+                if len(mine) > 1:
+                    found.append(f"{at:.1f}: {name} {mine}")
+        return found
+
+    def outliving(self, fences: dict[str, int], after: float) -> list[str]:
+        """Processes still running a fence of ``fences`` at a moment later than ``after``."""
+        return [
+            f"{at - after:+.1f}s: {name} pid {pid} fence {fence}"
+            for at, processes in self.samples
+            if at > after
+            for name, pid, fence in processes
+            if fences.get(name) == fence
+        ]
+
+
+def _running(rig: Rig) -> dict[str, tuple[str, int, int]] | None:
+    """Each agent's (host, fence, pid) once exactly one process of it runs, under its lease."""
+    leases = rig.leases()
+    processes = agent_processes(rig.fleet)
+    found = {}
+    for name in AGENTS:
+        lease = leases.get(name)
+        mine = [(pid, fence) for n, pid, fence in processes if n == name]
+        if lease is None or len(mine) != 1 or mine[0][1] != lease.fence:
+            return None
+        found[name] = (lease.host, lease.fence, mine[0][0])
+    return found
+
+
+def _replies(op: Client, requests: dict[int, str]) -> list[int]:
+    """How many replies each request got from the agent it was sent to."""
+    counts = []
+    for rid, agent in requests.items():
+        thread = op.do(Calls.thread(rid))
+        counts.append(sum(1 for m in thread if m.sender == agent and m.reply_to == rid))
+    return counts
+
+
+def _starts(rig: Rig, since: dict[str, int]) -> dict[str, int]:
+    """How often each agent was started by any supervisor after the given output offsets."""
+    text = "".join(p.output()[since[h] :] for h, p in rig.supervisors.items())
+    return {name: text.count(f"started {name} (pid") for name in AGENTS}
+
+
+def _offsets(rig: Rig) -> dict[str, int]:
+    return {h: len(p.output()) for h, p in rig.supervisors.items()}
+
+
+def _fleet_up(rig: Rig) -> dict[str, tuple[str, int, int]]:
+    rig.up("mini")  # first, so gene starts on mini (vps is only its failover host)
+    wait_until("gene running", lambda: (r := rig.leases().get("gene")) and r.host == "mini")
+    rig.up("vps")
+    found = wait_until("gene and jarvis running", lambda: _running(rig), timeout=60)
+    assert found["gene"][0] == "mini"
+    return found
+
+
+def test_postgresql_down_past_the_lease_ttl_stops_every_agent_and_starts_each_once_after(
+    rig: Rig,
+) -> None:
+    before = _fleet_up(rig)
+    op = rig.operator()
+    requests = {op.do(Calls.send(a, f"before the outage {i}", priority=URGENT)).message.id: a
+                for i in range(3) for a in AGENTS}  # fmt: skip
+
+    with Processes(rig).running() as seen:
+        since = _offsets(rig)
+        rig.db.halt()
+        down_at = time.monotonic()
+
+        # Both replicas answer at once, and say what is wrong.
+        for replica in ("mc-a", "mc-b"):
+            with rig.operator(replica) as one:
+                asked = time.monotonic()
+                with pytest.raises(StoreUnavailable) as refused:
+                    one.do(OUTAGE_SEND)
+                took = time.monotonic() - asked
+            assert refused.value.status == 503
+            assert "PostgreSQL" in refused.value.message, refused.value.message
+            print(f"{replica}: 503 store_unavailable in {took * 1000:.0f} ms")
+            health = httpx.get(rig.url(replica) + "/healthz", timeout=10)
+            assert health.status_code == 503, health.text
+            assert health.json()["status"] == "degraded"
+            assert "PostgreSQL" in health.json()["store"]
+
+        # The supervisors cannot renew: each agent is stopped at its kill deadline.
+        wait_until(
+            "every agent stopped",
+            lambda: not agent_processes(rig.fleet),
+            timeout=LEASE_TTL * 3,
+            interval=0.1,
+        )
+        stopped = time.monotonic() - down_at
+        print(f"every agent stopped {stopped:.1f} s after the database went down")
+        # The outage outlasts every lease; nothing may start meanwhile.
+        stays(
+            "no agent runs while the database is down",
+            lambda: not agent_processes(rig.fleet),
+            duration=max(LEASE_TTL + 1 - (time.monotonic() - down_at), 0.1),
+            interval=0.1,
+        )
+
+        rig.db.start()
+        back_at = time.monotonic()
+        after = wait_until(
+            "each agent running again under a new fence",
+            lambda: (r := _running(rig)) and all(r[a][1] > before[a][1] for a in AGENTS) and r,
+            timeout=60,
+            interval=0.1,
+        )
+        print(
+            f"database down {back_at - down_at:.1f} s; every agent running again "
+            f"{time.monotonic() - back_at:.1f} s after it came back: "
+            + ", ".join(f"{a} on {h} fence {f}" for a, (h, f, _) in after.items())
+        )
+        # Started once: the same instances go on through more than a renewal period.
+        stays(
+            "each agent runs on as the one instance started after the outage",
+            lambda: _running(rig) == after,
+            duration=LEASE_TTL / 2,
+            interval=0.2,
+        )
+        # The send refused during the outage was not stored; its retry (same key) is, once.
+        retried = op.do(OUTAGE_SEND)
+        assert retried.created
+        again = op.do(OUTAGE_SEND)
+        assert not again.created
+        assert again.message.id == retried.message.id
+        requests[retried.message.id] = "gene"
+        wait_until(
+            "every request answered",
+            lambda: all(n >= 1 for n in _replies(op, requests)),
+            timeout=60,
+        )
+
+    fences = {a: f for a, (_, f, _) in before.items()}
+    assert seen.outliving(fences, after=down_at + LEASE_TTL) == []
+    assert seen.doubles() == []
+    assert _starts(rig, since) == dict.fromkeys(AGENTS, 1)
+    assert _replies(op, requests) == [1] * len(requests)  # none lost, none handled twice
+    op.close()
+
+
+def test_a_database_restart_within_the_lease_costs_no_agent_a_restart(rig: Rig) -> None:
+    # The default TTL (15 s): renewals every 5 s, the kill deadline 13 s after the last one, so
+    # a restart of PostgreSQL (seconds on a loaded host) fits between them however it falls.
+    set_lease_ttl(rig, DEFAULT_TTL.total_seconds())
+    before = _fleet_up(rig)
+    op = rig.operator()
+    with Processes(rig).running() as seen:
+        since = _offsets(rig)
+        down_at = time.monotonic()
+        rig.db.halt()
+        rig.db.start()
+        print(f"database down for {time.monotonic() - down_at:.2f} s (lease TTL {DEFAULT_TTL})")
+        back = op.do(Calls.time()).now
+        # Each lease renewed after the database came back, under the fence it had: the blip
+        # has passed without costing a lease (a supervisor kills only a lease it cannot renew).
+        wait_until(
+            "every lease renewed since the database came back",
+            lambda: all(
+                (lease := rig.leases().get(a)) is not None
+                and lease.renewed_at > back
+                and lease.fence == before[a][1]
+                for a in AGENTS
+            ),
+            timeout=60,
+            interval=0.2,
+        )
+        requests = {op.do(Calls.send(a, "after the blip", priority=URGENT)).message.id: a
+                    for a in AGENTS}  # fmt: skip
+        wait_until("both answered", lambda: _replies(op, requests) == [1, 1], timeout=60)
+        assert _running(rig) == before
+    assert _starts(rig, since) == dict.fromkeys(AGENTS, 0)
+    pids = {(a, before[a][2]) for a in AGENTS}
+    assert all({(n, pid) for n, pid, _ in processes} == pids for _, processes in seen.samples), (
+        "an agent process was replaced, doubled or missing during the blip"
+    )
+    op.close()
