@@ -327,8 +327,10 @@ class Supervisor:
         )
 
     def _deadline_passed(self, slot: Slot) -> None:
+        """A running agent's lease went unrenewed to its kill deadline: stop it now. (One still
+        starting is the tick's: its next renewal judges it, once its start has finished.)"""
         slot.deadline = None
-        if slot.lease is not None and time.monotonic() >= slot.kill_at:
+        if slot.lease is not None and slot.pid is not None and time.monotonic() >= slot.kill_at:
             self._lose(slot, "could not renew the lease in time (Mission Control did not answer)")
 
     def _lose(self, slot: Slot, why: str) -> None:
