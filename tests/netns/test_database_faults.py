@@ -174,6 +174,15 @@ def test_a_database_blip_costs_nothing_and_an_outage_past_the_ttl_stops_every_ag
             assert refused.value.status == 503
             assert "PostgreSQL" in refused.value.message, refused.value.message
             print(f"{replica}: 503 store_unavailable in {took * 1000:.0f} ms")
+            raw = httpx.post(
+                rig.url(replica) + "/v1/messages",
+                json={"to": "gene", "body": "raw"},
+                headers={"Authorization": f"Bearer {rig.operator_token}"},
+                timeout=10,
+            )
+            assert raw.status_code == 503, raw.text
+            assert raw.json()["error"]["code"] == "store_unavailable"
+            assert raw.headers["Retry-After"] == "1"
             health = httpx.get(rig.url(replica) + "/healthz", timeout=10)
             assert health.status_code == 503, health.text
             assert health.json()["status"] == "degraded"

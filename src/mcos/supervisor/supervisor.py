@@ -62,8 +62,6 @@ class Slot:
     renew_at: float = 0.0
     kill_at: float = 0.0
     """Monotonic time by which the agent must be dead if the lease was not renewed."""
-    deadline: asyncio.TimerHandle | None = None
-    """Fires at ``kill_at``: enforced by the event loop, not by a tick stuck in another call."""
     next_acquire: float = 0.0
     pid: int | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
@@ -297,20 +295,16 @@ class Supervisor:
             # The kill deadline bounds the wait instead.
             lease = await asyncio.wait_for(self.client.do(call), max(slot.kill_at - now, 0.05))
         except LeaseLost as e:
-            if slot.lease is not None:
-                self._lose(slot, e.message)
+            self._lose(slot, e.message)
             return
         except (McosError, TimeoutError) as e:
             why = e.message if isinstance(e, McosError) else "Mission Control did not answer"
-            if slot.lease is None:  # the deadline passed meanwhile: already stopped
-                return
             if time.monotonic() >= slot.kill_at:
                 self._lose(slot, f"could not renew the lease in time ({why})")
             else:
                 slot.renew_at = now + 1.0
             return
-        if slot.lease is not None:  # else the deadline passed meanwhile: let the grant lapse
-            self._hold(slot, lease, now)
+        self._hold(slot, lease, now)
 
     def _hold(self, slot: Slot, lease: LeaseOut, sent: float) -> None:
         """Adopt a grant; deadlines count from when the request left, on our own clock."""
@@ -318,28 +312,11 @@ class Supervisor:
         ttl = self.ttl.total_seconds()
         slot.renew_at = sent + ttl / 3
         slot.kill_at = sent + ttl - min(2.0, ttl / 4)
-        if slot.deadline is not None:
-            slot.deadline.cancel()
-        # The ticks go through the slots one call at a time: while the database is down, each
-        # call takes a second to be refused, and a host's later slots would pass their deadline.
-        slot.deadline = asyncio.get_running_loop().call_later(
-            max(slot.kill_at - time.monotonic(), 0.0), self._deadline_passed, slot
-        )
-
-    def _deadline_passed(self, slot: Slot) -> None:
-        """A running agent's lease went unrenewed to its kill deadline: stop it now. (One still
-        starting is the tick's: its next renewal judges it, once its start has finished.)"""
-        slot.deadline = None
-        if slot.lease is not None and slot.pid is not None and time.monotonic() >= slot.kill_at:
-            self._lose(slot, "could not renew the lease in time (Mission Control did not answer)")
 
     def _lose(self, slot: Slot, why: str) -> None:
         """The lease is gone: the agent must die now, before another instance may start."""
         self._say(slot, f"{slot.name}: lease lost — {why}; stopping it")
         slot.lease = None
-        if slot.deadline is not None:
-            slot.deadline.cancel()
-            slot.deadline = None
         slot.status, slot.detail = "lease lost", why
         slot.next_acquire = time.monotonic() + self.ttl.total_seconds()
         _signal_group(slot, signal.SIGKILL)
