@@ -15,7 +15,7 @@ import re
 import secrets
 import select
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -314,8 +314,11 @@ class PostgresStore:
         """A pooled connection; database failures become ``StoreUnavailable``."""
         await self._ensure_pool()
         try:
-            async with AsyncExitStack() as stack:
-                yield await self._checkout(stack)
+            conn = await self._checkout()
+            try:
+                yield conn
+            finally:
+                await self._pool.putconn(conn)
         except McosError:
             raise
         except (psycopg.OperationalError, PoolTimeout) as e:
@@ -325,26 +328,30 @@ class PostgresStore:
         except psycopg.Error as e:
             raise StoreError(f"PostgreSQL error: {str(e).strip()}") from e
 
-    async def _checkout(self, stack: AsyncExitStack) -> Conn:
+    async def _checkout(self) -> Conn:
         """A connection from the pool, waited for up to ``POOL_WAIT`` while the pool is busy,
-        but only ``DOWN_WAIT`` while its attempts to connect fail (the database is down or
-        cut off): each request would otherwise hang ten seconds before its 503, longer than
-        a client waits."""
-        waited = 0.0
-        while True:
-            step = min(DOWN_WAIT, POOL_WAIT - waited)
-            try:
-                conn = await stack.enter_async_context(self._pool.connection(timeout=step))
-            except PoolTimeout:
-                waited += step
+        but given up after ``DOWN_WAIT`` once its attempts to connect fail (the database is
+        down or cut off): each request would otherwise hang ten seconds before its 503, longer
+        than a client waits. The request keeps its place in the pool's queue meanwhile."""
+        getting = asyncio.ensure_future(self._pool.getconn(timeout=POOL_WAIT))
+        try:
+            while True:
+                done, _ = await asyncio.wait({getting}, timeout=DOWN_WAIT)
+                if done:
+                    conn = getting.result()  # PoolTimeout after POOL_WAIT
+                    self._down = False
+                    return conn
                 errors = self._pool.get_stats().get("connections_errors", 0)
                 if errors > self._connect_errors:  # failed to connect since we last looked
                     self._connect_errors, self._down = errors, True
-                if self._down or waited >= POOL_WAIT:
-                    raise
-                continue
-            self._down = False
-            return conn
+                if self._down:
+                    raise PoolTimeout(f"no connection for {DOWN_WAIT:g} s while connects fail")
+        finally:
+            if not getting.done():
+                getting.cancel()
+                with suppress(asyncio.CancelledError, PoolTimeout):
+                    late = await getting  # handed a connection as we gave up: give it back
+                    await self._pool.putconn(late)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
