@@ -93,6 +93,10 @@ class ThrowawayCluster:
             "-m", "immediate", "-w", "-t", "30", "restart",
         )  # fmt: skip
 
+    def halt(self) -> None:
+        """Crash-stop it (``-m immediate``) and keep its data: down until ``start`` again."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
     def stop(self) -> None:
         """Stop and delete the cluster."""
         with contextlib.suppress(subprocess.CalledProcessError):  # it was not running

@@ -402,3 +402,12 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         if db is not None:
             db.stop()
         net.close()
+
+
+def set_lease_ttl(rig: Rig, seconds: float) -> None:
+    """Another ``[supervisor] lease_ttl`` for the supervisors started from now on (the replicas
+    do not use it): a test that needs the production default rather than the rig's short one."""
+    text = rig.fleet.read_text()
+    old = f'lease_ttl = "{LEASE_TTL:g}s"'
+    assert old in text, text
+    rig.fleet.write_text(text.replace(old, f'lease_ttl = "{seconds:g}s"'))

@@ -15,7 +15,7 @@ import re
 import secrets
 import select
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -96,6 +96,14 @@ from mcos.store.rows import usage_row
 
 T = TypeVar("T")
 Q = queries("postgres")
+POOL_WAIT = 10.0
+"""Seconds a request waits for a pooled connection while every one is in use."""
+DOWN_WAIT = 1.0
+"""Seconds it waits once the pool failed to connect, before it answers 503 ``store_unavailable``."""
+RECONNECT_FOR = 2.0
+"""Seconds the pool retries a failed connection in the background before leaving it to the
+next request to try afresh: its backoff doubles without bound, so a database back after a long
+outage would otherwise be found minutes late."""
 CHANNEL = "mcos_inbox"
 log = logging.getLogger("mcos.store.postgres")
 Conn = psycopg.AsyncConnection[DictRow]
@@ -277,7 +285,8 @@ class PostgresStore:
             open=False,
             kwargs={"row_factory": dict_row, "autocommit": True, "options": "-c TimeZone=UTC"},
             check=_check_idle,
-            timeout=10,
+            timeout=POOL_WAIT,
+            reconnect_timeout=RECONNECT_FOR,
         )
         self._waiters = Waiters()
         self.dead_lettered = 0
@@ -287,6 +296,9 @@ class PostgresStore:
         self._tasks: list[asyncio.Task[None]] = []
         self._opened = False
         self._closing = False
+        self._down = False
+        """The pool failed to connect and has given no connection since."""
+        self._connect_errors = 0
 
     # --- plumbing ----------------------------------------------------------------------------
     async def _ensure_pool(self) -> None:
@@ -302,8 +314,11 @@ class PostgresStore:
         """A pooled connection; database failures become ``StoreUnavailable``."""
         await self._ensure_pool()
         try:
-            async with self._pool.connection() as conn:
+            conn = await self._checkout()
+            try:
                 yield conn
+            finally:
+                await self._pool.putconn(conn)
         except McosError:
             raise
         except (psycopg.OperationalError, PoolTimeout) as e:
@@ -312,6 +327,31 @@ class PostgresStore:
             ) from e
         except psycopg.Error as e:
             raise StoreError(f"PostgreSQL error: {str(e).strip()}") from e
+
+    async def _checkout(self) -> Conn:
+        """A connection from the pool, waited for up to ``POOL_WAIT`` while the pool is busy,
+        but given up after ``DOWN_WAIT`` once its attempts to connect fail (the database is
+        down or cut off): each request would otherwise hang ten seconds before its 503, longer
+        than a client waits. The request keeps its place in the pool's queue meanwhile."""
+        getting = asyncio.ensure_future(self._pool.getconn(timeout=POOL_WAIT))
+        try:
+            while True:
+                done, _ = await asyncio.wait({getting}, timeout=DOWN_WAIT)
+                if done:
+                    conn = getting.result()  # PoolTimeout after POOL_WAIT
+                    self._down = False
+                    return conn
+                errors = self._pool.get_stats().get("connections_errors", 0)
+                if errors > self._connect_errors:  # failed to connect since we last looked
+                    self._connect_errors, self._down = errors, True
+                if self._down:
+                    raise PoolTimeout(f"no connection for {DOWN_WAIT:g} s while connects fail")
+        finally:
+            if not getting.done():
+                getting.cancel()
+                with suppress(asyncio.CancelledError, PoolTimeout):
+                    late = await getting  # handed a connection as we gave up: give it back
+                    await self._pool.putconn(late)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[Conn]:
