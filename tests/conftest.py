@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import discord.http
@@ -49,3 +50,10 @@ def _restore_discord_globals() -> Iterator[None]:
     base, gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     yield
     discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the migrated template databases this process made (`tests/store/conftest.py`)."""
+    templates = sys.modules.get("tests.store.conftest")
+    if templates is not None:
+        templates.drop_templates()

@@ -26,7 +26,7 @@ from mcos.server.security_headers import POLICY
 from mcos.store import make_store
 from mcos.store.sqlite import SqliteStore
 from tests.api.conftest import LiveServer, migrate, serve
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.store.conftest import drop_pg_database, migrated_database
 from tests.waiting import past
 
 KEY = secrets.token_bytes(32)
@@ -36,8 +36,7 @@ METRICS_TOKEN = "metrics-" + secrets.token_urlsafe(16)
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated store of each kind."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
+    url = migrated_database(request.param, tmp_path)
     try:
         yield url
     finally:

@@ -18,7 +18,7 @@ from mcos.config.scaffold import init_fleet
 from mcos.domain.tokens import PrincipalKind
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import MCOS, ServerProcess, start_server
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.store.conftest import drop_pg_database, migrated_database
 from tests.waiting import wait_until
 
 # Fast, but not so fast that a loaded 2-core machine trips them: a supervisor starved for 2 s
@@ -143,7 +143,7 @@ def fleet_rig_factory(tmp_path: Path) -> Iterator[RigFactory]:
     made: list[tuple[FleetRig, str]] = []
 
     def build(agents: str) -> FleetRig:
-        url = create_pg_database()
+        url = migrated_database("postgres", tmp_path)  # (`mcos server` would migrate it alike)
         port = free_port()
         fleet = write_fleet(tmp_path / "fleet", url, port, agents)
         server = start_server(fleet, port, tmp_path / "server.log")
