@@ -57,3 +57,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     templates = sys.modules.get("tests.store.conftest")
     if templates is not None:
         templates.drop_templates()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first, otherwise in collection order.
+
+    pytest-xdist hands tests to its workers in collection order, a few at a time: a minute-long
+    test collected near the end runs alone while the other worker has nothing left to do.
+    Started first, the long tests overlap the many short ones. (Every worker sorts the same
+    collection the same way, as xdist requires.)
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
