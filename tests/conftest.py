@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import discord.http
@@ -49,3 +50,22 @@ def _restore_discord_globals() -> Iterator[None]:
     base, gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     yield
     discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the migrated template databases this process made (`tests/store/conftest.py`)."""
+    templates = sys.modules.get("tests.store.conftest")
+    if templates is not None:
+        templates.drop_templates()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first, otherwise in collection order.
+
+    pytest-xdist hands tests to its workers in collection order, a few at a time: a minute-long
+    test collected near the end runs alone while the other worker has nothing left to do.
+    Started first, the long tests overlap the many short ones. (Every worker sorts the same
+    collection the same way, as xdist requires.)
+    """
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

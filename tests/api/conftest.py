@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import socket
 import threading
@@ -20,7 +19,12 @@ from mcos.client import Calls, Client
 from mcos.domain.tokens import PrincipalKind
 from mcos.server import ServerSettings, create_app
 from mcos.store import make_store
-from tests.store.conftest import DIRECTORY, FAST_POLICY, create_pg_database, drop_pg_database
+from tests.store.conftest import (
+    DIRECTORY,
+    FAST_POLICY,
+    drop_pg_database,
+    migrated_database,
+)
 from tests.waiting import wait_until
 
 
@@ -108,8 +112,7 @@ def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
 def serve_on(store: str, tmp_path: Path, **overrides: Any) -> Iterator[tuple[LiveServer, str]]:
     """:func:`serve` on a fresh, migrated ``store`` ("sqlite" or "postgres", dropped after), and
     that store's URL (to write into it as another process would)."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if store == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
+    url = migrated_database(store, tmp_path)
     try:
         with serve(url, tmp_path, **overrides) as server:
             yield server, url

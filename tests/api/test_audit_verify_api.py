@@ -18,7 +18,7 @@ from mcos.server import ServerSettings, create_app
 from mcos.server.audit_checkpoint import read_file
 from mcos.store import make_store
 from tests.api.conftest import LiveServer, migrate, serve
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.store.conftest import drop_pg_database, migrated_database
 from tests.store.raw import execute_raw
 from tests.store.test_audit_tamper import behind_triggers
 from tests.waiting import wait_until
@@ -27,8 +27,7 @@ from tests.waiting import wait_until
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def audited(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LiveServer, str]]:
     """A live server checkpointing every 0.1 s, and its store's URL (for tampering)."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
+    url = migrated_database(request.param, tmp_path)
     try:
         with serve(url, tmp_path, audit_checkpoint_seconds=0.1) as server:
             yield server, url

@@ -6,7 +6,6 @@ the fleet's humans are paged (here on Mission Control's own mock channel), once 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,16 +18,15 @@ from mcos.client import Calls, Client
 from mcos.domain.paging import PageRoute
 from mcos.exceptions import InvalidRequest, McosError, StaleReceipt
 from mcos.server.context import ChannelBinding
-from tests.api.conftest import LiveServer, migrate, raw, serve
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.api.conftest import LiveServer, raw, serve
+from tests.store.conftest import drop_pg_database, migrated_database
 from tests.waiting import wait_until
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def paged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[LiveServer, Path]]:
     """Mission Control paging the founder on its own mock channel, sweeping every 0.2 s."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
+    url = migrated_database(request.param, tmp_path)
     pager = tmp_path / "pager"
     try:
         with serve(

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from mcos.models.base import ModelRequest, Turn
 from mcos.models.factory import make_provider
 from mcos.models.gateway import GatewayAccess
 from mcos.server.gateway.keys import GatewayAgent
-from tests.api.conftest import LiveServer, migrate, raw, serve
+from tests.api.conftest import LiveServer, raw, serve
 from tests.fakes.anthropic_server import (
     ApiError,
     FakeAnthropic,
@@ -41,7 +40,7 @@ from tests.fakes.anthropic_server import (
 from tests.fakes.anthropic_server import RateLimited as Limited
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.scripts import JSON, count_tokens
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.store.conftest import drop_pg_database, migrated_database
 from tests.waiting import eventually
 
 KEY = "sk-ant-gateway-shared-key-0123456789abcdef"
@@ -95,9 +94,7 @@ def gateway(
 ) -> Iterator[LiveServer]:
     """Mission Control routing ``agents``' model calls, on a fresh store (migrated on a worker
     thread: the tests' own event loop is running)."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if store == "sqlite" else create_pg_database()
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, migrate(url)).result()
+    url = migrated_database(store, tmp_path)
     try:
         with serve(
             url,

@@ -31,7 +31,7 @@ from tests.channels.test_paging import (
     wait_for,
 )
 from tests.fakes.telegram_server import FakeTelegram
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.store.conftest import drop_pg_database, migrated_database
 from tests.waiting import wait_until
 
 # The test directory: jarvis (orchestrator), gene (ops), sentinel (security); founder (human).
@@ -257,10 +257,9 @@ class TestExpiry:
     """A request nobody decided in time expires, and goes to the humans."""
 
     def test_vote_on_an_expired_request(self, tmp_path_factory: pytest.TempPathFactory) -> None:
-        import asyncio
         from datetime import timedelta
 
-        from tests.api.conftest import migrate, serve
+        from tests.api.conftest import serve
 
         tmp = tmp_path_factory.mktemp("expiry")
         url = f"sqlite:///{tmp}/mcos.db"
@@ -285,10 +284,9 @@ class TestExpiry:
     def test_reminders_then_expiry_by_the_sweeper(
         self, tmp_path_factory: pytest.TempPathFactory
     ) -> None:
-        import asyncio
         from datetime import timedelta
 
-        from tests.api.conftest import migrate, serve
+        from tests.api.conftest import serve
 
         tmp = tmp_path_factory.mktemp("sweep")
         url = f"sqlite:///{tmp}/mcos.db"
@@ -516,8 +514,7 @@ class TestVetoUntilAcknowledged:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def sweeping_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
     """Mission Control whose reports expire after 1 s and requests after 2 s, swept every 0.2 s."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
+    url = migrated_database(request.param, tmp_path)
     try:
         with serve(
             url,

@@ -24,7 +24,7 @@ from mcos.domain.severity import SendLimits
 from mcos.exceptions import Forbidden, TooManyMessages
 from mcos.server.context import ChannelBinding
 from tests.api.conftest import LiveServer, migrate, serve
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.store.conftest import drop_pg_database, migrated_database
 
 LIMITS = SendLimits(pair_max=12)
 LOOP = PingPongRule(turns=4, window=timedelta(minutes=15))
@@ -33,8 +33,7 @@ LOOP = PingPongRule(turns=4, window=timedelta(minutes=15))
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def mc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LiveServer]:
     """Mission Control with a small loop rule (4 messages) and a pair limit of 12."""
-    url = f"sqlite:///{tmp_path}/mcos.db" if request.param == "sqlite" else create_pg_database()
-    asyncio.run(migrate(url))
+    url = migrated_database(request.param, tmp_path)
     try:
         with serve(url, tmp_path, send_limits=LIMITS, pingpong=LOOP) as server:
             yield server

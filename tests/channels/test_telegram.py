@@ -143,7 +143,12 @@ class TestOnePoller:
 
         def contender(holder: str) -> tuple[ChannelRunner, TelegramChannel]:
             tg = channel(telegram)
-            runner = ChannelRunner(tg, deliver, StoreLeases(store), holder, report, ttl=1.5)
+            # 6 s: the holder renews every 2 s, so its lease lapses only if a renewal is 4 s
+            # late. With 1.5 s, a loaded machine starving this event loop for a second let the
+            # lease lapse with the holder's getUpdates in flight, and the other contender's poll
+            # met it (a 409 from the lease's TTL, not from the runner). The waiting contender
+            # tries again every 2 s, which also gives the fake time to see a cancelled poll go.
+            runner = ChannelRunner(tg, deliver, StoreLeases(store), holder, report, ttl=6.0)
             return runner, tg
 
         runners = [contender("host-a:1"), contender("host-b:1")]

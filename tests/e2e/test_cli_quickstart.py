@@ -172,6 +172,7 @@ class TestConfigErrors:
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_workers_bootstrap_one_operator_token(tmp_path: Path) -> None:
     """`--workers 3` on PostgreSQL mints exactly one first operator token, the one on disk."""
     mcos("init", str(tmp_path / "f"))

@@ -35,6 +35,8 @@ def _alive(pid: int) -> bool:
     return not (status.exists() and status.read_text().split()[2] == "Z")
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("business-fleet")  # two 23-agent fleets at once on 2 cores: one at a time
 @pytest.mark.timeout(300)  # 23 agents on two hosts; every wait has its own deadline
 def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(tmp_path: Path) -> None:
     home = tmp_path / "biz"

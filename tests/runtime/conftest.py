@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
 from mcos.server.factory import channel_bindings, knowledge_owners, page_routes
 from mcos.server.gateway.keys import gateway_agents
-from tests.api.conftest import LiveServer, migrate, serve
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.api.conftest import LiveServer, serve
+from tests.store.conftest import drop_pg_database, migrated_database
 
 FAST = RuntimeSettings(batch_window=0, visibility=60)
 
@@ -100,14 +99,12 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
         **overrides: Any,
     ) -> Rig:
         fleet = write_fleet(tmp_path / "fleet", agent_extra, tail)
-        url = f"sqlite:///{tmp_path}/mcos.db"
+        url = migrated_database(store, tmp_path)
         if store == "postgres":  # the fleet file names it, as a PostgreSQL fleet's would
-            url = create_pg_database()
             dropped.append(url)
             text = fleet.path.read_text().replace('"sqlite:///state/mcos.db"', f'"{url}"', 1)
             fleet.path.write_text(text)
             fleet = load_fleet(fleet.path)
-        _migrate_sync(url)
         channels = channel_bindings(fleet)
         cm = serve(
             url,
@@ -138,25 +135,6 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
         cm.__exit__(None, None, None)
     for url in dropped:
         drop_pg_database(url)
-
-
-def _migrate_sync(url: str) -> None:
-    import threading
-
-    done: list[BaseException | None] = []
-
-    def work() -> None:
-        try:
-            asyncio.run(migrate(url))
-            done.append(None)
-        except BaseException as e:
-            done.append(e)
-
-    t = threading.Thread(target=work)
-    t.start()
-    t.join()
-    if done and done[0] is not None:
-        raise done[0]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from mcos.config.scaffold import init_fleet
 from mcos.domain.tokens import PrincipalKind
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import MCOS, ServerProcess, start_server
-from tests.store.conftest import create_pg_database, drop_pg_database
+from tests.store.conftest import drop_pg_database, migrated_database
 from tests.waiting import wait_until
 
 # Fast, but not so fast that a loaded 2-core machine trips them: a supervisor starved for 2 s
@@ -122,30 +122,32 @@ class FleetRig:
         return a.state, a.state_detail
 
 
-def write_fleet(root: Path, url: str, port: int, agents: str) -> Path:
-    """A fleet on hosts mini and vps, on PostgreSQL, with fast supervisor settings."""
+def write_fleet(root: Path, url: str, port: int, agents: str, supervisor: str = SUPERVISOR) -> Path:
+    """A fleet on hosts mini and vps, on PostgreSQL, with fast supervisor settings (or
+    ``supervisor``'s: the ``[supervisor]`` table and the hosts)."""
     path = init_fleet(root, template="small")
     text = path.read_text()
     head = text[: text.index("[hosts.local]")]
     head = head.replace("sqlite:///state/mcos.db", url).replace(
         "http://127.0.0.1:8700", f"http://127.0.0.1:{port}"
     )
-    path.write_text(head + SUPERVISOR + '\n[humans.founder]\nrole = "founder"\n' + agents)
+    path.write_text(head + supervisor + '\n[humans.founder]\nrole = "founder"\n' + agents)
     return path
 
 
-RigFactory = Callable[[str], FleetRig]
+RigFactory = Callable[..., FleetRig]
+"""``(agents TOML, supervisor=SUPERVISOR) -> FleetRig``."""
 
 
 @pytest.fixture
 def fleet_rig_factory(tmp_path: Path) -> Iterator[RigFactory]:
-    """Build a rig from the ``[agents.*]`` TOML a test needs."""
+    """Build a rig from the ``[agents.*]`` TOML a test needs (and its supervisor settings)."""
     made: list[tuple[FleetRig, str]] = []
 
-    def build(agents: str) -> FleetRig:
-        url = create_pg_database()
+    def build(agents: str, supervisor: str = SUPERVISOR) -> FleetRig:
+        url = migrated_database("postgres", tmp_path)  # (`mcos server` would migrate it alike)
         port = free_port()
-        fleet = write_fleet(tmp_path / "fleet", url, port, agents)
+        fleet = write_fleet(tmp_path / "fleet", url, port, agents, supervisor)
         server = start_server(fleet, port, tmp_path / "server.log")
         token = (tmp_path / "fleet" / "state" / "operator.token").read_text().strip()
         rig = FleetRig(fleet, server, token)

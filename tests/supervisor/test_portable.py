@@ -94,6 +94,7 @@ class TestParentWatch:
             watch.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # `mcos run` on a loaded machine; the waits have their own deadlines
 def test_mcos_run_on_the_portable_path_leaves_nothing_behind(tmp_path: Path) -> None:
     """`mcos run` forced portable: agents are fresh interpreters, children of the supervisor
