@@ -258,13 +258,19 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 180  # each worker imports mcos: slow on a loaded host
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mcos server exited ({self.proc.returncode}) while starting")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("mcos server did not answer /healthz within 180 s")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         self.operator = (self.dir / "state" / "operator.token").read_text().strip()
 
     def token(self, agent: str) -> str:
@@ -278,7 +284,11 @@ class Server:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(15)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 async def http_rate(server: Server, seconds: float, send_batch: int = 1) -> float:
