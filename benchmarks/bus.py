@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -274,13 +275,19 @@ async def store_rate(url: str, seconds: float, batch: int, send_batch: int = 1) 
 
 
 # --- 4 and 5. through HTTP ----------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Server:
     """`mcos server` in its own process, on a fleet made for the benchmark."""
 
     def __init__(self, store_url: str, workers: int) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="mcos-bench-"))
         fleet = init_fleet(self.dir)
-        port = 18700 + os.getpid() % 1000
+        port = _free_port()  # a fixed one may be taken by other work on the machine
         text = fleet.read_text()
         text = re.sub(r'url = "[^"]*"', f'url = "http://127.0.0.1:{port}"', text)
         text = re.sub(r'store = "[^"]*"', f'store = "{store_url}"', text)
