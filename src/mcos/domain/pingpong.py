@@ -21,7 +21,7 @@ never trips it, however long it goes on.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -89,8 +89,13 @@ def _walk(
     and the agent outside the group whose message stopped the walk (None: outside input or the
     start of the window stopped it)."""
     chain: list[Hop] = []
-    newest_first = heapq.merge(
-        *(reversed(inbound.get(a, ())) for a in sorted(group)), key=lambda h: h.at, reverse=True
+    into = [hops for a in sorted(group) if (hops := inbound.get(a))]
+    # One agent of the group received anything (a one-way flood): its hops are already in
+    # order, no merge to pay for on every send.
+    newest_first: Iterable[Hop] = (
+        reversed(into[0])
+        if len(into) == 1
+        else heapq.merge(*(reversed(h) for h in into), key=_at, reverse=True)
     )
     for h in newest_first:
         if h.at < start:
@@ -101,6 +106,10 @@ def _walk(
             return chain, h.sender
         chain.append(h)
     return chain, None
+
+
+def _at(hop: Hop) -> datetime:
+    return hop.at
 
 
 def _wrote_to(

@@ -15,7 +15,14 @@ from mcos.exceptions import Fenced, Forbidden
 from mcos.server.access_log import PRINCIPAL
 from mcos.server.context import MissionControl, mission_control
 
-MC = Annotated[MissionControl, Depends(mission_control)]
+
+async def _mission_control(request: Request) -> MissionControl:
+    """:func:`mission_control` as an ``async`` dependency: FastAPI runs a plain ``def``
+    dependency in its thread pool, a thread hop on every request for an attribute read."""
+    return mission_control(request)
+
+
+MC = Annotated[MissionControl, Depends(_mission_control)]
 RowId = Annotated[int, Path(ge=1, le=MAX_ID, description="A stored id (1 to 2^63-1).")]
 """An id in a path: out of range is a 422, never an overflow in the store."""
 FENCE_SCHEMA = WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_ID})
