@@ -58,7 +58,7 @@ async def _misconfigured(client: AsyncClient, name: str, error: ConfigError) -> 
     return EX_CONFIG
 
 
-async def run_agent(
+async def run_agent(  # noqa: PLR0915 (one process, set up in order)
     fleet: Fleet,
     name: str,
     token: str,
