@@ -3,6 +3,7 @@ instance that starts it next — on its failover host too — begins with its fi
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
@@ -29,8 +30,12 @@ class BlobOut(_Wire):
     size: int
     new: bool = False
     """Whether Mission Control did not hold it before (upload)."""
-    content: Base64Bytes | None = None
-    """The bytes (download)."""
+    content: str | None = None
+    """The bytes, base64 (download)."""
+
+    def data(self) -> bytes:
+        """The downloaded bytes."""
+        return base64.b64decode(self.content or "", validate=True)
 
 
 class FileIn(_Wire):

@@ -244,7 +244,7 @@ class WorkspaceSync:
                 (self.root / path).unlink(missing_ok=True)
             elif action in (Action.WRITE, Action.WRITE_KEEP_LOCAL):
                 blob = await self.client.do(Calls.workspace_blob(remote[path]))
-                content = blob.content or b""
+                content = blob.data()
                 if hashlib.sha256(content).hexdigest() != remote[path]:
                     msg = f"workspace blob of {path} does not match its hash {remote[path]}"
                     raise InvalidRequest(msg, path=path)

@@ -12,6 +12,7 @@ stay in the workspace; sizes are held to the agent's ``[workspace_sync]`` limits
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Annotated
 
@@ -78,7 +79,7 @@ async def get_blob(sha256: str, mc: MC, caller: Caller) -> BlobOut:
     content = await mc.store.workspace_blob(caller.name, _hash(sha256, "sha256"))
     if content is None:
         raise NotFound(f"{caller.name} has no workspace blob {sha256}", sha256=sha256)
-    return BlobOut(sha256=sha256, size=len(content), content=content)
+    return BlobOut(sha256=sha256, size=len(content), content=base64.b64encode(content).decode())
 
 
 def _files(body: ManifestIn, limits: SyncLimits, agent: str) -> list[WorkspaceFile]:
