@@ -87,3 +87,25 @@ def test_push_on_one_host_pull_on_another(tmp_path: Path) -> None:
                 assert list((mini / KEPT).rglob("WORKSTATE.md"))  # deleted, but kept aside
 
         asyncio.run(run())
+
+
+def test_a_pull_never_writes_through_a_symlink(tmp_path: Path) -> None:
+    """A folder of the workspace that is a symlink out of it is not written through."""
+    config = WorkspaceSyncConfig()
+    mini = workspace(tmp_path / "mini", {LOG: b"- 09:00:00 started\n", "MEMORY.md": b"m\n"})
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    vps = tmp_path / "vps"
+    vps.mkdir()
+    os.symlink(outside, vps / "memory")
+    with serve_on("sqlite", tmp_path / "mc") as (server, _):
+
+        async def run() -> None:
+            token = server.tokens["gene"]
+            async with AsyncClient(server.url, token) as a, AsyncClient(server.url, token) as b:
+                await WorkspaceSync("gene", mini, config, a).push()
+                await WorkspaceSync("gene", vps, config, b).pull()
+
+        asyncio.run(run())
+    assert (vps / "MEMORY.md").read_bytes() == b"m\n"
+    assert list(outside.iterdir()) == []

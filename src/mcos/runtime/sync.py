@@ -217,6 +217,15 @@ class WorkspaceSync:
         )
         write_atomic(self.root / STATE, text.encode())
 
+    def _inside(self, path: str) -> bool:
+        """Whether writing ``path`` stays in the workspace: no folder on the way, nor the file
+        itself, is a symlink (Mission Control checks paths; a pull never trusts blindly)."""
+        root = self.root.resolve()
+        target = self.root / path
+        if target.is_symlink():
+            return False
+        return target.parent.resolve().is_relative_to(root)
+
     def _keep(self, path: str, version: int) -> None:
         """Move a local file a pull is about to replace or delete into the kept folder."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -236,7 +245,9 @@ class WorkspaceSync:
                 local[path] = found.sha256
         plan = plan_pull(local, base, manifest.version, remote)
         for path, action in sorted(plan.items()):
-            if path_problem(path) is not None:  # Mission Control checks; never trust blindly
+            if path_problem(path) is not None or not self._inside(path):
+                log.warning("workspace file not pulled: %s is not a plain path inside the "
+                            "workspace", path, agent=self.agent)  # fmt: skip
                 continue
             if action in (Action.WRITE_KEEP_LOCAL, Action.DELETE):
                 self._keep(path, manifest.version)
