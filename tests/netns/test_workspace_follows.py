@@ -71,31 +71,33 @@ def test_a_cut_host_s_agent_wakes_on_its_failover_host_with_its_files(rig: Rig) 
     first = wait_until("gene on mini", lambda: gene_on(rig, "mini", on_mini), timeout=60)
     up(rig, "vps", on_vps)
     op = rig.operator()
-    before = op.do(Calls.send("gene", "before the cut")).message.id
+    before = op.do(Calls.send("gene", "note it", subject="before the cut")).message.id
     wait_until("gene to answer on mini", lambda: answered(op, before), timeout=60)
 
-    # The turn's push: MEMORY.md, WORKSTATE.md and today's log as they are on mini.
-    def pushed() -> dict[str, str] | None:
+    # The turn's push: MEMORY.md, WORKSTATE.md and today's log with the turn in it, read back
+    # from Mission Control (gene's own token reads its blobs; a read needs no fence).
+    reader = Client(rig.urls, op.do(Calls.create_token(PrincipalKind.AGENT, "gene")).token)
+
+    def pushed() -> tuple[dict[str, str], str, bytes] | None:
         files = {f.path: f.sha256 for f in op.do(Calls.workspace("gene")).files}
         logs = sorted(p for p in files if p.startswith("memory/"))
         if not logs or files.get("MEMORY.md") != sha(MEMORY):
             return None
-        if files[logs[-1]] != sha((mini_ws / logs[-1]).read_bytes()):
-            return None  # mini wrote more since (its state report, say): the next push has it
-        return files
+        content = reader.do(Calls.workspace_blob(files[logs[-1]])).data()
+        turn = b"before the cut" in content and b"main turn" in content
+        return (files, logs[-1], content) if turn else None
 
-    accepted = wait_until("mini's push with the turn's log", pushed, timeout=30)
+    accepted, log, log_at_cut = wait_until("mini's push after the turn", pushed, timeout=30)
+    reader.close()
     assert set(accepted) >= {"MEMORY.md", "WORKSTATE.md", "SOUL.md"}
+    assert accepted["WORKSTATE.md"] == sha(WORKSTATE)
     assert "big.pdf" not in accepted
-    log = next(p for p in sorted(accepted) if p.startswith("memory/"))
-    log_at_cut = (mini_ws / log).read_bytes()
-    assert b"before the cut" in log_at_cut or b"turn" in log_at_cut
 
     rig.net.cut("mini")
     cut_at = time.monotonic()
     # What mini writes now never reaches Mission Control.
     (mini_ws / "MEMORY.md").write_bytes(MEMORY + b"- written on mini after the cut\n")
-    during = op.do(Calls.send("gene", "during the cut")).message.id
+    during = op.do(Calls.send("gene", "note it", subject="during the cut")).message.id
     new = wait_until("gene on vps", lambda: gene_on(rig, "vps", on_vps), timeout=90, interval=0.2)
     assert new > first
     wait_until("gene to answer on vps", lambda: answered(op, during), timeout=60)
