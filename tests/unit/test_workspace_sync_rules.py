@@ -7,7 +7,15 @@ import pytest
 from pydantic import ValidationError
 
 from mcos.config.models import AgentConfig, Fleet, FleetFile, WorkspaceSyncConfig
-from mcos.domain.workspace_sync import Action, Base, hash_problem, path_problem, plan_pull
+from mcos.domain.workspace_sync import (
+    Action,
+    Base,
+    WorkspaceFile,
+    change,
+    hash_problem,
+    path_problem,
+    plan_pull,
+)
 
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
@@ -126,3 +134,16 @@ class TestConfig:
             FleetFile.model_validate({"workspace_sync": bad})
         with pytest.raises(ValidationError):
             AgentConfig.model_validate({"role": "ops", "host": "h", "workspace_sync": bad})
+
+
+class TestChange:
+    """A commit writes the difference, not the whole workspace again."""
+
+    def test_only_what_moved(self) -> None:
+        before = [WorkspaceFile("M", A, 1), WorkspaceFile("L", B, 2), WorkspaceFile("old", C, 3)]
+        after = [WorkspaceFile("M", A, 1), WorkspaceFile("L", C, 4), WorkspaceFile("new", B, 2)]
+        diff = change(before, after)
+        assert diff.removed == ["old"]
+        assert diff.written == [WorkspaceFile("L", C, 4), WorkspaceFile("new", B, 2)]
+        assert diff.unnamed == []  # B and C are still named (new, L)
+        assert change(after, [WorkspaceFile("M", A, 1)]).unnamed == sorted([B, C])

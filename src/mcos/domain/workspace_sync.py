@@ -178,3 +178,25 @@ def missing_blob(files: Sequence[WorkspaceFile], held: Set[str]) -> InvalidReque
                 field=f"files[{i}].sha256", path=f.path,
             )  # fmt: skip
     return None
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a commit writes: paths gone, files new or changed, and the hashes no file names
+    any more (their blobs are swept)."""
+
+    removed: list[str]
+    written: list[WorkspaceFile]
+    unnamed: list[str]
+
+
+def change(current: Sequence[WorkspaceFile], new: Sequence[WorkspaceFile]) -> Change:
+    """The difference between the latest manifest and the next: a push that appended to one
+    daily log writes one row, not the whole workspace again."""
+    before = {f.path: f for f in current}
+    after = {f.path: f for f in new}
+    removed = sorted(set(before) - set(after))
+    written = sorted((f for p, f in after.items() if before.get(p) != f), key=lambda f: f.path)
+    named = {f.sha256 for f in new}
+    unnamed = sorted({f.sha256 for f in current} - named)
+    return Change(removed, written, unnamed)

@@ -60,6 +60,7 @@ from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.domain.workspace_sync import (
     WorkspaceFile,
     WorkspaceManifest,
+    change,
     missing_blob,
     push_refusal,
 )
@@ -1665,18 +1666,26 @@ class PostgresStore:
             problem = missing_blob(files, {r["sha256"] for r in held})
             if problem is not None:
                 raise problem
-            await conn.execute("DELETE FROM workspace_files WHERE agent = %s", (agent,))
+            diff = change(current, files)
+            await conn.execute(
+                "DELETE FROM workspace_files WHERE agent = %s AND path = ANY(%s)",
+                (agent, diff.removed),
+            )
             async with conn.cursor() as cur:
                 await cur.executemany(
                     "INSERT INTO workspace_files (agent, path, sha256, size)"
-                    " VALUES (%s, %s, %s, %s)",
-                    [(agent, f.path, f.sha256, f.size) for f in files],
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (agent, path) DO UPDATE"
+                    " SET sha256 = excluded.sha256, size = excluded.size",
+                    [(agent, f.path, f.sha256, f.size) for f in diff.written],
                 )
+            # Blobs no file names: those the change left behind, and uploads of pushes whose
+            # commit never came (older than a minute, so a push under way keeps its own).
             await conn.execute(
-                "DELETE FROM workspace_blobs b WHERE b.agent = %s AND NOT EXISTS"
-                " (SELECT 1 FROM workspace_files f WHERE f.agent = b.agent"
+                "DELETE FROM workspace_blobs b WHERE b.agent = %s AND (b.sha256 = ANY(%s)"
+                " OR b.created_at < clock_timestamp() - interval '1 minute')"
+                " AND NOT EXISTS (SELECT 1 FROM workspace_files f WHERE f.agent = b.agent"
                 " AND f.sha256 = b.sha256)",
-                (agent,),
+                (agent, diff.unnamed),
             )
             new = await (
                 await conn.execute(

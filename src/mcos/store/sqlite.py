@@ -55,6 +55,7 @@ from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.domain.workspace_sync import (
     WorkspaceFile,
     WorkspaceManifest,
+    change,
     missing_blob,
     push_refusal,
 )
@@ -1715,15 +1716,27 @@ class SqliteStore:
                 problem = missing_blob(files, held)
                 if problem is not None:
                     raise problem
-                conn.execute("DELETE FROM workspace_files WHERE agent = ?", (agent,))
+                diff = change(current, files)
                 conn.executemany(
-                    "INSERT INTO workspace_files (agent, path, sha256, size) VALUES (?, ?, ?, ?)",
-                    [(agent, f.path, f.sha256, f.size) for f in files],
+                    "DELETE FROM workspace_files WHERE agent = ? AND path = ?",
+                    [(agent, path) for path in diff.removed],
                 )
+                conn.executemany(
+                    "INSERT INTO workspace_files (agent, path, sha256, size) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (agent, path) DO UPDATE"
+                    " SET sha256 = excluded.sha256, size = excluded.size",
+                    [(agent, f.path, f.sha256, f.size) for f in diff.written],
+                )
+                # Blobs no file names: those the change left behind, and uploads of pushes
+                # whose commit never came (older than a minute: a push under way keeps its own).
                 conn.execute(
-                    "DELETE FROM workspace_blobs WHERE agent = ? AND sha256 NOT IN"
-                    " (SELECT sha256 FROM workspace_files WHERE agent = ?)",
-                    (agent, agent),
+                    "DELETE FROM workspace_blobs WHERE agent = ? AND created_at < ?"
+                    " AND sha256 NOT IN (SELECT sha256 FROM workspace_files WHERE agent = ?)",
+                    (agent, _now_us() - 60_000_000, agent),
+                )
+                conn.executemany(
+                    "DELETE FROM workspace_blobs WHERE agent = ? AND sha256 = ?",
+                    [(agent, sha) for sha in diff.unnamed],
                 )
                 new = conn.execute(
                     "INSERT INTO workspace_heads (agent, version, fence, bytes, updated_at)"
