@@ -79,8 +79,9 @@ async def measure(url: str, days: int, runs: int) -> None:
                 await WorkspaceSync("gene", there, config, b).pull()
                 pull = time.perf_counter() - start
         size = first.bytes / 1024 / 1024
+        store = url.split(":", maxsplit=1)[0]
         print(
-            f"| {url.split(':', maxsplit=1)[0]} | {len(first.files)} files, {size:.1f} MiB | {whole:.2f} s | "
+            f"| {store} | {len(first.files)} files, {size:.1f} MiB | {whole:.2f} s | "
             f"{ms(unchanged)} | {ms(appended)} | {pull:.2f} s |"
         )
 
