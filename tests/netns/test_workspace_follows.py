@@ -20,7 +20,13 @@ from tests.e2e.cli_helpers import MCOS
 from tests.netns.conftest import Rig, agent_processes
 from tests.waiting import wait_until
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.slow,
+    # The rig (a PostgreSQL cluster, two replicas) and two agent starts take about 100 s on a
+    # 2-core box that is busy with other work (40 s of it the rig); the default 120 s is short.
+    pytest.mark.timeout(300),
+]
 
 MEMORY = b"# MEMORY\n\n- The blue door code is 4711 (told by the founder on mini).\n"
 WORKSTATE = b"# WORKSTATE\n\nHalfway through the quarterly report: sections 1-3 done.\n"
