@@ -7,6 +7,7 @@ Errors come back as the same :mod:`mcos.exceptions` classes the server raised.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -57,6 +58,7 @@ from mcos.api_models import (
     UsageOut,
 )
 from mcos.api_operate import MessageSearchOut, RestartRequestOut, RestartRequestsOut
+from mcos.api_workspace import BlobOut, FileIn, ManifestIn, ManifestOut
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.heartbeat import CacheTTL
 from mcos.domain.leases import FENCE_HEADER
@@ -719,6 +721,33 @@ class Calls:
             _none,
             json={"agent": agent, "pid": pid},
         )
+
+    # --- wsync: workspace sync ---------------------------------------------------------------
+    @staticmethod
+    def put_workspace_blob(sha256: str, content: bytes) -> Call[BlobOut]:
+        """Upload a workspace file's bytes under their sha256."""
+        body = {"content": base64.b64encode(content).decode()}
+        return Call("PUT", f"/v1/workspace/blobs/{sha256}", _model(_BLOB), json=body)
+
+    @staticmethod
+    def workspace_blob(sha256: str) -> Call[BlobOut]:
+        """Download one of the agent's workspace blobs (``content`` is the bytes)."""
+        return Call("GET", f"/v1/workspace/blobs/{sha256}", _model(_BLOB))
+
+    @staticmethod
+    def commit_workspace(files: Sequence[FileIn]) -> Call[ManifestOut]:
+        """Make ``files`` the agent's latest workspace version (fenced by the client's fence)."""
+        body = ManifestIn(files=list(files)).model_dump()
+        return Call("PUT", "/v1/workspace", _model(_MANIFEST), json=body)
+
+    @staticmethod
+    def workspace(agent: str | None = None) -> Call[ManifestOut]:
+        """The latest workspace version (an operator names the agent)."""
+        return Call("GET", "/v1/workspace", _model(_MANIFEST), params=_clean({"agent": agent}))
+
+
+_BLOB = TypeAdapter(BlobOut)
+_MANIFEST = TypeAdapter(ManifestOut)
 
 
 def _headers(token: str | None, fence: int | None = None) -> dict[str, str]:

@@ -60,6 +60,14 @@ def parse_key_ref(text: str) -> KeyRef:
     return KeyRef.model_validate({"kind": match["kind"], "name": match["name"]})
 
 
+MAX_SYNCED_FILE = 8 * 1024 * 1024
+"""The largest file workspace sync may be configured to send (Mission Control's cap)."""
+DEFAULT_SYNC_EXCLUDE = ("knowledge/", "*.pdf", ".git/", "node_modules/", "__pycache__/",
+                        "*.db", "*.sqlite", "*.sqlite-*", "*.db-*", "*.tmp")  # fmt: skip
+"""Not synced unless a fleet says otherwise: document folders (searched through knowledge
+sync instead), PDFs, repositories, caches and databases (copied while written, they break)."""
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -550,6 +558,34 @@ class BrowserConfig(_Model):
         return [check_pattern(p) for p in v]
 
 
+class WorkspaceSyncConfig(_Model):
+    """Whether and what of an agent's workspace follows it to its failover host
+    (``[workspace_sync]`` for the fleet, ``[agents.X.workspace_sync]`` to override any key).
+
+    After each turn the agent pushes its changed files to Mission Control; the instance that
+    starts it next (on any host) pulls the latest version first. ``.mcos/`` (the runtime's own
+    databases and spools) is never synced."""
+
+    enabled: bool = True
+    """Push after each turn and pull at start (False: the workspace stays on its host)."""
+    max_file_bytes: int = Field(default=1024 * 1024, ge=1, le=MAX_SYNCED_FILE)
+    """A larger file is skipped with a warning in the agent's log (not an error)."""
+    max_total_bytes: int = Field(default=64 * 1024 * 1024, ge=1, le=1024**3)
+    """The whole synced workspace; past it, the largest files are skipped (with a warning)."""
+    exclude: list[str] = Field(default_factory=lambda: list(DEFAULT_SYNC_EXCLUDE), max_length=200)
+    """Gitignore-style patterns of files not synced (a pattern without ``/`` matches at any
+    depth): large document folders, binaries, anything that belongs to one host."""
+
+    @field_validator("exclude")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if not pattern.strip() or len(pattern) > 500:
+                msg = f"{pattern!r} is not a usable exclude pattern (1 to 500 characters)"
+                raise ValueError(msg)
+        return v
+
+
 class AgentConfig(_Model):
     """One agent."""
 
@@ -585,6 +621,8 @@ class AgentConfig(_Model):
     knowledge: list[str] = Field(default_factory=list)
     """Folders of documents (PDF, DOCX, Markdown, text, HTML) this agent searches with
     ``knowledge_search``; relative to the fleet file's folder."""
+    workspace_sync: WorkspaceSyncConfig | None = None
+    """Overrides of the fleet's ``[workspace_sync]`` for this agent (only the keys given)."""
 
     @field_validator("key")
     @classmethod
@@ -1068,6 +1106,8 @@ class FleetFile(_Model):
     """How knowledge chunks are embedded for semantic search (None: BM25 alone)."""
     telemetry: TelemetryConfig = TelemetryConfig()
     """OpenTelemetry export (``[telemetry] otlp_endpoint``); off by default."""
+    workspace_sync: WorkspaceSyncConfig = WorkspaceSyncConfig()
+    """What of each agent's workspace follows it to another host (docs/runtime.md)."""
 
 
 class Fleet(FleetFile):
@@ -1110,6 +1150,15 @@ class Fleet(FleetFile):
         """An agent's workspace folder, absolute."""
         configured = self.agents[agent].workspace or f"agents/{agent}"
         return (self.base_dir / configured).resolve()
+
+    def workspace_sync_for(self, agent: str) -> WorkspaceSyncConfig:
+        """The fleet's ``[workspace_sync]`` with the agent's own keys over it."""
+        own = self.agents[agent].workspace_sync
+        if own is None:
+            return self.workspace_sync
+        return self.workspace_sync.model_copy(
+            update={key: getattr(own, key) for key in own.model_fields_set}
+        )
 
     def knowledge_folders(self, agent: str) -> dict[str, Path]:
         """The document folders ``agent`` searches: as configured (the label its citations

@@ -535,6 +535,8 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
             await self.release_claims("shutting down")
             await self.channel_host.stop()
         self._log("stopped")
+        if self.sync is not None:  # what the last moments wrote goes too
+            await self.sync.push_quietly()
         await self.report(AgentStatus.STOPPED)
 
     async def _loop(self, stop: asyncio.Event) -> None:

@@ -21,6 +21,7 @@ from mcos.models.gateway import GatewayAccess
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
 from mcos.runtime.sidecars import Sidecars
+from mcos.runtime.sync import start_sync
 from mcos.supervisor.policy import EX_FENCED
 
 log = get_logger("mcos.runtime")
@@ -57,7 +58,7 @@ async def _misconfigured(client: AsyncClient, name: str, error: ConfigError) -> 
     return EX_CONFIG
 
 
-async def run_agent(
+async def run_agent(  # noqa: PLR0915 (one process, set up in order)
     fleet: Fleet,
     name: str,
     token: str,
@@ -95,12 +96,14 @@ async def run_agent(
 
         sample = await clock.measure(server_time)
         log.info("clock offset to Mission Control %.3fs", sample.offset.total_seconds())
+        sync = await start_sync(fleet, name, client)  # before anything reads the workspace
         try:
             runtime = AgentRuntime(name, fleet, client, provider, clock, settings=settings)
         except ConfigError as e:  # a channel's secret, say: no restart loop over it
             await provider.aclose()
             return await _misconfigured(client, name, e)
         await runtime.discipline_clock(sample.offset)
+        runtime.sync = sync
         runtime.extra_info = {
             "pid": os.getpid(),
             "fence": fence,

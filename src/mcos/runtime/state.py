@@ -37,6 +37,7 @@ from mcos.runtime.workspace import Prompt, TurnKind, Workspace
 if TYPE_CHECKING:
     from mcos.runtime.batched import ParkedTurn
     from mcos.runtime.curation import Curator
+    from mcos.runtime.sync import WorkspaceSync
     from mcos.runtime.turns import Stats
 
 CheckRunner = Callable[[CheckConfig], Awaitable[CheckResult]]
@@ -129,6 +130,9 @@ class AgentState:
     clock_checked_at: datetime | None
     extra_info: dict[str, Any]
     """What the process adds to every state report (pid, fence, restarts)."""
+    sync: WorkspaceSync | None = None
+    """The workspace's sync with Mission Control, pushed after each turn (set by the process:
+    ``runtime/process.py``; None: not synced)."""
 
     if TYPE_CHECKING:
         # Defined by one part, called by another (each defined once, in the module named).

@@ -367,6 +367,8 @@ class TurnLoop(AgentState):
                 if not cancelled:
                     done = trace.finish(outcome, final=final, error=error, sent=list(self.ctx.sent))
                     await post_trace(self.client, done, self.name)
+                    if self.sync is not None:  # the workspace follows the agent
+                        await self.sync.push_quietly()
         return final
 
     def _observed_end(

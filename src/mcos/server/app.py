@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcos import __version__
 from mcos.api_traces import MAX_TRACE_BYTES
+from mcos.api_workspace import MAX_BLOB_REQUEST
 from mcos.channels.base import Channel, Inbound, Outbound
 from mcos.channels.runner import ChannelRunner
 from mcos.domain.audit import AuditEvent, audit_key, checkpoint_key
@@ -55,6 +56,7 @@ from mcos.server.routes import (
     tokens,
     traces,
     usage,
+    workspace,
 )
 from mcos.server.security_headers import SecurityHeaders
 from mcos.store import Store
@@ -280,6 +282,7 @@ def create_app(
         message_search,
         agent_control,
         knowledge,
+        workspace,
     ):
         app.include_router(module.router)
     app.include_router(channels.pages)
@@ -295,6 +298,7 @@ def create_app(
         wider={
             gateway_routes.PREFIX + "/": settings.max_model_body_bytes,
             "/v1/traces": MAX_TRACE_BYTES,
+            workspace.PREFIX: MAX_BLOB_REQUEST,
         },
     )
     app.add_middleware(SecurityHeaders)

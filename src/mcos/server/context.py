@@ -17,6 +17,7 @@ from mcos.domain.paging import PageRoute
 from mcos.domain.pingpong import PingPongRule
 from mcos.domain.severity import SendLimits
 from mcos.domain.tokens import Principal
+from mcos.domain.workspace_sync import SyncLimits
 from mcos.ops.filemodes import private_dir
 from mcos.server.auth import Authenticator
 from mcos.server.limits import SendWindows
@@ -129,6 +130,8 @@ class ServerSettings:
     knowledge: dict[str, dict[str, str]] = field(default_factory=dict)
     """Each agent's knowledge folders: the label its chunk paths start with → the owner its
     chunks are kept under (``agent:NAME`` or ``shared:NAME``)."""
+    workspace_sync: dict[str, SyncLimits] = field(default_factory=dict)
+    """Each agent's ``[workspace_sync]`` limits (an agent not listed: the defaults)."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from mcos.config.secrets import resolve_key
 from mcos.domain.authority import Matrix
 from mcos.domain.budget import Limits
 from mcos.domain.paging import PageRoute
+from mcos.domain.workspace_sync import SyncLimits
 from mcos.exceptions import ConfigError
 from mcos.logs import configure as configure_logging
 from mcos.ops.filemodes import private_dir, private_file
@@ -72,6 +73,7 @@ def settings_for(fleet: Fleet) -> ServerSettings:
         human_roles={name: h.role for name, h in fleet.humans.items()},
         workspaces={name: str(fleet.workspace_path(name)) for name in fleet.agents},
         knowledge=knowledge_owners(fleet),
+        workspace_sync=sync_limits(fleet),
         channels=channel_bindings(fleet),
         page_routes=page_routes(fleet),
         send_limits=fleet.messaging.limits(),
@@ -182,3 +184,12 @@ def knowledge_owners(fleet: Fleet) -> dict[str, dict[str, str]]:
         if labels:
             owners[agent] = labels
     return owners
+
+
+def sync_limits(fleet: Fleet) -> dict[str, SyncLimits]:
+    """Each agent's ``[workspace_sync]`` as Mission Control enforces it on pushes."""
+    limits = {}
+    for agent in fleet.agents:
+        c = fleet.workspace_sync_for(agent)
+        limits[agent] = SyncLimits(c.enabled, c.max_file_bytes, c.max_total_bytes)
+    return limits

@@ -57,6 +57,13 @@ from mcos.domain.messages import (
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
+from mcos.domain.workspace_sync import (
+    WorkspaceFile,
+    WorkspaceManifest,
+    change,
+    missing_blob,
+    push_refusal,
+)
 from mcos.exceptions import (
     Conflict,
     IdempotencyConflict,
@@ -1642,6 +1649,119 @@ class PostgresStore:
         if changed.rowcount:
             self._announce([inbox])
         return changed.rowcount
+
+    # --- wsync: workspace sync ---------------------------------------------------------------
+    async def put_workspace_blob(self, agent: str, sha256: str, content: bytes) -> bool:
+        """Keep a blob once (an upload of one already held changes nothing)."""
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                "INSERT INTO workspace_blobs (agent, sha256, size, content) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (agent, sha256) DO NOTHING",
+                (agent, sha256, len(content), content),
+            )
+            return cur.rowcount == 1
+
+    async def workspace_blob(self, agent: str, sha256: str) -> bytes | None:
+        """One blob's bytes."""
+        async with self._conn() as conn:
+            cur = await conn.execute(
+                "SELECT content FROM workspace_blobs WHERE agent = %s AND sha256 = %s",
+                (agent, sha256),
+            )
+            row = await cur.fetchone()
+        return None if row is None else bytes(row["content"])
+
+    async def commit_workspace(
+        self, agent: str, fence: int | None, files: Sequence[WorkspaceFile]
+    ) -> WorkspaceManifest:
+        """A new version, fenced against the lease row held FOR SHARE: a takeover (which
+        updates that row) waits for this push, and a push after it sees the new fence."""
+        async with self._tx() as conn:
+            row = await (
+                await conn.execute("SELECT * FROM leases WHERE agent = %s FOR SHARE", (agent,))
+            ).fetchone()
+            refusal = push_refusal(agent, fence, None if row is None else _lease(row))
+            if refusal is not None:
+                raise refusal
+            await conn.execute(
+                "INSERT INTO workspace_heads (agent, version, fence, bytes, updated_at)"
+                " VALUES (%s, 0, NULL, 0, clock_timestamp()) ON CONFLICT (agent) DO NOTHING",
+                (agent,),
+            )
+            head = await (
+                await conn.execute(
+                    "SELECT * FROM workspace_heads WHERE agent = %s FOR UPDATE", (agent,)
+                )
+            ).fetchone()
+            assert head is not None
+            current = await self._workspace_files(conn, agent)
+            if head["version"] > 0 and set(current) == set(files):
+                return _manifest(agent, head, current)  # a retried push: nothing new
+            held = await (
+                await conn.execute(
+                    "SELECT sha256 FROM workspace_blobs WHERE agent = %s AND sha256 = ANY(%s)",
+                    (agent, list({f.sha256 for f in files})),
+                )
+            ).fetchall()
+            problem = missing_blob(files, {r["sha256"] for r in held})
+            if problem is not None:
+                raise problem
+            diff = change(current, files)
+            await conn.execute(
+                "DELETE FROM workspace_files WHERE agent = %s AND path = ANY(%s)",
+                (agent, diff.removed),
+            )
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO workspace_files (agent, path, sha256, size)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (agent, path) DO UPDATE"
+                    " SET sha256 = excluded.sha256, size = excluded.size",
+                    [(agent, f.path, f.sha256, f.size) for f in diff.written],
+                )
+            # Blobs no file names: those the change left behind, and uploads of pushes whose
+            # commit never came (older than a minute, so a push under way keeps its own).
+            await conn.execute(
+                "DELETE FROM workspace_blobs b WHERE b.agent = %s AND (b.sha256 = ANY(%s)"
+                " OR b.created_at < clock_timestamp() - interval '1 minute')"
+                " AND NOT EXISTS (SELECT 1 FROM workspace_files f WHERE f.agent = b.agent"
+                " AND f.sha256 = b.sha256)",
+                (agent, diff.unnamed),
+            )
+            new = await (
+                await conn.execute(
+                    "UPDATE workspace_heads SET version = version + 1, fence = %s, bytes = %s,"
+                    " updated_at = clock_timestamp() WHERE agent = %s RETURNING *",
+                    (fence, sum(f.size for f in files), agent),
+                )
+            ).fetchone()
+            assert new is not None
+        return _manifest(agent, new, sorted(files, key=lambda f: f.path))
+
+    async def workspace_manifest(self, agent: str) -> WorkspaceManifest:
+        """The latest version, read in one snapshot."""
+        async with self._tx() as conn:
+            head = await (
+                await conn.execute("SELECT * FROM workspace_heads WHERE agent = %s", (agent,))
+            ).fetchone()
+            if head is None:
+                return WorkspaceManifest(agent, 0)
+            return _manifest(agent, head, await self._workspace_files(conn, agent))
+
+    @staticmethod
+    async def _workspace_files(conn: Conn, agent: str) -> list[WorkspaceFile]:
+        found = await (
+            await conn.execute(
+                "SELECT path, sha256, size FROM workspace_files WHERE agent = %s ORDER BY path",
+                (agent,),
+            )
+        ).fetchall()
+        return [WorkspaceFile(r["path"], r["sha256"], r["size"]) for r in found]
+
+
+def _manifest(agent: str, head: DictRow, files: Sequence[WorkspaceFile]) -> WorkspaceManifest:
+    return WorkspaceManifest(
+        agent, head["version"], tuple(files), head["fence"], _utc(head["updated_at"])
+    )
 
 
 __all__ = ["PostgresStore"]

@@ -25,6 +25,7 @@ from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, S
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
+from mcos.domain.workspace_sync import WorkspaceFile, WorkspaceManifest
 
 
 @dataclass(frozen=True)
@@ -634,3 +635,24 @@ class Store(Protocol):
         how many. For a new instance of an agent: the claims of the one it replaces (which
         may have lost its network while holding them) would otherwise wait out their
         visibility."""
+
+    # --- wsync: workspace sync ---------------------------------------------------------------
+    async def put_workspace_blob(self, agent: str, sha256: str, content: bytes) -> bool:
+        """Keep ``content`` (whose hash the caller checked) among ``agent``'s blobs; whether
+        it was new."""
+
+    async def workspace_blob(self, agent: str, sha256: str) -> bytes | None:
+        """One of ``agent``'s blobs, or None."""
+
+    async def commit_workspace(
+        self, agent: str, fence: int | None, files: Sequence[WorkspaceFile]
+    ) -> WorkspaceManifest:
+        """Make ``files`` the agent's latest manifest (a new version, unless it is the same as
+        the latest: a retried push changes nothing) and sweep blobs no longer named — in one
+        transaction that holds the agent's lease row, so a push whose ``fence`` is older than
+        the current lease (or missing once one was issued) is refused with
+        :class:`~mcos.exceptions.Fenced` and never overwrites. A file naming a blob the agent
+        does not hold is refused with :class:`~mcos.exceptions.InvalidRequest`."""
+
+    async def workspace_manifest(self, agent: str) -> WorkspaceManifest:
+        """The agent's latest manifest (version 0, no files, when nothing was pushed)."""

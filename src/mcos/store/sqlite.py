@@ -52,6 +52,13 @@ from mcos.domain.messages import (
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
+from mcos.domain.workspace_sync import (
+    WorkspaceFile,
+    WorkspaceManifest,
+    change,
+    missing_blob,
+    push_refusal,
+)
 from mcos.exceptions import (
     Conflict,
     IdempotencyConflict,
@@ -1659,6 +1666,120 @@ class SqliteStore:
         if changed:
             self._waiters.wake([inbox])
         return changed
+
+    # --- wsync: workspace sync ---------------------------------------------------------------
+    async def put_workspace_blob(self, agent: str, sha256: str, content: bytes) -> bool:
+        """Keep a blob once (an upload of one already held changes nothing)."""
+
+        def write(conn: sqlite3.Connection) -> bool:
+            with self._tx(conn):
+                added: int = conn.execute(
+                    "INSERT INTO workspace_blobs (agent, sha256, size, content, created_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent, sha256) DO NOTHING",
+                    (agent, sha256, len(content), content, _now_us()),
+                ).rowcount
+            return added == 1
+
+        return await self._run(write)
+
+    async def workspace_blob(self, agent: str, sha256: str) -> bytes | None:
+        """One blob's bytes."""
+        return await self._one(
+            "SELECT content FROM workspace_blobs WHERE agent = ? AND sha256 = ?",
+            (agent, sha256),
+            lambda r: bytes(r["content"]),
+        )
+
+    async def commit_workspace(
+        self, agent: str, fence: int | None, files: Sequence[WorkspaceFile]
+    ) -> WorkspaceManifest:
+        """A new version under the write lock (BEGIN IMMEDIATE): no takeover interleaves."""
+
+        def write(conn: sqlite3.Connection) -> WorkspaceManifest:
+            with self._tx(conn):
+                row = conn.execute("SELECT * FROM leases WHERE agent = ?", (agent,)).fetchone()
+                refusal = push_refusal(agent, fence, None if row is None else _lease(row))
+                if refusal is not None:
+                    raise refusal
+                head = conn.execute(
+                    "SELECT * FROM workspace_heads WHERE agent = ?", (agent,)
+                ).fetchone()
+                current = _workspace_files(conn, agent)
+                if head is not None and head["version"] > 0 and set(current) == set(files):
+                    return _workspace_manifest(agent, head, current)  # a retried push
+                held = {
+                    r["sha256"]
+                    for r in conn.execute(
+                        "SELECT sha256 FROM workspace_blobs WHERE agent = ?", (agent,)
+                    )
+                }
+                problem = missing_blob(files, held)
+                if problem is not None:
+                    raise problem
+                diff = change(current, files)
+                conn.executemany(
+                    "DELETE FROM workspace_files WHERE agent = ? AND path = ?",
+                    [(agent, path) for path in diff.removed],
+                )
+                conn.executemany(
+                    "INSERT INTO workspace_files (agent, path, sha256, size) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (agent, path) DO UPDATE"
+                    " SET sha256 = excluded.sha256, size = excluded.size",
+                    [(agent, f.path, f.sha256, f.size) for f in diff.written],
+                )
+                # Blobs no file names: those the change left behind, and uploads of pushes
+                # whose commit never came (older than a minute: a push under way keeps its own).
+                conn.execute(
+                    "DELETE FROM workspace_blobs WHERE agent = ? AND created_at < ?"
+                    " AND sha256 NOT IN (SELECT sha256 FROM workspace_files WHERE agent = ?)",
+                    (agent, _now_us() - 60_000_000, agent),
+                )
+                conn.executemany(
+                    "DELETE FROM workspace_blobs WHERE agent = ? AND sha256 = ?",
+                    [(agent, sha) for sha in diff.unnamed],
+                )
+                new = conn.execute(
+                    "INSERT INTO workspace_heads (agent, version, fence, bytes, updated_at)"
+                    " VALUES (?, 1, ?, ?, ?) ON CONFLICT (agent) DO UPDATE SET"
+                    " version = version + 1, fence = excluded.fence, bytes = excluded.bytes,"
+                    " updated_at = excluded.updated_at RETURNING *",
+                    (agent, fence, sum(f.size for f in files), _now_us()),
+                ).fetchone()
+            return _workspace_manifest(agent, new, sorted(files, key=lambda f: f.path))
+
+        return await self._run(write)
+
+    async def workspace_manifest(self, agent: str) -> WorkspaceManifest:
+        """The latest version, read in one snapshot."""
+
+        def read(conn: sqlite3.Connection) -> WorkspaceManifest:
+            conn.execute("BEGIN")
+            try:
+                head = conn.execute(
+                    "SELECT * FROM workspace_heads WHERE agent = ?", (agent,)
+                ).fetchone()
+                files = _workspace_files(conn, agent)
+            finally:
+                conn.execute("COMMIT")
+            return WorkspaceManifest(agent, 0) if head is None else (
+                _workspace_manifest(agent, head, files))  # fmt: skip
+
+        return await self._run(read)
+
+
+def _workspace_files(conn: sqlite3.Connection, agent: str) -> list[WorkspaceFile]:
+    found = conn.execute(
+        "SELECT path, sha256, size FROM workspace_files WHERE agent = ? ORDER BY path", (agent,)
+    )
+    return [WorkspaceFile(r["path"], r["sha256"], r["size"]) for r in found]
+
+
+def _workspace_manifest(
+    agent: str, head: sqlite3.Row, files: Sequence[WorkspaceFile]
+) -> WorkspaceManifest:
+    return WorkspaceManifest(
+        agent, head["version"], tuple(files), head["fence"], _dt(head["updated_at"])
+    )
 
 
 AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_delete"})
