@@ -41,6 +41,9 @@ from mcos.api_models import (
     LeaseOut,
     LeaseRelease,
     LeaseRenew,
+    LeaseRenewBatch,
+    LeaseRenewBatchOut,
+    LeaseRenewItem,
     MessageOut,
     PageOut,
     ReservationOut,
@@ -718,6 +721,22 @@ class Calls:
             f"/v1/restart-requests/{request_id}/done",
             _none,
             json={"agent": agent, "pid": pid},
+        )
+
+    # --- scale: batched lease renewal ---------------------------------------------------------
+    @staticmethod
+    def renew_leases(
+        holder: str, leases: list[tuple[str, int]], ttl: float
+    ) -> Call[LeaseRenewBatchOut]:
+        """Keep every ``(agent, fence)`` in one request: one result per lease, in order (a
+        ``lease_lost`` result: stop that agent now)."""
+        body = LeaseRenewBatch(
+            holder=holder,
+            ttl_seconds=ttl,
+            leases=[LeaseRenewItem(agent=a, fence=f) for a, f in leases],
+        ).model_dump()
+        return Call(
+            "POST", "/v1/leases/renew-batch", _model(TypeAdapter(LeaseRenewBatchOut)), json=body
         )
 
 

@@ -25,6 +25,7 @@ from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, S
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
+from mcos.exceptions import LeaseLost
 
 
 @dataclass(frozen=True)
@@ -634,3 +635,12 @@ class Store(Protocol):
         how many. For a new instance of an agent: the claims of the one it replaces (which
         may have lost its network while holding them) would otherwise wait out their
         visibility."""
+
+    # --- scale: batched lease renewal ---------------------------------------------------------
+    async def renew_leases(
+        self, holder: str, leases: Sequence[tuple[str, int]], ttl: timedelta
+    ) -> list[Lease | LeaseLost]:
+        """Renew each ``(agent, fence)`` of ``holder`` exactly as :meth:`renew_lease` would, in
+        one transaction (a supervisor renews all of its host's leases in one request): the
+        results in the order given, a lease no longer ours answered by its ``LeaseLost`` (not
+        raised: the others are renewed all the same). Agents must not repeat."""
