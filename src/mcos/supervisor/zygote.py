@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import select
@@ -103,6 +104,9 @@ def serve(sock: socket.socket) -> None:
         mtime = Path(path).stat().st_mtime
         if path not in fleets or fleets[path][0] != mtime:
             fleets[path] = (mtime, load_fleet(path))
+        # Everything alive now moves to the collector's permanent generation: a child's
+        # collections then never walk (and so never write to, and copy) the pages it shares.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             code = 70
