@@ -27,6 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+# What every agent imports on its first request (httpx loads its transport lazily): imported
+# here instead, once, rather than after the fork in each agent (a third of a second each).
+import anyio.lowlevel  # noqa: F401
+import httpcore  # noqa: F401
+
 import mcos.runtime.process  # noqa: F401 (imported once here, shared by every fork)
 from mcos.config import load_fleet
 from mcos.config.models import Fleet
