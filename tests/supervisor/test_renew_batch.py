@@ -34,7 +34,11 @@ def test_one_request_renews_every_lease_of_the_host(fleet_rig_factory: RigFactor
     single-lease renewal at all, and every agent's lease renewed by them."""
     rig = fleet_rig_factory(AGENTS)
     rig.up("mini")
-    wait_for("three agents", lambda: all(len(agent_pids(rig.fleet).get(n, [])) == 1 for n in NAMES))
+    wait_for(
+        "three agents",
+        lambda: all(len(agent_pids(rig.fleet).get(n, [])) == 1 for n in NAMES),
+        timeout=60,
+    )
     with rig.client() as op:
         first = {x.agent: x for x in op.do(Calls.leases())}
 
@@ -43,7 +47,7 @@ def test_one_request_renews_every_lease_of_the_host(fleet_rig_factory: RigFactor
             now = {x.agent: x for x in op.do(Calls.leases())}
         return now if all(now[n].renewed_at > first[n].renewed_at for n in NAMES) else None
 
-    now = wait_for("every lease renewed again", renewed, timeout=30)
+    now = wait_for("every lease renewed again", renewed, timeout=60)
     for name in NAMES:
         assert now[name].fence == first[name].fence  # kept, not granted anew
         assert now[name].live is True

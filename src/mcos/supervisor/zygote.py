@@ -182,6 +182,9 @@ class ForkServer:
             future = self._waiting.pop(key) if key in self._waiting else None
             if future is not None and not future.done():
                 future.set_result(message["pid"])
+            else:  # its spawn timed out and will be tried again: this one must not run too
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(message["pid"], signal.SIGKILL)
         elif "exited" in message:
             self.on_exit(message["exited"], message["code"])
 
@@ -191,11 +194,17 @@ class ForkServer:
             msg = "the fork server is not running"
             raise McosError(msg)
         self._next += 1
-        request = {**request, "id": self._next}
+        key = self._next
+        request = {**request, "id": key}
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting[self._next] = future
+        self._waiting[key] = future
         socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
-        return await asyncio.wait_for(future, 30)
+        try:
+            return await asyncio.wait_for(future, 30)
+        except TimeoutError:
+            self._waiting.pop(key, None)  # a late answer's agent is killed (_readable)
+            msg = f"the fork server did not start {request['name']} within 30 s"
+            raise McosError(msg) from None
 
     async def stop(self) -> None:
         """Hang up (it kills what is left of the agents and exits) and wait for it."""
