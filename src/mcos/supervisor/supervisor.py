@@ -145,6 +145,7 @@ class Supervisor:
         """Seconds between looks at operators' restart requests."""
         self._restart_cursor: int | None = None
         self._restarts_due = 0.0
+        self._renewing: asyncio.Task[None] | None = None
         self.starting = 8
         """Agents being started (their lease taken, token minted, process forked) at once."""
 
@@ -160,12 +161,16 @@ class Supervisor:
         try:
             while not stop.is_set():
                 await self.follow_restarts()
-                await self.renew()
+                self._renew_in_background()
                 await self._tick_all()
                 self.notifier.watchdog()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), tick)
         finally:
+            if self._renewing is not None:
+                self._renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._renewing
             self.notifier.stopping()
             await self.shutdown()
             logger.removeHandler(handler)
@@ -213,6 +218,9 @@ class Supervisor:
                 except McosError as e:
                     self._say(slot, f"{slot.name}: {e.message}")
 
+        for slot in self.slots.values():  # a renewal still unanswered: each its own deadline
+            if slot.lease is not None and time.monotonic() >= slot.kill_at:
+                self._lose(slot, "could not renew the lease in time (no answer yet)")
         idle = [s for s in self.slots.values() if not self._may_act(s)]
         for slot in idle:  # the common case, no I/O: no task for it
             self._watch(slot, time.monotonic())
@@ -228,6 +236,14 @@ class Supervisor:
         return slot.pid is None and slot.status not in ("failed", "misconfigured")
 
     # --- all leases at once ---------------------------------------------------------------------
+    def _renew_in_background(self) -> None:
+        """Renew off the loop (one request at a time): a slow answer must not hold up the
+        ticks, which kill each agent whose own deadline passes while the answer is awaited."""
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.get_running_loop().create_task(
+                self.renew(), name="renew-leases"
+            )
+
     async def renew(self) -> None:
         """Once any held lease is due, renew every held lease in one request (so they stay due
         together: one request per third of the TTL, however many agents); a lease the answer
@@ -242,19 +258,24 @@ class Supervisor:
             [(s.name, s.lease.fence) for s in held if s.lease is not None],
             self.ttl.total_seconds(),
         )
+        sent = {s.name: s.lease.fence for s in held if s.lease is not None}
         try:
             # A host whose network went silent (packets dropped, no refusal) would wait out
             # the HTTP timeout — past the leases' end, while another host may take the agents.
-            # The first kill deadline bounds the wait instead.
+            # The last kill deadline bounds the wait instead (the ticks kill each agent at its
+            # own deadline meanwhile).
             answer = await asyncio.wait_for(
-                self.client.do(call), max(min(s.kill_at for s in held) - now, 0.05)
+                self.client.do(call), max(max(s.kill_at for s in held) - now, 0.05)
             )
         except (McosError, TimeoutError) as e:
             why = e.message if isinstance(e, McosError) else "Mission Control did not answer"
             for slot in held:
-                self._not_renewed(slot, now, why)
+                if slot.lease is not None and slot.lease.fence == sent[slot.name]:
+                    self._not_renewed(slot, now, why)
             return
         for slot, result in zip(held, answer.results, strict=True):
+            if slot.lease is None or slot.lease.fence != sent[slot.name]:
+                continue  # given up (its deadline passed) or granted anew while we waited
             if result.lease is not None:
                 self._hold(slot, result.lease, now)
             elif result.error is not None and result.error.code == LeaseLost.code:
