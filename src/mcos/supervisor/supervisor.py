@@ -162,10 +162,10 @@ class Supervisor:
             while not stop.is_set():
                 await self.follow_restarts()
                 self._renew_in_background()
-                await self._tick_all()
+                more = await self._tick_all()
                 self.notifier.watchdog()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), tick)
+                    await asyncio.wait_for(stop.wait(), 0 if more else tick)
         finally:
             if self._renewing is not None:
                 self._renewing.cancel()
@@ -205,7 +205,7 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(slot.exited.wait(), 5)
 
-    async def _tick_all(self) -> None:
+    async def _tick_all(self) -> bool:
         """Tick every slot, up to ``starting`` of them at once: an agent's start waits on
         Mission Control (lease, token) and the fork server, so starting hundreds one after
         another would leave both idle between round trips."""
@@ -224,16 +224,24 @@ class Supervisor:
         idle = [s for s in self.slots.values() if not self._may_act(s)]
         for slot in idle:  # the common case, no I/O: no task for it
             self._watch(slot, time.monotonic())
-        busy = [s for s in self.slots.values() if self._may_act(s)]
+        # At most ``starting`` per pass: a pass must stay short, as the kill deadlines are
+        # enforced between passes (one pass starting all 500 agents outlived every lease).
+        waiting = [s for s in self.slots.values() if self._may_act(s)]
+        busy = waiting[: self.starting]
         if busy:
             await asyncio.gather(*(one(s) for s in busy))
+        return len(waiting) > len(busy)  # more to start: no pause before the next pass
 
     def _may_act(self, slot: Slot) -> bool:
         """Whether a tick of ``slot`` would call anyone (acquire a lease, start the agent)."""
         now = time.monotonic()
         if slot.lease is None:
             return slot.status not in ("failed", "misconfigured") and now >= slot.next_acquire
-        return slot.pid is None and slot.status not in ("failed", "misconfigured")
+        return (
+            slot.pid is None
+            and slot.status not in ("failed", "misconfigured")
+            and now >= slot.not_before
+        )
 
     # --- all leases at once ---------------------------------------------------------------------
     def _renew_in_background(self) -> None:
