@@ -821,3 +821,44 @@ class PageOut(_Out):
             attempts=page.attempts, error=page.error, created_at=page.created_at,
             sent_at=page.sent_at, acked_at=page.acked_at, acked_by=page.acked_by,
         )  # fmt: skip
+
+
+# --- scale: batched lease renewal -----------------------------------------------------------------
+class LeaseRenewItem(_In):
+    """One lease of a batch renewal: the agent and the fence its supervisor holds."""
+
+    agent: str = Field(min_length=1, max_length=100)
+    fence: int = Field(ge=1, le=MAX_ID)
+
+
+class LeaseRenewBatch(_In):
+    """A supervisor keeps running all of its host's agents: one request for every lease."""
+
+    holder: str = Field(min_length=1, max_length=200)
+    ttl_seconds: float = Field(default=15, ge=1, le=600)
+    leases: list[LeaseRenewItem] = Field(min_length=1, max_length=2000)
+
+    @model_validator(mode="after")
+    def _each_agent_once(self) -> LeaseRenewBatch:
+        seen: set[str] = set()
+        for i, item in enumerate(self.leases):
+            if item.agent in seen:
+                msg = f"leases[{i}]: agent {item.agent!r} is listed twice; name each agent once"
+                raise ValueError(msg)
+            seen.add(item.agent)
+        return self
+
+
+class LeaseRenewResult(_Out):
+    """One lease's outcome: the renewed lease, or the error a single renewal would have
+    answered (``lease_lost``: stop that agent now; ``not_found``; ``forbidden``)."""
+
+    agent: str
+    lease: LeaseOut | None = None
+    error: ErrorBody | None = None
+
+
+class LeaseRenewBatchOut(_Out):
+    """Every lease's outcome, in the order asked."""
+
+    results: list[LeaseRenewResult]

@@ -42,6 +42,9 @@ from mcos.api_models import (
     LeaseOut,
     LeaseRelease,
     LeaseRenew,
+    LeaseRenewBatch,
+    LeaseRenewBatchOut,
+    LeaseRenewItem,
     MessageOut,
     PageOut,
     ReservationOut,
@@ -744,6 +747,22 @@ class Calls:
     def workspace(agent: str | None = None) -> Call[ManifestOut]:
         """The latest workspace version (an operator names the agent)."""
         return Call("GET", "/v1/workspace", _model(_MANIFEST), params=_clean({"agent": agent}))
+
+    # --- scale: batched lease renewal ---------------------------------------------------------
+    @staticmethod
+    def renew_leases(
+        holder: str, leases: list[tuple[str, int]], ttl: float
+    ) -> Call[LeaseRenewBatchOut]:
+        """Keep every ``(agent, fence)`` in one request: one result per lease, in order (a
+        ``lease_lost`` result: stop that agent now)."""
+        body = LeaseRenewBatch(
+            holder=holder,
+            ttl_seconds=ttl,
+            leases=[LeaseRenewItem(agent=a, fence=f) for a, f in leases],
+        ).model_dump()
+        return Call(
+            "POST", "/v1/leases/renew-batch", _model(TypeAdapter(LeaseRenewBatchOut)), json=body
+        )
 
 
 _BLOB = TypeAdapter(BlobOut)

@@ -269,8 +269,8 @@ async def test_a_long_poll_whose_client_hung_up_claims_nothing(live_server: Live
         waiting.cancel()  # the client goes away mid-wait; its connection closes
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
-    # The server notices at the end of its re-check slice (1 s) and ends the request, claiming
-    # nothing; a claim for nobody would hide the next message for its visibility (30 s).
+    # The server hears the hang-up (http.disconnect) and ends the request, claiming nothing;
+    # a claim for nobody would hide the next message for its visibility (30 s).
     # (10 s: ten slices, and half the 20 s wait: a long-poll that missed the hang-up fails here.)
     await eventually(
         "the abandoned long-poll to end",

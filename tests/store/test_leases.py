@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from mcos.domain.leases import Lease
 from mcos.exceptions import LeaseHeld, LeaseLost
 from mcos.store import Store
 from tests.waiting import past
@@ -80,3 +81,60 @@ class TestLeases:
         current = await store.lease("sentinel")
         assert current is not None
         assert current.fence == 1
+
+
+class TestBatchRenewal:
+    """Every lease of a supervisor renewed in one call, each exactly as a single renewal."""
+
+    async def test_each_lease_answered_in_order_and_a_fenced_out_one_is_lost(
+        self, store: Store
+    ) -> None:
+        gene = await store.acquire_lease("gene", "sup-a", "mini", TTL)
+        jarvis = await store.acquire_lease("jarvis", "sup-a", "mini", SHORT)
+        await past(store.now, jarvis.expires_at)
+        taken = await store.acquire_lease("jarvis", "sup-b", "vps", TTL)  # sup-a fenced out
+        sentinel = await store.acquire_lease("sentinel", "sup-a", "mini", TTL)
+        out = await store.renew_leases(
+            "sup-a",
+            [("sentinel", sentinel.fence), ("jarvis", jarvis.fence), ("gene", gene.fence)],
+            timedelta(seconds=60),
+        )
+        assert [type(x) for x in out] == [Lease, LeaseLost, Lease]
+        assert isinstance(out[0], Lease)
+        assert isinstance(out[1], LeaseLost)
+        assert isinstance(out[2], Lease)
+        assert (out[0].agent, out[2].agent) == ("sentinel", "gene")
+        assert out[2].expires_at > gene.expires_at
+        assert out[2].acquired_at == gene.acquired_at
+        assert out[2].fence == gene.fence
+        assert "now belongs to sup-b" in out[1].message
+        current = await store.lease("jarvis")
+        assert current == taken  # the fenced-out holder's batch left the new grant alone
+
+    async def test_a_wrong_fence_an_expired_lease_and_an_unknown_agent_are_lost(
+        self, store: Store
+    ) -> None:
+        gene = await store.acquire_lease("gene", "sup-a", "mini", TTL)
+        late = await store.acquire_lease("jarvis", "sup-a", "mini", SHORT)
+        await past(store.now, late.expires_at)
+        out = await store.renew_leases(
+            "sup-a", [("gene", gene.fence + 1), ("jarvis", late.fence), ("nobody", 1)], TTL
+        )
+        assert all(isinstance(x, LeaseLost) for x in out)
+        messages = [x.message for x in out if isinstance(x, LeaseLost)]
+        assert "now belongs to sup-a (fence 1)" in messages[0]
+        assert "expired" in messages[1]
+        assert "no lease was granted" in messages[2]
+        current = await store.lease("gene")
+        assert current == gene  # a refused renewal changed nothing
+
+    async def test_same_as_single_renewal(self, store: Store) -> None:
+        """The batch and the single renewal agree on the same lease."""
+        a = await store.acquire_lease("gene", "sup-a", "mini", TTL)
+        single = await store.renew_lease("gene", "sup-a", a.fence, TTL)
+        (batched,) = await store.renew_leases("sup-a", [("gene", a.fence)], TTL)
+        assert isinstance(batched, Lease)
+        assert (batched.holder, batched.host, batched.fence) == (
+            single.holder, single.host, single.fence,
+        )  # fmt: skip
+        assert batched.renewed_at >= single.renewed_at

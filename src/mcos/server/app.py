@@ -26,7 +26,7 @@ from mcos.domain.audit import AuditEvent, audit_key, checkpoint_key
 from mcos.domain.bounded import PARSE_DEPTH
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
-from mcos.server import dashboard, dead_letters, errors
+from mcos.server import dashboard, dead_letters, errors, parked
 from mcos.server.access_log import AccessLog
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
@@ -230,7 +230,10 @@ def create_app(
                 checkpoints.run(settings.audit_checkpoint_seconds), name="audit-checkpoints"
             )
         )
-        tasks.append(asyncio.create_task(_sweep_deliveries(mc), name="delivery-sweep"))
+        tasks += [
+            asyncio.create_task(_sweep_deliveries(mc), name="delivery-sweep"),
+            asyncio.create_task(parked.recheck(mc), name="parked-recheck"),
+        ]
         tasks.append(asyncio.create_task(traces.sweep(mc), name="trace-retention"))
         tasks += [
             asyncio.create_task(runner.run(), name=f"channel-{name}")

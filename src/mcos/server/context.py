@@ -25,6 +25,7 @@ from mcos.server.metering import Meter
 from mcos.server.metrics import Metrics
 from mcos.server.throttle import FailureThrottle
 from mcos.store import Directory, Store
+from mcos.store.notify import Waiters
 
 if TYPE_CHECKING:
     from mcos.server.audit_checkpoint import AuditCheckpoints
@@ -59,7 +60,8 @@ class ServerSettings:
     max_wait_seconds: float = 30.0
     """Longest long-poll a client may ask for."""
     poll_fallback_seconds: float = 1.0
-    """A waiting long-poll re-checks at least this often (another process may have sent)."""
+    """Parked long-polls are re-checked this often, all in one store query, for what no send
+    announces (a lapsed claim, a deferred delivery now due, another process's send)."""
     token_cache_seconds: float = 2.0
     """How long a verified token is trusted before it is looked up again."""
     bootstrap_operator: str | None = None
@@ -154,6 +156,9 @@ class MissionControl:
     """Failed sign-ins per client address and per token prefix."""
     meter: Meter = field(init=False)
     """Prices, reserves and records every model call of the fleet (gateway and direct mode)."""
+    parked: Waiters = field(default_factory=Waiters)
+    """Long-polls waiting now, by inbox: woken together by :mod:`mcos.server.parked`'s re-check
+    (what no send announces), not each re-claiming on its own."""
 
     def __post_init__(self) -> None:
         if self.settings.state_dir is not None:

@@ -69,6 +69,7 @@ from mcos.exceptions import (
     IdempotencyConflict,
     InvalidRequest,
     LastOperatorToken,
+    LeaseLost,
     McosError,
     NotFound,
     SchemaOutOfDate,
@@ -1264,17 +1265,7 @@ class PostgresStore:
     async def renew_lease(self, agent: str, holder: str, fence: int, ttl: timedelta) -> Lease:
         """Extend our live lease; anything else means it is lost."""
         async with self._tx() as conn:
-            row = await (await conn.execute(Q["lease_lock"], (agent,))).fetchone()
-            if row is None or not ours(_lease(row), holder, fence, _utc(row["now"])):
-                raise lost_error(agent, None if row is None else _lease(row), holder, fence)
-            out = await (
-                await conn.execute(
-                    Q["lease_write"],
-                    (holder, row["host"], fence, ttl.total_seconds(), False, agent),
-                )
-            ).fetchone()
-        assert out is not None
-        return _lease(out)
+            return await _renew_row(conn, agent, holder, fence, ttl)
 
     async def release_lease(self, agent: str, holder: str, fence: int) -> bool:
         """Let the lease end now."""
@@ -1757,11 +1748,41 @@ class PostgresStore:
         ).fetchall()
         return [WorkspaceFile(r["path"], r["sha256"], r["size"]) for r in found]
 
+    # --- scale: batched lease renewal ---------------------------------------------------------
+    async def renew_leases(
+        self, holder: str, leases: Sequence[tuple[str, int]], ttl: timedelta
+    ) -> list[Lease | LeaseLost]:
+        """Each lease renewed as :meth:`renew_lease` would, in one transaction; rows locked in
+        agent order (two supervisors renewing overlapping batches cannot deadlock)."""
+        done: dict[str, Lease | LeaseLost] = {}
+        async with self._tx() as conn:
+            for agent, fence in sorted(leases):
+                try:
+                    done[agent] = await _renew_row(conn, agent, holder, fence, ttl)
+                except LeaseLost as e:
+                    done[agent] = e
+        return [done[agent] for agent, _ in leases]
+
 
 def _manifest(agent: str, head: DictRow, files: Sequence[WorkspaceFile]) -> WorkspaceManifest:
     return WorkspaceManifest(
         agent, head["version"], tuple(files), head["fence"], _utc(head["updated_at"])
     )
+
+
+async def _renew_row(conn: Conn, agent: str, holder: str, fence: int, ttl: timedelta) -> Lease:
+    """Extend one live lease of ``holder`` inside the caller's transaction; ``LeaseLost``
+    otherwise (the single and the batched renewal share this, so their fencing is one)."""
+    row = await (await conn.execute(Q["lease_lock"], (agent,))).fetchone()
+    if row is None or not ours(_lease(row), holder, fence, _utc(row["now"])):
+        raise lost_error(agent, None if row is None else _lease(row), holder, fence)
+    out = await (
+        await conn.execute(
+            Q["lease_write"], (holder, row["host"], fence, ttl.total_seconds(), False, agent)
+        )
+    ).fetchone()
+    assert out is not None
+    return _lease(out)
 
 
 __all__ = ["PostgresStore"]

@@ -26,6 +26,7 @@ from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.domain.workspace_sync import WorkspaceFile, WorkspaceManifest
+from mcos.exceptions import LeaseLost
 
 
 @dataclass(frozen=True)
@@ -656,3 +657,12 @@ class Store(Protocol):
 
     async def workspace_manifest(self, agent: str) -> WorkspaceManifest:
         """The agent's latest manifest (version 0, no files, when nothing was pushed)."""
+
+    # --- scale: batched lease renewal ---------------------------------------------------------
+    async def renew_leases(
+        self, holder: str, leases: Sequence[tuple[str, int]], ttl: timedelta
+    ) -> list[Lease | LeaseLost]:
+        """Renew each ``(agent, fence)`` of ``holder`` exactly as :meth:`renew_lease` would, in
+        one transaction (a supervisor renews all of its host's leases in one request): the
+        results in the order given, a lease no longer ours answered by its ``LeaseLost`` (not
+        raised: the others are renewed all the same). Agents must not repeat."""

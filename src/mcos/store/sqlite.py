@@ -64,6 +64,7 @@ from mcos.exceptions import (
     IdempotencyConflict,
     InvalidRequest,
     LastOperatorToken,
+    LeaseLost,
     McosError,
     NotFound,
     SchemaOutOfDate,
@@ -1240,19 +1241,7 @@ class SqliteStore:
 
         def write(conn: sqlite3.Connection) -> Lease:
             with self._tx(conn):
-                now = _now_us()
-                row = conn.execute(Q["lease_lock"], (agent,)).fetchone()
-                if row is None or not ours(_lease(row), holder, fence, _dt(now)):
-                    raise lost_error(agent, None if row is None else _lease(row), holder, fence)
-                out = conn.execute(
-                    Q["lease_write"],
-                    {
-                        "holder": holder, "host": row["host"], "fence": fence, "agent": agent,
-                        "expires_at": now + int(ttl.total_seconds() * 1_000_000),
-                        "new": False, "now": now,
-                    },
-                ).fetchone()  # fmt: skip
-            return _lease(out)
+                return _renew_row(conn, agent, holder, fence, ttl)
 
         return await self._run(write)
 
@@ -1766,6 +1755,24 @@ class SqliteStore:
 
         return await self._run(read)
 
+    # --- scale: batched lease renewal -----------------------------------------------------------
+    async def renew_leases(
+        self, holder: str, leases: Sequence[tuple[str, int]], ttl: timedelta
+    ) -> list[Lease | LeaseLost]:
+        """Each lease renewed as :meth:`renew_lease` would, in one transaction."""
+
+        def write(conn: sqlite3.Connection) -> list[Lease | LeaseLost]:
+            out: list[Lease | LeaseLost] = []
+            with self._tx(conn):
+                for agent, fence in leases:
+                    try:
+                        out.append(_renew_row(conn, agent, holder, fence, ttl))
+                    except LeaseLost as e:
+                        out.append(e)
+            return out
+
+        return await self._run(write)
+
 
 def _workspace_files(conn: sqlite3.Connection, agent: str) -> list[WorkspaceFile]:
     found = conn.execute(
@@ -1780,6 +1787,26 @@ def _workspace_manifest(
     return WorkspaceManifest(
         agent, head["version"], tuple(files), head["fence"], _dt(head["updated_at"])
     )
+
+
+def _renew_row(
+    conn: sqlite3.Connection, agent: str, holder: str, fence: int, ttl: timedelta
+) -> Lease:
+    """Extend one live lease of ``holder`` inside the caller's transaction; ``LeaseLost``
+    otherwise (the single and the batched renewal share this, so their fencing is one)."""
+    now = _now_us()
+    row = conn.execute(Q["lease_lock"], (agent,)).fetchone()
+    if row is None or not ours(_lease(row), holder, fence, _dt(now)):
+        raise lost_error(agent, None if row is None else _lease(row), holder, fence)
+    out = conn.execute(
+        Q["lease_write"],
+        {
+            "holder": holder, "host": row["host"], "fence": fence, "agent": agent,
+            "expires_at": now + int(ttl.total_seconds() * 1_000_000),
+            "new": False, "now": now,
+        },
+    ).fetchone()  # fmt: skip
+    return _lease(out)
 
 
 AUDIT_TRIGGERS = frozenset({"audit_no_update", "audit_no_delete"})

@@ -145,6 +145,9 @@ class Supervisor:
         """Seconds between looks at operators' restart requests."""
         self._restart_cursor: int | None = None
         self._restarts_due = 0.0
+        self._renewing: asyncio.Task[None] | None = None
+        self.starting = 8
+        """Agents being started (their lease taken, token minted, process forked) at once."""
 
     # --- lifecycle ------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, tick: float = 0.25) -> None:
@@ -158,15 +161,16 @@ class Supervisor:
         try:
             while not stop.is_set():
                 await self.follow_restarts()
-                for slot in self.slots.values():
-                    try:
-                        await self.tick(slot)
-                    except McosError as e:
-                        self._say(slot, f"{slot.name}: {e.message}")
+                self._renew_in_background()
+                more = await self._tick_all()
                 self.notifier.watchdog()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), tick)
+                    await asyncio.wait_for(stop.wait(), 0 if more else tick)
         finally:
+            if self._renewing is not None:
+                self._renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._renewing
             self.notifier.stopping()
             await self.shutdown()
             logger.removeHandler(handler)
@@ -201,9 +205,102 @@ class Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(slot.exited.wait(), 5)
 
+    async def _tick_all(self) -> bool:
+        """Tick every slot, up to ``starting`` of them at once: an agent's start waits on
+        Mission Control (lease, token) and the fork server, so starting hundreds one after
+        another would leave both idle between round trips."""
+        gate = asyncio.Semaphore(self.starting)
+
+        async def one(slot: Slot) -> None:
+            async with gate:
+                try:
+                    await self.tick(slot)
+                except McosError as e:
+                    self._say(slot, f"{slot.name}: {e.message}")
+
+        for slot in self.slots.values():  # a renewal still unanswered: each its own deadline
+            if slot.lease is not None and time.monotonic() >= slot.kill_at:
+                self._lose(slot, "could not renew the lease in time (no answer yet)")
+        idle = [s for s in self.slots.values() if not self._may_act(s)]
+        for slot in idle:  # the common case, no I/O: no task for it
+            self._watch(slot, time.monotonic())
+        # At most ``starting`` per pass: a pass must stay short, as the kill deadlines are
+        # enforced between passes (one pass starting all 500 agents outlived every lease).
+        waiting = [s for s in self.slots.values() if self._may_act(s)]
+        busy = waiting[: self.starting]
+        if busy:
+            await asyncio.gather(*(one(s) for s in busy))
+        return len(waiting) > len(busy)  # more to start: no pause before the next pass
+
+    def _may_act(self, slot: Slot) -> bool:
+        """Whether a tick of ``slot`` would call anyone (acquire a lease, start the agent)."""
+        now = time.monotonic()
+        if slot.lease is None:
+            return slot.status not in ("failed", "misconfigured") and now >= slot.next_acquire
+        return (
+            slot.pid is None
+            and slot.status not in ("failed", "misconfigured")
+            and now >= slot.not_before
+        )
+
+    # --- all leases at once ---------------------------------------------------------------------
+    def _renew_in_background(self) -> None:
+        """Renew off the loop (one request at a time): a slow answer must not hold up the
+        ticks, which kill each agent whose own deadline passes while the answer is awaited."""
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.get_running_loop().create_task(
+                self.renew(), name="renew-leases"
+            )
+
+    async def renew(self) -> None:
+        """Once any held lease is due, renew every held lease in one request (so they stay due
+        together: one request per third of the TTL, however many agents); a lease the answer
+        says is lost kills its agent, and if no answer comes before the first kill deadline,
+        each lease past its own deadline is given up as lost."""
+        now = time.monotonic()
+        held = [s for s in self.slots.values() if s.lease is not None]
+        if not any(now >= s.renew_at for s in held):
+            return
+        call = Calls.renew_leases(
+            self.holder,
+            [(s.name, s.lease.fence) for s in held if s.lease is not None],
+            self.ttl.total_seconds(),
+        )
+        sent = {s.name: s.lease.fence for s in held if s.lease is not None}
+        try:
+            # A host whose network went silent (packets dropped, no refusal) would wait out
+            # the HTTP timeout — past the leases' end, while another host may take the agents.
+            # The last kill deadline bounds the wait instead (the ticks kill each agent at its
+            # own deadline meanwhile).
+            answer = await asyncio.wait_for(
+                self.client.do(call), max(max(s.kill_at for s in held) - now, 0.05)
+            )
+        except (McosError, TimeoutError) as e:
+            why = e.message if isinstance(e, McosError) else "Mission Control did not answer"
+            for slot in held:
+                if slot.lease is not None and slot.lease.fence == sent[slot.name]:
+                    self._not_renewed(slot, now, why)
+            return
+        for slot, result in zip(held, answer.results, strict=True):
+            if slot.lease is None or slot.lease.fence != sent[slot.name]:
+                continue  # given up (its deadline passed) or granted anew while we waited
+            if result.lease is not None:
+                self._hold(slot, result.lease, now)
+            elif result.error is not None and result.error.code == LeaseLost.code:
+                self._lose(slot, result.error.message)
+            else:  # refused for this agent (forbidden, not found): as if unanswered
+                self._not_renewed(slot, now, result.error.message if result.error else "?")
+
+    def _not_renewed(self, slot: Slot, sent: float, why: str) -> None:
+        if time.monotonic() >= slot.kill_at:
+            self._lose(slot, f"could not renew the lease in time ({why})")
+        else:
+            slot.renew_at = sent + 1.0
+
     # --- one agent ------------------------------------------------------------------------------
     async def tick(self, slot: Slot) -> None:
-        """Keep the lease, start the agent when it may run, enforce the watchdog."""
+        """Take the lease, start the agent when it may run, enforce the watchdog (leases are
+        renewed together: :meth:`renew`)."""
         now = time.monotonic()
         if slot.lease is None:
             if slot.status in ("failed", "misconfigured") or now < slot.next_acquire:
@@ -211,14 +308,15 @@ class Supervisor:
             await self._acquire(slot, now)
             if slot.lease is None:
                 return
-        elif now >= slot.renew_at:
-            await self._renew(slot, now)
-            if slot.lease is None:
-                return
         if slot.pid is None and slot.status not in ("failed", "misconfigured"):
             if now >= slot.not_before:
                 await self._start(slot)
-        elif slot.pid is not None and now - slot.last_alive > self.watchdog.total_seconds():
+        else:
+            self._watch(slot, now)
+
+    def _watch(self, slot: Slot, now: float) -> None:
+        """Kill a running agent whose event loop went silent past the watchdog."""
+        if slot.pid is not None and now - slot.last_alive > self.watchdog.total_seconds():
             self._say(slot, f"{slot.name}: no liveness for {self.watchdog}: killing it (hung)")
             slot.detail = f"hung: no liveness for {self.watchdog}"
             _signal_group(slot, signal.SIGKILL)
@@ -283,26 +381,6 @@ class Supervisor:
             self._say(slot, f"not running {slot.name}: {e.message}")
             # A failover host waits a full TTL more, so the primary host wins a restart race.
             slot.next_acquire = now + self.ttl.total_seconds() / (3 if slot.primary else 1)
-            return
-        self._hold(slot, lease, now)
-
-    async def _renew(self, slot: Slot, now: float) -> None:
-        assert slot.lease is not None
-        call = Calls.renew_lease(slot.name, self.holder, slot.lease.fence, self.ttl.total_seconds())
-        try:
-            # A host whose network went silent (packets dropped, no refusal) would wait out
-            # the HTTP timeout — past the lease's end, while another host may take the agent.
-            # The kill deadline bounds the wait instead.
-            lease = await asyncio.wait_for(self.client.do(call), max(slot.kill_at - now, 0.05))
-        except LeaseLost as e:
-            self._lose(slot, e.message)
-            return
-        except (McosError, TimeoutError) as e:
-            why = e.message if isinstance(e, McosError) else "Mission Control did not answer"
-            if time.monotonic() >= slot.kill_at:
-                self._lose(slot, f"could not renew the lease in time ({why})")
-            else:
-                slot.renew_at = now + 1.0
             return
         self._hold(slot, lease, now)
 

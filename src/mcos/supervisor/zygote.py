@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import select
@@ -25,6 +26,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+# What every agent imports on its first request (httpx loads its transport lazily): imported
+# here instead, once, rather than after the fork in each agent (a third of a second each).
+import anyio.lowlevel  # noqa: F401
+import httpcore  # noqa: F401
 
 import mcos.runtime.process  # noqa: F401 (imported once here, shared by every fork)
 from mcos.config import load_fleet
@@ -103,6 +109,9 @@ def serve(sock: socket.socket) -> None:
         mtime = Path(path).stat().st_mtime
         if path not in fleets or fleets[path][0] != mtime:
             fleets[path] = (mtime, load_fleet(path))
+        # Everything alive now moves to the collector's permanent generation: a child's
+        # collections then never walk (and so never write to, and copy) the pages it shares.
+        gc.freeze()
         pid = os.fork()
         if pid == 0:
             code = 70
@@ -173,6 +182,9 @@ class ForkServer:
             future = self._waiting.pop(key) if key in self._waiting else None
             if future is not None and not future.done():
                 future.set_result(message["pid"])
+            else:  # its spawn timed out and will be tried again: this one must not run too
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(message["pid"], signal.SIGKILL)
         elif "exited" in message:
             self.on_exit(message["exited"], message["code"])
 
@@ -182,11 +194,17 @@ class ForkServer:
             msg = "the fork server is not running"
             raise McosError(msg)
         self._next += 1
-        request = {**request, "id": self._next}
+        key = self._next
+        request = {**request, "id": key}
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiting[self._next] = future
+        self._waiting[key] = future
         socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
-        return await asyncio.wait_for(future, 30)
+        try:
+            return await asyncio.wait_for(future, 30)
+        except TimeoutError:
+            self._waiting.pop(key, None)  # a late answer's agent is killed (_readable)
+            msg = f"the fork server did not start {request['name']} within 30 s"
+            raise McosError(msg) from None
 
     async def stop(self) -> None:
         """Hang up (it kills what is left of the agents and exits) and wait for it."""

@@ -40,6 +40,7 @@ HOST_ROUTES = frozenset(
         ("POST", "/v1/tokens/{token_id}/revoke"),
         ("GET", "/v1/restart-requests"),  # operators' restart requests (routes/agent_control.py)
         ("POST", "/v1/restart-requests/{seq}/done"),
+        ("POST", "/v1/leases/renew-batch"),  # every lease of the host in one request
     }
 )
 """Everything a host principal (a supervisor) may call; each route then checks the agent is one

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from starlette.types import Receive
 
 from mcos.api_models import (
     AckBatchRequest,
@@ -47,28 +47,43 @@ async def _claim_waiting(
     limit: int,
     wait: float,
     visibility: timedelta,
-    gone: Callable[[], Awaitable[bool]],
+    receive: Receive,
 ) -> list[Delivery]:
     """Claim now; if empty, wait for a wake-up (armed before claiming) and claim again.
 
     A client that hung up while waiting (a stopped or restarted agent) claims nothing more:
-    a claim for nobody would hide the message until its visibility deadline.
+    a claim for nobody would hide the message until its visibility deadline. Its hang-up is
+    heard as it happens (the server's ``http.disconnect``), with no polling of its own.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, mc.settings.max_wait_seconds)
-    first = True
-    while True:
-        if not first and await gone():
-            return []
-        first = False
-        with mc.store.armed(inbox) as woken:
-            claimed = await mc.store.claim(inbox, limit=limit, visibility=visibility)
-            remaining = deadline - loop.time()
-            if claimed or remaining <= 0:
-                return claimed
-            slice_ = min(remaining, mc.settings.poll_fallback_seconds)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(woken, slice_)
+    hung_up = loop.create_task(_hang_up(receive), name=f"hang-up-{inbox}")
+    try:
+        while not hung_up.done():
+            with mc.store.armed(inbox) as woken, mc.parked.armed(inbox) as rechecked:
+                claimed = await mc.store.claim(inbox, limit=limit, visibility=visibility)
+                remaining = deadline - loop.time()
+                if claimed or remaining <= 0:
+                    return claimed
+                # Until a send wakes us, or the shared re-check finds something here (a
+                # lapsed claim, a deferred delivery now due: mcos.server.parked), or the
+                # client hangs up.
+                await asyncio.wait(
+                    {woken, rechecked, hung_up},
+                    timeout=remaining,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        return []
+    finally:
+        hung_up.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await hung_up
+
+
+async def _hang_up(receive: Receive) -> None:
+    """Returns when the client disconnects (a GET's request body, if any, is read past)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.get("/inbox", response_model=InboxResponse, responses=ERRORS)
@@ -88,7 +103,7 @@ async def claim(
     await _touch(mc, caller.name)
     seen = mc.store.dead_lettered
     claimed = await _claim_waiting(
-        mc, name, limit, wait, timedelta(seconds=visibility), http.is_disconnected
+        mc, name, limit, wait, timedelta(seconds=visibility), http.receive
     )
     await after_dead_lettering(mc, seen)
     mc.metrics.delivered.inc(len(claimed))

@@ -6,9 +6,19 @@ from datetime import timedelta
 
 from fastapi import APIRouter
 
-from mcos.api_models import LeaseAcquire, LeaseOut, LeaseRelease, LeaseRenew
+from mcos.api_models import (
+    ErrorBody,
+    LeaseAcquire,
+    LeaseOut,
+    LeaseRelease,
+    LeaseRenew,
+    LeaseRenewBatch,
+    LeaseRenewBatchOut,
+    LeaseRenewResult,
+)
 from mcos.domain.audit import AuditEvent
-from mcos.exceptions import NotFound
+from mcos.domain.tokens import PrincipalKind
+from mcos.exceptions import Forbidden, LeaseLost, McosError, NotFound
 from mcos.server.routes.deps import MC, Caller, require_operator, require_supervisor
 from mcos.server.routes.messages import ERRORS
 
@@ -58,6 +68,49 @@ async def renew(agent: str, request: LeaseRenew, mc: MC, caller: Caller) -> Leas
         agent, request.holder, request.fence, timedelta(seconds=request.ttl_seconds)
     )
     return LeaseOut.of(lease)
+
+
+@router.post("/renew-batch", response_model=LeaseRenewBatchOut, responses=ERRORS)
+async def renew_batch(request: LeaseRenewBatch, mc: MC, caller: Caller) -> LeaseRenewBatchOut:
+    """Extend every lease listed in one request (a supervisor renews all of its host's leases
+    at once, so its cost does not grow with its agents): one result per lease, in order, each
+    what the single renewal would answer — a lease no longer held is ``lease_lost`` (stop that
+    agent now) while the others are renewed all the same."""
+    agents = [x.agent for x in request.leases]
+    refused: set[str] = set()
+    if caller.kind is PrincipalKind.HOST:
+        mine = mc.settings.host_agents.get(caller.name, frozenset())
+        refused = {a for a in agents if a not in mine}
+        if refused:
+            rule = f"host {caller.name} may act only for the agents it may run"
+            await mc.refuse(caller, "lease.renew", rule, agents=",".join(sorted(refused)))
+    elif caller.kind is not PrincipalKind.OPERATOR:
+        await require_supervisor(mc, caller, "lease.renew", agents[0])  # refuses, audited
+    renewed = await mc.store.renew_leases(
+        request.holder,
+        [(x.agent, x.fence) for x in request.leases if x.agent not in refused],
+        timedelta(seconds=request.ttl_seconds),
+    )
+    outcomes = iter(renewed)
+    results: list[LeaseRenewResult] = []
+    for agent in agents:
+        if agent in refused:
+            rule = f"host {caller.name} may act only for the agents it may run"
+            results.append(LeaseRenewResult(agent=agent, error=_body(Forbidden(rule, rule=rule))))
+            continue
+        outcome = next(outcomes)
+        if not isinstance(outcome, LeaseLost):
+            results.append(LeaseRenewResult(agent=agent, lease=LeaseOut.of(outcome)))
+        elif await mc.store.recipient_kind(agent) != "agent":
+            unknown = NotFound(f"no agent {agent!r}", agent=agent)
+            results.append(LeaseRenewResult(agent=agent, error=_body(unknown)))
+        else:
+            results.append(LeaseRenewResult(agent=agent, error=_body(outcome)))
+    return LeaseRenewBatchOut(results=results)
+
+
+def _body(error: McosError) -> ErrorBody:
+    return ErrorBody(code=error.code, message=error.message, details=error.details)
 
 
 @router.post("/{agent}/release", status_code=204, responses=ERRORS)
