@@ -107,6 +107,7 @@ def migrated_database(kind: str, tmp_path: Path) -> str:
     schema, exactly as `upgrade()` of an empty one leaves it: a copy of this process's migrated
     template. Drop a PostgreSQL one with :func:`drop_pg_database`."""
     if kind == "sqlite":
+        tmp_path.mkdir(parents=True, exist_ok=True)  # as upgrade() would make it
         target = tmp_path / "mcos.db"
         if target.exists():
             raise FileExistsError(f"{target}: a test database is already there")
