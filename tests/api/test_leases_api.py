@@ -118,3 +118,26 @@ def test_the_cli_sends_the_fence_of_its_environment(live_server: LiveServer) -> 
     status = CliRunner().invoke(app, ["status", "--url", live_server.url], env=env)
     assert status.exit_code == 0, status.output  # without the lease column's holders
     assert "sup-a" not in status.output
+
+
+def test_a_stale_instance_cannot_ack_what_it_claimed(live_server: LiveServer) -> None:
+    """The ack checks the fence in its own statement (no lease read before it): the old
+    instance's ack is refused 409 and audited, the deliveries stay claimed for the new one."""
+    with live_server.client() as op, live_server.client("gene") as gene:
+        old = op.do(Calls.acquire_lease("jarvis", "sup-a", "mini", 1))
+        gene.do(Calls.send("jarvis", "work"))
+        with Client(live_server.url, live_server.tokens["jarvis"], fence=old.fence) as jarvis:
+            [delivery] = jarvis.do(Calls.inbox(visibility=600)).deliveries
+            wait_until(
+                "sup-a's lease to lapse",
+                lambda: not any(x.live for x in op.do(Calls.leases()) if x.agent == "jarvis"),
+            )
+            new = op.do(Calls.acquire_lease("jarvis", "sup-b", "vps", 15))
+            with pytest.raises(Fenced, match="sup-b on vps runs it now"):
+                jarvis.do(Calls.ack(delivery.id, delivery.receipt))
+            with pytest.raises(Fenced):
+                jarvis.do(Calls.ack_many([(delivery.id, delivery.receipt)]))
+        with Client(live_server.url, live_server.tokens["jarvis"], fence=new.fence) as jarvis:
+            jarvis.do(Calls.ack(delivery.id, delivery.receipt))
+        refused = op.do(Calls.audit(action="lease.fenced"))
+        assert [r.detail for r in refused] == [{"presented": old.fence, "current": new.fence}] * 2

@@ -7,8 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from mcos.domain.leases import Lease
-from mcos.exceptions import LeaseHeld, LeaseLost
+from mcos.domain.leases import FenceGuard, Lease
+from mcos.domain.messages import NewMessage
+from mcos.exceptions import Fenced, LeaseHeld, LeaseLost
 from mcos.store import Store
 from tests.waiting import past
 
@@ -138,3 +139,61 @@ class TestBatchRenewal:
             single.holder, single.host, single.fence,
         )  # fmt: skip
         assert batched.renewed_at >= single.renewed_at
+
+
+class TestGuardedWrites:
+    """A send or an ack carrying a :class:`FenceGuard` is refused by the store itself, in the
+    statement or transaction that writes, once the agent's lease has moved past the fence —
+    and stores nothing. Mission Control no longer reads the lease before these writes."""
+
+    @staticmethod
+    def note(body: str, sender: str = "gene") -> NewMessage:
+        return NewMessage(sender=sender, recipient="jarvis", body=body)
+
+    async def test_a_stale_fence_sends_nothing_single_or_batched(self, store: Store) -> None:
+        old = await store.acquire_lease("gene", "sup-a", "mini", SHORT)
+        await past(store.now, old.expires_at)
+        new = await store.acquire_lease("gene", "sup-b", "vps", TTL)
+        stale = FenceGuard("gene", old.fence)
+        with pytest.raises(Fenced, match="sup-b on vps runs it now") as refused:
+            await store.send(self.note("from the old instance"), guard=stale)
+        assert refused.value.details == {"presented": old.fence, "current": new.fence}
+        with pytest.raises(Fenced):
+            await store.send_many([self.note("a"), self.note("b")], guard=stale)
+        with pytest.raises(Fenced):  # the explained path (a key) checks first too
+            await store.send(NewMessage(sender="gene", recipient="jarvis", body="k",
+                                        idempotency_key="k1"), guard=stale)  # fmt: skip
+        await store.send(self.note("from the new instance"), guard=FenceGuard("gene", new.fence))
+        got = await store.claim("jarvis", limit=10)
+        assert [d.message.body for d in got] == ["from the new instance"]
+
+    async def test_no_fence_once_leased_is_refused_and_unleased_agents_pass(
+        self, store: Store
+    ) -> None:
+        await store.send(self.note("never leased yet"), guard=FenceGuard("gene", None))
+        lease = await store.acquire_lease("gene", "sup-a", "mini", TTL)
+        with pytest.raises(Fenced, match="X-Mcos-Fence missing") as refused:
+            await store.send(self.note("from outside"), guard=FenceGuard("gene", None))
+        assert refused.value.details["missing"] == "X-Mcos-Fence"
+        await store.send(self.note("the instance"), guard=FenceGuard("gene", lease.fence))
+        await store.send(self.note("unguarded: an operator's"), guard=None)
+        got = await store.claim("jarvis", limit=10)
+        assert [d.message.body for d in got] == [
+            "never leased yet", "the instance", "unguarded: an operator's"
+        ]  # fmt: skip
+
+    async def test_a_stale_ack_acks_nothing(self, store: Store) -> None:
+        old = await store.acquire_lease("jarvis", "sup-a", "mini", SHORT)
+        await store.send_many([self.note("one"), self.note("two")])
+        got = await store.claim("jarvis", limit=10, visibility=timedelta(minutes=5))
+        items = [(d.id, d.receipt) for d in got]
+        await past(store.now, old.expires_at)
+        new = await store.acquire_lease("jarvis", "sup-b", "vps", TTL)
+        with pytest.raises(Fenced):
+            await store.ack_many("jarvis", items, guard=FenceGuard("jarvis", old.fence))
+        with pytest.raises(Fenced):
+            await store.ack("jarvis", items[0][0], items[0][1], guard=FenceGuard("jarvis", None))
+        depths = {d.inbox: d for d in await store.inbox_depths()}
+        assert depths["jarvis"].claimed == 2  # still held, not acked
+        await store.ack_many("jarvis", items, guard=FenceGuard("jarvis", new.fence))
+        assert await store.claim("jarvis", limit=10) == []

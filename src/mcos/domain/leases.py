@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from mcos.exceptions import LeaseHeld, LeaseLost
+from mcos.exceptions import Fenced, LeaseHeld, LeaseLost
 
 DEFAULT_TTL = timedelta(seconds=15)
 FENCE_HEADER = "X-Mcos-Fence"
@@ -52,6 +52,45 @@ def grant(current: Lease | None, holder: str, now: datetime) -> str:
 def stale(presented: int, current: Lease | None) -> bool:
     """Whether a fencing token is older than the agent's current grant."""
     return current is not None and presented < current.fence
+
+
+@dataclass(frozen=True)
+class FenceGuard:
+    """An agent instance's write, refused by the store in the statement that makes it when the
+    agent's lease has moved past the instance's fencing token: no read of the lease before
+    the write, and no gap between the check and the write for a takeover to fall into.
+
+    ``presented`` is the fence the call carried, or None: a write without one is refused
+    once any lease was granted for the agent (under a supervisor every instance carries it).
+    """
+
+    agent: str
+    presented: int | None
+
+    @property
+    def floor(self) -> int:
+        """The write passes while the agent's lease fence is at most this."""
+        return self.presented or 0
+
+    def refuses(self, current: Lease | None) -> bool:
+        """Whether ``current`` (the agent's lease, fence > 0, or None) refuses this write."""
+        return current is not None and current.fence > self.floor
+
+    def refusal(self, current: Lease) -> Fenced:
+        """The error for a write ``current`` refuses, saying who runs the agent now."""
+        runner = f"{current.holder} on {current.host or '?'}"
+        if self.presented is None:
+            msg = (
+                f"a write of {self.agent} without a fencing token ({FENCE_HEADER} missing): "
+                f"a fence was issued for it ({runner}, fence {current.fence}); send the "
+                "instance's current fence"
+            )
+            return Fenced(msg, presented=None, current=current.fence, missing=FENCE_HEADER)
+        msg = (
+            f"fencing token {self.presented} of {self.agent} is stale: {runner} runs it now "
+            f"(fence {current.fence})"
+        )
+        return Fenced(msg, presented=self.presented, current=current.fence)
 
 
 def renew_by(ttl: timedelta) -> timedelta:

@@ -40,7 +40,7 @@ from mcos.domain.bounded import decode_stored
 from mcos.domain.budget import Committed, Limits
 from mcos.domain.budget import grant as grant_budget
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
-from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
+from mcos.domain.leases import FenceGuard, Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.message_search import MessageHit, MessageSearch, MessageState
 from mcos.domain.messages import (
     EXPIRED,
@@ -268,6 +268,13 @@ def _session(row: DictRow) -> DashboardSession:
         expires_at=_utc(row["expires_at"]),
         ended_at=_opt(row["ended_at"]),
     )
+
+
+def _fence_params(guard: FenceGuard | None) -> dict[str, object]:
+    """The fence predicate's parameters: no agent (NULL) matches no lease, so no guard passes."""
+    if guard is None:
+        return {"fence_agent": None, "fence_floor": 0}
+    return {"fence_agent": guard.agent, "fence_floor": guard.floor}
 
 
 class PostgresStore:
@@ -557,18 +564,21 @@ class PostgresStore:
             await conn.execute(Q["agent_touch"], (name,))
 
     # --- messages ----------------------------------------------------------------------------
-    async def send(self, message: NewMessage) -> SendResult:
+    async def send(self, message: NewMessage, *, guard: FenceGuard | None = None) -> SendResult:
         """Store a message and its deliveries; a repeated idempotency key returns the original."""
-        return (await self.send_many([message]))[0]
+        return (await self.send_many([message], guard=guard))[0]
 
-    async def send_many(self, messages: Sequence[NewMessage]) -> list[SendResult]:
+    async def send_many(
+        self, messages: Sequence[NewMessage], *, guard: FenceGuard | None = None
+    ) -> list[SendResult]:
         """Store several messages atomically, in order; see the protocol."""
         if not messages:
             return []
         if any(m.expires_at is not None for m in messages):
             check_expiries(messages, await self.now())
         digests = [m.content_hash() for m in messages]
-        params = [_send_params(m, d) for m, d in zip(messages, digests, strict=True)]
+        fence = _fence_params(guard)
+        params = [_send_params(m, d) | fence for m, d in zip(messages, digests, strict=True)]
         results: list[SendResult] = []
         woken: list[str] = []
         if len(messages) == 1:  # the common case: one statement, no transaction round trips
@@ -578,6 +588,7 @@ class PostgresStore:
                 self._announce(list(row["inboxes"]))
                 return [SendResult(_message(row), len(row["inboxes"]), created=True)]
         async with self._tx() as conn:
+            await self._check_guard(conn, guard)
             async with conn.cursor() as cur:  # pipelined: one round trip for the batch
                 await cur.executemany(Q["message_send"], params, returning=True)
                 sent = [await cur.fetchone()]
@@ -716,11 +727,26 @@ class PostgresStore:
             raise StaleReceipt(f"delivery {delivery_id} was claimed again since this receipt")
         return row
 
-    async def ack(self, inbox: str, delivery_id: int, receipt: str) -> None:
-        """Finish a delivery; acking twice with the same receipt is harmless."""
-        await self.ack_many(inbox, [(delivery_id, receipt)])
+    @staticmethod
+    async def _check_guard(conn: Conn, guard: FenceGuard | None) -> None:
+        """Refuse a guarded write whose fence the agent's lease has moved past; the lease row
+        stays share-locked until the caller's transaction ends."""
+        if guard is None:
+            return
+        row = await (await conn.execute(Q["lease_guard"], (guard.agent,))).fetchone()
+        current = None if row is None else _lease(row)
+        if current is not None and guard.refuses(current):
+            raise guard.refusal(current)
 
-    async def ack_many(self, inbox: str, items: Sequence[tuple[int, str]]) -> None:
+    async def ack(
+        self, inbox: str, delivery_id: int, receipt: str, *, guard: FenceGuard | None = None
+    ) -> None:
+        """Finish a delivery; acking twice with the same receipt is harmless."""
+        await self.ack_many(inbox, [(delivery_id, receipt)], guard=guard)
+
+    async def ack_many(
+        self, inbox: str, items: Sequence[tuple[int, str]], *, guard: FenceGuard | None = None
+    ) -> None:
         """Ack several deliveries at once; any stale receipt refuses them all.
 
         The common case is one all-or-nothing statement; only a batch it declined (a repeat
@@ -733,12 +759,13 @@ class PostgresStore:
             "inbox": inbox,
             "ids": [i for i, _ in ordered],
             "receipts": [r for _, r in ordered],
-        }
+        } | _fence_params(guard)
         async with self._conn() as conn:
             done = await (await conn.execute(Q["deliveries_ack_all"], batch)).fetchall()
         if len(done) == len({i for i, _ in ordered}):
             return
         async with self._tx() as conn:
+            await self._check_guard(conn, guard)
             done = await (await conn.execute(Q["deliveries_ack_batch"], batch)).fetchall()
             acked = {r["id"] for r in done}
             # What one statement could not ack: already acked with this receipt (fine), or

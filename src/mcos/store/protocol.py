@@ -19,7 +19,7 @@ from mcos.domain.approvals import Approval, Vote
 from mcos.domain.audit import AuditEvent, AuditRecord, Checkpoint, Finding
 from mcos.domain.budget import Committed, Limits, Usage, Verdict, WorstCase
 from mcos.domain.incidents import Incident, IncidentEvent
-from mcos.domain.leases import Lease
+from mcos.domain.leases import FenceGuard, Lease
 from mcos.domain.message_search import MessageHit, MessageSearch
 from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, SendResult
 from mcos.domain.paging import Page, PageKind
@@ -279,14 +279,18 @@ class Store(Protocol):
         """Record that ``name`` was seen now (by the server's clock)."""
 
     # --- messages --------------------------------------------------------------------------
-    async def send(self, message: NewMessage) -> SendResult:
+    async def send(self, message: NewMessage, *, guard: FenceGuard | None = None) -> SendResult:
         """Store a message and one delivery per recipient inbox.
 
         A repeat of ``(sender, idempotency_key)`` with the same content returns the original
-        (``created=False``); with different content it raises ``IdempotencyConflict``.
+        (``created=False``); with different content it raises ``IdempotencyConflict``. With a
+        ``guard``, a sender whose lease moved past its fence is refused (``Fenced``) by the
+        same statement or transaction that would store it.
         """
 
-    async def send_many(self, messages: Sequence[NewMessage]) -> list[SendResult]:
+    async def send_many(
+        self, messages: Sequence[NewMessage], *, guard: FenceGuard | None = None
+    ) -> list[SendResult]:
         """Store several messages in one transaction, in order: all of them or none.
 
         Each behaves as :meth:`send`; an error names the offending item (``messages[3]: …``)
@@ -308,10 +312,15 @@ class Store(Protocol):
         offered again, or dead-lettered once it has used every attempt.
         """
 
-    async def ack(self, inbox: str, delivery_id: int, receipt: str) -> None:
-        """Finish a delivery; ``StaleReceipt`` if the claim lapsed or another claim holds it."""
+    async def ack(
+        self, inbox: str, delivery_id: int, receipt: str, *, guard: FenceGuard | None = None
+    ) -> None:
+        """Finish a delivery; ``StaleReceipt`` if the claim lapsed or another claim holds it;
+        ``Fenced`` if ``guard``'s fence is stale (as :meth:`send`)."""
 
-    async def ack_many(self, inbox: str, items: Sequence[tuple[int, str]]) -> None:
+    async def ack_many(
+        self, inbox: str, items: Sequence[tuple[int, str]], *, guard: FenceGuard | None = None
+    ) -> None:
         """Ack several ``(delivery_id, receipt)`` pairs in one transaction (all or none)."""
 
     async def nack(

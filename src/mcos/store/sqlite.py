@@ -34,7 +34,7 @@ from mcos.domain.audit import (
 from mcos.domain.budget import Committed, Limits
 from mcos.domain.budget import grant as grant_budget
 from mcos.domain.incidents import Incident, IncidentEvent, IncidentState
-from mcos.domain.leases import Grant, Lease, grant, held_error, lost_error, ours
+from mcos.domain.leases import FenceGuard, Grant, Lease, grant, held_error, lost_error, ours
 from mcos.domain.message_search import MessageHit, MessageSearch, MessageState
 from mcos.domain.messages import (
     EXPIRED,
@@ -224,6 +224,17 @@ def _delivery_from_row(row: sqlite3.Row) -> Delivery:
     visible = _dt(row["d_visible_at"])
     deadline = visible if row["state"] == "claimed" else None
     return rows.delivery(row, msg, visible, deadline, _opt_dt(row["d_expires_at"]))
+
+
+def _check_guard(conn: sqlite3.Connection, guard: FenceGuard | None) -> None:
+    """Refuse a guarded write whose fence the agent's lease has moved past (inside the write's
+    own transaction: SQLite serialises writers, so no takeover falls between)."""
+    if guard is None:
+        return
+    row = conn.execute(Q["lease_get"], (guard.agent,)).fetchone()
+    current = None if row is None else _lease(row)
+    if current is not None and guard.refuses(current):
+        raise guard.refusal(current)
 
 
 class SqliteStore:
@@ -418,11 +429,13 @@ class SqliteStore:
         await self._run(lambda conn: conn.execute(Q["agent_touch"], (_now_us(), name)))
 
     # --- messages ------------------------------------------------------------------------------
-    async def send(self, message: NewMessage) -> SendResult:
+    async def send(self, message: NewMessage, *, guard: FenceGuard | None = None) -> SendResult:
         """Store a message and its deliveries, then wake the recipients' waiters."""
-        return (await self.send_many([message]))[0]
+        return (await self.send_many([message], guard=guard))[0]
 
-    async def send_many(self, messages: Sequence[NewMessage]) -> list[SendResult]:
+    async def send_many(
+        self, messages: Sequence[NewMessage], *, guard: FenceGuard | None = None
+    ) -> list[SendResult]:
         """Store several messages atomically, in order; see the protocol."""
         digests = [m.content_hash() for m in messages]
         if any(m.expires_at is not None for m in messages):
@@ -433,6 +446,7 @@ class SqliteStore:
             results: list[SendResult] = []
             woken: set[str] = set()
             with self._tx(conn):
+                _check_guard(conn, guard)
                 for i, (message, digest) in enumerate(zip(messages, digests, strict=True)):
                     try:
                         result, inboxes = self._send_one(conn, message, digest, now)
@@ -615,16 +629,21 @@ class SqliteStore:
             raise StaleReceipt(f"delivery {delivery_id} was claimed again since this receipt")
         return row
 
-    async def ack(self, inbox: str, delivery_id: int, receipt: str) -> None:
+    async def ack(
+        self, inbox: str, delivery_id: int, receipt: str, *, guard: FenceGuard | None = None
+    ) -> None:
         """Finish a delivery: it moves to the history table. Acking twice is harmless."""
-        await self.ack_many(inbox, [(delivery_id, receipt)])
+        await self.ack_many(inbox, [(delivery_id, receipt)], guard=guard)
 
-    async def ack_many(self, inbox: str, items: Sequence[tuple[int, str]]) -> None:
+    async def ack_many(
+        self, inbox: str, items: Sequence[tuple[int, str]], *, guard: FenceGuard | None = None
+    ) -> None:
         """Ack several deliveries in one transaction; any stale receipt refuses them all."""
 
         def write(conn: sqlite3.Connection) -> None:
             now = _now_us()
             with self._tx(conn):
+                _check_guard(conn, guard)
                 for delivery_id, receipt in items:
                     row = self._held(conn, inbox, delivery_id, receipt)
                     if row is None:

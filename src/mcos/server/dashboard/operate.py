@@ -22,6 +22,7 @@ from mcos.server.context import mission_control
 from mcos.server.dashboard import _form_guard, _page
 from mcos.server.routes import agent_control
 from mcos.server.routes import messages as message_routes
+from mcos.server.routes.deps import Writer
 from mcos.server.routes.message_search import search
 
 router = APIRouter(include_in_schema=False)
@@ -136,7 +137,7 @@ async def send(
     except (ValueError, ValidationError) as e:
         return _back(f"not sent: {_first_error(e)}")
     try:
-        result = await message_routes.send(ask, mc, who, Response())
+        result = await message_routes.send(ask, mc, Writer(who, None), Response())
     except McosError as e:
         return _back(f"not sent: {e.message}")
     m = result.message

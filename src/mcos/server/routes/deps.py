@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Request
@@ -9,7 +10,7 @@ from pydantic import WithJsonSchema
 
 from mcos.api_models import MAX_ID
 from mcos.domain.audit import AuditEvent
-from mcos.domain.leases import FENCE_HEADER, stale
+from mcos.domain.leases import FenceGuard
 from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Fenced, Forbidden
 from mcos.server.access_log import PRINCIPAL
@@ -60,80 +61,98 @@ async def _host_route(mc: MissionControl, principal: Principal, request: Request
 READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def current_principal(
-    mc: MC,
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_mcos_fence: Annotated[
-        int | None,
-        Header(
-            ge=0,
-            le=MAX_ID,
-            description="The agent instance's fencing token (from its supervisor's lease).",
-        ),
-        FENCE_SCHEMA,
-    ] = None,
+AuthorizationHeader = Annotated[str | None, Header(include_in_schema=False)]
+FenceHeader = Annotated[
+    int | None,
+    Header(
+        ge=0,
+        le=MAX_ID,
+        description="The agent instance's fencing token (from its supervisor's lease).",
+    ),
+    FENCE_SCHEMA,
+]
+
+
+async def _authenticated(
+    mc: MissionControl, request: Request, authorization: str | None
 ) -> Principal:
-    """The authenticated caller (401 otherwise); an agent instance whose fencing token is older
-    than its agent's current lease is refused (409 ``fenced``) — another instance took over —
-    and so is an agent's write without a fencing token once one was issued for the agent."""
+    """The caller (401 otherwise), noted for the access log; a host token off its routes is
+    refused."""
     principal = await mc.auth.principal(authorization)
     setattr(request.state, PRINCIPAL, principal)  # for the access log
     if principal.kind is PrincipalKind.HOST:
         await _host_route(mc, principal, request)
-    if (
-        x_mcos_fence is None
-        and principal.kind is PrincipalKind.AGENT
-        and request.method not in READS
+    return principal
+
+
+async def current_principal(
+    mc: MC,
+    request: Request,
+    authorization: AuthorizationHeader = None,
+    x_mcos_fence: FenceHeader = None,
+) -> Principal:
+    """The authenticated caller (401 otherwise); an agent instance whose fencing token is older
+    than its agent's current lease is refused (409 ``fenced``) — another instance took over —
+    and so is an agent's write without a fencing token once one was issued for the agent
+    (under a supervisor every instance carries its fence, so a write without one comes from
+    outside the one live instance; an agent never leased writes without one as before)."""
+    principal = await _authenticated(mc, request, authorization)
+    if principal.kind is PrincipalKind.AGENT and (
+        x_mcos_fence is not None or request.method not in READS
     ):
-        await unfenced_write(mc, principal)
-    if x_mcos_fence is not None and principal.kind is PrincipalKind.AGENT:
+        guard = FenceGuard(principal.name, x_mcos_fence)
         current = await mc.store.lease(principal.name)
-        if stale(x_mcos_fence, current):
-            assert current is not None
-            await mc.store.record(
-                AuditEvent(
-                    actor=principal.actor,
-                    action="lease.fenced",
-                    targets={"agent": principal.name},
-                    detail={"presented": x_mcos_fence, "current": current.fence},
-                    outcome="refused",
-                )
-            )
-            msg = (
-                f"fencing token {x_mcos_fence} of {principal.name} is stale: "
-                f"{current.holder} on {current.host or '?'} runs it now (fence {current.fence})"
-            )
-            raise Fenced(msg, presented=x_mcos_fence, current=current.fence)
+        if current is not None and guard.refuses(current):
+            raise await fenced(mc, principal, guard.refusal(current))
     return principal
 
 
 Caller = Annotated[Principal, Depends(current_principal)]
 
 
-async def unfenced_write(mc: MissionControl, principal: Principal) -> None:
-    """Refuse (409 ``fenced``, audited) a write of an agent without a fencing token once a
-    lease was granted for it: under a supervisor every instance carries its fence, so a write
-    without one comes from outside the one live instance. An agent never leased (run by hand,
-    embedded) writes without a fence as before."""
-    current = await mc.store.lease(principal.name)
-    if current is None or current.fence <= 0:
-        return
+@dataclass(frozen=True)
+class Writer:
+    """The caller of a write whose store call checks the fence itself, in the statement that
+    writes (:class:`FenceGuard`): the hot paths — send, ack — skip :data:`Caller`'s read of
+    the lease, a database round trip, and the gap between that read and the write."""
+
+    principal: Principal
+    guard: FenceGuard | None
+    """For an agent; None for operators and humans, who hold no lease."""
+
+
+async def fenced_writer(
+    mc: MC,
+    request: Request,
+    authorization: AuthorizationHeader = None,
+    x_mcos_fence: FenceHeader = None,
+) -> Writer:
+    """The authenticated caller and, for an agent, the guard its write must pass."""
+    principal = await _authenticated(mc, request, authorization)
+    if principal.kind is not PrincipalKind.AGENT:
+        return Writer(principal, None)
+    return Writer(principal, FenceGuard(principal.name, x_mcos_fence))
+
+
+FencedWriter = Annotated[Writer, Depends(fenced_writer)]
+
+
+async def fenced(mc: MissionControl, principal: Principal, error: Fenced) -> Fenced:
+    """Audit a write refused for its fence (``lease.fenced``); the error, to raise."""
+    presented = error.details.get("presented")
     await mc.store.record(
         AuditEvent(
             actor=principal.actor,
             action="lease.fenced",
             targets={"agent": principal.name},
-            detail={"presented": "none", "current": current.fence},
+            detail={
+                "presented": "none" if presented is None else presented,
+                "current": error.details.get("current"),
+            },
             outcome="refused",
         )
     )
-    msg = (
-        f"a write of {principal.name} without a fencing token ({FENCE_HEADER} missing): "
-        f"a fence was issued for it ({current.holder} on {current.host or '?'}, fence "
-        f"{current.fence}); send the instance's current fence"
-    )
-    raise Fenced(msg, presented=None, current=current.fence, missing=FENCE_HEADER)
+    return error
 
 
 async def require_operator(mc: MC, caller: Caller, action: str) -> None:

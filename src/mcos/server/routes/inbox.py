@@ -24,9 +24,18 @@ from mcos.api_models import (
 )
 from mcos.domain.audit import AuditEvent
 from mcos.domain.messages import Delivery
+from mcos.exceptions import Fenced
 from mcos.server.context import MissionControl
 from mcos.server.dead_letters import after_dead_lettering
-from mcos.server.routes.deps import MC, Caller, RowId, inbox_of, require_operator
+from mcos.server.routes.deps import (
+    MC,
+    Caller,
+    FencedWriter,
+    RowId,
+    fenced,
+    inbox_of,
+    require_operator,
+)
 from mcos.server.routes.messages import ERRORS
 
 router = APIRouter(prefix="/v1", tags=["inbox"])
@@ -116,12 +125,15 @@ async def ack(
     delivery_id: RowId,
     request: AckRequest,
     mc: MC,
-    caller: Caller,
+    writer: FencedWriter,
     inbox: Annotated[str | None, Query()] = None,
 ) -> None:
     """Finish a claimed delivery; 409 if the claim lapsed and another claim holds it."""
-    name = await inbox_of(mc, caller, inbox, "delivery.ack")
-    await mc.store.ack(name, delivery_id, request.receipt)
+    name = await inbox_of(mc, writer.principal, inbox, "delivery.ack")
+    try:
+        await mc.store.ack(name, delivery_id, request.receipt, guard=writer.guard)
+    except Fenced as e:
+        raise await fenced(mc, writer.principal, e) from None
     mc.metrics.acked.inc()
 
 
@@ -129,12 +141,16 @@ async def ack(
 async def ack_batch(
     request: AckBatchRequest,
     mc: MC,
-    caller: Caller,
+    writer: FencedWriter,
     inbox: Annotated[str | None, Query()] = None,
 ) -> AckBatchResponse:
     """Finish several deliveries of one inbox together (all or none)."""
-    name = await inbox_of(mc, caller, inbox, "delivery.ack")
-    await mc.store.ack_many(name, [(i.id, i.receipt) for i in request.items])
+    name = await inbox_of(mc, writer.principal, inbox, "delivery.ack")
+    items = [(i.id, i.receipt) for i in request.items]
+    try:
+        await mc.store.ack_many(name, items, guard=writer.guard)
+    except Fenced as e:
+        raise await fenced(mc, writer.principal, e) from None
     mc.metrics.acked.inc(len(request.items))
     return AckBatchResponse(acked=len(request.items))
 

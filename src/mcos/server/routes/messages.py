@@ -17,10 +17,10 @@ from mcos.api_models import (
 from mcos.domain.messages import Message, MessageKind, NewMessage, RecipientKind, SendResult
 from mcos.domain.redaction import redact, scrub
 from mcos.domain.tokens import Principal, PrincipalKind
-from mcos.exceptions import Forbidden, IdempotencyConflict
+from mcos.exceptions import Fenced, Forbidden, IdempotencyConflict
 from mcos.server.context import MissionControl
 from mcos.server.governance import Governance
-from mcos.server.routes.deps import MC, Caller, RowId
+from mcos.server.routes.deps import MC, Caller, FencedWriter, RowId, fenced
 from mcos.server.severity import after_sends, gate_sends
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -30,17 +30,22 @@ ERRORS: dict[int | str, dict[str, object]] = {
 
 
 @router.post("/messages", status_code=201, response_model=SendResponse, responses=ERRORS)
-async def send(request: SendRequest, mc: MC, caller: Caller, response: Response) -> SendResponse:
+async def send(
+    request: SendRequest, mc: MC, writer: FencedWriter, response: Response
+) -> SendResponse:
     """Send a message as the caller to an agent, a topic or a human.
 
     A repeat of an idempotency key with the same content returns the original (200); with
     different content, 409. An agent's alarm (urgent/high) to a topic or to several agents is
     the governed action ``broadcast_urgent``; see ``mcos.domain.severity`` for every rule.
     """
+    caller = writer.principal
     await _not_forged(mc, caller, [request])
     await gate_sends(mc, caller, [request])
     try:
-        result = await mc.store.send(_new_message(caller, request))
+        result = await mc.store.send(_new_message(caller, request), guard=writer.guard)
+    except Fenced as e:
+        raise await fenced(mc, caller, e) from None
     except IdempotencyConflict as e:
         await mc.refuse(caller, "message.send", "an idempotency key names one message",
                         key=request.idempotency_key or "")  # fmt: skip
@@ -55,15 +60,21 @@ async def send(request: SendRequest, mc: MC, caller: Caller, response: Response)
 
 
 @router.post("/messages/batch", status_code=201, response_model=SendBatchResponse, responses=ERRORS)
-async def send_batch(request: SendBatchRequest, mc: MC, caller: Caller) -> SendBatchResponse:
+async def send_batch(request: SendBatchRequest, mc: MC, writer: FencedWriter) -> SendBatchResponse:
     """Send up to 100 messages as the caller in one transaction: all stored, in order, or none.
 
     Each item behaves as ``POST /v1/messages``; an error names the item (``messages[3]``) and
     stores nothing of the batch.
     """
+    caller = writer.principal
     await _not_forged(mc, caller, request.messages)
     await gate_sends(mc, caller, request.messages)
-    results = await mc.store.send_many([_new_message(caller, m) for m in request.messages])
+    try:
+        results = await mc.store.send_many(
+            [_new_message(caller, m) for m in request.messages], guard=writer.guard
+        )
+    except Fenced as e:
+        raise await fenced(mc, caller, e) from None
     for item, result in zip(request.messages, results, strict=True):
         _count(mc, item, result)
     await after_sends(mc, caller, results)

@@ -54,7 +54,7 @@ SELECT thread_id FROM messages WHERE id = %s;
 -- name: message_send
 -- The whole common-case send in one statement: recipient lookup, thread, message, deliveries
 -- (one per topic subscriber). No row back means "explain it in a transaction": an unknown
--- recipient, a missing reply_to parent, or an idempotency key already used.
+-- recipient, a missing reply_to parent, an idempotency key already used, or a fenced-out sender.
 WITH target AS (
     SELECT kind FROM recipients WHERE name = %(recipient)s AND active
 ), parent AS (
@@ -69,7 +69,10 @@ WITH target AS (
            %(subject)s, %(body)s, coalesce((SELECT thread_id FROM parent), new_id.id),
            %(reply_to)s, %(idempotency_key)s, %(content_hash)s, %(meta)s
     FROM new_id, target
-    WHERE %(reply_to)s::bigint IS NULL OR EXISTS (SELECT 1 FROM parent)
+    WHERE (%(reply_to)s::bigint IS NULL OR EXISTS (SELECT 1 FROM parent))
+      AND NOT EXISTS (  -- the sending instance's fence (mcos.domain.leases.FenceGuard)
+          SELECT 1 FROM leases
+          WHERE agent = %(fence_agent)s::text AND fence > %(fence_floor)s::bigint)
     ON CONFLICT (sender, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
     RETURNING *
 ), inboxes AS (
@@ -314,6 +317,9 @@ WITH items AS (
 ), held AS (
     SELECT d.id, items.receipt FROM deliveries d JOIN items ON d.id = items.id
     WHERE d.inbox = %(inbox)s AND d.state = 'claimed' AND d.receipt = items.receipt
+      AND NOT EXISTS (  -- the acking instance's fence (mcos.domain.leases.FenceGuard)
+          SELECT 1 FROM leases
+          WHERE agent = %(fence_agent)s::text AND fence > %(fence_floor)s::bigint)
     FOR UPDATE OF d
 ), gone AS (
     DELETE FROM deliveries d USING held
@@ -431,6 +437,11 @@ RETURNING *;
 
 -- name: lease_get
 SELECT * FROM leases WHERE agent = %s AND fence > 0;
+
+-- name: lease_guard
+-- The lease a guarded write is checked against, held until the write commits: a takeover
+-- waits for it rather than slipping between the check and the write.
+SELECT * FROM leases WHERE agent = %s AND fence > 0 FOR SHARE;
 
 -- name: leases_all
 SELECT * FROM leases WHERE fence > 0 ORDER BY agent;
