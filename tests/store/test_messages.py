@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from mcos.domain.messages import DeliveryState, MessageKind, NewMessage, Priority, RecipientKind
 from mcos.exceptions import IdempotencyConflict, InvalidRequest, NotFound, StaleReceipt
-from mcos.store import Store
+from mcos.store import Store, make_store
+from tests.store.conftest import DIRECTORY, FAST_POLICY, drop_pg_database, migrated_database
 from tests.waiting import eventually, past
 
 
@@ -410,3 +412,33 @@ class TestDirectory:
         seen = agents["gene"].last_seen_at
         assert seen is not None
         assert abs((now - seen).total_seconds()) < 5
+
+
+@pytest.mark.postgres
+async def test_a_send_wakes_the_other_server_and_not_its_own_echo(tmp_path: Path) -> None:
+    """Two Mission Controls on one PostgreSQL: a send on one wakes a long-poll on the other
+    (NOTIFY), while the sender's own listener skips its echo — before, the echo woke every
+    local waiter of the inbox a second time, into a claim that found nothing."""
+    url = migrated_database("postgres", tmp_path)
+    one, two = make_store(url, FAST_POLICY), make_store(url, FAST_POLICY)
+    try:
+        for s in (one, two):
+            await s.open()
+        await one.sync_directory(DIRECTORY)
+        with two.armed("jarvis") as remote:
+            await one.send(msg(body="across servers"))
+            await asyncio.wait_for(remote, 10)
+        await one.send(msg(body="local"))  # wakes one's own waiters in process, at once;
+        # its NOTIFY leaves later (batched), so these are armed before it goes out
+        with one.armed("jarvis") as echo, two.armed("jarvis") as remote:
+            await asyncio.wait_for(remote, 10)
+            # NOTIFYs reach a listener in commit order: once one's listener has two's
+            # later NOTIFY, it has handled the echo of its own.
+            with one.armed("gene") as later:
+                await two.send(msg(sender="jarvis", to="gene", body="a later NOTIFY"))
+                await asyncio.wait_for(later, 10)
+            assert not echo.done(), "the sender's own NOTIFY woke its waiter again"
+    finally:
+        for s in (one, two):
+            await s.close()
+        drop_pg_database(url)

@@ -308,6 +308,10 @@ class PostgresStore:
         """Deliveries this process dead-lettered (a cheap hint that someone must be told)."""
         self._pending: set[str] = set()
         self._pending_event = asyncio.Event()
+        self._origin = secrets.token_hex(6)
+        """Prefixes this process's NOTIFY payloads (``ORIGIN:inbox,inbox``; names hold no
+        ``:``), so its listener skips what its own sends already woke in process: each echo
+        woke every waiter of those inboxes into a claim that found nothing."""
         self._tasks: list[asyncio.Task[None]] = []
         self._opened = False
         self._closing = False
@@ -460,6 +464,7 @@ class PostgresStore:
             batch, self._pending = sorted(self._pending), set()
             payloads: list[str] = []
             current = ""
+            origin = f"{self._origin}:"
             for inbox in batch:
                 candidate = f"{current},{inbox}" if current else inbox
                 if len(candidate) > 7000:
@@ -471,7 +476,7 @@ class PostgresStore:
             try:
                 async with self._conn() as conn:
                     for payload in payloads:
-                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
+                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, origin + payload))
             except StoreError as e:
                 log.warning("could not notify other servers: %s", e.message)
 
@@ -490,7 +495,9 @@ class PostgresStore:
                     delay = 0.1
                     while not self._closing:
                         async for note in conn.notifies(timeout=0.25):
-                            self._waiters.wake(note.payload.split(","))
+                            origin, _, inboxes = note.payload.rpartition(":")
+                            if origin != self._origin:  # our own sends woke ours already
+                                self._waiters.wake(inboxes.split(","))
                     return
             except psycopg.Error as e:
                 log.warning(

@@ -66,14 +66,16 @@ async def _claim_waiting(
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, mc.settings.max_wait_seconds)
-    hung_up = loop.create_task(_hang_up(receive), name=f"hang-up-{inbox}")
+    hung_up: asyncio.Task[None] | None = None  # listened for only once there is a wait
     try:
-        while not hung_up.done():
+        while hung_up is None or not hung_up.done():
             with mc.store.armed(inbox) as woken, mc.parked.armed(inbox) as rechecked:
                 claimed = await mc.store.claim(inbox, limit=limit, visibility=visibility)
                 remaining = deadline - loop.time()
                 if claimed or remaining <= 0:
                     return claimed
+                if hung_up is None:
+                    hung_up = loop.create_task(_hang_up(receive), name=f"hang-up-{inbox}")
                 # Until a send wakes us, or the shared re-check finds something here (a
                 # lapsed claim, a deferred delivery now due: mcos.server.parked), or the
                 # client hangs up.
@@ -84,9 +86,10 @@ async def _claim_waiting(
                 )
         return []
     finally:
-        hung_up.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await hung_up
+        if hung_up is not None:
+            hung_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await hung_up
 
 
 async def _hang_up(receive: Receive) -> None:
