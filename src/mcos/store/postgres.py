@@ -454,12 +454,13 @@ class PostgresStore:
             self._pending_event.set()
 
     async def _notify(self) -> None:
-        """One NOTIFY per batch of sends, outside their transactions."""
+        """One NOTIFY per batch of sends, outside their transactions: what the sends of this
+        process announced while the previous NOTIFY was on its way goes in the next one, so
+        a lone send is announced at once and a busy server still sends few."""
         while not self._closing:
             await self._pending_event.wait()
             if self._closing:
                 return
-            await asyncio.sleep(0.002)
             self._pending_event.clear()
             batch, self._pending = sorted(self._pending), set()
             payloads: list[str] = []
