@@ -20,12 +20,14 @@ or delete that was never synced is kept in ``.mcos/workspace-sync/kept/`` (see
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +56,9 @@ STATE = f"{RESERVED}/workspace_sync.json"
 """The manifest this host last pushed or pulled (its base for the next pull)."""
 KEPT = f"{RESERVED}/workspace-sync/kept"
 """Local files a pull replaced or deleted without their being synced first."""
+WRITERS = 8
+"""Files a pull writes at once: their fsyncs share the file system's journal commits (372
+small files: 0.33 s instead of 1.8 s one after another, on the 2-core test machine)."""
 CORE = frozenset({"MEMORY.md", "WORKSTATE.md", "SOUL.md", "IDENTITY.md", "USER.md",
                   "AGENTS.md", "TOOLS.md", "GUARDRAILS.md", "HEARTBEAT.md"})  # fmt: skip
 """Kept first when the total is over its cap (then the daily logs, then the rest by size)."""
@@ -261,8 +266,9 @@ class WorkspaceSync:
             elif action in (Action.WRITE, Action.WRITE_KEEP_LOCAL):
                 wanted.setdefault(remote[path], []).append(path)
         sizes = {f.sha256: f.size for f in manifest.files}
-        for group in batches([(sha, sizes[sha]) for sha in wanted]):
-            await self._fetch(group, wanted)
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="workspace-pull") as pool:
+            for group in batches([(sha, sizes[sha]) for sha in wanted]):
+                await self._fetch(group, wanted, pool)
         if manifest.version >= base.version:
             self._remember(manifest)
         else:
@@ -317,10 +323,13 @@ class WorkspaceSync:
         self._remember(manifest)
         return manifest
 
-    async def _fetch(self, hashes: list[str], wanted: dict[str, list[str]]) -> None:
+    async def _fetch(
+        self, hashes: list[str], wanted: dict[str, list[str]], pool: ThreadPoolExecutor
+    ) -> None:
         """Download ``hashes`` (one batch, asking again for what an answer left) and write each
-        to its paths, its hash checked first."""
+        to its paths, its hash checked first, several files at once on ``pool``."""
         while hashes:
+            writes: list[tuple[Path, bytes]] = []
             answer = await self.client.do(Calls.fetch_workspace_blobs(hashes))
             if not answer.blobs or len(answer.left) >= len(hashes):
                 msg = f"Mission Control answered none of the {len(hashes)} workspace blobs asked"
@@ -334,8 +343,10 @@ class WorkspaceSync:
                 if hashlib.sha256(content).hexdigest() != blob.sha256:
                     msg = f"workspace blob of {paths[0]} does not match its hash {blob.sha256}"
                     raise InvalidRequest(msg, path=paths[0])
-                for path in paths:
-                    write_atomic(self.root / path, content)
+                writes.extend((self.root / path, content) for path in paths)
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(loop.run_in_executor(pool, write_atomic, full, content)
+                                   for full, content in writes))  # fmt: skip
             hashes = answer.left
 
     async def push_quietly(self) -> None:
