@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+import pytest
+
+from mcos.api_workspace import FetchOut
 from mcos.client import AsyncClient, Call
 from mcos.config.models import WorkspaceSyncConfig
 from mcos.domain.workspace_sync import Action, SyncLimits
+from mcos.exceptions import InvalidRequest
 from mcos.runtime.sync import KEPT, STATE, WorkspaceSync
 from tests.api.conftest import serve_on
 
@@ -166,3 +170,36 @@ def test_blobs_travel_in_batches_both_ways(tmp_path: Path) -> None:
     ]
     for path, content in files.items():
         assert (vps / path).read_bytes() == content
+
+
+class Tampering(AsyncClient):
+    """A client whose batched fetches come back with the first blob's bytes altered (a
+    corrupting proxy, a damaged store)."""
+
+    async def do(self, call: Call[T]) -> T:
+        answer = await super().do(call)
+        if not isinstance(answer, FetchOut):
+            return answer
+        first = answer.blobs[0].model_copy(update={"content": "dGFtcGVyZWQ="})  # "tampered"
+        return cast(T, answer.model_copy(update={"blobs": [first, *answer.blobs[1:]]}))
+
+
+def test_a_pull_never_writes_a_blob_that_does_not_match_its_hash(tmp_path: Path) -> None:
+    """Bytes that do not hash to what the manifest names are refused, naming the file, and
+    not written; the host keeps its base, so the next pull tries again."""
+    config = WorkspaceSyncConfig()
+    mini = workspace(tmp_path / "mini", {"MEMORY.md": b"door code 4711\n", LOG: b"- a\n"})
+    vps = workspace(tmp_path / "vps", {})
+    with serve_on("sqlite", tmp_path / "mc") as (server, _):
+
+        async def run() -> None:
+            token = server.tokens["gene"]
+            async with AsyncClient(server.url, token) as a, Tampering(server.url, token) as b:
+                await WorkspaceSync("gene", mini, config, a).push()
+                with pytest.raises(InvalidRequest, match=r"MEMORY\.md does not match its hash"):
+                    await WorkspaceSync("gene", vps, config, b).pull()
+
+        asyncio.run(run())
+    assert not (vps / "MEMORY.md").exists()
+    assert not (vps / LOG).exists()  # a batch is checked whole before anything is written
+    assert not (vps / STATE).exists()
