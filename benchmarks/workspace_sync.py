@@ -3,7 +3,9 @@ daily log appended, the first push of a whole workspace) and the pull of a failo
 no files, through a real Mission Control (uvicorn) on SQLite or PostgreSQL.
 
 The workspace is a year of an agent's life: the identity files, MEMORY.md and WORKSTATE.md, and
-365 daily logs of 8 KiB (about 3 MiB in all).
+365 daily logs of 8 KiB (about 3 MiB in all). One request is made before anything is timed (a
+fresh server's first request pays for warming up, which is no part of a sync), and the requests
+of the first push and of the pull are counted.
 
     .venv/bin/python benchmarks/workspace_sync.py [--postgres] [--days 365] [--runs 20]
 """
@@ -18,6 +20,7 @@ import tempfile
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -25,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from tests.api.conftest import migrate, serve  # noqa: E402
 from tests.store.conftest import create_pg_database, drop_pg_database  # noqa: E402
 
-from mcos.client import AsyncClient  # noqa: E402
+from mcos.client import AsyncClient, Call, Calls  # noqa: E402
 from mcos.config.models import WorkspaceSyncConfig  # noqa: E402
 from mcos.runtime.sync import WorkspaceSync  # noqa: E402
 
@@ -44,6 +47,19 @@ def year(root: Path, days: int) -> None:
         (root / "memory" / f"{day}.md").write_text(entry * (8192 // len(entry)))
 
 
+T = TypeVar("T")
+
+
+class Counting(AsyncClient):
+    """A client that counts the requests it makes."""
+
+    requests = 0
+
+    async def do(self, call: Call[T]) -> T:
+        self.requests += 1
+        return await super().do(call)
+
+
 def ms(samples: list[float]) -> str:
     return f"{statistics.median(samples) * 1000:.1f} ms"
 
@@ -58,11 +74,14 @@ async def measure(url: str, days: int, runs: int) -> None:
         config = WorkspaceSyncConfig()
         with serve(url, Path(tmp) / "mc") as mc:
             token = mc.tokens["gene"]
-            async with AsyncClient(mc.url, token, timeout=60) as a, AsyncClient(mc.url, token) as b:
+            async with Counting(mc.url, token, timeout=60) as a, Counting(mc.url, token) as b:
+                await a.do(Calls.workspace())  # warm up (not timed, not counted)
+                a.requests = 0
                 sync = WorkspaceSync("gene", here, config, a)
                 start = time.perf_counter()
                 first = await sync.push()
                 whole = time.perf_counter() - start
+                pushed = a.requests
                 assert first is not None
                 unchanged, appended = [], []
                 log = here / "memory" / f"{date(2026, 1, 1) + timedelta(days=days - 1)}.md"
@@ -78,11 +97,12 @@ async def measure(url: str, days: int, runs: int) -> None:
                 start = time.perf_counter()
                 await WorkspaceSync("gene", there, config, b).pull()
                 pull = time.perf_counter() - start
+                pulled = b.requests
         size = first.bytes / 1024 / 1024
         store = url.split(":", maxsplit=1)[0]
         print(
-            f"| {store} | {len(first.files)} files, {size:.1f} MiB | {whole:.2f} s | "
-            f"{ms(unchanged)} | {ms(appended)} | {pull:.2f} s |"
+            f"| {store} | {len(first.files)} files, {size:.1f} MiB | {whole:.2f} s ({pushed}) | "
+            f"{ms(unchanged)} | {ms(appended)} | {pull:.2f} s ({pulled}) |"
         )
 
 
@@ -93,8 +113,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
     print(
-        "| store | workspace | first push | push, nothing changed | push, log appended "
-        "| pull onto an empty host |"
+        "| store | workspace | first push (requests) | push, nothing changed | push, log appended "
+        "| pull onto an empty host (requests) |"
     )
     print("|---|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:

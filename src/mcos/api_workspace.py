@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
 
-from mcos.domain.workspace_sync import MAX_FILES, MAX_PATH, WorkspaceManifest
+from mcos.domain.workspace_sync import (
+    MAX_BATCH_BLOBS,
+    MAX_FILES,
+    MAX_PATH,
+    WorkspaceManifest,
+)
 
 MAX_BLOB_REQUEST = 12 * 1024 * 1024
 """The body limit of ``/v1/workspace`` requests: an 8 MiB file in base64, or a manifest of
@@ -69,3 +75,48 @@ class ManifestOut(_Wire):
             bytes=m.bytes, files=[FileIn(path=f.path, sha256=f.sha256, size=f.size)
                                   for f in m.files],
         )  # fmt: skip
+
+
+# --- batched blob transfer ---------------------------------------------------------------------
+class BlobUpload(_Wire):
+    """One file's bytes in a batched upload, stored under the sha256 they must hash to."""
+
+    sha256: str = Field(min_length=1, max_length=100)
+    content: str
+    """The bytes, base64 (standard alphabet, padded; anything else is refused)."""
+    path: str | None = Field(default=None, max_length=MAX_PATH)
+    """Where the file is in the workspace: named in a refusal, not stored (a blob is content
+    only; the manifest says where it goes)."""
+
+    @classmethod
+    def of(cls, sha256: str, content: bytes, path: str | None = None) -> BlobUpload:
+        return cls(sha256=sha256, content=base64.b64encode(content).decode(), path=path)
+
+
+class BlobsIn(_Wire):
+    """Up to 1,000 blobs and 4 MiB of file bytes (one larger file alone) in one request."""
+
+    blobs: list[BlobUpload] = Field(min_length=1, max_length=MAX_BATCH_BLOBS)
+
+
+class BlobsOut(_Wire):
+    """Each blob uploaded, in order: its hash, size and whether Mission Control lacked it."""
+
+    blobs: list[BlobOut]
+
+
+Sha256 = Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class FetchIn(_Wire):
+    """The hashes of the blobs wanted (up to 1,000)."""
+
+    sha256: list[Sha256] = Field(min_length=1, max_length=MAX_BATCH_BLOBS)
+
+
+class FetchOut(_Wire):
+    """The first blobs asked that fit one batch (4 MiB of file bytes; a larger blob alone),
+    in the order asked, and the hashes asked after them: ask again for those."""
+
+    blobs: list[BlobOut]
+    left: list[str] = Field(default_factory=list)

@@ -61,7 +61,15 @@ from mcos.api_models import (
     UsageOut,
 )
 from mcos.api_operate import MessageSearchOut, RestartRequestOut, RestartRequestsOut
-from mcos.api_workspace import BlobOut, FileIn, ManifestIn, ManifestOut
+from mcos.api_workspace import (
+    BlobOut,
+    BlobsOut,
+    BlobUpload,
+    FetchOut,
+    FileIn,
+    ManifestIn,
+    ManifestOut,
+)
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.heartbeat import CacheTTL
 from mcos.domain.leases import FENCE_HEADER
@@ -748,6 +756,22 @@ class Calls:
         """The latest workspace version (an operator names the agent)."""
         return Call("GET", "/v1/workspace", _model(_MANIFEST), params=_clean({"agent": agent}))
 
+    @staticmethod
+    def put_workspace_blobs(blobs: Sequence[BlobUpload]) -> Call[BlobsOut]:
+        """Upload many workspace files' bytes in one request (≤ 1,000, ≤ 4 MiB of files, a
+        larger file alone): all kept, or none when one is refused."""
+        body = {"blobs": [b.model_dump(exclude_none=True) for b in blobs]}
+        return Call("POST", "/v1/workspace/blobs", _model(_BLOBS), json=body, timeout=BATCH_TIMEOUT)
+
+    @staticmethod
+    def fetch_workspace_blobs(hashes: Sequence[str]) -> Call[FetchOut]:
+        """Download many of the agent's blobs in one request: those that fit one batch, and
+        ``left``, the hashes to ask for next."""
+        body = {"sha256": list(hashes)}
+        return Call(
+            "POST", "/v1/workspace/blobs/fetch", _model(_FETCH), json=body, timeout=BATCH_TIMEOUT
+        )
+
     # --- scale: batched lease renewal ---------------------------------------------------------
     @staticmethod
     def renew_leases(
@@ -767,6 +791,11 @@ class Calls:
 
 _BLOB = TypeAdapter(BlobOut)
 _MANIFEST = TypeAdapter(ManifestOut)
+_BLOBS = TypeAdapter(BlobsOut)
+_FETCH = TypeAdapter(FetchOut)
+BATCH_TIMEOUT = 120.0
+"""Seconds a batched workspace upload or fetch may take (4 MiB of files, 5.3 MiB on the wire:
+about 45 s over a 1 Mbit/s uplink)."""
 
 
 def _headers(token: str | None, fence: int | None = None) -> dict[str, str]:

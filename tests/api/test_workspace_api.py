@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mcos.api_workspace import FileIn
+from mcos.api_workspace import BlobUpload, FileIn
 from mcos.client import Calls, Client
 from mcos.domain.workspace_sync import SyncLimits
 from mcos.exceptions import Fenced, InvalidRequest, McosError
@@ -151,3 +151,147 @@ def test_limits_and_switched_off_sync(small: LiveServer) -> None:
         assert gene.do(Calls.workspace()).version == 1
     with small.client("sentinel") as sentinel, pytest.raises(McosError, match="sync is off"):
         push(sentinel, {"a.md": b"x"})
+
+
+MiB = 1024 * 1024
+
+
+def upload(*contents: bytes) -> list[BlobUpload]:
+    return [BlobUpload.of(sha(c), c, f"f{i}.md") for i, c in enumerate(contents)]
+
+
+class TestBatchedUpload:
+    """``POST /v1/workspace/blobs``: many blobs in one request, all kept or none."""
+
+    def test_many_blobs_in_one_request(self, live_server: LiveServer) -> None:
+        """Every blob is kept and said new once; the manifest naming them commits."""
+        files = {f"memory/2026-01-{d:02d}.md": f"- day {d}\n".encode() for d in range(1, 31)}
+        with live_server.client("gene") as gene:
+            answer = gene.do(Calls.put_workspace_blobs(upload(*files.values())))
+            assert [b.new for b in answer.blobs] == [True] * 30
+            again = gene.do(Calls.put_workspace_blobs(upload(*files.values())))
+            assert [b.new for b in again.blobs] == [False] * 30
+            entries = [FileIn(path=p, sha256=sha(c), size=len(c)) for p, c in files.items()]
+            assert gene.do(Calls.commit_workspace(entries)).version == 1
+
+    def test_one_bad_blob_refuses_the_batch_naming_it(self, live_server: LiveServer) -> None:
+        """A blob whose bytes hash to something else is refused naming its index and path;
+        the good blobs before it are not kept either."""
+        with live_server.client("gene") as gene:
+            good = BlobUpload.of(sha(b"good"), b"good", "MEMORY.md")
+            two = BlobUpload.of(sha(b"two"), b"two", "memory/2026-12-03.md")
+            bad = two.model_copy(update={"sha256": sha(b"one")})
+            with pytest.raises(InvalidRequest, match=r"bad hash: blobs\[1\] \(memory/2026-12-03"):
+                gene.do(Calls.put_workspace_blobs([good, bad]))
+            with pytest.raises(McosError, match="404"):
+                gene.do(Calls.fetch_workspace_blobs([sha(b"good")]))
+
+    @pytest.mark.parametrize(
+        ("item", "field", "problem"),
+        [
+            ({"sha256": "abc", "content": "YQ=="}, "blobs[1].sha256", "not a sha256"),
+            ({"sha256": sha(b"a"), "content": "YQ==x"}, "blobs[1].content", "not base64"),
+            ({"sha256": sha(b"a"), "content": "Y Q=="}, "blobs[1].content", "not base64"),
+            ({"sha256": sha(b"a"), "content": "YQ"}, "blobs[1].content", "not base64"),
+        ],
+    )
+    def test_bad_items_are_named(
+        self, live_server: LiveServer, item: dict[str, str], field: str, problem: str
+    ) -> None:
+        """A hash that is no sha256 and bytes that are not strict base64 are refused (422)
+        naming the item."""
+        first = {"sha256": sha(b"ok"), "content": "b2s="}
+        r = raw(live_server, "POST", "/v1/workspace/blobs", live_server.tokens["gene"],
+                json={"blobs": [first, item]})  # fmt: skip
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["details"]["field"] == field
+        assert problem in error["message"]
+
+    def test_oversized_and_overlong_batches_are_refused(self, live_server: LiveServer) -> None:
+        """More than 4 MiB of files in a batch of several, or more than 1,000 blobs, is
+        refused naming ``blobs``; one file larger than the batch bound may go alone (up to
+        ``max_file_bytes``)."""
+        token = live_server.tokens["gene"]
+        megs = [bytes([i]) * MiB for i in range(5)]  # 1 MiB each: max_file_bytes allows them
+        with live_server.client("gene") as gene:
+            with pytest.raises(InvalidRequest, match=r"over 4194304 bytes of files by blobs\[4\]"):
+                gene.do(Calls.put_workspace_blobs(upload(*megs)))
+            assert len(gene.do(Calls.put_workspace_blobs(upload(*megs[:4]))).blobs) == 4
+        many = [{"sha256": sha(b"%d" % i), "content": "MA=="} for i in range(1001)]
+        r = raw(live_server, "POST", "/v1/workspace/blobs", token, json={"blobs": many})
+        assert r.status_code == 422, r.text
+        assert "blobs: List should have at most 1000 items" in r.json()["error"]["message"]
+        r = raw(live_server, "POST", "/v1/workspace/blobs", token, json={"blobs": []})
+        assert r.status_code == 422, r.text
+
+    def test_a_fenced_out_instance_cannot_upload_or_fetch(self, live_server: LiveServer) -> None:
+        """After a takeover the old instance's batched upload and fetch are refused (409)."""
+        with live_server.client() as op:
+            old = op.do(Calls.acquire_lease("gene", "sup-a", "mini", 15))
+            op.do(Calls.release_lease("gene", "sup-a", old.fence))
+            new = op.do(Calls.acquire_lease("gene", "sup-b", "vps", 15))
+        token = live_server.tokens["gene"]
+        with Client(live_server.url, token, fence=new.fence) as current:
+            current.do(Calls.put_workspace_blobs(upload(b"vps")))
+        with Client(live_server.url, token, fence=old.fence) as stale:
+            with pytest.raises(Fenced, match="stale"):
+                stale.do(Calls.put_workspace_blobs(upload(b"late")))
+            with pytest.raises(Fenced, match="stale"):
+                stale.do(Calls.fetch_workspace_blobs([sha(b"vps")]))
+
+
+class TestBatchedFetch:
+    """``POST /v1/workspace/blobs/fetch``: many blobs in one answer, bounded in bytes."""
+
+    def test_fetch_in_batches_bounded_by_bytes(self, live_server: LiveServer) -> None:
+        """The first blobs asked that fit 4 MiB come back in the order asked, the rest are
+        ``left`` to ask for next; repeated hashes are answered once."""
+        megs = [bytes([i]) * MiB for i in range(5)]
+        small = b"small"
+        with live_server.client("gene") as gene:
+            gene.do(Calls.put_workspace_blobs(upload(*megs[:4])))
+            gene.do(Calls.put_workspace_blobs(upload(megs[4], small)))
+            asked = [sha(small), sha(small), *(sha(m) for m in megs)]
+            first = gene.do(Calls.fetch_workspace_blobs(asked))
+            assert [b.sha256 for b in first.blobs] == [sha(small), *(sha(m) for m in megs[:3])]
+            assert [b.data() for b in first.blobs] == [small, *megs[:3]]
+            assert first.left == [sha(megs[3]), sha(megs[4])]
+            rest = gene.do(Calls.fetch_workspace_blobs(first.left))
+            assert [b.data() for b in rest.blobs] == megs[3:]
+            assert rest.left == []
+
+    def test_bad_and_unknown_hashes_are_named(self, live_server: LiveServer) -> None:
+        """A hash that is no sha256 is refused (422), one the agent holds no blob for — its
+        own or another agent's — answered 404; each names the item."""
+        token = live_server.tokens["gene"]
+        with live_server.client("jarvis") as jarvis:
+            jarvis.do(Calls.put_workspace_blobs(upload(b"theirs")))
+        with live_server.client("gene") as gene:
+            gene.do(Calls.put_workspace_blobs(upload(b"mine")))
+        body = {"sha256": [sha(b"mine"), "Z" * 64]}
+        r = raw(live_server, "POST", "/v1/workspace/blobs/fetch", token, json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"]["field"] == "sha256[1]"
+        body = {"sha256": [sha(b"mine"), sha(b"theirs")]}
+        r = raw(live_server, "POST", "/v1/workspace/blobs/fetch", token, json=body)
+        assert r.status_code == 404, r.text
+        error = r.json()["error"]
+        assert error["details"]["field"] == "sha256[1]"
+        assert f"gene has no workspace blob {sha(b'theirs')}" in error["message"]
+        many = {"sha256": [sha(b"mine")] * 1001}
+        r = raw(live_server, "POST", "/v1/workspace/blobs/fetch", token, json=many)
+        assert r.status_code == 422, r.text
+        assert "sha256: List should have at most 1000 items" in r.json()["error"]["message"]
+
+
+def test_batches_need_an_agent_with_sync_on(small: LiveServer) -> None:
+    """An operator cannot upload or fetch an agent's blobs; an agent with sync off neither;
+    the agent's max_file_bytes holds in a batch too."""
+    with small.client() as op, pytest.raises(McosError, match="only an agent"):
+        op.do(Calls.fetch_workspace_blobs([sha(b"x")]))
+    with small.client("sentinel") as sentinel, pytest.raises(McosError, match="sync is off"):
+        sentinel.do(Calls.put_workspace_blobs(upload(b"x")))
+    too_big = r"blobs\[1\] \(f1.md\) is 11 bytes"
+    with small.client("gene") as gene, pytest.raises(InvalidRequest, match=too_big):
+        gene.do(Calls.put_workspace_blobs(upload(b"ok", b"x" * 11)))

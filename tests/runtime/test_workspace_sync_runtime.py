@@ -6,14 +6,20 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
-from mcos.client import AsyncClient
+import pytest
+
+from mcos.api_workspace import FetchOut
+from mcos.client import AsyncClient, Call
 from mcos.config.models import WorkspaceSyncConfig
-from mcos.domain.workspace_sync import Action
+from mcos.domain.workspace_sync import Action, SyncLimits
+from mcos.exceptions import InvalidRequest
 from mcos.runtime.sync import KEPT, STATE, WorkspaceSync
 from tests.api.conftest import serve_on
 
 LOG = "memory/2026-12-03.md"
+T = TypeVar("T")
 
 
 def workspace(root: Path, files: dict[str, bytes]) -> Path:
@@ -109,3 +115,91 @@ def test_a_pull_never_writes_through_a_symlink(tmp_path: Path) -> None:
         asyncio.run(run())
     assert (vps / "MEMORY.md").read_bytes() == b"m\n"
     assert list(outside.iterdir()) == []
+
+
+class Counting(AsyncClient):
+    """A client that records each request it makes: (method, path, blobs named)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sent: list[tuple[str, str, int]] = []
+
+    async def do(self, call: Call[T]) -> T:
+        body = call.json if isinstance(call.json, dict) else {}
+        named = len(body.get("blobs", body.get("sha256", [])))
+        self.sent.append((call.method, call.path, named))
+        return await super().do(call)
+
+
+def test_blobs_travel_in_batches_both_ways(tmp_path: Path) -> None:
+    """A first push sends its blobs in as few requests as fit 4 MiB of files each (a file
+    larger than that alone), then commits; a host with nothing pulls them in as few."""
+    kib = 1024
+    files = {f"memory/2026-01-{d:02d}.md": bytes([d]) * 200 * kib for d in range(1, 31)}
+    files["a-scan.bin"] = b"s" * 5 * kib * kib  # over a batch, under max_file_bytes
+    config = WorkspaceSyncConfig(max_file_bytes=6 * kib * kib, exclude=[])
+    limits = {"gene": SyncLimits(max_file_bytes=6 * kib * kib)}
+    mini = workspace(tmp_path / "mini", files)
+    vps = tmp_path / "vps"
+    vps.mkdir()
+    with serve_on("sqlite", tmp_path / "mc", workspace_sync=limits) as (server, _):
+
+        async def run() -> tuple[list[tuple[str, str, int]], list[tuple[str, str, int]]]:
+            token = server.tokens["gene"]
+            async with Counting(server.url, token) as a, Counting(server.url, token) as b:
+                assert await WorkspaceSync("gene", mini, config, a).push() is not None
+                plan = await WorkspaceSync("gene", vps, config, b).pull()
+                assert set(plan) == set(files)
+                return a.sent, b.sent
+
+        pushed, pulled = asyncio.run(run())
+    upload = "/v1/workspace/blobs"
+    assert pushed == [
+        ("GET", "/v1/workspace", 0),  # a push first pulls what it has not seen
+        ("POST", upload, 1),  # the 5 MiB scan alone
+        ("POST", upload, 20),  # 20 logs of 200 KiB: a 21st would pass 4 MiB
+        ("POST", upload, 10),
+        ("PUT", "/v1/workspace", 0),
+    ]
+    fetch = "/v1/workspace/blobs/fetch"
+    assert pulled == [
+        ("GET", "/v1/workspace", 0),
+        ("POST", fetch, 1),
+        ("POST", fetch, 20),
+        ("POST", fetch, 10),
+    ]
+    for path, content in files.items():
+        assert (vps / path).read_bytes() == content
+
+
+class Tampering(AsyncClient):
+    """A client whose batched fetches come back with the first blob's bytes altered (a
+    corrupting proxy, a damaged store)."""
+
+    async def do(self, call: Call[T]) -> T:
+        answer = await super().do(call)
+        if not isinstance(answer, FetchOut):
+            return answer
+        first = answer.blobs[0].model_copy(update={"content": "dGFtcGVyZWQ="})  # "tampered"
+        return cast(T, answer.model_copy(update={"blobs": [first, *answer.blobs[1:]]}))
+
+
+def test_a_pull_never_writes_a_blob_that_does_not_match_its_hash(tmp_path: Path) -> None:
+    """Bytes that do not hash to what the manifest names are refused, naming the file, and
+    not written; the host keeps its base, so the next pull tries again."""
+    config = WorkspaceSyncConfig()
+    mini = workspace(tmp_path / "mini", {"MEMORY.md": b"door code 4711\n", LOG: b"- a\n"})
+    vps = workspace(tmp_path / "vps", {})
+    with serve_on("sqlite", tmp_path / "mc") as (server, _):
+
+        async def run() -> None:
+            token = server.tokens["gene"]
+            async with AsyncClient(server.url, token) as a, Tampering(server.url, token) as b:
+                await WorkspaceSync("gene", mini, config, a).push()
+                with pytest.raises(InvalidRequest, match=r"MEMORY\.md does not match its hash"):
+                    await WorkspaceSync("gene", vps, config, b).pull()
+
+        asyncio.run(run())
+    assert not (vps / "MEMORY.md").exists()
+    assert not (vps / LOG).exists()  # a batch is checked whole before anything is written
+    assert not (vps / STATE).exists()

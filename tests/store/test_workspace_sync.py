@@ -81,3 +81,42 @@ class TestFencedPushes:
         assert (kept.version, kept.fence, kept.hashes()) == (1, old.fence, {"M": sha(b"a")})
         done = await store.commit_workspace("gene", new.fence, late)
         assert (done.version, done.fence) == (2, new.fence)
+
+
+class TestBatchedBlobs:
+    """Many blobs kept in one transaction, and read back a bounded batch at a time."""
+
+    async def test_put_many_says_which_were_new(self, store: Store) -> None:
+        """Each blob is kept once; the answer says, in order, which were new (the same blob
+        twice in one batch is new once); another agent's blobs are apart."""
+        await store.put_workspace_blob("gene", sha(b"held"), b"held")
+        blobs = [(sha(c), c) for c in (b"held", b"one", b"two", b"one")]
+        assert await store.put_workspace_blobs("gene", blobs) == [False, True, True, False]
+        assert await store.put_workspace_blobs("gene", []) == []
+        for content in (b"held", b"one", b"two"):
+            assert await store.workspace_blob("gene", sha(content)) == content
+        assert await store.workspace_blob("jarvis", sha(b"one")) is None
+
+    async def test_a_batch_is_bounded_in_bytes_and_leaves_the_rest(self, store: Store) -> None:
+        """The first blobs asked that fit the byte bound come back in the order asked, the rest
+        as ``left``; a blob larger than the bound comes alone."""
+        sizes = {"a": 40, "b": 50, "c": 20, "d": 150}
+        contents = {k: k.encode() * n for k, n in sizes.items()}
+        await store.put_workspace_blobs("gene", [(sha(c), c) for c in contents.values()])
+        hashes = [sha(contents[k]) for k in ("b", "a", "c", "d")]
+        first = await store.workspace_blobs("gene", hashes, 100)
+        assert list(first.found) == hashes[:2]  # 50 + 40; with c it would be 110
+        assert first.found[hashes[0]] == contents["b"]
+        assert (first.left, first.unknown) == (hashes[2:], [])
+        second = await store.workspace_blobs("gene", first.left, 100)
+        assert (list(second.found), second.left) == ([hashes[2]], [hashes[3]])
+        alone = await store.workspace_blobs("gene", second.left, 100)
+        assert (alone.found, alone.left) == ({hashes[3]: contents["d"]}, [])
+
+    async def test_unknown_hashes_answer_nothing(self, store: Store) -> None:
+        """A hash the agent holds no blob for (another agent's too) comes back as unknown,
+        and no bytes with it."""
+        await store.put_workspace_blobs("jarvis", [(sha(b"theirs"), b"theirs")])
+        await store.put_workspace_blobs("gene", [(sha(b"mine"), b"mine")])
+        batch = await store.workspace_blobs("gene", [sha(b"mine"), sha(b"theirs")], 1000)
+        assert (batch.found, batch.left, batch.unknown) == ({}, [], [sha(b"theirs")])

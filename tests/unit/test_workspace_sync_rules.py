@@ -11,7 +11,9 @@ from mcos.domain.workspace_sync import (
     Action,
     Base,
     WorkspaceFile,
+    batches,
     change,
+    fetch_plan,
     hash_problem,
     path_problem,
     plan_pull,
@@ -147,3 +149,28 @@ class TestChange:
         assert diff.written == [WorkspaceFile("L", C, 4), WorkspaceFile("new", B, 2)]
         assert diff.unnamed == []  # B and C are still named (new, L)
         assert change(after, [WorkspaceFile("M", A, 1)]).unnamed == sorted([B, C])
+
+
+class TestBatches:
+    """Blobs travel in batches bounded in bytes and in count; a large one alone."""
+
+    def test_bytes_and_count_bound_each_batch_in_order(self) -> None:
+        """A batch closes before the item that would take it past either bound."""
+        items = [("a", 3), ("b", 3), ("c", 4), ("d", 1), ("e", 1), ("f", 1)]
+        assert batches(items, max_bytes=10, max_count=3) == [["a", "b", "c"], ["d", "e", "f"]]
+        assert batches(items, max_bytes=6, max_count=10) == [["a", "b"], ["c", "d", "e"], ["f"]]
+        assert batches([], max_bytes=6) == []
+
+    def test_an_item_over_the_byte_bound_goes_alone(self) -> None:
+        """A file larger than a batch is still sent, in a batch of its own."""
+        items = [("a", 2), ("big", 50), ("b", 2)]
+        assert batches(items, max_bytes=10) == [["a"], ["big"], ["b"]]
+
+    def test_fetch_plan_takes_what_fits_and_names_the_unknown(self) -> None:
+        """A fetch answers the first hashes that fit, leaves the rest; any unknown hash means
+        nothing is answered (the asker's manifest is out of date)."""
+        sizes = {A: 6, B: 6, C: 20}
+        assert fetch_plan([A, B, C], sizes, 12) == ([A, B], [C], [])
+        assert fetch_plan([C, A], sizes, 12) == ([C], [A], [])
+        assert fetch_plan([A, "d" * 64, B], sizes, 12) == ([], [], ["d" * 64])
+        assert fetch_plan([], sizes, 12) == ([], [], [])

@@ -200,3 +200,57 @@ def change(current: Sequence[WorkspaceFile], new: Sequence[WorkspaceFile]) -> Ch
     named = {f.sha256 for f in new}
     unnamed = sorted({f.sha256 for f in current} - named)
     return Change(removed, written, unnamed)
+
+
+# --- batched blob transfer ---------------------------------------------------------------------
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+"""File bytes one batched upload or fetch carries (5.3 MiB as base64, inside the 12 MiB body
+limit of ``/v1/workspace``). A file larger than this travels alone, in a batch of one, still
+held to ``[workspace_sync] max_file_bytes``."""
+MAX_BATCH_BLOBS = 1_000
+"""Blobs one batched upload or fetch names."""
+
+
+def batches(
+    items: Sequence[tuple[str, int]],
+    max_bytes: int = MAX_BATCH_BYTES,
+    max_count: int = MAX_BATCH_BLOBS,
+) -> list[list[str]]:
+    """``(key, size)`` items grouped, in their order, into batches of at most ``max_count``
+    items and ``max_bytes`` together; an item larger than ``max_bytes`` is a batch alone."""
+    out: list[list[str]] = []
+    batch: list[str] = []
+    total = 0
+    for key, size in items:
+        if batch and (total + size > max_bytes or len(batch) >= max_count):
+            out.append(batch)
+            batch, total = [], 0
+        batch.append(key)
+        total += size
+    if batch:
+        out.append(batch)
+    return out
+
+
+@dataclass(frozen=True)
+class BlobBatch:
+    """What a batched fetch of blobs found: the bytes of the first hashes asked that fit one
+    batch (in the order asked), the hashes asked after them (ask again), and the hashes the
+    agent holds no blob for (then nothing is answered)."""
+
+    found: dict[str, bytes]
+    left: list[str]
+    unknown: list[str]
+
+
+def fetch_plan(
+    hashes: Sequence[str], sizes: Mapping[str, int], max_bytes: int
+) -> tuple[list[str], list[str], list[str]]:
+    """Of the ``hashes`` asked (``sizes``: those held, by hash), ``(take, left, unknown)``:
+    the first that fit one batch of ``max_bytes``, the ones after them, and those not held
+    (when any is unknown nothing is taken: the asker's manifest is out of date)."""
+    unknown = [h for h in hashes if h not in sizes]
+    if unknown or not hashes:
+        return [], [], unknown
+    take, *rest = batches([(h, sizes[h]) for h in hashes], max_bytes, max_count=len(hashes))
+    return take, [h for batch in rest for h in batch], []

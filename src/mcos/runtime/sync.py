@@ -8,36 +8,42 @@ one transaction), and the pull is a call of the instance itself (a fenced-out on
 It also works the same for an agent started by hand, and needs no supervisor (host) token to
 read an agent's files.
 
-A push uploads the blobs Mission Control lacks and commits the manifest (path → sha256) as a new
-version; nothing is sent when nothing changed. Files are hashed only when their size or mtime
-moved. ``.mcos/`` and the ``[workspace_sync] exclude`` patterns are never synced; a file over
-``max_file_bytes`` (or past ``max_total_bytes``) is skipped with one warning in the log. A pull
-writes only files whose hash differs, atomically; a local file it would replace or delete that
-was never synced is kept in ``.mcos/workspace-sync/kept/`` (see
+A push uploads the blobs Mission Control lacks, in batches of up to 4 MiB of files (a larger
+file alone), and commits the manifest (path → sha256) as a new version; nothing is sent when
+nothing changed. Files are hashed only when their size or mtime moved. ``.mcos/`` and the
+``[workspace_sync] exclude`` patterns are never synced; a file over ``max_file_bytes`` (or past
+``max_total_bytes``) is skipped with one warning in the log. A pull fetches the blobs it lacks in
+batches too and writes only files whose hash differs, atomically; a local file it would replace
+or delete that was never synced is kept in ``.mcos/workspace-sync/kept/`` (see
 :func:`mcos.domain.workspace_sync.plan_pull`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pathspec
 
-from mcos.api_workspace import FileIn, ManifestOut
+from mcos.api_workspace import BlobUpload, FileIn, ManifestOut
 from mcos.client import AsyncClient, Calls
 from mcos.config.models import Fleet, WorkspaceSyncConfig
 from mcos.domain.workspace_sync import (
+    MAX_BATCH_BLOBS,
+    MAX_BATCH_BYTES,
     RESERVED,
     Action,
     Base,
+    batches,
     path_problem,
     plan_pull,
 )
@@ -50,6 +56,9 @@ STATE = f"{RESERVED}/workspace_sync.json"
 """The manifest this host last pushed or pulled (its base for the next pull)."""
 KEPT = f"{RESERVED}/workspace-sync/kept"
 """Local files a pull replaced or deleted without their being synced first."""
+WRITERS = 8
+"""Files a pull writes at once: their fsyncs share the file system's journal commits (372
+small files: 0.33 s instead of 1.8 s one after another, on the 2-core test machine)."""
 CORE = frozenset({"MEMORY.md", "WORKSTATE.md", "SOUL.md", "IDENTITY.md", "USER.md",
                   "AGENTS.md", "TOOLS.md", "GUARDRAILS.md", "HEARTBEAT.md"})  # fmt: skip
 """Kept first when the total is over its cap (then the daily logs, then the rest by size)."""
@@ -244,6 +253,7 @@ class WorkspaceSync:
             if path_problem(path) is None and (found := self._hash(path)) is not None:
                 local[path] = found.sha256
         plan = plan_pull(local, base, manifest.version, remote)
+        wanted: dict[str, list[str]] = {}  # sha256 → the paths to write it to
         for path, action in sorted(plan.items()):
             if path_problem(path) is not None or not self._inside(path):
                 log.warning("workspace file not pulled: %s is not a plain path inside the "
@@ -254,12 +264,11 @@ class WorkspaceSync:
             if action is Action.DELETE:
                 (self.root / path).unlink(missing_ok=True)
             elif action in (Action.WRITE, Action.WRITE_KEEP_LOCAL):
-                blob = await self.client.do(Calls.workspace_blob(remote[path]))
-                content = blob.data()
-                if hashlib.sha256(content).hexdigest() != remote[path]:
-                    msg = f"workspace blob of {path} does not match its hash {remote[path]}"
-                    raise InvalidRequest(msg, path=path)
-                write_atomic(self.root / path, content)
+                wanted.setdefault(remote[path], []).append(path)
+        sizes = {f.sha256: f.size for f in manifest.files}
+        with ThreadPoolExecutor(WRITERS, thread_name_prefix="workspace-pull") as pool:
+            for group in batches([(sha, sizes[sha]) for sha in wanted]):
+                await self._fetch(group, wanted, pool)
         if manifest.version >= base.version:
             self._remember(manifest)
         else:
@@ -280,13 +289,16 @@ class WorkspaceSync:
         if known == {p: f.sha256 for p, f in scan.files.items()}:
             return None
         held = set(known.values())
+        batch: list[BlobUpload] = []
+        size = 0
         for path, local in sorted(scan.files.items()):
             if local.sha256 in held:
                 continue
             try:
                 content = (self.root / path).read_bytes()
             except OSError:
-                continue  # gone since the scan: the next push sends the manifest without it
+                del scan.files[path]  # gone since the scan: the manifest goes without it
+                continue
             sha = hashlib.sha256(content).hexdigest()
             if sha != local.sha256:  # written since the scan: send what was read
                 self._hashes.pop(path, None)
@@ -294,15 +306,48 @@ class WorkspaceSync:
                     del scan.files[path]
                     continue
                 scan.files[path] = Local(sha, len(content))
-            if sha not in held:
-                await self.client.do(Calls.put_workspace_blob(sha, content))
-                held.add(sha)
+            if sha in held:
+                continue
+            if batch and (size + len(content) > MAX_BATCH_BYTES or len(batch) >= MAX_BATCH_BLOBS):
+                await self.client.do(Calls.put_workspace_blobs(batch))
+                batch, size = [], 0
+            batch.append(BlobUpload.of(sha, content, path))
+            size += len(content)
+            held.add(sha)
+        if batch:
+            await self.client.do(Calls.put_workspace_blobs(batch))
         files = [
             FileIn(path=p, sha256=f.sha256, size=f.size) for p, f in sorted(scan.files.items())
         ]
         manifest = await self.client.do(Calls.commit_workspace(files))
         self._remember(manifest)
         return manifest
+
+    async def _fetch(
+        self, hashes: list[str], wanted: dict[str, list[str]], pool: ThreadPoolExecutor
+    ) -> None:
+        """Download ``hashes`` (one batch, asking again for what an answer left) and write each
+        to its paths, its hash checked first, several files at once on ``pool``."""
+        while hashes:
+            writes: list[tuple[Path, bytes]] = []
+            answer = await self.client.do(Calls.fetch_workspace_blobs(hashes))
+            if not answer.blobs or len(answer.left) >= len(hashes):
+                msg = f"Mission Control answered none of the {len(hashes)} workspace blobs asked"
+                raise InvalidRequest(msg, asked=len(hashes))
+            for blob in answer.blobs:
+                paths = wanted.get(blob.sha256)
+                if paths is None:
+                    msg = f"Mission Control answered workspace blob {blob.sha256}, never asked"
+                    raise InvalidRequest(msg, sha256=blob.sha256)
+                content = blob.data()
+                if hashlib.sha256(content).hexdigest() != blob.sha256:
+                    msg = f"workspace blob of {paths[0]} does not match its hash {blob.sha256}"
+                    raise InvalidRequest(msg, path=paths[0])
+                writes.extend((self.root / path, content) for path in paths)
+            loop = asyncio.get_running_loop()
+            await asyncio.gather(*(loop.run_in_executor(pool, write_atomic, full, content)
+                                   for full, content in writes))  # fmt: skip
+            hashes = answer.left
 
     async def push_quietly(self) -> None:
         """A push after a turn: a failure is logged and left to the next turn's push; being

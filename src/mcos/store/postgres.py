@@ -58,9 +58,11 @@ from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.domain.workspace_sync import (
+    BlobBatch,
     WorkspaceFile,
     WorkspaceManifest,
     change,
+    fetch_plan,
     missing_blob,
     push_refusal,
 )
@@ -1782,6 +1784,58 @@ class PostgresStore:
             )
         ).fetchall()
         return [WorkspaceFile(r["path"], r["sha256"], r["size"]) for r in found]
+
+    async def put_workspace_blobs(
+        self, agent: str, blobs: Sequence[tuple[str, bytes]]
+    ) -> list[bool]:
+        """Every blob in one statement (``unnest`` of the hashes and the bytes); one already
+        held changes nothing."""
+        if not blobs:
+            return []
+        async with self._tx() as conn:
+            added = await (
+                await conn.execute(
+                    "INSERT INTO workspace_blobs (agent, sha256, size, content)"
+                    " SELECT %s, b.sha256, length(b.content), b.content"
+                    " FROM unnest(%s::text[], %s::bytea[]) AS b(sha256, content)"
+                    " ON CONFLICT (agent, sha256) DO NOTHING RETURNING sha256",
+                    (agent, [sha for sha, _ in blobs], [content for _, content in blobs]),
+                )
+            ).fetchall()
+        new = {r["sha256"] for r in added}
+        out = []
+        for sha, _ in blobs:
+            out.append(sha in new)
+            new.discard(sha)  # the same blob twice: new once
+        return out
+
+    async def workspace_blobs(self, agent: str, hashes: Sequence[str], max_bytes: int) -> BlobBatch:
+        """The sizes first, then the bytes of the batch chosen; a blob swept between the two
+        (a commit of the live instance) is answered as unknown."""
+        async with self._tx() as conn:
+            held = await (
+                await conn.execute(
+                    "SELECT sha256, size FROM workspace_blobs WHERE agent = %s"
+                    " AND sha256 = ANY(%s)",
+                    (agent, list(hashes)),
+                )
+            ).fetchall()
+            take, left, unknown = fetch_plan(hashes, {r["sha256"]: r["size"] for r in held},
+                                             max_bytes)  # fmt: skip
+            if not take:
+                return BlobBatch({}, left, unknown)
+            rows = await (
+                await conn.execute(
+                    "SELECT sha256, content FROM workspace_blobs WHERE agent = %s"
+                    " AND sha256 = ANY(%s)",
+                    (agent, take),
+                )
+            ).fetchall()
+        contents = {r["sha256"]: bytes(r["content"]) for r in rows}
+        gone = [h for h in take if h not in contents]
+        if gone:
+            return BlobBatch({}, [], gone)
+        return BlobBatch({h: contents[h] for h in take}, left, [])
 
     # --- scale: batched lease renewal ---------------------------------------------------------
     async def renew_leases(

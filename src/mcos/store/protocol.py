@@ -25,7 +25,7 @@ from mcos.domain.messages import Delivery, Message, NewMessage, RecipientKind, S
 from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
-from mcos.domain.workspace_sync import WorkspaceFile, WorkspaceManifest
+from mcos.domain.workspace_sync import BlobBatch, WorkspaceFile, WorkspaceManifest
 from mcos.exceptions import LeaseLost
 
 
@@ -666,6 +666,18 @@ class Store(Protocol):
 
     async def workspace_manifest(self, agent: str) -> WorkspaceManifest:
         """The agent's latest manifest (version 0, no files, when nothing was pushed)."""
+
+    async def put_workspace_blobs(
+        self, agent: str, blobs: Sequence[tuple[str, bytes]]
+    ) -> list[bool]:
+        """Keep each ``(sha256, content)`` (hashes checked by the caller) among ``agent``'s
+        blobs in one transaction; whether each was new, in order."""
+
+    async def workspace_blobs(self, agent: str, hashes: Sequence[str], max_bytes: int) -> BlobBatch:
+        """The bytes of the first of ``hashes`` that fit ``max_bytes`` together (at least the
+        first, whatever its size), the rest as ``left``; only their sizes are read until the
+        batch is chosen. Hashes ``agent`` holds no blob for come back as ``unknown`` (and no
+        bytes with them)."""
 
     # --- scale: batched lease renewal ---------------------------------------------------------
     async def renew_leases(

@@ -53,9 +53,11 @@ from mcos.domain.paging import Page, PageKind
 from mcos.domain.sessions import DashboardSession
 from mcos.domain.tokens import PrincipalKind, TokenRecord
 from mcos.domain.workspace_sync import (
+    BlobBatch,
     WorkspaceFile,
     WorkspaceManifest,
     change,
+    fetch_plan,
     missing_blob,
     push_refusal,
 )
@@ -1771,6 +1773,55 @@ class SqliteStore:
                 conn.execute("COMMIT")
             return WorkspaceManifest(agent, 0) if head is None else (
                 _workspace_manifest(agent, head, files))  # fmt: skip
+
+        return await self._run(read)
+
+    async def put_workspace_blobs(
+        self, agent: str, blobs: Sequence[tuple[str, bytes]]
+    ) -> list[bool]:
+        """Every blob in one transaction; one already held changes nothing."""
+
+        def write(conn: sqlite3.Connection) -> list[bool]:
+            now = _now_us()
+            with self._tx(conn):
+                return [
+                    conn.execute(
+                        "INSERT INTO workspace_blobs (agent, sha256, size, content, created_at)"
+                        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (agent, sha256) DO NOTHING",
+                        (agent, sha, len(content), content, now),
+                    ).rowcount
+                    == 1
+                    for sha, content in blobs
+                ]
+
+        return await self._run(write)
+
+    async def workspace_blobs(self, agent: str, hashes: Sequence[str], max_bytes: int) -> BlobBatch:
+        """The sizes first, then the bytes of the batch chosen, in one read snapshot."""
+
+        def read(conn: sqlite3.Connection) -> BlobBatch:
+            conn.execute("BEGIN")
+            try:
+                sizes = {
+                    r["sha256"]: r["size"]
+                    for r in conn.execute(
+                        "SELECT sha256, size FROM workspace_blobs WHERE agent = ?"
+                        " AND sha256 IN (SELECT value FROM json_each(?))",
+                        (agent, json.dumps(list(hashes))),
+                    )
+                }
+                take, left, unknown = fetch_plan(hashes, sizes, max_bytes)
+                contents = {
+                    r["sha256"]: bytes(r["content"])
+                    for r in conn.execute(
+                        "SELECT sha256, content FROM workspace_blobs WHERE agent = ?"
+                        " AND sha256 IN (SELECT value FROM json_each(?))",
+                        (agent, json.dumps(take)),
+                    )
+                }
+            finally:
+                conn.execute("COMMIT")
+            return BlobBatch({h: contents[h] for h in take}, left, unknown)
 
         return await self._run(read)
 

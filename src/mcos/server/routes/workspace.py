@@ -1,26 +1,43 @@
 """An agent's workspace in Mission Control: content-addressed files that follow it to whichever
 host runs it next.
 
-After each turn the agent uploads the blobs Mission Control lacks (``PUT /blobs/{sha256}``,
-the hash checked against the bytes) and then commits its manifest, path → hash
-(``PUT /v1/workspace``), as a new version. The commit carries the instance's fence and is
-checked against the agent's lease in the same transaction: an instance fenced out by another
-is refused (409 ``fenced``) and overwrites nothing. An instance starting reads the latest
-manifest (``GET``) and the blobs it lacks (``GET /blobs/{sha256}``). Paths are relative and
-stay in the workspace; sizes are held to the agent's ``[workspace_sync]`` limits.
+After each turn the agent uploads the blobs Mission Control lacks, batched (``POST /blobs``:
+up to 1,000 blobs and 4 MiB of file bytes a request, each hash checked against its bytes), and
+then commits its manifest, path → hash (``PUT /v1/workspace``), as a new version. The commit
+carries the instance's fence and is checked against the agent's lease in the same transaction:
+an instance fenced out by another is refused (409 ``fenced``) and overwrites nothing. An
+instance starting reads the latest manifest (``GET``) and the blobs it lacks, batched too
+(``POST /blobs/fetch``). Paths are relative and stay in the workspace; sizes are held to the
+agent's ``[workspace_sync]`` limits. ``PUT``/``GET /blobs/{sha256}`` move one blob.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 
-from mcos.api_workspace import BlobIn, BlobOut, ManifestIn, ManifestOut
+from mcos.api_workspace import (
+    BlobIn,
+    BlobOut,
+    BlobsIn,
+    BlobsOut,
+    FetchIn,
+    FetchOut,
+    ManifestIn,
+    ManifestOut,
+)
 from mcos.domain.tokens import Principal, PrincipalKind
-from mcos.domain.workspace_sync import SyncLimits, WorkspaceFile, hash_problem, path_problem
+from mcos.domain.workspace_sync import (
+    MAX_BATCH_BYTES,
+    SyncLimits,
+    WorkspaceFile,
+    hash_problem,
+    path_problem,
+)
 from mcos.exceptions import Conflict, Forbidden, InvalidRequest, NotFound
 from mcos.server.context import MissionControl
 from mcos.server.routes.deps import FENCE_SCHEMA, MC, Caller
@@ -143,3 +160,82 @@ async def latest(
         await mc.refuse(caller, "workspace.read", rule, agent=agent)
         raise Forbidden(rule, rule=rule)
     return ManifestOut.of(await mc.store.workspace_manifest(caller.name))
+
+
+# --- batched blob transfer ---------------------------------------------------------------------
+def _decode(text: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as e:
+        msg = f"{where}.content is not base64 (standard alphabet, padded): {e}"
+        raise InvalidRequest(msg, field=f"{where}.content") from None
+
+
+@router.post("/blobs", response_model=BlobsOut, responses=ERRORS)
+async def put_blobs(body: BlobsIn, mc: MC, caller: Caller) -> BlobsOut:
+    """Keep many files' bytes under their sha256 in one request: all of them, or none when one
+    is refused (422 naming it, ``blobs[i]`` and its path): a hash that is no sha256 or does not
+    match the bytes, bytes that are not base64, a file over ``max_file_bytes``, or more than
+    4 MiB of file bytes in a batch of several."""
+    limits = await _agent(mc, caller, "workspace.blob")
+    blobs: list[tuple[str, bytes]] = []
+    total = 0
+    for i, item in enumerate(body.blobs):
+        where = f"blobs[{i}]"
+        named = where + (f" ({item.path})" if item.path else "")
+        _hash(item.sha256, f"{where}.sha256")
+        content = _decode(item.content, where)
+        size = len(content)
+        if size > limits.max_file_bytes:
+            msg = (
+                f"{named} is {size} bytes; {caller.name}'s [workspace_sync] max_file_bytes is "
+                f"{limits.max_file_bytes}"
+            )
+            raise InvalidRequest(
+                msg, field=f"{where}.content", size=size, limit=limits.max_file_bytes
+            )
+        total += size
+        if total > MAX_BATCH_BYTES and len(body.blobs) > 1:
+            msg = (
+                f"blobs: the batch carries over {MAX_BATCH_BYTES} bytes of files by {named}; "
+                "send fewer at once (a larger file alone)"
+            )
+            raise InvalidRequest(msg, field="blobs", limit=MAX_BATCH_BYTES)
+        actual = hashlib.sha256(content).hexdigest()
+        if actual != item.sha256:
+            msg = f"bad hash: {named}: the content's sha256 is {actual}, not {item.sha256}"
+            raise InvalidRequest(msg, field=f"{where}.sha256", path=item.path)
+        blobs.append((item.sha256, content))
+    new = await mc.store.put_workspace_blobs(caller.name, blobs)
+    return BlobsOut(
+        blobs=[
+            BlobOut(sha256=sha, size=len(content), new=added)
+            for (sha, content), added in zip(blobs, new, strict=True)
+        ]
+    )
+
+
+@router.post("/blobs/fetch", response_model=FetchOut, responses=ERRORS)
+async def fetch_blobs(body: FetchIn, mc: MC, caller: Caller) -> FetchOut:
+    """Many of the caller's blobs, base64, in one answer: the first asked that fit 4 MiB (a
+    larger one alone), in the order asked, and ``left``, the hashes to ask for next. A hash that
+    is no sha256 is refused (422 naming ``sha256[i]``), one the agent holds no blob for too
+    (404 naming it)."""
+    await _agent(mc, caller, "workspace.read")
+    hashes = list(dict.fromkeys(_hash(h, f"sha256[{i}]") for i, h in enumerate(body.sha256)))
+    batch = await mc.store.workspace_blobs(caller.name, hashes, MAX_BATCH_BYTES)
+    if batch.unknown:
+        first = batch.unknown[0]
+        where = f"sha256[{body.sha256.index(first)}]"
+        msg = (
+            f"{where}: {caller.name} has no workspace blob {first} ({len(batch.unknown)} of the "
+            f"{len(hashes)} asked are unknown; read the latest manifest again)"
+        )
+        raise NotFound(msg, field=where, sha256=first, unknown=batch.unknown)
+    return FetchOut(
+        blobs=[
+            BlobOut(sha256=h, size=len(c), content=base64.b64encode(c).decode())
+            for h, c in batch.found.items()
+        ],
+        left=batch.left,
+    )
