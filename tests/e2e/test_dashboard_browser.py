@@ -46,7 +46,7 @@ def _chromium() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("business-fleet")  # two 23-agent fleets at once on 2 cores: one at a time
+@pytest.mark.xdist_group("business-fleet")  # one worker: the fleet is shared (e2e/conftest.py)
 @pytest.mark.timeout(480)  # 23 agents starting, then two model turns and a pause
 def test_the_dashboard_in_a_browser(fleet_running: tuple[str, Path], tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright

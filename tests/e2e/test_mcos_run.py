@@ -33,7 +33,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("business-fleet")  # two 23-agent fleets at once on 2 cores: one at a time
+@pytest.mark.xdist_group("business-fleet")  # one worker: the fleet is shared (e2e/conftest.py)
 @pytest.mark.timeout(300)  # 23 agents on two hosts; every wait has its own deadline
 def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(
     business_fleet_to_stop: BusinessFleet,
