@@ -21,6 +21,15 @@ at random on a 2-core machine beside a CPU-heavy process (timing claims live in 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 PG_URL = os.environ.get("MCOS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    # The suite starts hundreds of Python processes (`mcos server`, agents, the CLI), each of
+    # which would compile every module of src/mcos from source again (~0.4 s of CPU each), and
+    # every xdist worker would assertion-rewrite every test module again (~5 s each): with the
+    # bytecode cache allowed, the first one writes it and the others read it. Popped here, in
+    # the xdist controller, before it starts the workers (they and every process the tests
+    # start inherit it); `sys.dont_write_bytecode` covers this process.
+    sys.dont_write_bytecode = False
+
 if "PYTEST_XDIST_WORKER" in os.environ and os.environ.get("COLUMNS") == "80":
     # An xdist worker finds COLUMNS=80/LINES=24 in its environment (GNU readline sets them when
     # something in the worker initialises it). The `mcos` commands the tests start would then wrap

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mcos.client import Calls, Client
 from tests.api.conftest import free_port
 from tests.e2e.cli_helpers import ServerProcess, mcos, mcos_json, start_server
 from tests.store.conftest import create_pg_database, drop_pg_database
@@ -188,8 +189,13 @@ def test_workers_bootstrap_one_operator_token(tmp_path: Path) -> None:
         env = {"MCOS_FLEET": str(path)}
         tokens = mcos_json("token", "list", env=env)
         assert [t["kind"] for t in tokens] == ["operator"]
-        for _ in range(6):  # whichever worker answers, the token on disk works
-            assert "jarvis" in mcos("status", env=env).stdout
+        assert "jarvis" in mcos("status", env=env).stdout
+        # Whichever worker answers, the token on disk works: a new connection per request (an
+        # `mcos status` process each cost a second of CPU; 30 requests reach more workers).
+        operator = (tmp_path / "f" / "state" / "operator.token").read_text().strip()
+        for _ in range(30):
+            with Client(server.url, operator) as op:
+                assert "jarvis" in {a.name for a in op.do(Calls.agents())}
     finally:
         server.stop()
         drop_pg_database(pg_url)

@@ -11,9 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,12 +18,10 @@ import pytest
 
 from mcos.client import Calls, Client
 from mcos.config import load_fleet
-from mcos.config.scaffold import init_fleet
 from mcos.domain.messages import Priority
 from mcos.domain.tokens import PrincipalKind
-from tests.api.conftest import free_port
 from tests.conftest import IN_CI
-from tests.e2e.cli_helpers import MCOS
+from tests.e2e.conftest import BusinessFleet
 from tests.waiting import wait_until
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,54 +31,22 @@ HIGH = Priority.HIGH
 
 
 @pytest.fixture
-def fleet_running(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """`mcos run` of the business fleet on a free port; (URL, fleet folder)."""
+def fleet_running(business_fleet: BusinessFleet) -> tuple[str, Path]:
+    """The shared `mcos run` of the business fleet (tests/e2e/conftest.py); (URL, folder)."""
+    return business_fleet.url, business_fleet.home
+
+
+@pytest.fixture(autouse=True)
+def _chromium() -> None:
+    """Debian's chromium, checked before the fleet is started for nothing."""
     if not Path(CHROMIUM).exists():
         if IN_CI:
             pytest.fail("chromium is missing (make system-deps installs it)")
         pytest.skip("Debian's chromium is not installed")
-    home = tmp_path / "biz"
-    path = init_fleet(home, template="business")
-    port = free_port()
-    path.write_text(path.read_text().replace("127.0.0.1:8700", f"127.0.0.1:{port}"))
-    out = (tmp_path / "run.out").open("wb")
-    run = subprocess.Popen(
-        [*MCOS, "run", str(home)],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    url = f"http://127.0.0.1:{port}"
-    token = home / "state" / "operator.token"
-
-    def all_idle() -> bool:
-        if run.poll() is not None:
-            pytest.fail(f"mcos run exited {run.returncode}")
-        if not token.exists():
-            return False
-        with Client(url, token.read_text().strip()) as op:
-            try:
-                agents = op.do(Calls.agents())
-            except Exception:
-                return False
-        expected = set(load_fleet(home / "fleet.toml").agents)
-        return {a.name for a in agents} == expected and all(a.state == "idle" for a in agents)
-
-    try:
-        wait_until("every agent of the fleet idle", all_idle, timeout=180, interval=0.3)
-        yield url, home
-    finally:
-        run.send_signal(signal.SIGINT)
-        try:
-            run.wait(60)
-        except subprocess.TimeoutExpired:
-            run.kill()
-            run.wait()
-        out.close()
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("business-fleet")  # two 23-agent fleets at once on 2 cores: one at a time
+@pytest.mark.xdist_group("business-fleet")  # one worker: the fleet is shared (e2e/conftest.py)
 @pytest.mark.timeout(480)  # 23 agents starting, then two model turns and a pause
 def test_the_dashboard_in_a_browser(fleet_running: tuple[str, Path], tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright

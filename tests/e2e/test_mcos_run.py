@@ -4,21 +4,18 @@ from the orchestrator handled and logged, Ctrl-C stops everything and leaves not
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from mcos.api_models import ApprovalOut
 from mcos.client import Calls, Client
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind
-from tests.api.conftest import free_port
-from tests.e2e.cli_helpers import MCOS, mcos, mcos_json
+from tests.e2e.cli_helpers import mcos, mcos_json
+from tests.e2e.conftest import BusinessFleet
 from tests.waiting import wait_until
 
 
@@ -36,32 +33,29 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("business-fleet")  # two 23-agent fleets at once on 2 cores: one at a time
+@pytest.mark.xdist_group("business-fleet")  # one worker: the fleet is shared (e2e/conftest.py)
 @pytest.mark.timeout(300)  # 23 agents on two hosts; every wait has its own deadline
-def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(tmp_path: Path) -> None:
-    home = tmp_path / "biz"
-    mcos("init", str(home), "--template", "business")
-    port = free_port()
-    fleet = home / "fleet.toml"
-    fleet.write_text(fleet.read_text().replace("127.0.0.1:8700", f"127.0.0.1:{port}"))
-    out = (tmp_path / "run.out").open("wb")
-    run = subprocess.Popen([*MCOS, "run", str(home)], stdout=out, stderr=subprocess.STDOUT)
-    env = {"MCOS_FLEET": str(fleet), "COLUMNS": "200"}
+def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(
+    business_fleet_to_stop: BusinessFleet,
+) -> None:
+    fleet = business_fleet_to_stop  # every agent idle (tests/e2e/conftest.py)
+    home, port = fleet.home, fleet.port
+    env = {"MCOS_FLEET": str(fleet.fleet_file), "COLUMNS": "200"}
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    elon_log = home / "agents" / "elon" / "memory" / f"{today}.md"
     try:
-        _wait(
-            "all 23 agents idle",
-            lambda: _agents_ready(port, env),
-            timeout=90,
-        )
+        agents = mcos_json("status", env=env)["agents"]
+        assert len(agents) == 23, agents
+        assert all(a["state"] == "idle" for a in agents), agents
         status = mcos("status", env=env).stdout
         assert "jarvis" in status
         assert "offline model" in status
-        operator_token = (home / "state" / "operator.token").read_text().strip()
-        with Client(f"http://127.0.0.1:{port}", operator_token) as operator:
+        operator_token = fleet.operator_token()
+        with Client(fleet.url, operator_token) as operator:
             jarvis_token = operator.do(Calls.create_token(PrincipalKind.AGENT, "jarvis")).token
             # Supervised, jarvis writes under its instance's fence (409 fenced without it).
             fence = next(x.fence for x in operator.do(Calls.leases()) if x.agent == "jarvis")
-        with Client(f"http://127.0.0.1:{port}", jarvis_token, fence=fence) as jarvis:
+        with Client(fleet.url, jarvis_token, fence=fence) as jarvis:
             sent = jarvis.do(
                 Calls.send("elon", "Ship the billing fix before Friday.",
                            subject="Billing fix", kind=MessageKind.DIRECTIVE)
@@ -72,30 +66,22 @@ def test_mcos_run_business_fleet_handles_a_directive_and_stops_cleanly(tmp_path:
                 return any(m.sender == "elon" for m in thread)
 
             _wait("elon's reply in the directive's thread", answered)
-        today = datetime.now(UTC).strftime("%Y-%m-%d")
-        log = (home / "agents" / "elon" / "memory" / f"{today}.md").read_text()
+        log = elon_log.read_text()
         assert f"message {sent.message.id} from jarvis (directive): Billing fix" in log
-        children = _descendants(run.pid)
+        children = _descendants(fleet.run.pid)
         assert len(children) >= 26  # the server, a fork server per host (mini, vps), 23 agents
         _rehearse_revenue_team(home, port, operator_token)
     finally:
-        run.send_signal(signal.SIGINT)
-        code = run.wait(90)
-        out.close()
-    output = (tmp_path / "run.out").read_text()
+        # (The fleet may be shared with tests that ran before: judge what the stop added.)
+        output_before = len(fleet.output())
+        stops_before = elon_log.read_text().count("stopped") if elon_log.exists() else 0
+        code = fleet.interrupt()
+    output = fleet.output()
     assert code == 0, output
-    assert "stopped" in output
+    assert "stopped" in output[output_before:], output[output_before:]
     for pid in children:
         assert not _alive(pid), f"process {pid} outlived mcos run"
-    assert "stopped" in (home / "agents" / "elon" / "memory" / f"{today}.md").read_text()
-
-
-def _agents_ready(port: int, env: dict[str, str]) -> bool:
-    try:
-        agents = mcos_json("status", env=env)["agents"]
-    except (AssertionError, httpx.HTTPError, ValueError):
-        return False
-    return len(agents) == 23 and all(a["state"] == "idle" for a in agents)
+    assert elon_log.read_text().count("stopped") > stops_before
 
 
 def _descendants(pid: int) -> list[int]:

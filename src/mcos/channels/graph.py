@@ -12,13 +12,15 @@ import asyncio
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from mcos.channels.oauth import OAuthTokens
 from mcos.exceptions import ChannelError, ChannelMisconfigured
+
+if TYPE_CHECKING:  # msal and requests (0.3 s of imports) only where tokens are made
+    from mcos.channels.oauth import OAuthTokens
 
 RETRIED: Final = frozenset({429, 503, 504})
 MAX_RETRY_AFTER = 300.0

@@ -41,6 +41,7 @@ from mcos.models.base import (
     Turn,
 )
 from mcos.models.gateway import gateway_error, precise_wait, purpose_headers, reservation_of
+from mcos.models.spend_limits import SPEND_LIMIT_PHRASES
 
 PROVIDER = "anthropic"
 DEFAULT_RETRY_AFTER = 60.0
@@ -50,8 +51,6 @@ SPEND_LIMIT_CLASSES: tuple[type[anthropic.APIStatusError], ...] = (
     anthropic.ContractSpendLimitReachedError,
     anthropic.PaymentRequiredError,
 )
-SPEND_LIMIT_PHRASES = ("spend limit", "usage limits", "credit balance is too low")
-"""How a spend limit reads when it arrives without a structured error code."""
 
 
 class _Retryable(Exception):

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse
 
 from mcos.domain.budget import Usage
 from mcos.domain.heartbeat import CacheTTL
-from mcos.models.anthropic import SPEND_LIMIT_PHRASES
+from mcos.models.spend_limits import SPEND_LIMIT_PHRASES  # not the SDK: 1-2 s of imports
 from mcos.server.gateway.dialect import JSON, EventUsage, count
 from mcos.server.gateway.upstream import Upstream
 
