@@ -508,18 +508,26 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         db.start()
         root = tmp_path_factory.mktemp("netns")
         base = db.url.rsplit("/", 1)[0]
-        # A first start migrates the template and writes the token key and the first operator
-        # token, which both replicas share (one state folder: in production a copied key, see
-        # docs/deploy.md). Stopped, it leaves the template to copy, with no one connected to it.
-        made = Site(net, db, root, write_fleet(root / "first", net, f"{base}/{TEMPLATE}"))
-        made.admin(f"CREATE DATABASE {TEMPLATE}")
-        made.start_replicas("mc-a")
-        made.replicas["mc-a"].stop()
-        first = made.fleet
-        made.fleet = write_fleet(root / "fleet", net, f"{base}/{DATABASE}")
-        shutil.copytree(first.parent / "state", made.fleet.parent / "state")
-        made.admin(f"CREATE DATABASE {DATABASE} TEMPLATE {TEMPLATE}")
+        made = Site(net, db, root, write_fleet(root / "fleet", net, f"{base}/{DATABASE}"))
+        # The token key both replicas share (in production copied from the first one, see
+        # docs/deploy.md), written before they start at once. Both migrate (one waits for the
+        # other's lock) and may both write a first operator token: either serves.
+        state = made.fleet.parent / "state"
+        state.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(state / "server.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as key:
+            key.write(secrets.token_hex(32))
+        made.admin(f"CREATE DATABASE {DATABASE}")
         made.start_replicas(*REPLICAS)
+        # What a first start leaves, kept as the template of every test's database: copied
+        # with no one connected to it (the replicas reconnect when it is allowed again).
+        made.admin(
+            f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS false",
+            f"""SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE datname = '{DATABASE}' AND pid <> pg_backend_pid()""",
+            f"CREATE DATABASE {TEMPLATE} TEMPLATE {DATABASE}",
+            f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS true",
+        )
         yield made
     finally:
         net.kill_inside(REPLICAS + AGENT_HOSTS)
