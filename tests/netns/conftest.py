@@ -33,6 +33,7 @@ import signal
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -193,6 +194,14 @@ class Network:
         """Plug it back in."""
         _sh("ip", "-n", self.switch, "link", "set", self.hosts[name].port, "up")
 
+    def _sides(self, name: str) -> tuple[tuple[tuple[str, ...], str], ...]:
+        """(command prefix, device) of both ends of ``name``'s link: in the host, on the switch."""
+        h = self.hosts[name]
+        return (
+            (("ip", "netns", "exec", h.netns), h.link),
+            (("ip", "netns", "exec", self.switch), h.port),
+        )
+
     def degrade(self, name: str) -> str:
         """Make ``name``'s link slow and lossy in both directions; returns what was applied.
 
@@ -202,11 +211,7 @@ class Network:
         congested uplink. Either way TCP sees delay and loss; :meth:`shaped_drops` tells that
         packets were really dropped.
         """
-        h = self.hosts[name]
-        sides = (
-            (("ip", "netns", "exec", h.netns), h.link),
-            (("ip", "netns", "exec", self.switch), h.port),
-        )
+        sides = self._sides(name)
         netem = ("netem", "delay", "100ms", "20ms", "loss", "10%")
         tbf = ("tbf", "rate", "100kbit", "burst", "1600", "latency", "50ms")
         applied = "netem delay 100ms 20ms loss 10%"
@@ -222,11 +227,7 @@ class Network:
 
     def shaped_drops(self, name: str) -> int:
         """Packets the shaping on ``name``'s link has dropped so far, both directions."""
-        h = self.hosts[name]
-        sides = (
-            (("ip", "netns", "exec", h.netns), h.link),
-            (("ip", "netns", "exec", self.switch), h.port),
-        )
+        sides = self._sides(name)
         dropped = 0
         for prefix, dev in sides:
             shown = _sh(*prefix, "tc", "-s", "qdisc", "show", "dev", dev).stdout
@@ -235,12 +236,7 @@ class Network:
 
     def clear_degrade(self, name: str, *, check: bool = True) -> None:
         """Take the shaping off ``name``'s link (``check=False``: whether or not it has any)."""
-        h = self.hosts[name]
-        sides = (
-            (("ip", "netns", "exec", h.netns), h.link),
-            (("ip", "netns", "exec", self.switch), h.port),
-        )
-        for prefix, dev in sides:
+        for prefix, dev in self._sides(name):
             _sh(*prefix, "tc", "qdisc", "del", "dev", dev, "root", check=check)
 
     def _pids(self, netns: str) -> list[int]:
@@ -367,6 +363,14 @@ def write_fleet(root: Path, rig_net: Network, store: str) -> Path:
     )
     path.write_text(head + SUPERVISOR + hosts + '\n[humans.founder]\nrole = "founder"\n' + AGENTS)
     return path
+
+
+def renewed_since_granted(lease: LeaseOut) -> bool:
+    """Whether ``lease`` was renewed after its grant: its holder holds it on. (An agent start
+    slower than the kill margin, on a loaded machine, loses its fresh lease and starts again a
+    TTL later: a test waits for this before it watches for restarts.) A grant stamps both times
+    microseconds apart; the first renewal comes a third of a TTL later."""
+    return lease.renewed_at - lease.acquired_at > timedelta(seconds=LEASE_TTL / 6)
 
 
 FENCE = re.compile(r" --fence (\d+)$")

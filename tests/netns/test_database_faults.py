@@ -181,6 +181,19 @@ def _check_refusals(rig: Rig, replica: str) -> None:
     assert "PostgreSQL" in health.json()["store"]
 
 
+def _store_back(op: Client) -> datetime:
+    """Mission Control's clock (the database's), once it reaches the database again: after a
+    link cut its pool may need a connection attempt or two (``connect_timeout``)."""
+
+    def now() -> datetime | None:
+        try:
+            return op.do(Calls.time()).now
+        except StoreUnavailable:
+            return None
+
+    return wait_until("Mission Control to reach the database again", now, timeout=30)
+
+
 def _a_blip_costs_nothing(
     rig: Rig, op: Client, before: dict[str, tuple[str, int, int]], blip: Callable[[], None]
 ) -> None:
@@ -190,7 +203,7 @@ def _a_blip_costs_nothing(
     with Processes(rig).running() as seen:
         since = _offsets(rig)
         blip()
-        back = op.do(Calls.time()).now
+        back = _store_back(op)
         wait_until(
             "every lease renewed since the database came back",
             lambda: _renewed_since(rig, back, fences),
@@ -258,7 +271,7 @@ def _an_outage_past_the_ttl_stops_every_agent_until_back(
             + ", ".join(f"{a} on {h} fence {f}" for a, (h, f, _) in after.items())
         )
         # Started once: the instances started after the outage hold their leases on.
-        started = op.do(Calls.time()).now
+        started = _store_back(op)
         wait_until(
             "every new lease renewed",
             lambda: _renewed_since(rig, started, {a: f for a, (_, f, _) in after.items()}),
