@@ -134,9 +134,18 @@ def _up_under_the_default_ttl(rig: Rig) -> dict[str, tuple[str, int, int]]:
     rig.up("vps")  # gene may start on either: mini is its host, vps its failover host
     return wait_until(
         lambda: f"gene and jarvis running ({agent_processes(rig.fleet)}, {rig.leases()})",
-        lambda: _running(rig),
+        lambda: (r := _running(rig)) and _reported(rig, r) and r,
         timeout=60,
     )
+
+
+def _reported(rig: Rig, running: dict[str, tuple[str, int, int]]) -> bool:
+    """Whether each running process has reported itself to Mission Control: past its start-up
+    (clock, workspace), whose calls do not yet wait out a 503 (the process would exit 70 and be
+    restarted)."""
+    with rig.operator() as op:
+        states = {a.name: a.state_info.get("pid") for a in op.do(Calls.agents())}
+    return all(states.get(name) == pid for name, (_, _, pid) in running.items())
 
 
 def _refused(rig: Rig, replica: str, call: Callable[[], httpx.Response]) -> httpx.Response:
