@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import itertools
 import os
 import random
 import re
@@ -30,11 +31,13 @@ import secrets
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from mcos.api_models import LeaseOut
@@ -66,13 +69,17 @@ AGENTS = """
 role = "orchestrator"
 host = "vps"
 reports_to = "founder"
+heartbeat = { batch = "1s" }
 
 [agents.gene]
 role = "ops"
 host = "mini"
 reports_to = "jarvis"
 failover_hosts = ["vps"]
+heartbeat = { batch = "1s" }
 """
+"""Both answer a normal message within a second (the default waits 20 s to gather more into one
+turn): the tests wait for answers, not for batches."""
 
 
 def _needs_root() -> None:
@@ -187,6 +194,14 @@ class Network:
         """Plug it back in."""
         _sh("ip", "-n", self.switch, "link", "set", self.hosts[name].port, "up")
 
+    def _sides(self, name: str) -> tuple[tuple[tuple[str, ...], str], ...]:
+        """(command prefix, device) of both ends of ``name``'s link: in the host, on the switch."""
+        h = self.hosts[name]
+        return (
+            (("ip", "netns", "exec", h.netns), h.link),
+            (("ip", "netns", "exec", self.switch), h.port),
+        )
+
     def degrade(self, name: str) -> str:
         """Make ``name``'s link slow and lossy in both directions; returns what was applied.
 
@@ -196,11 +211,7 @@ class Network:
         congested uplink. Either way TCP sees delay and loss; :meth:`shaped_drops` tells that
         packets were really dropped.
         """
-        h = self.hosts[name]
-        sides = (
-            (("ip", "netns", "exec", h.netns), h.link),
-            (("ip", "netns", "exec", self.switch), h.port),
-        )
+        sides = self._sides(name)
         netem = ("netem", "delay", "100ms", "20ms", "loss", "10%")
         tbf = ("tbf", "rate", "100kbit", "burst", "1600", "latency", "50ms")
         applied = "netem delay 100ms 20ms loss 10%"
@@ -216,29 +227,41 @@ class Network:
 
     def shaped_drops(self, name: str) -> int:
         """Packets the shaping on ``name``'s link has dropped so far, both directions."""
-        h = self.hosts[name]
-        sides = (
-            (("ip", "netns", "exec", h.netns), h.link),
-            (("ip", "netns", "exec", self.switch), h.port),
-        )
+        sides = self._sides(name)
         dropped = 0
         for prefix, dev in sides:
             shown = _sh(*prefix, "tc", "-s", "qdisc", "show", "dev", dev).stdout
             dropped += sum(int(n) for n in re.findall(r"dropped (\d+)", shown))
         return dropped
 
-    def clear_degrade(self, name: str) -> None:
-        h = self.hosts[name]
-        _sh("ip", "netns", "exec", h.netns, "tc", "qdisc", "del", "dev", h.link, "root")
-        _sh("ip", "netns", "exec", self.switch, "tc", "qdisc", "del", "dev", h.port, "root")
+    def clear_degrade(self, name: str, *, check: bool = True) -> None:
+        """Take the shaping off ``name``'s link (``check=False``: whether or not it has any)."""
+        for prefix, dev in self._sides(name):
+            _sh(*prefix, "tc", "qdisc", "del", "dev", dev, "root", check=check)
+
+    def _pids(self, netns: str) -> list[int]:
+        return [int(p) for p in _sh("ip", "netns", "pids", netns, check=False).stdout.split()]
+
+    def kill_inside(self, names: Iterable[str]) -> None:
+        """SIGKILL every process on hosts ``names`` and wait until none is left."""
+        spaces = [self.hosts[n].netns for n in names if n in self.hosts]
+        for ns in spaces:
+            for pid in self._pids(ns):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        wait_until(
+            lambda: f"the processes on {names} to die: {[self._pids(ns) for ns in spaces]}",
+            lambda: not any(self._pids(ns) for ns in spaces),
+            timeout=30,
+            interval=0.05,
+        )
 
     def close(self) -> None:
         """Kill what still runs in our namespaces and delete them (the veths go with them)."""
         for ns in self._made:
-            pids = _sh("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
+            for pid in self._pids(ns):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for ns in reversed(self._made):
             _sh("ip", "netns", "del", ns, check=False)
         _sh("ip", "link", "del", self._operator_link, check=False)
@@ -264,56 +287,50 @@ class Proc:
                 self.process.wait(5)
 
 
+def launch(net: Network, host: str, argv: list[str], log: Path, env: dict[str, str]) -> Proc:
+    """Start ``argv`` on ``host``, its output to ``log``."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*net.inside(host), *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "COLUMNS": "200", **env},
+            start_new_session=True,
+        )
+    return Proc(process, log)
+
+
+def url(net: Network, replica: str) -> str:
+    """Where ``replica`` serves."""
+    return f"http://{net.hosts[replica].address}:{PORT}"
+
+
 @dataclass
 class Rig:
-    """The whole layout: network, database, two replicas, supervisors, the operator's view."""
+    """One test's view of the layout: the network, the database, both replicas (shared with the
+    process's other tests), and this test's fleet folder and supervisors."""
 
     net: Network
     root: Path
     fleet: Path
+    """This test's copy of the fleet folder: its supervisors run from it, its agents are known
+    by it (``agent_processes``)."""
     db: ThrowawayCluster
-    replicas: dict[str, Proc] = field(default_factory=dict)
+    replicas: dict[str, Proc]
     supervisors: dict[str, Proc] = field(default_factory=dict)
     operator_token: str = ""
+    _started: Iterator[int] = field(default_factory=itertools.count)
 
     def url(self, replica: str) -> str:
-        return f"http://{self.net.hosts[replica].address}:{PORT}"
+        return url(self.net, replica)
 
     @property
     def urls(self) -> list[str]:
         return [self.url(r) for r in ("mc-a", "mc-b")]
 
     def start(self, host: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
-        log = self.root / f"{host}-{len(self.replicas) + len(self.supervisors)}.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [*self.net.inside(host), *argv],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "COLUMNS": "200", **(env or {})},
-                start_new_session=True,
-            )
-        return Proc(process, log)
-
-    def start_replica(self, name: str) -> Proc:
-        address = self.net.hosts[name].address
-        proc = self.start(
-            name, [*MCOS, "server", "-f", str(self.fleet), "--host", address, "--port", str(PORT)]
-        )
-        self.replicas[name] = proc
-        url = self.url(name)
-
-        def healthy() -> bool:
-            if proc.process.poll() is not None:
-                msg = f"{name} exited {proc.process.returncode}:\n{proc.output()}"
-                raise AssertionError(msg)
-            try:
-                return httpx.get(url + "/healthz", timeout=2).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(f"replica {name} to answer", healthy, timeout=60, interval=0.1)
-        return proc
+        log = self.root / f"{host}-{next(self._started)}.log"
+        return launch(self.net, host, argv, log, env or {})
 
     def operator(self, replica: str | None = None) -> Client:
         """The operator's client: on one replica, or on both (failing over)."""
@@ -348,6 +365,14 @@ def write_fleet(root: Path, rig_net: Network, store: str) -> Path:
     return path
 
 
+def renewed_since_granted(lease: LeaseOut) -> bool:
+    """Whether ``lease`` was renewed after its grant: its holder holds it on. (An agent start
+    slower than the kill margin, on a loaded machine, loses its fresh lease and starts again a
+    TTL later: a test waits for this before it watches for restarts.) A grant stamps both times
+    microseconds apart; the first renewal comes a third of a TTL later."""
+    return lease.renewed_at - lease.acquired_at > timedelta(seconds=LEASE_TTL / 6)
+
+
 FENCE = re.compile(r" --fence (\d+)$")
 
 
@@ -368,17 +393,116 @@ def agent_processes(fleet: Path) -> list[tuple[str, int, int | None]]:
     return found
 
 
-RigFactory = Callable[[], Rig]
+DATABASE = "mcos"
+"""The database the replicas use, replaced by a fresh copy of :data:`TEMPLATE` for each test."""
+TEMPLATE = "mcos_template"
+"""Migrated, with the first operator token's record: what a first start leaves."""
+REPLICAS = ("mc-a", "mc-b")
+AGENT_HOSTS = ("mini", "vps")
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    """The layout of the module docstring, running: database and both replicas; a test starts
-    the supervisors it needs (``rig.up("mini")``)."""
+@dataclass
+class Site:
+    """What the tests of one process share: the network, the database host's cluster and both
+    replicas, started once.
+
+    Building these took most of a test's time (namespaces, ``initdb``, the migrations, and a
+    replica's start, seconds of imports on a loaded machine). A test gets a fresh database all
+    the same: :meth:`reset` puts a copy of the template in place of the replicas' database
+    (``CREATE DATABASE … TEMPLATE``; the replicas' pools and LISTEN connections, cut off, connect
+    again) and undoes what the test before may have left: a pulled cable, shaping, PostgreSQL
+    or a replica stopped, its supervisors and agents."""
+
+    net: Network
+    db: ThrowawayCluster
+    root: Path
+    fleet: Path
+    """The replicas' fleet file (the tests' supervisors run from copies)."""
+    replicas: dict[str, Proc] = field(default_factory=dict)
+    _copies: Iterator[int] = field(default_factory=itertools.count)
+
+    @property
+    def store(self) -> str:
+        """The replicas' database."""
+        return self.db.url.rsplit("/", 1)[0] + "/" + DATABASE
+
+    def admin(self, *statements: str) -> list[tuple[object, ...]]:
+        """Run ``statements`` on the cluster's ``postgres`` database; the last one's rows."""
+        rows: list[tuple[object, ...]] = []
+        with psycopg.connect(self.db.url, autocommit=True, connect_timeout=5) as conn:
+            for sql in statements:
+                cursor = conn.execute(sql.encode())
+                rows = cursor.fetchall() if cursor.description else []
+        return rows
+
+    def start_replicas(self, *names: str) -> None:
+        """Start replicas ``names`` at once; return when every one answers ``/healthz``."""
+        for name in names:
+            address = self.net.hosts[name].address
+            argv = [*MCOS, "server", "-f", str(self.fleet), "--host", address, "--port", str(PORT)]
+            log = self.root / f"{name}-{next(self._copies)}.log"
+            self.replicas[name] = launch(self.net, name, argv, log, {})
+        self._wait_healthy(names)
+
+    def _wait_healthy(self, names: Iterable[str]) -> None:
+        def healthy(name: str) -> bool:
+            proc = self.replicas[name]
+            if proc.process.poll() is not None:
+                msg = f"{name} exited {proc.process.returncode}:\n{proc.output()}"
+                raise AssertionError(msg)
+            try:
+                return httpx.get(url(self.net, name) + "/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wanted = list(names)
+        wait_until(
+            f"replicas {', '.join(wanted)} to answer",
+            lambda: all([healthy(name) for name in wanted]),  # noqa: C419 (ask each)
+            timeout=60,
+        )
+
+    def reset(self) -> None:
+        """The state a test starts from: no supervisor or agent running, every cable plugged in
+        and unshaped, PostgreSQL and both replicas running, on a fresh copy of the template."""
+        self.net.kill_inside(AGENT_HOSTS)
+        for name in self.net.hosts:
+            self.net.restore(name)
+            self.net.clear_degrade(name, check=False)
+        try:
+            self.admin("SELECT 1")
+        except psycopg.OperationalError:  # a test stopped it
+            self.db.start()
+        stopped = [r for r in REPLICAS if self.replicas[r].process.poll() is not None]
+        if stopped:  # a test killed it
+            self.net.kill_inside(stopped)
+            self.start_replicas(*stopped)
+        copy = f"{DATABASE}_{next(self._copies)}"
+        self.admin(
+            f"CREATE DATABASE {copy} TEMPLATE {TEMPLATE}",
+            f"DROP DATABASE {DATABASE} WITH (FORCE)",
+            f"ALTER DATABASE {copy} RENAME TO {DATABASE}",
+        )
+        # Each replica's LISTEN connection is back (its sends wake the other's waiters) and its
+        # pool serves from the copy.
+        listening = f"""SELECT count(*) FROM pg_stat_activity
+            WHERE datname = '{DATABASE}' AND query = 'LISTEN mcos_inbox'"""
+        wait_until(
+            "both replicas' LISTEN connections to the fresh database",
+            lambda: self.admin(listening) == [(len(REPLICAS),)],
+            timeout=30,
+        )
+        self._wait_healthy(REPLICAS)
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The network of the module docstring, its database host and both replicas, running: built
+    once per test process (each xdist worker has its own)."""
     _needs_root()
     net = Network()
     db: ThrowawayCluster | None = None
-    made: Rig | None = None
+    made: Site | None = None
     try:
         for name, octet in (("db", 2), ("mc-a", 11), ("mc-b", 12), ("mini", 21), ("vps", 22)):
             net.add(name, octet)
@@ -386,22 +510,53 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
             listen=net.hosts["db"].address, netns=net.hosts["db"].netns, clients=str(net.subnet)
         )
         db.start()
-        root = tmp_path / "fleet"
-        fleet = write_fleet(root, net, db.url)
-        made = Rig(net, tmp_path, fleet, db)
-        # One replica migrates and writes the shared token key and first operator token; the
-        # second finds them (one state folder: in production a copied key, see docs/deploy.md).
-        made.start_replica("mc-a")
-        made.operator_token = (root / "state" / "operator.token").read_text().strip()
-        made.start_replica("mc-b")
+        root = tmp_path_factory.mktemp("netns")
+        base = db.url.rsplit("/", 1)[0]
+        made = Site(net, db, root, write_fleet(root / "fleet", net, f"{base}/{DATABASE}"))
+        # The token key both replicas share (in production copied from the first one, see
+        # docs/deploy.md), written before they start at once. Both migrate (one waits for the
+        # other's lock) and may both write a first operator token: either serves.
+        state = made.fleet.parent / "state"
+        state.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(state / "server.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as key:
+            key.write(secrets.token_hex(32))
+        made.admin(f"CREATE DATABASE {DATABASE}")
+        made.start_replicas(*REPLICAS)
+        # What a first start leaves, kept as the template of every test's database: copied
+        # with no one connected to it (the replicas reconnect when it is allowed again).
+        made.admin(
+            f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS false",
+            f"""SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                WHERE datname = '{DATABASE}' AND pid <> pg_backend_pid()""",
+            f"CREATE DATABASE {TEMPLATE} TEMPLATE {DATABASE}",
+            f"ALTER DATABASE {DATABASE} ALLOW_CONNECTIONS true",
+        )
         yield made
     finally:
+        net.kill_inside(REPLICAS + AGENT_HOSTS)
         if made is not None:
-            for proc in [*made.supervisors.values(), *made.replicas.values()]:
-                proc.stop(wait=10)
+            for proc in made.replicas.values():
+                proc.process.wait(10)
         if db is not None:
             db.stop()
         net.close()
+
+
+@pytest.fixture
+def rig(site: Site, tmp_path: Path) -> Iterator[Rig]:
+    """The layout of the module docstring, running, on a fresh database: both replicas; a test
+    starts the supervisors it needs (``rig.up("mini")``), from its own fleet folder."""
+    site.reset()
+    fleet = write_fleet(tmp_path / "fleet", site.net, site.store)
+    token = (site.fleet.parent / "state" / "operator.token").read_text().strip()
+    made = Rig(site.net, tmp_path, fleet, site.db, site.replicas, operator_token=token)
+    try:
+        yield made
+    finally:
+        site.net.kill_inside(AGENT_HOSTS)
+        for proc in made.supervisors.values():
+            proc.process.wait(10)
 
 
 def set_lease_ttl(rig: Rig, seconds: float) -> None:

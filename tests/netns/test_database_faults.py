@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -118,31 +118,101 @@ def _renewed_since(rig: Rig, at: datetime, fences: dict[str, int]) -> bool:
     )
 
 
-@pytest.mark.timeout(300)  # the rig, two outages and a TTL's wait, on a machine shared with others
-def test_a_database_blip_costs_nothing_and_an_outage_past_the_ttl_stops_every_agent_until_back(
-    rig: Rig,
-) -> None:
+ANSWER_WITHIN = 10.0
+"""Seconds a replica may take to answer while its database is unreachable: the client's own
+timeout (``Client``'s default), past which an answer is no answer. Expected: the database
+stopped (connections refused) about 1 s; its host's link cut (packets vanish) about
+``tcp_user_timeout`` (5 s) on a connection that was idle, plus a second of the pool's
+``DOWN_WAIT`` (``mcos.store.postgres.LIVENESS``)."""
+
+
+def _up_under_the_default_ttl(rig: Rig) -> dict[str, tuple[str, int, int]]:
     # The default TTL: renewals every 5 s, the kill deadline 13 s after the last one, so a
     # restart of PostgreSQL (seconds on a loaded host) fits in between however it falls.
     set_lease_ttl(rig, TTL)
     rig.up("mini")
     rig.up("vps")  # gene may start on either: mini is its host, vps its failover host
-    before = wait_until(
+    return wait_until(
         lambda: f"gene and jarvis running ({agent_processes(rig.fleet)}, {rig.leases()})",
-        lambda: _running(rig),
+        lambda: (r := _running(rig)) and _reported(rig, r) and r,
         timeout=60,
     )
-    fences = {a: f for a, (_, f, _) in before.items()}
-    op = rig.operator()
 
-    # 1. A blip: PostgreSQL crash-restarted. No agent is stopped, none restarted.
+
+def _reported(rig: Rig, running: dict[str, tuple[str, int, int]]) -> bool:
+    """Whether each running process has reported itself to Mission Control: past its start-up
+    (clock, workspace), whose calls do not yet wait out a 503 (the process would exit 70 and be
+    restarted)."""
+    with rig.operator() as op:
+        states = {a.name: a.state_info.get("pid") for a in op.do(Calls.agents())}
+    return all(states.get(name) == pid for name, (_, _, pid) in running.items())
+
+
+def _refused(rig: Rig, replica: str, call: Callable[[], httpx.Response]) -> httpx.Response:
+    """``call``'s answer, which must come within :data:`ANSWER_WITHIN` and be a 503."""
+    asked = time.monotonic()
+    try:
+        answer = call()
+    except httpx.TimeoutException:
+        pytest.fail(
+            f"{replica} gave no answer within {ANSWER_WITHIN:g} s while its database was "
+            "unreachable (a connection waiting on a silent peer: no TCP keepalive or "
+            "tcp_user_timeout?)"
+        )
+    took = time.monotonic() - asked
+    print(f"{replica}: {answer.status_code} {answer.request.url.path} in {took * 1000:.0f} ms")
+    assert answer.status_code == 503, answer.text
+    return answer
+
+
+def _check_refusals(rig: Rig, replica: str) -> None:
+    """While the database is unreachable ``replica`` refuses at once and says what is wrong."""
+    auth = {"Authorization": f"Bearer {rig.operator_token}"}
+    url = rig.url(replica)
+    sent = _refused(
+        rig,
+        replica,
+        lambda: httpx.post(
+            url + "/v1/messages",
+            json=OUTAGE_SEND.json,
+            headers=auth,
+            timeout=ANSWER_WITHIN,
+        ),
+    )
+    assert sent.json()["error"]["code"] == "store_unavailable"
+    assert "PostgreSQL" in sent.json()["error"]["message"], sent.text
+    assert sent.headers["Retry-After"] == "1"
+    with Client(url, rig.operator_token) as one, pytest.raises(StoreUnavailable) as refused:
+        one.do(OUTAGE_SEND)  # the client raises it: a 503 is not retried
+    assert refused.value.status == 503
+    health = _refused(rig, replica, lambda: httpx.get(url + "/healthz", timeout=ANSWER_WITHIN))
+    assert health.json()["status"] == "degraded"
+    assert "PostgreSQL" in health.json()["store"]
+
+
+def _store_back(op: Client) -> datetime:
+    """Mission Control's clock (the database's), once it reaches the database again: after a
+    link cut its pool may need a connection attempt or two (``connect_timeout``)."""
+
+    def now() -> datetime | None:
+        try:
+            return op.do(Calls.time()).now
+        except StoreUnavailable:
+            return None
+
+    return wait_until("Mission Control to reach the database again", now, timeout=30)
+
+
+def _a_blip_costs_nothing(
+    rig: Rig, op: Client, before: dict[str, tuple[str, int, int]], blip: Callable[[], None]
+) -> None:
+    """During and after ``blip`` (shorter than the lease's kill margin) no agent is stopped or
+    restarted, and every lease is renewed afterwards under the fence it had."""
+    fences = {a: f for a, (_, f, _) in before.items()}
     with Processes(rig).running() as seen:
         since = _offsets(rig)
-        down_at = time.monotonic()
-        rig.db.halt()
-        rig.db.start()
-        print(f"blip: the database was down {time.monotonic() - down_at:.1f} s (TTL {TTL:g} s)")
-        back = op.do(Calls.time()).now
+        blip()
+        back = _store_back(op)
         wait_until(
             "every lease renewed since the database came back",
             lambda: _renewed_since(rig, back, fences),
@@ -156,37 +226,27 @@ def test_a_database_blip_costs_nothing_and_an_outage_past_the_ttl_stops_every_ag
         "an agent process was replaced, doubled or missing during the blip"
     )
 
-    # 2. An outage longer than the TTL.
+
+def _an_outage_past_the_ttl_stops_every_agent_until_back(
+    rig: Rig,
+    op: Client,
+    before: dict[str, tuple[str, int, int]],
+    down: Callable[[], None],
+    back: Callable[[], None],
+) -> None:
+    """``down`` for longer than the TTL: both replicas refuse at once, every agent is stopped
+    at its kill deadline and none runs until ``back``; then each starts again exactly once, and
+    what was sent (2xx) before is answered exactly once."""
+    fences = {a: f for a, (_, f, _) in before.items()}
     requests = {op.do(Calls.send(a, f"before the outage {i}", priority=URGENT)).message.id: a
                 for i in range(2) for a in AGENTS}  # fmt: skip
     with Processes(rig).running() as seen:
         since = _offsets(rig)
-        rig.db.halt()
+        down()
         down_at = time.monotonic()
 
-        # Both replicas answer at once, and say what is wrong.
         for replica in ("mc-a", "mc-b"):
-            with rig.operator(replica) as one:
-                asked = time.monotonic()
-                with pytest.raises(StoreUnavailable) as refused:
-                    one.do(OUTAGE_SEND)
-                took = time.monotonic() - asked
-            assert refused.value.status == 503
-            assert "PostgreSQL" in refused.value.message, refused.value.message
-            print(f"{replica}: 503 store_unavailable in {took * 1000:.0f} ms")
-            raw = httpx.post(
-                rig.url(replica) + "/v1/messages",
-                json={"to": "gene", "body": "raw"},
-                headers={"Authorization": f"Bearer {rig.operator_token}"},
-                timeout=10,
-            )
-            assert raw.status_code == 503, raw.text
-            assert raw.json()["error"]["code"] == "store_unavailable"
-            assert raw.headers["Retry-After"] == "1"
-            health = httpx.get(rig.url(replica) + "/healthz", timeout=10)
-            assert health.status_code == 503, health.text
-            assert health.json()["status"] == "degraded"
-            assert "PostgreSQL" in health.json()["store"]
+            _check_refusals(rig, replica)
 
         # The supervisors cannot renew: each agent is stopped at its kill deadline.
         wait_until(
@@ -206,7 +266,7 @@ def test_a_database_blip_costs_nothing_and_an_outage_past_the_ttl_stops_every_ag
             interval=0.1,
         )
 
-        rig.db.start()
+        back()
         back_at = time.monotonic()
         after = wait_until(
             "each agent running again under a new fence",
@@ -220,7 +280,7 @@ def test_a_database_blip_costs_nothing_and_an_outage_past_the_ttl_stops_every_ag
             + ", ".join(f"{a} on {h} fence {f}" for a, (h, f, _) in after.items())
         )
         # Started once: the instances started after the outage hold their leases on.
-        started = op.do(Calls.time()).now
+        started = _store_back(op)
         wait_until(
             "every new lease renewed",
             lambda: _renewed_since(rig, started, {a: f for a, (_, f, _) in after.items()}),
@@ -245,4 +305,56 @@ def test_a_database_blip_costs_nothing_and_an_outage_past_the_ttl_stops_every_ag
     assert seen.doubles() == []
     assert _starts(rig, since) == dict.fromkeys(AGENTS, 1)
     assert _replies(op, requests) == [1] * len(requests)  # none lost, none handled twice
-    op.close()
+
+
+@pytest.mark.timeout(300)  # two outages and a TTL's wait, on a machine shared with others
+def test_a_database_blip_costs_nothing_and_an_outage_past_the_ttl_stops_every_agent_until_back(
+    rig: Rig,
+) -> None:
+    before = _up_under_the_default_ttl(rig)
+    with rig.operator() as op:
+
+        def blip() -> None:  # PostgreSQL crash-restarted
+            down_at = time.monotonic()
+            rig.db.halt()
+            rig.db.start()
+            print(f"blip: the database was down {time.monotonic() - down_at:.1f} s (TTL {TTL:g} s)")
+
+        _a_blip_costs_nothing(rig, op, before, blip)
+        _an_outage_past_the_ttl_stops_every_agent_until_back(
+            rig, op, before, rig.db.halt, rig.db.start
+        )
+
+
+@pytest.mark.timeout(300)  # two outages and a TTL's wait, on a machine shared with others
+def test_the_database_host_s_link_cut_briefly_costs_nothing_and_past_the_ttl_stops_every_agent(
+    rig: Rig,
+) -> None:
+    """PostgreSQL keeps running; its host's packets vanish (no refusal, no reset): without TCP
+    keepalives and ``tcp_user_timeout`` a replica's connections would wait on it for TCP's
+    retransmissions, about 15 minutes, and answer nothing meanwhile."""
+    before = _up_under_the_default_ttl(rig)
+    with rig.operator() as op:
+
+        def brief_cut() -> None:
+            """Cut off as long as it takes a replica to notice: its first 503."""
+            rig.net.cut("db")
+            cut_at = time.monotonic()
+            try:
+                _refused(
+                    rig,
+                    "mc-a",
+                    lambda: httpx.get(
+                        rig.url("mc-a") + "/v1/leases",
+                        headers={"Authorization": f"Bearer {rig.operator_token}"},
+                        timeout=ANSWER_WITHIN,
+                    ),
+                )
+            finally:
+                rig.net.restore("db")
+            print(f"brief cut: the database host was cut off {time.monotonic() - cut_at:.1f} s")
+
+        _a_blip_costs_nothing(rig, op, before, brief_cut)
+        _an_outage_past_the_ttl_stops_every_agent_until_back(
+            rig, op, before, lambda: rig.net.cut("db"), lambda: rig.net.restore("db")
+        )

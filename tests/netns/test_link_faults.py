@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from mcos.client import Calls, Client, ServerUnreachable
-from tests.netns.conftest import LEASE_TTL, Rig, agent_processes
+from tests.netns.conftest import LEASE_TTL, Rig, agent_processes, renewed_since_granted
 from tests.waiting import stays, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -137,7 +137,11 @@ def test_a_cut_host_is_fenced_out_and_its_agent_moves_without_ever_running_twice
 
 def test_a_lossy_slow_link_slows_an_agent_but_never_doubles_it(rig: Rig) -> None:
     rig.up("mini")
-    host, fence = wait_until("gene running on mini", lambda: _gene(rig), timeout=60)
+    host, fence = wait_until(
+        "gene running on mini, held on",
+        lambda: (g := rig.leases().get("gene")) and renewed_since_granted(g) and _gene(rig),
+        timeout=60,
+    )
     rig.up("vps")
     op = rig.operator()
     with Sampler(rig).running() as sampler:

@@ -13,7 +13,7 @@ from mcos.client import Calls, Client
 from mcos.domain.messages import MessageKind
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import AuthError
-from tests.netns.conftest import LEASE_TTL, Rig, agent_processes
+from tests.netns.conftest import LEASE_TTL, Rig, agent_processes, renewed_since_granted
 from tests.waiting import stays, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
@@ -35,6 +35,20 @@ def _running(rig: Rig) -> dict[str, tuple[int, int | None]]:
     return {name: (pid, fence) for name, pid, fence in found}
 
 
+def _held_on(rig: Rig) -> dict[str, tuple[int, int | None]]:
+    """What :func:`_running` says, once each process runs under its agent's lease and that lease
+    was renewed since it was granted: the supervisors hold their agents on (an agent start
+    slower than the lease's kill margin, on a loaded machine, loses its fresh lease and starts
+    again a TTL later)."""
+    running = _running(rig)
+    leases = rig.leases()
+    for name, (_, fence) in running.items():
+        lease = leases.get(name)
+        if lease is None or lease.fence != fence or not renewed_since_granted(lease):
+            return {}
+    return running
+
+
 def _answered(rig: Rig, client: Client, request_id: int) -> int:
     """How many replies gene gave to request ``request_id``."""
     thread = client.do(Calls.thread(request_id))
@@ -46,7 +60,7 @@ def test_a_send_on_one_replica_wakes_a_long_poll_on_the_other_and_a_killed_repli
 ) -> None:
     rig.up("mini")
     rig.up("vps")
-    before = wait_until("both agents running", lambda: _running(rig), timeout=60)
+    before = wait_until("both agents running, held on", lambda: _held_on(rig), timeout=60)
 
     # Cross-replica wake-up: the founder's inbox long-polled on B, the message sent on A,
     # right after the poll is parked. B's fallback re-claim runs every second, so a wake-up

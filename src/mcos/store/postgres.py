@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -115,6 +116,21 @@ RECONNECT_FOR = 2.0
 next request to try afresh: its backoff doubles without bound, so a database back after a long
 outage would otherwise be found minutes late."""
 CHANNEL = "mcos_inbox"
+LIVENESS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 1,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 5000,
+    "connect_timeout": 3,
+}
+"""libpq settings of every connection Mission Control keeps to PostgreSQL (the pool's and the
+LISTEN connection), so that a database gone silent — its host's link cut, packets dropped with
+no refusal — is noticed within seconds, not after TCP's retransmissions (about 15 minutes):
+data unacknowledged for ``tcp_user_timeout`` ms fails the query; an idle connection is probed
+after ``keepalives_idle`` s, every ``keepalives_interval`` s (dead within about 6 s); a new
+connection gives up after ``connect_timeout`` s. The store URL's own parameters win
+(``postgresql://…/mcos?keepalives_idle=30``). docs/deploy.md states the bounds."""
 log = logging.getLogger("mcos.store.postgres")
 Conn = psycopg.AsyncConnection[DictRow]
 set_json_loads(decode_stored)  # json/jsonb columns too deep to show stay text, in a placeholder
@@ -127,6 +143,16 @@ def _safe(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return urlunsplit(parts._replace(netloc=netloc))
     return url
+
+
+def _liveness(url: str) -> dict[str, int]:
+    """:data:`LIVENESS` without the parameters the store URL sets itself."""
+    try:
+        given = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as e:
+        msg = f"store URL {_safe(url)!r} is not a PostgreSQL connection URL: {str(e).strip()}"
+        raise InvalidRequest(msg) from None
+    return {key: value for key, value in LIVENESS.items() if key not in given}
 
 
 def _utc(dt: datetime) -> datetime:
@@ -295,8 +321,10 @@ class PostgresStore:
         self._audit_key = audit_key
         self.url = url
         self.policy = policy or DeliveryPolicy()
+        self._conninfo = make_conninfo(url, **_liveness(url))
+        """The URL with :data:`LIVENESS` added (the URL's own parameters kept)."""
         self._pool = AsyncConnectionPool(
-            url,
+            self._conninfo,
             min_size=1,
             max_size=pool_size,
             open=False,
@@ -489,7 +517,7 @@ class PostgresStore:
         reconnecting = False
         while not self._closing:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     if reconnecting:
