@@ -5,7 +5,7 @@ second each); forking them from one process that already imported the runtime co
 milliseconds each, and the imported code is shared between them until written.
 
 The supervisor talks to it over a ``SOCK_SEQPACKET`` socket pair: a request (JSON) carries the
-agent's log file and liveness pipe as file descriptors (``SCM_RIGHTS``); the answer is the
+agent's log file and liveness socket as file descriptors (``SCM_RIGHTS``); the answer is the
 child's pid, and later its exit code. The fork server stays single-threaded and runs no event
 loop, so a fork copies nothing half-done. It dies with the supervisor (``PR_SET_PDEATHSIG``),
 and each agent dies with it in turn. Linux only: elsewhere the supervisor starts each agent as a
@@ -81,6 +81,8 @@ def _child(request: dict[str, Any], fds: list[int], fleet: Fleet, sock: socket.s
             request["token"],
             fence=request.get("fence"),
             liveness_fd=liveness_fd,
+            liveness_every=request.get("liveness_every", 2.0),
+            own_process=True,
         )
     )
 
