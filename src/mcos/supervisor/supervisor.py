@@ -148,6 +148,7 @@ class Supervisor:
         self._restart_cursor: int | None = None
         self._restarts_due = 0.0
         self._renewing: asyncio.Task[None] | None = None
+        self._guarding: asyncio.Task[None] | None = None
         self.starting = 8
         """Agents being started (their lease taken, token minted, process forked) at once."""
         self.beat = min(max(self.watchdog.total_seconds() / 6, 0.5), 5.0)
@@ -164,7 +165,9 @@ class Supervisor:
         handler = file_handler(self.logs / f"{self.log_name}.log")
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        guard = asyncio.get_running_loop().create_task(self._guard(tick), name="lease-guard")
+        self._guarding = asyncio.get_running_loop().create_task(
+            self._guard(tick), name="lease-guard"
+        )
         try:
             while not stop.is_set():
                 await self.follow_restarts()
@@ -173,25 +176,33 @@ class Supervisor:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0 if more else tick)
         finally:
-            guard.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await guard
-            if self._renewing is not None:
-                self._renewing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._renewing
             self.notifier.stopping()
-            await self.shutdown()
-            logger.removeHandler(handler)
-            handler.close()
+            try:
+                await self.shutdown()
+            finally:
+                await self._stop_renewing()
+                logger.removeHandler(handler)
+                handler.close()
+
+    async def _stop_renewing(self) -> None:
+        for task in (self._guarding, self._renewing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._guarding = self._renewing = None
 
     async def shutdown(self) -> None:
-        """Stop every agent (group SIGTERM, grace, SIGKILL), release leases, revoke tokens."""
+        """Stop every agent (group SIGTERM, grace, SIGKILL), release leases, revoke tokens.
+
+        The leases are renewed until the agents are gone (a fleet of hundreds takes a while to
+        stop gracefully, longer than a TTL, and each agent stops itself at its deadline)."""
         running = [s for s in self.slots.values() if s.pid is not None]
         for slot in running:
             slot.status = "stopping"
             _signal_group(slot, signal.SIGTERM)
         await asyncio.gather(*(self._reap(s) for s in running))
+        await self._stop_renewing()
         await self.forks.stop()
         for slot in self.slots.values():
             if slot.lease is not None:
