@@ -75,6 +75,7 @@ from mcos.domain.heartbeat import CacheTTL
 from mcos.domain.leases import FENCE_HEADER
 from mcos.domain.messages import MessageKind, Priority
 from mcos.domain.tokens import PrincipalKind, redact
+from mcos.tls import verified_context
 
 T = TypeVar("T")
 
@@ -882,7 +883,9 @@ class Client:
         fence: int | None = None,
     ) -> None:
         self.endpoints = Endpoints(base_url)
-        self._http = httpx.Client(headers=_headers(token, fence), timeout=timeout)
+        self._http = httpx.Client(
+            headers=_headers(token, fence), timeout=timeout, verify=verified_context()
+        )
 
     @property
     def base_url(self) -> str:
@@ -939,7 +942,9 @@ class AsyncClient:
         """``fence``: the agent instance's fencing token, sent with every call."""
         self.endpoints = Endpoints(base_url)
         self.fence = fence
-        self._http = httpx.AsyncClient(headers=_headers(token, fence), timeout=timeout)
+        self._http = httpx.AsyncClient(
+            headers=_headers(token, fence), timeout=timeout, verify=verified_context()
+        )
 
     @property
     def base_url(self) -> str:

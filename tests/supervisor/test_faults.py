@@ -149,6 +149,45 @@ def test_a_paused_supervisor_is_fenced_out_by_the_failover_host(
     assert "lease lost" in mini.output() or "fenced" in mini.output()
 
 
+def test_an_agent_stops_itself_when_its_stalled_supervisor_cannot_renew(
+    fleet_rig_factory: RigFactory,
+) -> None:
+    """A supervisor starved (here: stopped) past its kill deadline cannot kill its agents: each
+    stops itself at that deadline, before the lease can pass, so the failover host's instance
+    never runs beside the old one (sampled every 100 ms)."""
+    rig = fleet_rig_factory(AGENTS)
+    mini = rig.up("mini")
+    wait_for("three agents", lambda: _all_running(rig))
+    vps = rig.up("vps")
+    wait_for("vps to find gene held", lambda: "not running gene" in vps.output())
+    (old_gene,) = agent_pids(rig.fleet, "gene")["gene"]
+    seen: list[list[int]] = []
+
+    def new_gene() -> bool:
+        pids = agent_pids(rig.fleet, "gene").get("gene", [])
+        seen.append(pids)
+        return any(p != old_gene for p in pids)
+
+    mini.process.send_signal(signal.SIGSTOP)  # it can neither renew (6 s TTL) nor kill
+    try:
+        wait_for("the old gene to stop itself", lambda: [new_gene()] and not _alive(old_gene))
+        wait_for(
+            "mini's other agents to stop themselves",
+            lambda: not {"jarvis", "sentinel"} & set(agent_pids(rig.fleet)),
+        )
+        wait_for("vps to run gene", new_gene, timeout=40)
+    finally:
+        mini.process.send_signal(signal.SIGCONT)
+    assert max(len(p) for p in seen) == 1, "two instances of gene ran at once"
+    assert (
+        "no renewal confirmed by the supervisor"
+        in (rig.fleet.parent / "state" / "logs" / "gene.log").read_text()
+    )
+    # Back, mini finds gene held by vps and leaves it there; its own agents come back.
+    wait_for("mini to restart jarvis and sentinel", lambda: _all_running(rig), timeout=60)
+    assert len(agent_pids(rig.fleet, "gene")["gene"]) == 1
+
+
 def test_an_empty_key_is_misconfigured_without_a_restart_loop(
     fleet_rig_factory,
     monkeypatch: pytest.MonkeyPatch,

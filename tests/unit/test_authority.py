@@ -14,6 +14,7 @@ from mcos.domain.authority import (
     Matrix,
     Party,
     Quorum,
+    _absent,
     concerns,
     could_be_satisfied_by_one_agent,
     matches,
@@ -22,6 +23,7 @@ from mcos.domain.authority import (
     requires,
     requires_party,
     satisfied,
+    undecidable,
     validate,
 )
 
@@ -552,3 +554,43 @@ def test_quorum_is_plain_data() -> None:
     """A quorum compares and hashes by value, so rules can be compared with the defaults."""
     assert parse_quorum("all of [human, role:ops]") == Quorum(("human", "role:ops"))
     assert len({parse_quorum("human"), parse_quorum("1 of [human]")}) == 1
+
+
+class TestUndecidableAtScale:
+    """Items that could dead-end are found per kind of party, as if asked for each party."""
+
+    @settings(max_examples=150)
+    @given(st.data())
+    def test_same_findings_as_asking_every_party(self, data: st.DataObject) -> None:
+        """Random quorums over random fleets (named parties included): the same dead ends as
+        asking :meth:`Matrix.decidable` of every party in turn."""
+        fleet = data.draw(fleets())
+        overrides: dict[str, dict[str, object]] = {}
+        for action in data.draw(st.lists(st.sampled_from(["deploy", "spend"]), unique=True)):
+            terms = data.draw(st.lists(specs_for(fleet), min_size=1, max_size=3, unique=True))
+            need = data.draw(st.integers(1, 3))
+            overrides[action] = {"approve": f"{need} of [{', '.join(terms)}]"}
+        matrix = Matrix.build(overrides)
+        expected = []
+        for item in matrix.items():
+            quorum = matrix.rule(item).approve
+            assert quorum is not None
+            stuck = [
+                p
+                for p in fleet
+                if matrix.may_alone(item, p) is not None and not matrix.decidable(item, p, fleet)
+            ]
+            if stuck and not _absent(quorum, fleet):
+                expected.append(", ".join(str(p) for p in stuck))
+        found = undecidable(matrix, fleet)
+        assert len(found) == len(expected)
+        for line, who in zip(found, expected, strict=True):
+            assert f"raised by {who} could never" in line
+
+    def test_five_hundred_agents_of_one_role(self) -> None:
+        """A large fleet is checked in one pass per kind of party: a 500-agent fleet of one role
+        is judged like a fleet of one agent of that role (it was seconds of CPU each load)."""
+        many = [Party.agent(f"agent{i:03d}", "ops") for i in range(500)]
+        one = [many[0]]
+        for fleet in ([*many, JARVIS, SENTINEL, FOUNDER], [*one, JARVIS, SENTINEL, FOUNDER]):
+            assert validate(DEFAULT, fleet) == []

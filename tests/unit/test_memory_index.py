@@ -223,6 +223,18 @@ class TestIncremental:
             assert idx.reindex() == ReindexStats(files_unchanged=2)
             assert paths(idx.search("Frankfurt")) == ["MEMORY.md"]
 
+    def test_opened_on_first_use(self, workspace: Path) -> None:
+        """An agent starting creates no index (it is healthy sooner); the first search does,
+        and closing an index never used writes nothing."""
+        db = workspace / ".mcos" / "memory.db"
+        with MemoryIndex(workspace):
+            pass
+        assert not db.exists()
+        with MemoryIndex(workspace) as idx:
+            assert not db.exists()
+            assert paths(idx.search("Frankfurt")) == ["MEMORY.md"]
+            assert db.is_file()
+
     def test_index_folder_not_indexed(self, workspace: Path, index: MemoryIndex) -> None:
         """The index's own folder (.mcos) is hidden and never indexed."""
         index.reindex()

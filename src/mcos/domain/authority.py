@@ -645,19 +645,38 @@ def undecidable(matrix: Matrix, parties: Sequence[Party]) -> list[str]:
     :func:`concerns`' warning instead: the fleet is still growing, and such items expire.
     """
     problems: list[str] = []
+    named = _named(matrix)
     for item in matrix.items():
         quorum = matrix.rule(item).approve
         assert quorum is not None
         if _absent(quorum, parties):
             continue
-        stuck = [
-            p
-            for p in parties
-            if matrix.may_alone(item, p) is not None and not matrix.decidable(item, p, parties)
-        ]
+        # Parties no rule tells apart (same kind and role, a name no spec names) raise items
+        # that are decidable alike: asked once per kind of party, not once per party (each
+        # asking walks the whole fleet — 500 agents of one role took seconds to check).
+        verdicts: dict[tuple[str, str, str], bool] = {}
+        stuck: list[Party] = []
+        for p in parties:
+            if matrix.may_alone(item, p) is None:
+                continue
+            like = (p.kind, p.role, p.name if p.key in named else "")
+            if like not in verdicts:
+                verdicts[like] = matrix.decidable(item, p, parties)
+            if not verdicts[like]:
+                stuck.append(p)
         if stuck:
             problems.append(_dead_end(matrix, item, quorum, stuck, parties))
     return problems
+
+
+def _named(matrix: Matrix) -> set[tuple[str, str]]:
+    """The parties some rule names (``agent:gene``, ``human:ana``), as ``Party.key``."""
+    specs = [
+        spec
+        for rule in matrix.rules.values()
+        for spec in (*rule.alone, *(rule.approve.specs if rule.approve is not None else ()))
+    ]
+    return {identity for spec in specs if (identity := _spec(spec).identity) is not None}
 
 
 def concerns(matrix: Matrix, parties: Sequence[Party]) -> list[str]:

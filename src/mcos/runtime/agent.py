@@ -51,6 +51,7 @@ from mcos.runtime.tracing import Woke
 from mcos.runtime.triage import FirstLook
 from mcos.runtime.turns import Stats, TurnLoop, TurnStopped
 from mcos.runtime.workspace import TurnKind, Workspace
+from mcos.tls import verified_context
 
 if TYPE_CHECKING:
     from mcos.runtime.mcp import McpTools
@@ -97,7 +98,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
         self.rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self.workspace = Workspace(fleet.workspace_path(name), self.settings.limits)
         self.memory = MemoryIndex(self.workspace.root)
-        self.http = http or httpx.AsyncClient()
+        self.http = http or httpx.AsyncClient(verify=verified_context())
         self.check_runner = check_runner or (lambda c: run_check(c, self.http))
         self.ctx = ToolContext(
             agent=name,

@@ -2,7 +2,7 @@
 
 Kept apart from the ``mcos`` command so an agent process imports only what an agent needs
 (no CLI, no server): it starts faster and holds less memory. The supervisor passes the token,
-the fencing token and the liveness pipe through the environment.
+the fencing token and the liveness socket through the environment.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from mcos.supervisor.portable import watch_parent_from_env
 TOKEN_ENV = "MCOS_TOKEN"  # noqa: S105 (a variable name)
 FENCE_ENV = "MCOS_FENCE"
 LIVENESS_ENV = "MCOS_LIVENESS_FD"
+LIVENESS_EVERY_ENV = "MCOS_LIVENESS_EVERY"
+"""Seconds between the agent's beats on its liveness socket (its supervisor's watchdog / 6)."""
 
 
 def title(name: str, fleet: object, fence: object = None) -> None:
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return EX_CONFIG
     fence = os.environ.get(FENCE_ENV)
     liveness = os.environ.get(LIVENESS_ENV)
+    every = os.environ.get(LIVENESS_EVERY_ENV)
     return asyncio.run(
         run_agent(
             fleet,
@@ -62,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             token,
             fence=int(fence) if fence else None,
             liveness_fd=int(liveness) if liveness else None,
+            liveness_every=float(every) if every else 2.0,
+            own_process=True,
         )
     )
 

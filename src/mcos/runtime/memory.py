@@ -280,7 +280,18 @@ class MemoryIndex:
         self.auto_reindex = auto_reindex
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._conn = self._open()
+        self._connection: sqlite3.Connection | None = None
+        """Opened on first use (:attr:`_conn`): an agent starting does not create, switch to WAL
+        and check the index before it is healthy — most of a cold start's disk writes — and one
+        that never searches its memory never opens it."""
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """The connection, opened (and the index created or rebuilt) on first use; callers hold
+        ``_lock``."""
+        if self._connection is None:
+            self._connection = self._open()
+        return self._connection
 
     def __enter__(self) -> Self:
         return self
@@ -296,7 +307,9 @@ class MemoryIndex:
     def close(self) -> None:
         """Close the database connection; the index file stays for the next run."""
         with self._lock:
-            self._conn.close()
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
 
     def reindex(self) -> ReindexStats:
         """Bring the index up to date with the workspace files, in one transaction.
@@ -332,7 +345,7 @@ class MemoryIndex:
                 raise
         self._conn.close()
         self._discard()
-        self._conn = self._open()
+        self._connection = self._open()
         return operation()
 
     def _open(self) -> sqlite3.Connection:

@@ -20,6 +20,7 @@ from mcos.models.factory import make_provider
 from mcos.models.gateway import GatewayAccess
 from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
+from mcos.runtime.lease_watch import LeaseWatch
 from mcos.runtime.sidecars import Sidecars
 from mcos.runtime.sync import start_sync
 from mcos.supervisor.policy import EX_FENCED
@@ -58,7 +59,7 @@ async def _misconfigured(client: AsyncClient, name: str, error: ConfigError) -> 
     return EX_CONFIG
 
 
-async def run_agent(  # noqa: PLR0915 (one process, set up in order)
+async def run_agent(
     fleet: Fleet,
     name: str,
     token: str,
@@ -67,15 +68,67 @@ async def run_agent(  # noqa: PLR0915 (one process, set up in order)
     fence: int | None = None,
     liveness_fd: int | None = None,
     liveness_every: float = 2.0,
+    own_process: bool = False,
 ) -> int:
     """Run agent ``name`` until SIGTERM or SIGINT; the exit code (78: misconfigured, 75:
-    fenced out by another instance)."""
-    config = fleet.agents[name]
+    fenced out by another instance, or its lease deadline passed unrenewed).
+
+    ``liveness_fd``: the socket the supervisor gave it, to beat on and to read its lease
+    deadlines from (:mod:`mcos.runtime.lease_watch`). ``own_process``: this process (and its
+    process group) is the agent's alone, as the supervisor starts it: a lease deadline passing
+    kills it at once; otherwise (the runtime called in-process) it stops as on SIGTERM."""
     remember(token)  # the agent's own Mission Control token: redacted wherever it surfaces
+    stop = asyncio.Event()
     beating: asyncio.Task[None] | None = None
+    watch: LeaseWatch | None = None
     if liveness_fd is not None:
         os.set_blocking(liveness_fd, False)
         beating = asyncio.create_task(_beat(liveness_fd, liveness_every), name="liveness")
+
+        def lease_expired() -> None:
+            log.error(
+                "the lease deadline passed with no renewal confirmed by the supervisor: "
+                "stopping at once (another host may run this agent now)",
+                agent=name,
+            )
+            if own_process:
+                _kill_own(signal.SIGKILL)
+            stop.set()
+
+        watch = LeaseWatch(liveness_fd, lease_expired)
+        watch.start()
+    try:
+        code = await _run(fleet, name, token, stop, settings=settings, fence=fence)
+    finally:
+        if watch is not None:
+            watch.close()
+        if beating is not None:
+            beating.cancel()
+    if watch is not None and watch.expired and code == 0:
+        return EX_FENCED
+    return code
+
+
+def _kill_own(sig: signal.Signals) -> None:
+    """Signal this agent's process group, children included, when it leads it (as the
+    supervisor starts it, in a session of its own); else only this process."""
+    if os.getpgrp() == os.getpid():
+        os.killpg(os.getpgrp(), sig)
+    else:
+        os.kill(os.getpid(), sig)
+
+
+async def _run(
+    fleet: Fleet,
+    name: str,
+    token: str,
+    stop: asyncio.Event,
+    *,
+    settings: RuntimeSettings | None,
+    fence: int | None,
+) -> int:
+    """The agent, set up in order, until ``stop`` is set."""
+    config = fleet.agents[name]
     async with AsyncClient(fleet.server.endpoints, token, timeout=45, fence=fence) as client:
         try:
             key, gateway = None, None
@@ -109,7 +162,6 @@ async def run_agent(  # noqa: PLR0915 (one process, set up in order)
             "fence": fence,
             "restarts": int(os.environ.get("MCOS_RESTARTS", "0") or 0),
         }
-        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         parent = os.getppid()
 
@@ -135,6 +187,4 @@ async def run_agent(  # noqa: PLR0915 (one process, set up in order)
         finally:
             await sidecars.stop()
             await runtime.aclose()
-            if beating is not None:
-                beating.cancel()
     return 0

@@ -4,7 +4,7 @@ is unsafe), with the fork server's interface: ``start``, ``spawn`` → pid, exit
 ``on_exit``, ``stop``.
 
 Each agent is ``python -m mcos.runtime.main NAME`` in its own session, its output in its log
-file, its token, fence and liveness pipe passed as that entry point expects, and its
+file, its token, fence and liveness socket passed as that entry point expects, and its
 supervisor's pid given for it to watch (:mod:`mcos.supervisor.portable`).
 """
 
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from mcos.runtime.main import FENCE_ENV, LIVENESS_ENV, TOKEN_ENV
+from mcos.runtime.main import FENCE_ENV, LIVENESS_ENV, LIVENESS_EVERY_ENV, TOKEN_ENV
 from mcos.supervisor.portable import child_env
 
 
@@ -43,6 +43,7 @@ class SpawnStarter:
             **child_env(),
             TOKEN_ENV: request["token"],
             LIVENESS_ENV: str(liveness),
+            LIVENESS_EVERY_ENV: str(request.get("liveness_every", 2.0)),
         }
         if request.get("fence") is not None:
             env[FENCE_ENV] = str(request["fence"])
