@@ -157,3 +157,16 @@ class TestAgentStates:
         assert listed.state == "cooling_down"
         assert listed.info == {"retry_after": 30}
         assert listed.updated_at > datetime.now(UTC) - timedelta(minutes=1)
+
+    async def test_read_for_some_agents_only(self, store: Store) -> None:
+        """A state report answers about one agent from reads of that one, not of the fleet."""
+        for name, state in (("gene", "running"), ("jarvis", "idle"), ("sentinel", "failed")):
+            await store.set_agent_state(name, state)
+        assert [s.name for s in await store.agent_states()] == ["gene", "jarvis", "sentinel"]
+        picked = await store.agent_states(["sentinel", "gene", "nobody"])
+        assert [(s.name, s.state) for s in picked] == [("gene", "running"), ("sentinel", "failed")]
+        assert await store.agent_states([]) == []
+        assert [a.name for a in await store.list_agents(["sentinel", "alerts", "x"])] == [
+            "sentinel"
+        ]  # a topic or an unknown name is no agent
+        assert [a.name for a in await store.list_agents()] == ["gene", "jarvis", "sentinel"]

@@ -307,7 +307,7 @@ async def _pause(mc: MissionControl, group: list[str], now: datetime) -> tuple[s
 
 async def held_paused(mc: MissionControl, agent: str) -> bool:
     """Whether Mission Control holds ``agent`` paused (only an operator lifts that)."""
-    for s in await mc.store.agent_states():
+    for s in await mc.store.agent_states([agent]):
         if s.name == agent:
             return s.state == AgentStatus.PAUSED.value and s.info.get("paused_by") == PAUSED_BY
     return False

@@ -568,10 +568,13 @@ class PostgresStore:
             if audit is not None:
                 await self._append_audit(conn, audit)
 
-    async def list_agents(self) -> list[AgentEntry]:
-        """Every active agent."""
+    async def list_agents(self, names: Sequence[str] | None = None) -> list[AgentEntry]:
+        """Every active agent (of ``names`` when given)."""
         async with self._conn() as conn:
-            result = await (await conn.execute(Q["agents_list"])).fetchall()
+            if names is None:
+                result = await (await conn.execute(Q["agents_list"])).fetchall()
+            else:
+                result = await (await conn.execute(Q["agents_named"], (list(names),))).fetchall()
         return [
             AgentEntry(
                 name=r["name"],
@@ -1037,10 +1040,14 @@ class PostgresStore:
         assert row is not None
         return _agent_state(row)
 
-    async def agent_states(self) -> list[AgentState]:
-        """Every agent's last reported state."""
+    async def agent_states(self, names: Sequence[str] | None = None) -> list[AgentState]:
+        """Every agent's last reported state (of ``names`` when given)."""
         async with self._conn() as conn:
-            found = await (await conn.execute(Q["agent_states_all"])).fetchall()
+            if names is None:
+                found = await (await conn.execute(Q["agent_states_all"])).fetchall()
+            else:
+                query, args = Q["agent_states_named"], (list(names),)
+                found = await (await conn.execute(query, args)).fetchall()
         return [_agent_state(r) for r in found]
 
     # --- incidents ---------------------------------------------------------------------------

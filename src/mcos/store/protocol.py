@@ -266,8 +266,8 @@ class Store(Protocol):
     async def sync_directory(self, directory: Directory, audit: AuditEvent | None = None) -> None:
         """Make agents, humans and topic subscriptions match the fleet file."""
 
-    async def list_agents(self) -> list[AgentEntry]:
-        """Every agent in the directory, by name."""
+    async def list_agents(self, names: Sequence[str] | None = None) -> list[AgentEntry]:
+        """Every agent in the directory (of ``names`` when given), by name."""
 
     async def recipient_kind(self, name: str) -> RecipientKind | None:
         """What ``name`` is (agent, topic or human), or None when nothing has that name."""
@@ -410,8 +410,8 @@ class Store(Protocol):
     ) -> AgentState:
         """Record the state an agent's runtime reports (running, cooling_down, …)."""
 
-    async def agent_states(self) -> list[AgentState]:
-        """Every agent's last reported state."""
+    async def agent_states(self, names: Sequence[str] | None = None) -> list[AgentState]:
+        """Every agent's last reported state (of ``names`` when given)."""
 
     # --- incidents -------------------------------------------------------------------------
     async def create_incident(self, new: NewIncident) -> Incident:

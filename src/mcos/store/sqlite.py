@@ -393,8 +393,13 @@ class SqliteStore:
 
         await self._run(sync)
 
-    async def list_agents(self) -> list[AgentEntry]:
-        """Every active agent, by name."""
+    async def list_agents(self, names: Sequence[str] | None = None) -> list[AgentEntry]:
+        """Every active agent (of ``names`` when given), by name."""
+        found = (
+            (Q["agents_list"], ())
+            if names is None
+            else (Q["agents_named"], (json.dumps(list(names)),))
+        )
 
         def read(conn: sqlite3.Connection) -> list[AgentEntry]:
             return [
@@ -406,7 +411,7 @@ class SqliteStore:
                     last_seen_at=_opt_dt(r["last_seen_at"]),
                     info=rows.json_column(r["info"]),
                 )
-                for r in conn.execute(Q["agents_list"])
+                for r in conn.execute(*found)
             ]
 
         return await self._run(read)
@@ -916,11 +921,14 @@ class SqliteStore:
 
         return await self._run(write)
 
-    async def agent_states(self) -> list[AgentState]:
-        """Every agent's last reported state."""
-        return await self._run(
-            lambda conn: [_agent_state(r) for r in conn.execute(Q["agent_states_all"])]
+    async def agent_states(self, names: Sequence[str] | None = None) -> list[AgentState]:
+        """Every agent's last reported state (of ``names`` when given)."""
+        found = (
+            (Q["agent_states_all"], ())
+            if names is None
+            else (Q["agent_states_named"], (json.dumps(list(names)),))
         )
+        return await self._run(lambda conn: [_agent_state(r) for r in conn.execute(*found)])
 
     # --- incidents -----------------------------------------------------------------------------
     async def create_incident(self, new: NewIncident) -> Incident:

@@ -26,12 +26,20 @@ def _usd(micros: int | None) -> float | None:
 @router.get("/agents", response_model=list[AgentOut], responses=ERRORS)
 async def list_agents(mc: MC, caller: Caller) -> list[AgentOut]:
     """Every agent with its queue depth and when it was last seen."""
-    agents = await mc.store.list_agents()
+    return await _agents_out(mc, None)
+
+
+async def _agents_out(mc: MC, name: str | None) -> list[AgentOut]:
+    """Every agent, or only ``name``: a state report answers about one agent in reads of
+    that one (each report once read every agent's state twice: a start storm of N agents
+    cost N² row reads)."""
+    names = None if name is None else [name]
+    agents = await mc.store.list_agents(names)
     depths = {d.inbox: d for d in await mc.store.inbox_depths([a.name for a in agents])}
-    states = {s.name: s for s in await mc.store.agent_states()}
+    states = {s.name: s for s in await mc.store.agent_states(names)}
     now = await mc.store.now()
     today = now.date().isoformat()
-    spent = {u.agent: u.cost_micros for u in await mc.store.usage(today)}
+    spent = {u.agent: u.cost_micros for u in await mc.store.usage(today, agent=name)}
     out = []
     for a in agents:
         state = states.get(a.name)
@@ -68,7 +76,7 @@ async def get_agent(name: str, mc: MC, caller: Caller) -> AgentOut:
     """One agent (a host token: only one it may run)."""
     if caller.kind is PrincipalKind.HOST:
         await require_supervisor(mc, caller, "agent.read", name)
-    for agent in await list_agents(mc, caller):
+    for agent in await _agents_out(mc, name):
         if agent.name == name:
             return agent
     raise NotFound(f"no agent {name!r}", agent=name)
@@ -103,7 +111,7 @@ async def report_state(name: str, request: StateReport, mc: MC, caller: Caller) 
 async def _report_failure(mc: MC, host: str, name: str, detail: str) -> None:
     """A supervisor gave up on an agent: Mission Control tells whom it reports to (or the first
     human) — a host token sends no messages of its own."""
-    agent = next((a for a in await mc.store.list_agents() if a.name == name), None)
+    agent = next(iter(await mc.store.list_agents([name])), None)
     target = (agent.reports_to if agent else None) or next(iter(mc.settings.human_roles), None)
     if target is None:
         return

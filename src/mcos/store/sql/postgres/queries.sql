@@ -33,6 +33,10 @@ INSERT INTO subscriptions (topic, subscriber) VALUES (%s, %s);
 SELECT name, role, host, reports_to, info, last_seen_at
 FROM recipients WHERE kind = 'agent' AND active ORDER BY name;
 
+-- name: agents_named
+SELECT name, role, host, reports_to, info, last_seen_at
+FROM recipients WHERE kind = 'agent' AND active AND name = ANY(%s) ORDER BY name;
+
 -- name: recipient_kind
 SELECT kind FROM recipients WHERE name = %s AND active;
 
@@ -413,6 +417,9 @@ RETURNING *;
 
 -- name: agent_states_all
 SELECT * FROM agent_states ORDER BY name;
+
+-- name: agent_states_named
+SELECT * FROM agent_states WHERE name = ANY(%s) ORDER BY name;
 
 -- name: lease_seed
 INSERT INTO leases (agent, holder, host, fence, expires_at, acquired_at, renewed_at)

@@ -33,6 +33,12 @@ INSERT INTO subscriptions (topic, subscriber) VALUES (?, ?);
 SELECT name, role, host, reports_to, info, last_seen_at
 FROM recipients WHERE kind = 'agent' AND active = 1 ORDER BY name;
 
+-- name: agents_named
+SELECT name, role, host, reports_to, info, last_seen_at
+FROM recipients
+WHERE kind = 'agent' AND active = 1 AND name IN (SELECT value FROM json_each(?))
+ORDER BY name;
+
 -- name: recipient_kind
 SELECT kind FROM recipients WHERE name = ? AND active = 1;
 
@@ -287,6 +293,9 @@ RETURNING *;
 
 -- name: agent_states_all
 SELECT * FROM agent_states ORDER BY name;
+
+-- name: agent_states_named
+SELECT * FROM agent_states WHERE name IN (SELECT value FROM json_each(?)) ORDER BY name;
 
 -- name: lease_seed
 INSERT INTO leases (agent, holder, host, fence, expires_at, acquired_at, renewed_at)
