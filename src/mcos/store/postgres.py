@@ -116,6 +116,8 @@ RECONNECT_FOR = 2.0
 next request to try afresh: its backoff doubles without bound, so a database back after a long
 outage would otherwise be found minutes late."""
 CHANNEL = "mcos_inbox"
+NOTIFY_EVERY = 0.002
+"""Seconds between this process's NOTIFYs at most (see ``PostgresStore._notify``)."""
 LIVENESS: dict[str, int] = {
     "keepalives": 1,
     "keepalives_idle": 5,
@@ -484,13 +486,18 @@ class PostgresStore:
             self._pending_event.set()
 
     async def _notify(self) -> None:
-        """One NOTIFY per batch of sends, outside their transactions: what the sends of this
-        process announced while the previous NOTIFY was on its way goes in the next one, so
-        a lone send is announced at once and a busy server still sends few."""
+        """One NOTIFY per batch of sends, outside their transactions, at most one every
+        ``NOTIFY_EVERY``: a send after a quiet spell is announced at once; a busy server's
+        sends share one NOTIFY per interval (one each would double its round trips)."""
+        loop = asyncio.get_running_loop()
+        last = -NOTIFY_EVERY
         while not self._closing:
             await self._pending_event.wait()
             if self._closing:
                 return
+            if (gap := last + NOTIFY_EVERY - loop.time()) > 0:
+                await asyncio.sleep(gap)
+            last = loop.time()
             self._pending_event.clear()
             batch, self._pending = sorted(self._pending), set()
             payloads: list[str] = []
