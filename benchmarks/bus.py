@@ -553,6 +553,17 @@ async def request_cpu(store_url: str, rounds: int) -> dict[str, float]:
     return {k: v / rounds * 1e6 for k, v in spent.items()}
 
 
+def machine_speed() -> float:
+    """CPU milliseconds of a fixed pure-Python loop: on the idle 2-core machine it took 119 ms
+    at the start of one run and 220 ms at its end (the host's other tenants), so a figure is
+    read beside this one, not alone."""
+    started = time.process_time()
+    total = 0
+    for i in range(3_000_000):
+        total += i
+    return (time.process_time() - started) * 1000
+
+
 PHASES = ("ceiling", "pgqueuer", "store", "http", "wakeup", "sqlite", "request-cpu")
 
 
@@ -578,7 +589,7 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"
 
-    load_before = os.getloadavg()[0]
+    load_before, speed_before = os.getloadavg()[0], machine_speed()
     if "ceiling" in only:
         with Scratch(args.pg) as url:
             say("1. ceiling: pgbench")
@@ -665,6 +676,10 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
     add(
         "load average (1 min) at start / end: other work on the machine",
         f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
+    )
+    add(
+        "machine speed at start / end: CPU ms of a fixed Python loop (lower is faster)",
+        f"{speed_before:.0f} / {machine_speed():.0f}",
     )
 
     width = max(len(r[0]) for r in rows)
