@@ -7,14 +7,24 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import TypeVar
 
-from mcos.client import AsyncClient, Calls
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from mcos.client import AsyncClient, Calls, ServerUnreachable
 from mcos.config.models import Fleet, parse_key_ref
 from mcos.config.secrets import resolve_key
 from mcos.domain.agent_state import AgentStatus
 from mcos.domain.redaction import remember
-from mcos.exceptions import EX_CONFIG, ConfigError, Fenced, McosError
+from mcos.exceptions import EX_CONFIG, ConfigError, Fenced, McosError, StoreUnavailable
 from mcos.logs import get_logger
 from mcos.models.factory import make_provider
 from mcos.models.gateway import GatewayAccess
@@ -26,6 +36,35 @@ from mcos.runtime.sync import start_sync
 from mcos.supervisor.policy import EX_FENCED
 
 log = get_logger("mcos.runtime")
+T = TypeVar("T")
+
+
+START_RETRY_FOR = 30.0
+"""Seconds a start-up step keeps trying through a Mission Control or database blip."""
+
+
+async def reaching_mission_control(step: Callable[[], Awaitable[T]], what: str) -> T:
+    """A start-up step that needs Mission Control (the clock's first measurement), tried again
+    while it or its database is briefly out of reach (503 ``store_unavailable``, no
+    connection): failing the start would exit the agent into its supervisor's restart count
+    for an outage that its lease already rides out. Anything else, and an outage past
+    ``START_RETRY_FOR``, still fails it. (The workspace pull needs none: a failed pull starts
+    the agent on the files it has, and its first push pulls again.)"""
+
+    def noted(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("start-up %s: Mission Control unreachable (%s); trying again", what, error)
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((StoreUnavailable, ServerUnreachable)),
+        wait=wait_exponential_jitter(initial=0.2, max=2.0),
+        stop=stop_after_delay(START_RETRY_FOR),
+        before_sleep=noted,
+        reraise=True,
+    ):
+        with attempt:
+            return await step()
+    raise AssertionError("unreachable: tenacity returns or raises")
 
 
 async def _beat(fd: int, every: float) -> None:
@@ -147,7 +186,7 @@ async def _run(
         async def server_time() -> datetime:
             return (await client.do(Calls.time())).now
 
-        sample = await clock.measure(server_time)
+        sample = await reaching_mission_control(lambda: clock.measure(server_time), "clock")
         log.info("clock offset to Mission Control %.3fs", sample.offset.total_seconds())
         sync = await start_sync(fleet, name, client)  # before anything reads the workspace
         try:
