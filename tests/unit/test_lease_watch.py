@@ -14,6 +14,9 @@ import pytest
 from mcos.runtime.lease_watch import LeaseWatch, deadline_message, latest_deadline
 from tests.waiting import astays, eventually
 
+RENEW_EVERY = 0.1
+"""How often the test, as the supervisor, renews a 0.3 s lease."""
+
 
 @pytest.fixture
 def pair() -> Iterator[tuple[int, int]]:
@@ -69,11 +72,11 @@ class TestLeaseWatch:
 
         written: list[float] = []
 
-        async def renew() -> None:
+        async def renew() -> None:  # the supervisor's part: a renewal every third of the TTL
             while True:
                 written.append(time.monotonic() + 0.3)
                 os.write(ours, deadline_message(written[-1]))
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(RENEW_EVERY)  # a cadence it keeps, not a wait for state
 
         renewing = asyncio.create_task(renew(), name="renew")
         try:
