@@ -26,7 +26,7 @@ from mcos.domain.audit import AuditEvent, audit_key, checkpoint_key
 from mcos.domain.bounded import PARSE_DEPTH
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
-from mcos.server import dashboard, dead_letters, errors, parked
+from mcos.server import dashboard, dead_letters, errors, lean, parked
 from mcos.server.access_log import AccessLog
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
@@ -269,30 +269,18 @@ def create_app(
     app.state.gateway = gateway = Gateway(mc)
     app.state.gateway_batches = Batches(gateway)
     errors.install(app)
-    for module in (
-        system,
-        messages,
-        inbox,
-        agents,
-        tokens,
-        audit,
-        usage,
-        leases,
-        incidents,
-        approvals,
-        channels,
-        traces,
-        message_search,
-        agent_control,
-        knowledge,
-        workspace,
+    modules = (system, messages, inbox, agents, tokens, audit, usage, leases, incidents, approvals,
+               channels, traces, message_search, agent_control, knowledge, workspace)  # fmt: skip
+    for router in (
+        *(module.router for module in modules),
+        channels.pages,
+        gateway_routes.router,
+        anthropic_batches.router,
     ):
-        app.include_router(module.router)
-    app.include_router(channels.pages)
-    app.include_router(gateway_routes.router)
-    app.include_router(anthropic_batches.router)
+        app.include_router(router)
     dashboard.install(app)
     app.include_router(dashboard_turns.router)
+    lean.install(app)  # in front of the documented send, claim and ack routes
     app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
     app.add_middleware(

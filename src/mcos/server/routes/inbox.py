@@ -24,6 +24,7 @@ from mcos.api_models import (
 )
 from mcos.domain.audit import AuditEvent
 from mcos.domain.messages import Delivery
+from mcos.domain.tokens import Principal
 from mcos.exceptions import Fenced
 from mcos.server.context import MissionControl
 from mcos.server.dead_letters import after_dead_lettering
@@ -32,6 +33,7 @@ from mcos.server.routes.deps import (
     Caller,
     FencedWriter,
     RowId,
+    Writer,
     fenced,
     inbox_of,
     require_operator,
@@ -111,12 +113,23 @@ async def claim(
     ] = 30,
 ) -> InboxResponse:
     """Claim deliveries (urgent first, then oldest), waiting up to ``wait`` s for one."""
+    return await claim_deliveries(mc, caller, inbox, limit, wait, visibility, http.receive)
+
+
+async def claim_deliveries(
+    mc: MissionControl,
+    caller: Principal,
+    inbox: str | None,
+    limit: int,
+    wait: float,
+    visibility: float,
+    receive: Receive,
+) -> InboxResponse:
+    """``GET /v1/inbox`` after its request was read (shared with ``mcos.server.lean``)."""
     name = await inbox_of(mc, caller, inbox, "inbox.read")
     await _touch(mc, caller.name)
     seen = mc.store.dead_lettered
-    claimed = await _claim_waiting(
-        mc, name, limit, wait, timedelta(seconds=visibility), http.receive
-    )
+    claimed = await _claim_waiting(mc, name, limit, wait, timedelta(seconds=visibility), receive)
     await after_dead_lettering(mc, seen)
     mc.metrics.delivered.inc(len(claimed))
     mc.metrics.redelivered.inc(sum(1 for d in claimed if d.attempts > 1))
@@ -132,12 +145,7 @@ async def ack(
     inbox: Annotated[str | None, Query()] = None,
 ) -> None:
     """Finish a claimed delivery; 409 if the claim lapsed and another claim holds it."""
-    name = await inbox_of(mc, writer.principal, inbox, "delivery.ack")
-    try:
-        await mc.store.ack(name, delivery_id, request.receipt, guard=writer.guard)
-    except Fenced as e:
-        raise await fenced(mc, writer.principal, e) from None
-    mc.metrics.acked.inc()
+    await ack_deliveries(mc, writer, inbox, [(delivery_id, request.receipt)])
 
 
 @router.post("/inbox/ack", response_model=AckBatchResponse, responses=ERRORS)
@@ -148,14 +156,21 @@ async def ack_batch(
     inbox: Annotated[str | None, Query()] = None,
 ) -> AckBatchResponse:
     """Finish several deliveries of one inbox together (all or none)."""
-    name = await inbox_of(mc, writer.principal, inbox, "delivery.ack")
     items = [(i.id, i.receipt) for i in request.items]
+    await ack_deliveries(mc, writer, inbox, items)
+    return AckBatchResponse(acked=len(items))
+
+
+async def ack_deliveries(
+    mc: MissionControl, writer: Writer, inbox: str | None, items: list[tuple[int, str]]
+) -> None:
+    """Both acks after their request was read (shared with ``mcos.server.lean``)."""
+    name = await inbox_of(mc, writer.principal, inbox, "delivery.ack")
     try:
         await mc.store.ack_many(name, items, guard=writer.guard)
     except Fenced as e:
         raise await fenced(mc, writer.principal, e) from None
-    mc.metrics.acked.inc(len(request.items))
-    return AckBatchResponse(acked=len(request.items))
+    mc.metrics.acked.inc(len(items))
 
 
 @router.post("/deliveries/{delivery_id}/nack", response_model=DeliveryOut, responses=ERRORS)

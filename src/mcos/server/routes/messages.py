@@ -20,7 +20,7 @@ from mcos.domain.tokens import Principal, PrincipalKind
 from mcos.exceptions import Fenced, Forbidden, IdempotencyConflict
 from mcos.server.context import MissionControl
 from mcos.server.governance import Governance
-from mcos.server.routes.deps import MC, Caller, FencedWriter, RowId, fenced
+from mcos.server.routes.deps import MC, Caller, FencedWriter, RowId, Writer, fenced
 from mcos.server.severity import after_sends, gate_sends
 
 router = APIRouter(prefix="/v1", tags=["messages"])
@@ -39,6 +39,14 @@ async def send(
     different content, 409. An agent's alarm (urgent/high) to a topic or to several agents is
     the governed action ``broadcast_urgent``; see ``mcos.domain.severity`` for every rule.
     """
+    result = await send_message(mc, writer, request)
+    if not result.created:
+        response.status_code = 200
+    return result
+
+
+async def send_message(mc: MissionControl, writer: Writer, request: SendRequest) -> SendResponse:
+    """``POST /v1/messages`` after its request was read (shared with ``mcos.server.lean``)."""
     caller = writer.principal
     await _not_forged(mc, caller, [request])
     await gate_sends(mc, caller, [request])
@@ -52,9 +60,7 @@ async def send(
         raise e from None
     _count(mc, request, result)
     await after_sends(mc, caller, [result])
-    if not result.created:
-        response.status_code = 200
-    elif mc.pager is not None and request.to in mc.settings.human_roles:
+    if result.created and mc.pager is not None and request.to in mc.settings.human_roles:
         await mc.pager.message_to_human(result.message)
     return _send_response(result)
 
@@ -66,6 +72,14 @@ async def send_batch(request: SendBatchRequest, mc: MC, writer: FencedWriter) ->
     Each item behaves as ``POST /v1/messages``; an error names the item (``messages[3]``) and
     stores nothing of the batch.
     """
+    return await send_messages(mc, writer, request)
+
+
+async def send_messages(
+    mc: MissionControl, writer: Writer, request: SendBatchRequest
+) -> SendBatchResponse:
+    """``POST /v1/messages/batch`` after its request was read (shared with
+    ``mcos.server.lean``)."""
     caller = writer.principal
     await _not_forged(mc, caller, request.messages)
     await gate_sends(mc, caller, request.messages)
