@@ -3,12 +3,14 @@ together; any outside input (a human, a channel, a third agent) is progress."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
-from mcos.domain.pingpong import Hop, PingPongRule, caught
+from mcos.domain.pingpong import Hop, PingPongRule, caught, caught_by
+from mcos.server.limits import SendWindows
 
 T0 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)
 RULE = PingPongRule(turns=6, window=timedelta(minutes=15))
@@ -128,3 +130,39 @@ class TestProgress:
         """The same exchange with no outside input is caught once it reaches ``turns``."""
         hops = pingpong(length)
         assert caught(hops, at_end(hops), RULE) == {"elon", "gene"}
+
+
+class TestSentSince:
+    """Mission Control skips the rule's walk when the newest message's recipient sent nothing
+    within the window (``SendWindows.sent_since``): never when the rule would catch a loop."""
+
+    @given(st.randoms(use_true_random=False))
+    def test_the_skip_never_hides_a_loop(self, rng: random.Random) -> None:
+        """Over any traffic of three agents (a message every 0-90 s, one in twenty from
+        outside), recorded as Mission Control records it and forgetting paused agents now and
+        then, a skipped message is one the rule would not catch; such traffic closes a loop
+        in about four runs of ten, so a wrong skip is found."""
+        windows = SendWindows()
+        windows.configure(RULE.window)
+        at = T0
+        agents = ["elon", "gene", "kim"]
+        for _ in range(80):
+            at += timedelta(seconds=rng.randint(0, 90))
+            hop = Hop(at, rng.choice(agents), rng.choice(agents), outside=rng.randint(0, 19) == 0)
+            windows.reached(hop)
+            if rng.randint(0, 30) == 0:
+                windows.forget([rng.choice(agents)])
+            looped = caught_by(hop, windows.inbound, hop.at, RULE)
+            event("a loop caught" if looped else "no loop")
+            if not windows.sent_since(hop.recipient, hop.at - RULE.window):
+                assert looped == frozenset()
+
+    def test_a_one_way_flood_is_skipped_and_an_answer_is_not(self) -> None:
+        """An agent that never answers: skipped; once it answers, the rule looks again."""
+        windows = SendWindows()
+        for i in range(10):
+            windows.reached(Hop(T0 + timedelta(seconds=i), "elon", "gene"))
+        assert not windows.sent_since("gene", T0)
+        windows.reached(Hop(T0 + timedelta(seconds=11), "gene", "elon"))
+        assert windows.sent_since("gene", T0)
+        assert not windows.sent_since("gene", T0 + timedelta(seconds=12))

@@ -205,6 +205,9 @@ class SendWindows:
         """(sender, recipient) → how many messages were sent in each second: (second, count)."""
         self.inbound: dict[str, deque[Hop]] = {}
         """Agent → the messages that reached it, oldest first (for the ping-pong rule)."""
+        self.last_sent: dict[str, datetime] = {}
+        """Agent → when the newest of its messages reached another agent (outside input
+        aside): see :meth:`sent_since`."""
         self._pruned_at: datetime | None = None
 
     def configure(self, longest: timedelta) -> None:
@@ -223,6 +226,8 @@ class SendWindows:
             del self.pairs[pair]
         for agent in [a for a, q in self.inbound.items() if not q or q[-1].at < cut]:
             del self.inbound[agent]
+        for agent in [a for a, at in self.last_sent.items() if at < cut]:
+            del self.last_sent[agent]
 
     def sent(self, now: datetime, sender: str, recipient: str, count: int = 1) -> None:
         """Count messages of an agent to a recipient (before they are stored, so concurrent
@@ -245,12 +250,25 @@ class SendWindows:
         """A message reached an agent."""
         self._prune(hop.at)
         self.inbound.setdefault(hop.recipient, deque(maxlen=self.HOPS_PER_AGENT)).append(hop)
+        if not hop.outside and hop.at > self.last_sent.get(hop.sender, hop.at - self.keep):
+            self.last_sent[hop.sender] = hop.at
+
+    def sent_since(self, agent: str, start: datetime) -> bool:
+        """Whether a message of ``agent`` (no outside input) reached an agent since ``start``.
+
+        A loop needs each of its agents to have sent within the window, the newest message's
+        recipient too: without that, the ping-pong rule has nothing to find, and a one-way
+        flood into an agent skips its walk over that agent's last messages on every send.
+        """
+        last = self.last_sent.get(agent)
+        return last is not None and last >= start
 
     def forget(self, agents: Iterable[str]) -> None:
         """Paused agents start afresh: their exchanges so far no longer count for the rule."""
         gone = set(agents)
         for a in gone:
             self.inbound.pop(a, None)
+            self.last_sent.pop(a, None)
         for a, hops in self.inbound.items():
             if any(h.sender in gone for h in hops):
                 kept = (h for h in hops if h.sender not in gone)

@@ -229,7 +229,12 @@ async def after_sends(
         for name in reached:
             outside = not from_agent or m.sender not in agents or "channel" in m.meta
             mc.windows.reached(Hop(at, m.sender, name, outside=outside))
-        if from_agent and m.recipient in agents and not paused:
+        if (
+            from_agent
+            and m.recipient in agents
+            and not paused
+            and mc.windows.sent_since(m.recipient, at - loop.window)
+        ):
             newest = Hop(at, m.sender, m.recipient)
             group = caught_by(newest, mc.windows.inbound, at, loop)
             if group:
