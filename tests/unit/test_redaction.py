@@ -45,6 +45,16 @@ def test_remembered_values_are_cut_and_ordinary_words_are_not() -> None:
     assert redact("a short note") == "a short note"
 
 
+def test_the_shortest_remembered_value_is_cut_and_the_longest_first() -> None:
+    """An eight-character value is cut even as a whole text (shorter texts skip the search);
+    a remembered value holding another is cut whole, not around the shorter one."""
+    remember("8chr-key")
+    assert redact("8chr-key") == REDACTED
+    assert redact("7chr-ke") == "7chr-ke"
+    remember("prefix-8chr-key-suffix")
+    assert redact("x prefix-8chr-key-suffix y") == f"x {REDACTED} y"
+
+
 def test_bearer_headers_are_cut() -> None:
     assert "xyz" not in redact("Authorization: Bearer xyzxyzxyzxyzxyzxyz")
 

@@ -28,26 +28,37 @@ SHORTEST = 16
 """Every shape is a run of at least this many non-space characters, so only the words of a
 text that are this long can hold one: ``str.split`` (C speed) finds them, the pattern runs
 over them alone, and ordinary prose never reaches it."""
+KNOWN_SHORTEST = 8
+"""Remembered values shorter than this are not remembered (they would cut ordinary words): a
+text shorter than this holds no secret of either kind, and is returned as it is."""
 MAX_DEPTH = 64
 """How deep :func:`scrub` follows nested values; anything deeper is replaced, not walked."""
 TOO_DEEP = "[too deeply nested]"
-_known: set[str] = set()
+_known: tuple[str, ...] = ()
+"""The remembered values, longest first; replaced whole (never changed in place) under
+``_lock``, so :func:`redact` reads it without the lock and sorts nothing per call."""
 _lock = threading.Lock()
 
 
 def remember(secret: str) -> None:
     """Redact this exact value from now on (a key this process resolved)."""
+    global _known  # noqa: PLW0603 (one process-wide set, replaced whole)
     value = secret.strip()
-    if len(value) >= 8:  # shorter values would cut ordinary words
+    if len(value) >= KNOWN_SHORTEST:
         with _lock:
-            _known.add(value)
+            if value not in _known:
+                _known = tuple(sorted({*_known, value}, key=len, reverse=True))
 
 
 def redact(text: str) -> str:
-    """``text`` with every known secret and secret-shaped string replaced."""
-    with _lock:
-        known = sorted(_known, key=len, reverse=True)
-    for value in known:
+    """``text`` with every known secret and secret-shaped string replaced.
+
+    Called for every string of every log line and message (a log line has about twenty): the
+    short strings most of them are cost one length check.
+    """
+    if len(text) < KNOWN_SHORTEST:
+        return text
+    for value in _known:
         if value in text:
             text = text.replace(value, REDACTED)
     long = {word for word in text.split() if len(word) >= SHORTEST}
