@@ -253,9 +253,22 @@ class Calls:
 
     @staticmethod
     def inbox(
-        *, wait: float = 0, limit: int = 10, visibility: float = 30, inbox: str | None = None
+        *,
+        wait: float = 0,
+        limit: int = 10,
+        visibility: float = 30,
+        inbox: str | None = None,
+        gather: float = 0,
     ) -> Call[InboxResponse]:
-        params = _clean({"wait": wait, "limit": limit, "visibility": visibility, "inbox": inbox})
+        params = _clean(
+            {
+                "wait": wait,
+                "limit": limit,
+                "visibility": visibility,
+                "inbox": inbox,
+                "gather": gather or None,
+            }
+        )
         return Call("GET", "/v1/inbox", _model(_INBOX), params=params, timeout=wait + 10)
 
     @staticmethod

@@ -239,6 +239,8 @@ HOSTILE: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/v1/inbox", {"params": {"wait": "31"}}),
     ("GET", "/v1/inbox", {"params": {"wait": "1e-1"}}),
     ("GET", "/v1/inbox", {"params": {"visibility": "0.5"}}),
+    ("GET", "/v1/inbox", {"params": {"gather": "6"}}),
+    ("GET", "/v1/inbox", {"params": {"gather": "0.05", "limit": "2"}}),
     ("GET", "/v1/inbox", {"params": {"inbox": "gene"}}),
     ("GET", "/v1/inbox", {"params": {"inbox": "jarvis", "limit": "3", "wait": "0"}}),
     ("GET", "/v1/inbox", {"headers": {"x-mcos-fence": "x"}}),

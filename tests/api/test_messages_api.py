@@ -252,6 +252,44 @@ class TestLongPoll:
         assert result["n"] == 1
         assert result["took"] < 2
 
+    def test_gather_answers_what_arrives_together(self, live_server: LiveServer) -> None:
+        """With ``gather``, a woken long-poll waits that long more: two sends, one answer."""
+        result: dict[str, list[str]] = {}
+
+        def wait() -> None:
+            with live_server.client("jarvis") as jarvis:
+                box = jarvis.do(Calls.inbox(wait=20, gather=4))
+                result["bodies"] = [d.message.body for d in box.deliveries]
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        wait_until("jarvis's long-poll parked in the server", live_server.requests_in_flight)
+        with live_server.client("gene") as gene:
+            gene.do(Calls.send("jarvis", "one"))
+            gene.do(Calls.send("jarvis", "two"))
+        waiter.join(25)
+        assert result["bodies"] == ["one", "two"]
+
+    def test_gather_ends_with_the_wait(self, live_server: LiveServer) -> None:
+        """A gather longer than what is left of the wait ends with the wait, with the message."""
+        result: dict[str, float] = {}
+
+        def wait() -> None:
+            with live_server.client("jarvis") as jarvis:
+                started = time.monotonic()
+                box = jarvis.do(Calls.inbox(wait=2, gather=5))
+                result["took"] = time.monotonic() - started
+                result["n"] = len(box.deliveries)
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        wait_until("jarvis's long-poll parked in the server", live_server.requests_in_flight)
+        with live_server.client("gene") as gene:
+            gene.do(Calls.send("jarvis", "soon"))
+        waiter.join(15)
+        assert result["n"] == 1
+        assert result["took"] < 4.5  # the 2 s wait, not the 5 s gather
+
     def test_times_out_empty(self, live_server: LiveServer) -> None:
         """With nothing sent, the long-poll returns empty after its wait."""
         with live_server.client("jarvis") as jarvis:
@@ -282,3 +320,26 @@ async def test_a_long_poll_whose_client_hung_up_claims_nothing(live_server: Live
     with live_server.client("gene") as gene_again:
         got = gene_again.do(Calls.inbox(wait=5))
     assert [d.message.body for d in got.deliveries] == ["after the hang-up"]
+
+
+async def test_a_long_poll_hung_up_while_gathering_claims_nothing(live_server: LiveServer) -> None:
+    """A long-poll woken by a send and waiting out its ``gather`` when its client goes away
+    claims nothing: the message is there for the next claim at once, not hidden for 30 s."""
+    headers = {"Authorization": f"Bearer {live_server.tokens['gene']}"}
+    async with httpx.AsyncClient(base_url=live_server.url, headers=headers) as gene:
+        params = {"wait": 20, "gather": 5}
+        waiting = asyncio.create_task(gene.get("/v1/inbox", params=params, timeout=30))
+        await eventually("gene's long-poll parked in the server", live_server.requests_in_flight)
+        with live_server.client("jarvis") as jarvis:
+            jarvis.do(Calls.send("gene", "while gathering"))  # wakes it: the 5 s gather begins
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    await eventually(
+        "the abandoned long-poll to end",
+        lambda: not live_server.requests_in_flight(),
+        timeout=4,  # within the gather: heard as it happens, not when the gather ends
+    )
+    with live_server.client("gene") as gene_again:
+        got = gene_again.do(Calls.inbox())
+    assert [d.message.body for d in got.deliveries] == ["while gathering"]

@@ -238,6 +238,7 @@ class AgentRuntime(FirstLook, BatchedTurns, TurnLoop, Schedule):
                 wait=min(max(wait, 0), 30),
                 limit=self.settings.claim_limit,
                 visibility=self.settings.visibility,
+                gather=self.settings.claim_gather,
             )
         )
         own = [d for d in got.deliveries if _own(d, self.name)]

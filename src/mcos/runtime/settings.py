@@ -17,6 +17,9 @@ class RuntimeSettings:
     visibility: float = 600.0
     """Seconds a claimed message stays ours before Mission Control offers it again."""
     claim_limit: int = 20
+    claim_gather: float = 0.02
+    """Seconds a woken claim waits more before Mission Control answers it, so messages that
+    arrive together (a burst, a fan-out) come in one answer rather than one request each."""
     breaker_turns: int = 5
     """Turns without a tool call, message or log entry that pause the agent…"""
     breaker_window: timedelta = timedelta(minutes=30)

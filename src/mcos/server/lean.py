@@ -197,12 +197,13 @@ async def _claim(request: Request, body: bytes) -> Response:
     limit = _count(query.get("limit"), 10, 1, 500)
     wait = _seconds(query.get("wait"), 0, 0, 30)
     visibility = _seconds(query.get("visibility"), 30, 1, 43_200)
+    gather = _seconds(query.get("gather"), 0, 0, 5)
     authorization, fence = _header(request, "authorization"), _fence(request)
     mc = mission_control(request)
     caller = await current_principal(mc, request, authorization, fence)
     name = query.get("inbox")
     claimed = await inbox.claim_deliveries(
-        mc, caller, name, limit, wait, visibility, request.receive
+        mc, caller, name, limit, wait, visibility, request.receive, gather
     )
     return _answer(claimed)
 

@@ -59,8 +59,11 @@ async def _claim_waiting(
     wait: float,
     visibility: timedelta,
     receive: Receive,
+    gather: float = 0.0,
 ) -> list[Delivery]:
-    """Claim now; if empty, wait for a wake-up (armed before claiming) and claim again.
+    """Claim now; if empty, wait for a wake-up (armed before claiming) and claim again —
+    after ``gather`` s more, when asked, so what arrives together is claimed together (one
+    answer instead of one per message; the deadline still holds).
 
     A client that hung up while waiting (a stopped or restarted agent) claims nothing more:
     a claim for nobody would hide the message until its visibility deadline. Its hang-up is
@@ -86,6 +89,8 @@ async def _claim_waiting(
                     timeout=remaining,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+            if gather > 0 and not hung_up.done() and (woken.done() or rechecked.done()):
+                await asyncio.wait({hung_up}, timeout=min(gather, deadline - loop.time()))
         return []
     finally:
         if hung_up is not None:
@@ -111,9 +116,18 @@ async def claim(
     visibility: Annotated[
         float, Query(ge=1, le=43_200, description="Seconds to ack before redelivery.")
     ] = 30,
+    gather: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=5,
+            description="Once a long-poll is woken, wait this long more before claiming, so "
+            "messages arriving together come in one answer.",
+        ),
+    ] = 0,
 ) -> InboxResponse:
     """Claim deliveries (urgent first, then oldest), waiting up to ``wait`` s for one."""
-    return await claim_deliveries(mc, caller, inbox, limit, wait, visibility, http.receive)
+    return await claim_deliveries(mc, caller, inbox, limit, wait, visibility, http.receive, gather)
 
 
 async def claim_deliveries(
@@ -124,12 +138,14 @@ async def claim_deliveries(
     wait: float,
     visibility: float,
     receive: Receive,
+    gather: float = 0.0,
 ) -> InboxResponse:
     """``GET /v1/inbox`` after its request was read (shared with ``mcos.server.lean``)."""
     name = await inbox_of(mc, caller, inbox, "inbox.read")
     await _touch(mc, caller.name)
     seen = mc.store.dead_lettered
-    claimed = await _claim_waiting(mc, name, limit, wait, timedelta(seconds=visibility), receive)
+    hold = timedelta(seconds=visibility)
+    claimed = await _claim_waiting(mc, name, limit, wait, hold, receive, gather)
     await after_dead_lettering(mc, seen)
     mc.metrics.delivered.inc(len(claimed))
     mc.metrics.redelivered.inc(sum(1 for d in claimed if d.attempts > 1))
