@@ -119,6 +119,10 @@ async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
             name: (await tokens.issue(mc, "system", PrincipalKind.AGENT, name, "test")).token
             for name in ("jarvis", "gene", "sentinel")
         }
+        issued["host"] = (await tokens.issue(mc, "system", PrincipalKind.HOST, "mini")).token
+        issued["founder"] = (
+            await tokens.issue(mc, "system", PrincipalKind.OPERATOR, "founder")
+        ).token
         recorder = Recorder(app, documented_only=False)
         base = "http://mc"
         async with (
@@ -265,6 +269,24 @@ class TestEveryOtherRequest:
     ) -> None:
         """Status, body and content type equal the documented route's."""
         same(await pair.both(method, path, **kw))
+
+    @pytest.mark.parametrize("who", ["host", "founder"])
+    @pytest.mark.parametrize(
+        ("method", "path", "kw"),
+        [
+            ("POST", "/v1/messages", {"json": SEND}),
+            ("GET", "/v1/inbox", {}),
+            ("GET", "/v1/inbox", {"params": {"inbox": "gene"}}),
+            ("POST", "/v1/inbox/ack", {"json": {"items": [ITEM]}}),
+            ("POST", "/v1/deliveries/5/ack", {"json": {"receipt": "r"}}),
+        ],
+    )
+    async def test_hosts_and_operators(
+        self, pair: Pair, who: str, method: str, path: str, kw: dict[str, Any]
+    ) -> None:
+        """A host token is refused off its routes, an operator must name the inbox: the same
+        answers either way."""
+        same(await pair.both(method, path, agent=who, **kw))
 
     async def test_no_token(self, pair: Pair) -> None:
         """Without a token, 401 either way."""
