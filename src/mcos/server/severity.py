@@ -207,7 +207,7 @@ async def after_sends(
     now = _now()
     _configure(mc)
     loop = mc.settings.pingpong
-    agents = await _agent_names(mc) if results else set()
+    agents = await _agent_names(mc) if results else frozenset()
     from_agent = caller.kind is PrincipalKind.AGENT
     paused: tuple[str, ...] = ()
     for result in results:
@@ -242,11 +242,11 @@ async def after_sends(
     return paused
 
 
-async def _agent_names(mc: MissionControl) -> set[str]:
+async def _agent_names(mc: MissionControl) -> frozenset[str]:
     """The fleet's agents: the directory's (no store round trip on every send)."""
     if mc.settings.directory is not None:
-        return {a.name for a in mc.settings.directory.agents}
-    return {a.name for a in await mc.store.list_agents()}
+        return mc.settings.directory.agent_names
+    return frozenset(a.name for a in await mc.store.list_agents())
 
 
 def outside_input(mc: MissionControl, agent: str, at: datetime) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 from mcos.domain.approvals import Approval, Vote
@@ -49,6 +50,11 @@ class Directory:
     humans: Sequence[str]
     topics: dict[str, Sequence[str]]
     """Topic name → subscriber names (agents or humans)."""
+
+    @cached_property
+    def agent_names(self) -> frozenset[str]:
+        """The agents' names, built once (Mission Control asks on every send)."""
+        return frozenset(a.name for a in self.agents)
 
 
 @dataclass(frozen=True)
