@@ -82,7 +82,7 @@ WITH target AS (
           SELECT 1 FROM leases
           WHERE agent = %(fence_agent)s::text AND fence > %(fence_floor)s::bigint)
     ON CONFLICT (sender, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING id, recipient_kind, thread_id, meta, created_at
+    RETURNING id, recipient_kind, thread_id, nullif(meta, '{}') AS meta, created_at  -- no decoding '{}'
 ), inboxes AS (
     SELECT s.subscriber AS inbox FROM inserted i
     JOIN subscriptions s ON s.topic = %(recipient)s
