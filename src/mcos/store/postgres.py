@@ -1,10 +1,12 @@
 """The production store: PostgreSQL through psycopg 3 and a connection pool.
 
 Claims use ``FOR UPDATE SKIP LOCKED``; every time is the database's ``clock_timestamp()``.
-Sends wake this process's waiters at once and, through a coalescing notifier, other servers'
-waiters with one ``NOTIFY`` per batch — never one per row inside the message's commit, which
-would serialise commits on the notification queue lock. A dedicated LISTEN connection feeds
-other servers' sends to local waiters and reconnects after the database restarts.
+Sends wake this process's waiters at once and other servers' waiters with one ``NOTIFY`` per
+batch of sends, at most one every ``NOTIFY_EVERY``: the send that finds one due carries it in its
+own statement, and a notifier task sends what none carried — never one per send inside each
+message's commit, which would serialise commits on the notification queue lock. A dedicated
+LISTEN connection feeds other servers' sends to local waiters and reconnects after the database
+restarts.
 """
 
 from __future__ import annotations

@@ -166,13 +166,17 @@ WITH picked AS (
     RETURNING d.id AS delivery_id, d.message_id, d.inbox, d.state, d.attempts,
               d.visible_at AS d_visible_at, d.receipt, d.last_error, d.priority AS d_priority,
               d.deferrals, d.expires_at AS d_expires_at
-), lapsed AS (
+), lapsed AS (  -- two probes, one per partial index, the time an index bound (an OR of the
+                -- two, or a volatile clock_timestamp() per row, scanned the whole inbox)
     SELECT EXISTS (
         SELECT 1 FROM deliveries
-        WHERE inbox = %(inbox)s AND state IN ('queued', 'claimed')
+        WHERE inbox = %(inbox)s AND state = 'claimed' AND visible_at <= (SELECT clock_timestamp())
+          AND attempts >= %(max_attempts)s
+    ) OR EXISTS (
+        SELECT 1 FROM deliveries
+        WHERE expires_at <= (SELECT clock_timestamp()) AND expires_at IS NOT NULL
+          AND state IN ('queued', 'claimed') AND inbox = %(inbox)s
           AND visible_at <= clock_timestamp()
-          AND ((state = 'claimed' AND attempts >= %(max_attempts)s)
-               OR (expires_at IS NOT NULL AND expires_at <= clock_timestamp()))
     ) AS exhausted
 )
 SELECT lapsed.exhausted, c.*, m.*
