@@ -177,10 +177,11 @@ async def ceiling(url: str, seconds: float) -> float:
 # --- 2. the anchor: PgQueuer --------------------------------------------------------------------
 async def pgqueuer_rate(
     url: str, seconds: float, per_call: int = 10, producers: int = 2, driver: str = "psycopg"
-) -> float:
+) -> tuple[float, float]:
     """PgQueuer: ``producers`` connections enqueueing ``per_call`` no-op jobs per call (one job:
     its scalar ``enqueue``), two queue managers (a connection each) taking batches of 10, on
-    the ``psycopg`` or the ``asyncpg`` driver."""
+    the ``psycopg`` or the ``asyncpg`` driver. Jobs done per second, and this process's CPU
+    microseconds per job done (producers and consumers together, as the store rows count)."""
     from pgqueuer import AsyncpgDriver, PsycopgDriver, Queries, QueueManager
 
     async def connect() -> tuple[Queries, Callable[[], Awaitable[None]]]:
@@ -228,31 +229,37 @@ async def pgqueuer_rate(
         for qm in managers
     ]
     await asyncio.sleep(0.5)
-    start_done, started = done, time.monotonic()
+    start_done, started, cpu = done, time.monotonic(), time.process_time()
     await asyncio.gather(*(produce(i) for i in range(producers)))
-    rate = (done - start_done) / (time.monotonic() - started)
+    finished = done - start_done
+    rate = finished / (time.monotonic() - started)
+    cpu_us = (time.process_time() - cpu) * 1e6 / max(finished, 1)
     for qm in managers:
         qm.shutdown.set()
     await asyncio.wait(runners, timeout=10)
     for close in closers:
         await close()
-    return rate
+    return rate, cpu_us
 
 
 def pgqueuer_best(
     admin_url: str, seconds: float, per_call: int, producers: int
-) -> tuple[float, str]:
-    """PgQueuer at its best: the faster of its two drivers, each on a fresh database."""
-    rates = {}
+) -> tuple[float, str, float]:
+    """PgQueuer at its best: the faster of its two drivers, each on a fresh database (rate,
+    driver, CPU µs per job)."""
+    runs = {}
     for driver in ("psycopg", "asyncpg"):
         with Scratch(admin_url) as url:
-            rates[driver] = asyncio.run(pgqueuer_rate(url, seconds, per_call, producers, driver))
-    best = max(rates, key=lambda d: rates[d])
-    return rates[best], best
+            runs[driver] = asyncio.run(pgqueuer_rate(url, seconds, per_call, producers, driver))
+    best = max(runs, key=lambda d: runs[d][0])
+    return runs[best][0], best, runs[best][1]
 
 
 # --- 3. the mcos store alone --------------------------------------------------------------------
-async def store_rate(url: str, seconds: float, batch: int, send_batch: int = 1) -> float:
+async def store_rate(
+    url: str, seconds: float, batch: int, send_batch: int = 1
+) -> tuple[float, float]:
+    """Messages consumed per second, and this process's CPU µs per message consumed."""
     store: Store = make_store(url, audit_key=audit_key(b"benchmark token key"))
     await store.upgrade()
     await store.open()
@@ -276,9 +283,11 @@ async def store_rate(url: str, seconds: float, batch: int, send_batch: int = 1) 
             await store.ack_many(f"a{i}", [(d.id, d.receipt or "") for d in got])
         return len(got)
 
-    rate, _ = await steady(seconds, produce, consume)
+    cpu = time.process_time()
+    rate, consumed = await steady(seconds, produce, consume)
+    cpu_us = (time.process_time() - cpu) * 1e6 / max(consumed, 1)
     await store.close()
-    return rate
+    return rate, cpu_us
 
 
 # --- 4 and 5. through HTTP ----------------------------------------------------------------------
@@ -613,21 +622,28 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
     pgq10 = pgq1 = 0.0
     if "pgqueuer" in only or "store" in only:
         say("2. PgQueuer, enqueue 10 per call (both drivers)")
-        pgq10, driver = pgqueuer_best(args.pg, seconds, per_call=10, producers=2)
-        add(f"anchor: PgQueuer ({driver}), enqueue 10 / batch 10 (msg/s)", f"{pgq10:,.0f}")
+        pgq10, driver, cpu_us = pgqueuer_best(args.pg, seconds, per_call=10, producers=2)
+        add(
+            f"anchor: PgQueuer ({driver}), enqueue 10 / batch 10 (msg/s; CPU per message)",
+            f"{pgq10:,.0f}; {cpu_us:,.0f} µs",
+        )
         say("2. PgQueuer, enqueue 1 per call (both drivers)")
-        pgq1, driver = pgqueuer_best(args.pg, seconds, per_call=1, producers=PRODUCERS)
-        add(f"anchor: PgQueuer ({driver}), enqueue 1 / batch 10 (msg/s)", f"{pgq1:,.0f}")
+        pgq1, driver, cpu_us = pgqueuer_best(args.pg, seconds, per_call=1, producers=PRODUCERS)
+        add(
+            f"anchor: PgQueuer ({driver}), enqueue 1 / batch 10 (msg/s; CPU per message)",
+            f"{pgq1:,.0f}; {cpu_us:,.0f} µs",
+        )
     if "store" in only:
         for send_batch, batch in ((1, 1), (1, 50), (10, 50)):
             with Scratch(args.pg) as url:
                 say(f"3. mcos PostgresStore, send {send_batch} / claim {batch}")
-                rate = asyncio.run(store_rate(url, seconds, batch, send_batch))
+                rate, cpu_us = asyncio.run(store_rate(url, seconds, batch, send_batch))
                 anchor, per = (pgq10, 10) if send_batch == 10 else (pgq1, 1)
                 held = send_batch == 10 or batch == 50
                 add(
-                    f"mcos store on PostgreSQL, send {send_batch} / claim+ack {batch} (msg/s)",
-                    f"{rate:,.0f} ({rate / anchor:.2f}× enqueue-{per})",
+                    f"mcos store on PostgreSQL, send {send_batch} / claim+ack {batch} "
+                    "(msg/s; CPU per message)",
+                    f"{rate:,.0f} ({rate / anchor:.2f}× enqueue-{per}); {cpu_us:,.0f} µs",
                     f"≥1.0× PgQueuer enqueue-{per}: {verdict(rate >= anchor)}" if held else "",
                 )
     if "http" in only:
@@ -668,7 +684,7 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
     if "sqlite" in only:
         with tempfile.TemporaryDirectory() as tmp:
             say("6. SQLite store alone")
-            rate = asyncio.run(store_rate(f"sqlite:///{tmp}/bench.db", seconds, 50, 10))
+            rate, _ = asyncio.run(store_rate(f"sqlite:///{tmp}/bench.db", seconds, 50, 10))
             add("mcos store on SQLite, send 10 / claim+ack 50 (msg/s)", f"{rate:,.0f}")
         say("6. SQLite through HTTP")
         server = Server(None, 1)  # the fleet's own SQLite file

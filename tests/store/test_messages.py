@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 
 from mcos.domain.messages import DeliveryState, MessageKind, NewMessage, Priority, RecipientKind
 from mcos.exceptions import IdempotencyConflict, InvalidRequest, NotFound, StaleReceipt
-from mcos.store import Store, make_store
+from mcos.store import Directory, Store, make_store
+from mcos.store.protocol import AgentEntry
 from tests.store.conftest import DIRECTORY, FAST_POLICY, drop_pg_database, migrated_database
 from tests.waiting import eventually, past
 
@@ -426,10 +428,11 @@ async def test_a_send_wakes_the_other_server_and_not_its_own_echo(tmp_path: Path
             await s.open()
         await one.sync_directory(DIRECTORY)
         with two.armed("jarvis") as remote:
-            await one.send(msg(body="across servers"))
+            await one.send(msg(body="across servers"))  # its NOTIFY rides in its own commit
             await asyncio.wait_for(remote, 10)
-        await one.send(msg(body="local"))  # wakes one's own waiters in process, at once;
-        # its NOTIFY leaves later (batched), so these are armed before it goes out
+        # A batch wakes one's own waiters in process, at once; its NOTIFY leaves from the
+        # notifier task, which runs only once this test yields: these are armed before it.
+        await one.send_many([msg(body="local"), msg(body="local too")])
         with one.armed("jarvis") as echo, two.armed("jarvis") as remote:
             await asyncio.wait_for(remote, 10)
             # NOTIFYs reach a listener in commit order: once one's listener has two's
@@ -438,6 +441,71 @@ async def test_a_send_wakes_the_other_server_and_not_its_own_echo(tmp_path: Path
                 await two.send(msg(sender="jarvis", to="gene", body="a later NOTIFY"))
                 await asyncio.wait_for(later, 10)
             assert not echo.done(), "the sender's own NOTIFY woke its waiter again"
+    finally:
+        for s in (one, two):
+            await s.close()
+        drop_pg_database(url)
+
+
+def workers(count: int, length: int = 20) -> tuple[list[str], Directory]:
+    """``count`` more agents, named ``length`` characters or more, on a topic ``everyone``."""
+    names = [f"worker-{i:03d}".ljust(length, "x") for i in range(count)]
+    directory = Directory(
+        agents=[*DIRECTORY.agents, *(AgentEntry(name, "worker", "local") for name in names)],
+        humans=DIRECTORY.humans,
+        topics={**DIRECTORY.topics, "everyone": names},
+    )
+    return names, directory
+
+
+@pytest.mark.postgres
+async def test_every_send_of_a_burst_wakes_the_other_server(tmp_path: Path) -> None:
+    """Sends close together share NOTIFYs: one finding a NOTIFY due carries the wake-ups
+    pending since the last in its own commit, and the notifier sends what none carried.
+    Whichever way each went, every inbox woken on the sending server wakes on the other
+    (a burst of sends to distinct inboxes, long enough to span many NOTIFY intervals)."""
+    url = migrated_database("postgres", tmp_path)
+    one, two = make_store(url, FAST_POLICY), make_store(url, FAST_POLICY)
+    names, directory = workers(200)
+    try:
+        for s in (one, two):
+            await s.open()
+        await one.sync_directory(directory)
+
+        async def chain(part: list[str]) -> None:
+            for name in part:
+                await one.send(msg(to=name))
+
+        with contextlib.ExitStack() as stack:
+            woken = {name: stack.enter_context(two.armed(name)) for name in names}
+            await asyncio.gather(*(chain(names[i::4]) for i in range(4)))
+            await asyncio.wait(woken.values(), timeout=10)
+            missed = [name for name, future in woken.items() if not future.done()]
+            assert not missed, f"{len(missed)} of {len(names)} not woken: {missed[:5]}"
+    finally:
+        for s in (one, two):
+            await s.close()
+        drop_pg_database(url)
+
+
+@pytest.mark.postgres
+async def test_a_fan_out_past_the_notify_limit_still_wakes_the_other_server(
+    tmp_path: Path,
+) -> None:
+    """A send to a topic whose subscribers' names pass NOTIFY's 8000-byte payload cannot
+    carry its wake-ups in its commit; the notifier sends them in several NOTIFYs."""
+    url = migrated_database("postgres", tmp_path)
+    one, two = make_store(url, FAST_POLICY), make_store(url, FAST_POLICY)
+    many, directory = workers(200, length=50)
+    try:
+        for s in (one, two):
+            await s.open()
+        await one.sync_directory(directory)
+        with contextlib.ExitStack() as stack:
+            woken = [stack.enter_context(two.armed(name)) for name in many]
+            result = await one.send(msg(to="everyone"))
+            assert result.deliveries == len(many)
+            await asyncio.wait_for(asyncio.gather(*woken), 10)
     finally:
         for s in (one, two):
             await s.close()

@@ -1,10 +1,12 @@
 """The production store: PostgreSQL through psycopg 3 and a connection pool.
 
 Claims use ``FOR UPDATE SKIP LOCKED``; every time is the database's ``clock_timestamp()``.
-Sends wake this process's waiters at once and, through a coalescing notifier, other servers'
-waiters with one ``NOTIFY`` per batch — never one per row inside the message's commit, which
-would serialise commits on the notification queue lock. A dedicated LISTEN connection feeds
-other servers' sends to local waiters and reconnects after the database restarts.
+Sends wake this process's waiters at once and other servers' waiters with one ``NOTIFY`` per
+batch of sends, at most one every ``NOTIFY_EVERY``: the send that finds one due carries it in its
+own statement, and a notifier task sends what none carried — never one per send inside each
+message's commit, which would serialise commits on the notification queue lock. A dedicated
+LISTEN connection feeds other servers' sends to local waiters and reconnects after the database
+restarts.
 """
 
 from __future__ import annotations
@@ -207,6 +209,31 @@ def _send_params(message: NewMessage, digest: str) -> dict[str, Any]:
     }
 
 
+def _sent(message: NewMessage, row: DictRow) -> Message:
+    """The message as stored: what the sender gave, and what the send statement returned
+    (id, thread, recipient kind, time, and the meta as stored, ordered as a read gives it)."""
+    return Message(
+        id=row["id"],
+        sender=message.sender,
+        recipient=message.recipient,
+        recipient_kind=RecipientKind(row["recipient_kind"]),
+        kind=message.kind,
+        priority=message.priority,
+        subject=message.subject,
+        body=message.body,
+        thread_id=row["thread_id"],
+        reply_to=message.reply_to,
+        idempotency_key=message.idempotency_key,
+        created_at=_utc(row["created_at"]),
+        meta=rows.json_column(row["meta"]) or {},
+    )
+
+
+def _no_note() -> dict[str, object]:
+    """``message_send``'s NOTIFY parameters for a send that carries none."""
+    return {"channel": CHANNEL, "note_prefix": None, "note_pending": None}
+
+
 def _committed(row: DictRow | None) -> Committed:
     assert row is not None
     return Committed(int(row["usd"]), int(row["tokens"]))
@@ -340,6 +367,8 @@ class PostgresStore:
         """Deliveries this process dead-lettered (a cheap hint that someone must be told)."""
         self._pending: set[str] = set()
         self._pending_event = asyncio.Event()
+        self._last_notify = float("-inf")
+        """Event-loop time of this process's last NOTIFY, sent or carried by a send."""
         self._origin = secrets.token_hex(6)
         """Prefixes this process's NOTIFY payloads (``ORIGIN:inbox,inbox``; names hold no
         ``:``), so its listener skips what its own sends already woke in process: each echo
@@ -383,7 +412,32 @@ class PostgresStore:
         """A connection from the pool, waited for up to ``POOL_WAIT`` while the pool is busy,
         but given up after ``DOWN_WAIT`` once its attempts to connect fail (the database is
         down or cut off): each request would otherwise hang ten seconds before its 503, longer
-        than a client waits. The request keeps its place in the pool's queue meanwhile."""
+        than a client waits. The request keeps its place in the pool's queue meanwhile.
+
+        With a connection idle in the pool (so nobody queued) it is taken without the task and
+        timer that watch a wait: they cost more than the statement's own Python. That take
+        waits only if the idle connection fails its check, and then no longer than
+        ``DOWN_WAIT`` before the watched wait below takes over."""
+        if self._pool.get_stats().get("pool_available", 0):
+            try:
+                conn = await self._pool.getconn(timeout=DOWN_WAIT)
+            except PoolTimeout:
+                self._note_connect_errors()
+                if self._down:
+                    raise
+            else:
+                self._down = False
+                return conn
+        return await self._checkout_watched()
+
+    def _note_connect_errors(self) -> None:
+        """Mark the pool down if it failed to connect since we last looked."""
+        errors = self._pool.get_stats().get("connections_errors", 0)
+        if errors > self._connect_errors:
+            self._connect_errors, self._down = errors, True
+
+    async def _checkout_watched(self) -> Conn:
+        """:meth:`_checkout` while every connection is in use (or the idle one failed)."""
         getting = asyncio.ensure_future(self._pool.getconn(timeout=POOL_WAIT))
         try:
             while True:
@@ -392,9 +446,7 @@ class PostgresStore:
                     conn = getting.result()  # PoolTimeout after POOL_WAIT
                     self._down = False
                     return conn
-                errors = self._pool.get_stats().get("connections_errors", 0)
-                if errors > self._connect_errors:  # failed to connect since we last looked
-                    self._connect_errors, self._down = errors, True
+                self._note_connect_errors()
                 if self._down:
                     raise PoolTimeout(f"no connection for {DOWN_WAIT:g} s while connects fail")
         finally:
@@ -486,19 +538,22 @@ class PostgresStore:
             self._pending_event.set()
 
     async def _notify(self) -> None:
-        """One NOTIFY per batch of sends, outside their transactions, at most one every
-        ``NOTIFY_EVERY``: a send after a quiet spell is announced at once; a busy server's
-        sends share one NOTIFY per interval (one each would double its round trips)."""
+        """One NOTIFY per batch of sends, at most one every ``NOTIFY_EVERY``: a send that finds
+        one due carries it in its own statement (:meth:`_carry`: no round trip or transaction
+        of its own); what no send carried within one more interval (the end of a burst, batch
+        sends, nacks) this task sends alone, outside any message's transaction — a quiet spell's
+        at once. One NOTIFY per send would serialise commits on the notification queue lock."""
         loop = asyncio.get_running_loop()
-        last = -NOTIFY_EVERY
         while not self._closing:
             await self._pending_event.wait()
             if self._closing:
                 return
-            if (gap := last + NOTIFY_EVERY - loop.time()) > 0:
+            if (gap := self._last_notify + 2 * NOTIFY_EVERY - loop.time()) > 0:
                 await asyncio.sleep(gap)
-            last = loop.time()
             self._pending_event.clear()
+            if not self._pending:
+                continue  # a send carried them
+            self._last_notify = loop.time()
             batch, self._pending = sorted(self._pending), set()
             payloads: list[str] = []
             current = ""
@@ -630,21 +685,20 @@ class PostgresStore:
         results: list[SendResult] = []
         woken: list[str] = []
         if len(messages) == 1:  # the common case: one statement, no transaction round trips
-            async with self._conn() as conn:
-                row = await (await conn.execute(Q["message_send"], params[0])).fetchone()
-            if row is not None:
-                self._announce(list(row["inboxes"]))
-                return [SendResult(_message(row), len(row["inboxes"]), created=True)]
+            one = await self._send_one(messages[0], params[0])
+            if one is not None:
+                return [one]
+        batch = [p | _no_note() for p in params]
         async with self._tx() as conn:
             await self._check_guard(conn, guard)
             async with conn.cursor() as cur:  # pipelined: one round trip for the batch
-                await cur.executemany(Q["message_send"], params, returning=True)
+                await cur.executemany(Q["message_send"], batch, returning=True)
                 sent = [await cur.fetchone()]
                 while cur.nextset():
                     sent.append(await cur.fetchone())
             for i, (message, digest, row) in enumerate(zip(messages, digests, sent, strict=True)):
                 if row is not None:
-                    results.append(SendResult(_message(row), len(row["inboxes"]), created=True))
+                    results.append(SendResult(_sent(message, row), len(row["inboxes"]), True))
                     woken.extend(row["inboxes"])
                     continue
                 try:
@@ -657,6 +711,50 @@ class PostgresStore:
                 woken.extend(inboxes)
         self._announce(sorted(set(woken)))
         return results
+
+    async def _send_one(self, message: NewMessage, params: dict[str, Any]) -> SendResult | None:
+        """One message in one statement, carrying the pending NOTIFY when one is due; None
+        when the statement declined it (the caller explains why in a transaction)."""
+        carried = self._carry()
+        note = _no_note() if carried is None else {
+            "channel": CHANNEL,
+            "note_prefix": f"{self._origin}:",
+            "note_pending": ",".join(sorted(carried)),
+        }  # fmt: skip
+        try:
+            async with self._conn() as conn:
+                row = await (await conn.execute(Q["message_send"], params | note)).fetchone()
+        except BaseException:
+            self._uncarry(carried)
+            raise
+        if row is None:
+            self._uncarry(carried)
+            return None
+        inboxes = list(row["inboxes"])
+        if row["notified"]:
+            self._waiters.wake(inboxes)
+        else:
+            self._uncarry(carried)
+            self._announce(inboxes)
+        return SendResult(_sent(message, row), len(inboxes), created=True)
+
+    def _carry(self) -> set[str] | None:
+        """The pending wake-ups, taken for a send to carry in its own commit, when a NOTIFY is
+        due (``NOTIFY_EVERY`` since the last); None when not due or no notifier runs."""
+        if not self._tasks:
+            return None
+        now = asyncio.get_running_loop().time()
+        if now - self._last_notify < NOTIFY_EVERY:
+            return None
+        self._last_notify = now
+        taken, self._pending = self._pending, set()
+        return taken
+
+    def _uncarry(self, carried: set[str] | None) -> None:
+        """Give wake-ups a send did not carry back to the notifier."""
+        if carried:
+            self._pending |= carried
+            self._pending_event.set()
 
     async def _send_explained(
         self, conn: Conn, message: NewMessage, digest: str

@@ -59,6 +59,10 @@ SELECT thread_id FROM messages WHERE id = %s;
 -- The whole common-case send in one statement: recipient lookup, thread, message, deliveries
 -- (one per topic subscriber). No row back means "explain it in a transaction": an unknown
 -- recipient, a missing reply_to parent, an idempotency key already used, or a fenced-out sender.
+-- It returns only what the caller does not know already (the message as sent is its own).
+-- Given a NOTIFY prefix (`ORIGIN:`), it also carries this process's pending wake-ups and this
+-- message's inboxes in one NOTIFY, sent at its commit (`PostgresStore._carry`), unless the
+-- payload would pass PostgreSQL's 8000-byte limit: `notified` says which.
 WITH target AS (
     SELECT kind FROM recipients WHERE name = %(recipient)s AND active
 ), parent AS (
@@ -78,26 +82,36 @@ WITH target AS (
           SELECT 1 FROM leases
           WHERE agent = %(fence_agent)s::text AND fence > %(fence_floor)s::bigint)
     ON CONFLICT (sender, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-    RETURNING *
+    RETURNING id, recipient_kind, thread_id, nullif(meta, '{}') AS meta, created_at  -- no decoding '{}'
 ), inboxes AS (
     SELECT s.subscriber AS inbox FROM inserted i
-    JOIN subscriptions s ON s.topic = i.recipient
+    JOIN subscriptions s ON s.topic = %(recipient)s
     JOIN recipients r ON r.name = s.subscriber AND r.active
     WHERE i.recipient_kind = 'topic'
     UNION ALL
-    SELECT i.recipient FROM inserted i WHERE i.recipient_kind <> 'topic'
+    SELECT %(recipient)s FROM inserted i WHERE i.recipient_kind <> 'topic'
 ), delivered AS (
     INSERT INTO deliveries (message_id, inbox, priority, state, attempts, visible_at,
                             created_at, updated_at, expires_at)
-    SELECT i.id, x.inbox, i.priority, 'queued', 0, t.now, t.now, t.now,
+    SELECT i.id, x.inbox, %(priority)s, 'queued', 0, t.now, t.now, t.now,
            coalesce(%(expires_at)s::timestamptz, t.now + %(ttl)s::interval)
     FROM inserted i, (SELECT inbox FROM inboxes ORDER BY inbox) x,
          (SELECT clock_timestamp() AS now) t
     RETURNING inbox
+), woken AS (
+    SELECT coalesce(array_agg(inbox ORDER BY inbox), '{}') AS inboxes FROM delivered
+), payload AS (
+    SELECT %(note_prefix)s::text || concat_ws(',', nullif(%(note_pending)s::text, ''),
+                                              nullif(array_to_string(woken.inboxes, ','), ''))
+           AS text
+    FROM woken
+    WHERE %(note_prefix)s::text IS NOT NULL AND EXISTS (SELECT 1 FROM inserted)
+), note AS (
+    SELECT pg_notify(%(channel)s, payload.text) FROM payload
+    WHERE octet_length(payload.text) <= 7900
 )
-SELECT inserted.*,
-       (SELECT coalesce(array_agg(inbox ORDER BY inbox), '{}') FROM delivered) AS inboxes
-FROM inserted;
+SELECT inserted.*, woken.inboxes, (SELECT count(*) FROM note) > 0 AS notified
+FROM inserted, woken;
 
 -- name: message_insert
 WITH new_id AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id)
@@ -152,13 +166,17 @@ WITH picked AS (
     RETURNING d.id AS delivery_id, d.message_id, d.inbox, d.state, d.attempts,
               d.visible_at AS d_visible_at, d.receipt, d.last_error, d.priority AS d_priority,
               d.deferrals, d.expires_at AS d_expires_at
-), lapsed AS (
+), lapsed AS (  -- two probes, one per partial index, the time an index bound (an OR of the
+                -- two, or a volatile clock_timestamp() per row, scanned the whole inbox)
     SELECT EXISTS (
         SELECT 1 FROM deliveries
-        WHERE inbox = %(inbox)s AND state IN ('queued', 'claimed')
+        WHERE inbox = %(inbox)s AND state = 'claimed' AND visible_at <= (SELECT clock_timestamp())
+          AND attempts >= %(max_attempts)s
+    ) OR EXISTS (
+        SELECT 1 FROM deliveries
+        WHERE expires_at <= (SELECT clock_timestamp()) AND expires_at IS NOT NULL
+          AND state IN ('queued', 'claimed') AND inbox = %(inbox)s
           AND visible_at <= clock_timestamp()
-          AND ((state = 'claimed' AND attempts >= %(max_attempts)s)
-               OR (expires_at IS NOT NULL AND expires_at <= clock_timestamp()))
     ) AS exhausted
 )
 SELECT lapsed.exhausted, c.*, m.*
