@@ -68,19 +68,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         templates.drop_templates()
 
 
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker more than there are CPUs.
-
-    Most of the suite's long tests wait with their CPUs idle (an agent's start, a lease TTL, a
-    restart backoff, PostgreSQL's disk): with one worker per CPU, two of them waiting left the
-    machine idle. ``PYTEST_XDIST_AUTO_NUM_WORKERS`` still sets the count.
-    """
-    given = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS")
-    if given:
-        return int(given)
-    return len(os.sched_getaffinity(0)) + 1
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests marked ``slow`` first, otherwise in collection order.
