@@ -87,7 +87,12 @@ def start_business_fleet(folder: Path) -> BusinessFleet:
     mcos("init", str(home), "--template", "business")  # as a new user makes it
     path = home / "fleet.toml"
     port = free_port()
-    path.write_text(path.read_text().replace("127.0.0.1:8700", f"127.0.0.1:{port}"))
+    text = path.read_text().replace("127.0.0.1:8700", f"127.0.0.1:{port}")
+    # Every agent answers a normal message within a second (the template's default batch
+    # window waits 20 s to gather more into one turn): the tests wait for answers, not batches,
+    # and each of their directives, channel items and approvals waited one or two windows.
+    assert text.count("\nheartbeat = { interval = ") == len(load_fleet(path).agents)
+    path.write_text(text.replace("\nheartbeat = { ", '\nheartbeat = { batch = "1s", '))
     out_path = folder / "run.out"
     with out_path.open("wb") as out:
         run = subprocess.Popen(

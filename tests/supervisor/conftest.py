@@ -68,8 +68,11 @@ def agent_pids(fleet: Path, agent: str | None = None) -> dict[str, list[int]]:
     return found
 
 
-def wait_for(what: str, check: Callable[[], T], timeout: float = 30) -> T:
-    """Poll ``check`` until it holds and return its value (the test fails after ``timeout``)."""
+def wait_for(what: str, check: Callable[[], T], timeout: float = 60) -> T:
+    """Poll ``check`` until it holds and return its value (the test fails after ``timeout``).
+
+    60 s: three agents took over 30 s to start on the 2-core machine beside a CPU hog and other
+    test runs (a passing wait returns as soon as the state is there)."""
     return wait_until(what, check, timeout=timeout, interval=0.1)
 
 
