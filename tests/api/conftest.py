@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import socket
 import threading
@@ -53,6 +54,24 @@ class LiveServer:
         """
         assert self.server is not None
         return len(self.server.server_state.tasks)
+
+    def parked(self, inbox: str) -> bool:
+        """Whether a long-poll of ``inbox`` found it empty and now waits for a wake-up.
+
+        Known by the task that listens for its client's hang-up, started only after the empty
+        claim (:func:`mcos.server.routes.inbox._claim_waiting`): a request merely in flight may
+        not have claimed yet, and would find a message sent now at once.
+        """
+        assert self.server is not None
+        requests = list(self.server.server_state.tasks)
+        if not requests:
+            return False
+
+        async def names() -> set[str]:
+            return {task.get_name() for task in asyncio.all_tasks()}
+
+        loop = requests[0].get_loop()
+        return f"hang-up-{inbox}" in asyncio.run_coroutine_threadsafe(names(), loop).result(10)
 
     def client(self, name: str | None = None, token: str | None = None) -> Client:
         """A client acting as agent ``name``, as the operator (no name), or with ``token``."""

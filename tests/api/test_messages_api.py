@@ -245,7 +245,7 @@ class TestLongPoll:
 
         waiter = threading.Thread(target=wait)
         waiter.start()
-        wait_until("jarvis's long-poll parked in the server", live_server.requests_in_flight)
+        wait_until("jarvis's long-poll waiting for a wake-up", lambda: live_server.parked("jarvis"))
         with live_server.client("gene") as gene:
             gene.do(Calls.send("jarvis", "wake up"))
         waiter.join(15)
@@ -263,7 +263,7 @@ class TestLongPoll:
 
         waiter = threading.Thread(target=wait)
         waiter.start()
-        wait_until("jarvis's long-poll parked in the server", live_server.requests_in_flight)
+        wait_until("jarvis's long-poll waiting for a wake-up", lambda: live_server.parked("jarvis"))
         with live_server.client("gene") as gene:
             gene.do(Calls.send("jarvis", "one"))
             gene.do(Calls.send("jarvis", "two"))
@@ -283,7 +283,7 @@ class TestLongPoll:
 
         waiter = threading.Thread(target=wait)
         waiter.start()
-        wait_until("jarvis's long-poll parked in the server", live_server.requests_in_flight)
+        wait_until("jarvis's long-poll waiting for a wake-up", lambda: live_server.parked("jarvis"))
         with live_server.client("gene") as gene:
             gene.do(Calls.send("jarvis", "soon"))
         waiter.join(15)
@@ -303,7 +303,7 @@ async def test_a_long_poll_whose_client_hung_up_claims_nothing(live_server: Live
     headers = {"Authorization": f"Bearer {live_server.tokens['gene']}"}
     async with httpx.AsyncClient(base_url=live_server.url, headers=headers) as gene:
         waiting = asyncio.create_task(gene.get("/v1/inbox", params={"wait": 20}, timeout=30))
-        await eventually("gene's long-poll parked in the server", live_server.requests_in_flight)
+        await eventually("gene's long-poll parked", lambda: live_server.parked("gene"))
         waiting.cancel()  # the client goes away mid-wait; its connection closes
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
@@ -329,7 +329,7 @@ async def test_a_long_poll_hung_up_while_gathering_claims_nothing(live_server: L
     async with httpx.AsyncClient(base_url=live_server.url, headers=headers) as gene:
         params = {"wait": 20, "gather": 5}
         waiting = asyncio.create_task(gene.get("/v1/inbox", params=params, timeout=30))
-        await eventually("gene's long-poll parked in the server", live_server.requests_in_flight)
+        await eventually("gene's long-poll parked", lambda: live_server.parked("gene"))
         with live_server.client("jarvis") as jarvis:
             jarvis.do(Calls.send("gene", "while gathering"))  # wakes it: the 5 s gather begins
         waiting.cancel()
