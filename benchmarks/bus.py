@@ -391,6 +391,19 @@ class HttpRun:
     consumed: int
     server_us: float
     client_us: float
+    database_us: float
+
+
+def database_cpu_seconds() -> float:
+    """CPU time used so far by PostgreSQL's processes on this machine (its backends, WAL writer
+    and the rest): the database's share of a message, beside the server's and the client's."""
+    total = 0.0
+    for p in psutil.process_iter(["name"]):
+        if p.info["name"] in ("postgres", "postmaster"):
+            with contextlib.suppress(psutil.Error):
+                t = p.cpu_times()
+                total += t.user + t.system
+    return total
 
 
 async def http_rate(
@@ -420,6 +433,7 @@ async def http_rate(
         return len(got)
 
     server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
+    database_cpu = database_cpu_seconds()
     rate, consumed = await steady(seconds, produce, consume, senders)
     n = max(consumed, 1)
     run = HttpRun(
@@ -427,6 +441,7 @@ async def http_rate(
         consumed,
         (server.cpu_seconds() - server_cpu) / n * 1e6,
         (time.process_time() - client_cpu) / n * 1e6,
+        (database_cpu_seconds() - database_cpu) / n * 1e6,
     )
     for c in clients.values():
         await c.close()
@@ -661,8 +676,9 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
                     add(
                         f"mcos HTTP, PostgreSQL, {args.workers} workers, send {send_batch} / "
                         f"claim 100, {senders} senders, gather {gathered * 1000:g} ms (msg/s; "
-                        "CPU per message: server, load generator)",
-                        f"{run.rate:,.0f}; {run.server_us:,.0f} + {run.client_us:,.0f} µs",
+                        "CPU per message: server, load generator, database)",
+                        f"{run.rate:,.0f}; {run.server_us:,.0f} + {run.client_us:,.0f} + "
+                        f"{run.database_us:,.0f} µs",
                         f"≥{floor:,}: {verdict(run.rate >= floor)}" if judged else "",
                     )
                 finally:

@@ -510,3 +510,70 @@ async def test_a_fan_out_past_the_notify_limit_still_wakes_the_other_server(
         for s in (one, two):
             await s.close()
         drop_pg_database(url)
+
+
+class TestConcurrentSends:
+    """Many agents sending one message each at the same moment: on PostgreSQL the sends that
+    arrive while others run go in one transaction (``mcos.store.coalesce``). Each sender must
+    get exactly the answer it would get alone — its own error and nobody else's — and each
+    message must be stored once."""
+
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    async def test_each_sender_gets_its_own_answer_and_each_message_is_stored_once(
+        self, store: Store, seed: int
+    ) -> None:
+        import random
+
+        from mcos.domain.leases import FenceGuard
+        from mcos.exceptions import Fenced
+
+        old = await store.acquire_lease("sentinel", "sup-a", "mini", timedelta(milliseconds=50))
+        await past(store.now, old.expires_at)
+        await store.acquire_lease("sentinel", "sup-b", "vps", timedelta(minutes=5))
+        stale = FenceGuard("sentinel", old.fence)
+        first = await store.send(msg(body="original", idempotency_key=f"k{seed}"))
+
+        # (what is sent, its guard, what it must come back as)
+        cases: list[tuple[NewMessage, FenceGuard | None, str]] = []
+        for i in range(40):
+            cases.append((msg(body=f"plain {i}"), None, "created"))
+        for i in range(8):
+            cases.append((msg(to="nobody", body=f"lost {i}"), None, "InvalidRequest"))
+            cases.append((msg(body=f"orphan {i}", reply_to=10**9 + i), None, "InvalidRequest"))
+            cases.append((msg(sender="sentinel", body=f"fenced {i}"), stale, "Fenced"))
+            cases.append((msg(to="alerts", body=f"fan-out {i}"), None, "created"))
+        for _ in range(4):  # the key again, as its first send: the original comes back
+            cases.append((msg(body="original", idempotency_key=f"k{seed}"), None, "repeat"))
+            cases.append(  # the key again with other content: refused
+                (msg(body="changed", idempotency_key=f"k{seed}"), None, "IdempotencyConflict")
+            )
+        if store.dialect == "postgres":  # text PostgreSQL cannot hold: its whole batch fails
+            cases += [(msg(body=f"nul\x00{i}"), None, "StoreError") for i in range(3)]
+        random.Random(seed).shuffle(cases)
+
+        outcomes = await asyncio.gather(
+            *(store.send(m, guard=g) for m, g, _ in cases), return_exceptions=True
+        )
+
+        for (sent, _, expected), got in zip(cases, outcomes, strict=True):
+            if expected == "created":
+                assert not isinstance(got, BaseException), (sent.body, got)
+                assert got.created
+                assert got.message.body == sent.body
+                assert got.deliveries == (3 if sent.recipient == "alerts" else 1)
+            elif expected == "repeat":
+                assert not isinstance(got, BaseException), (sent.body, got)
+                assert not got.created
+                assert got.message.id == first.message.id
+            else:
+                assert type(got).__name__ == expected, (sent.body, got)
+        assert Fenced.__name__ in {e for *_, e in cases}
+        claimed = await store.claim("jarvis", limit=500)
+        bodies = sorted(d.message.body for d in claimed)
+        wanted = [m.body for m, _, e in cases if e == "created"]  # jarvis subscribes to alerts
+        assert bodies == sorted([*wanted, "original"])
+        for inbox in ("sentinel", "founder"):  # each fan-out once to each other subscriber
+            got_bodies = sorted(d.message.body for d in await store.claim(inbox, limit=500))
+            assert got_bodies == sorted(f"fan-out {i}" for i in range(8))
+        if store.dialect == "postgres":  # the test must have run sends together
+            assert store._sends.batched > 0  # type: ignore[attr-defined]

@@ -84,6 +84,7 @@ from mcos.exceptions import (
     in_batch,
 )
 from mcos.store import rows
+from mcos.store.coalesce import Coalescer
 from mcos.store.migrations import latest, migrations
 from mcos.store.notify import Waiters
 from mcos.store.protocol import (
@@ -118,6 +119,12 @@ RECONNECT_FOR = 2.0
 next request to try afresh: its backoff doubles without bound, so a database back after a long
 outage would otherwise be found minutes late."""
 CHANNEL = "mcos_inbox"
+SEND_LANES = 2
+"""Single sends of this process running at once, each alone; sends arriving while both run go
+together in the next transaction (:mod:`mcos.store.coalesce`): two keep one transaction in
+flight while the next is sent, and leave the pool's other connections to claims and acks."""
+SEND_BATCH_MOST = 64
+"""Sends in one such transaction at most."""
 NOTIFY_EVERY = 0.002
 """Seconds between this process's NOTIFYs at most (see ``PostgresStore._notify``)."""
 LIVENESS: dict[str, int] = {
@@ -363,6 +370,9 @@ class PostgresStore:
             reconnect_timeout=RECONNECT_FOR,
         )
         self._waiters = Waiters()
+        self._sends: Coalescer[tuple[NewMessage, dict[str, Any]], SendResult | None] = Coalescer(
+            self._send_together, lanes=SEND_LANES, most=SEND_BATCH_MOST
+        )
         self.dead_lettered = 0
         """Deliveries this process dead-lettered (a cheap hint that someone must be told)."""
         self._pending: set[str] = set()
@@ -713,8 +723,48 @@ class PostgresStore:
         return results
 
     async def _send_one(self, message: NewMessage, params: dict[str, Any]) -> SendResult | None:
-        """One message in one statement, carrying the pending NOTIFY when one is due; None
+        """One message in one statement — with the sends of other callers arriving meanwhile
+        in one transaction, when ``SEND_LANES`` are busy (:mod:`mcos.store.coalesce`); None
         when the statement declined it (the caller explains why in a transaction)."""
+        return await self._sends.submit((message, params))
+
+    async def _send_together(
+        self, items: Sequence[tuple[NewMessage, dict[str, Any]]]
+    ) -> list[SendResult | BaseException | None]:
+        """Each item's :meth:`_send_one` answer: alone, or all in one pipelined transaction
+        (one commit). Should that transaction fail, each item is tried alone, so the error
+        is only that of the item that causes it; a database gone fails them all at once."""
+        if len(items) == 1:
+            try:
+                return [await self._send_alone(*items[0])]
+            except Exception as e:  # raised in its caller by the coalescer
+                return [e]
+        try:
+            async with self._tx() as conn, conn.cursor() as cur:
+                await cur.executemany(
+                    Q["message_send"], [p | _no_note() for _, p in items], returning=True
+                )
+                sent = [await cur.fetchone()]
+                while cur.nextset():
+                    sent.append(await cur.fetchone())
+        except StoreUnavailable as e:
+            return [e] * len(items)
+        except McosError:  # one item's fault (text PostgreSQL cannot hold...): find whose
+            return [(await self._send_together([item]))[0] for item in items]
+        results: list[SendResult | BaseException | None] = []
+        woken: list[str] = []
+        for (message, _), row in zip(items, sent, strict=True):
+            if row is None:
+                results.append(None)
+                continue
+            results.append(SendResult(_sent(message, row), len(row["inboxes"]), created=True))
+            woken.extend(row["inboxes"])
+        self._announce(sorted(set(woken)))
+        return results
+
+    async def _send_alone(self, message: NewMessage, params: dict[str, Any]) -> SendResult | None:
+        """One message in one statement, carrying the pending NOTIFY when one is due; None
+        when the statement declined it."""
         carried = self._carry()
         note = _no_note() if carried is None else {
             "channel": CHANNEL,
