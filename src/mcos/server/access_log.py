@@ -8,9 +8,7 @@ the name the bearer token resolved to (``agent:gene``), not the token. Written t
 
 from __future__ import annotations
 
-import time
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from mcos.domain.tokens import Principal
 from mcos.logs import get_logger
@@ -21,37 +19,17 @@ PRINCIPAL = "principal"
 """The key under ``request.state`` where authentication leaves the caller."""
 
 
-class AccessLog:
-    """ASGI middleware writing the access log line once the response has started."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Pass the request on; log it when it ends (failed requests too, as 500)."""
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def seen(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, seen)
-        finally:
-            who = scope.get("state", {}).get(PRINCIPAL)
-            client = scope.get("client")
-            log.info(
-                "request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                latency_ms=round((time.perf_counter() - started) * 1000, 1),
-                principal=who.actor if isinstance(who, Principal) else None,
-                client=client[0] if client else None,
-            )
+def write(scope: Scope, status: int, seconds: float) -> None:
+    """The line of one request that ended with ``status`` after ``seconds`` (written by
+    :class:`mcos.server.edge.Edge` for every request, refused ones too; 500 when it failed)."""
+    who = scope.get("state", {}).get(PRINCIPAL)
+    client = scope.get("client")
+    log.info(
+        "request",
+        method=scope["method"],
+        path=scope["path"],
+        status=status,
+        latency_ms=round(seconds * 1000, 1),
+        principal=who.actor if isinstance(who, Principal) else None,
+        client=client[0] if client else None,
+    )

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -15,7 +14,6 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcos import __version__
 from mcos.api_traces import MAX_TRACE_BYTES
@@ -27,18 +25,17 @@ from mcos.domain.bounded import PARSE_DEPTH
 from mcos.domain.tokens import PrincipalKind
 from mcos.exceptions import McosError
 from mcos.server import dashboard, dead_letters, errors, lean, parked
-from mcos.server.access_log import AccessLog
 from mcos.server.audit_checkpoint import CHECKPOINT_FILE, AuditCheckpoints
 from mcos.server.auth import Authenticator
 from mcos.server.context import MissionControl, ServerSettings
 from mcos.server.dashboard import turns as dashboard_turns
+from mcos.server.edge import Edge
 from mcos.server.gateway import anthropic_batches
 from mcos.server.gateway import routes as gateway_routes
 from mcos.server.gateway.anthropic_batches import Batches
 from mcos.server.gateway.proxy import Gateway
 from mcos.server.governance import Governance
 from mcos.server.limits import BodySizeLimit, JsonBodyGuard
-from mcos.server.metrics import Metrics
 from mcos.server.paging import Pager
 from mcos.server.routes import (
     agent_control,
@@ -58,41 +55,10 @@ from mcos.server.routes import (
     usage,
     workspace,
 )
-from mcos.server.security_headers import SecurityHeaders
 from mcos.store import Store
 
 log = logging.getLogger("mcos.server")
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 (a file name, not a secret)
-
-
-class RequestMetrics:
-    """Times every request by its route template (not its raw path, which would explode)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, record_status)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(template, scope["method"], str(status)).observe(
-                time.perf_counter() - started
-            )
 
 
 async def bootstrap_operator(mc: MissionControl) -> Path | None:
@@ -281,7 +247,6 @@ def create_app(
     dashboard.install(app)
     app.include_router(dashboard_turns.router)
     lean.install(app)  # in front of the documented send, claim and ack routes
-    app.add_middleware(RequestMetrics, metrics=mc.metrics)
     app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
     app.add_middleware(
         BodySizeLimit,
@@ -292,6 +257,5 @@ def create_app(
             workspace.PREFIX: MAX_BLOB_REQUEST,
         },
     )
-    app.add_middleware(SecurityHeaders)
-    app.add_middleware(AccessLog)  # outermost: every request, refused ones too
+    app.add_middleware(Edge, metrics=mc.metrics)  # outermost: every request, refused ones too
     return app
