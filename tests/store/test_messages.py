@@ -577,3 +577,42 @@ class TestConcurrentSends:
             assert got_bodies == sorted(f"fan-out {i}" for i in range(8))
         if store.dialect == "postgres":  # the test must have run sends together
             assert store._sends.batched > 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.postgres
+async def test_a_claim_commits_without_waiting_for_the_disk_and_a_send_waits(
+    tmp_path: Path,
+) -> None:
+    """The claim statement turns ``synchronous_commit`` off for its own transaction (a claim is
+    soft state: forgotten in a crash, the delivery is offered again), and only for it: a send's
+    commit, what must never be lost, still waits for the WAL to reach the disk."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from mcos.store.postgres import Q
+
+    url = migrated_database("postgres", tmp_path)
+    store = make_store(url, FAST_POLICY)
+    try:
+        await store.open()
+        await store.sync_directory(DIRECTORY)
+        await store.send(msg(body="soon claimed"))
+        params = {"inbox": "jarvis", "limit": 1, "hold": timedelta(seconds=30), "max_attempts": 5}
+        async with await psycopg.AsyncConnection.connect(url, row_factory=dict_row) as conn:
+            # In a transaction block of our own, the setting the statement made is visible.
+            assert (await (await conn.execute("SHOW synchronous_commit")).fetchone()) == {
+                "synchronous_commit": "on"
+            }
+            rows = await (await conn.execute(Q["claim"], params)).fetchall()
+            assert [r["body"] for r in rows] == ["soon claimed"]
+            shown = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+            assert shown == {"synchronous_commit": "off"}
+            await conn.commit()
+            shown = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+            assert shown == {"synchronous_commit": "on"}, "it outlived its transaction"
+            await conn.rollback()
+            for query in ("message_send",):  # the writes that must be durable leave it alone
+                assert "synchronous_commit" not in Q[query]
+    finally:
+        await store.close()
+        drop_pg_database(url)

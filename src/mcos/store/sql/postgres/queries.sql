@@ -147,7 +147,14 @@ SELECT * FROM messages WHERE thread_id = %s ORDER BY id;
 -- name: claim
 -- One statement: claim what is due (never a lapsed claim out of attempts), and say whether such
 -- an exhausted claim exists so the caller dead-letters it. At least one row comes back.
-WITH picked AS (
+-- Its commit does not wait for the WAL to reach the disk (`soft`): that wait is a long-poll's
+-- wake-up latency (its 99th percentile was the disk's fsync tail), and a claim is soft state —
+-- should the database server crash within that fraction of a second, the claim is forgotten and
+-- the delivery offered again, as at least once allows. Any later synchronous commit (a send, an
+-- ack) flushes it anyway.
+WITH soft AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS commit_mode
+), picked AS (
     SELECT id FROM deliveries
     WHERE inbox = %(inbox)s AND state IN ('queued', 'claimed')
       AND visible_at <= clock_timestamp()
@@ -180,7 +187,7 @@ WITH picked AS (
     ) AS exhausted
 )
 SELECT lapsed.exhausted, c.*, m.*
-FROM lapsed LEFT JOIN (claimed c JOIN messages m ON m.id = c.message_id) ON true
+FROM soft, lapsed LEFT JOIN (claimed c JOIN messages m ON m.id = c.message_id) ON true
 ORDER BY c.d_priority DESC, c.delivery_id;
 
 -- name: delivery_for_update
