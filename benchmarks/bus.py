@@ -615,6 +615,12 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
         "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="the clients' event loop"
     )
     parser.add_argument(
+        "--gather",
+        type=float,
+        default=RuntimeSettings().claim_gather,
+        help="seconds a woken claim gathers (default: the agent runtime's claim_gather)",
+    )
+    parser.add_argument(
         "--only", default=",".join(PHASES), help=f"comma-separated phases of {', '.join(PHASES)}"
     )
     args = parser.parse_args()
@@ -675,7 +681,7 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
                     f"≥1.0× PgQueuer enqueue-{per}: {verdict(rate >= anchor)}" if held else "",
                 )
     if "http" in only:
-        gather = RuntimeSettings().claim_gather  # consumers claim as agents do
+        gather = args.gather  # consumers claim as agents do
         runs = [(1, PRODUCERS, 0.0), (1, SENDERS, 0.0), (1, SENDERS, gather)]
         runs += [(10, PRODUCERS, 0.0), (10, SENDERS, gather)]
         for send_batch, senders, gathered in runs:

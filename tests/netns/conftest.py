@@ -44,6 +44,7 @@ from mcos.api_models import LeaseOut
 from mcos.client import Calls, Client
 from mcos.config.scaffold import init_fleet
 from mcos.domain.tokens import PrincipalKind
+from mcos.store.postgres import LISTENER_NAME
 from tests.conftest import IN_CI
 from tests.e2e.cli_helpers import MCOS
 from tests.throwaway_pg import ThrowawayCluster
@@ -486,7 +487,8 @@ class Site:
         # Each replica's LISTEN connection is back (its sends wake the other's waiters) and its
         # pool serves from the copy.
         listening = f"""SELECT count(*) FROM pg_stat_activity
-            WHERE datname = '{DATABASE}' AND query = 'LISTEN mcos_inbox'"""
+            WHERE datname = '{DATABASE}' AND application_name = '{LISTENER_NAME}'
+              AND query <> ''"""  # LISTEN is its first statement
         wait_until(
             "both replicas' LISTEN connections to the fresh database",
             lambda: self.admin(listening) == [(len(REPLICAS),)],

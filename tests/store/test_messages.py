@@ -616,3 +616,52 @@ async def test_a_claim_commits_without_waiting_for_the_disk_and_a_send_waits(
     finally:
         await store.close()
         drop_pg_database(url)
+
+
+@pytest.mark.postgres
+async def test_a_server_alone_sends_no_notify_until_another_says_hello(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Mission Control alone on its database wakes its own long-polls in process and sends
+    no NOTIFY (each cost its commit the notification queue's lock, and its listener the echo);
+    once another server's hello is heard, its sends wake that server's long-polls again."""
+    import psycopg
+
+    from mcos.store import postgres
+
+    monkeypatch.setattr(postgres, "PEERS_FOR", 0.5)
+    monkeypatch.setattr(postgres, "HELLO_EVERY", 0.1)
+    url = migrated_database("postgres", tmp_path)
+    one = make_store(url, FAST_POLICY)
+    two = make_store(url, FAST_POLICY)
+    try:
+        await one.open()
+        await one.sync_directory(DIRECTORY)
+        origin = one._origin  # type: ignore[attr-defined]
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as spy:
+            await spy.execute(f"LISTEN {postgres.CHANNEL}")
+            await eventually("one sure it is alone", lambda: not one._others_listen())  # type: ignore[attr-defined]
+            with one.armed("jarvis") as local:
+                await one.send(msg(body="alone"))
+                assert local.done(), "its own long-poll is woken in process"
+            await eventually("nothing pending", lambda: not one._pending)  # type: ignore[attr-defined]
+            # NOTIFYs arrive in commit order: all that one's send sent comes before this one
+            # (its own origin, so one's listener ignores it rather than take it for a server).
+            await spy.execute("SELECT pg_notify(%s, %s)", (postgres.CHANNEL, f"{origin}:end"))
+            heard: list[str] = []
+            async for note in spy.notifies(timeout=10):
+                heard.append(note.payload)
+                if note.payload == f"{origin}:end":
+                    break
+            assert heard[-1] == f"{origin}:end"
+            assert all(p == f"{origin}:" for p in heard[:-1]), f"a NOTIFY naming inboxes: {heard}"
+
+            await two.open()
+            await eventually("one hears two", one._others_listen)  # type: ignore[attr-defined]
+            with two.armed("jarvis") as remote:
+                await one.send(msg(body="two listens now"))
+                await asyncio.wait_for(remote, 10)
+    finally:
+        for s in (one, two):
+            await s.close()
+        drop_pg_database(url)

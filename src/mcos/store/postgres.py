@@ -119,6 +119,8 @@ RECONNECT_FOR = 2.0
 next request to try afresh: its backoff doubles without bound, so a database back after a long
 outage would otherwise be found minutes late."""
 CHANNEL = "mcos_inbox"
+LISTENER_NAME = "mcos-listen"
+"""The ``application_name`` of each Mission Control's LISTEN connection (in pg_stat_activity)."""
 SEND_LANES = 2
 """Single sends of this process running at once, each alone; sends arriving while both run go
 together in the next transaction (:mod:`mcos.store.coalesce`): two keep one transaction in
@@ -127,6 +129,13 @@ SEND_BATCH_MOST = 64
 """Sends in one such transaction at most."""
 NOTIFY_EVERY = 0.002
 """Seconds between this process's NOTIFYs at most (see ``PostgresStore._notify``)."""
+HELLO_EVERY = 1.0
+"""Seconds between this process's hellos: a NOTIFY naming no inbox, which tells the other
+servers on the database that this one listens, so that their sends notify it."""
+PEERS_FOR = 3.5
+"""Seconds another server counts as listening after its last hello or NOTIFY. A server alone
+on its database sends no NOTIFY at all: its own waiters are woken in process, and each NOTIFY
+cost its commit the notification queue's lock and its listener the echo."""
 LIVENESS: dict[str, int] = {
     "keepalives": 1,
     "keepalives_idle": 5,
@@ -379,6 +388,10 @@ class PostgresStore:
         self._pending_event = asyncio.Event()
         self._last_notify = float("-inf")
         """Event-loop time of this process's last NOTIFY, sent or carried by a send."""
+        self._peers: dict[str, float] = {}
+        """Other servers heard on the channel: their origin, and when (event-loop time)."""
+        self._listening_since: float | None = None
+        """When this process's LISTEN connection last connected; None while it is down."""
         self._origin = secrets.token_hex(6)
         """Prefixes this process's NOTIFY payloads (``ORIGIN:inbox,inbox``; names hold no
         ``:``), so its listener skips what its own sends already woke in process: each echo
@@ -543,9 +556,30 @@ class PostgresStore:
     # --- wake-ups ----------------------------------------------------------------------------
     def _announce(self, inboxes: Sequence[str]) -> None:
         self._waiters.wake(inboxes)
-        if self._tasks:
+        if self._tasks and self._others_listen():
             self._pending.update(inboxes)
             self._pending_event.set()
+
+    def _others_listen(self) -> bool:
+        """Whether another server may be listening, so that a send must NOTIFY: one was heard
+        within ``PEERS_FOR`` — or this process cannot tell (its LISTEN connection is down, or
+        connected less than ``PEERS_FOR`` ago: every server hellos that often, and at once to
+        a newcomer)."""
+        now = asyncio.get_running_loop().time()
+        since = self._listening_since
+        if since is None or now - since < PEERS_FOR:
+            return True
+        return any(now - seen < PEERS_FOR for seen in self._peers.values())
+
+    async def _say_hello(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Tell the other servers this one listens (a NOTIFY naming no inbox, sent on the
+        LISTEN connection every ``HELLO_EVERY`` and at once to a newcomer), and forget the
+        servers not heard for long (each restart is a new origin)."""
+        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{self._origin}:"))
+        now = asyncio.get_running_loop().time()
+        for origin, seen in list(self._peers.items()):
+            if now - seen > 10 * PEERS_FOR:
+                del self._peers[origin]
 
     async def _notify(self) -> None:
         """One NOTIFY per batch of sends, at most one every ``NOTIFY_EVERY``: a send that finds
@@ -589,20 +623,36 @@ class PostgresStore:
         reconnecting = False
         while not self._closing:
             try:
-                conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, application_name=LISTENER_NAME
+                )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
+                    loop = asyncio.get_running_loop()
+                    self._listening_since = loop.time()
                     if reconnecting:
                         self._waiters.wake_all()  # sends may have happened while cut off
                     reconnecting = True
                     delay = 0.1
+                    hello_at = 0.0  # at once: the others learn of this one
                     while not self._closing:
+                        if loop.time() >= hello_at:
+                            await self._say_hello(conn)
+                            hello_at = loop.time() + HELLO_EVERY
                         async for note in conn.notifies(timeout=0.25):
                             origin, _, inboxes = note.payload.rpartition(":")
-                            if origin != self._origin:  # our own sends woke ours already
+                            if origin == self._origin:  # our own sends woke ours already
+                                continue
+                            if origin not in self._peers:
+                                hello_at = 0.0  # a newcomer: it learns of this one at once
+                            self._peers[origin] = loop.time()
+                            if inboxes:  # a hello names none
                                 self._waiters.wake(inboxes.split(","))
+                            if not hello_at:
+                                break
                     return
             except psycopg.Error as e:
+                self._listening_since = None
                 log.warning(
                     "LISTEN connection lost (%s); reconnecting in %.1fs", type(e).__name__, delay
                 )
@@ -791,7 +841,7 @@ class PostgresStore:
     def _carry(self) -> set[str] | None:
         """The pending wake-ups, taken for a send to carry in its own commit, when a NOTIFY is
         due (``NOTIFY_EVERY`` since the last); None when not due or no notifier runs."""
-        if not self._tasks:
+        if not self._tasks or not self._others_listen():
             return None
         now = asyncio.get_running_loop().time()
         if now - self._last_notify < NOTIFY_EVERY:
