@@ -37,6 +37,41 @@ def free_port() -> int:
         return port
 
 
+class PromptServer(uvicorn.Server):
+    """uvicorn that stops as soon as a test's teardown asks, not a tenth of a second later twice.
+
+    uvicorn looks at ``should_exit`` every 0.1 s, and its shutdown then waits 0.1 s for the
+    open connections to close even when there are none: 0.1-0.2 s of every API test's teardown.
+    This one looks every 0.01 s (its once-a-second chores still run once a second), and skips
+    the wait when no connection is open and no request is running; otherwise it is uvicorn's own
+    shutdown. Stopping is all that differs: the app, its lifespan and the requests do not.
+    """
+
+    async def main_loop(self) -> None:
+        """uvicorn's loop, ticking ten times as often for ``should_exit`` only."""
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+                if self.should_exit:
+                    return
+            counter = (counter + 1) % 864000
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown, without its wait for connections when there are none."""
+        if self.server_state.connections or self.server_state.tasks:
+            await super().shutdown(sockets)
+            return
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+
 @dataclass
 class LiveServer:
     """A running server and the tokens the tests act with."""
@@ -102,7 +137,7 @@ def serve(url: str, tmp_path: Path, **overrides: Any) -> Iterator[LiveServer]:
     )
     app = create_app(make_store(url, FAST_POLICY), settings, own_channels)
     port = free_port()
-    server = uvicorn.Server(
+    server = PromptServer(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     )
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
