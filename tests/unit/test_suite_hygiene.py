@@ -102,6 +102,8 @@ def test_no_fixed_sleeps_in_tests() -> None:
         # an injected sleep recording the channel's backoff; a poller script's retry pause
         "tests/channels/test_telegram.py",
         "tests/supervisor/test_faults.py",
+        # the API tests' uvicorn polling its own stop flag (uvicorn's 0.1 s tick, shortened)
+        "tests/api/conftest.py",
         # this file names the pattern
         "tests/unit/test_suite_hygiene.py",
     }
