@@ -512,6 +512,11 @@ class PostgresStore:
         self._closing = True
         self._pending_event.set()
         for task in self._tasks:
+            if task.get_name() == "mcos-pg-listen":  # it holds nothing: no need to wait out
+                task.cancel()  # its slice of listening (up to 0.25 s of every close)
+                with suppress(asyncio.CancelledError):
+                    await task
+                continue
             try:
                 await asyncio.wait_for(asyncio.shield(task), 5)
             except TimeoutError:
