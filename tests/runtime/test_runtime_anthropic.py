@@ -146,7 +146,9 @@ async def test_429_cools_the_agent_down_visibly_then_it_recovers(
     gene = rig.runtime("gene", claude(rig, fake))
     jarvis = rig.client("jarvis")
     await jarvis.do(Calls.send("gene", "status?", subject="status"))
-    fake.script(RateLimited(retry_after=3))
+    # Long enough that the state is still current when read back on a loaded machine (at 3 s,
+    # the report, the deferral and the read took longer once in CI, and the state read idle).
+    fake.script(RateLimited(retry_after=8))
     await gene.claim()
     assert not await gene.handle_messages()
     until = gene.cooling_until
