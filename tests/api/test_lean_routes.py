@@ -24,7 +24,7 @@ from mcos.domain.severity import SendLimits
 from mcos.domain.tokens import PrincipalKind
 from mcos.server import ServerSettings, create_app
 from mcos.server.lean import DECLINED
-from mcos.server.routes import tokens
+from mcos.server.routes import messages, tokens
 from mcos.store import make_store
 from tests.store.conftest import DIRECTORY, FAST_POLICY, migrated_database
 
@@ -206,6 +206,14 @@ class TestPlainRequests:
         assert conflict[0].status_code == 409
 
 
+def _nested(depth: int) -> object:
+    """A JSON value nested ``depth`` levels (past the parse limit of 64)."""
+    value: object = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
 JSON = {"content-type": "application/json"}
 SEND = {"to": "gene", "body": "x"}
 RAW = json.dumps(SEND).encode()
@@ -257,6 +265,12 @@ HOSTILE: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/v1/deliveries/99999999999999999999/ack", {"json": {"receipt": "r"}}),
     ("POST", "/v1/deliveries/123/ack", {"json": {"receipt": "r"}}),
     ("POST", "/v1/deliveries/123/ack", {"json": {}}),
+    # What the body limit and the JSON guard refuse, which the door must leave to them:
+    ("POST", "/v1/messages", {"json": SEND | {"body": "x" * 70_000}}),
+    ("POST", "/v1/messages", {"content": RAW, "headers": JSON | {"content-length": "9" * 12}}),
+    ("POST", "/v1/messages", {"json": SEND | {"meta": _nested(80)}}),
+    ("POST", "/v1/messages", {"content": RAW.decode().encode("utf-16"), "headers": JSON}),
+    ("POST", "/v1/inbox/ack", {"json": {"items": [ITEM], "pad": _nested(80)}}),
 ]  # fmt: skip
 
 
@@ -287,6 +301,33 @@ class TestEveryOtherRequest:
         """A host token is refused off its routes, an operator must name the inbox: the same
         answers either way."""
         same(await pair.both(method, path, agent=who, **kw))
+
+    async def test_an_unexpected_error(
+        self, pair: Pair, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A failure nobody expected answers the same 500 (with the security headers) either
+        way, is logged, and is raised on to the server, as Starlette's error page does."""
+
+        async def broken(*args: object) -> object:
+            raise RuntimeError("a bug in the send")
+
+        monkeypatch.setattr(messages, "send_message", broken)
+        answers = []
+        for recorder in (pair.recorder, Recorder(pair.recorder.app, documented_only=True)):
+            transport = httpx.ASGITransport(app=recorder, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://mc") as client:
+                answers.append(
+                    await client.post(
+                        "/v1/messages",
+                        json=SEND,
+                        headers={"authorization": f"Bearer {pair.tokens['jarvis']}"},
+                    )
+                )
+        same((answers[0], answers[1]))
+        assert answers[0].status_code == 500
+        assert answers[0].json()["error"]["code"] == "internal"
+        assert "x-content-type-options" in answers[0].headers
+        assert caplog.text.count("a bug in the send") == 2  # one log line per request
 
     async def test_no_token(self, pair: Pair) -> None:
         """Without a token, 401 either way."""

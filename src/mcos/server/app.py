@@ -230,6 +230,8 @@ def create_app(
         version=__version__,
         description="The control plane of an mcos fleet: messages, agents, tokens, audit.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry: its check ran on every request; mcos has its traces.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.mc = mc
     app.state.gateway = gateway = Gateway(mc)
@@ -246,7 +248,6 @@ def create_app(
         app.include_router(router)
     dashboard.install(app)
     app.include_router(dashboard_turns.router)
-    lean.install(app)  # in front of the documented send, claim and ack routes
     app.add_middleware(JsonBodyGuard, depth=PARSE_DEPTH)
     app.add_middleware(
         BodySizeLimit,
@@ -257,5 +258,15 @@ def create_app(
             workspace.PREFIX: MAX_BLOB_REQUEST,
         },
     )
-    app.add_middleware(Edge, metrics=mc.metrics)  # outermost: every request, refused ones too
+
+    # Outermost, around the layers FastAPI and Starlette add (built now, not on the first
+    # request): every request passes the edge (security headers, metric, access log; refused
+    # ones and Starlette's own 500 page too), then the door of the lean routes.
+    door = lean.Door(
+        app.build_middleware_stack(),
+        lean.routes(),
+        body_limit=settings.max_body_bytes,
+        depth=PARSE_DEPTH,
+    )
+    app.middleware_stack = Edge(door, metrics=mc.metrics)
     return app

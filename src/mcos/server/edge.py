@@ -11,6 +11,7 @@ headers and are logged and counted too.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,6 +28,9 @@ class Edge:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self._observers: dict[tuple[str, str, str], Callable[[float], None]] = {}
+        """The request metric's child of each (route, method, status): ``labels()`` takes a
+        lock and checks its labels on every call."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -50,5 +54,9 @@ class Edge:
         finally:
             seconds = time.perf_counter() - started
             template = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(template, scope["method"], str(status)).observe(seconds)
+            key = (template, scope["method"], str(status))
+            observe = self._observers.get(key)
+            if observe is None:
+                observe = self._observers[key] = self.metrics.requests.labels(*key).observe
+            observe(seconds)
             access_log.write(scope, status, seconds)

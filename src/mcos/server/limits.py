@@ -126,22 +126,22 @@ class JsonBodyGuard:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay([message], receive), send)
+                await self.app(scope, replay([message], receive), send)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        problem = _json_problem(body, self.depth)
+        problem = json_problem(body, self.depth)
         if problem is not None:
             status, code, text = problem
             await _send_error(send, status, code, text, {"field": "body"})
             return
         replayed: Message = {"type": "http.request", "body": body, "more_body": False}
-        await self.app(scope, _replay([replayed], receive), send)
+        await self.app(scope, replay([replayed], receive), send)
 
 
-def _json_problem(body: bytes, depth: int) -> tuple[int, str, str] | None:
+def json_problem(body: bytes, depth: int) -> tuple[int, str, str] | None:
     """``(status, code, message)`` when ``body`` cannot be a JSON body we accept."""
     try:
         body.decode("utf-8")
@@ -157,7 +157,7 @@ def _json_problem(body: bytes, depth: int) -> tuple[int, str, str] | None:
     return None
 
 
-def _replay(first: list[Message], receive: Receive) -> Receive:
+def replay(first: list[Message], receive: Receive) -> Receive:
     """A receive that hands out ``first``, then whatever ``receive`` does (a disconnect)."""
     pending = list(first)
 
