@@ -51,8 +51,10 @@ pytest: $(BIN)/mcos system-deps $(BROWSER_MCP)  ## the whole test suite (Postgre
 
 test: lint typecheck pytest  ## everything CI runs
 
-bench: $(BIN)/mcos  ## the benchmarks: the bus (needs PostgreSQL on 127.0.0.1:5432), a fleet-day's cost
+bench: $(BIN)/mcos  ## the benchmarks: the bus (needs PostgreSQL on 127.0.0.1:5432; installs Debian's wrk), a fleet-day's cost
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@command -v wrk >/dev/null || { $$(command -v sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$(command -v sudo) apt-get install -y -qq --no-install-recommends wrk; }
 	$(BIN)/python benchmarks/bus.py
 	$(BIN)/python benchmarks/fleet_day.py
 

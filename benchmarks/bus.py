@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -455,6 +456,89 @@ async def http_rate(
     return run
 
 
+WRK_SENDERS = """\
+-- mcos benchmarks/bus.py: each request one agent's single-message send, the agents in turn.
+local tokens, consumers, n = {}, 0, 0
+init = function(args)
+  consumers = tonumber(args[1])
+  for i = 2, #args do tokens[#tokens + 1] = args[i] end
+end
+request = function()
+  n = n + 1
+  local i = n % #tokens
+  return wrk.format("POST", "/v1/messages", {
+    ["Authorization"] = "Bearer " .. tokens[i + 1],
+    ["Content-Type"] = "application/json",
+  }, '{"to": "a' .. (i % consumers) .. '", "body": "x"}')
+end
+"""
+
+
+async def http_rate_wrk(server: Server, seconds: float, senders: int, gather: float) -> HttpRun:
+    """:func:`http_rate` with the senders driven by wrk (C, one connection per sender, each
+    waiting for its answer before its next send) instead of aiohttp: the load generator's CPU
+    per send is then a fraction of Mission Control's, so the figure is the server's capacity
+    rather than the two cores split three ways. The consumers are the same aiohttp long-polls,
+    counted the same way; a refused send (wrk's non-2xx count) fails the phase."""
+    wrk = shutil.which("wrk")
+    assert wrk is not None
+    tokens = [server.token(f"p{i}") for i in range(senders)]
+    clients = {f"a{i}": server.client(f"a{i}") for i in range(CONSUMERS)}
+    consumed = 0
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SENDERS)
+        script.flush()
+        args = [wrk, "-t2", f"-c{senders}", f"-d{seconds:g}s", "-s", script.name, server.url]
+        server_cpu, client_cpu = server.cpu_seconds(), time.process_time()
+        database_cpu, children_cpu = database_cpu_seconds(), sum(_children_cpu())
+        started = time.monotonic()
+        proc = await asyncio.create_subprocess_exec(
+            *args,
+            "--",
+            str(CONSUMERS),
+            *tokens,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+
+        async def consume(name: str) -> None:
+            nonlocal consumed
+            c = clients[name]
+            params = {"limit": 100, "wait": 0.2, "gather": gather}
+            while proc.returncode is None:
+                body = await _ok(await c.get("/v1/inbox", params=params))
+                got = body["deliveries"]  # type: ignore[index]
+                if got:
+                    items = [{"id": d["id"], "receipt": d["receipt"]} for d in got]
+                    await _ok(await c.post("/v1/inbox/ack", json={"items": items}))
+                    consumed += len(got)
+
+        consumers = [asyncio.create_task(consume(name)) for name in clients]
+        out, err = await proc.communicate()
+        elapsed = time.monotonic() - started
+        await asyncio.gather(*consumers)
+        wrk_cpu = sum(_children_cpu()) - children_cpu
+    for c in clients.values():
+        await c.close()
+    report = out.decode() + err.decode()
+    if proc.returncode != 0 or err or "Non-2xx" in report or "Socket errors" in report:
+        raise RuntimeError(f"wrk: sends failed (exit {proc.returncode}):\n{report}")
+    n = max(consumed, 1)
+    return HttpRun(
+        consumed / elapsed,
+        consumed,
+        (server.cpu_seconds() - server_cpu) / n * 1e6,
+        (time.process_time() - client_cpu + wrk_cpu) / n * 1e6,
+        (database_cpu_seconds() - database_cpu) / n * 1e6,
+    )
+
+
+def _children_cpu() -> tuple[float, float]:
+    """CPU seconds of this process's children that ended and were waited for (wrk)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime, usage.ru_stime
+
+
 async def wakeup(server: Server, seconds: float, per_second: int = 500) -> tuple[float, float]:
     """p50/p99 ms from a send returning to the waiting long-poll returning with its message
     (0 when the long-poll returned first: the consumer had it before the sender heard back)."""
@@ -603,7 +687,7 @@ def machine_speed() -> float:
     return (time.process_time() - started) * 1000
 
 
-PHASES = ("ceiling", "pgqueuer", "store", "http", "wakeup", "sqlite", "request-cpu")
+PHASES = ("ceiling", "pgqueuer", "store", "http", "wrk", "wakeup", "sqlite", "request-cpu")
 
 
 def main() -> None:  # noqa: PLR0912 (one phase after another)
@@ -680,8 +764,9 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
                     f"{rate:,.0f} ({rate / anchor:.2f}× enqueue-{per}); {cpu_us:,.0f} µs",
                     f"≥1.0× PgQueuer enqueue-{per}: {verdict(rate >= anchor)}" if held else "",
                 )
+    gather = args.gather  # consumers claim as agents do
+    wrk = shutil.which("wrk")
     if "http" in only:
-        gather = args.gather  # consumers claim as agents do
         runs = [(1, PRODUCERS, 0.0), (1, SENDERS, 0.0), (1, SENDERS, gather)]
         runs += [(10, PRODUCERS, 0.0), (10, SENDERS, gather)]
         for send_batch, senders, gathered in runs:
@@ -692,6 +777,7 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
                     run = RUN(http_rate(server, seconds, send_batch, senders, gathered))
                     floor = 1000 if send_batch == 1 else 1500
                     judged = senders == SENDERS and gathered > 0
+                    judged = judged and not (send_batch == 1 and "wrk" in only and wrk)
                     add(
                         f"mcos HTTP, PostgreSQL, {args.workers} workers, send {send_batch} / "
                         f"claim 100, {senders} senders, gather {gathered * 1000:g} ms (msg/s; "
@@ -699,6 +785,25 @@ def main() -> None:  # noqa: PLR0912 (one phase after another)
                         f"{run.rate:,.0f}; {run.server_us:,.0f} + {run.client_us:,.0f} + "
                         f"{run.database_us:,.0f} µs",
                         f"≥{floor:,}: {verdict(run.rate >= floor)}" if judged else "",
+                    )
+                finally:
+                    server.stop()
+    if "wrk" in only:
+        if wrk is None:
+            say("4. HTTP, senders by wrk: skipped, wrk is not installed (`make bench` installs it)")
+        else:
+            with Scratch(args.pg) as url:
+                say(f"4. HTTP, PostgreSQL, send 1 by wrk, {SENDERS} senders, gather {gather}")
+                server = Server(url, args.workers)
+                try:
+                    run = RUN(http_rate_wrk(server, seconds, SENDERS, gather))
+                    add(
+                        f"mcos HTTP, PostgreSQL, {args.workers} workers, send 1 by wrk / claim "
+                        f"100, {SENDERS} senders, gather {gather * 1000:g} ms (msg/s; CPU per "
+                        "message: server, load generator, database)",
+                        f"{run.rate:,.0f}; {run.server_us:,.0f} + {run.client_us:,.0f} + "
+                        f"{run.database_us:,.0f} µs",
+                        f"≥1,000: {verdict(run.rate >= 1000)}",
                     )
                 finally:
                     server.stop()
