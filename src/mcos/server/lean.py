@@ -107,22 +107,21 @@ class Door:
         if route is None:
             await self.app(scope, receive, send)
             return
-        body = b""
-        if route.reads_body:
-            if not self._bounded(scope):
-                await self.app(scope, receive, send)  # the body limit refuses it, or reads it
-                return
-            body = await Request(scope, receive).body()
-            if len(body) > self.body_limit or json_problem(body, self.depth) is not None:
-                await self._decline(scope, body, receive, send)
-                return
-        request = Request(scope, receive, send)
-        try:
-            response = await route.answer(request, body)
-        except Declined:
-            await self._decline(scope, body if route.reads_body else None, receive, send)
+        if route.reads_body and not self._bounded(scope):
+            await self._decline(scope, None, receive, send)  # the body limit's to refuse or read
             return
-        except Exception as exc:
+        request = Request(scope, receive, send)
+        body: bytes | None = None
+        try:
+            if route.reads_body:
+                body = await request.body()
+                if len(body) > self.body_limit or json_problem(body, self.depth) is not None:
+                    raise Declined
+            response = await route.answer(request, body or b"")
+        except Declined:
+            await self._decline(scope, body, receive, send)
+            return
+        except Exception as exc:  # the handlers' answer, as behind the layers (a client gone too)
             await self._failed(request, exc, send)
             return
         await response(scope, receive, send)
