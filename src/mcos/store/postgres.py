@@ -16,7 +16,7 @@ import logging
 import re
 import secrets
 import select
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -85,6 +85,7 @@ from mcos.exceptions import (
 )
 from mcos.store import rows
 from mcos.store.coalesce import Coalescer
+from mcos.store.lanes import NoLane, SendLanes
 from mcos.store.migrations import latest, migrations
 from mcos.store.notify import Waiters
 from mcos.store.protocol import (
@@ -228,7 +229,7 @@ def _send_params(message: NewMessage, digest: str) -> dict[str, Any]:
     }
 
 
-def _sent(message: NewMessage, row: DictRow) -> Message:
+def _sent(message: NewMessage, row: Mapping[str, Any]) -> Message:
     """The message as stored: what the sender gave, and what the send statement returned
     (id, thread, recipient kind, time, and the meta as stored, ordered as a read gives it)."""
     return Message(
@@ -382,6 +383,8 @@ class PostgresStore:
             reconnect_timeout=RECONNECT_FOR,
         )
         self._waiters = Waiters()
+        self._lanes = SendLanes(url, Q["message_send"], liveness=LIVENESS)
+        """Connections of the single sends' own (asyncpg, the statement prepared)."""
         self._sends: Coalescer[tuple[NewMessage, dict[str, Any]], SendResult | None] = Coalescer(
             self._send_together, lanes=SEND_LANES, most=SEND_BATCH_MOST
         )
@@ -527,6 +530,7 @@ class PostgresStore:
                 task.cancel()
         self._tasks = []
         self._waiters.wake_all()
+        await self._lanes.close()
         if self._opened:
             await self._pool.close()
             self._opened = False
@@ -830,8 +834,7 @@ class PostgresStore:
             "note_pending": ",".join(sorted(carried)),
         }  # fmt: skip
         try:
-            async with self._conn() as conn:
-                row = await (await conn.execute(Q["message_send"], params | note)).fetchone()
+            row = await self._send_statement(params | note)
         except BaseException:
             self._uncarry(carried)
             raise
@@ -845,6 +848,17 @@ class PostgresStore:
             self._uncarry(carried)
             self._announce(inboxes)
         return SendResult(_sent(message, row), len(inboxes), created=True)
+
+    async def _send_statement(self, params: dict[str, Any]) -> Mapping[str, Any] | None:
+        """``message_send``'s row on a send lane's own connection (:mod:`mcos.store.lanes`),
+        or through the pool when the lanes stand aside or the pool is down."""
+        if not self._down:
+            try:
+                return await self._lanes.fetchrow(params | {"meta": params["meta"].obj})
+            except NoLane:
+                pass
+        async with self._conn() as conn:
+            return await (await conn.execute(Q["message_send"], params)).fetchone()
 
     def _carry(self) -> set[str] | None:
         """The pending wake-ups, taken for a send to carry in its own commit, when a NOTIFY is

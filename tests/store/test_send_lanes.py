@@ -1,0 +1,129 @@
+"""The single sends' own asyncpg connections (mcos.store.lanes): used when they can be, replaced
+when the database closed them, and stepped around — before anything is sent — when they cannot
+connect, so that every failure is answered as the pool answers it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mcos.domain.messages import NewMessage
+from mcos.exceptions import StoreError
+from mcos.store import make_store
+from mcos.store.lanes import positional
+from mcos.store.postgres import PostgresStore
+from tests.store.conftest import (
+    AUDIT_KEY,
+    DIRECTORY,
+    FAST_POLICY,
+    drop_pg_database,
+    migrated_database,
+)
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.postgres
+
+
+def test_named_parameters_become_numbered_in_order_of_first_use() -> None:
+    sql, names = positional("SELECT %(a)s, %(b)s::int, %(a)s || %(c)s")
+    assert sql == "SELECT $1, $2::int, $1 || $3"
+    assert names == ["a", "b", "c"]
+
+
+async def _store(url: str) -> PostgresStore:
+    s = make_store(url, FAST_POLICY, audit_key=AUDIT_KEY)
+    assert isinstance(s, PostgresStore)
+    await s.open()
+    await s.sync_directory(DIRECTORY)
+    return s
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    database = migrated_database("postgres", tmp_path)
+    yield database
+    drop_pg_database(database)
+
+
+async def _lane_backends(url: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        rows = await (
+            await conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'mcos-send'"
+                " AND datname = current_database()"
+            )
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def _none_left(url: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:  # a backend ends a moment after its client lets it go
+        return await _lane_backends(url) == []
+
+    return check
+
+
+async def test_a_send_goes_on_a_lane_and_reads_back_as_sent(url: str) -> None:
+    store = await _store(url)
+    try:
+        meta = {"order": [1, {"two": "ü"}], "channel": "telegram"}
+        sent = await store.send(NewMessage("jarvis", "gene", body="hi", meta=meta))
+        assert len(await _lane_backends(url)) == 1
+        [got] = await store.claim("gene", limit=5)
+        assert got.message == sent.message
+        assert got.message.meta == meta
+        with pytest.raises(StoreError):  # text PostgreSQL cannot hold: refused, lane kept
+            await store.send(NewMessage("jarvis", "gene", body="nul\x00"))
+        await store.send(NewMessage("jarvis", "gene", body="after"))
+        assert len(await _lane_backends(url)) == 1
+    finally:
+        await store.close()
+    await eventually("the lane closed with the store", _none_left(url))
+
+
+async def test_a_lane_the_database_closed_is_replaced_without_failing_a_send(url: str) -> None:
+    store = await _store(url)
+    try:
+        await store.send(NewMessage("jarvis", "gene", body="one"))
+        [pid] = await _lane_backends(url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        lanes = store._lanes
+        await eventually("the lane seen closed", lambda: all(c.is_closed() for c, _ in lanes._idle))
+        await store.send(NewMessage("jarvis", "gene", body="two"))
+        assert [pid] != await _lane_backends(url)
+        assert [d.message.body for d in await store.claim("gene", limit=5)] == ["one", "two"]
+    finally:
+        await store.close()
+
+
+async def test_a_url_with_other_parameters_sends_through_the_pool(url: str) -> None:
+    store = await _store(url + "?application_name=custom")
+    try:
+        await store.send(NewMessage("jarvis", "gene", body="through the pool"))
+        assert await _lane_backends(url) == []
+        assert [d.message.body for d in await store.claim("gene")] == ["through the pool"]
+    finally:
+        await store.close()
+
+
+async def test_lanes_that_cannot_connect_stand_aside_and_the_pool_sends(url: str) -> None:
+    store = await _store(url)
+    try:
+        await store.send(NewMessage("jarvis", "gene", body="one"))
+        [pid] = await _lane_backends(url)
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        lanes = store._lanes
+        await eventually("the lane seen closed", lambda: all(c.is_closed() for c, _ in lanes._idle))
+        assert lanes._connect is not None
+        lanes._connect = {**lanes._connect, "password": "wrong", "user": "nobody_here"}
+        await store.send(NewMessage("jarvis", "gene", body="two"))  # no lane: the pool's
+        assert not lanes.usable  # for a while
+        await eventually("no lane connection", _none_left(url))
+        assert [d.message.body for d in await store.claim("gene", limit=5)] == ["one", "two"]
+    finally:
+        await store.close()
