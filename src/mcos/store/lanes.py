@@ -1,10 +1,11 @@
-"""The single sends' own connections: asyncpg, one per send lane, the send statement prepared.
+"""The bus's hot statements on connections of their own: asyncpg, each statement prepared.
 
 psycopg spends about 200 µs of Python on each execution of the one-statement send; asyncpg, on a
 connection of its own with the statement prepared, about half: a whole send request measured in
 process went from 891 to 707 µs (interleaved blocks). asyncpg's pool costs more per acquire
-than that saves, so the lanes keep a short list of idle connections and never wait: no more
-sends run at once than there are lanes (:mod:`mcos.store.coalesce`).
+than that saves, so the lanes keep a short list of idle connections and never wait: a statement
+that finds none idle and the lanes at their size goes through the pool. The single send, the
+claim and the ack — what every message costs — run here.
 
 Everything this cannot do falls back, before anything is sent, to the store's psycopg pool
 (:class:`NoLane`): a store URL with parameters beyond host, port, user, password and database
@@ -36,7 +37,9 @@ from mcos.exceptions import StoreError, StoreUnavailable
 log = logging.getLogger("mcos.store.lanes")
 
 PLAIN = frozenset({"host", "port", "user", "password", "dbname"})
-"""The URL parameters the lanes connect with themselves; any other sends through the pool."""
+"""The URL parameters the lanes connect with themselves; with any other the pool runs all."""
+APPLICATION_NAME = "mcos-lane"
+"""The ``application_name`` of the lanes' connections (in pg_stat_activity)."""
 RETRY_AFTER = 5.0
 """Seconds the lanes stand aside after a connection they could not open."""
 NAMED = re.compile(r"%\((\w+)\)s")
@@ -59,14 +62,22 @@ def positional(query: str) -> tuple[str, list[str]]:
     return NAMED.sub(number, query), names
 
 
-class SendLanes:
-    """Connections for one prepared statement, taken one per running send."""
+Prepared = dict[str, asyncpg.prepared_stmt.PreparedStatement]
 
-    def __init__(self, url: str, query: str, *, liveness: Mapping[str, int]) -> None:
-        self._sql, self._names = positional(query)
+
+class Lanes:
+    """At most ``size`` connections, each with ``queries`` (psycopg's ``%(name)s`` style,
+    by name) prepared, taken one per running statement."""
+
+    def __init__(
+        self, url: str, queries: Mapping[str, str], *, size: int, liveness: Mapping[str, int]
+    ) -> None:
+        self._queries = {name: positional(query) for name, query in queries.items()}
+        self._size = size
         self._liveness = dict(liveness)
         self._connect: dict[str, Any] | None = _plain(url)
-        self._idle: list[tuple[asyncpg.Connection, asyncpg.prepared_stmt.PreparedStatement]] = []
+        self._idle: list[tuple[asyncpg.Connection, Prepared]] = []
+        self._open = 0
         self._standing_aside_until = 0.0
         self._closed = False
 
@@ -79,66 +90,89 @@ class SendLanes:
             and time.monotonic() >= self._standing_aside_until
         )
 
-    async def fetchrow(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The statement's row for ``params`` (its names), or None when it returned none."""
+    async def fetch(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Statement ``name``'s rows for ``params`` (by its parameter names)."""
         if not self.usable:
             raise NoLane
-        conn, statement = await self._take()
-        args = [params[name] for name in self._names]
+        conn, prepared = await self._take()
+        args = [params[p] for p in self._queries[name][1]]
         try:
-            row = await statement.fetchrow(*args)
+            rows = await prepared[name].fetch(*args)
         except asyncpg.PostgresError as e:
             if conn.is_closed():
+                self._gone(conn)
                 raise StoreUnavailable(f"PostgreSQL is unavailable: {type(e).__name__}") from e
-            await self._give_back(conn, statement)
+            await self._give_back(conn, prepared)
             raise StoreError(f"PostgreSQL error: {str(e).strip()}") from e
         except (OSError, asyncpg.InterfaceError, TimeoutError) as e:
-            conn.terminate()
+            self._gone(conn)
             raise StoreUnavailable(f"PostgreSQL is unavailable: {type(e).__name__}") from e
         except BaseException:  # cancelled mid-statement: its state is unknown, never reused
-            conn.terminate()
+            self._gone(conn)
             raise
-        await self._give_back(conn, statement)
-        return None if row is None else dict(row.items())
+        await self._give_back(conn, prepared)
+        return [dict(row.items()) for row in rows]
 
-    async def _give_back(
-        self, conn: asyncpg.Connection, statement: asyncpg.prepared_stmt.PreparedStatement
-    ) -> None:
-        if self._closed:  # closed while this send ran
+    async def fetchrow(self, name: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Statement ``name``'s first row, or None."""
+        rows = await self.fetch(name, params)
+        return rows[0] if rows else None
+
+    async def _give_back(self, conn: asyncpg.Connection, prepared: Prepared) -> None:
+        if self._closed:  # closed while this statement ran
+            self._open -= 1
             await _close(conn)
         else:
-            self._idle.append((conn, statement))
+            self._idle.append((conn, prepared))
 
-    async def _take(self) -> tuple[asyncpg.Connection, asyncpg.prepared_stmt.PreparedStatement]:
+    def _gone(self, conn: asyncpg.Connection) -> None:
+        self._open -= 1
+        conn.terminate()
+
+    async def _take(self) -> tuple[asyncpg.Connection, Prepared]:
         while self._idle:
-            conn, statement = self._idle.pop()
+            conn, prepared = self._idle.pop()
             if not conn.is_closed():  # the server closing it (a restart) is seen by the loop
-                return conn, statement
+                return conn, prepared
+            self._open -= 1
+        if self._open >= self._size:
+            raise NoLane  # every lane busy: the pool takes this one
         assert self._connect is not None
+        self._open += 1
         try:
             conn = await asyncpg.connect(
                 **self._connect,
                 timeout=self._liveness.get("connect_timeout", 3),
-                server_settings={"application_name": "mcos-send", "TimeZone": "UTC"},
+                server_settings={"application_name": APPLICATION_NAME, "TimeZone": "UTC"},
             )
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
-            self._stand_aside(e)
-            raise NoLane from e
+        except BaseException as e:
+            self._open -= 1
+            if isinstance(
+                e, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | TimeoutError
+            ):
+                self._stand_aside(e)
+                raise NoLane from e
+            raise
         try:
             self._keep_alive(conn)
             await conn.set_type_codec(
                 "jsonb", encoder=json.dumps, decoder=decode_stored, schema="pg_catalog"
             )
-            statement = await conn.prepare(self._sql)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as e:
-            conn.terminate()
-            self._stand_aside(e)
-            raise NoLane from e
-        return conn, statement
+            prepared = {name: await conn.prepare(sql) for name, (sql, _) in self._queries.items()}
+        except BaseException as e:
+            self._gone(conn)
+            if isinstance(
+                e, OSError | asyncpg.PostgresError | asyncpg.InterfaceError | TimeoutError
+            ):
+                self._stand_aside(e)
+                raise NoLane from e
+            raise
+        return conn, prepared
 
     def _stand_aside(self, error: BaseException) -> None:
         self._standing_aside_until = time.monotonic() + RETRY_AFTER
-        log.info("send lanes: no connection (%s); the pool sends for %g s", error, RETRY_AFTER)
+        log.info("lanes: no connection (%s); the pool runs their statements for %g s", error,
+                 RETRY_AFTER)  # fmt: skip
 
     def _keep_alive(self, conn: asyncpg.Connection) -> None:
         """The pool's liveness settings on a TCP connection's socket."""
@@ -161,6 +195,7 @@ class SendLanes:
         """Close every idle connection (a running send's closes when it ends)."""
         self._closed = True
         idle, self._idle = self._idle, []
+        self._open -= len(idle)
         await asyncio.gather(*(_close(conn) for conn, _ in idle), return_exceptions=True)
 
 
@@ -190,4 +225,4 @@ def _plain(url: str) -> dict[str, Any] | None:
     return {k: v for k, v in arguments.items() if v is not None}
 
 
-__all__: Sequence[str] = ("NoLane", "SendLanes", "positional")
+__all__: Sequence[str] = ("Lanes", "NoLane", "positional")

@@ -85,7 +85,7 @@ from mcos.exceptions import (
 )
 from mcos.store import rows
 from mcos.store.coalesce import Coalescer
-from mcos.store.lanes import NoLane, SendLanes
+from mcos.store.lanes import Lanes, NoLane
 from mcos.store.migrations import latest, migrations
 from mcos.store.notify import Waiters
 from mcos.store.protocol import (
@@ -129,6 +129,10 @@ commit's wait for the disk, which PostgreSQL shares among the commits in flight:
 four concurrent senders had about two messages in flight per flush and reached 400–740 msg/s
 where four lanes (as PgQueuer's four connections) reached 580–1,020. Four leave six of the
 pool's ten connections to claims and acks."""
+LANES = SEND_LANES + 4
+"""Connections of the hot statements' own per process: one per send lane, four for claims
+and acks; a statement finding all busy goes through the pool."""
+LANE_STATEMENTS = ("message_send", "claim", "deliveries_ack_all")
 SEND_BATCH_MOST = 64
 """Sends in one such transaction at most."""
 NOTIFY_EVERY = 0.002
@@ -383,8 +387,9 @@ class PostgresStore:
             reconnect_timeout=RECONNECT_FOR,
         )
         self._waiters = Waiters()
-        self._lanes = SendLanes(url, Q["message_send"], liveness=LIVENESS)
-        """Connections of the single sends' own (asyncpg, the statement prepared)."""
+        self._lanes = Lanes(url, {name: Q[name] for name in LANE_STATEMENTS}, size=LANES,
+                            liveness=LIVENESS)  # fmt: skip
+        """Connections of the hot statements' own (asyncpg, prepared: :mod:`mcos.store.lanes`)."""
         self._sends: Coalescer[tuple[NewMessage, dict[str, Any]], SendResult | None] = Coalescer(
             self._send_together, lanes=SEND_LANES, most=SEND_BATCH_MOST
         )
@@ -850,15 +855,23 @@ class PostgresStore:
         return SendResult(_sent(message, row), len(inboxes), created=True)
 
     async def _send_statement(self, params: dict[str, Any]) -> Mapping[str, Any] | None:
-        """``message_send``'s row on a send lane's own connection (:mod:`mcos.store.lanes`),
-        or through the pool when the lanes stand aside or the pool is down."""
+        """``message_send``'s row (see :meth:`_hot`)."""
+        rows = await self._hot("message_send", params, {"meta": params["meta"].obj})
+        return rows[0] if rows else None
+
+    async def _hot(
+        self, name: str, params: dict[str, Any], unwrapped: Mapping[str, Any] | None = None
+    ) -> Sequence[DictRow]:
+        """Statement ``name``'s rows on a lane's own connection (:mod:`mcos.store.lanes`,
+        ``unwrapped`` replacing psycopg's wrapped parameters), or through the pool when every
+        lane is busy, they stand aside, or the pool is down."""
         if not self._down:
             try:
-                return await self._lanes.fetchrow(params | {"meta": params["meta"].obj})
+                return await self._lanes.fetch(name, params | dict(unwrapped or {}))
             except NoLane:
                 pass
         async with self._conn() as conn:
-            return await (await conn.execute(Q["message_send"], params)).fetchone()
+            return await (await conn.execute(Q[name], params)).fetchall()
 
     def _carry(self) -> set[str] | None:
         """The pending wake-ups, taken for a send to carry in its own commit, when a NOTIFY is
@@ -972,8 +985,7 @@ class PostgresStore:
             "hold": hold,
             "max_attempts": self.policy.max_attempts,
         }
-        async with self._conn() as conn:
-            result = await (await conn.execute(Q["claim"], params)).fetchall()
+        result = await self._hot("claim", params)
         if result and result[0]["exhausted"]:
             await self.sweep_dead_letters()
         return [_delivery(r) for r in result if r["delivery_id"] is not None]
@@ -1028,8 +1040,7 @@ class PostgresStore:
             "ids": [i for i, _ in ordered],
             "receipts": [r for _, r in ordered],
         } | _fence_params(guard)
-        async with self._conn() as conn:
-            done = await (await conn.execute(Q["deliveries_ack_all"], batch)).fetchall()
+        done = await self._hot("deliveries_ack_all", batch)
         if len(done) == len({i for i, _ in ordered}):
             return
         async with self._tx() as conn:

@@ -1,9 +1,10 @@
-"""The single sends' own asyncpg connections (mcos.store.lanes): used when they can be, replaced
-when the database closed them, and stepped around — before anything is sent — when they cannot
-connect, so that every failure is answered as the pool answers it."""
+"""The hot statements' own asyncpg connections (mcos.store.lanes): used when they can be, replaced
+when the database closed them, and stepped around — before anything is sent — when all are busy
+or they cannot connect, so that every failure is answered as the pool answers it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -52,7 +53,7 @@ async def _lane_backends(url: str) -> list[int]:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         rows = await (
             await conn.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = 'mcos-send'"
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'mcos-lane'"
                 " AND datname = current_database()"
             )
         ).fetchall()
@@ -96,6 +97,26 @@ async def test_a_lane_the_database_closed_is_replaced_without_failing_a_send(url
         await store.send(NewMessage("jarvis", "gene", body="two"))
         assert [pid] != await _lane_backends(url)
         assert [d.message.body for d in await store.claim("gene", limit=5)] == ["one", "two"]
+    finally:
+        await store.close()
+
+
+async def test_statements_beyond_the_lanes_go_through_the_pool(url: str) -> None:
+    store = await _store(url)
+    store._lanes._size = 1
+    try:
+        sent = await asyncio.gather(
+            *(store.send(NewMessage("jarvis", "gene", body=f"m{i}")) for i in range(12))
+        )
+        claimed = await asyncio.gather(*(store.claim("gene", limit=3) for _ in range(6)))
+        assert len(await _lane_backends(url)) == 1
+        assert sorted(d.message.id for c in claimed for d in c) == sorted(
+            r.message.id for r in sent
+        )
+        await asyncio.gather(
+            *(store.ack_many("gene", [(d.id, d.receipt or "") for d in c]) for c in claimed)
+        )
+        assert await store.claim("gene", limit=20) == []
     finally:
         await store.close()
 
