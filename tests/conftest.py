@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import sys
 from collections.abc import Iterator
@@ -59,6 +60,25 @@ def _restore_discord_globals() -> Iterator[None]:
     base, gateway = discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     yield
     discord.http.Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = base, gateway
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse the pytest and pytest-xdist pair that ignores ``xdist_group``.
+
+    Under ``--dist loadgroup`` an xdist worker groups a test by appending ``@group`` to its node
+    id; pytest 9.2 no longer reads it (pytest-xdist#1386, open; xdist 3.8.0 is the latest). The
+    groups were silently split across the workers: each started its own 23-agent business fleet
+    for the tests that share one (tests/e2e/conftest.py). ``pyproject.toml`` pins pytest <9.2.
+    """
+    if config.getoption("dist", "no") != "loadgroup":  # xdist's workers run with "no"
+        return
+    xdist_version = tuple(int(p) for p in importlib.metadata.version("pytest-xdist").split(".")[:2])
+    if pytest.version_tuple[:2] >= (9, 2) and xdist_version <= (3, 8):
+        msg = (
+            f"pytest {pytest.__version__} with pytest-xdist {'.'.join(map(str, xdist_version))} "
+            "ignores xdist_group (pytest-xdist#1386): install pytest<9.2 (make the .venv again)"
+        )
+        raise pytest.UsageError(msg)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

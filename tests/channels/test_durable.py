@@ -34,7 +34,7 @@ from mcos.domain.tokens import PrincipalKind
 from mcos.server import ServerSettings, create_app
 from mcos.server.context import ChannelBinding
 from mcos.store import make_store
-from tests.api.conftest import free_port, migrate
+from tests.api.conftest import PromptServer, free_port, migrate
 from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.telegram_server import FakeTelegram
 from tests.store.conftest import DIRECTORY, FAST_POLICY
@@ -98,7 +98,7 @@ class MissionControl:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
         )
-        self.server = uvicorn.Server(config)
+        self.server = PromptServer(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
         self.thread.start()
         server, thread = self.server, self.thread

@@ -27,7 +27,7 @@ from mcos.config.scaffold import init_fleet
 from mcos.domain.messages import Priority
 from mcos.domain.tokens import PrincipalKind
 from mcos.server.factory import build_app
-from tests.api.conftest import free_port, migrate
+from tests.api.conftest import PromptServer, free_port, migrate
 from tests.conftest import IN_CI
 from tests.waiting import wait_until
 
@@ -84,7 +84,7 @@ def skewed_agent(tmp_path: Path, faketime: dict[str, str]) -> Iterator[SkewedAge
     path.write_text(path.read_text().replace("127.0.0.1:8700", f"127.0.0.1:{port}"))
     fleet = load_fleet(path)
     asyncio.run(migrate(fleet.store_url))
-    server = uvicorn.Server(
+    server = PromptServer(
         uvicorn.Config(build_app(fleet), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -21,7 +21,7 @@ from mcos.runtime.agent import AgentRuntime, RuntimeSettings
 from mcos.runtime.clock import MissionClock
 from mcos.server.factory import build_app
 from mcos.store import make_store
-from tests.api.conftest import free_port
+from tests.api.conftest import PromptServer, free_port
 from tests.waiting import eventually
 
 FAST = RuntimeSettings(batch_window=0, visibility=60)
@@ -59,7 +59,7 @@ async def business(tmp_path: Path) -> AsyncIterator[Business]:
     store = make_store(fleet.store_url)
     await store.upgrade()
     await store.close()
-    server = uvicorn.Server(
+    server = PromptServer(
         uvicorn.Config(build_app(fleet), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)

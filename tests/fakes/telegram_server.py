@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from tests.api.conftest import free_port
+from tests.api.conftest import PromptServer, free_port
 from tests.fakes.serving import wait_serving
 
 CONFLICT = (
@@ -60,6 +60,7 @@ class FakeTelegram:
         self.min_gap = 0.0
         """When > 0: a message to a chat sooner than this after the last one is a 429."""
         self._sends = 0
+        self._stopping = False
         self._lock = threading.Lock()
         self._ids = 0
         self._server: uvicorn.Server | None = None
@@ -178,6 +179,8 @@ class FakeTelegram:
                         if bot.polling == me:
                             bot.polling = 0
                     return error(499, "client closed the request")
+                if self._stopping:  # what the parked poll would get from a server going away
+                    return error(502, "Bad Gateway")
                 with self._lock:
                     if me in bot.terminated:
                         bot.terminated.discard(me)
@@ -278,14 +281,16 @@ class FakeTelegram:
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
         )
-        self._server = uvicorn.Server(config)
+        self._server = PromptServer(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
         wait_serving(self._server, self._thread, "the fake Telegram server")
         return self
 
     def stop(self) -> None:
-        """Shut the server down."""
+        """Shut the server down, answering the getUpdates parked in it (uvicorn's shutdown waits
+        for every running request: a poller still alive would hold it for its whole timeout)."""
+        self._stopping = True
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
