@@ -148,3 +148,44 @@ async def test_lanes_that_cannot_connect_stand_aside_and_the_pool_sends(url: str
         assert [d.message.body for d in await store.claim("gene", limit=5)] == ["one", "two"]
     finally:
         await store.close()
+
+
+async def test_sends_together_run_in_one_lane_transaction_each_row_told_apart(url: str) -> None:
+    """A batch of sends (what arrives while every send lane is busy) is one pipelined
+    transaction on a lane: each row comes back in its item's place, a declined send's place
+    empty, and a send PostgreSQL refuses takes the whole batch with it (nothing stored)."""
+    from mcos.store.postgres import _fence_params, _no_note, _send_params
+
+    store = await _store(url)
+
+    def batch(*messages: NewMessage) -> list[dict[str, object]]:
+        return [
+            _send_params(m, m.content_hash()) | _fence_params(None) | _no_note() | {"item": i}
+            for i, m in enumerate(messages)
+        ]
+
+    try:
+        rows = await store._send_batch(
+            batch(
+                NewMessage("jarvis", "gene", body="first"),
+                NewMessage("jarvis", "nobody", body="declined: no such recipient"),
+                NewMessage("jarvis", "gene", body="third"),
+            )
+        )
+        assert len(await _lane_backends(url)) == 1
+        assert rows[1] is None
+        assert [r["item"] for r in rows if r is not None] == [0, 2]
+        claimed = await store.claim("gene", limit=5)
+        assert [(d.message.id, d.message.body) for d in claimed] == [
+            (rows[0]["id"], "first"),  # type: ignore[index]
+            (rows[2]["id"], "third"),  # type: ignore[index]
+        ]
+        with pytest.raises(StoreError):
+            await store._send_batch(
+                batch(NewMessage("jarvis", "gene", body="kept out"),
+                      NewMessage("jarvis", "gene", body="nul\x00"))
+            )  # fmt: skip
+        assert await store.claim("gene", limit=5) == []
+        assert len(await _lane_backends(url)) == 1  # the lane kept
+    finally:
+        await store.close()

@@ -584,7 +584,8 @@ async def test_a_claim_commits_without_waiting_for_the_disk_and_a_send_waits(
     tmp_path: Path,
 ) -> None:
     """The claim statement turns ``synchronous_commit`` off for its own transaction (a claim is
-    soft state: forgotten in a crash, the delivery is offered again), and only for it: a send's
+    soft state: forgotten in a crash, the delivery is offered again), as a NOTIFY of its own
+    does, and only for them: a send's
     commit, what must never be lost, still waits for the WAL to reach the disk."""
     import psycopg
     from psycopg.rows import dict_row
@@ -610,6 +611,11 @@ async def test_a_claim_commits_without_waiting_for_the_disk_and_a_send_waits(
             await conn.commit()
             shown = await (await conn.execute("SHOW synchronous_commit")).fetchone()
             assert shown == {"synchronous_commit": "on"}, "it outlived its transaction"
+            await conn.rollback()
+            # A NOTIFY no send carried is soft too: a crash cuts the listeners, which wake all.
+            await conn.execute(Q["notify_soft"], {"channel": "mcos_test", "payload": "x"})
+            shown = await (await conn.execute("SHOW synchronous_commit")).fetchone()
+            assert shown == {"synchronous_commit": "off"}
             await conn.rollback()
             for query in ("message_send",):  # the writes that must be durable leave it alone
                 assert "synchronous_commit" not in Q[query]

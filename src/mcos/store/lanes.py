@@ -25,10 +25,11 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
+from asyncpg.prepared_stmt import PreparedStatement
 from psycopg.conninfo import conninfo_to_dict
 
 from mcos.domain.bounded import decode_stored
@@ -62,7 +63,7 @@ def positional(query: str) -> tuple[str, list[str]]:
     return NAMED.sub(number, query), names
 
 
-Prepared = dict[str, asyncpg.prepared_stmt.PreparedStatement]
+Prepared = dict[str, PreparedStatement]
 
 
 class Lanes:
@@ -92,12 +93,26 @@ class Lanes:
 
     async def fetch(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Statement ``name``'s rows for ``params`` (by its parameter names)."""
+        order = self._queries[name][1]
+        return await self._run(name, lambda statement: statement.fetch(*[params[p] for p in order]))
+
+    async def fetchmany(
+        self, name: str, batch: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Statement ``name`` run once for each of ``batch``, pipelined in one transaction (all
+        or nothing, one commit): every run's rows, in order."""
+        order = self._queries[name][1]
+        runs = [[params[p] for p in order] for params in batch]
+        return await self._run(name, lambda statement: statement.fetchmany(runs))
+
+    async def _run(
+        self, name: str, call: Callable[[PreparedStatement], Awaitable[list[asyncpg.Record]]]
+    ) -> list[dict[str, Any]]:
         if not self.usable:
             raise NoLane
         conn, prepared = await self._take()
-        args = [params[p] for p in self._queries[name][1]]
         try:
-            rows = await prepared[name].fetch(*args)
+            rows = await call(prepared[name])
         except asyncpg.PostgresError as e:
             if conn.is_closed():
                 self._gone(conn)

@@ -132,7 +132,7 @@ pool's ten connections to claims and acks."""
 LANES = SEND_LANES + 4
 """Connections of the hot statements' own per process: one per send lane, four for claims
 and acks; a statement finding all busy goes through the pool."""
-LANE_STATEMENTS = ("message_send", "claim", "deliveries_ack_all")
+LANE_STATEMENTS = ("message_send", "claim", "deliveries_ack_all", "notify_soft")
 SEND_BATCH_MOST = 64
 """Sends in one such transaction at most."""
 NOTIFY_EVERY = 0.002
@@ -230,6 +230,7 @@ def _send_params(message: NewMessage, digest: str) -> dict[str, Any]:
         "meta": Jsonb(message.meta),
         "expires_at": message.expires_at,
         "ttl": message.ttl,
+        "item": 0,  # its place among the sends of one transaction (given back in its row)
     }
 
 
@@ -628,9 +629,9 @@ class PostgresStore:
             if current:
                 payloads.append(current)
             try:
-                async with self._conn() as conn:
-                    for payload in payloads:
-                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, origin + payload))
+                for payload in payloads:
+                    note = {"channel": CHANNEL, "payload": origin + payload}
+                    await self._hot("notify_soft", note)
             except StoreError as e:
                 log.warning("could not notify other servers: %s", e.message)
 
@@ -806,14 +807,9 @@ class PostgresStore:
                 return [await self._send_alone(*items[0])]
             except Exception as e:  # raised in its caller by the coalescer
                 return [e]
+        batch = [p | _no_note() | {"item": i} for i, (_, p) in enumerate(items)]
         try:
-            async with self._tx() as conn, conn.cursor() as cur:
-                await cur.executemany(
-                    Q["message_send"], [p | _no_note() for _, p in items], returning=True
-                )
-                sent = [await cur.fetchone()]
-                while cur.nextset():
-                    sent.append(await cur.fetchone())
+            sent = await self._send_batch(batch)
         except StoreUnavailable as e:
             return [e] * len(items)
         except McosError:  # one item's fault (text PostgreSQL cannot hold...): find whose
@@ -828,6 +824,28 @@ class PostgresStore:
             woken.extend(row["inboxes"])
         self._announce(sorted(set(woken)))
         return results
+
+    async def _send_batch(self, batch: Sequence[dict[str, Any]]) -> list[Mapping[str, Any] | None]:
+        """``message_send``'s row for each of ``batch`` (None where it declined), all in one
+        pipelined transaction: on a lane (:mod:`mcos.store.lanes`), else through the pool."""
+        if not self._down:
+            try:
+                rows = await self._lanes.fetchmany(
+                    "message_send", [p | {"meta": p["meta"].obj} for p in batch]
+                )
+            except NoLane:
+                pass
+            else:
+                sent: list[Mapping[str, Any] | None] = [None] * len(batch)
+                for row in rows:
+                    sent[row["item"]] = row
+                return sent
+        async with self._tx() as conn, conn.cursor() as cur:
+            await cur.executemany(Q["message_send"], batch, returning=True)
+            found = [await cur.fetchone()]
+            while cur.nextset():
+                found.append(await cur.fetchone())
+        return list(found)
 
     async def _send_alone(self, message: NewMessage, params: dict[str, Any]) -> SendResult | None:
         """One message in one statement, carrying the pending NOTIFY when one is due; None

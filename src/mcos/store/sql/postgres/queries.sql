@@ -59,7 +59,8 @@ SELECT thread_id FROM messages WHERE id = %s;
 -- The whole common-case send in one statement: recipient lookup, thread, message, deliveries
 -- (one per topic subscriber). No row back means "explain it in a transaction": an unknown
 -- recipient, a missing reply_to parent, an idempotency key already used, or a fenced-out sender.
--- It returns only what the caller does not know already (the message as sent is its own).
+-- It returns only what the caller does not know already (the message as sent is its own), and
+-- `item`, given back as it came: several sends in one pipelined transaction tell their rows apart.
 -- Given a NOTIFY prefix (`ORIGIN:`), it also carries this process's pending wake-ups and this
 -- message's inboxes in one NOTIFY, sent at its commit (`PostgresStore._carry`), unless the
 -- payload would pass PostgreSQL's 8000-byte limit: `notified` says which.
@@ -110,8 +111,15 @@ WITH target AS (
     SELECT pg_notify(%(channel)s, payload.text) FROM payload
     WHERE octet_length(payload.text) <= 7900
 )
-SELECT inserted.*, woken.inboxes, (SELECT count(*) FROM note) > 0 AS notified
+SELECT inserted.*, woken.inboxes, (SELECT count(*) FROM note) > 0 AS notified,
+       %(item)s::int AS item
 FROM inserted, woken;
+
+-- name: notify_soft
+-- A NOTIFY of its own (what no send carried): its commit does not wait for the disk, as a
+-- claim's does not: a database that crashes cuts the LISTEN connections too, and each server
+-- wakes every long-poll when its own is back.
+SELECT set_config('synchronous_commit', 'off', true), pg_notify(%(channel)s, %(payload)s);
 
 -- name: message_insert
 WITH new_id AS (SELECT nextval(pg_get_serial_sequence('messages', 'id')) AS id)
