@@ -5,7 +5,8 @@ connection of its own with the statement prepared, about half: a whole send requ
 process went from 891 to 707 µs (interleaved blocks). asyncpg's pool costs more per acquire
 than that saves, so the lanes keep a short list of idle connections and never wait: a statement
 that finds none idle and the lanes at their size goes through the pool. The single send, the
-claim and the ack — what every message costs — run here.
+claim and the ack — what every message costs — run here, and so do the sends that go together
+(one pipelined transaction: :meth:`Lanes.fetchmany`) and a NOTIFY no send carried.
 
 Everything this cannot do falls back, before anything is sent, to the store's psycopg pool
 (:class:`NoLane`): a store URL with parameters beyond host, port, user, password and database
