@@ -41,12 +41,12 @@ if "PYTEST_XDIST_WORKER" in os.environ and os.environ.get("COLUMNS") == "80":
     os.environ.pop("LINES", None)
 
 
-WORKERS_PER_CPU = 2
+WORKERS_PER_CPU = 1.5
 """xdist workers per CPU under ``-n auto``: a worker waits on its processes, leases and
 namespaces much of the time. At one per CPU a quiet 2-core machine sat about a quarter idle
-through the suite; at 1.5 (three workers) still 13 %, most of it while the namespace group and
-the other long tests all waited at once (tests/README.md §5). ``PYTEST_XDIST_AUTO_NUM_WORKERS``
-(xdist's own) overrides the count."""
+through the suite; at 1.5 (three workers) 13 %; at 2 (four) none, and no faster: pytest 9 min
+22 s with three, 9 min 28 s with four, which failed a timing-bound supervisor test (tests/README.md
+§5). ``PYTEST_XDIST_AUTO_NUM_WORKERS`` (xdist's own) overrides the count."""
 
 
 @pytest.hookimpl(tryfirst=True)
