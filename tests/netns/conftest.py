@@ -500,7 +500,8 @@ class Site:
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The network of the module docstring, its database host and both replicas, running: built
-    once per test process (each xdist worker has its own)."""
+    once per test process (the `netns` xdist group keeps every namespace test on one worker, so
+    one rig serves them all)."""
     _needs_root()
     net = Network()
     db: ThrowawayCluster | None = None

@@ -19,7 +19,7 @@ from mcos.exceptions import StoreUnavailable
 from tests.netns.conftest import Rig, agent_processes, set_lease_ttl
 from tests.waiting import stays, wait_until
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 AGENTS = ("gene", "jarvis")
 TTL = DEFAULT_TTL.total_seconds()

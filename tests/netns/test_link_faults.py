@@ -14,7 +14,7 @@ from mcos.client import Calls, Client, ServerUnreachable
 from tests.netns.conftest import LEASE_TTL, Rig, agent_processes, renewed_since_granted
 from tests.waiting import stays, wait_until
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 
 @dataclass

@@ -16,7 +16,7 @@ from mcos.exceptions import AuthError
 from tests.netns.conftest import LEASE_TTL, Rig, agent_processes, renewed_since_granted
 from tests.waiting import stays, wait_until
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
+pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.xdist_group("netns")]
 
 FALLBACK = 1.0
 """The server's fallback re-claim of a parked long-poll (``poll_fallback_seconds``)."""

@@ -23,6 +23,7 @@ from tests.waiting import wait_until
 pytestmark = [
     pytest.mark.netns,
     pytest.mark.slow,
+    pytest.mark.xdist_group("netns"),
     # The rig (a PostgreSQL cluster, two replicas) and two agent starts take about 100 s on a
     # 2-core box that is busy with other work (40 s of it the rig); the default 120 s is short.
     pytest.mark.timeout(300),

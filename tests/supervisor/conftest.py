@@ -46,25 +46,48 @@ T = TypeVar("T")
 TITLE = re.compile(r"^mcos agent (?P<name>\S+) --fleet (?P<fleet>\S+)")
 
 
+def _read(path: str) -> bytes:
+    """A /proc file's first 4 KiB, or ``b""`` when the process is gone (no ``Path`` objects or
+    buffered file: a scan reads one of these per process on the machine, many times a second)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return b""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return b""
+    finally:
+        os.close(fd)
+
+
 def agent_pids(fleet: Path, agent: str | None = None) -> dict[str, list[int]]:
     """Live agent processes of this fleet, by agent name (from /proc, not from anyone's word).
 
-    Every agent process titles itself ``mcos agent NAME --fleet PATH``.
+    Every agent process titles itself ``mcos agent NAME --fleet PATH``. The tests poll this many
+    times a second while a whole suite's processes run beside them: only a process whose title
+    starts so has its title decoded and its ``stat`` (the zombie check) read.
     """
     found: dict[str, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        raw = _read(f"/proc/{pid}/cmdline").replace(b"\0", b" ").strip()
+        if not raw.startswith(b"mcos agent "):
             continue
         try:
-            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, UnicodeDecodeError):
+            title = raw.decode()
+        except UnicodeDecodeError:
             continue
+        stat = _read(f"/proc/{pid}/stat").rsplit(b")", 1)
+        if len(stat) < 2 or not stat[1].split():  # gone meanwhile
+            continue
+        state = stat[1].split()[0]
         match = TITLE.match(title)
-        if state == "Z" or match is None or match["fleet"] != str(fleet):
+        if state == b"Z" or match is None or match["fleet"] != str(fleet):
             continue
         if agent is None or match["name"] == agent:
-            found.setdefault(match["name"], []).append(int(entry.name))
+            found.setdefault(match["name"], []).append(int(pid))
     return found
 
 
