@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
@@ -557,10 +558,14 @@ class Supervisor:
             await self._failed(slot, code)
             return
         wait = self.policy.backoff(slot.restarts, self.rng.random()).total_seconds()
-        cooldown = await self._cooldown_left(slot)
-        wait = max(wait, cooldown)
-        slot.not_before = time.monotonic() + wait
-        slot.status = "restarting"
+        # No start while Mission Control is asked for a cooldown: a tick meanwhile would start
+        # the agent at once (its exit cleared its pid), before the backoff or the cooldown.
+        slot.not_before, slot.status, cooldown = math.inf, "restarting", 0.0
+        try:
+            cooldown = await self._cooldown_left(slot)
+        finally:
+            wait = max(wait, cooldown)
+            slot.not_before = time.monotonic() + wait
         slot.detail = f"exit {code}; restart {slot.restarts} in {wait:.1f}s"
         self._say(slot, f"{slot.name} exited with {code}: restart {slot.restarts} in {wait:.1f}s")
         with contextlib.suppress(McosError):
