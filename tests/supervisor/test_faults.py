@@ -146,7 +146,14 @@ def test_a_paused_supervisor_is_fenced_out_by_the_failover_host(
     # kills it: either way it is gone, and the new one remains.
     wait_for("the old gene to stop", lambda: not _alive(old_gene), timeout=40)
     assert len(agent_pids(rig.fleet, "gene")["gene"]) == 1
-    assert "lease lost" in mini.output() or "fenced" in mini.output()
+    # mini says so once it has seen it (the old gene may end itself first, fenced on its next
+    # call, before the resumed mini has read its exit or renewed):
+    wait_for(
+        "mini to say its gene was fenced out or lost its lease",
+        lambda: "lease lost" in mini.output() or "fenced" in mini.output(),
+        timeout=30,
+    )
+    assert len(agent_pids(rig.fleet, "gene")["gene"]) == 1
 
 
 def test_an_agent_stops_itself_when_its_stalled_supervisor_cannot_renew(
