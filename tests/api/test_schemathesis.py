@@ -75,7 +75,7 @@ class Run:
 
 def _own_token_id(server: LiveServer, token: str) -> int:
     """The id of ``token``'s own record (``mcos_PREFIX_SECRET``)."""
-    prefix = token.split("_")[1]
+    prefix = token.split("_", 2)[1]
     listed = httpx.get(
         server.url + "/v1/tokens",
         headers={"Authorization": f"Bearer {server.operator_token}"},

@@ -459,19 +459,20 @@ async def events(request: Request) -> Response:
         return Response(status_code=401)
 
     async def stream() -> AsyncIterator[str]:
-        last = ""
+        # The first fingerprint is taken before the stream opens: a change made the moment
+        # the browser has it (between opening and the first poll) is announced, not missed.
+        last = await _version(mc)
         yield "retry: 2000\n\n"
         while not await request.is_disconnected():
+            await asyncio.sleep(1.0)
             try:
                 await _session(request, mc)  # signed out or token gone: the stream ends
             except NotSignedIn:
                 return
             marker = await _version(mc)
             if marker != last:
-                if last:
-                    yield f"event: change\ndata: {marker}\n\n"
+                yield f"event: change\ndata: {marker}\n\n"
                 last = marker
-            await asyncio.sleep(1.0)
 
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
