@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
+import discord.client
 import pytest
 
 from mcos.channels.base import Inbound, Outbound, account_key
@@ -18,6 +21,7 @@ from mcos.exceptions import AuthError, InvalidRequest
 from tests.fakes.discord_server import FakeDiscord
 from tests.waiting import eventually
 
+T = TypeVar("T")
 TOKEN = "MTIzNDU2Nzg5.fake-bot.token-that-must-never-be-written"
 OPS, ALERTS, RANDOM = "100000000000000001", "100000000000000002", "100000000000000003"
 
@@ -266,6 +270,39 @@ class TestToken:
         ch = harness.channel()
         assert ch.exclusive_key() == account_key("discord", TOKEN)
         assert TOKEN not in repr(ch)
+
+
+class TestStop:
+    """Cancelling the channel ends it, whatever discord.py does with the cancel."""
+
+    async def test_a_cancel_lost_by_discord_py_still_ends_the_run(
+        self, fake: FakeDiscord, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """discord.py connects through ``asyncio.wait_for``, which on Python 3.11 drops a
+        cancellation arriving as the connection completes (seen hanging this suite's stops
+        under load). Here that loss is made certain: the run must still end, and close."""
+        connecting = asyncio.Event()
+
+        async def wait_for_losing_the_cancel(coro: Awaitable[T], timeout: float) -> T:
+            inner = asyncio.ensure_future(coro)
+            connecting.set()
+            try:
+                return await asyncio.shield(inner)
+            except asyncio.CancelledError:
+                return await inner  # the cancel is gone; the gateway loop goes on polling
+
+        lossy = types.SimpleNamespace(**vars(asyncio))
+        lossy.wait_for = wait_for_losing_the_cancel
+        monkeypatch.setattr(discord.client, "asyncio", lossy)
+        ch = harness.channel()
+        task = asyncio.create_task(ch.run(lambda _: asyncio.sleep(0)))
+        await asyncio.wait_for(connecting.wait(), 10)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=30)
+        assert done, "the cancelled run did not end"
+        assert task.cancelled()
+        await until(lambda: fake.connected == 0)
+        await ch.aclose()
 
 
 class TestIdentifyBudget:

@@ -42,6 +42,8 @@ MAX_CONTENT = 2000
 RE_IDENTIFY_FLOOR = 5.0
 """discord.py's own wait before a re-IDENTIFY within a run, kept as the least wait."""
 AUTH_FAILED = 4004
+GATEWAY_CLOSE_WAIT = 5.0
+"""How long a cancelled run waits for discord.py's gateway loop to end after closing it."""
 
 _live: weakref.WeakSet[DiscordChannel] = weakref.WeakSet()
 
@@ -175,7 +177,7 @@ class DiscordChannel:
             if gateway:
                 DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
             await self._back_off(limit)
-            await client.connect(reconnect=True)
+            await _gateway_loop(client)
         except discord.PrivilegedIntentsRequired as exc:
             msg = (
                 f"discord channel {self.name!r}: Discord refused a privileged intent (4014); "
@@ -344,3 +346,30 @@ class DiscordChannel:
                 self.name,
                 message.id,
             )
+
+
+async def _gateway_loop(client: discord.Client) -> None:
+    """``client.connect`` in a task of its own, so cancelling the channel always ends it.
+
+    discord.py connects through ``asyncio.wait_for``, which on Python 3.11 drops a cancellation
+    that arrives as the connection completes: awaited directly, the run went on polling the
+    gateway and its cancel never finished (an agent's stop hung). Here the cancel reaches this
+    frame whatever discord.py does; the client is closed (which ends its loop) and the loop
+    cancelled, waited for at most :data:`GATEWAY_CLOSE_WAIT` seconds.
+    """
+    loop = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
+    try:
+        await asyncio.wait({loop})
+    finally:
+        if not loop.done():
+            await client.close()
+            loop.cancel()
+            await asyncio.wait({loop}, timeout=GATEWAY_CLOSE_WAIT)
+            if not loop.done():
+                log.warning(
+                    "discord gateway loop still running %.0f s after close; left behind",
+                    GATEWAY_CLOSE_WAIT,
+                )
+            elif not loop.cancelled() and loop.exception() is not None:
+                log.info("discord gateway loop ended on close: %s", loop.exception())
+    await loop
