@@ -28,9 +28,10 @@ def pg_url(tmp_path: Path) -> Iterator[str]:
     drop_pg_database(url)
 
 
-def _sockets() -> set[int]:
-    """File descriptors of this process's TCP connections."""
-    return {c.fd for c in psutil.Process().net_connections(kind="tcp") if c.raddr}
+def _sockets() -> set[tuple[int, int]]:
+    """This process's TCP connections as (file descriptor, local port): a descriptor closed
+    after ``before`` was taken can be reused by the store's socket, its local port cannot."""
+    return {(c.fd, c.laddr.port) for c in psutil.Process().net_connections(kind="tcp") if c.raddr}
 
 
 @contextmanager
@@ -92,9 +93,9 @@ class TestLiveness:
             PostgresStore("postgresql://u:secret@h/db?nonsense=1")
 
 
-def _new(before: set[int], count: int) -> Callable[[], set[int] | None]:
+def _new(before: set[tuple[int, int]], count: int) -> Callable[[], set[int] | None]:
     def found() -> set[int] | None:
-        new = _sockets() - before
+        new = {fd for fd, _ in _sockets() - before}
         return new if len(new) == count else None
 
     return found
