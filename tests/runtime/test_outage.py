@@ -70,6 +70,14 @@ class SteppedClock(VirtualClock):
         await super().sleep(seconds)
 
 
+def later_noon() -> datetime:
+    """Noon UTC two days on: far from a UTC midnight, where a budget day turns. A start at
+    "now" made the over-budget test's three days end at midnight when run after 23:30 UTC
+    (the agent then rightly reads "budget day over", idle)."""
+    day = datetime.now(UTC).date() + timedelta(days=2)
+    return datetime(day.year, day.month, day.day, 12, 0, tzinfo=UTC)
+
+
 async def step_until_asleep(rt: AgentRuntime, clock: SteppedClock) -> None:
     """Run one ``step()``; whenever it sleeps on the clock, move time to its wake-up."""
     task = asyncio.create_task(rt.step(), name="step")
@@ -212,7 +220,7 @@ async def test_deferrals_past_max_attempts_never_dead_letter(
 ) -> None:
     """Six 429s in a row (the bus dead-letters at 3 attempts): the message still arrives,
     attempts used by each claim are given back."""
-    clock = SteppedClock(datetime.now(UTC) + timedelta(days=2))
+    clock = SteppedClock(later_noon())
     with simulated_clock(clock.now):
         rig = rig_factory({"gene": claude_toml(fake)})
         gene = AgentRuntime("gene", rig.fleet, rig.client("gene"), claude(rig, clock), clock,
@@ -324,7 +332,7 @@ async def test_messages_held_when_a_cooldown_starts_are_deferred_to_its_end(
 ) -> None:
     """A cron turn hits a 429 while normal messages wait in the batch window: the loop hands
     them back until the cooldown ends instead of letting their claims lapse."""
-    clock = SteppedClock(datetime.now(UTC) + timedelta(days=2))
+    clock = SteppedClock(later_noon())
     with simulated_clock(clock.now):
         rig = rig_factory({"gene": claude_toml(fake)})
         gene = AgentRuntime("gene", rig.fleet, rig.client("gene"), claude(rig, clock), clock,
@@ -359,7 +367,7 @@ async def test_over_mission_controls_own_budget_messages_wait_for_days_unattempt
     """Mission Control's own daily cap (not the provider's) refuses every reservation for
     three days: the four waiting messages are never dead-lettered (the bus dead-letters at 3
     attempts), no attempt is used, the model is never called, and they are all still there."""
-    clock = SteppedClock(datetime.now(UTC) + timedelta(days=2))
+    clock = SteppedClock(later_noon())
     with simulated_clock(clock.now):
         rig = rig_factory({"gene": claude_toml(fake)}, budgets={"gene": Limits(tokens=500)})
         gene = AgentRuntime("gene", rig.fleet, rig.client("gene"), claude(rig, clock), clock,
