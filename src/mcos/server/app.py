@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import socket
@@ -173,6 +174,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.webhook_secrets:
+            # aiogram takes seconds to import (9 s under load): here, before serving, not in
+            # the first webhook's request, which froze every request meanwhile.
+            importlib.import_module("mcos.channels.telegram")
         await store.open()
         if settings.directory is not None:
             d = settings.directory

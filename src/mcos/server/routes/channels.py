@@ -174,7 +174,7 @@ async def telegram_webhook(
             )
         )
         raise AuthError("missing or wrong X-Telegram-Bot-Api-Secret-Token")
-    from mcos.channels.telegram import parse_update  # noqa: PLC0415 (aiogram: 3 s to import)
+    from mcos.channels.telegram import parse_update  # noqa: PLC0415 (aiogram: loaded at startup)
 
     try:
         item = parse_update(channel, await request.json())
