@@ -150,7 +150,8 @@ class _Imap:
                 host=self.where,
             )
         command = aioimaplib.Command("STARTTLS", protocol.new_tag(), loop=protocol.loop)
-        self._check("STARTTLS", await asyncio.wait_for(protocol.execute(command), 30.0))
+        async with asyncio.timeout(30.0):
+            self._check("STARTTLS", await protocol.execute(command))
         loop = asyncio.get_running_loop()
         protocol.transport = await loop.start_tls(
             protocol.transport,
@@ -158,7 +159,8 @@ class _Imap:
             self._ssl or ssl.create_default_context(),
             server_hostname=self.host,
         )
-        await asyncio.wait_for(protocol.capability(), 30.0)
+        async with asyncio.timeout(30.0):
+            await protocol.capability()
 
     async def select(self, folder: str) -> int:
         """Open a folder read-write; its UIDVALIDITY."""
@@ -241,7 +243,8 @@ class _Imap:
                 self._client.idle_done()
                 # Never let ending IDLE replace a cancellation or the error that got us here.
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(idle, 10.0)
+                    async with asyncio.timeout(10.0):
+                        await idle
         if self.lost.is_set():
             raise ConnectionError(f"IMAP server {self.where} closed the connection")
 

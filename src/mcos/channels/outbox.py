@@ -139,7 +139,8 @@ class Outbox:
         self.waiters[post_id] = done
         self._wake(channel, message.to)
         try:
-            return await asyncio.wait_for(asyncio.shield(done), self.settle)
+            async with asyncio.timeout(self.settle):
+                return await asyncio.shield(done)
         except TimeoutError:
             return f"outbox #{post_id} (queued; it goes out when {channel} takes it)"
         finally:

@@ -541,7 +541,8 @@ class McpTools:
             return
         if not at_once:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT)
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await asyncio.shield(task)
         if not task.done():
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

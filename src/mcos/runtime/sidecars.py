@@ -65,7 +65,8 @@ class Sidecars:
                 with contextlib.suppress(ProcessLookupError):
                     process.terminate()
                 try:
-                    await asyncio.wait_for(process.wait(), grace)
+                    async with asyncio.timeout(grace):
+                        await process.wait()
                 except TimeoutError:
                     with contextlib.suppress(ProcessLookupError):
                         process.kill()

@@ -27,7 +27,8 @@ class Waiters:
         waiting = self._waiting[inbox]
         waiting.add(future)
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await future
         except TimeoutError:
             return False
         finally:

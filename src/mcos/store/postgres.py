@@ -530,7 +530,8 @@ class PostgresStore:
                     await task
                 continue
             try:
-                await asyncio.wait_for(asyncio.shield(task), 5)
+                async with asyncio.timeout(5):
+                    await asyncio.shield(task)
             except TimeoutError:
                 log.warning("background task %s did not stop in time", task.get_name())
                 task.cancel()

@@ -72,4 +72,5 @@ class SpawnStarter:
                 os.killpg(pid, signal.SIGKILL)
         if self._waits:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._waits, return_exceptions=True), 10)
+                async with asyncio.timeout(10):
+                    await asyncio.gather(*self._waits, return_exceptions=True)

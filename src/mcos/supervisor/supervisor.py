@@ -177,7 +177,8 @@ class Supervisor:
                 more = await self._tick_all()
                 self.notifier.watchdog()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0 if more else tick)
+                    async with asyncio.timeout(0 if more else tick):
+                        await stop.wait()
         finally:
             self.notifier.stopping()
             try:
@@ -222,11 +223,13 @@ class Supervisor:
 
     async def _reap(self, slot: Slot) -> None:
         try:
-            await asyncio.wait_for(slot.exited.wait(), self.grace)
+            async with asyncio.timeout(self.grace):
+                await slot.exited.wait()
         except TimeoutError:
             _signal_group(slot, signal.SIGKILL)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(slot.exited.wait(), 5)
+                async with asyncio.timeout(5):
+                    await slot.exited.wait()
 
     async def _tick_all(self) -> bool:
         """Tick every slot, up to ``starting`` of them at once: an agent's start waits on
@@ -310,9 +313,8 @@ class Supervisor:
             # the HTTP timeout — past the leases' end, while another host may take the agents.
             # The last kill deadline bounds the wait instead (the ticks kill each agent at its
             # own deadline meanwhile).
-            answer = await asyncio.wait_for(
-                self.client.do(call), max(max(s.kill_at for s in held) - now, 0.05)
-            )
+            async with asyncio.timeout(max(max(s.kill_at for s in held) - now, 0.05)):
+                answer = await self.client.do(call)
         except (McosError, TimeoutError) as e:
             why = e.message if isinstance(e, McosError) else "Mission Control did not answer"
             for slot in held:

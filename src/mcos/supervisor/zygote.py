@@ -207,7 +207,8 @@ class ForkServer:
         self._waiting[key] = future
         socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
         try:
-            return await asyncio.wait_for(future, 30)
+            async with asyncio.timeout(30):
+                return await future
         except TimeoutError:
             self._waiting.pop(key, None)  # a late answer's agent is killed (_readable)
             msg = f"the fork server did not start {request['name']} within 30 s"
@@ -222,4 +223,5 @@ class ForkServer:
             self.sock = None
         if self.process is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.process.wait(), 10)
+                async with asyncio.timeout(10):
+                    await self.process.wait()
