@@ -635,7 +635,9 @@ async def test_a_server_alone_sends_no_notify_until_another_says_hello(
 
     from mcos.store import postgres
 
-    monkeypatch.setattr(postgres, "PEERS_FOR", 0.5)
+    # Two's hellos every 0.1 s keep it counted for 1.5 s: a loaded machine's stall of half a
+    # second (0.5 s here before) made one think itself alone again and send no NOTIFY.
+    monkeypatch.setattr(postgres, "PEERS_FOR", 1.5)
     monkeypatch.setattr(postgres, "HELLO_EVERY", 0.1)
     url = migrated_database("postgres", tmp_path)
     one = make_store(url, FAST_POLICY)
