@@ -673,3 +673,42 @@ async def test_a_server_alone_sends_no_notify_until_another_says_hello(
         for s in (one, two):
             await s.close()
         drop_pg_database(url)
+
+
+@pytest.mark.postgres
+async def test_a_server_heard_again_after_a_silence_is_woken_for_what_it_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server counted gone (no hello within ``PEERS_FOR``: stalled, or its hello late) gets
+    no NOTIFY for the sends made meanwhile; heard again, it is asked to wake every long-poll,
+    which then finds what was sent instead of waiting out its timeout."""
+    import psycopg
+
+    from mcos.store import postgres
+
+    monkeypatch.setattr(postgres, "HELLO_EVERY", 3600.0)  # hellos at start and to newcomers only
+    url = migrated_database("postgres", tmp_path)
+    one = make_store(url, FAST_POLICY)
+    two = make_store(url, FAST_POLICY)
+    try:
+        await one.open()
+        await one.sync_directory(DIRECTORY)
+        await two.open()
+        first, second = one._origin, two._origin  # type: ignore[attr-defined]
+        await eventually(
+            "each to hear the other",
+            lambda: second in one._peers and first in two._peers,  # type: ignore[attr-defined]
+        )
+        one._peers[second] -= postgres.PEERS_FOR  # type: ignore[attr-defined]  # two fell silent
+        one._listening_since -= postgres.PEERS_FOR  # type: ignore[attr-defined]  # one is sure
+        assert not one._others_listen()  # type: ignore[attr-defined]
+        with two.armed("jarvis") as remote:
+            await one.send(msg(body="while two was silent"))
+            assert not remote.done()  # no NOTIFY went out: two's long-poll heard nothing
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as spy:
+                await spy.execute("SELECT pg_notify(%s, %s)", (postgres.CHANNEL, f"{second}:"))
+            await asyncio.wait_for(remote, 10)  # two's hello, back: one asks it to wake all
+    finally:
+        for s in (one, two):
+            await s.close()
+        drop_pg_database(url)

@@ -137,6 +137,8 @@ SEND_BATCH_MOST = 64
 """Sends in one such transaction at most."""
 NOTIFY_EVERY = 0.002
 """Seconds between this process's NOTIFYs at most (see ``PostgresStore._notify``)."""
+WAKE_ALL = "*"
+"""In a NOTIFY's inbox list: wake every long-poll (no inbox is named ``*``)."""
 HELLO_EVERY = 1.0
 """Seconds between this process's hellos: a NOTIFY naming no inbox, which tells the other
 servers on the database that this one listens, so that their sends notify it."""
@@ -404,6 +406,10 @@ class PostgresStore:
         """Other servers heard on the channel: their origin, and when (event-loop time)."""
         self._listening_since: float | None = None
         """When this process's LISTEN connection last connected; None while it is down."""
+        self._skipped = False
+        """A send notified no one (no other server heard within ``PEERS_FOR``): a server heard
+        again (a stalled one, or one whose hello was late) is then asked to wake all its
+        long-polls, which may have missed those sends."""
         self._origin = secrets.token_hex(6)
         """Prefixes this process's NOTIFY payloads (``ORIGIN:inbox,inbox``; names hold no
         ``:``), so its listener skips what its own sends already woke in process: each echo
@@ -578,6 +584,18 @@ class PostgresStore:
         if self._tasks and self._others_listen():
             self._pending.update(inboxes)
             self._pending_event.set()
+        elif self._tasks:
+            self._skipped = True
+
+    def _heard(self, origin: str, now: float) -> None:
+        """Another server spoke: a server not heard within ``PEERS_FOR`` (or never) while
+        this one's sends notified no one gets a wake-all (``ORIGIN:*``)."""
+        last = self._peers.get(origin)
+        self._peers[origin] = now
+        if self._skipped and (last is None or now - last >= PEERS_FOR):
+            self._skipped = False
+            self._pending.add(WAKE_ALL)
+            self._pending_event.set()
 
     def _others_listen(self) -> bool:
         """Whether another server may be listening, so that a send must NOTIFY: one was heard
@@ -664,9 +682,12 @@ class PostgresStore:
                                 continue
                             if origin not in self._peers:
                                 hello_at = 0.0  # a newcomer: it learns of this one at once
-                            self._peers[origin] = loop.time()
-                            if inboxes:  # a hello names none
-                                self._waiters.wake(inboxes.split(","))
+                            self._heard(origin, loop.time())
+                            names = inboxes.split(",") if inboxes else []  # a hello names none
+                            if WAKE_ALL in names:
+                                self._waiters.wake_all()
+                            elif names:
+                                self._waiters.wake(names)
                             if not hello_at:
                                 break
                     return
